@@ -1,0 +1,330 @@
+//! Resolution: a flag and a context in, a value, variant, reason, error code and metadata out.
+//!
+//! The rules are flagd's: a disabled flag answers the caller's default with reason `DISABLED` (it is
+//! not a missing flag); no targeting gives the default variant with `STATIC`; a rule that returns
+//! `null` gives the default variant with `DEFAULT`; a rule naming a variant gives `TARGETING_MATCH`; a
+//! name that is not a variant is a `GENERAL` error; a value of another type than requested is
+//! `TYPE_MISMATCH`. Resolutions borrow from the flag set, so a boolean resolution allocates nothing.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use crate::context::EvaluationContext;
+use crate::flagset::{Flag, FlagSet, FlagState, Metadata, Targeting};
+use crate::logic::eval::{Env, Scope, eval};
+use crate::value::Val;
+
+/// Why a value was chosen (OpenFeature's reasons, as flagd reports them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No targeting rule: the default variant.
+    Static,
+    /// The targeting rule chose the variant.
+    TargetingMatch,
+    /// The targeting rule chose nothing: the default variant (or the caller's default when there is
+    /// none).
+    Default,
+    /// The flag is disabled: the caller's default.
+    Disabled,
+    /// Resolution failed: the caller's default; see the error code.
+    Error,
+}
+
+impl Reason {
+    /// The reason as flagd spells it: `STATIC`, `TARGETING_MATCH`, `DEFAULT`, `DISABLED`, `ERROR`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Static => "STATIC",
+            Reason::TargetingMatch => "TARGETING_MATCH",
+            Reason::Default => "DEFAULT",
+            Reason::Disabled => "DISABLED",
+            Reason::Error => "ERROR",
+        }
+    }
+}
+
+/// Why a resolution failed (OpenFeature's error codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// No flag has that key.
+    FlagNotFound,
+    /// The flag's value is not of the requested type.
+    TypeMismatch,
+    /// The flag's definition could not be compiled (kept only in lenient mode).
+    ParseError,
+    /// Anything else, such as a rule naming a variant that does not exist.
+    General,
+}
+
+impl ErrorCode {
+    /// The code as flagd spells it: `FLAG_NOT_FOUND`, `TYPE_MISMATCH`, `PARSE_ERROR`, `GENERAL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
+            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
+            ErrorCode::ParseError => "PARSE_ERROR",
+            ErrorCode::General => "GENERAL",
+        }
+    }
+}
+
+/// A failed resolution's code and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolutionError {
+    /// The error code.
+    pub code: ErrorCode,
+    /// A message for logs and clients.
+    pub message: Cow<'static, str>,
+}
+
+/// The outcome of resolving one flag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolution<'a, T> {
+    /// The value; `None` when the caller's default applies (disabled, error, or no default variant).
+    pub value: Option<T>,
+    /// The chosen variant's name.
+    pub variant: Option<&'a str>,
+    /// Why.
+    pub reason: Reason,
+    /// What went wrong, when `reason` is [`Reason::Error`].
+    pub error: Option<ResolutionError>,
+    /// The flag's metadata overlaid on the flag set's (the set's alone for a missing flag).
+    pub metadata: &'a Metadata,
+}
+
+impl<T> Resolution<'_, T> {
+    /// The value, or `default` when the caller's default applies.
+    pub fn value_or(self, default: T) -> T {
+        self.value.unwrap_or(default)
+    }
+
+    /// The error code, if any.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.error.as_ref().map(|e| e.code)
+    }
+}
+
+/// A variant choice before its value is typed.
+struct Outcome<'a> {
+    variant: Option<usize>,
+    reason: Reason,
+    error: Option<ResolutionError>,
+    flag: Option<&'a Flag>,
+}
+
+impl FlagSet {
+    /// Resolves `key` as a boolean.
+    pub fn resolve_bool<'a>(
+        &'a self,
+        key: &str,
+        ctx: &'a EvaluationContext,
+    ) -> Resolution<'a, bool> {
+        self.resolve_typed(key, ctx, "boolean", Value::as_bool)
+    }
+
+    /// Resolves `key` as a string.
+    pub fn resolve_string<'a>(
+        &'a self,
+        key: &str,
+        ctx: &'a EvaluationContext,
+    ) -> Resolution<'a, &'a str> {
+        self.resolve_typed(key, ctx, "string", Value::as_str)
+    }
+
+    /// Resolves `key` as an integer (a JSON number with a fraction is a type mismatch).
+    pub fn resolve_int<'a>(&'a self, key: &str, ctx: &'a EvaluationContext) -> Resolution<'a, i64> {
+        self.resolve_typed(key, ctx, "integer", Value::as_i64)
+    }
+
+    /// Resolves `key` as a float (any number).
+    pub fn resolve_float<'a>(
+        &'a self,
+        key: &str,
+        ctx: &'a EvaluationContext,
+    ) -> Resolution<'a, f64> {
+        self.resolve_typed(key, ctx, "float", Value::as_f64)
+    }
+
+    /// Resolves `key` as an object (an object or array value).
+    pub fn resolve_object<'a>(
+        &'a self,
+        key: &str,
+        ctx: &'a EvaluationContext,
+    ) -> Resolution<'a, &'a Value> {
+        self.resolve_typed(key, ctx, "object", |v| {
+            matches!(v, Value::Object(_) | Value::Array(_)).then_some(v)
+        })
+    }
+
+    /// Resolves `key` whatever its type.
+    pub fn resolve<'a>(
+        &'a self,
+        key: &str,
+        ctx: &'a EvaluationContext,
+    ) -> Resolution<'a, &'a Value> {
+        self.resolve_typed(key, ctx, "any", Some)
+    }
+
+    /// Resolves every flag of the set for one context, in key order (disabled flags included, with
+    /// reason `DISABLED`). Lazy: nothing is evaluated until the iterator is advanced.
+    pub fn resolve_all<'a>(
+        &'a self,
+        ctx: &'a EvaluationContext,
+    ) -> impl Iterator<Item = (&'a Flag, Resolution<'a, &'a Value>)> + 'a {
+        self.flags.iter().map(move |flag| {
+            let outcome = self.outcome(flag, ctx);
+            (flag, self.finish(outcome, "any", Some))
+        })
+    }
+
+    fn resolve_typed<'a, T>(
+        &'a self,
+        key: &str,
+        ctx: &'a EvaluationContext,
+        type_name: &'static str,
+        convert: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Resolution<'a, T> {
+        let outcome = match self.get(key) {
+            Some(flag) => self.outcome(flag, ctx),
+            None => Outcome {
+                variant: None,
+                reason: Reason::Error,
+                error: Some(ResolutionError {
+                    code: ErrorCode::FlagNotFound,
+                    message: Cow::Owned(format!("flag {} not found", Value::from(key))),
+                }),
+                flag: None,
+            },
+        };
+        self.finish(outcome, type_name, convert)
+    }
+
+    /// Types the chosen variant's value.
+    fn finish<'a, T>(
+        &'a self,
+        outcome: Outcome<'a>,
+        type_name: &'static str,
+        convert: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Resolution<'a, T> {
+        let metadata = outcome.flag.map_or(&self.metadata, |f| &f.metadata);
+        let (Some(flag), Some(index)) = (outcome.flag, outcome.variant) else {
+            return Resolution {
+                value: None,
+                variant: None,
+                reason: outcome.reason,
+                error: outcome.error,
+                metadata,
+            };
+        };
+        let (name, value) = &flag.variants[index];
+        match convert(value) {
+            Some(v) => Resolution {
+                value: Some(v),
+                variant: Some(name),
+                reason: outcome.reason,
+                error: None,
+                metadata,
+            },
+            None => Resolution {
+                value: None,
+                variant: None,
+                reason: Reason::Error,
+                error: Some(ResolutionError {
+                    code: ErrorCode::TypeMismatch,
+                    message: Cow::Owned(format!(
+                        "flag {} is not of type {type_name}",
+                        Value::from(&*flag.key)
+                    )),
+                }),
+                metadata,
+            },
+        }
+    }
+
+    /// Chooses a variant.
+    fn outcome<'a>(&'a self, flag: &'a Flag, ctx: &'a EvaluationContext) -> Outcome<'a> {
+        if flag.state == FlagState::Disabled {
+            return Outcome {
+                variant: None,
+                reason: Reason::Disabled,
+                error: None,
+                flag: Some(flag),
+            };
+        }
+        match &flag.targeting {
+            Targeting::Static => default_outcome(flag, Reason::Static),
+            Targeting::Broken(message) => {
+                error_outcome(flag, ErrorCode::ParseError, Cow::Owned(message.to_string()))
+            }
+            Targeting::Rule(expr) => {
+                let env = Env::new(ctx.as_value(), &flag.key, self.fractional);
+                let result = eval(expr, &env, Scope::Root);
+                targeted_outcome(flag, &result)
+            }
+        }
+    }
+}
+
+/// The default variant with `reason`, or the caller's default with `DEFAULT` when there is none.
+fn default_outcome(flag: &Flag, reason: Reason) -> Outcome<'_> {
+    match flag.default_variant {
+        Some(i) => Outcome {
+            variant: Some(i),
+            reason,
+            error: None,
+            flag: Some(flag),
+        },
+        None => Outcome {
+            variant: None,
+            reason: Reason::Default,
+            error: None,
+            flag: Some(flag),
+        },
+    }
+}
+
+fn error_outcome<'a>(flag: &'a Flag, code: ErrorCode, message: Cow<'static, str>) -> Outcome<'a> {
+    Outcome {
+        variant: None,
+        reason: Reason::Error,
+        error: Some(ResolutionError { code, message }),
+        flag: Some(flag),
+    }
+}
+
+/// Maps a rule's result to a variant: `null` means "no opinion" (the default), a string or boolean
+/// (`true` → `"true"`) or number names a variant.
+fn targeted_outcome<'a>(flag: &'a Flag, result: &Val<'_>) -> Outcome<'a> {
+    let name: Cow<'_, str> = match result {
+        Val::Null => return default_outcome(flag, Reason::Default),
+        Val::Str(s) => Cow::Borrowed(&**s),
+        Val::Bool(true) => Cow::Borrowed("true"),
+        Val::Bool(false) => Cow::Borrowed("false"),
+        Val::Num(_) | Val::Ref(Value::Number(_)) => result.to_js_string(),
+        Val::Ref(_) | Val::Array(_) => {
+            return error_outcome(
+                flag,
+                ErrorCode::General,
+                Cow::Borrowed("targeting returned an array or object, not a variant name"),
+            );
+        }
+    };
+    match flag.variant_index(&name) {
+        Some(i) if !name.is_empty() => Outcome {
+            variant: Some(i),
+            reason: Reason::TargetingMatch,
+            error: None,
+            flag: Some(flag),
+        },
+        _ => error_outcome(
+            flag,
+            ErrorCode::General,
+            Cow::Owned(format!(
+                "targeting returned {}, which is not a variant of flag {}",
+                Value::from(&*name),
+                Value::from(&*flag.key)
+            )),
+        ),
+    }
+}

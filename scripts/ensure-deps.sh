@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Make sure the machine has what the Vexil build and test suite need:
+#   - cmake (pingora -> libz-ng-sys builds zlib-ng with it)
+#   - PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`)
+#   - Redis on 127.0.0.1:6379
+#
+# Idempotent: does nothing but report when everything is already there.
+# Prints one short line per thing it found or did.
+#
+# Exit status:
+#   0  everything needed is there (or, outside CI, a service is down and was
+#      only warned about)
+#   1  cmake is missing and cannot be installed, or (with CI=true) a service
+#      is down and could not be started
+set -euo pipefail
+
+log()  { printf 'ensure-deps: %s\n' "$*"; }
+warn() { printf 'ensure-deps: WARNING: %s\n' "$*" >&2; }
+err()  { printf 'ensure-deps: ERROR: %s\n' "$*" >&2; }
+
+is_ci() {
+    case "${CI:-}" in
+        true | TRUE | True | 1 | yes) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+failures=0
+WAIT_SECS="${ENSURE_DEPS_WAIT_SECS:-30}"
+
+# Run a command as root: directly when we are root, else through passwordless
+# sudo. Returns 127 when neither is possible.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        return 127
+    fi
+}
+
+can_be_root() {
+    [ "$(id -u)" -eq 0 ] && return 0
+    command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1
+}
+
+# A service was not reachable and could not be brought up.
+service_down() {
+    if is_ci; then
+        err "$1"
+        failures=$((failures + 1))
+    else
+        warn "$1 (continuing; tests that need it will say so)"
+    fi
+}
+
+# ---------------------------------------------------------------- cmake ----
+ensure_cmake() {
+    if command -v cmake >/dev/null 2>&1; then
+        log "cmake: found ($(cmake --version 2>/dev/null | head -n1))"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1 || ! can_be_root; then
+        err "cmake is needed (pingora -> libz-ng-sys builds with it) but is not installed,"
+        err "and it cannot be installed here (needs root or passwordless sudo, and apt-get)."
+        err "Install cmake with your package manager (e.g. 'apt-get install cmake') and re-run."
+        failures=$((failures + 1))
+        return 1
+    fi
+    log "cmake: missing, installing with apt-get"
+    local aptlog
+    aptlog="$(mktemp)"
+    # No stdin in CI: never let apt/dpkg ask anything; wait for a held dpkg lock.
+    if as_root env DEBIAN_FRONTEND=noninteractive apt-get -q update \
+            </dev/null >"$aptlog" 2>&1 \
+        && as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -y \
+            -o DPkg::Lock::Timeout=300 install --no-install-recommends cmake \
+            </dev/null >>"$aptlog" 2>&1 \
+        && command -v cmake >/dev/null 2>&1; then
+        log "cmake: installed ($(cmake --version 2>/dev/null | head -n1))"
+        rm -f "$aptlog"
+        return 0
+    fi
+    err "cmake is needed (pingora -> libz-ng-sys) but 'apt-get install cmake' failed; last output:"
+    tail -n 20 "$aptlog" | sed 's/^/    /' >&2
+    rm -f "$aptlog"
+    failures=$((failures + 1))
+    return 1
+}
+
+# ----------------------------------------------------------- services ----
+pg_up() {
+    command -v pg_isready >/dev/null 2>&1 || return 1
+    pg_isready -q -h 127.0.0.1 -p 5432 -t 2 </dev/null >/dev/null 2>&1
+}
+
+redis_up() {
+    command -v redis-cli >/dev/null 2>&1 || return 1
+    local reply
+    reply="$(timeout 5 redis-cli -h 127.0.0.1 -p 6379 ping </dev/null 2>/dev/null || true)"
+    [ "$reply" = "PONG" ]
+}
+
+# wait_for NAME CHECK_FN: poll CHECK_FN for up to WAIT_SECS seconds.
+wait_for() {
+    local name="$1" check="$2" i
+    for ((i = 0; i < WAIT_SECS; i++)); do
+        if "$check"; then
+            log "$name: started, answering after ~${i}s"
+            return 0
+        fi
+        sleep 1
+    done
+    "$check" && { log "$name: started, answering after ~${WAIT_SECS}s"; return 0; }
+    return 1
+}
+
+ensure_postgres() {
+    if pg_up; then
+        log "postgresql: up on 127.0.0.1:5432"
+        return 0
+    fi
+    if ! command -v pg_isready >/dev/null 2>&1; then
+        service_down "postgresql: pg_isready not found; cannot check or start PostgreSQL"
+        return 0
+    fi
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ ! -d /etc/postgresql ]; then
+        service_down "postgresql: not answering on 127.0.0.1:5432 and pg_ctlcluster/etc/postgresql not found to start it"
+        return 0
+    fi
+    log "postgresql: not answering on 127.0.0.1:5432, starting it"
+    local out
+    out="$(mktemp)"
+    # Output goes to a file, not a pipe: a daemon holding our pipe would hang callers.
+    # The unquoted $(ls ...) is deliberate: it is the machine's documented start command.
+    # shellcheck disable=SC2046
+    if ! pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start \
+            </dev/null >"$out" 2>&1; then
+        # "already running" style failures are fine if it then answers.
+        sed 's/^/    /' "$out" >&2
+    fi
+    rm -f "$out"
+    if wait_for postgresql pg_up; then
+        return 0
+    fi
+    service_down "postgresql: still not answering on 127.0.0.1:5432 after ${WAIT_SECS}s"
+}
+
+ensure_redis() {
+    if redis_up; then
+        log "redis: up on 127.0.0.1:6379"
+        return 0
+    fi
+    if ! command -v redis-cli >/dev/null 2>&1; then
+        service_down "redis: redis-cli not found; cannot check or start Redis"
+        return 0
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        service_down "redis: not answering on 127.0.0.1:6379 and redis-server not found to start it"
+        return 0
+    fi
+    log "redis: not answering on 127.0.0.1:6379, starting it"
+    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+    local out
+    out="$(mktemp)"
+    if ! redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+            --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log \
+            </dev/null >"$out" 2>&1; then
+        sed 's/^/    /' "$out" >&2
+    fi
+    rm -f "$out"
+    if wait_for redis redis_up; then
+        return 0
+    fi
+    service_down "redis: still not answering on 127.0.0.1:6379 after ${WAIT_SECS}s (log: /var/log/redis/ci.log)"
+}
+
+ensure_cmake || true
+ensure_postgres
+ensure_redis
+
+if [ "$failures" -gt 0 ]; then
+    err "$failures required item(s) missing; see above"
+    exit 1
+fi
+exit 0
