@@ -115,11 +115,7 @@ struct Outcome<'a> {
 
 impl FlagSet {
     /// Resolves `key` as a boolean.
-    pub fn resolve_bool<'a>(
-        &'a self,
-        key: &str,
-        ctx: &'a EvaluationContext,
-    ) -> Resolution<'a, bool> {
+    pub fn resolve_bool<'a>(&'a self, key: &str, ctx: &EvaluationContext) -> Resolution<'a, bool> {
         self.resolve_typed(key, ctx, "boolean", Value::as_bool)
     }
 
@@ -127,22 +123,18 @@ impl FlagSet {
     pub fn resolve_string<'a>(
         &'a self,
         key: &str,
-        ctx: &'a EvaluationContext,
+        ctx: &EvaluationContext,
     ) -> Resolution<'a, &'a str> {
         self.resolve_typed(key, ctx, "string", Value::as_str)
     }
 
     /// Resolves `key` as an integer (a JSON number with a fraction is a type mismatch).
-    pub fn resolve_int<'a>(&'a self, key: &str, ctx: &'a EvaluationContext) -> Resolution<'a, i64> {
+    pub fn resolve_int<'a>(&'a self, key: &str, ctx: &EvaluationContext) -> Resolution<'a, i64> {
         self.resolve_typed(key, ctx, "integer", Value::as_i64)
     }
 
     /// Resolves `key` as a float (any number).
-    pub fn resolve_float<'a>(
-        &'a self,
-        key: &str,
-        ctx: &'a EvaluationContext,
-    ) -> Resolution<'a, f64> {
+    pub fn resolve_float<'a>(&'a self, key: &str, ctx: &EvaluationContext) -> Resolution<'a, f64> {
         self.resolve_typed(key, ctx, "float", Value::as_f64)
     }
 
@@ -150,7 +142,7 @@ impl FlagSet {
     pub fn resolve_object<'a>(
         &'a self,
         key: &str,
-        ctx: &'a EvaluationContext,
+        ctx: &EvaluationContext,
     ) -> Resolution<'a, &'a Value> {
         self.resolve_typed(key, ctx, "object", |v| {
             matches!(v, Value::Object(_) | Value::Array(_)).then_some(v)
@@ -158,20 +150,19 @@ impl FlagSet {
     }
 
     /// Resolves `key` whatever its type.
-    pub fn resolve<'a>(
-        &'a self,
-        key: &str,
-        ctx: &'a EvaluationContext,
-    ) -> Resolution<'a, &'a Value> {
+    pub fn resolve<'a>(&'a self, key: &str, ctx: &EvaluationContext) -> Resolution<'a, &'a Value> {
         self.resolve_typed(key, ctx, "any", Some)
     }
 
     /// Resolves every flag of the set for one context, in key order (disabled flags included, with
     /// reason `DISABLED`). Lazy: nothing is evaluated until the iterator is advanced.
-    pub fn resolve_all<'a>(
+    pub fn resolve_all<'a, 'c>(
         &'a self,
-        ctx: &'a EvaluationContext,
-    ) -> impl Iterator<Item = (&'a Flag, Resolution<'a, &'a Value>)> + 'a {
+        ctx: &'c EvaluationContext,
+    ) -> impl Iterator<Item = (&'a Flag, Resolution<'a, &'a Value>)> + 'c
+    where
+        'a: 'c,
+    {
         self.flags.iter().map(move |flag| {
             let outcome = self.outcome(flag, ctx);
             (flag, self.finish(outcome, "any", Some))
@@ -181,7 +172,7 @@ impl FlagSet {
     fn resolve_typed<'a, T>(
         &'a self,
         key: &str,
-        ctx: &'a EvaluationContext,
+        ctx: &EvaluationContext,
         type_name: &'static str,
         convert: impl FnOnce(&'a Value) -> Option<T>,
     ) -> Resolution<'a, T> {
@@ -243,7 +234,7 @@ impl FlagSet {
     }
 
     /// Chooses a variant.
-    fn outcome<'a>(&'a self, flag: &'a Flag, ctx: &'a EvaluationContext) -> Outcome<'a> {
+    fn outcome<'a>(&'a self, flag: &'a Flag, ctx: &EvaluationContext) -> Outcome<'a> {
         if flag.state == FlagState::Disabled {
             return Outcome {
                 variant: None,

@@ -1,0 +1,275 @@
+//! Property tests: random documents and contexts never panic, compile → evaluate is deterministic,
+//! and `fractional` splits traffic as its weights say.
+
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use vexil_engine::{CompileOptions, EvaluationContext, FlagSet, Mode};
+
+/// Operator names the generator draws from: every supported one, plus a few that are not.
+const OPERATORS: &[&str] = &[
+    "if",
+    "?:",
+    "==",
+    "===",
+    "!=",
+    "!==",
+    "!",
+    "!!",
+    "or",
+    "and",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "max",
+    "min",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "in",
+    "cat",
+    "substr",
+    "merge",
+    "missing",
+    "missing_some",
+    "map",
+    "filter",
+    "reduce",
+    "all",
+    "none",
+    "some",
+    "starts_with",
+    "ends_with",
+    "sem_ver",
+    "fractional",
+    "var",
+    "$ref",
+    "iff",
+    "log",
+];
+
+const CONTEXT_KEYS: &[&str] = &[
+    "targetingKey",
+    "email",
+    "age",
+    "tags",
+    "user",
+    "user.name",
+    "version",
+    "$flagd.flagKey",
+    "$flagd.timestamp",
+    "",
+];
+
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (-1e6f64..1e6).prop_map(Value::from),
+        prop::sample::select(vec![
+            "", "a", "on", "off", "1.2.3", "v2", "=", ">=", "^", "~", "beta", "x@y.z"
+        ])
+        .prop_map(Value::from),
+        "[a-z0-9.@ -]{0,12}".prop_map(Value::from),
+    ]
+}
+
+/// Any JSON value (for the "documents" that are not flag sets at all, and for contexts).
+fn json_value() -> impl Strategy<Value = Value> {
+    scalar().prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A JsonLogic rule over the operators above.
+fn rule() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        scalar(),
+        prop::sample::select(CONTEXT_KEYS).prop_map(|k| json!({"var": k})),
+        prop::sample::select(vec!["seg", "missing-seg"]).prop_map(|r| json!({"$ref": r})),
+    ];
+    leaf.prop_recursive(5, 48, 4, |inner| {
+        prop_oneof![
+            (
+                prop::sample::select(OPERATORS),
+                prop::collection::vec(inner.clone(), 0..4)
+            )
+                .prop_map(|(op, args)| json!({op: args})),
+            (prop::sample::select(OPERATORS), inner.clone()).prop_map(|(op, arg)| json!({op: arg})),
+            prop::collection::vec(inner, 0..3).prop_map(Value::Array),
+        ]
+    })
+}
+
+fn flag_def() -> impl Strategy<Value = Value> {
+    (
+        prop::sample::select(vec!["ENABLED", "DISABLED", "BROKEN"]),
+        prop::collection::btree_map("[a-c]{1,2}|true|false", scalar(), 0..4),
+        prop::option::of(prop::sample::select(vec!["a", "b", "true", "zz"])),
+        prop::option::of(rule()),
+    )
+        .prop_map(|(state, variants, default, targeting)| {
+            let mut def =
+                json!({"state": state, "variants": variants.into_iter().collect::<Map<_, _>>()});
+            if let Some(d) = default {
+                def["defaultVariant"] = json!(d);
+            }
+            if let Some(t) = targeting {
+                def["targeting"] = t;
+            }
+            def
+        })
+}
+
+fn document() -> impl Strategy<Value = Value> {
+    (
+        prop::collection::btree_map("[a-e]{1,3}", flag_def(), 0..6),
+        prop::option::of(rule()),
+        prop::sample::select(vec!["v2", "v3"]),
+    )
+        .prop_map(|(flags, seg, version)| {
+            let mut doc = json!({
+                "flags": flags.into_iter().collect::<Map<_, _>>(),
+                "metadata": {"vexil.fractional": version}
+            });
+            if let Some(seg) = seg {
+                doc["$evaluators"] = json!({"seg": seg});
+            }
+            doc
+        })
+}
+
+fn context() -> impl Strategy<Value = EvaluationContext> {
+    (
+        prop::collection::btree_map(prop::sample::select(CONTEXT_KEYS), json_value(), 0..6),
+        prop::option::of("[a-z0-9-]{0,10}"),
+    )
+        .prop_map(|(attrs, tk)| {
+            let mut ctx = EvaluationContext::from_map(
+                attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            );
+            if let Some(tk) = tk {
+                ctx.set_targeting_key(tk);
+            }
+            ctx
+        })
+}
+
+/// Every flag's resolution as comparable text.
+fn snapshot(set: &FlagSet, ctx: &EvaluationContext) -> Vec<String> {
+    set.resolve_all(ctx)
+        .map(|(flag, r)| {
+            format!(
+                "{} {:?} {:?} {:?} {:?}",
+                flag.key(),
+                r.value,
+                r.variant,
+                r.reason,
+                r.error.map(|e| e.code)
+            )
+        })
+        .collect()
+}
+
+const LENIENT: CompileOptions = CompileOptions {
+    limits: vexil_engine::Limits {
+        max_depth: 64,
+        max_flags: 100_000,
+    },
+    mode: Mode::Lenient,
+};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_json_never_panics(doc in json_value()) {
+        let _ = FlagSet::from_json(&doc);
+        let _ = FlagSet::compile(&doc, &LENIENT);
+    }
+
+    #[test]
+    fn random_flag_sets_compile_and_evaluate_without_panicking(doc in document(), ctx in context()) {
+        let strict = FlagSet::from_json(&doc);
+        let lenient = FlagSet::compile(&doc, &LENIENT).expect("a flag-set shaped document compiles leniently");
+        match strict {
+            Ok(set) => prop_assert!(set.problems().is_empty()),
+            Err(errors) => {
+                prop_assert!(!errors.is_empty());
+                prop_assert_eq!(lenient.problems(), &errors);
+            }
+        }
+        for flag in lenient.flags() {
+            let key = flag.key();
+            let _ = lenient.resolve_bool(key, &ctx);
+            let _ = lenient.resolve_string(key, &ctx);
+            let _ = lenient.resolve_int(key, &ctx);
+            let _ = lenient.resolve_float(key, &ctx);
+            let _ = lenient.resolve_object(key, &ctx);
+        }
+    }
+
+    #[test]
+    fn compile_then_evaluate_is_deterministic(doc in document(), ctx in context()) {
+        let a = FlagSet::compile(&doc, &LENIENT).unwrap();
+        let b = FlagSet::compile(&doc, &LENIENT).unwrap();
+        let first = snapshot(&a, &ctx);
+        prop_assert_eq!(&first, &snapshot(&a, &ctx));
+        prop_assert_eq!(&first, &snapshot(&b, &ctx));
+    }
+}
+
+/// Share of 100,000 random targeting keys landing in each variant.
+fn shares(set: &FlagSet, variants: usize, seed: u64) -> Vec<f64> {
+    let mut counts = vec![0usize; variants];
+    let mut state = seed | 1;
+    let mut ctx = EvaluationContext::new();
+    const KEYS: usize = 100_000;
+    for _ in 0..KEYS {
+        // xorshift64*: cheap, deterministic per seed.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let key = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        ctx.set_targeting_key(format!("user-{key:x}"));
+        let r = set.resolve_int("split", &ctx);
+        counts[r.value.expect("every key lands in a bucket") as usize] += 1;
+    }
+    counts.iter().map(|&c| c as f64 / KEYS as f64).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fractional_follows_its_weights(
+        weights in prop::collection::vec(1u32..100, 2..5),
+        version in prop::sample::select(vec!["v2", "v3"]),
+        bucket_by_rule in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let variants: Map<String, Value> = (0..weights.len()).map(|i| (format!("v{i}"), json!(i))).collect();
+        let mut args: Vec<Value> = weights.iter().enumerate().map(|(i, w)| json!([format!("v{i}"), w])).collect();
+        if bucket_by_rule {
+            args.insert(0, json!({"cat": [{"var": "$flagd.flagKey"}, {"var": "targetingKey"}]}));
+        }
+        let set = FlagSet::from_json(&json!({
+            "metadata": {"vexil.fractional": version},
+            "flags": {"split": {"state": "ENABLED", "variants": variants, "defaultVariant": "v0",
+                                "targeting": {"fractional": args}}}
+        })).unwrap();
+        let total: u32 = weights.iter().sum();
+        for (i, share) in shares(&set, weights.len(), seed).into_iter().enumerate() {
+            let expected = f64::from(weights[i]) / f64::from(total);
+            prop_assert!((share - expected).abs() <= 0.01,
+                "variant {} got {:.4}, weight says {:.4} ({:?}, {})", i, share, expected, weights, version);
+        }
+    }
+}
