@@ -1,11 +1,82 @@
-//! `vexil-control`: the control plane binary.
-//!
-//! The source of truth for environments and flags. Its store, admin API and sync hub arrive with
-//! their own issues; today the binary validates flag-set documents with the shared engine.
+//! `vexil-control`: the control plane binary. Parses configuration and wires the library's parts.
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use vexil_control::config::{ControlConfig, ServeArgs};
+use vexil_control::server::Control;
+
+#[derive(Parser)]
+#[command(name = "vexil-control", version, about = "Vexil control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane: admin API (and, as they land, the sync hub and webhook).
+    Serve(ServeArgs),
+}
+
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VEXIL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ControlConfig::resolve(&args)?;
+    let control = Control::open(&config).await?;
+    let listener = TcpListener::bind(config.admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the admin API to {}: {e}", config.admin_addr))?;
+    tracing::info!(addr = %config.admin_addr, "admin API listening");
+    let grace = config.shutdown_grace;
+    control
+        .serve_api(listener, async move {
+            shutdown_signal().await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: draining requests"
+            );
+            // Past the grace period, exit anyway.
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                tracing::warn!("grace period over; exiting with requests in flight");
+                std::process::exit(0);
+            });
+        })
+        .await?;
+    control.state.store.close().await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

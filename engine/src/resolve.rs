@@ -105,6 +105,22 @@ impl<T> Resolution<'_, T> {
     }
 }
 
+impl Resolution<'_, &Value> {
+    /// The resolution as JSON in flagd's vocabulary: `key`, `value`, `variant`, `reason`,
+    /// `errorCode`, `errorMessage`, `metadata` (as the admin API's previews and CLI print it).
+    pub fn to_json(&self, key: &str) -> Value {
+        serde_json::json!({
+            "key": key,
+            "value": self.value,
+            "variant": self.variant,
+            "reason": self.reason.as_str(),
+            "errorCode": self.error.as_ref().map(|e| e.code.as_str()),
+            "errorMessage": self.error.as_ref().map(|e| e.message.to_string()),
+            "metadata": self.metadata,
+        })
+    }
+}
+
 /// A variant choice before its value is typed.
 struct Outcome<'a> {
     variant: Option<usize>,

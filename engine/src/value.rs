@@ -4,7 +4,9 @@
 //! reference into the compiled rule. Only operators that build something new (`cat`, `map`, `merge`, ...)
 //! own their result. The coercions follow json-logic-js (the reference every JsonLogic port, flagd's
 //! included, mimics): JavaScript truthiness except that an empty array is falsy, JavaScript's abstract
-//! and strict equality, relational comparison and `String()`/`Number()` conversions.
+//! and strict equality, relational comparison and `String()`/`Number()` conversions. Where flagd's
+//! own reference (its Python core) answers otherwise for a reason other than a Python artefact, it
+//! wins; the operator tests (`tests/operators.rs`) list each such case.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -81,12 +83,36 @@ impl<'a> Val<'a> {
         }
     }
 
-    /// Member `key` of an object, or element `key` of an array when `key` is an index: one step of `var`.
+    /// One step of `var`: member `key` of an object; element `key` of an array or character `key` of a
+    /// string (in code points, as the reference counts them) when `key` is an index; the `length` of
+    /// an array or string.
     pub(crate) fn get(&self, key: &str, index: Option<usize>) -> Option<Val<'a>> {
+        // As in JavaScript, "01" or "+1" name a property, not an element.
+        let index = index.filter(|_| key == "0" || !key.starts_with(['0', '+']));
+        let length = |n: usize| (key == "length").then_some(Val::Num(n as f64));
         match self {
             Val::Ref(Value::Object(m)) => m.get(key).map(Val::from_json),
-            Val::Ref(Value::Array(a)) => index.and_then(|i| a.get(i)).map(Val::from_json),
-            Val::Array(a) => index.and_then(|i| a.get(i)).cloned(),
+            Val::Ref(Value::Array(a)) => match index {
+                Some(i) => a.get(i).map(Val::from_json),
+                None => length(a.len()),
+            },
+            Val::Array(a) => match index {
+                Some(i) => a.get(i).cloned(),
+                None => length(a.len()),
+            },
+            Val::Str(s) => match index {
+                Some(i) => {
+                    let (start, c) = s.char_indices().nth(i)?;
+                    Some(Val::Str(match s {
+                        Cow::Borrowed(whole) => {
+                            let whole: &'a str = whole;
+                            Cow::Borrowed(&whole[start..start + c.len_utf8()])
+                        }
+                        Cow::Owned(_) => Cow::Owned(c.to_string()),
+                    }))
+                }
+                None => length(s.chars().count()),
+            },
             _ => None,
         }
     }
@@ -191,14 +217,18 @@ impl<'a> Val<'a> {
         }
     }
 
-    /// JavaScript's strict equality `===` (arrays and objects are never equal: they are distinct
-    /// references in json-logic-js).
+    /// JavaScript's strict equality `===`. Arrays and objects compare by reference, as in
+    /// json-logic-js: one is equal only to itself (the same value of the context or of the rule
+    /// reached twice), never to an equal-looking copy.
     pub(crate) fn strict_eq(&self, other: &Val<'_>) -> bool {
         match (self.kind(), other.kind()) {
             (Kind::Null, Kind::Null) => true,
             (Kind::Bool, Kind::Bool) => self.truthy() == other.truthy(),
             (Kind::Num, Kind::Num) => self.to_number() == other.to_number(),
             (Kind::Str, Kind::Str) => self.as_str() == other.as_str(),
+            (Kind::Array, Kind::Array) | (Kind::Object, Kind::Object) => {
+                matches!((self, other), (Val::Ref(a), Val::Ref(b)) if std::ptr::eq(*a, *b))
+            }
             _ => false,
         }
     }
@@ -207,10 +237,9 @@ impl<'a> Val<'a> {
     pub(crate) fn loose_eq(&self, other: &Val<'_>) -> bool {
         use Kind::*;
         match (self.kind(), other.kind()) {
-            (a, b) if a == b => match a {
-                Array | Object => false,
-                _ => self.strict_eq(other),
-            },
+            (a, b) if a == b => self.strict_eq(other),
+            // Two objects (an array is one) compare by reference.
+            (Array, Object) | (Object, Array) => false,
             (Null, _) | (_, Null) => false,
             (Num, Str) | (Str, Num) | (Bool, _) | (_, Bool) => {
                 self.to_number() == other.to_number()
@@ -231,11 +260,19 @@ impl<'a> Val<'a> {
         }
     }
 
-    /// JavaScript's relational comparison: strings compare as strings when both are strings,
-    /// everything else as numbers. `None` when a NaN is involved (every comparison is then false).
+    /// JavaScript's relational comparison: strings compare as strings when both are strings (or one
+    /// is a string and the other an array or object), everything else as numbers. `None` when a NaN is involved (every comparison is then false).
     pub(crate) fn js_cmp(&self, other: &Val<'_>) -> Option<Ordering> {
         match (self, other) {
             (Val::Str(a), Val::Str(b)) => Some(cmp_utf16(a, b)),
+            // An array or object against a string compares as its string form (JavaScript's
+            // ToPrimitive; the reference's to_string).
+            (Val::Str(a), b) if matches!(b.kind(), Kind::Array | Kind::Object) => {
+                Some(cmp_utf16(a, &b.to_js_string()))
+            }
+            (a, Val::Str(b)) if matches!(a.kind(), Kind::Array | Kind::Object) => {
+                Some(cmp_utf16(&a.to_js_string(), b))
+            }
             _ => self.to_number().partial_cmp(&other.to_number()),
         }
     }
@@ -355,7 +392,16 @@ pub(crate) fn write_js_number(n: f64, out: &mut String) {
         out.push_str("NaN");
     } else if n.is_infinite() {
         out.push_str(if n > 0.0 { "Infinity" } else { "-Infinity" });
-    } else if n == n.trunc() && n.abs() < 1e21 {
+    } else if n.abs() >= 1e21 || (n != 0.0 && n.abs() < 1e-6) {
+        // Exponential form, with an explicit sign on the exponent: `1e+21`, `1.5e-7`.
+        let text = format!("{n:e}");
+        match text.split_once('e') {
+            Some((mantissa, exp)) if !exp.starts_with('-') => {
+                let _ = write!(out, "{mantissa}e+{exp}");
+            }
+            _ => out.push_str(&text),
+        }
+    } else if n == n.trunc() {
         // Integral: no fraction (`-0` prints as `0`).
         if n < 0.0 {
             out.push('-');

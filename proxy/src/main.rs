@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
-use vexil_engine::{EvaluationContext, FlagSet, Resolution};
+use serde_json::Value;
+use vexil_engine::{EvaluationContext, FlagSet};
 
 #[derive(Parser)]
 #[command(name = "vexil-proxy", version, about = "Vexil sidecar")]
@@ -83,10 +83,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ctx = EvaluationContext::from_value(ctx_value)
                 .map_err(|_| anyhow::anyhow!("--context must be a JSON object"))?;
             let out: Vec<Value> = match flag {
-                Some(key) => vec![details(&key, set.resolve(&key, &ctx))],
+                Some(key) => vec![set.resolve(&key, &ctx).to_json(&key)],
                 None => set
                     .resolve_all(&ctx)
-                    .map(|(f, r)| details(f.key(), r))
+                    .map(|(f, r)| r.to_json(f.key()))
                     .collect(),
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -97,17 +97,4 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-/// One resolution as JSON, in flagd's vocabulary.
-fn details(key: &str, r: Resolution<'_, &Value>) -> Value {
-    json!({
-        "key": key,
-        "value": r.value,
-        "variant": r.variant,
-        "reason": r.reason.as_str(),
-        "errorCode": r.error.as_ref().map(|e| e.code.as_str()),
-        "errorMessage": r.error.as_ref().map(|e| e.message.to_string()),
-        "metadata": r.metadata,
-    })
 }

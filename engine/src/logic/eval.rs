@@ -152,7 +152,8 @@ fn eval_or_and<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>, or: bo
     last
 }
 
-/// `<` and `<=`, with the three-argument "between" form `a < b < c`.
+/// `<` and `<=`, with the three-argument "between" form `a < b < c`. As in the reference, a `null`
+/// third argument (a missing bound) leaves the two-argument form.
 fn compare_chain<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -166,7 +167,7 @@ fn compare_chain<'a>(
         return Val::Bool(first);
     }
     let c = arg(args, 2, env, scope);
-    Val::Bool(b.js_cmp(&c).is_some_and(holds))
+    Val::Bool(c.is_null() || b.js_cmp(&c).is_some_and(holds))
 }
 
 fn extremum<'a>(
@@ -183,7 +184,8 @@ fn extremum<'a>(
         }
         acc = Some(acc.map_or(n, |a| pick(a, n)));
     }
-    acc.map_or(Val::Null, Val::Num)
+    // `max` and `min` of nothing are NaN, as in the reference.
+    Val::Num(acc.unwrap_or(f64::NAN))
 }
 
 /// `+` and `*` convert with `parseFloat`; a single `+` argument is a cast to number.
@@ -426,7 +428,11 @@ fn eval_var<'a>(var: &'a Var, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let found = match &var.path {
         VarPath::Static(path) => lookup_static(path, env, scope),
         VarPath::Dynamic(e) => {
-            let key = eval(e, env, scope).to_js_string();
+            // A computed `null` path, like a literal one, means the whole data.
+            let key = match eval(e, env, scope) {
+                Val::Null => Cow::Borrowed(""),
+                key => key.to_js_string(),
+            };
             lookup_static(
                 &super::compile::static_path(&Value::from(&*key)),
                 env,
@@ -434,12 +440,12 @@ fn eval_var<'a>(var: &'a Var, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
             )
         }
     };
-    // As in json-logic-js, the default answers for a missing value (or one under a missing or null
-    // parent); a value that is present and null stays null.
+    // As in the reference (flagd's Python core, and flagd's Go JsonLogic), the default answers for a
+    // missing value, one under a missing or null parent, and a value that is present but null.
     match (found, &var.default) {
-        (Some(v), _) => v,
-        (None, Some(d)) => eval(d, env, scope),
-        (None, None) => Val::Null,
+        (Some(v), _) if !v.is_null() => v,
+        (_, Some(d)) => eval(d, env, scope),
+        (_, None) => Val::Null,
     }
 }
 

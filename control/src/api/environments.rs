@@ -1,0 +1,212 @@
+//! `/api/v1/environments`: list, create, get, rename, delete, promote.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{Caller, Json};
+use super::{AppState, Problem};
+use crate::auth::Permission;
+use crate::model::Environment;
+
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_environments, create_environment))
+        .routes(routes!(
+            get_environment,
+            update_environment,
+            delete_environment
+        ))
+        .routes(routes!(promote))
+}
+
+/// Body of `POST /environments`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEnvironment {
+    /// Lowercase letters, digits, `-` and `_`; starts with a letter or digit; at most 63 characters.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Body of `PATCH /environments/{env}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentUpdate {
+    /// New display name.
+    pub name: String,
+}
+
+/// Body of `POST /environments/{env}/promote`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Promotion {
+    /// The environment whose flag set is replaced by this one's.
+    pub to: String,
+}
+
+/// Query of `DELETE /environments/{env}`.
+#[derive(Deserialize, IntoParams)]
+pub struct DeleteQuery {
+    /// Delete even when the environment still has flags.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Checks an environment key.
+fn check_key(key: &str) -> Result<(), Problem> {
+    let ok = !key.is_empty()
+        && key.len() <= 63
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && key.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::bad_request(format!(
+            "key: {key:?} is not a valid environment key (lowercase letters, digits, '-', '_'; \
+             starting with a letter or digit; at most 63 characters)"
+        )))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Problem> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(Problem::bad_request(
+            "name: must be 1 to 200 characters and not blank",
+        ));
+    }
+    Ok(())
+}
+
+/// List the environments the caller may see.
+#[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Environments, by key", body = Vec<Environment>),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn list_environments(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<axum::Json<serde_json::Value>, Problem> {
+    caller.require(Permission::Read, None)?;
+    let items: Vec<Environment> = state
+        .store
+        .list_environments()
+        .await?
+        .into_iter()
+        .filter(|e| caller.principal.allows_environment(&e.key))
+        .collect();
+    Ok(axum::Json(
+        serde_json::json!({"items": items, "next_cursor": null}),
+    ))
+}
+
+/// Create an environment (revision 0, no flags).
+#[utoipa::path(post, path = "/api/v1/environments", tag = "environments",
+    security(("bearer" = [])), request_body = NewEnvironment,
+    responses((status = 201, body = Environment), (status = 400, body = Problem),
+               (status = 409, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem), (status = 415, body = Problem)))]
+async fn create_environment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<NewEnvironment>,
+) -> Result<impl IntoResponse, Problem> {
+    caller.require(Permission::Admin, None)?;
+    check_key(&body.key)?;
+    check_name(&body.name)?;
+    let env = state
+        .store
+        .create_environment(&caller.actor(), &body.key, &body.name)
+        .await?;
+    let location = format!("/api/v1/environments/{}", env.key);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(env),
+    ))
+}
+
+/// One environment.
+#[utoipa::path(get, path = "/api/v1/environments/{env}", tag = "environments",
+    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
+    responses((status = 200, body = Environment), (status = 404, body = Problem),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn get_environment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(env): Path<String>,
+) -> Result<axum::Json<Environment>, Problem> {
+    caller.require(Permission::Read, Some(&env))?;
+    Ok(axum::Json(state.store.get_environment(&env).await?))
+}
+
+/// Rename an environment.
+#[utoipa::path(patch, path = "/api/v1/environments/{env}", tag = "environments",
+    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
+    request_body = EnvironmentUpdate,
+    responses((status = 200, body = Environment), (status = 400, body = Problem),
+               (status = 404, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem)))]
+async fn update_environment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(env): Path<String>,
+    Json(body): Json<EnvironmentUpdate>,
+) -> Result<axum::Json<Environment>, Problem> {
+    caller.require(Permission::Admin, Some(&env))?;
+    check_name(&body.name)?;
+    Ok(axum::Json(
+        state
+            .store
+            .update_environment(&caller.actor(), &env, &body.name)
+            .await?,
+    ))
+}
+
+/// Delete an environment; refused (409) while it has flags unless `?force=true`.
+#[utoipa::path(delete, path = "/api/v1/environments/{env}", tag = "environments",
+    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key"), DeleteQuery),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn delete_environment(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(env): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<StatusCode, Problem> {
+    caller.require(Permission::Admin, Some(&env))?;
+    state
+        .store
+        .delete_environment(&caller.actor(), &env, q.force)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Copy this environment's whole flag set onto another, atomically (one revision of the target).
+#[utoipa::path(post, path = "/api/v1/environments/{env}/promote", tag = "environments",
+    security(("bearer" = [])), params(("env" = String, Path, description = "Source environment key")),
+    request_body = Promotion,
+    responses((status = 200, description = "The target environment", body = Environment),
+               (status = 400, body = Problem), (status = 404, body = Problem),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn promote(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(env): Path<String>,
+    Json(body): Json<Promotion>,
+) -> Result<axum::Json<Environment>, Problem> {
+    caller.require(Permission::Read, Some(&env))?;
+    caller.require(Permission::WriteFlags, Some(&body.to))?;
+    Ok(axum::Json(
+        state.store.promote(&caller.actor(), &env, &body.to).await?,
+    ))
+}

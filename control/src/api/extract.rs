@@ -1,0 +1,162 @@
+//! Request extractors that fail with problem+json: the caller, JSON bodies with size limits and
+//! field paths in their errors, `If-Match`.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+
+use super::{AppState, Problem};
+use crate::auth::{Permission, Principal};
+use crate::store::{Actor, Precondition};
+
+/// The authenticated caller, with the request id for the audit log.
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// `x-request-id`.
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    /// Requires permission `p`, and access to `env` when given.
+    pub fn require(&self, p: Permission, env: Option<&str>) -> Result<(), Problem> {
+        if !self.principal.role.grants(p) {
+            return Err(Problem::forbidden(format!(
+                "role {} may not do this",
+                self.principal.role.as_str()
+            )));
+        }
+        if let Some(env) = env
+            && !self.principal.allows_environment(env)
+        {
+            return Err(Problem::forbidden(format!(
+                "this token is not valid for environment {env:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The caller as the audit log names it.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            name: self.principal.name.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = state.auth.authenticate(header).await?;
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        Ok(Caller {
+            principal,
+            request_id,
+        })
+    }
+}
+
+/// A JSON body of at most the configured request size (1 MiB by default).
+pub struct Json<T>(pub T);
+
+/// A JSON body of at most the configured import size (32 MiB by default), for whole flag sets.
+pub struct LargeJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Json<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        read_json(req, state.config.max_body_bytes).await.map(Json)
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for LargeJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        read_json(req, state.config.max_import_bytes)
+            .await
+            .map(LargeJson)
+    }
+}
+
+async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, Problem> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !(mime.eq_ignore_ascii_case("application/json")
+        || mime.to_ascii_lowercase().ends_with("+json"))
+    {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("expected Content-Type: application/json, got {content_type:?}"),
+        ));
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than {limit} bytes"),
+            )
+        })?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            Problem::bad_request(format!("invalid JSON body: {inner}"))
+        } else {
+            Problem::bad_request(format!("invalid JSON body at {path}: {inner}"))
+        }
+    })
+}
+
+/// The `If-Match` precondition: `*`, or an ETag we issued (`"<version>"`, weak or strong).
+pub struct IfMatch(pub Precondition);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(IfMatch(Precondition::None));
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| Problem::bad_request("If-Match is not valid text"))?
+            .trim();
+        if text == "*" {
+            return Ok(IfMatch(Precondition::Any));
+        }
+        let version = text
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse::<i64>()
+            .map_err(|_| {
+                Problem::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    format!("If-Match {text:?} is not an ETag issued by this server"),
+                )
+            })?;
+        Ok(IfMatch(Precondition::Version(version)))
+    }
+}

@@ -1,0 +1,227 @@
+//! Configuration: a TOML file (`--config`), `VEXIL_*` environment variables and command-line flags,
+//! in rising order of precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::api::ApiConfig;
+use crate::auth::JwtConfig;
+
+/// `vexil-control serve` flags; each also reads a `VEXIL_*` variable.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// Configuration file (TOML); flags and variables override it.
+    #[arg(long, env = "VEXIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Admin REST API listen address.
+    #[arg(long, env = "VEXIL_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// QUIC sync listen address (UDP).
+    #[arg(long, env = "VEXIL_SYNC_ADDR")]
+    pub sync_addr: Option<SocketAddr>,
+    /// Kubernetes injection webhook listen address (HTTPS).
+    #[arg(long, env = "VEXIL_WEBHOOK_ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// `sqlite://FILE` (embedded, the default `sqlite://vexil.db`) or `postgres://...`.
+    #[arg(long, env = "VEXIL_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis URL for fan-out between control replicas.
+    #[arg(long, env = "VEXIL_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Generate development TLS certificates into `--tls-dir`.
+    #[arg(long, env = "VEXIL_DEV_TLS")]
+    pub dev_tls: bool,
+    /// Directory of TLS material (`ca.pem`, server certificate and key).
+    #[arg(long, env = "VEXIL_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// HS256 secret to accept JWT bearer tokens.
+    #[arg(long, env = "VEXIL_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
+    /// JWT claim holding the role.
+    #[arg(long, env = "VEXIL_JWT_ROLE_CLAIM")]
+    pub jwt_role_claim: Option<String>,
+    /// Seconds to drain in-flight requests on SIGTERM.
+    #[arg(long, env = "VEXIL_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// The configuration file's shape: every key optional.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    admin_addr: Option<SocketAddr>,
+    sync_addr: Option<SocketAddr>,
+    webhook_addr: Option<SocketAddr>,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    dev_tls: Option<bool>,
+    tls_dir: Option<PathBuf>,
+    shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    jwt: FileJwt,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileJwt {
+    hs256_secret: Option<String>,
+    role_claim: Option<String>,
+    environments_claim: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_body_bytes: Option<usize>,
+    max_import_bytes: Option<usize>,
+    max_flags: Option<usize>,
+    max_rule_depth: Option<usize>,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    /// Admin API address.
+    pub admin_addr: SocketAddr,
+    /// QUIC sync address.
+    pub sync_addr: SocketAddr,
+    /// Webhook address.
+    pub webhook_addr: SocketAddr,
+    /// Database URL.
+    pub database_url: String,
+    /// Redis URL, when replicas fan out through Redis.
+    pub redis_url: Option<String>,
+    /// Generate development certificates.
+    pub dev_tls: bool,
+    /// TLS directory.
+    pub tls_dir: PathBuf,
+    /// JWT verification, when configured.
+    pub jwt: Option<JwtConfig>,
+    /// API limits.
+    pub api: ApiConfig,
+    /// Drain time on SIGTERM.
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl ControlConfig {
+    /// Resolves flags over variables over the file over defaults.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<ControlConfig> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let default_addr = |s: &str| s.parse::<SocketAddr>().expect("valid default address");
+        let jwt_secret = args.jwt_hs256_secret.clone().or(file.jwt.hs256_secret);
+        let jwt = jwt_secret.map(|secret| JwtConfig {
+            hs256_secret: Some(secret),
+            role_claim: args
+                .jwt_role_claim
+                .clone()
+                .or(file.jwt.role_claim)
+                .unwrap_or_else(|| "vexil_role".into()),
+            environments_claim: file
+                .jwt
+                .environments_claim
+                .unwrap_or_else(|| "vexil_environments".into()),
+        });
+        let mut api = ApiConfig::default();
+        if let Some(v) = file.limits.max_body_bytes {
+            api.max_body_bytes = v;
+        }
+        if let Some(v) = file.limits.max_import_bytes {
+            api.max_import_bytes = v;
+        }
+        if let Some(v) = file.limits.max_flags {
+            api.limits.max_flags = v;
+        }
+        if let Some(v) = file.limits.max_rule_depth {
+            api.limits.max_depth = v;
+        }
+        Ok(ControlConfig {
+            admin_addr: args
+                .admin_addr
+                .or(file.admin_addr)
+                .unwrap_or_else(|| default_addr("127.0.0.1:8080")),
+            sync_addr: args
+                .sync_addr
+                .or(file.sync_addr)
+                .unwrap_or_else(|| default_addr("127.0.0.1:7443")),
+            webhook_addr: args
+                .webhook_addr
+                .or(file.webhook_addr)
+                .unwrap_or_else(|| default_addr("127.0.0.1:9443")),
+            database_url: args
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or_else(|| "sqlite://vexil.db".into()),
+            redis_url: args.redis_url.clone().or(file.redis_url),
+            dev_tls: args.dev_tls || file.dev_tls.unwrap_or(false),
+            tls_dir: args
+                .tls_dir
+                .clone()
+                .or(file.tls_dir)
+                .unwrap_or_else(|| PathBuf::from("tls")),
+            jwt,
+            api,
+            shutdown_grace: std::time::Duration::from_secs(
+                args.shutdown_grace_secs
+                    .or(file.shutdown_grace_secs)
+                    .unwrap_or(25),
+            ),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("vexil-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.toml");
+        std::fs::write(
+            &path,
+            "admin_addr = \"127.0.0.1:9000\"\ndatabase_url = \"sqlite://a.db\"\n[limits]\nmax_flags = 10\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            database_url: Some("sqlite://b.db".into()),
+            ..ServeArgs::default()
+        };
+        let c = ControlConfig::resolve(&args).unwrap();
+        assert_eq!(c.admin_addr.port(), 9000);
+        assert_eq!(c.database_url, "sqlite://b.db");
+        assert_eq!(c.api.limits.max_flags, 10);
+        assert_eq!(c.sync_addr.port(), 7443);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = std::env::temp_dir().join(format!("vexil-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.toml");
+        std::fs::write(&path, "admin_adr = \"127.0.0.1:9000\"\n").unwrap();
+        let err = ControlConfig::resolve(&ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("admin_adr"), "{err}");
+    }
+}

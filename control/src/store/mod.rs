@@ -1,0 +1,606 @@
+//! The store: environments, flags, evaluators, the change log, tokens and the audit log, on SQLite
+//! (an embedded file, the default) or PostgreSQL (production).
+//!
+//! Both databases run the same SQL through sqlx's `Any` driver; only the migrations differ in syntax.
+//! JSON is kept as text and times as Unix milliseconds so nothing above the SQL cares which database
+//! it is talking to.
+//!
+//! Every write is one transaction that first bumps the environment's revision (`UPDATE ... RETURNING`,
+//! which takes the row lock on PostgreSQL and the write lock on SQLite, so concurrent writers queue
+//! up), then checks its preconditions, writes the row, appends the change-log entry and the audit
+//! entry, and commits. Anything that fails rolls the whole transaction back: revisions have no gaps
+//! and nothing is ever half-written.
+
+mod flags;
+mod tokens;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row, SqlSafeStr};
+use tokio::sync::broadcast;
+
+use crate::model::{
+    AuditEntry, Change, ChangeKind, Environment, Millis, Page, now_millis, rfc3339,
+};
+
+pub use flags::{FlagQuery, Precondition};
+
+/// Which database is behind the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The operation conflicts with the current state (exists already, still in use...).
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` named a version that is no longer current.
+    #[error("precondition failed: the current version is {current}")]
+    PreconditionFailed {
+        /// The current version.
+        current: i64,
+    },
+    /// Replacing needs `If-Match`.
+    #[error("replacing an existing {0} requires If-Match with its ETag")]
+    PreconditionRequired(&'static str),
+    /// The definition is invalid; every problem with its JSON path.
+    #[error("invalid definition: {0}")]
+    Invalid(vexil_engine::ValidationErrors),
+    /// A request field is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The database cannot be reached.
+    #[error("store unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    /// Anything else from the database.
+    #[error("store error: {0}")]
+    Internal(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict("already exists".into())
+            }
+            _ => StoreError::Internal(e),
+        }
+    }
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Who is writing, for the audit log.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// The token name, or `jwt:<subject>`.
+    pub name: String,
+    /// The request's `x-request-id`.
+    pub request_id: Option<String>,
+}
+
+/// A committed revision, announced to the sync hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The environment key.
+    pub environment: String,
+    /// Its new revision.
+    pub revision: i64,
+}
+
+/// Filters of the audit query.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only this flag (or evaluator, or token) name.
+    pub target: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Not before (Unix ms).
+    pub since: Option<Millis>,
+    /// Not after (Unix ms).
+    pub until: Option<Millis>,
+    /// Entries older than this id (the cursor).
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// The store. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    committed: broadcast::Sender<Committed>,
+}
+
+const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+impl Store {
+    /// Connects to `url` (`sqlite://path`, `postgres://...`) and applies pending migrations.
+    pub async fn connect(url: &str) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadRequest(format!(
+                "unsupported database URL (expected sqlite:// or postgres://): {}",
+                redact_url(url)
+            )));
+        };
+        let url = match backend {
+            // Create the file on first start.
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_string(),
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(5));
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
+        let store = Store {
+            pool,
+            backend,
+            committed: broadcast::channel(1024).0,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let list = match self.backend {
+            Backend::Sqlite => MIGRATIONS_SQLITE,
+            Backend::Postgres => MIGRATIONS_POSTGRES,
+        };
+        let migrations: Vec<Migration> = list
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator {
+            migrations: migrations.into(),
+            ..Migrator::DEFAULT
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))))
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks the database answers (readiness).
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Committed revisions, as they happen (for the sync hub).
+    pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
+        self.committed.subscribe()
+    }
+
+    fn announce(&self, environment: &str, revision: i64) {
+        // No subscriber is fine: nobody is waiting.
+        let _ = self.committed.send(Committed {
+            environment: environment.to_string(),
+            revision,
+        });
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- environments ----
+
+    /// Every environment, by key.
+    pub async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
+        let rows = sqlx::query(
+            "SELECT key, name, revision, metadata, created_at, updated_at \
+             FROM environments ORDER BY key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(environment_from_row).collect()
+    }
+
+    /// The environment `key`.
+    pub async fn get_environment(&self, key: &str) -> StoreResult<Environment> {
+        let row = sqlx::query(
+            "SELECT key, name, revision, metadata, created_at, updated_at \
+             FROM environments WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| not_found_env(key))?;
+        environment_from_row(&row)
+    }
+
+    /// Creates an environment at revision 0.
+    pub async fn create_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        name: &str,
+    ) -> StoreResult<Environment> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM environments WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "environment {key:?} already exists"
+            )));
+        }
+        let row = sqlx::query(
+            "INSERT INTO environments (key, name, revision, metadata, created_at, updated_at) \
+             VALUES ($1, $2, 0, '{}', $3, $4) \
+             RETURNING key, name, revision, metadata, created_at, updated_at",
+        )
+        .bind(key)
+        .bind(name)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let env = environment_from_row(&row)?;
+        audit(
+            &mut tx,
+            actor,
+            "environment.create",
+            Some(key),
+            None,
+            Value::Null,
+            to_value(&env),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(env)
+    }
+
+    /// Renames an environment.
+    pub async fn update_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        name: &str,
+    ) -> StoreResult<Environment> {
+        let mut tx = self.pool.begin().await?;
+        let before = sqlx::query(
+            "SELECT key, name, revision, metadata, created_at, updated_at \
+             FROM environments WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| not_found_env(key))?;
+        let before = environment_from_row(&before)?;
+        let row = sqlx::query(
+            "UPDATE environments SET name = $1, updated_at = $2 WHERE key = $3 \
+             RETURNING key, name, revision, metadata, created_at, updated_at",
+        )
+        .bind(name)
+        .bind(now_millis())
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        let env = environment_from_row(&row)?;
+        audit(
+            &mut tx,
+            actor,
+            "environment.update",
+            Some(key),
+            None,
+            to_value(&before),
+            to_value(&env),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(env)
+    }
+
+    /// Deletes an environment; refused while it has flags unless `force`.
+    pub async fn delete_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        force: bool,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT id, key, name, revision, metadata, created_at, updated_at \
+             FROM environments WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| not_found_env(key))?;
+        let id: i64 = row.try_get("id")?;
+        let env = environment_from_row(&row)?;
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM flags WHERE environment_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if count > 0 && !force {
+            return Err(StoreError::Conflict(format!(
+                "environment {key:?} still has {count} flags; delete them first or pass ?force=true"
+            )));
+        }
+        for sql in [
+            "DELETE FROM flags WHERE environment_id = $1",
+            "DELETE FROM evaluators WHERE environment_id = $1",
+            "DELETE FROM changes WHERE environment_id = $1",
+            "DELETE FROM environments WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        audit(
+            &mut tx,
+            actor,
+            "environment.delete",
+            Some(key),
+            None,
+            to_value(&env),
+            Value::Null,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- change log ----
+
+    /// The changes of `environment` after `revision`, oldest first, at most `limit`.
+    pub async fn changes_since(
+        &self,
+        environment: &str,
+        revision: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT c.revision, c.kind, c.key, c.definition FROM changes c \
+             JOIN environments e ON e.id = c.environment_id \
+             WHERE e.key = $1 AND c.revision > $2 ORDER BY c.revision LIMIT $3",
+        )
+        .bind(environment)
+        .bind(revision)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(Change {
+                    revision: r.try_get("revision")?,
+                    kind: ChangeKind::parse(&kind).ok_or_else(|| corrupt("changes.kind"))?,
+                    key: r.try_get("key")?,
+                    definition: json_opt(r.try_get("definition")?)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- audit ----
+
+    /// Audit entries, newest first.
+    pub async fn audit(&self, q: &AuditQuery) -> StoreResult<Page<AuditEntry>> {
+        // Optional filters as `($n IS NULL OR column = $n)`, so the statement text stays fixed.
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, environment, target, before, after, request_id \
+             FROM audit WHERE ($1 IS NULL OR environment = $1) AND ($2 IS NULL OR target = $2) \
+             AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR at >= $4) \
+             AND ($5 IS NULL OR at <= $5) AND ($6 IS NULL OR id < $6) \
+             ORDER BY id DESC LIMIT $7",
+        )
+        .bind(q.environment.clone())
+        .bind(q.target.clone())
+        .bind(q.actor.clone())
+        .bind(q.since)
+        .bind(q.until)
+        .bind(q.before_id)
+        .bind(q.limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: rfc3339(r.try_get("at")?),
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    environment: r.try_get("environment")?,
+                    target: r.try_get("target")?,
+                    before: json_opt(r.try_get("before")?)?.unwrap_or(Value::Null),
+                    after: json_opt(r.try_get("after")?)?.unwrap_or(Value::Null),
+                    request_id: r.try_get("request_id")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = if items.len() as i64 > q.limit {
+            items.truncate(q.limit as usize);
+            items.last().map(|e| e.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+}
+
+/// Bumps `environment`'s revision inside `tx`: the first statement of every flag-set write, so the
+/// write lock is taken before anything is read.
+pub(crate) async fn bump_revision(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    environment: &str,
+) -> StoreResult<(i64, i64)> {
+    let row = sqlx::query(
+        "UPDATE environments SET revision = revision + 1, updated_at = $1 WHERE key = $2 \
+         RETURNING id, revision",
+    )
+    .bind(now_millis())
+    .bind(environment)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| not_found_env(environment))?;
+    Ok((row.try_get("id")?, row.try_get("revision")?))
+}
+
+/// Appends the change-log entry of `revision`.
+pub(crate) async fn record_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    environment_id: i64,
+    revision: i64,
+    kind: ChangeKind,
+    key: Option<&str>,
+    definition: Option<&Value>,
+) -> StoreResult<()> {
+    let op = if definition.is_some() {
+        "upsert"
+    } else {
+        "delete"
+    };
+    sqlx::query(
+        "INSERT INTO changes (environment_id, revision, kind, key, op, definition, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(environment_id)
+    .bind(revision)
+    .bind(kind.as_str())
+    .bind(key.map(str::to_string))
+    .bind(op)
+    .bind(definition.map(Value::to_string))
+    .bind(now_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends an audit entry.
+pub(crate) async fn audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    actor: &Actor,
+    action: &str,
+    environment: Option<&str>,
+    target: Option<&str>,
+    before: Value,
+    after: Value,
+) -> StoreResult<()> {
+    let text = |v: Value| (!v.is_null()).then(|| v.to_string());
+    sqlx::query(
+        "INSERT INTO audit (at, actor, action, environment, target, before, after, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(now_millis())
+    .bind(actor.name.clone())
+    .bind(action.to_string())
+    .bind(environment.map(str::to_string))
+    .bind(target.map(str::to_string))
+    .bind(text(before))
+    .bind(text(after))
+    .bind(actor.request_id.clone())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) fn environment_from_row(r: &AnyRow) -> StoreResult<Environment> {
+    Ok(Environment {
+        key: r.try_get("key")?,
+        name: r.try_get("name")?,
+        revision: r.try_get("revision")?,
+        metadata: json_opt(Some(r.try_get("metadata")?))?.unwrap_or(Value::Null),
+        created_at: rfc3339(r.try_get("created_at")?),
+        updated_at: rfc3339(r.try_get("updated_at")?),
+    })
+}
+
+pub(crate) fn not_found_env(key: &str) -> StoreError {
+    StoreError::NotFound(format!("environment {key:?}"))
+}
+
+pub(crate) fn json_opt(text: Option<String>) -> StoreResult<Option<Value>> {
+    text.map(|t| serde_json::from_str(&t).map_err(|_| corrupt("a JSON column")))
+        .transpose()
+}
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::Internal(sqlx::Error::Decode(
+        format!("unreadable value in {what}").into(),
+    ))
+}
+
+pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
