@@ -261,7 +261,8 @@ impl<'a> Val<'a> {
     }
 
     /// JavaScript's relational comparison: strings compare as strings when both are strings (or one
-    /// is a string and the other an array or object), everything else as numbers. `None` when a NaN is involved (every comparison is then false).
+    /// is a string and the other an array or object), everything else as numbers. `None` when a NaN
+    /// is involved (every comparison is then false).
     pub(crate) fn js_cmp(&self, other: &Val<'_>) -> Option<Ordering> {
         match (self, other) {
             (Val::Str(a), Val::Str(b)) => Some(cmp_utf16(a, b)),

@@ -28,21 +28,30 @@ pub enum FractionalVersion {
     V3,
 }
 
-/// A bucket weight: an integer (a JSON integer, or an integral computed number); negative weights are
-/// clamped to 0. `None` for anything else, which makes the whole `fractional` yield `null`.
+/// A bucket weight: an integer, however it arrived: a JSON integer, or an integral double (contexts
+/// over protobuf carry every number as a double, so `50.0` must weigh like `50`). Negative weights
+/// are clamped to 0. `None` for anything else (a fraction, a string, a boolean), which makes the whole
+/// `fractional` yield `null`. (flagd-core also rejects integral doubles written as `50.0` in a rule;
+/// we treat numbers by value everywhere.)
 pub(crate) fn parse_weight(v: &Val<'_>) -> Option<u64> {
     let w = match v {
         Val::Ref(Value::Number(n)) => {
             if let Some(i) = n.as_i64() {
                 i128::from(i)
+            } else if let Some(u) = n.as_u64() {
+                i128::from(u)
             } else {
-                i128::from(n.as_u64()?)
+                integral(n.as_f64()?)?
             }
         }
-        Val::Num(f) if f.is_finite() && *f == f.trunc() => *f as i128,
+        Val::Num(f) => integral(*f)?,
         _ => return None,
     };
     Some(w.clamp(0, i128::from(u64::MAX)) as u64)
+}
+
+fn integral(f: f64) -> Option<i128> {
+    (f.is_finite() && f == f.trunc()).then_some(f as i128)
 }
 
 /// The hash of a bucketing value under `version`; `None` when that version cannot bucket it (v2 takes
@@ -117,6 +126,8 @@ mod tests {
         assert_eq!(parse_weight(&Val::Ref(&i)), Some(50));
         assert_eq!(parse_weight(&Val::Ref(&neg)), Some(0));
         assert_eq!(parse_weight(&Val::Ref(&f)), None);
+        let whole = json!(50.0);
+        assert_eq!(parse_weight(&Val::Ref(&whole)), Some(50));
         assert_eq!(parse_weight(&Val::Ref(&t)), None);
         assert_eq!(parse_weight(&Val::Bool(true)), None);
         assert_eq!(parse_weight(&Val::Num(20.0)), Some(20));
