@@ -28,14 +28,20 @@ impl Caller {
                 self.principal.role.as_str()
             )));
         }
-        if let Some(env) = env
-            && !self.principal.allows_environment(env)
-        {
-            return Err(Problem::forbidden(format!(
-                "this token is not valid for environment {env:?}"
-            )));
+        match env {
+            Some(env) if !self.principal.allows_environment(env) => Err(Problem::forbidden(
+                format!("this token is not valid for environment {env:?}"),
+            )),
+            // Administration of no one environment (creating environments, managing tokens)
+            // concerns all of them: a token limited to some may not, or it could mint itself an
+            // unlimited token.
+            None if p == Permission::Admin && !self.principal.environments.is_empty() => {
+                Err(Problem::forbidden(
+                    "this token is limited to some environments; this action concerns all of them",
+                ))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The caller as the audit log names it.
@@ -110,14 +116,27 @@ async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T,
             format!("expected Content-Type: application/json, got {content_type:?}"),
         ));
     }
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body larger than {limit} bytes"),
-            )
-        })?;
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let expects_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && declared.is_some_and(|n| n > limit) {
+        // Refused before the client sends it.
+        return Err(too_large());
+    }
+    let bytes = read_body(req.into_body(), limit)
+        .await?
+        .ok_or_else(too_large)?;
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -128,6 +147,33 @@ async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T,
             Problem::bad_request(format!("invalid JSON body at {path}: {inner}"))
         }
     })
+}
+
+/// How much of a too-large body is read on (and dropped) before answering 413.
+const DRAIN_MAX: usize = 64 << 20;
+
+/// The body when it holds at most `limit` bytes, `None` when it is larger. A larger body is still
+/// read on, and dropped, up to [`DRAIN_MAX`] more bytes: a connection closed with request data left
+/// unread is reset, and the client would likely lose the 413 before reading it.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Option<Vec<u8>>, Problem> {
+    use axum::body::HttpBody as _;
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame =
+            frame.map_err(|e| Problem::bad_request(format!("could not read the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total <= limit {
+            out.extend_from_slice(&data);
+        } else if total > limit.saturating_add(DRAIN_MAX) {
+            break;
+        }
+    }
+    Ok((total <= limit).then_some(out))
 }
 
 /// The `If-Match` precondition: `*`, or an ETag we issued (`"<version>"`, weak or strong).

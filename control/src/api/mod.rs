@@ -11,14 +11,14 @@ mod health;
 mod problem;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -64,8 +64,9 @@ pub struct AppState {
     pub config: ApiConfig,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// Compiled flag sets for `evaluate`, by environment, with their revision.
-    compiled: Mutex<HashMap<String, (i64, Arc<FlagSet>)>>,
+    /// Compiled flag sets for `evaluate`, by environment, with the revision and document they were
+    /// compiled from.
+    compiled: Mutex<HashMap<String, CompiledSet>>,
 }
 
 impl AppState {
@@ -104,39 +105,66 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The router and the OpenAPI document describing exactly its routes.
-pub fn router(state: Arc<AppState>) -> Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every documented route (each one is registered with its OpenAPI entry).
+fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(environments::routes())
         .merge(flags::routes())
         .merge(admin::routes())
         .merge(health::routes())
-        .split_for_parts();
-    let openapi = Arc::new(openapi);
+}
+
+/// The router: the documented routes (`/openapi.json` among them), problem+json for every error.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (router, _) = documented_routes().split_for_parts();
     router
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let doc = openapi.clone();
-                async move { axum::Json((*doc).clone()) }
-            }),
-        )
         .fallback(|| async { Problem::not_found("no such route") })
+        .layer(axum::middleware::from_fn(problem_everywhere))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
         .with_state(state)
 }
 
-/// The OpenAPI document (for tests and tooling).
+/// The OpenAPI document describing exactly the router's routes (served as `/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, doc) = OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi())
-        .merge(environments::routes())
-        .merge(flags::routes())
-        .merge(admin::routes())
-        .merge(health::routes())
-        .split_for_parts();
-    doc
+    OPENAPI
+        .get_or_init(|| documented_routes().split_for_parts().1)
+        .clone()
+}
+
+/// The document, built once.
+static OPENAPI: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+
+/// Turns an error response that is not problem+json yet (axum's own: 405, unparsable path or query
+/// parameters) into one, keeping its status, its text as `detail`, and its headers (`Allow`).
+async fn problem_everywhere(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut problem = Problem::new(status, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    problem
 }
 
 /// Request ids for requests that come without one.
@@ -178,11 +206,16 @@ pub fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
-/// The compiled flag set of `env` at its current revision (cached per revision).
+/// A cached compilation: revision, document, compiled set.
+type CompiledSet = (i64, serde_json::Value, Arc<FlagSet>);
+
+/// The compiled flag set of `env` at its current revision (cached). The cache is checked against the
+/// document, not only the revision: an environment deleted and created again counts from 0 again.
 async fn compiled_set(state: &AppState, env: &str) -> Result<(i64, Arc<FlagSet>), Problem> {
     let (environment, doc) = state.store.export(env).await?;
-    if let Some((rev, set)) = state.compiled.lock().expect("cache").get(env)
+    if let Some((rev, cached_doc, set)) = state.compiled.lock().expect("cache").get(env)
         && *rev == environment.revision
+        && *cached_doc == doc
     {
         return Ok((*rev, set.clone()));
     }
@@ -199,7 +232,7 @@ async fn compiled_set(state: &AppState, env: &str) -> Result<(i64, Arc<FlagSet>)
         .compiled
         .lock()
         .expect("cache")
-        .insert(env.to_string(), (environment.revision, set.clone()));
+        .insert(env.to_string(), (environment.revision, doc, set.clone()));
     Ok((environment.revision, set))
 }
 

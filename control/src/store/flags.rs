@@ -281,7 +281,7 @@ impl Store {
         precondition: Precondition,
         limits: Limits,
     ) -> StoreResult<(FlagRecord, bool)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
         let before = current_flag(&mut tx, env_id, key).await?;
         precondition.check(before.as_ref().map(|f| f.version), Some("flag"))?;
@@ -337,7 +337,7 @@ impl Store {
                 "state: must be \"ENABLED\" or \"DISABLED\"".into(),
             ));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
         let before = current_flag(&mut tx, env_id, key)
             .await?
@@ -378,7 +378,7 @@ impl Store {
         key: &str,
         precondition: Precondition,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
         let before = current_flag(&mut tx, env_id, key)
             .await?
@@ -445,7 +445,7 @@ impl Store {
         precondition: Precondition,
         limits: Limits,
     ) -> StoreResult<(EvaluatorRecord, bool)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
         let before = current_evaluator(&mut tx, env_id, key).await?;
         precondition.check(before.as_ref().map(|e| e.version), Some("evaluator"))?;
@@ -508,7 +508,7 @@ impl Store {
         key: &str,
         precondition: Precondition,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
         let before = current_evaluator(&mut tx, env_id, key)
             .await?
@@ -584,7 +584,7 @@ impl Store {
         limits: Limits,
     ) -> StoreResult<Environment> {
         validate_document(&doc, limits)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
         let before = load_set(&mut tx, env_id).await?;
         write_set(&mut tx, env_id, &doc, &before).await?;
@@ -621,7 +621,7 @@ impl Store {
                 "cannot promote an environment onto itself".into(),
             ));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (to_id, revision) = bump_revision(&mut tx, to).await?;
         let from_id: i64 = sqlx::query("SELECT id FROM environments WHERE key = $1")
             .bind(from)

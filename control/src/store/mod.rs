@@ -218,6 +218,17 @@ impl Store {
             .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))))
     }
 
+    /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`,
+    /// queueing behind other writers for up to `busy_timeout`): a deferred transaction that reads
+    /// before it writes cannot upgrade its lock once another writer has committed, and fails with
+    /// `SQLITE_BUSY` at once instead of waiting.
+    pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -281,7 +292,7 @@ impl Store {
         name: &str,
     ) -> StoreResult<Environment> {
         let now = now_millis();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT 1 FROM environments WHERE key = $1")
             .bind(key)
             .fetch_optional(&mut *tx)
@@ -324,7 +335,7 @@ impl Store {
         key: &str,
         name: &str,
     ) -> StoreResult<Environment> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let before = sqlx::query(
             "SELECT key, name, revision, metadata, created_at, updated_at \
              FROM environments WHERE key = $1",
@@ -365,10 +376,12 @@ impl Store {
         key: &str,
         force: bool,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
+        // A no-op update first: it takes the row lock (PostgreSQL), so a flag write in flight
+        // commits before the flags are counted, or waits and then finds no environment.
         let row = sqlx::query(
-            "SELECT id, key, name, revision, metadata, created_at, updated_at \
-             FROM environments WHERE key = $1",
+            "UPDATE environments SET updated_at = updated_at WHERE key = $1 \
+             RETURNING id, key, name, revision, metadata, created_at, updated_at",
         )
         .bind(key)
         .fetch_optional(&mut *tx)

@@ -33,7 +33,7 @@ impl Store {
         environments: &[String],
         hash: &str,
     ) -> StoreResult<TokenRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO tokens (name, hash, role, environments, created_at) VALUES ($1, $2, $3, $4, $5) \
              RETURNING id, name, hash, role, environments, created_at, last_used_at, revoked_at",
@@ -106,7 +106,7 @@ impl Store {
 
     /// Revokes token `id` (it stays listed, marked revoked).
     pub async fn revoke_token(&self, actor: &Actor, id: i64) -> StoreResult<TokenRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let before = sqlx::query(
             "SELECT id, name, hash, role, environments, created_at, last_used_at, revoked_at \
              FROM tokens WHERE id = $1",

@@ -1,0 +1,624 @@
+//! Shared harness of the control plane's integration tests.
+//!
+//! Every test gets its own database (a temp SQLite file, or a fresh PostgreSQL database on
+//! 127.0.0.1:5432 that is dropped afterwards) and its own in-process API server on a free port.
+//! [`both_backends!`] turns one test body into a SQLite test and a PostgreSQL test. Without a
+//! reachable PostgreSQL the PostgreSQL half prints a notice and passes, except under `CI=true` where it
+//! fails.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use vexil_control::auth::hash_secret;
+use vexil_control::config::{ControlConfig, ServeArgs};
+use vexil_control::model::Role;
+use vexil_control::server::Control;
+use vexil_control::store::{AuditQuery, Store};
+
+/// The secret of the admin token every test server starts with.
+pub const ADMIN: &str = "vxl_integration-test-admin-secret";
+
+/// Where PostgreSQL test databases are created from, unless `VEXIL_TEST_PG_URL` says otherwise.
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The server test databases are created on (a URL of an existing database, trust auth).
+fn pg_admin_url() -> String {
+    std::env::var("VEXIL_TEST_PG_URL").unwrap_or_else(|_| PG_ADMIN_URL.to_string())
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    let root = base.rsplit_once('/').map_or(base, |(root, _)| root);
+    format!("{root}/{name}")
+}
+
+/// Generates `$name::sqlite` and `$name::postgres` from one async test body taking an [`App`],
+/// optionally with server [`Options`].
+///
+/// ```ignore
+/// both_backends!(creates_flags, |app: App| async move { ... });
+/// both_backends!(jwt, options = Options { jwt_secret: Some("k".into()) }, |app: App| async move { ... });
+/// ```
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        $crate::both_backends!($name, options = Default::default(), $body);
+    };
+    ($name:ident, options = $options:expr, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                $crate::common::run($crate::common::Backend::Sqlite, $options, $body).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                $crate::common::run($crate::common::Backend::Postgres, $options, $body).await;
+            }
+        }
+    };
+}
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A temp SQLite file.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+/// Server settings a test may change.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `jwt_hs256_secret`.
+    pub jwt_secret: Option<String>,
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn is_ci() -> bool {
+    matches!(
+        std::env::var("CI").as_deref(),
+        Ok("true" | "TRUE" | "True" | "1" | "yes")
+    )
+}
+
+/// One test's database.
+pub struct Db {
+    /// The URL the server uses.
+    pub url: String,
+    pg_name: Option<String>,
+    sqlite_path: Option<PathBuf>,
+}
+
+impl Db {
+    /// A new empty database; `None` (with a notice) when PostgreSQL is unreachable outside CI.
+    pub async fn create(backend: Backend) -> Option<Db> {
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("vexil-test-{}.db", random_suffix()));
+                Some(Db {
+                    url: format!("sqlite://{}", path.display()),
+                    pg_name: None,
+                    sqlite_path: Some(path),
+                })
+            }
+            Backend::Postgres => {
+                let mut conn = match pg_admin().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if is_ci() {
+                            panic!(
+                                "PostgreSQL is required under CI=true but {} is unreachable: {e}",
+                                pg_admin_url()
+                            );
+                        }
+                        eprintln!(
+                            "NOTICE: skipping the PostgreSQL half of this test: {} is unreachable ({e})",
+                            pg_admin_url()
+                        );
+                        return None;
+                    }
+                };
+                let name = format!("vexil_t_{}", random_suffix());
+                let mut last = None;
+                for _ in 0..10 {
+                    match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                        .execute(&mut conn)
+                        .await
+                    {
+                        Ok(_) => {
+                            last = None;
+                            break;
+                        }
+                        // Concurrent CREATE DATABASE can collide on template1; retry.
+                        Err(e) => {
+                            last = Some(e);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+                if let Some(e) = last {
+                    panic!("CREATE DATABASE {name}: {e}");
+                }
+                let _ = conn.close().await;
+                Some(Db {
+                    url: with_database(&pg_admin_url(), &name),
+                    pg_name: Some(name),
+                    sqlite_path: None,
+                })
+            }
+        }
+    }
+
+    /// Removes the database (best effort).
+    pub async fn destroy(self) {
+        if let Some(name) = &self.pg_name
+            && let Ok(mut conn) = pg_admin().await
+        {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+            let _ = conn.close().await;
+        }
+        if let Some(path) = &self.sqlite_path {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
+}
+
+async fn pg_admin() -> Result<sqlx::PgConnection, String> {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::PgConnection::connect(&pg_admin_url()),
+    )
+    .await
+    {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// A running test server and what a test needs to talk to it.
+#[derive(Clone)]
+pub struct App {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The HTTP client.
+    pub client: reqwest::Client,
+    /// The admin token's secret.
+    pub admin: String,
+    /// A second handle on the server's database, to look behind the API.
+    pub store: Store,
+    /// Which database.
+    pub backend: Backend,
+    /// The server's own state (its store, metrics).
+    pub state: std::sync::Arc<vexil_control::api::AppState>,
+    /// The database URL.
+    pub db_url: String,
+}
+
+/// A running server, owned by [`run`].
+pub struct Server {
+    /// The handle tests use.
+    pub app: App,
+    shutdown: oneshot::Sender<()>,
+    handle: JoinHandle<anyhow::Result<()>>,
+    control: Control,
+    db: Db,
+}
+
+/// Starts a server on a new database; `None` when the backend is unavailable (outside CI).
+pub async fn start(backend: Backend, options: Options) -> Option<Server> {
+    let db = Db::create(backend).await?;
+    // The admin token exists before the server opens the store, so bootstrap (which reads
+    // VEXIL_ADMIN_TOKEN, a process-wide variable) creates nothing.
+    let store = Store::connect(&db.url).await.expect("test store");
+    store
+        .create_token(None, "admin", Role::Admin, &[], &hash_secret(ADMIN))
+        .await
+        .expect("admin token");
+    let config = ControlConfig::resolve(&ServeArgs {
+        database_url: Some(db.url.clone()),
+        jwt_hs256_secret: options.jwt_secret.clone(),
+        ..Default::default()
+    })
+    .expect("config");
+    let control = Control::open(&config).await.expect("control opens");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let serving = Control {
+        state: control.state.clone(),
+    };
+    let handle = tokio::spawn(async move {
+        serving
+            .serve_api(listener, async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    Some(Server {
+        app: App {
+            base: format!("http://{addr}"),
+            client,
+            admin: ADMIN.to_string(),
+            store,
+            backend,
+            state: control.state.clone(),
+            db_url: db.url.clone(),
+        },
+        shutdown: tx,
+        handle,
+        control,
+        db,
+    })
+}
+
+impl Server {
+    /// Stops the server and removes its database.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        match tokio::time::timeout(Duration::from_secs(10), self.handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("server failed: {e}"),
+            Ok(Err(e)) => panic!("server task: {e}"),
+            Err(_) => panic!("server did not stop within 10 s of shutdown"),
+        }
+        self.control.state.store.close().await;
+        self.app.store.close().await;
+        self.db.destroy().await;
+    }
+}
+
+/// Runs `body` against a fresh server on `backend`, then stops it and drops its database, also when
+/// `body` panics (the panic is then re-raised).
+pub async fn run<F, Fut>(backend: Backend, options: Options, body: F)
+where
+    F: FnOnce(App) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(server) = start(backend, options).await else {
+        return;
+    };
+    let outcome = tokio::spawn(body(server.app.clone())).await;
+    server.stop().await;
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("test body: {e}"),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ client ----
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body text.
+    pub text: String,
+    /// Body as JSON (`Null` when it is not JSON).
+    pub json: Value,
+}
+
+impl Resp {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `ETag` header (panics without one).
+    pub fn etag(&self) -> String {
+        self.header("etag")
+            .unwrap_or_else(|| panic!("no ETag in {self:?}"))
+            .to_string()
+    }
+
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        &self.json
+    }
+}
+
+/// A request being built.
+pub struct Req<'a> {
+    app: &'a App,
+    method: reqwest::Method,
+    path: String,
+    token: Option<String>,
+    headers: Vec<(String, String)>,
+    body: Option<(Option<String>, Vec<u8>)>,
+}
+
+impl<'a> Req<'a> {
+    /// `Authorization: Bearer <token>`.
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// Any header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// A JSON body.
+    pub fn json(self, body: &Value) -> Self {
+        self.raw(Some("application/json"), body.to_string().into_bytes())
+    }
+
+    /// A body with this content type (`None`: no `Content-Type`).
+    pub fn raw(mut self, content_type: Option<&str>, body: Vec<u8>) -> Self {
+        self.body = Some((content_type.map(String::from), body));
+        self
+    }
+
+    /// Sends it and reads the whole answer.
+    pub async fn send(self) -> Resp {
+        let url = format!("{}{}", self.app.base, self.path);
+        let mut rb = self.app.client.request(self.method.clone(), &url);
+        if let Some(t) = &self.token {
+            rb = rb.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in &self.headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        if let Some((ct, bytes)) = self.body {
+            if let Some(ct) = ct {
+                rb = rb.header("content-type", ct);
+            }
+            rb = rb.body(bytes);
+        }
+        let resp = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{} {}: {e}", self.method, self.path));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("response body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+}
+
+impl App {
+    /// A request.
+    pub fn req(&self, method: &str, path: &str) -> Req<'_> {
+        Req {
+            app: self,
+            method: reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+            path: path.to_string(),
+            token: None,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// `GET path` with `token`.
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.req("GET", path).token(token).send().await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value, token: &str) -> Resp {
+        self.req("POST", path).token(token).json(body).send().await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put_json(&self, path: &str, body: &Value, token: &str) -> Resp {
+        self.req("PUT", path).token(token).json(body).send().await
+    }
+
+    /// `PUT path` with a JSON body and `If-Match`.
+    pub async fn put_json_if(&self, path: &str, body: &Value, token: &str, etag: &str) -> Resp {
+        self.req("PUT", path)
+            .token(token)
+            .header("if-match", etag)
+            .json(body)
+            .send()
+            .await
+    }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch_json(&self, path: &str, body: &Value, token: &str) -> Resp {
+        self.req("PATCH", path).token(token).json(body).send().await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.req("DELETE", path).token(token).send().await
+    }
+
+    // ---- fixtures (as admin) ----
+
+    /// Creates environment `key`.
+    pub async fn create_env(&self, key: &str) -> Value {
+        let r = self
+            .post_json(
+                "/api/v1/environments",
+                &json!({"key": key, "name": format!("Env {key}")}),
+                &self.admin,
+            )
+            .await;
+        r.expect(201).clone()
+    }
+
+    /// Creates flag `key` in `env` with `definition`.
+    pub async fn create_flag(&self, env: &str, key: &str, definition: &Value) -> Resp {
+        let r = self
+            .put_json(&flag_path(env, key), definition, &self.admin)
+            .await;
+        r.expect(201);
+        r
+    }
+
+    /// Creates a token through the API; returns its id and secret.
+    pub async fn token(&self, name: &str, role: &str, environments: &[&str]) -> (i64, String) {
+        let r = self
+            .post_json(
+                "/api/v1/tokens",
+                &json!({"name": name, "role": role, "environments": environments}),
+                &self.admin,
+            )
+            .await;
+        let body = r.expect(201);
+        (
+            body["id"].as_i64().expect("token id"),
+            body["token"].as_str().expect("token secret").to_string(),
+        )
+    }
+
+    /// What a failed write must leave unchanged: the environment's revision, change log and flag
+    /// set, and the whole audit log.
+    pub async fn snapshot(&self, env: &str) -> Snapshot {
+        let environment = self.store.get_environment(env).await.expect("environment");
+        let changes = self
+            .store
+            .changes_since(env, 0, 1_000_000)
+            .await
+            .expect("changes")
+            .len();
+        let (_, flagset) = self.store.export(env).await.expect("export");
+        Snapshot {
+            revision: environment.revision,
+            changes,
+            flagset,
+            audit: self.audit_ids().await,
+        }
+    }
+
+    /// Every audit entry id, newest first.
+    pub async fn audit_ids(&self) -> Vec<i64> {
+        self.store
+            .audit(&AuditQuery {
+                limit: 1_000_000,
+                ..Default::default()
+            })
+            .await
+            .expect("audit")
+            .items
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    }
+
+    /// Asserts that nothing of `env` nor the audit log moved since `before`.
+    #[track_caller]
+    pub fn assert_unchanged(&self, before: &Snapshot, after: &Snapshot, what: &str) {
+        assert_eq!(
+            before.revision, after.revision,
+            "{what}: the revision moved"
+        );
+        assert_eq!(before.changes, after.changes, "{what}: the change log grew");
+        assert_eq!(before.audit, after.audit, "{what}: the audit log changed");
+        assert_eq!(
+            before.flagset, after.flagset,
+            "{what}: the flag set changed"
+        );
+    }
+}
+
+/// See [`App::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Environment revision.
+    pub revision: i64,
+    /// Change-log length.
+    pub changes: usize,
+    /// The exported document.
+    pub flagset: Value,
+    /// Audit entry ids.
+    pub audit: Vec<i64>,
+}
+
+/// `/api/v1/environments/{env}/flags/{key}`.
+pub fn flag_path(env: &str, key: &str) -> String {
+    format!("/api/v1/environments/{env}/flags/{key}")
+}
+
+/// A valid boolean flag, on by default.
+pub fn bool_flag() -> Value {
+    json!({
+        "state": "ENABLED",
+        "variants": {"on": true, "off": false},
+        "defaultVariant": "on"
+    })
+}
+
+/// A valid string flag with `metadata`.
+pub fn string_flag(default: &str, metadata: Value) -> Value {
+    json!({
+        "state": "ENABLED",
+        "variants": {"a": "alpha", "b": "beta"},
+        "defaultVariant": default,
+        "metadata": metadata
+    })
+}
+
+/// Asserts an RFC 9457 problem with `status` and returns its body.
+#[track_caller]
+pub fn assert_problem(resp: &Resp, status: u16) -> &Value {
+    assert_eq!(
+        resp.status, status,
+        "unexpected status; body: {}",
+        resp.text
+    );
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/problem+json"),
+        "a {status} must be problem+json; body: {}",
+        resp.text
+    );
+    let p = &resp.json;
+    assert_eq!(p["status"], json!(status), "problem.status: {p}");
+    assert!(p["title"].is_string(), "problem.title: {p}");
+    assert!(p["type"].is_string(), "problem.type: {p}");
+    assert!(
+        p["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "problem.detail: {p}"
+    );
+    p
+}

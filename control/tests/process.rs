@@ -1,0 +1,351 @@
+//! The real `vexil-control serve` binary: the first admin token, and a graceful SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BANNER: &str = "created the first admin token (shown once, store it now)";
+
+/// A temp SQLite file, removed on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> TempDb {
+        TempDb(std::env::temp_dir().join(format!(
+            "vexil-process-{}-{:016x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        )))
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+/// A running `vexil-control serve`, its output collected as it comes.
+struct Proc {
+    child: Child,
+    addr: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let buf = Arc::new(Mutex::new(String::new()));
+    let out = buf.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let mut b = out.lock().unwrap();
+            b.push_str(&line);
+            b.push('\n');
+        }
+    });
+    buf
+}
+
+impl Proc {
+    /// Starts the binary on `db` with a clean environment (plus `env`) and waits until `/healthz`
+    /// answers.
+    fn start(db: &TempDb, env: &[(&str, &str)]) -> Proc {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vexil-control"));
+        cmd.args(["serve", "--database-url", &db.url(), "--admin-addr", &addr])
+            .args(["--shutdown-grace-secs", "20"])
+            .env_clear()
+            .env("VEXIL_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn vexil-control");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let mut p = Proc {
+            child,
+            addr,
+            stdout,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("vexil-control exited early ({status}): {}", p.output());
+            }
+            if let Ok((200, _)) = p.try_http("GET", "/healthz", None, None) {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready in 60 s: {}",
+                p.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    /// One HTTP/1.1 request on its own connection: status and body.
+    fn try_http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(&self.addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(request_head(&self.addr, method, path, token, body.map(str::len)).as_bytes())?;
+        if let Some(b) = body {
+            s.write_all(b.as_bytes())?;
+        }
+        read_response(&mut s)
+    }
+
+    #[track_caller]
+    fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> u16 {
+        self.try_http(method, path, token, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+            .0
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// SIGTERM, then the exit status (within `secs`).
+    fn stop(mut self, secs: u64) -> (ExitStatus, String) {
+        self.sigterm();
+        let status = self.wait(secs);
+        // Let the readers drain the pipes.
+        std::thread::sleep(Duration::from_millis(100));
+        (status, self.output())
+    }
+
+    fn wait(&mut self, secs: u64) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running {secs} s after SIGTERM: {}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn request_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body_len: Option<usize>,
+) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(n) = body_len {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {n}\r\n"
+        ));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Reads one response head (up to the blank line), byte by byte.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+fn read_response(s: &mut TcpStream) -> std::io::Result<(u16, String)> {
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
+}
+
+/// The lines of `out` holding a token secret.
+fn secret_lines(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.contains("vxl_"))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn first_start_prints_an_admin_token_once() {
+    let db = TempDb::new();
+    let p = Proc::start(&db, &[]);
+    let out = p.stdout();
+    assert_eq!(out.matches(BANNER).count(), 1, "{}", p.output());
+    let lines = secret_lines(&out);
+    assert_eq!(lines.len(), 1, "the secret is printed once: {}", p.output());
+    let token = lines[0].clone();
+    assert!(token.starts_with("vxl_") && !token.contains(' '), "{token}");
+    assert!(!p.stderr.lock().unwrap().contains(&token));
+    assert_eq!(
+        p.http("GET", "/api/v1/environments", Some(&token), None),
+        200
+    );
+    assert_eq!(
+        p.http("GET", "/api/v1/environments", Some("vxl_nope"), None),
+        401
+    );
+    let (status, output) = p.stop(20);
+    assert!(status.success(), "{status}: {output}");
+    assert_eq!(
+        output.matches(&token).count(),
+        1,
+        "nothing else shows it: {output}"
+    );
+
+    // A second start on the same store prints nothing new; the token still works.
+    let p = Proc::start(&db, &[]);
+    assert_eq!(
+        p.http("GET", "/api/v1/environments", Some(&token), None),
+        200
+    );
+    let (status, output) = p.stop(20);
+    assert!(status.success(), "{status}: {output}");
+    assert!(!output.contains(BANNER), "{output}");
+    assert!(secret_lines(&output).is_empty(), "{output}");
+}
+
+#[test]
+fn admin_token_from_the_environment_on_an_empty_store() {
+    let db = TempDb::new();
+    let token = "vxl_from-the-environment-0123456789";
+    let p = Proc::start(&db, &[("VEXIL_ADMIN_TOKEN", token)]);
+    assert_eq!(p.http("GET", "/api/v1/tokens", Some(token), None), 200);
+    let (status, output) = p.stop(20);
+    assert!(status.success(), "{status}: {output}");
+    assert!(!output.contains(BANNER), "nothing printed: {output}");
+    assert!(!output.contains(token), "nor logged: {output}");
+    assert!(
+        output.contains("VEXIL_ADMIN_TOKEN"),
+        "the log says where it came from: {output}"
+    );
+
+    // Once the store has a token, the variable is ignored.
+    let other = "vxl_another-one-from-the-environment";
+    let p = Proc::start(&db, &[("VEXIL_ADMIN_TOKEN", other)]);
+    assert_eq!(p.http("GET", "/api/v1/tokens", Some(other), None), 401);
+    assert_eq!(p.http("GET", "/api/v1/tokens", Some(token), None), 200);
+    let (status, output) = p.stop(20);
+    assert!(status.success(), "{status}: {output}");
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    let db = TempDb::new();
+    let token = "vxl_sigterm-test-admin-token";
+    let p = Proc::start(&db, &[("VEXIL_ADMIN_TOKEN", token)]);
+    let env = r#"{"key":"prod","name":"Production"}"#;
+    assert_eq!(
+        p.http("POST", "/api/v1/environments", Some(token), Some(env)),
+        201
+    );
+
+    // A request whose body is half sent when SIGTERM arrives. With `Expect: 100-continue` the server
+    // answers `100 Continue` when the handler starts reading the body: the request is in flight.
+    let body = r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}"#;
+    let path = "/api/v1/environments/prod/flags/checkout";
+    let mut s = TcpStream::connect(&p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = request_head(&p.addr, "PUT", path, Some(token), Some(body.len()));
+    let head = head.replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let interim = read_head(&mut s);
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    let (first, rest) = body.split_at(body.len() / 2);
+    s.write_all(first.as_bytes()).unwrap();
+    s.flush().unwrap();
+    p.sigterm();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut p = p;
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight: {}",
+        p.output()
+    );
+    s.write_all(rest.as_bytes()).unwrap();
+    let (status, response) = read_response(&mut s).unwrap();
+    assert_eq!(status, 201, "{response}");
+    let exit = p.wait(15);
+    assert!(exit.success(), "exit status {exit}: {}", p.output());
+    std::thread::sleep(Duration::from_millis(100));
+    let out = p.output();
+    assert!(out.contains("shutting down"), "{out}");
+    assert!(out.contains("stopped"), "{out}");
+
+    // The write was committed.
+    let p = Proc::start(&db, &[]);
+    assert_eq!(p.http("GET", path, Some(token), None), 200);
+    let (status, output) = p.stop(20);
+    assert!(status.success(), "{status}: {output}");
+}
