@@ -90,11 +90,14 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
-/// JWT verification settings.
+/// JWT verification settings. A token is accepted when it is signed with a configured algorithm:
+/// HS256 with the shared secret, or RS256 with the public key.
 #[derive(Clone, Debug, Default)]
 pub struct JwtConfig {
     /// HS256 shared secret.
     pub hs256_secret: Option<String>,
+    /// RS256 public key: the PKCS#1 `RSAPublicKey` DER (see [`rsa_public_key_from_pem`]).
+    pub rs256_public_key: Option<Vec<u8>>,
     /// The claim holding the role (`admin`, `editor`, `viewer`).
     pub role_claim: String,
     /// The claim holding the environments list (optional in tokens).
@@ -170,26 +173,33 @@ impl Authenticator {
     }
 }
 
-/// Verifies an HS256 JWT and maps its claims to a principal.
+/// Verifies an HS256 or RS256 JWT and maps its claims to a principal.
 fn verify_jwt(cfg: &JwtConfig, token: &str) -> Option<Principal> {
-    let secret = cfg.hs256_secret.as_ref()?;
     let mut parts = token.split('.');
     let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
     }
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
-    if header.get("alg")?.as_str()? != "HS256" {
-        return None;
+    let signed = token[..token.len() - signature.len() - 1].as_bytes();
+    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    match header.get("alg")?.as_str()? {
+        "HS256" => {
+            let key = ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                cfg.hs256_secret.as_ref()?.as_bytes(),
+            );
+            ring::hmac::verify(&key, signed, &signature).ok()?;
+        }
+        "RS256" => {
+            let key = ring::signature::UnparsedPublicKey::new(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                cfg.rs256_public_key.as_ref()?,
+            );
+            key.verify(signed, &signature).ok()?;
+        }
+        _ => return None,
     }
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let signed = &token[..token.len() - signature.len() - 1];
-    ring::hmac::verify(
-        &key,
-        signed.as_bytes(),
-        &URL_SAFE_NO_PAD.decode(signature).ok()?,
-    )
-    .ok()?;
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
     let now = now_millis() / 1000;
     if claims
@@ -225,6 +235,59 @@ fn verify_jwt(cfg: &JwtConfig, token: &str) -> Option<Principal> {
     })
 }
 
+/// The `RSAPublicKey` DER inside a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), as ring verifies with.
+pub fn rsa_public_key_from_pem(pem: &str) -> Result<Vec<u8>, String> {
+    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+    const END: &str = "-----END PUBLIC KEY-----";
+    let body = pem
+        .split_once(BEGIN)
+        .and_then(|(_, rest)| rest.split_once(END))
+        .map(|(b, _)| b)
+        .ok_or("expected a PEM \"PUBLIC KEY\" block")?;
+    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("PEM body is not base64: {e}"))?;
+    spki_subject_public_key(&der).ok_or_else(|| "not a DER SubjectPublicKeyInfo".to_string())
+}
+
+/// SubjectPublicKeyInfo ::= SEQUENCE { algorithm SEQUENCE, subjectPublicKey BIT STRING }: returns the
+/// bit string's content (after its unused-bits byte).
+fn spki_subject_public_key(der: &[u8]) -> Option<Vec<u8>> {
+    let (tag, spki, _) = der_tlv(der)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, _, rest) = der_tlv(spki)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, bits, _) = der_tlv(rest)?;
+    match (tag, bits.split_first()) {
+        (0x03, Some((0, key))) => Some(key.to_vec()),
+        _ => None,
+    }
+}
+
+/// One DER tag-length-value: (tag, value, what follows).
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,9 +303,51 @@ mod tests {
     fn cfg() -> JwtConfig {
         JwtConfig {
             hs256_secret: Some("s3cret".into()),
+            rs256_public_key: None,
             role_claim: "vexil_role".into(),
             environments_claim: "vexil_environments".into(),
         }
+    }
+
+    #[test]
+    fn rs256_jwts_are_verified_with_the_public_key() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let pem = std::fs::read_to_string(format!("{fixtures}/jwt-rs256-public.pem")).unwrap();
+        let pk8 = std::fs::read(format!("{fixtures}/jwt-rs256-private.pk8")).unwrap();
+        let pair = ring::signature::RsaKeyPair::from_pkcs8(&pk8).unwrap();
+        let cfg = JwtConfig {
+            hs256_secret: None,
+            rs256_public_key: Some(rsa_public_key_from_pem(&pem).unwrap()),
+            ..cfg()
+        };
+        let sign_rs = |claims: &Value| {
+            let h = URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "RS256"}).to_string());
+            let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+            let mut sig = vec![0; pair.public().modulus_len()];
+            pair.sign(
+                &ring::signature::RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                format!("{h}.{c}").as_bytes(),
+                &mut sig,
+            )
+            .unwrap();
+            format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig))
+        };
+        let claims = serde_json::json!({"sub": "ci", "vexil_role": "viewer"});
+        let token = sign_rs(&claims);
+        assert_eq!(verify_jwt(&cfg, &token).unwrap().role, Role::Viewer);
+        // A tampered payload, and an HS256 token when only RS256 is configured: refused.
+        let tampered = {
+            let mut parts: Vec<&str> = token.split('.').collect();
+            let other = URL_SAFE_NO_PAD
+                .encode(serde_json::json!({"sub": "ci", "vexil_role": "admin"}).to_string());
+            parts[1] = &other;
+            parts.join(".")
+        };
+        assert!(verify_jwt(&cfg, &tampered).is_none());
+        let hs = sign("s3cret", &serde_json::json!({"alg": "HS256"}), &claims);
+        assert!(verify_jwt(&cfg, &hs).is_none());
+        assert!(rsa_public_key_from_pem("not a key").is_err());
     }
 
     #[test]

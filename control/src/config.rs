@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// HS256 secret to accept JWT bearer tokens.
     #[arg(long, env = "VEXIL_JWT_HS256_SECRET", hide_env_values = true)]
     pub jwt_hs256_secret: Option<String>,
+    /// RS256 public key (PEM `PUBLIC KEY`) to accept JWT bearer tokens.
+    #[arg(long, env = "VEXIL_JWT_RS256_PUBLIC_KEY")]
+    pub jwt_rs256_public_key: Option<PathBuf>,
     /// JWT claim holding the role.
     #[arg(long, env = "VEXIL_JWT_ROLE_CLAIM")]
     pub jwt_role_claim: Option<String>,
@@ -70,6 +73,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileJwt {
     hs256_secret: Option<String>,
+    rs256_public_key: Option<PathBuf>,
     role_claim: Option<String>,
     environments_claim: Option<String>,
 }
@@ -117,8 +121,24 @@ impl ControlConfig {
         };
         let default_addr = |s: &str| s.parse::<SocketAddr>().expect("valid default address");
         let jwt_secret = args.jwt_hs256_secret.clone().or(file.jwt.hs256_secret);
-        let jwt = jwt_secret.map(|secret| JwtConfig {
-            hs256_secret: Some(secret),
+        let jwt_key = match args
+            .jwt_rs256_public_key
+            .clone()
+            .or(file.jwt.rs256_public_key)
+        {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                Some(
+                    crate::auth::rsa_public_key_from_pem(&pem)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                )
+            }
+        };
+        let jwt = (jwt_secret.is_some() || jwt_key.is_some()).then(|| JwtConfig {
+            hs256_secret: jwt_secret,
+            rs256_public_key: jwt_key,
             role_claim: args
                 .jwt_role_claim
                 .clone()
