@@ -181,7 +181,7 @@ fn verify_jwt(cfg: &JwtConfig, token: &str) -> Option<Principal> {
         return None;
     }
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
-    let signed = token[..token.len() - signature.len() - 1].as_bytes();
+    let signed = &token.as_bytes()[..token.len() - signature.len() - 1];
     let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
     match header.get("alg")?.as_str()? {
         "HS256" => {
