@@ -209,6 +209,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/control.toml");
+        let c = ControlConfig::resolve(&ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.admin_addr.port(), 8080);
+        assert_eq!(c.api.limits.max_depth, 64);
+        assert!(c.jwt.is_none());
+    }
+
+    #[test]
     fn flags_win_over_the_file() {
         let dir = std::env::temp_dir().join(format!("vexil-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
