@@ -1,6 +1,6 @@
 //! The flag-set document (flagd's format), its validation and compilation into a [`FlagSet`].
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use serde_json::{Map, Value};
 
@@ -201,7 +201,9 @@ impl Flag {
 pub struct FlagSet {
     /// Flags sorted by key.
     pub(crate) flags: Box<[Flag]>,
-    pub(crate) index: HashMap<Box<str>, usize>,
+    /// Flag index by key. Fx hashing: keys come from operators, not from callers, and a lookup is
+    /// on every evaluation's path.
+    pub(crate) index: FxHashMap<Box<str>, usize>,
     pub(crate) metadata: Metadata,
     pub(crate) evaluators: Map<String, Value>,
     pub(crate) fractional: FractionalVersion,
@@ -212,7 +214,7 @@ impl Default for FlagSet {
     fn default() -> Self {
         FlagSet {
             flags: Box::new([]),
-            index: HashMap::new(),
+            index: FxHashMap::default(),
             metadata: Metadata::new(),
             evaluators: Map::new(),
             fractional: FractionalVersion::default(),

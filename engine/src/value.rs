@@ -87,8 +87,6 @@ impl<'a> Val<'a> {
     /// string (in code points, as the reference counts them) when `key` is an index; the `length` of
     /// an array or string.
     pub(crate) fn get(&self, key: &str, index: Option<usize>) -> Option<Val<'a>> {
-        // As in JavaScript, "01" or "+1" name a property, not an element.
-        let index = index.filter(|_| key == "0" || !key.starts_with(['0', '+']));
         let length = |n: usize| (key == "length").then_some(Val::Num(n as f64));
         match self {
             Val::Ref(Value::Object(m)) => m.get(key).map(Val::from_json),
@@ -221,6 +219,9 @@ impl<'a> Val<'a> {
     /// json-logic-js: one is equal only to itself (the same value of the context or of the rule
     /// reached twice), never to an equal-looking copy.
     pub(crate) fn strict_eq(&self, other: &Val<'_>) -> bool {
+        if let (Val::Str(a), Val::Str(b)) = (self, other) {
+            return a == b;
+        }
         match (self.kind(), other.kind()) {
             (Kind::Null, Kind::Null) => true,
             (Kind::Bool, Kind::Bool) => self.truthy() == other.truthy(),
@@ -236,6 +237,9 @@ impl<'a> Val<'a> {
     /// JavaScript's abstract equality `==`.
     pub(crate) fn loose_eq(&self, other: &Val<'_>) -> bool {
         use Kind::*;
+        if let (Val::Str(a), Val::Str(b)) = (self, other) {
+            return a == b;
+        }
         match (self.kind(), other.kind()) {
             (a, b) if a == b => self.strict_eq(other),
             // Two objects (an array is one) compare by reference.

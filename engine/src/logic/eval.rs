@@ -73,6 +73,19 @@ pub(crate) fn eval<'a>(expr: &'a Expr, env: &Env<'a>, scope: Scope<'_, 'a>) -> V
     }
 }
 
+/// The truthiness of `expr`, without building its value where only truthiness matters: the
+/// conditions of `if`, `!`, `!!` and the boolean operators inside them.
+pub(crate) fn truthy<'a>(expr: &'a Expr, env: &Env<'a>, scope: Scope<'_, 'a>) -> bool {
+    match expr {
+        // `and` yields its first falsy operand or its last: truthy exactly when all are (and there
+        // is at least one). `or` likewise, with any.
+        Expr::Call(Op::And, args) => !args.is_empty() && args.iter().all(|e| truthy(e, env, scope)),
+        Expr::Call(Op::Or, args) => args.iter().any(|e| truthy(e, env, scope)),
+        Expr::Call(op, args) if is_predicate(*op) => predicate(*op, args, env, scope),
+        _ => eval(expr, env, scope).truthy(),
+    }
+}
+
 /// Evaluates an argument, `null` when absent.
 fn arg<'a>(args: &'a [Expr], i: usize, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     args.get(i).map_or(Val::Null, |e| eval(e, env, scope))
@@ -82,21 +95,19 @@ fn eval_call<'a>(op: Op, args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) 
     let a = |i: usize| arg(args, i, env, scope);
     match op {
         Op::If => eval_if(args, env, scope),
-        Op::Eq => Val::Bool(a(0).loose_eq(&a(1))),
-        Op::Ne => Val::Bool(!a(0).loose_eq(&a(1))),
-        Op::StrictEq => Val::Bool(a(0).strict_eq(&a(1))),
-        Op::StrictNe => Val::Bool(!a(0).strict_eq(&a(1))),
-        Op::Not => Val::Bool(!a(0).truthy()),
-        Op::Truthy => Val::Bool(a(0).truthy()),
         Op::Or => eval_or_and(args, env, scope, true),
         Op::And => eval_or_and(args, env, scope, false),
-        Op::Lt => compare_chain(args, env, scope, |o| o == Ordering::Less),
-        Op::Le => compare_chain(args, env, scope, |o| o != Ordering::Greater),
-        Op::Gt => Val::Bool(a(0).js_cmp(&a(1)) == Some(Ordering::Greater)),
-        Op::Ge => Val::Bool(matches!(
-            a(0).js_cmp(&a(1)),
-            Some(Ordering::Greater | Ordering::Equal)
-        )),
+        Op::Eq
+        | Op::Ne
+        | Op::StrictEq
+        | Op::StrictNe
+        | Op::Not
+        | Op::Truthy
+        | Op::Lt
+        | Op::Le
+        | Op::Gt
+        | Op::Ge
+        | Op::In => Val::Bool(predicate(op, args, env, scope)),
         Op::Max => extremum(args, env, scope, f64::max),
         Op::Min => extremum(args, env, scope, f64::min),
         Op::Add => fold_numbers(args, env, scope, 0.0, |x, y| x + y),
@@ -107,7 +118,6 @@ fn eval_call<'a>(op: Op, args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) 
         },
         Op::Div => Val::Num(a(0).to_number() / a(1).to_number()),
         Op::Mod => Val::Num(a(0).to_number() % a(1).to_number()),
-        Op::In => Val::Bool(eval_in(&a(0), &a(1))),
         Op::Cat => eval_cat(args, env, scope),
         Op::Substr => eval_substr(&a(0), &a(1), args.get(2).map(|_| a(2))),
         Op::Merge => eval_merge(args, env, scope),
@@ -128,7 +138,7 @@ fn eval_call<'a>(op: Op, args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) 
 fn eval_if<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let mut i = 0;
     while i + 1 < args.len() {
-        if eval(&args[i], env, scope).truthy() {
+        if truthy(&args[i], env, scope) {
             return eval(&args[i + 1], env, scope);
         }
         i += 2;
@@ -141,6 +151,48 @@ fn eval_if<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a>
 }
 
 /// `or` returns the first truthy value, `and` the first falsy one; each the last value otherwise.
+/// The operators that always yield a boolean, evaluated straight to `bool` (conditions are the hot
+/// path of targeting: no value is built for their result).
+fn predicate<'a>(op: Op, args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> bool {
+    let a = |i: usize| arg(args, i, env, scope);
+    match op {
+        Op::Eq => a(0).loose_eq(&a(1)),
+        Op::Ne => !a(0).loose_eq(&a(1)),
+        Op::StrictEq => a(0).strict_eq(&a(1)),
+        Op::StrictNe => !a(0).strict_eq(&a(1)),
+        Op::Not => !args.first().is_some_and(|e| truthy(e, env, scope)),
+        Op::Truthy => args.first().is_some_and(|e| truthy(e, env, scope)),
+        Op::Lt => compare_chain(args, env, scope, |o| o == Ordering::Less),
+        Op::Le => compare_chain(args, env, scope, |o| o != Ordering::Greater),
+        Op::Gt => a(0).js_cmp(&a(1)) == Some(Ordering::Greater),
+        Op::Ge => matches!(
+            a(0).js_cmp(&a(1)),
+            Some(Ordering::Greater | Ordering::Equal)
+        ),
+        Op::In => eval_in(&a(0), &a(1)),
+        _ => eval_call(op, args, env, scope).truthy(),
+    }
+}
+
+/// True for the operators [`predicate`] evaluates.
+fn is_predicate(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Eq
+            | Op::Ne
+            | Op::StrictEq
+            | Op::StrictNe
+            | Op::Not
+            | Op::Truthy
+            | Op::Lt
+            | Op::Le
+            | Op::Gt
+            | Op::Ge
+            | Op::In
+    )
+}
+
+#[inline(never)]
 fn eval_or_and<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>, or: bool) -> Val<'a> {
     let mut last = Val::Null;
     for e in args {
@@ -154,22 +206,24 @@ fn eval_or_and<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>, or: bo
 
 /// `<` and `<=`, with the three-argument "between" form `a < b < c`. As in the reference, a `null`
 /// third argument (a missing bound) leaves the two-argument form.
+#[inline(never)]
 fn compare_chain<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
     scope: Scope<'_, 'a>,
     holds: fn(Ordering) -> bool,
-) -> Val<'a> {
+) -> bool {
     let a = arg(args, 0, env, scope);
     let b = arg(args, 1, env, scope);
     let first = a.js_cmp(&b).is_some_and(holds);
     if args.len() < 3 || !first {
-        return Val::Bool(first);
+        return first;
     }
     let c = arg(args, 2, env, scope);
-    Val::Bool(c.is_null() || b.js_cmp(&c).is_some_and(holds))
+    c.is_null() || b.js_cmp(&c).is_some_and(holds)
 }
 
+#[inline(never)]
 fn extremum<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -189,6 +243,7 @@ fn extremum<'a>(
 }
 
 /// `+` and `*` convert with `parseFloat`; a single `+` argument is a cast to number.
+#[inline(never)]
 fn fold_numbers<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -214,6 +269,7 @@ fn eval_in(needle: &Val<'_>, haystack: &Val<'_>) -> bool {
     }
 }
 
+#[inline(never)]
 fn eval_cat<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     if let [single] = args {
         return Val::Str(eval(single, env, scope).to_js_string());
@@ -227,6 +283,7 @@ fn eval_cat<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a
 
 /// `substr`: JavaScript's `substr(start, length)`, where a negative start counts from the end and a
 /// negative length stops that many characters before the end.
+#[inline(never)]
 fn eval_substr<'a>(source: &Val<'a>, start: &Val<'_>, len: Option<Val<'_>>) -> Val<'a> {
     let s = source.to_js_string();
     let chars: Vec<char> = s.chars().collect();
@@ -249,6 +306,7 @@ fn eval_substr<'a>(source: &Val<'a>, start: &Val<'_>, len: Option<Val<'_>>) -> V
     ))
 }
 
+#[inline(never)]
 fn eval_merge<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let mut out = Vec::new();
     for e in args {
@@ -263,6 +321,7 @@ fn eval_merge<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<
 
 /// `missing`: the keys (from the arguments, or from a first argument that is an array) whose value
 /// is absent, `null` or `""`.
+#[inline(never)]
 fn eval_missing<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let first = arg(args, 0, env, scope);
     let keys: Vec<Val<'a>> = match first.array_iter() {
@@ -285,6 +344,7 @@ fn missing_keys<'a>(keys: Vec<Val<'a>>, env: &Env<'a>, scope: Scope<'_, 'a>) -> 
 }
 
 /// `missing_some`: `[]` when at least `need` of the keys are present, otherwise the missing ones.
+#[inline(never)]
 fn eval_missing_some<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let need = arg(args, 0, env, scope).to_number();
     let keys: Vec<Val<'a>> = arg(args, 1, env, scope)
@@ -300,6 +360,7 @@ fn eval_missing_some<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) 
     }
 }
 
+#[inline(never)]
 fn eval_map<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let items = arg(args, 0, env, scope);
     let Some(iter) = items.array_iter() else {
@@ -314,6 +375,7 @@ fn eval_map<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a
     )
 }
 
+#[inline(never)]
 fn eval_filter<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let items = arg(args, 0, env, scope);
     let Some(iter) = items.array_iter() else {
@@ -323,11 +385,12 @@ fn eval_filter<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val
         return Val::Array(Vec::new());
     };
     Val::Array(
-        iter.filter(|item| eval(logic, env, Scope::Item(item)).truthy())
+        iter.filter(|item| truthy(logic, env, Scope::Item(item)))
             .collect(),
     )
 }
 
+#[inline(never)]
 fn eval_reduce<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let items = arg(args, 0, env, scope);
     let mut acc = arg(args, 2, env, scope);
@@ -355,6 +418,7 @@ enum Quantifier {
 }
 
 /// `all` (false on an empty array), `none` and `some`.
+#[inline(never)]
 fn eval_quantifier<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -367,7 +431,7 @@ fn eval_quantifier<'a>(
         _ => return Val::Bool(matches!(q, Quantifier::None)),
     };
     let mut iter = iter.peekable();
-    let test = |item: Val<'a>| eval(logic, env, Scope::Item(&item)).truthy();
+    let test = |item: Val<'a>| truthy(logic, env, Scope::Item(&item));
     Val::Bool(match q {
         Quantifier::All => iter.peek().is_some() && iter.all(test),
         Quantifier::None => !iter.any(test),
@@ -376,6 +440,7 @@ fn eval_quantifier<'a>(
 }
 
 /// `starts_with` / `ends_with`: exactly two string arguments, otherwise `null`.
+#[inline(never)]
 fn string_test<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -393,6 +458,7 @@ fn string_test<'a>(
 }
 
 /// `sem_ver`: `[version, operator, version]`; `null` when anything does not parse.
+#[inline(never)]
 fn eval_sem_ver<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     if args.len() != 3 {
         return Val::Null;
@@ -456,7 +522,7 @@ fn lookup_static<'a>(path: &StaticPath, env: &Env<'a>, scope: Scope<'_, 'a>) -> 
         Scope::Root => match path.special {
             Some(Special::FlagKey) => Some(Val::Str(Cow::Borrowed(env.flag_key))),
             Some(Special::Timestamp) => Some(Val::Num(env.timestamp() as f64)),
-            None => walk(Val::Ref(env.root), segs),
+            None => walk_json(env.root, segs),
         },
         Scope::Item(item) => walk(item.clone(), segs),
         Scope::Reduce {
@@ -474,6 +540,22 @@ fn lookup_static<'a>(path: &StaticPath, env: &Env<'a>, scope: Scope<'_, 'a>) -> 
     }
 }
 
+/// Walks a path through borrowed JSON, wrapping the result once; the rare steps JSON cannot take by
+/// reference (`length`, a character of a string) continue through [`walk`].
+fn walk_json<'a>(mut cur: &'a Value, segs: &[super::PathSeg]) -> Option<Val<'a>> {
+    for (i, seg) in segs.iter().enumerate() {
+        cur = match (cur, seg.index) {
+            (Value::Object(m), _) => m.get(&*seg.key)?,
+            (Value::Array(a), Some(ix)) => a.get(ix)?,
+            (Value::Array(_) | Value::String(_), _) => {
+                return walk(Val::from_json(cur), &segs[i..]);
+            }
+            _ => return None,
+        };
+    }
+    Some(Val::from_json(cur))
+}
+
 fn walk<'a>(mut cur: Val<'a>, segs: &[super::PathSeg]) -> Option<Val<'a>> {
     for seg in segs {
         cur = cur.get(&seg.key, seg.index)?;
@@ -481,6 +563,7 @@ fn walk<'a>(mut cur: Val<'a>, segs: &[super::PathSeg]) -> Option<Val<'a>> {
     Some(cur)
 }
 
+#[inline(never)]
 fn eval_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let Some(hash) = fractional_hash(f, env, scope) else {
         return Val::Null;
@@ -526,6 +609,7 @@ fn fractional_hash(f: &Fractional, env: &Env<'_>, scope: Scope<'_, '_>) -> Optio
 }
 
 /// Buckets with computed variants or weights: evaluated once, then walked.
+#[inline(never)]
 fn dynamic_buckets<'a>(
     f: &'a Fractional,
     env: &Env<'a>,

@@ -147,11 +147,14 @@ pub(crate) struct PathSeg {
 }
 
 impl PathSeg {
-    /// A path part from its text.
+    /// A path part from its text. As in JavaScript, "01" or "+1" name a property, not an element.
     pub(crate) fn new(key: &str) -> Self {
         PathSeg {
             key: key.into(),
-            index: key.parse().ok(),
+            index: key
+                .parse()
+                .ok()
+                .filter(|_| key == "0" || !key.starts_with(['0', '+'])),
         }
     }
 }
