@@ -87,8 +87,15 @@ pub(crate) fn truthy<'a>(expr: &'a Expr, env: &Env<'a>, scope: Scope<'_, 'a>) ->
 }
 
 /// Evaluates an argument, `null` when absent.
+#[inline]
 fn arg<'a>(args: &'a [Expr], i: usize, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
-    args.get(i).map_or(Val::Null, |e| eval(e, env, scope))
+    // Literals and variables, the usual operands, without a trip through the dispatcher.
+    match args.get(i) {
+        Some(Expr::Lit(v)) => Val::from_json(v),
+        Some(Expr::Var(var)) => eval_var(var, env, scope),
+        Some(e) => eval(e, env, scope),
+        None => Val::Null,
+    }
 }
 
 fn eval_call<'a>(op: Op, args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
@@ -545,7 +552,7 @@ fn lookup_static<'a>(path: &StaticPath, env: &Env<'a>, scope: Scope<'_, 'a>) -> 
 fn walk_json<'a>(mut cur: &'a Value, segs: &[super::PathSeg]) -> Option<Val<'a>> {
     for (i, seg) in segs.iter().enumerate() {
         cur = match (cur, seg.index) {
-            (Value::Object(m), _) => m.get(&*seg.key)?,
+            (Value::Object(m), _) => member(m, &seg.key)?,
             (Value::Array(a), Some(ix)) => a.get(ix)?,
             (Value::Array(_) | Value::String(_), _) => {
                 return walk(Val::from_json(cur), &segs[i..]);
@@ -554,6 +561,17 @@ fn walk_json<'a>(mut cur: &'a Value, segs: &[super::PathSeg]) -> Option<Val<'a>>
         };
     }
     Some(Val::from_json(cur))
+}
+
+/// Member `key` of a context object. Contexts are small: comparing for equality (length first) over
+/// a few members beats the ordered search of the map, which pays a full comparison per step.
+#[inline]
+fn member<'a>(m: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if m.len() <= 8 {
+        m.iter().find_map(|(k, v)| (k.as_str() == key).then_some(v))
+    } else {
+        m.get(key)
+    }
 }
 
 fn walk<'a>(mut cur: Val<'a>, segs: &[super::PathSeg]) -> Option<Val<'a>> {
