@@ -26,6 +26,11 @@ impl Control {
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", redact_url(&config.database_url)))?;
         tracing::info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "store ready");
         bootstrap_admin_token(&store).await?;
+        if config.dev_tls {
+            let files = crate::tls::ensure_dev_tls(&config.tls_dir, &[])?;
+            tracing::info!(ca = %files.ca_cert.display(), cert = %files.cert.display(),
+                "development TLS ready (give ca.pem to sidecars)");
+        }
         let auth = Authenticator::new(store.clone(), config.jwt.clone());
         let state = Arc::new(AppState::new(
             store,

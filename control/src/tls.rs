@@ -1,0 +1,148 @@
+//! Development TLS: a private CA and a server certificate for loopback, generated once into a
+//! directory and reused on later starts, so sidecars started with `--ca-file DIR/ca.pem` trust the
+//! control plane's QUIC endpoint and webhook. Production deployments bring their own certificates.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+
+/// The files of a development TLS directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA certificate to give to clients (`ca.pem`).
+    pub ca_cert: PathBuf,
+    /// The server certificate chain (`server.pem`).
+    pub cert: PathBuf,
+    /// The server private key (`server.key`, mode 0600).
+    pub key: PathBuf,
+}
+
+const CA_NAME: &str = "Vexil development CA";
+
+/// Makes sure `dir` holds a development CA and a server certificate valid for `localhost`,
+/// `127.0.0.1`, `::1` and `extra_names`; existing files are reused as they are.
+pub fn ensure_dev_tls(dir: &Path, extra_names: &[String]) -> anyhow::Result<TlsFiles> {
+    fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    let files = TlsFiles {
+        ca_cert: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    let ca_key_path = dir.join("ca.key");
+    let ca_key = if ca_key_path.exists() && files.ca_cert.exists() {
+        KeyPair::from_pem(&read(&ca_key_path)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ca_key_path.display()))?
+    } else {
+        let key = KeyPair::generate()?;
+        let cert = ca_params().self_signed(&key)?;
+        write_private(&ca_key_path, &key.serialize_pem())?;
+        write_public(&files.ca_cert, &cert.pem())?;
+        // A new CA invalidates any server certificate signed by an old one.
+        let _ = fs::remove_file(&files.cert);
+        key
+    };
+    if !(files.cert.exists() && files.key.exists()) {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+        names.extend(extra_names.iter().cloned());
+        let mut params = CertificateParams::new(names)?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "vexil-control");
+        params.is_ca = IsCa::NoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::new(ca_params(), &ca_key);
+        let cert = params.signed_by(&key, &issuer)?;
+        write_private(&files.key, &key.serialize_pem())?;
+        write_public(&files.cert, &cert.pem())?;
+    }
+    Ok(files)
+}
+
+/// The CA's parameters; the same every time, so a reloaded CA key signs certificates whose issuer
+/// matches the stored CA certificate.
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+}
+
+fn write_public(path: &Path, text: &str) -> anyhow::Result<()> {
+    fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vexil-tls-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn generates_once_and_reuses() {
+        let dir = temp_dir("reuse");
+        let files = ensure_dev_tls(&dir, &["control.internal".into()]).unwrap();
+        let ca = fs::read_to_string(&files.ca_cert).unwrap();
+        let cert = fs::read_to_string(&files.cert).unwrap();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(
+            fs::read_to_string(&files.key)
+                .unwrap()
+                .contains("PRIVATE KEY")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&files.key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "server.key must not be readable by others");
+        }
+        let again = ensure_dev_tls(&dir, &[]).unwrap();
+        assert_eq!(again, files);
+        assert_eq!(fs::read_to_string(&again.ca_cert).unwrap(), ca);
+        assert_eq!(fs::read_to_string(&again.cert).unwrap(), cert);
+        // A missing server certificate is re-issued by the same CA.
+        fs::remove_file(&files.cert).unwrap();
+        let third = ensure_dev_tls(&dir, &[]).unwrap();
+        assert_eq!(fs::read_to_string(&third.ca_cert).unwrap(), ca);
+        assert_ne!(fs::read_to_string(&third.cert).unwrap(), cert);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
