@@ -258,16 +258,9 @@ impl Store {
     /// One flag.
     pub async fn get_flag(&self, env: &str, key: &str) -> StoreResult<FlagRecord> {
         let id = self.environment_id(env).await?;
-        let row = sqlx::query(
-            "SELECT key, state, definition, version, created_at, updated_at FROM flags \
-             WHERE environment_id = $1 AND key = $2",
-        )
-        .bind(id)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("flag {key:?} in environment {env:?}")))?;
-        flag_from_row(&row)
+        current_flag(&mut *self.pool.acquire().await?, id, key)
+            .await?
+            .ok_or_else(|| not_found_flag(env, key))
     }
 
     /// Creates or replaces a flag. Replacing needs `If-Match`. Returns the record and whether it
@@ -341,7 +334,7 @@ impl Store {
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
         let before = current_flag(&mut tx, env_id, key)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("flag {key:?} in environment {env:?}")))?;
+            .ok_or_else(|| not_found_flag(env, key))?;
         precondition.check(Some(before.version), None)?;
         let mut definition = before.definition.clone();
         definition["state"] = Value::from(state);
@@ -382,7 +375,7 @@ impl Store {
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
         let before = current_flag(&mut tx, env_id, key)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("flag {key:?} in environment {env:?}")))?;
+            .ok_or_else(|| not_found_flag(env, key))?;
         precondition.check(Some(before.version), None)?;
         sqlx::query("DELETE FROM flags WHERE environment_id = $1 AND key = $2")
             .bind(env_id)
@@ -423,16 +416,9 @@ impl Store {
     /// One evaluator.
     pub async fn get_evaluator(&self, env: &str, key: &str) -> StoreResult<EvaluatorRecord> {
         let id = self.environment_id(env).await?;
-        let row = sqlx::query(
-            "SELECT key, definition, version, created_at, updated_at FROM evaluators \
-             WHERE environment_id = $1 AND key = $2",
-        )
-        .bind(id)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("evaluator {key:?} in environment {env:?}")))?;
-        evaluator_from_row(&row)
+        current_evaluator(&mut *self.pool.acquire().await?, id, key)
+            .await?
+            .ok_or_else(|| not_found_evaluator(env, key))
     }
 
     /// Creates or replaces an evaluator; every flag of the environment must stay valid.
@@ -608,7 +594,7 @@ impl Store {
             after,
         )
         .await?;
-        let environment = environment_in_tx(&mut tx, env).await?;
+        let environment = super::find_environment(&mut tx, env).await?;
         tx.commit().await?;
         self.announce(env, revision);
         Ok(environment)
@@ -652,25 +638,24 @@ impl Store {
             after,
         )
         .await?;
-        let environment = environment_in_tx(&mut tx, to).await?;
+        let environment = super::find_environment(&mut tx, to).await?;
         tx.commit().await?;
         self.announce(to, revision);
         Ok(environment)
     }
 }
 
-async fn environment_in_tx(tx: &mut Transaction<'_, Any>, env: &str) -> StoreResult<Environment> {
-    let row = sqlx::query(
-        "SELECT key, name, revision, metadata, created_at, updated_at FROM environments WHERE key = $1",
-    )
-    .bind(env)
-    .fetch_one(&mut **tx)
-    .await?;
-    super::environment_from_row(&row)
+fn not_found_flag(env: &str, key: &str) -> StoreError {
+    StoreError::NotFound(format!("flag {key:?} in environment {env:?}"))
 }
 
+fn not_found_evaluator(env: &str, key: &str) -> StoreError {
+    StoreError::NotFound(format!("evaluator {key:?} in environment {env:?}"))
+}
+
+/// Flag `key` of environment `env_id`, read on `conn` (a pool connection or a write transaction).
 async fn current_flag(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut sqlx::AnyConnection,
     env_id: i64,
     key: &str,
 ) -> StoreResult<Option<FlagRecord>> {
@@ -680,15 +665,16 @@ async fn current_flag(
     )
     .bind(env_id)
     .bind(key)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(conn)
     .await?
     .as_ref()
     .map(flag_from_row)
     .transpose()
 }
 
+/// Evaluator `key` of environment `env_id`, read on `conn`.
 async fn current_evaluator(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut sqlx::AnyConnection,
     env_id: i64,
     key: &str,
 ) -> StoreResult<Option<EvaluatorRecord>> {
@@ -698,7 +684,7 @@ async fn current_evaluator(
     )
     .bind(env_id)
     .bind(key)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(conn)
     .await?
     .as_ref()
     .map(evaluator_from_row)

@@ -273,15 +273,7 @@ impl Store {
 
     /// The environment `key`.
     pub async fn get_environment(&self, key: &str) -> StoreResult<Environment> {
-        let row = sqlx::query(
-            "SELECT key, name, revision, metadata, created_at, updated_at \
-             FROM environments WHERE key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| not_found_env(key))?;
-        environment_from_row(&row)
+        find_environment(&mut *self.pool.acquire().await?, key).await
     }
 
     /// Creates an environment at revision 0.
@@ -336,15 +328,7 @@ impl Store {
         name: &str,
     ) -> StoreResult<Environment> {
         let mut tx = self.begin_write().await?;
-        let before = sqlx::query(
-            "SELECT key, name, revision, metadata, created_at, updated_at \
-             FROM environments WHERE key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| not_found_env(key))?;
-        let before = environment_from_row(&before)?;
+        let before = find_environment(&mut tx, key).await?;
         let row = sqlx::query(
             "UPDATE environments SET name = $1, updated_at = $2 WHERE key = $3 \
              RETURNING key, name, revision, metadata, created_at, updated_at",
@@ -574,6 +558,22 @@ pub(crate) async fn audit(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Environment `key`, read on `conn` (a pool connection or a transaction).
+pub(crate) async fn find_environment(
+    conn: &mut sqlx::AnyConnection,
+    key: &str,
+) -> StoreResult<Environment> {
+    let row = sqlx::query(
+        "SELECT key, name, revision, metadata, created_at, updated_at \
+         FROM environments WHERE key = $1",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| not_found_env(key))?;
+    environment_from_row(&row)
 }
 
 pub(crate) fn environment_from_row(r: &AnyRow) -> StoreResult<Environment> {
