@@ -199,7 +199,6 @@ fn is_predicate(op: Op) -> bool {
     )
 }
 
-#[inline(never)]
 fn eval_or_and<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>, or: bool) -> Val<'a> {
     let mut last = Val::Null;
     for e in args {
@@ -213,7 +212,6 @@ fn eval_or_and<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>, or: bo
 
 /// `<` and `<=`, with the three-argument "between" form `a < b < c`. As in the reference, a `null`
 /// third argument (a missing bound) leaves the two-argument form.
-#[inline(never)]
 fn compare_chain<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -230,7 +228,6 @@ fn compare_chain<'a>(
     c.is_null() || b.js_cmp(&c).is_some_and(holds)
 }
 
-#[inline(never)]
 fn extremum<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -250,7 +247,6 @@ fn extremum<'a>(
 }
 
 /// `+` and `*` convert with `parseFloat`; a single `+` argument is a cast to number.
-#[inline(never)]
 fn fold_numbers<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -276,7 +272,6 @@ fn eval_in(needle: &Val<'_>, haystack: &Val<'_>) -> bool {
     }
 }
 
-#[inline(never)]
 fn eval_cat<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     if let [single] = args {
         return Val::Str(eval(single, env, scope).to_js_string());
@@ -290,7 +285,6 @@ fn eval_cat<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a
 
 /// `substr`: JavaScript's `substr(start, length)`, where a negative start counts from the end and a
 /// negative length stops that many characters before the end.
-#[inline(never)]
 fn eval_substr<'a>(source: &Val<'a>, start: &Val<'_>, len: Option<Val<'_>>) -> Val<'a> {
     let s = source.to_js_string();
     let chars: Vec<char> = s.chars().collect();
@@ -313,7 +307,6 @@ fn eval_substr<'a>(source: &Val<'a>, start: &Val<'_>, len: Option<Val<'_>>) -> V
     ))
 }
 
-#[inline(never)]
 fn eval_merge<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let mut out = Vec::new();
     for e in args {
@@ -328,7 +321,6 @@ fn eval_merge<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<
 
 /// `missing`: the keys (from the arguments, or from a first argument that is an array) whose value
 /// is absent, `null` or `""`.
-#[inline(never)]
 fn eval_missing<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let first = arg(args, 0, env, scope);
     let keys: Vec<Val<'a>> = match first.array_iter() {
@@ -351,7 +343,6 @@ fn missing_keys<'a>(keys: Vec<Val<'a>>, env: &Env<'a>, scope: Scope<'_, 'a>) -> 
 }
 
 /// `missing_some`: `[]` when at least `need` of the keys are present, otherwise the missing ones.
-#[inline(never)]
 fn eval_missing_some<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let need = arg(args, 0, env, scope).to_number();
     let keys: Vec<Val<'a>> = arg(args, 1, env, scope)
@@ -367,7 +358,6 @@ fn eval_missing_some<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) 
     }
 }
 
-#[inline(never)]
 fn eval_map<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let items = arg(args, 0, env, scope);
     let Some(iter) = items.array_iter() else {
@@ -382,7 +372,6 @@ fn eval_map<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a
     )
 }
 
-#[inline(never)]
 fn eval_filter<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let items = arg(args, 0, env, scope);
     let Some(iter) = items.array_iter() else {
@@ -397,7 +386,6 @@ fn eval_filter<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val
     )
 }
 
-#[inline(never)]
 fn eval_reduce<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let items = arg(args, 0, env, scope);
     let mut acc = arg(args, 2, env, scope);
@@ -425,7 +413,6 @@ enum Quantifier {
 }
 
 /// `all` (false on an empty array), `none` and `some`.
-#[inline(never)]
 fn eval_quantifier<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -447,7 +434,6 @@ fn eval_quantifier<'a>(
 }
 
 /// `starts_with` / `ends_with`: exactly two string arguments, otherwise `null`.
-#[inline(never)]
 fn string_test<'a>(
     args: &'a [Expr],
     env: &Env<'a>,
@@ -465,7 +451,6 @@ fn string_test<'a>(
 }
 
 /// `sem_ver`: `[version, operator, version]`; `null` when anything does not parse.
-#[inline(never)]
 fn eval_sem_ver<'a>(args: &'a [Expr], env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     if args.len() != 3 {
         return Val::Null;
@@ -581,7 +566,6 @@ fn walk<'a>(mut cur: Val<'a>, segs: &[super::PathSeg]) -> Option<Val<'a>> {
     Some(cur)
 }
 
-#[inline(never)]
 fn eval_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let Some(hash) = fractional_hash(f, env, scope) else {
         return Val::Null;
@@ -627,7 +611,6 @@ fn fractional_hash(f: &Fractional, env: &Env<'_>, scope: Scope<'_, '_>) -> Optio
 }
 
 /// Buckets with computed variants or weights: evaluated once, then walked.
-#[inline(never)]
 fn dynamic_buckets<'a>(
     f: &'a Fractional,
     env: &Env<'a>,
