@@ -1,0 +1,203 @@
+//! The snapshot every reader of the sidecar evaluates against, and the cell that swaps it.
+//!
+//! A [`Snapshot`] is immutable: a compiled [`FlagSet`] plus where it came from and at which
+//! revision. The [`SnapshotCell`] holds the current one behind an [`ArcSwapOption`]: readers (the
+//! proxy's hot path, gRPC, OFREP) load it without a lock and never block; a writer (the sync client,
+//! the file watcher) builds the next snapshot aside and publishes it in one atomic swap. Readers that
+//! care about changes (gRPC `EventStream`, flagd sync) subscribe to a broadcast of every published
+//! snapshot.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use vexil_engine::FlagSet;
+
+/// Where a snapshot came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Pushed by control over QUIC (the address it was received from).
+    Control(String),
+    /// Loaded from the snapshot persisted on disk at start (control not reached yet).
+    Persisted(String),
+    /// Read from a flagd flag-set file (offline mode).
+    File(String),
+}
+
+impl Source {
+    /// A short label for logs, metrics and `/debug/snapshot`: `control`, `persisted` or `file`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Control(_) => "control",
+            Source::Persisted(_) => "persisted",
+            Source::File(_) => "file",
+        }
+    }
+
+    /// The address or path behind the source.
+    pub fn location(&self) -> &str {
+        match self {
+            Source::Control(s) | Source::Persisted(s) | Source::File(s) => s,
+        }
+    }
+}
+
+/// One immutable flag set at one revision.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The environment it belongs to (the file name in offline mode).
+    pub environment: String,
+    /// Its revision: control's revision of the environment, or a counter of file reloads.
+    pub revision: i64,
+    /// The compiled flags.
+    pub flags: FlagSet,
+    /// Where it came from.
+    pub source: Source,
+    /// When it was published in this process.
+    pub loaded_at: SystemTime,
+    /// Keys of the flags that differ from the previous snapshot (added, changed or removed); every
+    /// key for the first snapshot.
+    pub changed: Vec<String>,
+}
+
+impl Snapshot {
+    /// A snapshot of `flags`; `changed` is filled in when it is published.
+    pub fn new(
+        environment: impl Into<String>,
+        revision: i64,
+        flags: FlagSet,
+        source: Source,
+    ) -> Self {
+        Snapshot {
+            environment: environment.into(),
+            revision,
+            flags,
+            source,
+            loaded_at: SystemTime::now(),
+            changed: Vec::new(),
+        }
+    }
+
+    /// The whole flag set as one flagd document (for flagd sync and persistence).
+    pub fn document(&self) -> Value {
+        self.flags.to_document()
+    }
+}
+
+/// Keys of the flags that differ between two sets (compared by definition), sorted.
+pub fn changed_keys(before: Option<&FlagSet>, after: &FlagSet) -> Vec<String> {
+    let mut keys = BTreeSet::new();
+    for flag in after.flags() {
+        let same = before
+            .and_then(|b| b.get(flag.key()))
+            .is_some_and(|old| old.definition() == flag.definition());
+        if !same {
+            keys.insert(flag.key().to_string());
+        }
+    }
+    if let Some(before) = before {
+        for flag in before.flags() {
+            if after.get(flag.key()).is_none() {
+                keys.insert(flag.key().to_string());
+            }
+        }
+    }
+    keys.into_iter().collect()
+}
+
+/// Holds the current snapshot; cheap to share (`Arc<SnapshotCell>`).
+pub struct SnapshotCell {
+    current: ArcSwapOption<Snapshot>,
+    published: broadcast::Sender<Arc<Snapshot>>,
+}
+
+impl Default for SnapshotCell {
+    fn default() -> Self {
+        SnapshotCell {
+            current: ArcSwapOption::empty(),
+            published: broadcast::channel(64).0,
+        }
+    }
+}
+
+impl SnapshotCell {
+    /// An empty cell: not ready until the first snapshot is published.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current snapshot, if any. Lock-free; the returned `Arc` keeps it alive while in use.
+    pub fn load(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+
+    /// True once a snapshot has been published (readiness).
+    pub fn is_loaded(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// Publishes `next` (computing its changed keys against the current one) and announces it.
+    pub fn publish(&self, mut next: Snapshot) -> Arc<Snapshot> {
+        let before = self.load();
+        next.changed = changed_keys(before.as_deref().map(|s| &s.flags), &next.flags);
+        let next = Arc::new(next);
+        self.current.store(Some(next.clone()));
+        // Nobody listening is fine.
+        let _ = self.published.send(next.clone());
+        next
+    }
+
+    /// Every snapshot published from now on. A receiver that lags behind gets
+    /// `RecvError::Lagged` and should treat every flag as changed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Snapshot>> {
+        self.published.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(doc: Value) -> FlagSet {
+        FlagSet::from_json(&doc).unwrap()
+    }
+
+    fn flag(on: &str) -> Value {
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": on})
+    }
+
+    #[test]
+    fn publish_swaps_and_reports_changed_keys() {
+        let cell = SnapshotCell::new();
+        assert!(!cell.is_loaded());
+        let mut rx = cell.subscribe();
+        let first = cell.publish(Snapshot::new(
+            "prod",
+            1,
+            set(json!({"flags": {"a": flag("on"), "b": flag("on")}})),
+            Source::File("f.json".into()),
+        ));
+        assert_eq!(first.changed, ["a", "b"]);
+        let second = cell.publish(Snapshot::new(
+            "prod",
+            2,
+            set(json!({"flags": {"a": flag("on"), "b": flag("off"), "c": flag("on")}})),
+            Source::File("f.json".into()),
+        ));
+        assert_eq!(second.changed, ["b", "c"]);
+        let third = cell.publish(Snapshot::new(
+            "prod",
+            3,
+            set(json!({"flags": {"c": flag("on")}})),
+            Source::File("f.json".into()),
+        ));
+        assert_eq!(third.changed, ["a", "b"]);
+        assert_eq!(cell.load().unwrap().revision, 3);
+        assert_eq!(rx.try_recv().unwrap().revision, 1);
+        assert_eq!(rx.try_recv().unwrap().revision, 2);
+    }
+}
