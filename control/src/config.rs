@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
@@ -37,6 +38,19 @@ pub struct ServeArgs {
     /// Directory of TLS material (`ca.pem`, server certificate and key).
     #[arg(long, env = "VEXIL_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Server certificate chain (PEM) of the QUIC sync endpoint (default: `TLS_DIR/server.pem`).
+    #[arg(long, env = "VEXIL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM) (default: `TLS_DIR/server.key`).
+    #[arg(long, env = "VEXIL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require sidecars to present a client certificate signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "VEXIL_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often each environment's feed checks the store for commits it was not told about
+    /// (milliseconds; the bound on propagation when Redis is down).
+    #[arg(long, env = "VEXIL_SYNC_POLL_MS")]
+    pub sync_poll_ms: Option<u64>,
     /// HS256 secret to accept JWT bearer tokens.
     #[arg(long, env = "VEXIL_JWT_HS256_SECRET", hide_env_values = true)]
     pub jwt_hs256_secret: Option<String>,
@@ -62,7 +76,12 @@ struct FileConfig {
     redis_url: Option<String>,
     dev_tls: Option<bool>,
     tls_dir: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    sync: FileSync,
     #[serde(default)]
     jwt: FileJwt,
     #[serde(default)]
@@ -80,11 +99,48 @@ struct FileJwt {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
+struct FileSync {
+    poll_interval_ms: Option<u64>,
+    heartbeat_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    reauth_interval_secs: Option<u64>,
+    max_catch_up: Option<i64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
 struct FileLimits {
     max_body_bytes: Option<usize>,
     max_import_bytes: Option<usize>,
     max_flags: Option<usize>,
     max_rule_depth: Option<usize>,
+}
+
+/// Timers and limits of the sync hub.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Store poll interval of each feed.
+    pub poll_interval: Duration,
+    /// Ping interval on idle streams.
+    pub heartbeat: Duration,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// Token re-check interval of connected sidecars.
+    pub reauth_interval: Duration,
+    /// Most deltas sent to catch a sidecar up before a full snapshot is sent instead.
+    pub max_catch_up: i64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            poll_interval: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            reauth_interval: Duration::from_secs(60),
+            max_catch_up: 1000,
+        }
+    }
 }
 
 /// The resolved configuration.
@@ -104,6 +160,14 @@ pub struct ControlConfig {
     pub dev_tls: bool,
     /// TLS directory.
     pub tls_dir: PathBuf,
+    /// QUIC server certificate, when given explicitly.
+    pub tls_cert: Option<PathBuf>,
+    /// QUIC server key, when given explicitly.
+    pub tls_key: Option<PathBuf>,
+    /// CA of client certificates (mutual TLS), when required.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Sync hub timers and limits.
+    pub sync: SyncConfig,
     /// JWT verification, when configured.
     pub jwt: Option<JwtConfig>,
     /// API limits.
@@ -187,6 +251,10 @@ impl ControlConfig {
                 .clone()
                 .or(file.tls_dir)
                 .unwrap_or_else(|| PathBuf::from("tls")),
+            tls_cert: args.tls_cert.clone().or(file.tls_cert),
+            tls_key: args.tls_key.clone().or(file.tls_key),
+            tls_client_ca: args.tls_client_ca.clone().or(file.tls_client_ca),
+            sync: sync_config(args, &file.sync),
             jwt,
             api,
             shutdown_grace: std::time::Duration::from_secs(
@@ -195,6 +263,23 @@ impl ControlConfig {
                     .unwrap_or(25),
             ),
         })
+    }
+}
+
+fn sync_config(args: &ServeArgs, file: &FileSync) -> SyncConfig {
+    let d = SyncConfig::default();
+    let ms = Duration::from_millis;
+    SyncConfig {
+        poll_interval: args
+            .sync_poll_ms
+            .or(file.poll_interval_ms)
+            .map_or(d.poll_interval, ms),
+        heartbeat: file.heartbeat_ms.map_or(d.heartbeat, ms),
+        idle_timeout: file.idle_timeout_ms.map_or(d.idle_timeout, ms),
+        reauth_interval: file
+            .reauth_interval_secs
+            .map_or(d.reauth_interval, Duration::from_secs),
+        max_catch_up: file.max_catch_up.unwrap_or(d.max_catch_up),
     }
 }
 

@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tls;

@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: admin API (and, as they land, the sync hub and webhook).
+    /// Run the control plane: admin API and QUIC sync hub.
     Serve(ServeArgs),
 }
 
@@ -41,8 +41,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.admin_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding the admin API to {}: {e}", config.admin_addr))?;
+    let sync = control.bind_sync(&config)?;
     tracing::info!(addr = %config.admin_addr, "admin API listening");
+    tracing::info!(addr = %sync.local_addr()?, "QUIC sync listening (udp, ALPN vexil-sync/1)");
     let grace = config.shutdown_grace;
+    let sync = tokio::spawn(sync.serve(std::time::Duration::from_secs(2)));
+    let stopping = control.clone();
     control
         .serve_api(listener, async move {
             shutdown_signal().await;
@@ -50,6 +54,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 grace_secs = grace.as_secs(),
                 "shutting down: draining requests"
             );
+            // Sidecars keep serving their snapshots and reconnect (to another replica).
+            stopping.shutdown();
             // Past the grace period, exit anyway.
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
@@ -58,6 +64,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             });
         })
         .await?;
+    control.shutdown();
+    let _ = sync.await;
     control.state.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -3,8 +3,12 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::sync::registry::EnvironmentStats;
+use std::collections::HashMap;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -18,12 +22,26 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvLabels {
+    environment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
 /// The control plane's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     store_errors: Counter,
+    sync_sidecars: Family<EnvLabels, Gauge>,
+    sync_max_lag: Family<EnvLabels, Gauge>,
+    sync_frames: Family<KindLabels, Counter>,
+    sync_refused: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,11 +74,39 @@ impl Metrics {
             "Requests that failed because the store failed or was unreachable",
             store_errors.clone(),
         );
+        let sync_sidecars = Family::<EnvLabels, Gauge>::default();
+        registry.register(
+            "sync_sidecars",
+            "Sidecars connected to this replica, by environment",
+            sync_sidecars.clone(),
+        );
+        let sync_max_lag = Family::<EnvLabels, Gauge>::default();
+        registry.register(
+            "sync_max_lag_revisions",
+            "Largest number of revisions a connected sidecar has yet to acknowledge, by environment",
+            sync_max_lag.clone(),
+        );
+        let sync_frames = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "sync_frames_sent",
+            "Sync frames sent to sidecars, by kind (full, delta, ping)",
+            sync_frames.clone(),
+        );
+        let sync_refused = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "sync_refused",
+            "Sync streams ended with an Error frame, by error code",
+            sync_refused.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             store_errors,
+            sync_sidecars,
+            sync_max_lag,
+            sync_frames,
+            sync_refused,
         }
     }
 
@@ -83,6 +129,33 @@ impl Metrics {
     /// Counts one store failure.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Counts `n` sync frames of `kind` sent.
+    pub fn sync_frames_sent(&self, kind: &'static str, n: u64) {
+        self.sync_frames
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc_by(n);
+    }
+
+    /// Counts a sync stream refused or ended with `code`.
+    pub fn sync_refused(&self, code: &str) {
+        self.sync_refused
+            .get_or_create(&KindLabels { kind: code.into() })
+            .inc();
+    }
+
+    /// Replaces the per-environment sync gauges with `stats`.
+    pub fn set_sync_stats(&self, stats: &HashMap<String, EnvironmentStats>) {
+        self.sync_sidecars.clear();
+        self.sync_max_lag.clear();
+        for (env, s) in stats {
+            let labels = EnvLabels {
+                environment: env.clone(),
+            };
+            self.sync_sidecars.get_or_create(&labels).set(s.sidecars);
+            self.sync_max_lag.get_or_create(&labels).set(s.max_lag);
+        }
     }
 
     /// The registry, to add more metrics (the sync hub's).

@@ -1,9 +1,11 @@
-//! Wiring: open the store, make sure an admin token exists, serve the API until shutdown.
+//! Wiring: open the store, make sure an admin token exists, start the sync hub, serve the API and
+//! the QUIC endpoint until shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::auth::{Authenticator, generate_secret, hash_secret};
@@ -11,11 +13,16 @@ use crate::config::ControlConfig;
 use crate::metrics::Metrics;
 use crate::model::Role;
 use crate::store::{Store, redact_url};
+use crate::sync::{Hub, QuicTimers, QuicTls, SyncServer, SyncSettings};
 
-/// A running control plane's shared parts.
+/// A running control plane's shared parts. Cheap to clone.
+#[derive(Clone)]
 pub struct Control {
-    /// The API state (store, auth, metrics).
+    /// The API state (store, auth, metrics, connected sidecars).
     pub state: Arc<AppState>,
+    /// The sync hub.
+    pub hub: Arc<Hub>,
+    cancel: CancellationToken,
 }
 
 impl Control {
@@ -26,11 +33,6 @@ impl Control {
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", redact_url(&config.database_url)))?;
         tracing::info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "store ready");
         bootstrap_admin_token(&store).await?;
-        if config.dev_tls {
-            let files = crate::tls::ensure_dev_tls(&config.tls_dir, &[])?;
-            tracing::info!(ca = %files.ca_cert.display(), cert = %files.cert.display(),
-                "development TLS ready (give ca.pem to sidecars)");
-        }
         let auth = Authenticator::new(store.clone(), config.jwt.clone());
         let state = Arc::new(AppState::new(
             store,
@@ -38,7 +40,37 @@ impl Control {
             config.api.clone(),
             Metrics::new(),
         ));
-        Ok(Control { state })
+        let cancel = CancellationToken::new();
+        let settings = SyncSettings {
+            heartbeat: config.sync.heartbeat,
+            poll_interval: config.sync.poll_interval,
+            reauth_interval: config.sync.reauth_interval,
+            max_catch_up: config.sync.max_catch_up,
+            ..SyncSettings::default()
+        };
+        let hub = Hub::new(state.clone(), settings, cancel.clone());
+        tokio::spawn(hub.clone().follow_local_commits());
+        if let Some(url) = &config.redis_url {
+            crate::sync::fanout::start(hub.clone(), url)?;
+            tracing::info!(redis = %redact_url(url), "fan-out between replicas through redis");
+        }
+        Ok(Control { state, hub, cancel })
+    }
+
+    /// Binds the QUIC sync endpoint on `config.sync_addr` with the configured certificate (or the
+    /// development one). Serve it with [`SyncServer::serve`]; it stops with [`Control::shutdown`].
+    pub fn bind_sync(&self, config: &ControlConfig) -> anyhow::Result<SyncServer> {
+        let tls = quic_tls(config)?;
+        let timers = QuicTimers {
+            idle_timeout: config.sync.idle_timeout,
+            ..QuicTimers::default()
+        };
+        SyncServer::bind(config.sync_addr, &tls, timers, self.hub.clone())
+    }
+
+    /// Stops the sync hub: feeds, sessions, the Redis fan-out and the QUIC endpoint.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
     }
 
     /// Serves the admin API on `listener` until `shutdown` completes, then drains in-flight requests.
@@ -53,6 +85,37 @@ impl Control {
             .await?;
         Ok(())
     }
+}
+
+/// The QUIC endpoint's certificate: explicit files, else the development CA's (generated with
+/// `--dev-tls`), else `TLS_DIR/server.pem` when it exists.
+fn quic_tls(config: &ControlConfig) -> anyhow::Result<QuicTls> {
+    if config.dev_tls {
+        let files = crate::tls::ensure_dev_tls(&config.tls_dir, &[])?;
+        tracing::info!(ca = %files.ca_cert.display(), cert = %files.cert.display(),
+            "development TLS ready (give ca.pem to sidecars)");
+    }
+    let cert = config
+        .tls_cert
+        .clone()
+        .unwrap_or_else(|| config.tls_dir.join("server.pem"));
+    let key = config
+        .tls_key
+        .clone()
+        .unwrap_or_else(|| config.tls_dir.join("server.key"));
+    if !cert.exists() || !key.exists() {
+        anyhow::bail!(
+            "the QUIC sync endpoint needs a TLS certificate: {} or {} is missing; pass \
+             --tls-cert and --tls-key, or --dev-tls to generate a development CA into --tls-dir",
+            cert.display(),
+            key.display()
+        );
+    }
+    Ok(QuicTls {
+        cert,
+        key,
+        client_ca: config.tls_client_ca.clone(),
+    })
 }
 
 /// On first start (no token at all), creates the admin token: from `VEXIL_ADMIN_TOKEN`, or a random

@@ -28,6 +28,7 @@ impl TempDb {
 
 impl Drop for TempDb {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("{}.tls", self.0.display()));
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
         }
@@ -67,8 +68,16 @@ impl Proc {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vexil-control"));
+        let tls_dir = format!("{}.tls", db.0.display());
         cmd.args(["serve", "--database-url", &db.url(), "--admin-addr", &addr])
             .args(["--shutdown-grace-secs", "20"])
+            .args([
+                "--dev-tls",
+                "--tls-dir",
+                &tls_dir,
+                "--sync-addr",
+                "127.0.0.1:0",
+            ])
             .env_clear()
             .env("VEXIL_LOG", "info")
             .env("NO_COLOR", "1")

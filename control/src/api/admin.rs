@@ -186,8 +186,14 @@ async fn query_audit(
 #[utoipa::path(get, path = "/api/v1/sidecars", tag = "sidecars", security(("bearer" = [])),
     responses((status = 200, description = "`{items, next_cursor}`", body = Object),
                (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn list_sidecars(caller: Caller) -> Result<axum::Json<Value>, Problem> {
+async fn list_sidecars(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<axum::Json<Value>, Problem> {
     caller.require(Permission::Read, None)?;
-    // The QUIC sync hub registers sidecars here once it exists; until then none can connect.
-    Ok(axum::Json(json!({"items": [], "next_cursor": null})))
+    // A token scoped to environments sees only their sidecars.
+    let items = state
+        .sidecars
+        .list(|env| caller.principal.allows_environment(env));
+    Ok(axum::Json(json!({"items": items, "next_cursor": null})))
 }

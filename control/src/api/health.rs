@@ -46,6 +46,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, Prob
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.set_sync_stats(&state.sidecars.stats());
     (
         [(
             header::CONTENT_TYPE,

@@ -32,6 +32,7 @@ pub use problem::Problem;
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::sync::Sidecars;
 
 /// API settings.
 #[derive(Clone, Debug)]
@@ -64,6 +65,8 @@ pub struct AppState {
     pub config: ApiConfig,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Sidecars connected to this replica's sync hub.
+    pub sidecars: Arc<Sidecars>,
     /// Compiled flag sets for `evaluate`, by environment, with the revision and document they were
     /// compiled from.
     compiled: Mutex<HashMap<String, CompiledSet>>,
@@ -77,6 +80,7 @@ impl AppState {
             auth,
             config,
             metrics,
+            sidecars: Arc::new(Sidecars::new()),
             compiled: Mutex::new(HashMap::new()),
         }
     }

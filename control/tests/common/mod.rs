@@ -249,9 +249,7 @@ pub async fn start(backend: Backend, options: Options) -> Option<Server> {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
-    let serving = Control {
-        state: control.state.clone(),
-    };
+    let serving = control.clone();
     let handle = tokio::spawn(async move {
         serving
             .serve_api(listener, async move {
@@ -291,6 +289,7 @@ impl Server {
             Ok(Err(e)) => panic!("server task: {e}"),
             Err(_) => panic!("server did not stop within 10 s of shutdown"),
         }
+        self.control.shutdown();
         self.control.state.store.close().await;
         self.app.store.close().await;
         self.db.destroy().await;

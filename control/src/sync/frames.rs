@@ -1,0 +1,103 @@
+//! Turning the change log into `vexil.sync.v1` server frames.
+
+use serde_json::Value;
+use vexil_proto::sync::v1::{Delta, Entry, Full, ServerFrame, server_frame::Kind};
+
+use crate::model::{Change, ChangeKind};
+
+/// A `Full` frame: the whole flag set at `revision`.
+pub fn full(revision: i64, document: &Value) -> ServerFrame {
+    ServerFrame {
+        kind: Some(Kind::Full(Full {
+            revision,
+            flag_set: document.to_string(),
+        })),
+    }
+}
+
+/// The frame that takes a sidecar from `from` to `change.revision`: a `Delta` for a flag or
+/// evaluator change, a `Full` for a whole-set change (import, promotion, metadata).
+pub fn for_change(from: i64, change: &Change) -> ServerFrame {
+    let key = change.key.clone().unwrap_or_default();
+    let upsert = change.definition.as_ref().map(|d| Entry {
+        key: key.clone(),
+        definition: d.to_string(),
+    });
+    let mut delta = Delta {
+        from,
+        to: change.revision,
+        ..Delta::default()
+    };
+    match change.kind {
+        ChangeKind::FlagSet => {
+            let empty = Value::Object(Default::default());
+            return full(
+                change.revision,
+                change.definition.as_ref().unwrap_or(&empty),
+            );
+        }
+        ChangeKind::Flag => match upsert {
+            Some(e) => delta.flag_upserts.push(e),
+            None => delta.flag_removals.push(key),
+        },
+        ChangeKind::Evaluator => match upsert {
+            Some(e) => delta.evaluator_upserts.push(e),
+            None => delta.evaluator_removals.push(key),
+        },
+    }
+    ServerFrame {
+        kind: Some(Kind::Delta(delta)),
+    }
+}
+
+/// True for a `Full` frame.
+pub fn is_full(frame: &ServerFrame) -> bool {
+    matches!(frame.kind, Some(Kind::Full(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn change(kind: ChangeKind, key: Option<&str>, definition: Option<Value>) -> Change {
+        Change {
+            revision: 8,
+            kind,
+            key: key.map(String::from),
+            definition,
+        }
+    }
+
+    #[test]
+    fn flag_and_evaluator_changes_are_deltas() {
+        let f = for_change(
+            7,
+            &change(ChangeKind::Flag, Some("a"), Some(json!({"x": 1}))),
+        );
+        let Some(Kind::Delta(d)) = f.kind else {
+            panic!("{f:?}")
+        };
+        assert_eq!((d.from, d.to), (7, 8));
+        assert_eq!(d.flag_upserts[0].definition, r#"{"x":1}"#);
+        let f = for_change(7, &change(ChangeKind::Evaluator, Some("seg"), None));
+        let Some(Kind::Delta(d)) = f.kind else {
+            panic!("{f:?}")
+        };
+        assert_eq!(d.evaluator_removals, ["seg"]);
+        assert!(d.flag_upserts.is_empty() && d.metadata.is_none());
+    }
+
+    #[test]
+    fn a_whole_set_change_is_a_full_snapshot() {
+        let doc = json!({"flags": {}});
+        let f = for_change(7, &change(ChangeKind::FlagSet, None, Some(doc)));
+        let Some(Kind::Full(full)) = f.kind else {
+            panic!("{f:?}")
+        };
+        assert_eq!(
+            (full.revision, full.flag_set.as_str()),
+            (8, r#"{"flags":{}}"#)
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! The sync hub: pushes each environment's flag set, then a delta per commit, to every connected
+//! sidecar over QUIC (`vexil-sync/1`, design §5).
+//!
+//! - [`endpoint`]: the QUIC endpoint and its TLS (optionally mutual).
+//! - [`session`]: one sidecar's conversation (Subscribe → Welcome → catch-up → deltas, acks).
+//! - [`feed`]: one environment's change feed, read from the change log once per revision, encoded
+//!   once, broadcast to its sessions.
+//! - [`hub`]: the feeds, settings and authorization every session shares.
+//! - [`fanout`]: Redis pub/sub between control replicas (a hint; each feed also polls the store).
+//! - [`registry`]: the connected sidecars, for the admin API and metrics.
+
+pub mod endpoint;
+pub mod fanout;
+pub mod feed;
+pub mod frames;
+pub mod hub;
+pub mod registry;
+pub mod session;
+
+pub use endpoint::{QuicTimers, QuicTls, SyncServer};
+pub use hub::{Hub, Refusal, SyncSettings};
+pub use registry::{SidecarInfo, Sidecars};

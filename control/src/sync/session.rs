@@ -1,0 +1,377 @@
+//! One sidecar's sync stream: handshake, catch-up, then a frame per commit until either side leaves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio::time::{Instant, timeout};
+use tokio_util::codec::FramedRead;
+use vexil_proto::frame::{FrameCodec, FrameError, MessageCodec};
+use vexil_proto::sync::v1::{
+    ClientFrame, Error as ErrorFrame, Ping, ServerFrame, Subscribe, Welcome, client_frame,
+    server_frame::Kind,
+};
+
+use super::feed::{Feed, Update};
+use super::frames;
+use super::hub::{Hub, Refusal};
+use super::registry::SidecarEntry;
+
+type Frames = FramedRead<quinn::RecvStream, MessageCodec<ClientFrame>>;
+
+/// QUIC application close codes.
+mod close {
+    /// Normal end (shutdown, sidecar left).
+    pub const DONE: u32 = 0;
+    /// Ended after an `Error` frame.
+    pub const REFUSED: u32 = 1;
+}
+
+/// Serves one QUIC connection: expects exactly one bidirectional stream carrying the conversation.
+pub async fn serve_connection(hub: Arc<Hub>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match timeout(hub.settings().handshake_timeout, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "sync handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "sync handshake timed out");
+            return;
+        }
+    };
+    let (send, recv) = match timeout(hub.settings().handshake_timeout, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        _ => {
+            conn.close(close::DONE.into(), b"no stream");
+            return;
+        }
+    };
+    let codec = FrameCodec {
+        max_frame: hub.settings().max_client_frame,
+        ..FrameCodec::default()
+    };
+    let mut session = Session {
+        hub: hub.clone(),
+        send,
+        codec: hub.settings().frames,
+        sent: 0,
+        last_write: Instant::now(),
+    };
+    let mut frames = FramedRead::new(recv, MessageCodec::<ClientFrame>::new(codec));
+    let outcome = session.converse(&mut frames, remote).await;
+    match outcome {
+        Ok(()) => conn.close(close::DONE.into(), b"bye"),
+        Err(Ended::Refused(refusal)) => {
+            tracing::info!(%remote, code = ?refusal.code(), reason = %refusal, "sync stream refused");
+            hub.metrics().sync_refused(refusal.code().as_str_name());
+            session.refuse(&refusal).await;
+            conn.close(
+                close::REFUSED.into(),
+                refusal.code().as_str_name().as_bytes(),
+            );
+        }
+        Err(Ended::Gone(reason)) => {
+            tracing::debug!(%remote, reason, "sync stream ended");
+            conn.close(close::DONE.into(), b"closed");
+        }
+    }
+}
+
+/// How a conversation ended other than by shutdown.
+enum Ended {
+    /// Control ends it with an `Error` frame.
+    Refused(Refusal),
+    /// The sidecar left or the connection broke.
+    Gone(String),
+}
+
+impl From<Refusal> for Ended {
+    fn from(r: Refusal) -> Self {
+        Ended::Refused(r)
+    }
+}
+
+impl From<super::feed::SyncError> for Ended {
+    fn from(e: super::feed::SyncError) -> Self {
+        Ended::Refused(e.into())
+    }
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    send: quinn::SendStream,
+    codec: FrameCodec,
+    /// Latest revision written on the stream.
+    sent: i64,
+    last_write: Instant,
+}
+
+impl Session {
+    async fn converse(&mut self, frames: &mut Frames, remote: SocketAddr) -> Result<(), Ended> {
+        let subscribe = self.read_subscribe(frames).await?;
+        let env = subscribe.environment.as_str();
+        self.hub.authorize(&subscribe.token, env).await?;
+        let current = match self.hub.store().get_environment(env).await {
+            Ok(e) => e.revision,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(Refusal::UnknownEnvironment.into());
+            }
+            Err(e) => return Err(Refusal::Internal(e.to_string()).into()),
+        };
+        // Subscribe to the feed before catching up from the store: nothing falls in between.
+        let (feed, mut updates) = self.hub.follow(env, current);
+        let registration = self.hub.sidecars().register(
+            &subscribe.client_id,
+            &subscribe.version,
+            env,
+            remote,
+            feed.head.clone(),
+        );
+        let entry = registration.entry();
+        tracing::info!(%remote, client_id = %subscribe.client_id, environment = env,
+            last_revision = subscribe.last_revision, revision = current, "sidecar subscribed");
+        self.write_message(&ServerFrame {
+            kind: Some(Kind::Welcome(Welcome {
+                server_id: self.hub.settings().server_id.clone(),
+                revision: current,
+                heartbeat_ms: self.hub.settings().heartbeat.as_millis() as u32,
+            })),
+        })
+        .await?;
+        self.sent = subscribe.last_revision;
+        self.catch_up(&feed).await?;
+        entry.sent.store(self.sent, Ordering::Relaxed);
+        self.stream(frames, &feed, &mut updates, entry, &subscribe)
+            .await
+    }
+
+    /// The first frame must be a `Subscribe`, within the handshake timeout.
+    async fn read_subscribe(&mut self, frames: &mut Frames) -> Result<Subscribe, Ended> {
+        let first = timeout(self.hub.settings().handshake_timeout, frames.next())
+            .await
+            .map_err(|_| Refusal::Malformed("no Subscribe within the handshake timeout".into()))?;
+        match first {
+            Some(Ok(ClientFrame {
+                kind: Some(client_frame::Kind::Subscribe(s)),
+            })) => {
+                if s.environment.is_empty() {
+                    return Err(Refusal::Malformed("Subscribe.environment is empty".into()).into());
+                }
+                if s.last_revision < 0 {
+                    return Err(
+                        Refusal::Malformed("Subscribe.last_revision is negative".into()).into(),
+                    );
+                }
+                Ok(s)
+            }
+            Some(Ok(_)) => {
+                Err(Refusal::Malformed("the first frame must be a Subscribe".into()).into())
+            }
+            Some(Err(e)) => Err(frame_refusal(e)),
+            None => Err(Ended::Gone("stream closed before Subscribe".into())),
+        }
+    }
+
+    /// Brings the sidecar from `self.sent` to the environment's current revision: the deltas from
+    /// the change log when they line up and are not too many, else one `Full`.
+    async fn catch_up(&mut self, feed: &Feed) -> Result<(), Ended> {
+        let store = self.hub.store().clone();
+        let current = store
+            .get_environment(&feed.environment)
+            .await
+            .map_err(super::feed::SyncError::from)?
+            .revision;
+        if self.sent == current {
+            return Ok(());
+        }
+        let max = self.hub.settings().max_catch_up;
+        if self.sent > 0 && self.sent < current && current - self.sent <= max {
+            let changes = store
+                .changes_since(&feed.environment, self.sent, max)
+                .await
+                .map_err(super::feed::SyncError::from)?;
+            if changes.first().is_some_and(|c| c.revision == self.sent + 1) {
+                for change in &changes {
+                    let frame = frames::for_change(self.sent, change);
+                    self.write_message(&frame).await?;
+                    self.sent = change.revision;
+                }
+                return Ok(());
+            }
+        }
+        let (revision, frame) = feed.full_frame(&store).await?;
+        self.write_bytes(frame, "full").await?;
+        self.sent = revision;
+        Ok(())
+    }
+
+    /// The steady state: forward the feed, answer the sidecar, keep the stream alive.
+    async fn stream(
+        &mut self,
+        frames: &mut Frames,
+        feed: &Feed,
+        updates: &mut broadcast::Receiver<Arc<Update>>,
+        entry: &SidecarEntry,
+        subscribe: &Subscribe,
+    ) -> Result<(), Ended> {
+        let heartbeat = self.hub.settings().heartbeat;
+        let mut ping = tokio::time::interval(heartbeat);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reauth_every = self.hub.settings().reauth_interval;
+        let mut reauth = tokio::time::interval_at(Instant::now() + reauth_every, reauth_every);
+        let cancel = self.hub.cancelled().clone();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                frame = frames.next() => match frame {
+                    None => return Err(Ended::Gone("sidecar closed the stream".into())),
+                    Some(Err(e)) => return Err(frame_refusal(e)),
+                    Some(Ok(f)) => self.on_client_frame(f, feed, entry).await?,
+                },
+                update = updates.recv() => match update {
+                    Ok(u) => self.on_update(&u, feed).await?,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up(feed).await?,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = ping.tick() => {
+                    if self.last_write.elapsed() >= heartbeat {
+                        let frame = ServerFrame { kind: Some(Kind::Ping(Ping { revision: self.sent })) };
+                        self.write_message(&frame).await?;
+                    }
+                }
+                _ = reauth.tick() => self.recheck(subscribe).await?,
+            }
+            entry.sent.store(self.sent, Ordering::Relaxed);
+        }
+    }
+
+    /// Checks the token again: a revoked token ends the stream; a store hiccup does not.
+    async fn recheck(&self, subscribe: &Subscribe) -> Result<(), Ended> {
+        match self
+            .hub
+            .authorize(&subscribe.token, &subscribe.environment)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Refusal::Internal(e)) => {
+                tracing::warn!(error = %e, "could not re-check a sidecar token; keeping the stream");
+                Ok(())
+            }
+            Err(r) => Err(r.into()),
+        }
+    }
+
+    async fn on_client_frame(
+        &mut self,
+        frame: ClientFrame,
+        feed: &Feed,
+        entry: &SidecarEntry,
+    ) -> Result<(), Ended> {
+        match frame.kind {
+            Some(client_frame::Kind::Ack(ack)) => {
+                if ack.revision > self.sent || ack.revision < 0 {
+                    return Err(Refusal::Malformed(format!(
+                        "Ack.revision {} was never sent (latest sent: {})",
+                        ack.revision, self.sent
+                    ))
+                    .into());
+                }
+                entry.ack(ack.revision);
+                Ok(())
+            }
+            Some(client_frame::Kind::Resync(r)) => {
+                tracing::info!(environment = %feed.environment, reason = %r.reason, "sidecar asked for a full snapshot");
+                let (revision, frame) = feed.full_frame(self.hub.store()).await?;
+                self.write_bytes(frame, "full").await?;
+                self.sent = revision;
+                Ok(())
+            }
+            Some(client_frame::Kind::Subscribe(_)) => {
+                Err(Refusal::Malformed("Subscribe sent twice".into()).into())
+            }
+            None => Err(Refusal::Malformed("a ClientFrame without a message".into()).into()),
+        }
+    }
+
+    async fn on_update(&mut self, update: &Update, feed: &Feed) -> Result<(), Ended> {
+        match update {
+            Update::Gone => Err(Refusal::UnknownEnvironment.into()),
+            Update::Frame {
+                from,
+                to,
+                frame,
+                kind,
+            } => {
+                if *from == self.sent {
+                    self.write_bytes(frame.clone(), kind).await?;
+                    self.sent = *to;
+                    Ok(())
+                } else if *to <= self.sent {
+                    // Already sent while catching up from the store.
+                    Ok(())
+                } else {
+                    self.catch_up(feed).await
+                }
+            }
+        }
+    }
+
+    async fn write_message(&mut self, frame: &ServerFrame) -> Result<(), Ended> {
+        let bytes = self
+            .codec
+            .encode_frame(frame)
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        self.write_bytes(bytes, frame_kind(frame)).await
+    }
+
+    async fn write_bytes(&mut self, bytes: Bytes, kind: &'static str) -> Result<(), Ended> {
+        self.hub.metrics().sync_frames_sent(kind, 1);
+        self.send
+            .write_chunk(bytes)
+            .await
+            .map_err(|e| Ended::Gone(format!("write failed: {e}")))?;
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// Sends the `Error` frame and waits (briefly) until the sidecar has it, so closing the
+    /// connection does not discard it.
+    async fn refuse(&mut self, refusal: &Refusal) {
+        let frame = ServerFrame {
+            kind: Some(Kind::Error(ErrorFrame {
+                code: refusal.code() as i32,
+                message: refusal.to_string(),
+            })),
+        };
+        if self.write_message(&frame).await.is_ok() {
+            let _ = self.send.finish();
+            let _ = timeout(Duration::from_secs(2), self.send.stopped()).await;
+        }
+    }
+}
+
+/// The metrics label of a frame.
+fn frame_kind(frame: &ServerFrame) -> &'static str {
+    match frame.kind {
+        Some(Kind::Full(_)) => "full",
+        Some(Kind::Delta(_)) => "delta",
+        Some(Kind::Ping(_)) => "ping",
+        Some(Kind::Welcome(_)) => "welcome",
+        Some(Kind::Error(_)) => "error",
+        None => "empty",
+    }
+}
+
+fn frame_refusal(e: FrameError) -> Ended {
+    match e {
+        FrameError::Io(e) => Ended::Gone(format!("read failed: {e}")),
+        FrameError::TooLarge { .. } => Refusal::TooLarge(e.to_string()).into(),
+        e => Refusal::Malformed(e.to_string()).into(),
+    }
+}
