@@ -338,6 +338,7 @@ both_backends!(
     jwt_bearer_tokens,
     options = Options {
         jwt_secret: Some(JWT_SECRET.into()),
+        ..Options::default()
     },
     |app: App| async move {
         app.create_env("prod").await;

@@ -2,5 +2,7 @@
 //! the benchmark harness.
 //!
 //! - [`snapshot`]: the current flag set, swapped atomically, read without locks.
+//! - [`sync`]: the QUIC sync client that keeps it current from control.
 
 pub mod snapshot;
+pub mod sync;

@@ -86,6 +86,18 @@ pub enum Backend {
 pub struct Options {
     /// `jwt_hs256_secret`.
     pub jwt_secret: Option<String>,
+    /// `--redis-url`.
+    pub redis_url: Option<String>,
+    /// Feed poll interval (ms).
+    pub sync_poll_ms: Option<u64>,
+    /// Bind the QUIC endpoint here (default: a free port).
+    pub sync_addr: Option<std::net::SocketAddr>,
+    /// Most deltas in a catch-up.
+    pub max_catch_up: Option<i64>,
+    /// Token re-check interval of connected sidecars (ms).
+    pub reauth_ms: Option<u64>,
+    /// Require client certificates signed by this CA.
+    pub client_ca: Option<PathBuf>,
 }
 
 fn random_suffix() -> String {
@@ -217,37 +229,70 @@ pub struct App {
     pub state: std::sync::Arc<vexil_control::api::AppState>,
     /// The database URL.
     pub db_url: String,
+    /// The QUIC sync endpoint.
+    pub sync_addr: std::net::SocketAddr,
+    /// The development TLS directory (`ca.pem` for sidecars).
+    pub tls_dir: PathBuf,
 }
 
-/// A running server, owned by [`run`].
-pub struct Server {
+impl App {
+    /// The CA sidecars must trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls_dir.join("ca.pem")
+    }
+
+    /// `quic://127.0.0.1:PORT`.
+    pub fn sync_url(&self) -> String {
+        format!("quic://{}", self.sync_addr)
+    }
+}
+
+/// One control replica (API + QUIC sync) on an existing database.
+pub struct Replica {
     /// The handle tests use.
     pub app: App,
+    /// The replica's parts.
+    pub control: Control,
     shutdown: oneshot::Sender<()>,
     handle: JoinHandle<anyhow::Result<()>>,
-    control: Control,
-    db: Db,
+    sync: JoinHandle<()>,
 }
 
-/// Starts a server on a new database; `None` when the backend is unavailable (outside CI).
-pub async fn start(backend: Backend, options: Options) -> Option<Server> {
-    let db = Db::create(backend).await?;
-    // The admin token exists before the server opens the store, so bootstrap (which reads
-    // VEXIL_ADMIN_TOKEN, a process-wide variable) creates nothing.
-    let store = Store::connect(&db.url).await.expect("test store");
-    store
-        .create_token(None, "admin", Role::Admin, &[], &hash_secret(ADMIN))
-        .await
-        .expect("admin token");
-    let config = ControlConfig::resolve(&ServeArgs {
-        database_url: Some(db.url.clone()),
+/// Starts a replica on `db_url` with development TLS in `tls_dir`.
+pub async fn start_replica(
+    db_url: &str,
+    backend: Backend,
+    tls_dir: &std::path::Path,
+    options: &Options,
+) -> Replica {
+    let mut config = ControlConfig::resolve(&ServeArgs {
+        database_url: Some(db_url.to_string()),
         jwt_hs256_secret: options.jwt_secret.clone(),
+        redis_url: options.redis_url.clone(),
+        dev_tls: true,
+        tls_dir: Some(tls_dir.to_path_buf()),
+        tls_client_ca: options.client_ca.clone(),
+        sync_addr: Some(
+            options
+                .sync_addr
+                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
+        ),
+        sync_poll_ms: options.sync_poll_ms,
         ..Default::default()
     })
     .expect("config");
+    if let Some(n) = options.max_catch_up {
+        config.sync.max_catch_up = n;
+    }
+    if let Some(ms) = options.reauth_ms {
+        config.sync.reauth_interval = Duration::from_millis(ms);
+    }
     let control = Control::open(&config).await.expect("control opens");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
+    let sync = control.bind_sync(&config).expect("sync endpoint binds");
+    let sync_addr = sync.local_addr().expect("sync address");
+    let sync = tokio::spawn(sync.serve(Duration::from_secs(1)));
     let (tx, rx) = oneshot::channel::<()>();
     let serving = control.clone();
     let handle = tokio::spawn(async move {
@@ -262,7 +307,8 @@ pub async fn start(backend: Backend, options: Options) -> Option<Server> {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client");
-    Some(Server {
+    let store = Store::connect(db_url).await.expect("test store");
+    Replica {
         app: App {
             base: format!("http://{addr}"),
             client,
@@ -270,11 +316,68 @@ pub async fn start(backend: Backend, options: Options) -> Option<Server> {
             store,
             backend,
             state: control.state.clone(),
-            db_url: db.url.clone(),
+            db_url: db_url.to_string(),
+            sync_addr,
+            tls_dir: tls_dir.to_path_buf(),
         },
+        control,
         shutdown: tx,
         handle,
-        control,
+        sync,
+    }
+}
+
+impl Replica {
+    /// Stops the replica: API, hub, QUIC endpoint; closes its store handles.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.control.shutdown();
+        match tokio::time::timeout(Duration::from_secs(10), self.handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("server failed: {e}"),
+            Ok(Err(e)) => panic!("server task: {e}"),
+            Err(_) => panic!("server did not stop within 10 s of shutdown"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.sync).await;
+        self.control.state.store.close().await;
+        self.app.store.close().await;
+    }
+}
+
+/// A running server, owned by [`run`].
+pub struct Server {
+    /// The handle tests use.
+    pub app: App,
+    replica: Replica,
+    db: Db,
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Creates the admin token every test server starts with, before the server opens the store (so
+/// bootstrap, which reads the process-wide VEXIL_ADMIN_TOKEN, creates nothing).
+pub async fn seed_admin(db_url: &str) {
+    let store = Store::connect(db_url).await.expect("test store");
+    store
+        .create_token(None, "admin", Role::Admin, &[], &hash_secret(ADMIN))
+        .await
+        .expect("admin token");
+    store.close().await;
+}
+
+/// Starts a server on a new database; `None` when the backend is unavailable (outside CI).
+pub async fn start(backend: Backend, options: Options) -> Option<Server> {
+    let db = Db::create(backend).await?;
+    seed_admin(&db.url).await;
+    let replica = start_replica(&db.url, backend, &temp_dir("vexil-tls"), &options).await;
+    Some(Server {
+        app: replica.app.clone(),
+        replica,
         db,
     })
 }
@@ -282,17 +385,10 @@ pub async fn start(backend: Backend, options: Options) -> Option<Server> {
 impl Server {
     /// Stops the server and removes its database.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(());
-        match tokio::time::timeout(Duration::from_secs(10), self.handle).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => panic!("server failed: {e}"),
-            Ok(Err(e)) => panic!("server task: {e}"),
-            Err(_) => panic!("server did not stop within 10 s of shutdown"),
-        }
-        self.control.shutdown();
-        self.control.state.store.close().await;
-        self.app.store.close().await;
+        let tls_dir = self.app.tls_dir.clone();
+        self.replica.stop().await;
         self.db.destroy().await;
+        let _ = std::fs::remove_dir_all(tls_dir);
     }
 }
 

@@ -1,0 +1,303 @@
+//! The QUIC sync path end to end: real control replicas (SQLite, PostgreSQL, Redis), real QUIC on
+//! loopback, the real sidecar sync client.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use vexil_proxy::snapshot::{Snapshot, SnapshotCell, Source};
+use vexil_proxy::sync::{SyncClient, SyncConfig, SyncHandle, SyncState, SyncStatus};
+
+// ------------------------------------------------------------------ helpers ----
+
+fn flag(on: bool) -> Value {
+    json!({"state": "ENABLED", "variants": {"on": true, "off": false},
+           "defaultVariant": if on { "on" } else { "off" }})
+}
+
+/// A sidecar following `env` on `app`.
+struct Sidecar {
+    cell: Arc<SnapshotCell>,
+    handle: SyncHandle,
+    /// Every revision applied, in order.
+    applied: Arc<Mutex<Vec<i64>>>,
+}
+
+fn config(app: &App, env: &str, token: &str, state_dir: Option<PathBuf>) -> SyncConfig {
+    let mut c = SyncConfig::new(&app.sync_url(), env, token, app.ca_file());
+    c.state_dir = state_dir;
+    c.backoff =
+        vexil_proxy::sync::Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+    c.refused_delay = Duration::from_millis(500);
+    c
+}
+
+fn spawn(mut config: SyncConfig) -> Sidecar {
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let log = applied.clone();
+    config.on_apply = Some(Arc::new(move |rev| log.lock().unwrap().push(rev)));
+    let cell = Arc::new(SnapshotCell::new());
+    let handle = SyncClient::new(config).expect("client").spawn(cell.clone());
+    Sidecar {
+        cell,
+        handle,
+        applied,
+    }
+}
+
+impl Sidecar {
+    fn revision(&self) -> i64 {
+        self.cell.load().map_or(0, |s| s.revision)
+    }
+
+    fn status(&self) -> SyncStatus {
+        self.handle.status().borrow().clone()
+    }
+
+    /// Waits until the held snapshot satisfies `pred`.
+    async fn wait(&self, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.cell.load()
+                && pred(&s)
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar never reached: {what}; holds {:?}, status {:?}",
+                self.cell.load().map(|s| s.revision),
+                self.status()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn wait_revision(&self, revision: i64) -> Arc<Snapshot> {
+        self.wait(&format!("revision {revision}"), |s| s.revision == revision)
+            .await
+    }
+
+    async fn wait_status(&self, what: &str, pred: impl Fn(&SyncStatus) -> bool) -> SyncStatus {
+        let mut rx = self.handle.status();
+        let wait = rx.wait_for(|s| pred(s));
+        match tokio::time::timeout(Duration::from_secs(20), wait).await {
+            Ok(Ok(s)) => s.clone(),
+            _ => panic!("status never reached: {what}; last {:?}", self.status()),
+        }
+    }
+}
+
+async fn put_flag(app: &App, env: &str, key: &str, on: bool) -> i64 {
+    let path = flag_path(env, key);
+    let exists = app.get(&path, &app.admin).await.status == 200;
+    let mut req = app.req("PUT", &path).token(&app.admin).json(&flag(on));
+    if exists {
+        req = req.header("if-match", "*");
+    }
+    let r = req.send().await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.text);
+    app.store.get_environment(env).await.unwrap().revision
+}
+
+/// `GET .../flagset` as the sidecar-visible document.
+async fn flagset(app: &App, env: &str) -> Value {
+    let r = app
+        .get(&format!("/api/v1/environments/{env}/flagset"), &app.admin)
+        .await;
+    r.expect(200).clone()
+}
+
+fn normalized(doc: &Value) -> Value {
+    // Empty sections are omitted by one side and present on the other.
+    let mut doc = doc.clone();
+    if let Some(m) = doc.as_object_mut() {
+        m.retain(|k, v| k == "flags" || !v.as_object().is_some_and(|o| o.is_empty()));
+    }
+    doc
+}
+
+/// The value of a metric line (`name{labels} value`) in the replica's exposition.
+fn metric(app: &App, line_prefix: &str) -> f64 {
+    app.state.sidecars.stats(); // keep the registry warm
+    let text = app.state.metrics.render();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+// --------------------------------------------------------------------- tests ----
+
+both_backends!(
+    a_commit_reaches_a_connected_sidecar,
+    |app: App| async move {
+        app.create_env("prod").await;
+        put_flag(&app, "prod", "checkout", false).await;
+        let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+        let sidecar = spawn(config(&app, "prod", &token, None));
+        let first = sidecar.wait_revision(1).await;
+        assert_eq!(first.source, Source::Control(app.sync_url()));
+        assert_eq!(first.flags.len(), 1);
+        sidecar
+            .wait_status("synced", |s| s.state == SyncState::Synced)
+            .await;
+
+        // A flag change, a new flag, a deletion, an evaluator: each arrives as it commits.
+        let rev = put_flag(&app, "prod", "checkout", true).await;
+        let s = sidecar.wait_revision(rev).await;
+        assert_eq!(s.changed, ["checkout"]);
+        let on = s.flags.resolve_bool("checkout", &Default::default());
+        assert_eq!(on.value, Some(true));
+        let rev = put_flag(&app, "prod", "search", true).await;
+        sidecar.wait_revision(rev).await;
+        app.delete(&flag_path("prod", "search"), &app.admin)
+            .await
+            .expect(204);
+        let s = sidecar.wait_revision(rev + 1).await;
+        assert!(s.flags.get("search").is_none());
+        app.put_json(
+            "/api/v1/environments/prod/evaluators/beta",
+            &json!({"in": [{"var": "email"}, ["a@x"]]}),
+            &app.admin,
+        )
+        .await;
+        let s = sidecar.wait_revision(rev + 2).await;
+        assert!(s.flags.evaluators().contains_key("beta"));
+        assert_eq!(
+            normalized(&s.document()),
+            normalized(&flagset(&app, "prod").await)
+        );
+
+        // Control sees it, with its acked revision.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = app.get("/api/v1/sidecars", &app.admin).await;
+            let items = list.expect(200)["items"].as_array().unwrap().clone();
+            if items.len() == 1 && items[0]["acked_revision"] == rev + 2 {
+                assert_eq!(items[0]["environment"], "prod");
+                assert_eq!(items[0]["lag"], 0);
+                assert!(
+                    items[0]["address"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("127.0.0.1:")
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "sidecar list: {items:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A viewer scoped to another environment does not see it.
+        app.create_env("dev").await;
+        let (_, other) = app.token("dev-viewer", "viewer", &["dev"]).await;
+        let list = app.get("/api/v1/sidecars", &other).await;
+        assert_eq!(list.expect(200)["items"], json!([]));
+        let metrics = app.get("/metrics", &app.admin).await.text;
+        assert!(
+            metrics.contains("vexil_control_sync_sidecars{environment=\"prod\"} 1"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("vexil_control_sync_max_lag_revisions{environment=\"prod\"} 0"));
+        // The sequence of applied revisions is strictly increasing and complete.
+        let applied = sidecar.applied.lock().unwrap().clone();
+        assert_eq!(applied, (1..=rev + 2).collect::<Vec<_>>());
+        sidecar.handle.shutdown().await;
+    }
+);
+
+both_backends!(a_flagset_import_arrives_whole, |app: App| async move {
+    app.create_env("prod").await;
+    let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+    let sidecar = spawn(config(&app, "prod", &token, None));
+    // An empty environment at revision 0: the sidecar is welcomed but holds nothing yet.
+    sidecar
+        .wait_status("connected", |s| s.server_id.is_some())
+        .await;
+    let flags: serde_json::Map<String, Value> = (0..10_000)
+        .map(|i| (format!("flag-{i:05}"), flag(i % 2 == 0)))
+        .collect();
+    let doc = json!({"flags": flags, "metadata": {"team": "checkout"}});
+    app.put_json("/api/v1/environments/prod/flagset", &doc, &app.admin)
+        .await
+        .expect(200);
+    let s = sidecar.wait_revision(1).await;
+    assert_eq!(s.flags.len(), 10_000);
+    assert_eq!(s.flags.metadata().get("team"), Some(&json!("checkout")));
+    let r = s.flags.resolve_bool("flag-00042", &Default::default());
+    assert_eq!(r.value, Some(true));
+    // The 10,000-flag snapshot travels compressed, as one Full.
+    assert!(metric(&app, "vexil_control_sync_frames_sent_total{kind=\"full\"}") >= 1.0);
+    sidecar.handle.shutdown().await;
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_after_a_control_restart_sends_only_the_missing_deltas() {
+    let db = Db::create(Backend::Sqlite).await.unwrap();
+    seed_admin(&db.url).await;
+    let tls = temp_dir("vexil-tls");
+    let state = temp_dir("vexil-state");
+    let first = start_replica(&db.url, Backend::Sqlite, &tls, &Options::default()).await;
+    let app = first.app.clone();
+    app.create_env("prod").await;
+    put_flag(&app, "prod", "a", true).await;
+    let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+    let sidecar = spawn(config(&app, "prod", &token, Some(state.clone())));
+    sidecar.wait_revision(1).await;
+    let sync_addr = app.sync_addr;
+    first.stop().await;
+    sidecar
+        .wait_status("stale", |s| s.state == SyncState::Stale)
+        .await;
+
+    // Three commits while control is down (written straight to the store).
+    let store = vexil_control::store::Store::connect(&db.url).await.unwrap();
+    let actor = vexil_control::store::Actor {
+        name: "test".into(),
+        request_id: None,
+    };
+    use vexil_control::store::Precondition;
+    for (key, on, pre) in [
+        ("a", false, Precondition::Any),
+        ("b", true, Precondition::None),
+        ("c", true, Precondition::None),
+    ] {
+        store
+            .put_flag(&actor, "prod", key, flag(on), pre, Default::default())
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    assert_eq!(sidecar.revision(), 1, "serves its last snapshot meanwhile");
+
+    let options = Options {
+        sync_addr: Some(sync_addr),
+        ..Options::default()
+    };
+    let second = start_replica(&db.url, Backend::Sqlite, &tls, &options).await;
+    let s = sidecar.wait_revision(4).await;
+    assert_eq!(s.flags.len(), 3);
+    sidecar
+        .wait_status("synced again", |s| s.state == SyncState::Synced)
+        .await;
+    let app2 = &second.app;
+    assert_eq!(
+        metric(app2, "vexil_control_sync_frames_sent_total{kind=\"full\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(app2, "vexil_control_sync_frames_sent_total{kind=\"delta\"}"),
+        3.0
+    );
+    assert_eq!(*sidecar.applied.lock().unwrap(), [1, 2, 3, 4]);
+    sidecar.handle.shutdown().await;
+    second.stop().await;
+    db.destroy().await;
+    let _ = std::fs::remove_dir_all(tls);
+    let _ = std::fs::remove_dir_all(state);
+}

@@ -1,0 +1,476 @@
+//! The connection loop of the sync client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use vexil_proto::frame::{FrameCodec, FrameError, MessageCodec};
+use vexil_proto::sync::v1::{
+    Ack, ClientFrame, ErrorCode, Resync, ServerFrame, Subscribe, client_frame, server_frame::Kind,
+};
+
+use super::apply::{ApplyError, Held, apply_delta, compile, parse_full};
+use super::{SyncConfig, SyncState, SyncStatus, persist};
+use crate::snapshot::{Snapshot, SnapshotCell, Source};
+
+type Frames = FramedRead<quinn::RecvStream, MessageCodec<ServerFrame>>;
+
+/// A configured sync client, ready to [`spawn`](SyncClient::spawn).
+pub struct SyncClient {
+    config: SyncConfig,
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+}
+
+/// A running sync client.
+pub struct SyncHandle {
+    status: watch::Receiver<SyncStatus>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl SyncHandle {
+    /// The client's status, updated as it changes.
+    pub fn status(&self) -> watch::Receiver<SyncStatus> {
+        self.status.clone()
+    }
+
+    /// Closes the connection and waits for the task to end.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+impl SyncClient {
+    /// A client with its own QUIC endpoint on an ephemeral UDP port.
+    pub fn new(config: SyncConfig) -> anyhow::Result<SyncClient> {
+        let bind: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
+        let endpoint = quinn::Endpoint::client(bind)?;
+        Self::with_endpoint(config, endpoint)
+    }
+
+    /// A client that shares `endpoint` (one UDP socket for many clients, as in the benchmarks).
+    pub fn with_endpoint(
+        config: SyncConfig,
+        endpoint: quinn::Endpoint,
+    ) -> anyhow::Result<SyncClient> {
+        config.host_port()?;
+        let client = super::client_config(
+            &config.ca_file,
+            config
+                .client_cert
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+            config.keep_alive,
+            config.idle_timeout,
+        )?;
+        Ok(SyncClient {
+            config,
+            endpoint,
+            client,
+        })
+    }
+
+    /// Loads the persisted snapshot (publishing it at once, so the sidecar can serve before
+    /// control answers), then follows control in a background task.
+    pub fn spawn(self, cell: Arc<SnapshotCell>) -> SyncHandle {
+        let held = self.load_persisted(&cell);
+        let (status_tx, status) = watch::channel(SyncStatus {
+            revision: held.as_ref().map_or(0, |h| h.revision),
+            ..SyncStatus::default()
+        });
+        let cancel = CancellationToken::new();
+        let runner = Runner {
+            client: self,
+            cell,
+            status: status_tx,
+            held,
+            cancel: cancel.clone(),
+        };
+        let task = tokio::spawn(runner.run());
+        SyncHandle {
+            status,
+            cancel,
+            task,
+        }
+    }
+
+    /// The persisted snapshot, if there is a valid one; a damaged one is set aside.
+    fn load_persisted(&self, cell: &SnapshotCell) -> Option<Held> {
+        let dir = self.config.state_dir.as_deref()?;
+        let env = &self.config.environment;
+        let loaded = match persist::load(dir, env) {
+            Ok(p) => p?,
+            Err(e) => {
+                tracing::error!(error = %e, "persisted snapshot unusable; waiting for control");
+                if let persist::LoadError::Corrupt { .. } = e
+                    && let Ok(to) = persist::set_aside(dir, env)
+                {
+                    tracing::warn!(moved_to = %to.display(), "damaged snapshot set aside");
+                }
+                return None;
+            }
+        };
+        match compile(&loaded.document) {
+            Ok(flags) => {
+                let path = persist::path(dir, env).display().to_string();
+                cell.publish(Snapshot::new(
+                    env,
+                    loaded.revision,
+                    flags,
+                    Source::Persisted(path),
+                ));
+                tracing::info!(environment = %env, revision = loaded.revision,
+                    "serving the persisted snapshot until control answers");
+                Some(Held {
+                    revision: loaded.revision,
+                    document: loaded.document,
+                })
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "persisted snapshot does not compile; waiting for control");
+                None
+            }
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("control refused the subscription: {code:?}: {message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("{0}")]
+    Transport(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl SessionError {
+    /// Refusals that retrying soon cannot fix.
+    fn is_lasting(&self) -> bool {
+        matches!(
+            self,
+            SessionError::Refused {
+                code: ErrorCode::Unauthenticated
+                    | ErrorCode::PermissionDenied
+                    | ErrorCode::UnknownEnvironment
+                    | ErrorCode::UnsupportedVersion,
+                ..
+            }
+        )
+    }
+}
+
+impl From<FrameError> for SessionError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => SessionError::Transport(e.to_string()),
+            e => SessionError::Protocol(e.to_string()),
+        }
+    }
+}
+
+struct Runner {
+    client: SyncClient,
+    cell: Arc<SnapshotCell>,
+    status: watch::Sender<SyncStatus>,
+    held: Option<Held>,
+    cancel: CancellationToken,
+}
+
+/// One connection's state.
+struct Stream {
+    send: quinn::SendStream,
+    frames: Frames,
+    /// The revision control said it had at Welcome: synced once we hold it.
+    target: i64,
+    heartbeat: Duration,
+    /// A Resync was sent and no Full has arrived since.
+    resync_pending: bool,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        let mut backoff = self.client.config.backoff.clone();
+        loop {
+            let (result, welcomed) = self.session().await;
+            let error = match result {
+                Ok(()) => return, // shutdown
+                Err(e) => e,
+            };
+            if welcomed {
+                backoff.reset();
+            }
+            let delay = if error.is_lasting() {
+                tracing::error!(error = %error, "sync refused; retrying slowly");
+                self.client.config.refused_delay
+            } else {
+                tracing::warn!(error = %error, "sync connection lost; reconnecting");
+                backoff.next_delay()
+            };
+            self.status.send_modify(|s| {
+                s.state = SyncState::Stale;
+                s.last_error = Some(error.to_string());
+            });
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One connection: `Ok` only on shutdown. The flag says whether control welcomed us.
+    async fn session(&mut self) -> (Result<(), SessionError>, bool) {
+        let (conn, mut stream) = match self.connect().await {
+            Ok(c) => c,
+            Err(e) => return (Err(e), false),
+        };
+        let result = self.follow(&mut stream).await;
+        match &result {
+            Ok(()) => conn.close(0u32.into(), b"sidecar shutting down"),
+            Err(_) => conn.close(1u32.into(), b"sidecar error"),
+        }
+        (result, true)
+    }
+
+    /// Connects, subscribes and reads the `Welcome`.
+    async fn connect(&mut self) -> Result<(quinn::Connection, Stream), SessionError> {
+        let config = &self.client.config;
+        let (host, port) = config
+            .host_port()
+            .map_err(|e| SessionError::Protocol(e.to_string()))?;
+        let server_name = config.server_name.clone().unwrap_or_else(|| host.clone());
+        let limit = config.connect_timeout;
+        let addr = timeout(limit, tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| SessionError::Transport(format!("resolving {host} timed out")))?
+            .map_err(|e| SessionError::Transport(format!("resolving {host}: {e}")))?
+            .next()
+            .ok_or_else(|| SessionError::Transport(format!("{host} has no address")))?;
+        let connecting = self
+            .client
+            .endpoint
+            .connect_with(self.client.client.clone(), addr, &server_name)
+            .map_err(|e| SessionError::Transport(format!("connecting to {addr}: {e}")))?;
+        let conn = timeout(limit, connecting)
+            .await
+            .map_err(|_| SessionError::Transport(format!("connecting to {addr} timed out")))?
+            .map_err(|e| SessionError::Transport(format!("connecting to {addr}: {e}")))?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| SessionError::Transport(e.to_string()))?;
+        let codec = FrameCodec {
+            max_frame: config.max_frame,
+            ..FrameCodec::default()
+        };
+        let mut stream = Stream {
+            send,
+            frames: FramedRead::new(recv, MessageCodec::<ServerFrame>::new(codec)),
+            target: 0,
+            heartbeat: Duration::from_secs(5),
+            resync_pending: false,
+        };
+        let subscribe = Subscribe {
+            token: config.token.clone(),
+            environment: config.environment.clone(),
+            last_revision: self.held.as_ref().map_or(0, |h| h.revision),
+            client_id: config.client_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        send_frame(&mut stream, client_frame::Kind::Subscribe(subscribe)).await?;
+        let first = timeout(limit, stream.frames.next())
+            .await
+            .map_err(|_| SessionError::Transport("no Welcome from control in time".into()))?;
+        match first {
+            Some(Ok(ServerFrame {
+                kind: Some(Kind::Welcome(w)),
+            })) => {
+                stream.target = w.revision;
+                stream.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms.max(100)));
+                tracing::info!(server = %w.server_id, revision = w.revision, "subscribed to control");
+                self.contact(|s| s.server_id = Some(w.server_id.clone()));
+                self.mark_synced_if_caught_up(&stream);
+                Ok((conn, stream))
+            }
+            Some(Ok(ServerFrame {
+                kind: Some(Kind::Error(e)),
+            })) => Err(refused(&e)),
+            Some(Ok(other)) => Err(SessionError::Protocol(format!(
+                "expected Welcome, got {other:?}"
+            ))),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(SessionError::Transport(
+                "control closed the stream before Welcome".into(),
+            )),
+        }
+    }
+
+    /// Applies frames until shutdown or failure.
+    async fn follow(&mut self, stream: &mut Stream) -> Result<(), SessionError> {
+        // Control pings every heartbeat on an idle stream: several missed means it is gone.
+        let silence = stream.heartbeat * 3;
+        loop {
+            let frame = tokio::select! {
+                _ = self.cancel.cancelled() => return Ok(()),
+                f = timeout(silence, stream.frames.next()) => f,
+            };
+            let frame = match frame {
+                Err(_) => {
+                    return Err(SessionError::Transport(format!(
+                        "no frame from control for {silence:?}"
+                    )));
+                }
+                Ok(None) => {
+                    return Err(SessionError::Transport("control closed the stream".into()));
+                }
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(Some(Ok(f))) => f,
+            };
+            self.contact(|_| {});
+            match frame.kind {
+                Some(Kind::Full(full)) => {
+                    stream.resync_pending = false;
+                    let applied = parse_full(&full.flag_set).and_then(|doc| {
+                        self.install(Held {
+                            revision: full.revision,
+                            document: doc,
+                        })
+                    });
+                    self.after_apply(stream, applied).await?;
+                }
+                Some(Kind::Delta(delta)) => {
+                    let Some(mut held) = self.held.take() else {
+                        self.resync(stream, "a delta arrived but no snapshot is held")
+                            .await?;
+                        continue;
+                    };
+                    let applied = match apply_delta(&mut held, &delta) {
+                        Ok(()) => self.install(held),
+                        Err(e) => {
+                            // Keep what we hold; ask for a full snapshot.
+                            self.held = Some(held);
+                            Err(e)
+                        }
+                    };
+                    self.after_apply(stream, applied).await?;
+                }
+                Some(Kind::Ping(ping)) => {
+                    let held = self.held.as_ref().map_or(0, |h| h.revision);
+                    if ping.revision != held && !stream.resync_pending {
+                        let reason = format!(
+                            "ping at revision {} but revision {held} is held",
+                            ping.revision
+                        );
+                        self.resync(stream, &reason).await?;
+                    }
+                }
+                Some(Kind::Error(e)) => return Err(refused(&e)),
+                Some(Kind::Welcome(_)) | None => {
+                    return Err(SessionError::Protocol(
+                        "unexpected frame after Welcome".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Acks an applied revision, or asks for a full snapshot when the frame did not apply.
+    async fn after_apply(
+        &mut self,
+        stream: &mut Stream,
+        applied: Result<i64, ApplyError>,
+    ) -> Result<(), SessionError> {
+        match applied {
+            Ok(revision) => {
+                send_frame(stream, client_frame::Kind::Ack(Ack { revision })).await?;
+                self.mark_synced_if_caught_up(stream);
+                Ok(())
+            }
+            Err(e) => {
+                if stream.resync_pending {
+                    return Ok(());
+                }
+                tracing::warn!(error = %e, "frame not applied; asking for a full snapshot");
+                self.resync(stream, &e.to_string()).await
+            }
+        }
+    }
+
+    async fn resync(&mut self, stream: &mut Stream, reason: &str) -> Result<(), SessionError> {
+        stream.resync_pending = true;
+        self.status.send_modify(|s| s.state = SyncState::Stale);
+        send_frame(
+            stream,
+            client_frame::Kind::Resync(Resync {
+                reason: reason.to_string(),
+            }),
+        )
+        .await
+    }
+
+    /// Compiles `held`, swaps it in, persists it; returns its revision.
+    fn install(&mut self, held: Held) -> Result<i64, ApplyError> {
+        let flags = compile(&held.document)?;
+        let config = &self.client.config;
+        let revision = held.revision;
+        let source = Source::Control(config.control.clone());
+        self.cell
+            .publish(Snapshot::new(&config.environment, revision, flags, source));
+        if let Some(dir) = &config.state_dir {
+            let text = held.document.to_string();
+            if let Err(e) = persist::save(dir, &config.environment, revision, &text) {
+                tracing::error!(error = %e, dir = %dir.display(), "could not persist the snapshot");
+            }
+        }
+        self.held = Some(held);
+        self.status.send_modify(|s| s.revision = revision);
+        if let Some(f) = &config.on_apply {
+            f(revision);
+        }
+        Ok(revision)
+    }
+
+    fn mark_synced_if_caught_up(&self, stream: &Stream) {
+        let held = self.held.as_ref().map_or(0, |h| h.revision);
+        if held >= stream.target && held > 0 && !stream.resync_pending {
+            self.status.send_if_modified(|s| {
+                let changed = s.state != SyncState::Synced;
+                s.state = SyncState::Synced;
+                s.last_error = None;
+                changed
+            });
+        }
+    }
+
+    fn contact(&self, f: impl FnOnce(&mut SyncStatus)) {
+        self.status.send_modify(|s| {
+            s.last_contact = Some(SystemTime::now());
+            f(s);
+        });
+    }
+}
+
+fn refused(e: &vexil_proto::sync::v1::Error) -> SessionError {
+    SessionError::Refused {
+        code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+        message: e.message.clone(),
+    }
+}
+
+async fn send_frame(stream: &mut Stream, kind: client_frame::Kind) -> Result<(), SessionError> {
+    let bytes = FrameCodec::default().encode_frame(&ClientFrame { kind: Some(kind) })?;
+    stream
+        .send
+        .write_all(&bytes)
+        .await
+        .map_err(|e| SessionError::Transport(format!("writing to control: {e}")))
+}

@@ -1,0 +1,208 @@
+//! The applied snapshot on disk, so a sidecar restarted while control is away still serves.
+//!
+//! One file per environment, `STATE_DIR/snapshot-<environment>.json`: a header line (JSON: format,
+//! environment, revision, SHA-256 of the body, time saved), then the body, the flagd document as
+//! sent by control. It is written to a temporary file, fsynced, renamed over the old one and the
+//! directory fsynced, so a crash leaves the old file or the new one, never a mix. On load, a file
+//! whose header does not parse or whose body does not match its checksum (truncated, edited,
+//! corrupted) is set aside as `*.corrupt-<unix time>` and not served.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The format tag of the header.
+pub const FORMAT: &str = "vexil-snapshot/1";
+
+/// The header line.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    format: String,
+    environment: String,
+    revision: i64,
+    sha256: String,
+    saved_at_ms: u64,
+}
+
+/// A snapshot read back from disk.
+#[derive(Debug)]
+pub struct Persisted {
+    /// Environment it belongs to.
+    pub environment: String,
+    /// Its revision.
+    pub revision: i64,
+    /// The flagd document.
+    pub document: Value,
+}
+
+/// Why a persisted snapshot could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is damaged or not a snapshot of this environment.
+    #[error("{path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The file of `environment`'s snapshot in `dir`.
+pub fn path(dir: &Path, environment: &str) -> PathBuf {
+    let safe: String = environment
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("snapshot-{safe}.json"))
+}
+
+/// Writes `document` (JSON text) as `environment`'s snapshot at `revision`, atomically.
+pub fn save(dir: &Path, environment: &str, revision: i64, document: &str) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let header = Header {
+        format: FORMAT.into(),
+        environment: environment.into(),
+        revision,
+        sha256: hex::encode(Sha256::digest(document.as_bytes())),
+        saved_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    let target = path(dir, environment);
+    let tmp = target.with_extension(format!("tmp-{}", std::process::id()));
+    {
+        let mut file = fs::File::create(&tmp)?;
+        serde_json::to_writer(&mut file, &header)?;
+        file.write_all(b"\n")?;
+        file.write_all(document.as_bytes())?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, &target)?;
+    // Make the rename itself durable.
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Reads `environment`'s snapshot from `dir`: `Ok(None)` when there is none.
+pub fn load(dir: &Path, environment: &str) -> Result<Option<Persisted>, LoadError> {
+    let path = path(dir, environment);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LoadError::Io { path, source }),
+    };
+    let corrupt = |reason: String| LoadError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| corrupt("no header line".into()))?;
+    let header: Header = serde_json::from_slice(&bytes[..newline])
+        .map_err(|e| corrupt(format!("unreadable header: {e}")))?;
+    if header.format != FORMAT {
+        return Err(corrupt(format!("unknown format {:?}", header.format)));
+    }
+    if header.environment != environment {
+        return Err(corrupt(format!(
+            "snapshot of environment {:?}, not {environment:?}",
+            header.environment
+        )));
+    }
+    let body = &bytes[newline + 1..];
+    if hex::encode(Sha256::digest(body)) != header.sha256 {
+        return Err(corrupt("checksum mismatch (truncated or modified)".into()));
+    }
+    let document: Value =
+        serde_json::from_slice(body).map_err(|e| corrupt(format!("invalid JSON body: {e}")))?;
+    Ok(Some(Persisted {
+        environment: header.environment,
+        revision: header.revision,
+        document,
+    }))
+}
+
+/// Moves a damaged snapshot file out of the way (kept for inspection); returns its new name.
+pub fn set_aside(dir: &Path, environment: &str) -> std::io::Result<PathBuf> {
+    let from = path(dir, environment);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to = from.with_extension(format!("json.corrupt-{secs}"));
+    fs::rename(&from, &to)?;
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vexil-persist-{:016x}", rand::random::<u64>()));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn round_trips_and_detects_damage() {
+        let d = dir();
+        assert!(load(&d, "prod").unwrap().is_none());
+        save(&d, "prod", 7, r#"{"flags":{}}"#).unwrap();
+        let p = load(&d, "prod").unwrap().unwrap();
+        assert_eq!((p.revision, p.document["flags"].is_object()), (7, true));
+        // Truncated.
+        let file = path(&d, "prod");
+        let text = fs::read(&file).unwrap();
+        fs::write(&file, &text[..text.len() - 3]).unwrap();
+        let e = load(&d, "prod").unwrap_err().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        let aside = set_aside(&d, "prod").unwrap();
+        assert!(aside.exists() && !file.exists());
+        // Garbage header.
+        fs::write(&file, b"garbage").unwrap();
+        assert!(
+            load(&d, "prod")
+                .unwrap_err()
+                .to_string()
+                .contains("no header line")
+        );
+        // Another environment's file.
+        save(&d, "prod", 1, "{}").unwrap();
+        fs::rename(path(&d, "prod"), path(&d, "dev")).unwrap();
+        assert!(
+            load(&d, "dev")
+                .unwrap_err()
+                .to_string()
+                .contains("not \"dev\"")
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn names_are_safe() {
+        assert_eq!(
+            path(Path::new("/s"), "../etc"),
+            Path::new("/s/snapshot-.._etc.json")
+        );
+    }
+}
