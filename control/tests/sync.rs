@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 use vexil_proxy::snapshot::{Snapshot, SnapshotCell, Source};
-use vexil_proxy::sync::{SyncClient, SyncConfig, SyncHandle, SyncState, SyncStatus};
+use vexil_proxy::sync::{SyncClient, SyncConfig, SyncHandle, SyncState, SyncStatus, persist};
 
 // ------------------------------------------------------------------ helpers ----
 
@@ -77,9 +77,13 @@ impl Sidecar {
         }
     }
 
+    /// Waits until `revision` is applied from control (swapped in, persisted, observed).
     async fn wait_revision(&self, revision: i64) -> Arc<Snapshot> {
-        self.wait(&format!("revision {revision}"), |s| s.revision == revision)
-            .await
+        let applied = self.applied.clone();
+        self.wait(&format!("revision {revision}"), move |s| {
+            s.revision == revision && applied.lock().unwrap().last() == Some(&revision)
+        })
+        .await
     }
 
     async fn wait_status(&self, what: &str, pred: impl Fn(&SyncStatus) -> bool) -> SyncStatus {
@@ -299,5 +303,293 @@ async fn resume_after_a_control_restart_sends_only_the_missing_deltas() {
     second.stop().await;
     db.destroy().await;
     let _ = std::fs::remove_dir_all(tls);
+    let _ = std::fs::remove_dir_all(state);
+}
+
+both_backends!(
+    a_sidecar_too_far_behind_gets_a_full_snapshot,
+    options = Options {
+        max_catch_up: Some(2),
+        ..Options::default()
+    },
+    |app: App| async move {
+        app.create_env("prod").await;
+        put_flag(&app, "prod", "a", true).await;
+        let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+        let state = temp_dir("vexil-state");
+        let sidecar = spawn(config(&app, "prod", &token, Some(state.clone())));
+        sidecar.wait_revision(1).await;
+        sidecar.handle.shutdown().await;
+        for i in 0..5 {
+            put_flag(&app, "prod", &format!("f{i}"), true).await;
+        }
+        let fulls = metric(&app, "vexil_control_sync_frames_sent_total{kind=\"full\"}");
+        let deltas = metric(&app, "vexil_control_sync_frames_sent_total{kind=\"delta\"}");
+        // It restarts from its persisted revision 1, five behind: more than two, so one Full.
+        let sidecar = spawn(config(&app, "prod", &token, Some(state.clone())));
+        assert_eq!(
+            sidecar.revision(),
+            1,
+            "serves the persisted snapshot at once"
+        );
+        assert_eq!(sidecar.cell.load().unwrap().source.kind(), "persisted");
+        let s = sidecar.wait_revision(6).await;
+        assert_eq!(s.flags.len(), 6);
+        assert_eq!(*sidecar.applied.lock().unwrap(), [6]);
+        assert_eq!(
+            metric(&app, "vexil_control_sync_frames_sent_total{kind=\"full\"}"),
+            fulls + 1.0
+        );
+        assert_eq!(
+            metric(&app, "vexil_control_sync_frames_sent_total{kind=\"delta\"}"),
+            deltas
+        );
+        sidecar.handle.shutdown().await;
+        let _ = std::fs::remove_dir_all(state);
+    }
+);
+
+both_backends!(
+    refusals_are_typed_and_leave_others_served,
+    |app: App| async move {
+        app.create_env("prod").await;
+        app.create_env("dev").await;
+        put_flag(&app, "prod", "a", true).await;
+        let (_, prod_token) = app.token("prod-sidecar", "sidecar", &["prod"]).await;
+        let (_, viewer) = app.token("viewer", "viewer", &[]).await;
+        let good = spawn(config(&app, "prod", &prod_token, None));
+        good.wait_revision(1).await;
+
+        let cases = [
+            ("prod", "vxl_not-a-token".to_string(), "Unauthenticated"),
+            ("dev", prod_token.clone(), "PermissionDenied"),
+            ("prod", viewer.clone(), "PermissionDenied"),
+            ("nope", app.admin.clone(), "UnknownEnvironment"),
+        ];
+        for (env, token, code) in cases {
+            let bad = spawn(config(&app, env, &token, None));
+            let status = bad
+                .wait_status(code, |s| {
+                    s.last_error.as_deref().is_some_and(|e| e.contains(code))
+                })
+                .await;
+            assert_eq!(status.state, SyncState::Stale);
+            assert!(bad.cell.load().is_none());
+            // The token never shows in what the client reports.
+            assert!(!status.last_error.unwrap().contains(&token));
+            bad.handle.shutdown().await;
+        }
+        assert!(
+            metric(
+                &app,
+                "vexil_control_sync_refused_total{kind=\"UNAUTHENTICATED\"}"
+            ) >= 1.0
+        );
+
+        // The good sidecar was served throughout.
+        let rev = put_flag(&app, "prod", "a", false).await;
+        good.wait_revision(rev).await;
+        good.handle.shutdown().await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_ca_is_refused_by_the_client() {
+    let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    app.create_env("prod").await;
+    let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+    let other = temp_dir("vexil-other-ca");
+    let files = vexil_control::tls::ensure_dev_tls(&other, &[]).unwrap();
+    let sidecar = spawn(SyncConfig {
+        ca_file: files.ca_cert.clone(),
+        ..config(&app, "prod", &token, None)
+    });
+    let status = sidecar
+        .wait_status("a TLS failure", |s| s.last_error.is_some())
+        .await;
+    let error = status.last_error.unwrap();
+    assert!(
+        error.contains("certificate") || error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert!(sidecar.cell.load().is_none());
+    assert_eq!(app.state.sidecars.len(), 0);
+    sidecar.handle.shutdown().await;
+    let _ = std::fs::remove_dir_all(other);
+    server.stop().await;
+}
+
+/// A raw QUIC client speaking whatever bytes a test wants.
+async fn raw_stream(app: &App) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    let config = vexil_proxy::sync::client_config(
+        &app.ca_file(),
+        None,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = endpoint
+        .connect_with(config, app.sync_addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    (conn, send, recv)
+}
+
+/// Reads server frames until the stream ends; returns them.
+async fn read_all(recv: quinn::RecvStream) -> Vec<vexil_proto::sync::v1::ServerFrame> {
+    use futures_util::StreamExt;
+    use vexil_proto::frame::MessageCodec;
+    let mut frames = tokio_util::codec::FramedRead::new(recv, MessageCodec::default());
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(f))) = tokio::time::timeout(Duration::from_secs(10), frames.next()).await {
+        out.push(f);
+    }
+    out
+}
+
+fn error_code(frames: &[vexil_proto::sync::v1::ServerFrame]) -> Option<&'static str> {
+    use vexil_proto::sync::v1::{ErrorCode, server_frame::Kind};
+    frames.iter().find_map(|f| match &f.kind {
+        Some(Kind::Error(e)) => ErrorCode::try_from(e.code).ok().map(|c| c.as_str_name()),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_and_oversized_frames_get_an_error_frame() {
+    use vexil_proto::frame::FrameCodec;
+    use vexil_proto::sync::v1::{Ack, ClientFrame, client_frame::Kind};
+    let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    app.create_env("prod").await;
+    put_flag(&app, "prod", "a", true).await;
+    let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+    let good = spawn(config(&app, "prod", &token, None));
+    good.wait_revision(1).await;
+
+    // Not a protobuf message.
+    let (_conn, mut send, recv) = raw_stream(&app).await;
+    send.write_all(&[0, 0, 0, 4, 0, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert_eq!(error_code(&read_all(recv).await), Some("MALFORMED_FRAME"));
+
+    // Unknown flag bits.
+    let (_conn, mut send, recv) = raw_stream(&app).await;
+    send.write_all(&[0, 0, 0, 1, 0x80]).await.unwrap();
+    assert_eq!(error_code(&read_all(recv).await), Some("MALFORMED_FRAME"));
+
+    // A first frame that is not a Subscribe.
+    let (_conn, mut send, recv) = raw_stream(&app).await;
+    let ack = ClientFrame {
+        kind: Some(Kind::Ack(Ack { revision: 1 })),
+    };
+    send.write_all(&FrameCodec::default().encode_frame(&ack).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(error_code(&read_all(recv).await), Some("MALFORMED_FRAME"));
+
+    // A declared length over the client-frame limit (64 KiB): refused from the header alone.
+    let (_conn, mut send, recv) = raw_stream(&app).await;
+    send.write_all(&(10u32 << 20).to_be_bytes()).await.unwrap();
+    assert_eq!(error_code(&read_all(recv).await), Some("FRAME_TOO_LARGE"));
+
+    // Nothing at all: the handshake times out... the connection just closes, no crash. The
+    // well-behaved sidecar is still served.
+    let rev = put_flag(&app, "prod", "a", false).await;
+    good.wait_revision(rev).await;
+    assert_eq!(app.state.sidecars.len(), 1);
+    good.handle.shutdown().await;
+    server.stop().await;
+}
+
+both_backends!(
+    a_revoked_token_is_disconnected,
+    options = Options {
+        reauth_ms: Some(200),
+        ..Options::default()
+    },
+    |app: App| async move {
+        app.create_env("prod").await;
+        put_flag(&app, "prod", "a", true).await;
+        let (id, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+        let sidecar = spawn(config(&app, "prod", &token, None));
+        sidecar.wait_revision(1).await;
+        app.delete(&format!("/api/v1/tokens/{id}"), &app.admin)
+            .await
+            .expect(200);
+        let status = sidecar
+            .wait_status("cut off", |s| {
+                s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("Unauthenticated"))
+            })
+            .await;
+        assert_eq!(status.state, SyncState::Stale);
+        // Still serving what it had.
+        assert_eq!(sidecar.revision(), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !app.state.sidecars.is_empty() {
+            assert!(Instant::now() < deadline, "still registered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sidecar.handle.shutdown().await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_restarted_with_control_down_serves_its_persisted_snapshot() {
+    let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    app.create_env("prod").await;
+    put_flag(&app, "prod", "a", true).await;
+    put_flag(&app, "prod", "b", false).await;
+    let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+    let state = temp_dir("vexil-state");
+    let sidecar = spawn(config(&app, "prod", &token, Some(state.clone())));
+    sidecar.wait_revision(2).await;
+    sidecar.handle.shutdown().await;
+    let mut cfg = config(&app, "prod", &token, Some(state.clone()));
+    cfg.ca_file = state.join("ca.pem");
+    std::fs::copy(app.ca_file(), &cfg.ca_file).unwrap();
+    server.stop().await;
+
+    // Control is gone: the new client serves revision 2 from disk, before any connection.
+    let restarted = spawn(cfg.clone());
+    let s = restarted.cell.load().expect("loaded at spawn");
+    assert_eq!(
+        (s.revision, s.flags.len(), s.source.kind()),
+        (2, 2, "persisted")
+    );
+    let status = restarted
+        .wait_status("stale", |s| s.state == SyncState::Stale)
+        .await;
+    assert_eq!(status.revision, 2);
+    restarted.handle.shutdown().await;
+
+    // A damaged file is detected, set aside, and nothing is served.
+    let file = persist::path(&state, "prod");
+    let text = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &text[..text.len() / 2]).unwrap();
+    let damaged = spawn(cfg);
+    assert!(damaged.cell.load().is_none());
+    assert!(!file.exists());
+    let aside: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    damaged.handle.shutdown().await;
     let _ = std::fs::remove_dir_all(state);
 }
