@@ -66,6 +66,34 @@ pub fn ensure_dev_tls(dir: &Path, extra_names: &[String]) -> anyhow::Result<TlsF
     Ok(files)
 }
 
+/// Issues a client certificate for `name` from the development CA in `dir` (created by
+/// [`ensure_dev_tls`]), for sidecars of a control started with `--tls-client-ca DIR/ca.pem`
+/// (mutual TLS). Writes `client-<name>.pem` and `client-<name>.key`; returns their paths.
+pub fn issue_dev_client_cert(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "client name {name:?}: letters, digits and '-' only"
+    );
+    let ca_key_path = dir.join("ca.key");
+    let ca_key = KeyPair::from_pem(&read(&ca_key_path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", ca_key_path.display()))?;
+    let mut params = CertificateParams::new(vec![name.to_string()])?;
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::NoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &Issuer::new(ca_params(), &ca_key))?;
+    let (cert_path, key_path) = (
+        dir.join(format!("client-{name}.pem")),
+        dir.join(format!("client-{name}.key")),
+    );
+    write_private(&key_path, &key.serialize_pem())?;
+    write_public(&cert_path, &cert.pem())?;
+    Ok((cert_path, key_path))
+}
+
 /// The CA's parameters; the same every time, so a reloaded CA key signs certificates whose issuer
 /// matches the stored CA certificate.
 fn ca_params() -> CertificateParams {

@@ -593,3 +593,151 @@ async fn a_client_restarted_with_control_down_serves_its_persisted_snapshot() {
     damaged.handle.shutdown().await;
     let _ = std::fs::remove_dir_all(state);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    // The replica trusts client certificates of its own development CA.
+    let tls = temp_dir("vexil-tls");
+    let files = vexil_control::tls::ensure_dev_tls(&tls, &[]).unwrap();
+    let db = Db::create(Backend::Sqlite).await.unwrap();
+    seed_admin(&db.url).await;
+    let options = Options {
+        client_ca: Some(files.ca_cert.clone()),
+        ..Options::default()
+    };
+    let replica = start_replica(&db.url, Backend::Sqlite, &tls, &options).await;
+    let app = replica.app.clone();
+    app.create_env("prod").await;
+    put_flag(&app, "prod", "a", true).await;
+    let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+
+    // Without a certificate: refused in the handshake.
+    let anonymous = spawn(config(&app, "prod", &token, None));
+    let status = anonymous
+        .wait_status("a TLS failure", |s| s.last_error.is_some())
+        .await;
+    assert!(anonymous.cell.load().is_none(), "{status:?}");
+    anonymous.handle.shutdown().await;
+
+    // With a certificate from another CA: refused too.
+    let other = temp_dir("vexil-other-ca");
+    vexil_control::tls::ensure_dev_tls(&other, &[]).unwrap();
+    let foreign = vexil_control::tls::issue_dev_client_cert(&other, "intruder").unwrap();
+    let intruder = spawn(SyncConfig {
+        client_cert: Some(foreign),
+        ..config(&app, "prod", &token, None)
+    });
+    intruder
+        .wait_status("a TLS failure", |s| s.last_error.is_some())
+        .await;
+    assert!(intruder.cell.load().is_none());
+    intruder.handle.shutdown().await;
+
+    // With one from the CA: served.
+    let own = vexil_control::tls::issue_dev_client_cert(&tls, "sidecar-1").unwrap();
+    let sidecar = spawn(SyncConfig {
+        client_cert: Some(own),
+        ..config(&app, "prod", &token, None)
+    });
+    sidecar.wait_revision(1).await;
+    sidecar.handle.shutdown().await;
+    replica.stop().await;
+    db.destroy().await;
+    let _ = std::fs::remove_dir_all(tls);
+    let _ = std::fs::remove_dir_all(other);
+}
+
+/// A stand-in control that welcomes a sidecar, then sends whatever bytes the test gives it.
+async fn fake_control(tls: &std::path::Path, script: Vec<Vec<u8>>) -> std::net::SocketAddr {
+    let files = vexil_control::tls::ensure_dev_tls(tls, &[]).unwrap();
+    let server_tls = vexil_control::sync::endpoint::server_tls(&vexil_control::sync::QuicTls {
+        cert: files.cert,
+        key: files.key,
+        client_ca: None,
+    })
+    .unwrap();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).unwrap();
+    let endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                let Ok((mut send, _recv)) = conn.accept_bi().await else {
+                    return;
+                };
+                for bytes in script {
+                    if send.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
+    use vexil_proto::frame::FrameCodec;
+    use vexil_proto::sync::v1::{Full, ServerFrame, Welcome, server_frame::Kind};
+    let codec = FrameCodec::default();
+    let welcome = codec
+        .encode_frame(&ServerFrame {
+            kind: Some(Kind::Welcome(Welcome {
+                server_id: "fake".into(),
+                revision: 9,
+                heartbeat_ms: 1000,
+            })),
+        })
+        .unwrap()
+        .to_vec();
+    let not_json = codec
+        .encode_frame(&ServerFrame {
+            kind: Some(Kind::Full(Full {
+                revision: 9,
+                flag_set: "{not json".into(),
+            })),
+        })
+        .unwrap()
+        .to_vec();
+    let state = temp_dir("vexil-state");
+    persist::save(&state, "prod", 3, &json!({"flags": {"a": flag(true)}}).to_string()).unwrap();
+    let scripts: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("garbage", vec![welcome.clone(), vec![0, 0, 0, 3, 0, 0xff, 0xff]]),
+        ("oversized", vec![welcome.clone(), (100u32 << 20).to_be_bytes().to_vec()]),
+        ("unknown flags", vec![welcome.clone(), vec![0, 0, 0, 1, 0x40]]),
+        ("a full that is not JSON", vec![welcome.clone(), not_json]),
+    ];
+    for (what, script) in scripts {
+        let tls = temp_dir("vexil-fake-tls");
+        let addr = fake_control(&tls, script).await;
+        let mut cfg = SyncConfig::new(
+            &format!("quic://{addr}"),
+            "prod",
+            "vxl_x",
+            tls.join("ca.pem"),
+        );
+        cfg.server_name = Some("localhost".into());
+        cfg.state_dir = Some(state.clone());
+        cfg.max_frame = 1 << 20;
+        let sidecar = spawn(cfg);
+        let status = sidecar
+            .wait_status(what, |s| {
+                s.server_id.is_some() && (s.state == SyncState::Stale || s.last_error.is_some())
+            })
+            .await;
+        let held = sidecar.cell.load().expect("persisted snapshot");
+        assert_eq!((held.revision, held.source.kind()), (3, "persisted"), "{what}: {status:?}");
+        assert!(sidecar.applied.lock().unwrap().is_empty(), "{what}");
+        sidecar.handle.shutdown().await;
+        let _ = std::fs::remove_dir_all(tls);
+    }
+    let _ = std::fs::remove_dir_all(state);
+}
