@@ -741,3 +741,132 @@ async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
     }
     let _ = std::fs::remove_dir_all(state);
 }
+
+// ------------------------------------------------------------ replicas, Redis ----
+
+/// A private redis-server on a free port, so a test can stop and start it.
+struct Redis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl Redis {
+    /// Starts one; `None` (with a notice) when `redis-server` is not installed, outside CI.
+    fn start() -> Option<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis { port, child: None };
+        if !redis.resume() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "redis-server is required under CI"
+            );
+            eprintln!("NOTICE: redis-server not found; skipping");
+            return None;
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on its port and waits until it accepts connections.
+    fn resume(&mut self) -> bool {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_commits_through_redis_and_the_store_poll() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("vexil_control=debug,redis=debug")
+        .with_test_writer()
+        .try_init();
+    let Some(db) = Db::create(Backend::Postgres).await else {
+        return;
+    };
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    seed_admin(&db.url).await;
+    let tls = temp_dir("vexil-tls");
+    // B polls the store only every 30 s: what reaches its sidecars sooner came through Redis.
+    let redis_url = redis.url();
+    let with = |poll_ms| Options {
+        redis_url: Some(redis_url.clone()),
+        sync_poll_ms: Some(poll_ms),
+        ..Options::default()
+    };
+    let a = start_replica(&db.url, Backend::Postgres, &tls, &with(30_000)).await;
+    let b = start_replica(&db.url, Backend::Postgres, &tls, &with(30_000)).await;
+    let app_a = a.app.clone();
+    app_a.create_env("prod").await;
+    put_flag(&app_a, "prod", "a", true).await;
+    let (_, token) = app_a.token("sidecar", "sidecar", &["prod"]).await;
+    let on_b = spawn(config(&b.app, "prod", &token, None));
+    on_b.wait_revision(1).await;
+
+    let started = Instant::now();
+    let rev = put_flag(&app_a, "prod", "a", false).await;
+    on_b.wait_revision(rev).await;
+    let fast = started.elapsed();
+    assert!(fast < Duration::from_secs(10), "through redis: {fast:?}");
+    eprintln!("write on A -> applied on a sidecar of B through Redis: {fast:?}");
+
+    // Redis down: a replica polling every 300 ms still delivers, B catches up at its next poll
+    // or when Redis returns.
+    redis.stop();
+    let c = start_replica(&db.url, Backend::Postgres, &tls, &with(300)).await;
+    let on_c = spawn(config(&c.app, "prod", &token, None));
+    on_c.wait_revision(rev).await;
+    let rev = put_flag(&app_a, "prod", "b", true).await;
+    on_c.wait_revision(rev).await;
+    assert!(on_b.revision() < rev || on_b.revision() == rev);
+
+    // Redis back: the fast path resumes (B resubscribes and looks at once).
+    assert!(redis.resume());
+    on_b.wait_revision(rev).await;
+    let rev = put_flag(&app_a, "prod", "c", true).await;
+    on_b.wait_revision(rev).await;
+    on_c.wait_revision(rev).await;
+    for s in [&on_b, &on_c] {
+        let applied = s.applied.lock().unwrap().clone();
+        assert!(applied.windows(2).all(|w| w[0] < w[1]), "{applied:?}");
+    }
+    on_b.handle.shutdown().await;
+    on_c.handle.shutdown().await;
+    for r in [a, b, c] {
+        r.stop().await;
+    }
+    db.destroy().await;
+    let _ = std::fs::remove_dir_all(tls);
+}

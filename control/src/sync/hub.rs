@@ -52,10 +52,12 @@ impl Default for SyncSettings {
     }
 }
 
-/// `HOSTNAME` (the pod name in Kubernetes) or `control`, plus the process id.
+/// `HOSTNAME` (the pod name in Kubernetes) or `control`, the process id and a random tag: unique
+/// per hub, also for several hubs in one process (tests), so a replica can recognise its own Redis
+/// announcements.
 fn default_server_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "control".into());
-    format!("{host}/{}", std::process::id())
+    format!("{host}/{}/{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 /// The sync hub of one control replica.
