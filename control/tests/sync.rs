@@ -708,11 +708,26 @@ async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
         .unwrap()
         .to_vec();
     let state = temp_dir("vexil-state");
-    persist::save(&state, "prod", 3, &json!({"flags": {"a": flag(true)}}).to_string()).unwrap();
+    persist::save(
+        &state,
+        "prod",
+        3,
+        &json!({"flags": {"a": flag(true)}}).to_string(),
+    )
+    .unwrap();
     let scripts: Vec<(&str, Vec<Vec<u8>>)> = vec![
-        ("garbage", vec![welcome.clone(), vec![0, 0, 0, 3, 0, 0xff, 0xff]]),
-        ("oversized", vec![welcome.clone(), (100u32 << 20).to_be_bytes().to_vec()]),
-        ("unknown flags", vec![welcome.clone(), vec![0, 0, 0, 1, 0x40]]),
+        (
+            "garbage",
+            vec![welcome.clone(), vec![0, 0, 0, 3, 0, 0xff, 0xff]],
+        ),
+        (
+            "oversized",
+            vec![welcome.clone(), (100u32 << 20).to_be_bytes().to_vec()],
+        ),
+        (
+            "unknown flags",
+            vec![welcome.clone(), vec![0, 0, 0, 1, 0x40]],
+        ),
         ("a full that is not JSON", vec![welcome.clone(), not_json]),
     ];
     for (what, script) in scripts {
@@ -734,7 +749,11 @@ async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
             })
             .await;
         let held = sidecar.cell.load().expect("persisted snapshot");
-        assert_eq!((held.revision, held.source.kind()), (3, "persisted"), "{what}: {status:?}");
+        assert_eq!(
+            (held.revision, held.source.kind()),
+            (3, "persisted"),
+            "{what}: {status:?}"
+        );
         assert!(sidecar.applied.lock().unwrap().is_empty(), "{what}");
         sidecar.handle.shutdown().await;
         let _ = std::fs::remove_dir_all(tls);
@@ -870,3 +889,151 @@ async fn replicas_share_commits_through_redis_and_the_store_poll() {
     db.destroy().await;
     let _ = std::fs::remove_dir_all(tls);
 }
+
+// ------------------------------------------------------------------ ordering ----
+
+/// A small deterministic generator (xorshift), seeded per run and printed, so a failure can be
+/// replayed with `VEXIL_TEST_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::env::var("VEXIL_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random::<u64>)
+            | 1;
+        eprintln!("ordering property: VEXIL_TEST_SEED={seed}");
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+both_backends!(
+    every_sidecar_converges_in_order_through_writes_and_reconnects,
+    options = Options {
+        max_catch_up: Some(5),
+        ..Options::default()
+    },
+    |app: App| async move {
+        let envs = ["red", "green", "blue"];
+        let mut tokens = Vec::new();
+        for env in envs {
+            app.create_env(env).await;
+            tokens.push(app.token(env, "sidecar", &[env]).await.1);
+        }
+        let mut rng = Rng::new();
+        // Two sidecars per environment, each with its own state directory and one applied-log
+        // kept across its restarts.
+        struct Slot {
+            env: usize,
+            dir: PathBuf,
+            log: Arc<Mutex<Vec<i64>>>,
+            sidecar: Option<Sidecar>,
+        }
+        let mut slots: Vec<Slot> = (0..6)
+            .map(|i| {
+                let env = i % 3;
+                let dir = temp_dir("vexil-order");
+                let log = Arc::new(Mutex::new(Vec::new()));
+                Slot {
+                    env,
+                    dir,
+                    log,
+                    sidecar: None,
+                }
+            })
+            .collect();
+        let launch = |app: &App, slot: &Slot, token: &str| {
+            let mut cfg = config(app, envs[slot.env], token, Some(slot.dir.clone()));
+            let log = slot.log.clone();
+            cfg.on_apply = Some(Arc::new(move |rev| log.lock().unwrap().push(rev)));
+            let cell = Arc::new(SnapshotCell::new());
+            let handle = SyncClient::new(cfg).unwrap().spawn(cell.clone());
+            Sidecar {
+                cell,
+                handle,
+                applied: slot.log.clone(),
+            }
+        };
+        for slot in &mut slots {
+            slot.sidecar = Some(launch(&app, slot, &tokens[slot.env]));
+        }
+        for _ in 0..120 {
+            let env = envs[rng.below(3) as usize];
+            let key = format!("f{}", rng.below(6));
+            match rng.below(10) {
+                0..=5 => {
+                    put_flag(&app, env, &key, rng.below(2) == 0).await;
+                }
+                6 => {
+                    let _ = app.delete(&flag_path(env, &key), &app.admin).await;
+                }
+                7 => {
+                    let seg = json!({"in": [{"var": "country"}, [format!("c{}", rng.below(9))]]});
+                    app.put_json(
+                        &format!("/api/v1/environments/{env}/evaluators/seg"),
+                        &seg,
+                        &app.admin,
+                    )
+                    .await;
+                }
+                8 => {
+                    let flags: serde_json::Map<String, Value> = (0..rng.below(4))
+                        .map(|i| (format!("f{i}"), flag(rng.below(2) == 0)))
+                        .collect();
+                    let doc = json!({"flags": flags, "metadata": {"n": rng.below(100)}});
+                    app.put_json(
+                        &format!("/api/v1/environments/{env}/flagset"),
+                        &doc,
+                        &app.admin,
+                    )
+                    .await
+                    .expect(200);
+                }
+                _ => {
+                    // A sidecar goes away and comes back, resuming from its persisted revision.
+                    let slot = &mut slots[rng.below(6) as usize];
+                    if let Some(s) = slot.sidecar.take() {
+                        s.handle.shutdown().await;
+                    }
+                    if rng.below(3) > 0 {
+                        slot.sidecar = Some(launch(&app, slot, &tokens[slot.env]));
+                    }
+                }
+            }
+        }
+        for slot in &mut slots {
+            if slot.sidecar.is_none() {
+                slot.sidecar = Some(launch(&app, slot, &tokens[slot.env]));
+            }
+        }
+        for slot in &slots {
+            let env = envs[slot.env];
+            let expected = normalized(&flagset(&app, env).await);
+            let revision = app.store.get_environment(env).await.unwrap().revision;
+            let sidecar = slot.sidecar.as_ref().unwrap();
+            let held = sidecar
+                .wait(&format!("{env}@{revision}"), |s| s.revision == revision)
+                .await;
+            assert_eq!(normalized(&held.document()), expected, "{env}");
+            let log = slot.log.lock().unwrap().clone();
+            assert!(
+                log.windows(2).all(|w| w[0] < w[1]),
+                "{env}: revisions not strictly increasing: {log:?}"
+            );
+        }
+        for slot in slots {
+            if let Some(s) = slot.sidecar {
+                s.handle.shutdown().await;
+            }
+            let _ = std::fs::remove_dir_all(slot.dir);
+        }
+    }
+);

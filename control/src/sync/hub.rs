@@ -57,7 +57,11 @@ impl Default for SyncSettings {
 /// announcements.
 fn default_server_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "control".into());
-    format!("{host}/{}/{:04x}", std::process::id(), rand::random::<u16>())
+    format!(
+        "{host}/{}/{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// The sync hub of one control replica.
