@@ -119,6 +119,7 @@ pub struct FileSource {
     stat: Option<Stat>,
     loaded_hash: Option<[u8; 32]>,
     failed_hash: Option<[u8; 32]>,
+    unreadable: bool,
     metrics: Option<FileMetrics>,
 }
 
@@ -142,6 +143,7 @@ impl FileSource {
             stat: None,
             loaded_hash: None,
             failed_hash: None,
+            unreadable: false,
             metrics: None,
         }
     }
@@ -173,7 +175,22 @@ impl FileSource {
 
     /// Checks the file and reloads it when it may have changed (see the module docs).
     pub fn poll(&mut self) -> Result<Reload, LoadError> {
-        let stat = self.stat_file()?;
+        let stat = match std::fs::metadata(&self.config.path) {
+            Ok(meta) => Stat {
+                modified: meta.modified().ok(),
+                len: meta.len(),
+            },
+            Err(e) => {
+                // Counted once while the file stays unreadable; read again once it is back.
+                self.stat = None;
+                if !self.unreadable {
+                    self.unreadable = true;
+                    self.count("error");
+                }
+                return Err(LoadError::Io(self.config.path.clone(), e));
+            }
+        };
+        self.unreadable = false;
         let recent = stat.modified.is_none_or(|m| {
             SystemTime::now()
                 .duration_since(m)
@@ -246,14 +263,6 @@ impl FileSource {
         }
     }
 
-    fn stat_file(&self) -> Result<Stat, LoadError> {
-        let meta = std::fs::metadata(&self.config.path).map_err(|e| self.io_error(e))?;
-        Ok(Stat {
-            modified: meta.modified().ok(),
-            len: meta.len(),
-        })
-    }
-
     fn io_error(&self, e: std::io::Error) -> LoadError {
         self.count("error");
         LoadError::Io(self.config.path.clone(), e)
@@ -276,6 +285,12 @@ impl FileSource {
 
     /// Publishes `set` unless it is the flag set already served.
     fn publish(&mut self, set: FlagSet) -> Reload {
+        if let Some(current) = self.cell.load()
+            && same_flags(&current.flags, &set)
+        {
+            tracing::debug!(file = %self.config.path.display(), "flags file rewritten without changes");
+            return Reload::Unchanged;
+        }
         let problems = set.problems().len();
         for problem in set.problems() {
             tracing::warn!(
@@ -285,12 +300,6 @@ impl FileSource {
         }
         if let Some(m) = &self.metrics {
             m.problems.set(i64::try_from(problems).unwrap_or(i64::MAX));
-        }
-        if let Some(current) = self.cell.load()
-            && same_flags(&current.flags, &set)
-        {
-            tracing::debug!(file = %self.config.path.display(), "flags file rewritten without changes");
-            return Reload::Unchanged;
         }
         self.reloads += 1;
         let source = Source::File(self.config.path.display().to_string());

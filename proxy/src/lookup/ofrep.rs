@@ -127,7 +127,7 @@ fn prepare(
     key: Option<&str>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Arc<Snapshot>, EvaluationContext), Failure> {
-    let body = body.map_err(|rejection| body_failure(rejection, state.limits))?;
+    let body = body.map_err(|rejection| body_failure(&rejection, state.limits))?;
     let context =
         parse_context(&body, &state.limits).map_err(|e| Failure::invalid_context(key, e))?;
     let snapshot = state
@@ -137,7 +137,7 @@ fn prepare(
     Ok((snapshot, context))
 }
 
-fn body_failure(rejection: BytesRejection, limits: Limits) -> Failure {
+fn body_failure(rejection: &BytesRejection, limits: Limits) -> Failure {
     match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => Failure::general(
             StatusCode::PAYLOAD_TOO_LARGE,

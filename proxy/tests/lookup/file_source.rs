@@ -85,6 +85,7 @@ fn loads_publishes_and_keeps_the_last_good_set() {
     // Missing file: an I/O error, the old set stays.
     std::fs::remove_file(&path).unwrap();
     assert!(matches!(source.poll().unwrap_err(), LoadError::Io(..)));
+    assert!(matches!(source.poll().unwrap_err(), LoadError::Io(..)));
     assert_eq!(cell.load().unwrap().revision, 1);
 
     // A flag with problems is kept (PARSE_ERROR) and reported; the others change.
