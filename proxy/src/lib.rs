@@ -3,6 +3,14 @@
 //!
 //! - [`snapshot`]: the current flag set, swapped atomically, read without locks.
 //! - [`sync`]: the QUIC sync client that keeps it current from control.
+//! - [`file_source`]: the offline flag source (`--flags-file`), reloaded when the file changes.
+//! - [`lookup`]: what OpenFeature clients call: flagd gRPC evaluation (v1 and v2), OFREP, flagd sync.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`.
+//! - [`metrics`]: the Prometheus registry every part adds to.
 
+pub mod admin;
+pub mod file_source;
+pub mod lookup;
+pub mod metrics;
 pub mod snapshot;
 pub mod sync;

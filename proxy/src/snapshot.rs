@@ -87,13 +87,22 @@ impl Snapshot {
     }
 }
 
-/// Keys of the flags that differ between two sets (compared by definition), sorted.
+/// Keys of the flags that differ between two sets, sorted: added, removed, or evaluating
+/// differently. A flag evaluates differently when its definition changed, when its effective
+/// metadata changed (the set's metadata is overlaid on it), when a shared rule (`$evaluators`) it
+/// references with `$ref` changed, or when the `fractional` algorithm changed and it has targeting.
 pub fn changed_keys(before: Option<&FlagSet>, after: &FlagSet) -> Vec<String> {
     let mut keys = BTreeSet::new();
+    let rules_changed = before.is_some_and(|b| b.evaluators() != after.evaluators());
+    let fractional_changed =
+        before.is_some_and(|b| b.fractional_version() != after.fractional_version());
     for flag in after.flags() {
-        let same = before
-            .and_then(|b| b.get(flag.key()))
-            .is_some_and(|old| old.definition() == flag.definition());
+        let same = before.and_then(|b| b.get(flag.key())).is_some_and(|old| {
+            old.definition() == flag.definition()
+                && old.metadata() == flag.metadata()
+                && !(rules_changed && mentions_ref(flag.definition()))
+                && !(fractional_changed && (flag.is_targeted() || old.is_targeted()))
+        });
         if !same {
             keys.insert(flag.key().to_string());
         }
@@ -106,6 +115,15 @@ pub fn changed_keys(before: Option<&FlagSet>, after: &FlagSet) -> Vec<String> {
         }
     }
     keys.into_iter().collect()
+}
+
+/// True when `v` contains a `{"$ref": ...}` anywhere.
+fn mentions_ref(v: &Value) -> bool {
+    match v {
+        Value::Object(map) => map.contains_key("$ref") || map.values().any(mentions_ref),
+        Value::Array(items) => items.iter().any(mentions_ref),
+        _ => false,
+    }
 }
 
 /// Holds the current snapshot; cheap to share (`Arc<SnapshotCell>`).
@@ -199,5 +217,34 @@ mod tests {
         assert_eq!(cell.load().unwrap().revision, 3);
         assert_eq!(rx.try_recv().unwrap().revision, 1);
         assert_eq!(rx.try_recv().unwrap().revision, 2);
+    }
+
+    #[test]
+    fn shared_rules_and_set_metadata_count_as_changes() {
+        let rule = |v: &str| json!({"in": [v, {"var": "country"}]});
+        let doc = |country: &str, team: &str| {
+            json!({
+                "$evaluators": {"eu": rule(country)},
+                "metadata": {"team": team},
+                "flags": {
+                    "uses-ref": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                        "defaultVariant": "off",
+                        "targeting": {"if": [{"$ref": "eu"}, "on", null]}},
+                    "plain": flag("on"),
+                    "own-team": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                        "defaultVariant": "on", "metadata": {"team": "mine"}}
+                }
+            })
+        };
+        let before = set(doc("de", "a"));
+        assert!(changed_keys(Some(&before), &set(doc("de", "a"))).is_empty());
+        assert_eq!(
+            changed_keys(Some(&before), &set(doc("fr", "a"))),
+            ["uses-ref"]
+        );
+        assert_eq!(
+            changed_keys(Some(&before), &set(doc("de", "b"))),
+            ["plain", "uses-ref"]
+        );
     }
 }

@@ -1,0 +1,113 @@
+//! The admin endpoints (default 127.0.0.1:8014).
+//!
+//! - `GET /healthz`: `200 ok` while the process serves at all (liveness).
+//! - `GET /readyz`: `200 ready` once a flag set is loaded, else `503` with a one-line reason
+//!   (readiness: a sidecar without flags must not receive traffic).
+//! - `GET /metrics`: every metric of the [`Metrics`] registry, in the OpenMetrics text format.
+//! - `GET /debug/snapshot`: the snapshot being served, as JSON: `environment`, `revision`,
+//!   `source` (`kind`, `location`), `loaded_at` (RFC 3339), `sync_state`, `flag_count`, `flags`
+//!   (the keys) and `problems` (what lenient compilation tolerated, with JSON paths); `503` with
+//!   `{error, sync_state}` before one is loaded.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::net::TcpListener;
+
+use crate::lookup::NOT_READY;
+use crate::metrics::{self, Metrics};
+use crate::snapshot::{Snapshot, SnapshotCell};
+
+/// What the admin handlers read. Cheap to clone.
+#[derive(Clone)]
+pub struct AdminState {
+    cell: Arc<SnapshotCell>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminState {
+    /// Handlers reporting on `cell`, exposing `metrics` (whose sync state `/debug/snapshot` shows).
+    pub fn new(cell: Arc<SnapshotCell>, metrics: Arc<Metrics>) -> Self {
+        AdminState { cell, metrics }
+    }
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .route("/debug/snapshot", get(debug_snapshot))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.cell.is_loaded() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{NOT_READY}\n")).into_response()
+    }
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> Response {
+    let text = state.metrics.render();
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn debug_snapshot(State(state): State<AdminState>) -> Response {
+    let sync_state = state.metrics.sync_state(&state.cell);
+    match state.cell.load() {
+        Some(snapshot) => axum::Json(describe(&snapshot, &sync_state)).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": NOT_READY, "sync_state": sync_state })),
+        )
+            .into_response(),
+    }
+}
+
+/// The `/debug/snapshot` document of `snapshot`.
+pub fn describe(snapshot: &Snapshot, sync_state: &str) -> Value {
+    let loaded_at = OffsetDateTime::from(snapshot.loaded_at)
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let keys: Vec<&str> = snapshot.flags.flags().map(|f| f.key()).collect();
+    json!({
+        "environment": snapshot.environment,
+        "revision": snapshot.revision,
+        "source": {
+            "kind": snapshot.source.kind(),
+            "location": snapshot.source.location(),
+        },
+        "loaded_at": loaded_at,
+        "sync_state": sync_state,
+        "flag_count": keys.len(),
+        "flags": keys,
+        "problems": snapshot.flags.problems(),
+    })
+}
