@@ -7,10 +7,13 @@
 //! - [`lookup`]: what OpenFeature clients call: flagd gRPC evaluation (v1 and v2), OFREP, flagd sync.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`.
 //! - [`metrics`]: the Prometheus registry every part adds to.
+//! - [`config`], [`server`]: the sidecar's configuration and the wiring of its parts.
 
 pub mod admin;
+pub mod config;
 pub mod file_source;
 pub mod lookup;
 pub mod metrics;
+pub mod server;
 pub mod snapshot;
 pub mod sync;

@@ -1,8 +1,8 @@
-//! `vexil-proxy`: the sidecar binary.
+//! `vexil-proxy`: the sidecar binary. Parses configuration and wires the library's parts.
 //!
-//! The data plane (pingora), the sync client and the lookup servers arrive with their own issues.
-//! Today the binary offers the offline tools every later mode builds on: `check` validates a flagd
-//! flag-set file and lists every problem with its JSON path, `eval` resolves its flags for a context.
+//! Without a subcommand it runs the sidecar (flags from control over QUIC, or from a file). `check`
+//! validates a flagd flag-set file and lists every problem with its JSON path; `eval` resolves its
+//! flags for a context.
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -14,12 +14,21 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use vexil_engine::{EvaluationContext, FlagSet};
+use vexil_proxy::config::{ProxyConfig, ServeArgs};
+use vexil_proxy::server::Bound;
 
 #[derive(Parser)]
-#[command(name = "vexil-proxy", version, about = "Vexil sidecar")]
+#[command(
+    name = "vexil-proxy",
+    version,
+    about = "Vexil sidecar: flags evaluated locally, injected as headers, answered over gRPC and OFREP",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
@@ -45,7 +54,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if cli.command.is_none() {
+        return serve(&cli.serve);
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -54,8 +67,53 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the sidecar until SIGTERM or Ctrl-C; exit 0 after a clean drain, 1 on a start failure.
+fn serve(args: &ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VEXIL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let result = ProxyConfig::resolve(args).and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let bound = Bound::bind(&config).await?;
+            vexil_proxy::server::run(config, bound, shutdown_signal()).await
+        })
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        unreachable!("serve is handled by main");
+    };
+    match command {
         Command::Check { flags_file } => {
             let text = read(&flags_file)?;
             match FlagSet::from_json_str(&text) {

@@ -200,8 +200,13 @@ struct Stream {
 impl Runner {
     async fn run(mut self) {
         let mut backoff = self.client.config.backoff.clone();
+        let cancel = self.cancel.clone();
         loop {
-            let (result, welcomed) = self.session().await;
+            let (result, welcomed) = tokio::select! {
+                r = self.session() => r,
+                // Also while connecting: shutdown never waits for a connect timeout.
+                _ = cancel.cancelled() => return,
+            };
             let error = match result {
                 Ok(()) => return, // shutdown
                 Err(e) => e,

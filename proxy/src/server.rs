@@ -1,0 +1,162 @@
+//! Wiring of the sidecar: the flag source (control or a file), the lookup servers, the admin
+//! endpoints (and the data plane), started together and stopped together.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::config::{ControlSource, FlagSource, ProxyConfig};
+use crate::file_source::{FileSource, FileSourceConfig};
+use crate::lookup::grpc::{self, EvaluationService, GrpcConfig};
+use crate::lookup::ofrep::{self, OfrepState};
+use crate::lookup::{Limits, flagd_sync};
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotCell;
+use crate::sync::{SyncClient, SyncConfig, SyncHandle};
+
+/// The listeners of the lookup and admin servers, bound before anything is served so a busy port
+/// fails the start with a clear message.
+pub struct Bound {
+    grpc: TcpListener,
+    sync: TcpListener,
+    ofrep: TcpListener,
+    admin: TcpListener,
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener to {addr}"))
+}
+
+impl Bound {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &ProxyConfig) -> anyhow::Result<Bound> {
+        let a = &config.addresses;
+        Ok(Bound {
+            grpc: bind("gRPC evaluation", a.grpc).await?,
+            sync: bind("flagd sync", a.sync).await?,
+            ofrep: bind("OFREP", a.ofrep).await?,
+            admin: bind("admin", a.admin).await?,
+        })
+    }
+}
+
+/// The flag source in service.
+enum Running {
+    Control(SyncHandle),
+    File(tokio::task::JoinHandle<()>),
+}
+
+/// Starts the flag source: the persisted snapshot and the sync client, or the file.
+fn start_source(
+    config: &ProxyConfig,
+    cell: &Arc<SnapshotCell>,
+    metrics: &Metrics,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<Running> {
+    match &config.source {
+        FlagSource::Control(c) => {
+            let handle = SyncClient::new(sync_config(c, config))?.spawn(cell.clone());
+            let status = handle.status();
+            metrics.set_sync_state(move || status.borrow().state.as_str().to_ascii_lowercase());
+            Ok(Running::Control(handle))
+        }
+        FlagSource::File(path) => {
+            let mut source =
+                FileSource::new(FileSourceConfig::new(path), cell.clone()).with_metrics(metrics);
+            if let Err(e) = source.load() {
+                // Not ready until the file becomes usable; it is watched meanwhile.
+                tracing::error!("{e}");
+            }
+            metrics.set_sync_state(|| "file".to_string());
+            Ok(Running::File(tokio::spawn(
+                source.run(stopped(stop.clone())),
+            )))
+        }
+    }
+}
+
+fn sync_config(c: &ControlSource, config: &ProxyConfig) -> SyncConfig {
+    let mut s = SyncConfig::new(&c.url, &c.environment, &c.token, c.ca_file.clone());
+    s.client_cert = c.client_cert.clone();
+    if let Some(id) = &c.client_id {
+        s.client_id = id.clone();
+    }
+    s.state_dir = Some(config.state_dir.clone());
+    s
+}
+
+/// Resolves when `stop` turns true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs the sidecar until `shutdown` resolves, then stops accepting, drains within the grace
+/// period, and returns.
+pub async fn run(
+    config: ProxyConfig,
+    bound: Bound,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let cell = Arc::new(SnapshotCell::new());
+    let metrics = Arc::new(Metrics::new(cell.clone()));
+    let (stop_tx, stop) = watch::channel(false);
+    let source = start_source(&config, &cell, &metrics, &stop)?;
+
+    let grpc_service = EvaluationService::new(cell.clone(), metrics.clone(), GrpcConfig::default());
+    let ofrep_state = OfrepState::new(cell.clone(), metrics.clone(), Limits::default());
+    let admin_state = AdminState::new(cell.clone(), metrics.clone());
+    let sync_service = flagd_sync::SyncService::new(cell.clone());
+    let a = &config.addresses;
+    tracing::info!(grpc = %a.grpc, flagd_sync = %a.sync, ofrep = %a.ofrep, admin = %a.admin,
+        "lookup and admin listeners ready");
+    let servers = tokio::spawn({
+        let s = || stopped(stop.clone());
+        let (g, o, f, ad) = (s(), s(), s(), s());
+        async move {
+            let (r1, r2, r3, r4) = tokio::join!(
+                grpc::serve(bound.grpc, grpc_service, g),
+                ofrep::serve(bound.ofrep, ofrep_state, o),
+                flagd_sync::serve(bound.sync, sync_service, f),
+                admin::serve(bound.admin, admin_state, ad),
+            );
+            r1.context("gRPC server")?;
+            r2.context("OFREP server")?;
+            r3.context("flagd sync server")?;
+            r4.context("admin server")?;
+            anyhow::Ok(())
+        }
+    });
+
+    shutdown.await;
+    tracing::info!(
+        grace_secs = config.shutdown_grace.as_secs(),
+        "shutting down: draining"
+    );
+    stop_tx.send_replace(true);
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        let served = servers.await;
+        match source {
+            Running::Control(h) => h.shutdown().await,
+            Running::File(t) => {
+                let _ = t.await;
+            }
+        }
+        served
+    })
+    .await;
+    match drained {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(anyhow::anyhow!("server task failed: {e}")),
+        Err(_) => {
+            tracing::warn!("grace period over; exiting with requests in flight");
+            Ok(())
+        }
+    }
+}
