@@ -5,8 +5,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use vexil_control::config::{ControlConfig, ServeArgs};
 use vexil_control::server::Control;
+use vexil_control::webhook;
 
 #[derive(Parser)]
 #[command(name = "vexil-control", version, about = "Vexil control plane")]
@@ -17,11 +20,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: admin API (and, as they land, the sync hub and webhook).
+    /// Run the control plane: admin API and injection webhook (and, as it lands, the sync hub).
     Serve(ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    // rustls (webhook TLS) on ring, never a provider picked at random (design §11).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VEXIL_LOG")
@@ -42,6 +47,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding the admin API to {}: {e}", config.admin_addr))?;
     tracing::info!(addr = %config.admin_addr, "admin API listening");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let webhook = start_webhook(&control, &config, stop_rx).await?;
     let grace = config.shutdown_grace;
     control
         .serve_api(listener, async move {
@@ -50,6 +57,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 grace_secs = grace.as_secs(),
                 "shutting down: draining requests"
             );
+            let _ = stop_tx.send(true);
             // Past the grace period, exit anyway.
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
@@ -58,9 +66,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             });
         })
         .await?;
+    if let Some(webhook) = webhook {
+        webhook.await??;
+    }
     control.state.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds and serves the injection webhook, unless it is switched off, until `stop` turns true.
+async fn start_webhook(
+    control: &Control,
+    config: &ControlConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<JoinHandle<anyhow::Result<()>>>> {
+    let Some(addr) = config.webhook.addr else {
+        tracing::info!("injection webhook off");
+        return Ok(None);
+    };
+    let listener = webhook::bind(addr, &config.webhook.tls_cert, &config.webhook.tls_key).await?;
+    tracing::info!(%addr, "injection webhook listening (HTTPS, /inject)");
+    let serving = Control {
+        state: control.state.clone(),
+    };
+    let inject = config.webhook.inject.clone();
+    Ok(Some(tokio::spawn(async move {
+        serving
+            .serve_webhook(listener, inject, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await
+    })))
 }
 
 /// SIGTERM or Ctrl-C.

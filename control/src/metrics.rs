@@ -18,12 +18,18 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
 /// The control plane's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     store_errors: Counter,
+    webhook_reviews: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,11 +62,18 @@ impl Metrics {
             "Requests that failed because the store failed or was unreachable",
             store_errors.clone(),
         );
+        let webhook_reviews = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_reviews",
+            "Pod admission reviews answered by the injection webhook, by outcome",
+            webhook_reviews.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             store_errors,
+            webhook_reviews,
         }
     }
 
@@ -83,6 +96,14 @@ impl Metrics {
     /// Counts one store failure.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Counts one admission review (`injected`, `opted_out`, `already_injected`, `ignored`,
+    /// `invalid`, `unparseable`).
+    pub fn webhook_review(&self, outcome: &'static str) {
+        self.webhook_reviews
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// The registry, to add more metrics (the sync hub's).

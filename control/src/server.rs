@@ -1,4 +1,5 @@
-//! Wiring: open the store, make sure an admin token exists, serve the API until shutdown.
+//! Wiring: open the store, make sure an admin token exists, serve the API and the injection webhook
+//! until shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::config::ControlConfig;
 use crate::metrics::Metrics;
 use crate::model::Role;
 use crate::store::{Store, redact_url};
+use crate::webhook::{InjectConfig, TlsListener, WebhookState};
 
 /// A running control plane's shared parts.
 pub struct Control {
@@ -27,7 +29,7 @@ impl Control {
         tracing::info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "store ready");
         bootstrap_admin_token(&store).await?;
         if config.dev_tls {
-            let files = crate::tls::ensure_dev_tls(&config.tls_dir, &[])?;
+            let files = crate::tls::ensure_dev_tls(&config.tls_dir, &config.dev_tls_names)?;
             tracing::info!(ca = %files.ca_cert.display(), cert = %files.cert.display(),
                 "development TLS ready (give ca.pem to sidecars)");
         }
@@ -52,6 +54,21 @@ impl Control {
             .with_graceful_shutdown(shutdown)
             .await?;
         Ok(())
+    }
+
+    /// Serves the injection webhook on `listener` (see [`crate::webhook::bind`]) until `shutdown`
+    /// completes, then drains in-flight reviews.
+    pub async fn serve_webhook(
+        &self,
+        listener: TlsListener,
+        inject: InjectConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = Arc::new(WebhookState {
+            inject,
+            app: self.state.clone(),
+        });
+        crate::webhook::serve(listener, state, shutdown).await
     }
 }
 

@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -64,6 +65,30 @@ pub fn ensure_dev_tls(dir: &Path, extra_names: &[String]) -> anyhow::Result<TlsF
         write_public(&files.cert, &cert.pem())?;
     }
     Ok(files)
+}
+
+/// A rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`) with
+/// the certificate chain and private key of these PEM files.
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("reading the certificate chain {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("{}: no certificate in it", cert.display());
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("reading the private key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| anyhow::anyhow!("{} and {}: {e}", cert.display(), key.display()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// The CA's parameters; the same every time, so a reloaded CA key signs certificates whose issuer
@@ -143,6 +168,17 @@ mod tests {
         let third = ensure_dev_tls(&dir, &[]).unwrap();
         assert_eq!(fs::read_to_string(&third.ca_cert).unwrap(), ca);
         assert_ne!(fs::read_to_string(&third.cert).unwrap(), cert);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_dev_certificate_makes_a_server_config() {
+        let dir = temp_dir("server-config");
+        let files = ensure_dev_tls(&dir, &[]).unwrap();
+        let config = server_config(&files.cert, &files.key).unwrap();
+        assert_eq!(config.alpn_protocols[1], b"http/1.1");
+        let err = server_config(&files.ca_cert, &dir.join("missing.key")).unwrap_err();
+        assert!(err.to_string().contains("missing.key"), "{err}");
         let _ = fs::remove_dir_all(&dir);
     }
 }
