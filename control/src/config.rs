@@ -200,6 +200,10 @@ pub struct WebhookConfig {
     pub tls_cert: PathBuf,
     /// TLS private key (PEM).
     pub tls_key: PathBuf,
+    /// Whether the certificate or key was configured explicitly. When not, and no certificate is at
+    /// the default place (`<tls_dir>/server.pem`, written by `--dev-tls`), the webhook stays off
+    /// with a warning instead of failing the start.
+    pub tls_configured: bool,
     /// What injected pods get.
     pub inject: InjectConfig,
 }
@@ -353,7 +357,12 @@ fn resolve_webhook(
             .or(file.default_environment),
     };
     inject.validate()?;
+    let tls_configured = w.webhook_tls_cert.is_some()
+        || w.webhook_tls_key.is_some()
+        || file.tls_cert.is_some()
+        || file.tls_key.is_some();
     Ok(WebhookConfig {
+        tls_configured,
         addr: addr.addr(),
         tls_cert: w
             .webhook_tls_cert
@@ -395,6 +404,8 @@ mod tests {
         assert_eq!(c.admin_addr.port(), 8080);
         assert_eq!(c.api.limits.max_depth, 64);
         assert!(c.jwt.is_none());
+        assert_eq!(c.webhook.addr.map(|a| a.port()), Some(9443));
+        assert_eq!(c.webhook.inject, InjectConfig::default());
     }
 
     #[test]
@@ -417,6 +428,62 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://b.db");
         assert_eq!(c.api.limits.max_flags, 10);
         assert_eq!(c.sync_addr.port(), 7443);
+    }
+
+    #[test]
+    fn webhook_settings_come_from_flags_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("vexil-config-webhook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.toml");
+        std::fs::write(
+            &path,
+            "webhook_addr = \"off\"\ntls_dir = \"/etc/vexil/tls\"\n[webhook]\n\
+             sidecar_image = \"registry.example/vexil-proxy:9\"\nno_proxy = [\".svc\", \".corp\"]\n\
+             token_secret = \"token-from-file\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let c = ControlConfig::resolve(&args).unwrap();
+        assert_eq!(c.webhook.addr, None, "off in the file");
+        assert_eq!(c.webhook.tls_cert, Path::new("/etc/vexil/tls/server.pem"));
+        assert_eq!(c.webhook.tls_key, Path::new("/etc/vexil/tls/server.key"));
+        assert!(!c.webhook.tls_configured);
+        let inject = &c.webhook.inject;
+        assert_eq!(inject.sidecar_image, "registry.example/vexil-proxy:9");
+        assert_eq!(inject.no_proxy, vec![".svc".to_string(), ".corp".into()]);
+        assert_eq!(inject.token_secret, "token-from-file");
+        assert_eq!(inject.ca_secret, "vexil-sidecar", "the default");
+        assert_eq!(inject.control_url, "quic://vexil-control.vexil.svc:7443");
+
+        args.webhook_addr = Some("0.0.0.0:9443".parse().unwrap());
+        args.webhook.sidecar_token_secret = Some("token-from-flag".into());
+        args.webhook.webhook_tls_cert = Some("/run/tls/tls.crt".into());
+        args.webhook.sidecar_no_proxy = Some(vec![".cluster.local".into()]);
+        let c = ControlConfig::resolve(&args).unwrap();
+        assert_eq!(c.webhook.addr, Some("0.0.0.0:9443".parse().unwrap()));
+        assert_eq!(c.webhook.tls_cert, Path::new("/run/tls/tls.crt"));
+        assert!(c.webhook.tls_configured);
+        assert_eq!(c.webhook.inject.token_secret, "token-from-flag");
+        assert_eq!(
+            c.webhook.inject.no_proxy,
+            vec![".cluster.local".to_string()]
+        );
+
+        args.webhook.sidecar_control_url = Some("http://control:7443".into());
+        let err = ControlConfig::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("quic://"), "{err}");
+    }
+
+    #[test]
+    fn listen_addresses_parse_or_switch_off() {
+        assert_eq!("off".parse::<Listen>(), Ok(Listen::Off));
+        assert_eq!("".parse::<Listen>(), Ok(Listen::Off));
+        let on: Listen = "127.0.0.1:9443".parse().unwrap();
+        assert_eq!(on.to_string(), "127.0.0.1:9443");
+        assert!("nine".parse::<Listen>().unwrap_err().contains("`off`"));
     }
 
     #[test]

@@ -84,6 +84,12 @@ async fn start_webhook(
         tracing::info!("injection webhook off");
         return Ok(None);
     };
+    if !config.webhook.tls_configured && !config.webhook.tls_cert.exists() {
+        tracing::warn!(cert = %config.webhook.tls_cert.display(),
+            "injection webhook off: no TLS certificate (set --webhook-tls-cert and --webhook-tls-key, \
+             or --dev-tls; --webhook-addr off silences this)");
+        return Ok(None);
+    }
     let listener = webhook::bind(addr, &config.webhook.tls_cert, &config.webhook.tls_key).await?;
     tracing::info!(%addr, "injection webhook listening (HTTPS, /inject)");
     let serving = Control {
