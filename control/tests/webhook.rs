@@ -465,3 +465,33 @@ async fn the_webhook_answers_over_https_with_the_dev_ca() {
     )
     .await;
 }
+
+/// The pods the webhook makes from `minimal.json` and `full.json` are kept as golden files,
+/// `<fixture>.injected.json`, which `scripts/validate-k8s.sh` validates against the Kubernetes
+/// schemas; this test keeps them in step with the code (`VEXIL_BLESS=1` rewrites them).
+#[test]
+fn the_injected_pods_match_their_golden_files() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
+    for name in ["minimal", "full"] {
+        let mut pod = answer(&format!("{name}.json"), &config()).pod.unwrap();
+        // The record carries the crate version; the golden file should not change with it.
+        let record = record(&pod);
+        assert_eq!(record["version"], env!("CARGO_PKG_VERSION"));
+        let mut stable = record.clone();
+        stable["version"] = json!("VERSION");
+        pod["metadata"]["annotations"]["vexil.io/injected"] = json!(stable.to_string());
+        let text = serde_json::to_string_pretty(&pod).unwrap() + "\n";
+        let golden = dir.join(format!("{name}.injected.json"));
+        if std::env::var_os("VEXIL_BLESS").is_some() {
+            std::fs::write(&golden, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e} (VEXIL_BLESS=1 writes it)", golden.display()));
+        assert_eq!(
+            text,
+            expected,
+            "{} is stale (VEXIL_BLESS=1 rewrites it)",
+            golden.display()
+        );
+    }
+}
