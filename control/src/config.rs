@@ -477,6 +477,43 @@ mod tests {
         assert!(err.contains("quic://"), "{err}");
     }
 
+    /// The `control.toml` embedded in the Kubernetes ConfigMap: the block under `control.toml: |`.
+    fn kubernetes_control_toml() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/base/configmap.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let block = text
+            .split_once("control.toml: |\n")
+            .expect("a control.toml block")
+            .1;
+        block
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_kubernetes_config_parses() {
+        let dir = std::env::temp_dir().join(format!("vexil-config-k8s-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.toml");
+        std::fs::write(&path, kubernetes_control_toml()).unwrap();
+        let c = ControlConfig::resolve(&ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(c.admin_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.webhook.addr, Some("0.0.0.0:9443".parse().unwrap()));
+        assert_eq!(c.webhook.tls_cert, Path::new("/etc/vexil/tls/tls.crt"));
+        assert!(c.webhook.tls_configured);
+        assert_eq!(
+            c.webhook.inject.control_url,
+            "quic://vexil-control.vexil.svc:7443"
+        );
+    }
+
     #[test]
     fn listen_addresses_parse_or_switch_off() {
         assert_eq!("off".parse::<Listen>(), Ok(Listen::Off));
