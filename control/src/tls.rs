@@ -71,7 +71,8 @@ pub fn ensure_dev_tls(dir: &Path, extra_names: &[String]) -> anyhow::Result<TlsF
     Ok(files)
 }
 
-/// A rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`) with
+/// A rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1` only: the axum
+/// server speaks HTTP/1, and a client offered `h2` would use it) with
 /// the certificate chain and private key of these PEM files. The files are read again when they
 /// change (checked at most every [`RELOAD_CHECK`]), so a renewed certificate (cert-manager rewrites
 /// its Secret's files in place) is served without a restart.
@@ -82,7 +83,7 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerCo
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
@@ -268,7 +269,7 @@ mod tests {
         let dir = temp_dir("server-config");
         let files = ensure_dev_tls(&dir, &[]).unwrap();
         let config = server_config(&files.cert, &files.key).unwrap();
-        assert_eq!(config.alpn_protocols[1], b"http/1.1");
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
         // A key that does not match the certificate is refused.
         let other = ensure_dev_tls(&dir.join("other"), &[]).unwrap();
         assert!(server_config(&files.cert, &other.key).is_err());
