@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the validation scripts: a virtualenv of pinned Python tools from PyPI.
 #   PYTOOLS            the virtualenv (default ~/.cache/vexil/pytools, or $VEXIL_PYTOOLS)
 #   pytools_install PKG==VERSION...   installs what is not there yet (quietly; errors are shown)
