@@ -2,7 +2,8 @@
 //!
 //! Operators manage environments, flags, evaluators (segments) and tokens through the admin REST API
 //! ([`api`]); every change is one transaction in the [`store`] (SQLite or PostgreSQL) that numbers the
-//! environment's revision, logs the change and audits it, so that sidecars can follow it.
+//! environment's revision, logs the change and audits it, so that sidecars can follow it. On
+//! Kubernetes, the [`webhook`] injects the sidecar into the pods of opted-in namespaces.
 
 pub mod api;
 pub mod auth;
@@ -13,3 +14,4 @@ pub mod server;
 pub mod store;
 pub mod sync;
 pub mod tls;
+pub mod webhook;

@@ -5,8 +5,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use vexil_control::config::{ControlConfig, ServeArgs};
 use vexil_control::server::Control;
+use vexil_control::webhook;
 
 #[derive(Parser)]
 #[command(name = "vexil-control", version, about = "Vexil control plane")]
@@ -17,11 +20,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: admin API and QUIC sync hub.
+    /// Run the control plane: admin API, QUIC sync hub and injection webhook.
     Serve(ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    // rustls (webhook TLS) on ring, never a provider picked at random (design §11).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VEXIL_LOG")
@@ -44,6 +49,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let sync = control.bind_sync(&config)?;
     tracing::info!(addr = %config.admin_addr, "admin API listening");
     tracing::info!(addr = %sync.local_addr()?, "QUIC sync listening (udp, ALPN vexil-sync/1)");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let webhook = start_webhook(&control, &config, stop_rx).await?;
     let grace = config.shutdown_grace;
     let sync = tokio::spawn(sync.serve(std::time::Duration::from_secs(2)));
     let stopping = control.clone();
@@ -56,6 +63,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
             // Sidecars keep serving their snapshots and reconnect (to another replica).
             stopping.shutdown();
+            let _ = stop_tx.send(true);
             // Past the grace period, exit anyway.
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
@@ -66,9 +74,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     control.shutdown();
     let _ = sync.await;
+    if let Some(webhook) = webhook {
+        webhook.await??;
+    }
     control.state.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds and serves the injection webhook, unless it is switched off, until `stop` turns true.
+async fn start_webhook(
+    control: &Control,
+    config: &ControlConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<JoinHandle<anyhow::Result<()>>>> {
+    let Some(addr) = config.webhook.addr else {
+        tracing::info!("injection webhook off");
+        return Ok(None);
+    };
+    if !config.webhook.tls_configured && !config.webhook.tls_cert.exists() {
+        tracing::warn!(cert = %config.webhook.tls_cert.display(),
+            "injection webhook off: no TLS certificate (set --webhook-tls-cert and --webhook-tls-key, \
+             or --dev-tls; --webhook-addr off silences this)");
+        return Ok(None);
+    }
+    let listener = webhook::bind(addr, &config.webhook.tls_cert, &config.webhook.tls_key).await?;
+    tracing::info!(%addr, "injection webhook listening (HTTPS, /inject)");
+    let serving = control.clone();
+    let inject = config.webhook.inject.clone();
+    Ok(Some(tokio::spawn(async move {
+        serving
+            .serve_webhook(listener, inject, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await
+    })))
 }
 
 /// SIGTERM or Ctrl-C.

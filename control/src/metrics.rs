@@ -32,6 +32,11 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
 /// The control plane's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +47,7 @@ pub struct Metrics {
     sync_max_lag: Family<EnvLabels, Gauge>,
     sync_frames: Family<KindLabels, Counter>,
     sync_refused: Family<KindLabels, Counter>,
+    webhook_reviews: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -98,6 +104,12 @@ impl Metrics {
             "Sync streams ended with an Error frame, by error code",
             sync_refused.clone(),
         );
+        let webhook_reviews = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_reviews",
+            "Pod admission reviews answered by the injection webhook, by outcome",
+            webhook_reviews.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -107,6 +119,7 @@ impl Metrics {
             sync_max_lag,
             sync_frames,
             sync_refused,
+            webhook_reviews,
         }
     }
 
@@ -156,6 +169,14 @@ impl Metrics {
             self.sync_sidecars.get_or_create(&labels).set(s.sidecars);
             self.sync_max_lag.get_or_create(&labels).set(s.max_lag);
         }
+    }
+
+    /// Counts one admission review (`injected`, `opted_out`, `already_injected`, `ignored`,
+    /// `invalid`, `unparseable`).
+    pub fn webhook_review(&self, outcome: &'static str) {
+        self.webhook_reviews
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// The registry, to add more metrics (the sync hub's).

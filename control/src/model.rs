@@ -25,6 +25,17 @@ pub fn rfc3339(ms: Millis) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `key` is a valid environment key: lowercase letters, digits, `-` and `_`, starting with a
+/// letter or digit, at most 63 characters (so it also fits a Kubernetes label value).
+pub fn is_valid_environment_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 63
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && key.as_bytes()[0].is_ascii_alphanumeric()
+}
+
 /// An environment (e.g. `production`): its own flags, evaluators and revision counter.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Environment {

@@ -1,5 +1,5 @@
-//! Wiring: open the store, make sure an admin token exists, start the sync hub, serve the API and
-//! the QUIC endpoint until shutdown.
+//! Wiring: open the store, make sure an admin token exists, start the sync hub, serve the API,
+//! the QUIC endpoint and the injection webhook until shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::model::Role;
 use crate::store::{Store, redact_url};
 use crate::sync::{Hub, QuicTimers, QuicTls, SyncServer, SyncSettings};
+use crate::webhook::{InjectConfig, TlsListener, WebhookState};
 
 /// A running control plane's shared parts. Cheap to clone.
 #[derive(Clone)]
@@ -33,6 +34,11 @@ impl Control {
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", redact_url(&config.database_url)))?;
         tracing::info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "store ready");
         bootstrap_admin_token(&store).await?;
+        if config.dev_tls {
+            let files = crate::tls::ensure_dev_tls(&config.tls_dir, &config.dev_tls_names)?;
+            tracing::info!(ca = %files.ca_cert.display(), cert = %files.cert.display(),
+                "development TLS ready (give ca.pem to sidecars)");
+        }
         let auth = Authenticator::new(store.clone(), config.jwt.clone());
         let state = Arc::new(AppState::new(
             store,
@@ -85,16 +91,26 @@ impl Control {
             .await?;
         Ok(())
     }
+
+    /// Serves the injection webhook on `listener` (see [`crate::webhook::bind`]) until `shutdown`
+    /// completes, then drains in-flight reviews.
+    pub async fn serve_webhook(
+        &self,
+        listener: TlsListener,
+        inject: InjectConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = Arc::new(WebhookState {
+            inject,
+            app: self.state.clone(),
+        });
+        crate::webhook::serve(listener, state, shutdown).await
+    }
 }
 
-/// The QUIC endpoint's certificate: explicit files, else the development CA's (generated with
-/// `--dev-tls`), else `TLS_DIR/server.pem` when it exists.
+/// The QUIC endpoint's certificate: explicit files, else `TLS_DIR/server.pem` (where `--dev-tls`
+/// generated it in [`Control::open`]).
 fn quic_tls(config: &ControlConfig) -> anyhow::Result<QuicTls> {
-    if config.dev_tls {
-        let files = crate::tls::ensure_dev_tls(&config.tls_dir, &[])?;
-        tracing::info!(ca = %files.ca_cert.display(), cert = %files.cert.display(),
-            "development TLS ready (give ca.pem to sidecars)");
-    }
     let cert = config
         .tls_cert
         .clone()

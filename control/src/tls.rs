@@ -5,6 +5,11 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -94,6 +99,119 @@ pub fn issue_dev_client_cert(dir: &Path, name: &str) -> anyhow::Result<(PathBuf,
     Ok((cert_path, key_path))
 }
 
+/// A rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1` only: the axum
+/// server speaks HTTP/1, and a client offered `h2` would use it) with
+/// the certificate chain and private key of these PEM files. The files are read again when they
+/// change (checked at most every [`RELOAD_CHECK`]), so a renewed certificate (cert-manager rewrites
+/// its Secret's files in place) is served without a restart.
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = ReloadingCert::load(cert, key, provider.clone())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// How often the certificate files are checked for a change.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(10);
+
+/// A certificate chain and key from PEM files, re-read when the files' modification times change.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: Mutex<Loaded>,
+}
+
+/// The certificate being served, the files' modification times it was read at, and when they
+/// were last looked at.
+#[derive(Debug)]
+struct Loaded {
+    certified: Arc<CertifiedKey>,
+    stamps: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+impl ReloadingCert {
+    fn load(
+        cert: &Path,
+        key: &Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> anyhow::Result<ReloadingCert> {
+        let certified = read_certified_key(cert, key, &provider)?;
+        Ok(ReloadingCert {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: Mutex::new(Loaded {
+                certified: Arc::new(certified),
+                stamps: (modified(cert), modified(key)),
+                checked: Instant::now(),
+            }),
+            provider,
+        })
+    }
+
+    /// The certificate to serve: re-read when the files changed; on a failed re-read (a half-written
+    /// renewal), the previous one, tried again at the next check.
+    fn current(&self) -> Arc<CertifiedKey> {
+        let mut loaded = self.current.lock().expect("certificate lock");
+        if loaded.checked.elapsed() < RELOAD_CHECK {
+            return loaded.certified.clone();
+        }
+        loaded.checked = Instant::now();
+        let stamps = (modified(&self.cert), modified(&self.key));
+        if stamps != loaded.stamps {
+            match read_certified_key(&self.cert, &self.key, &self.provider) {
+                Ok(certified) => {
+                    tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                    loaded.certified = Arc::new(certified);
+                    loaded.stamps = stamps;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS certificate changed but cannot be read; keeping the previous one")
+                }
+            }
+        }
+        loaded.certified.clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// A file's modification time (`None` when it cannot be read).
+fn modified(path: &Path) -> Option<SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reads a PEM certificate chain and its PEM private key, and checks that they match.
+fn read_certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> anyhow::Result<CertifiedKey> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("reading the certificate chain {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("{}: no certificate in it", cert.display());
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("reading the private key {}: {e}", key.display()))?;
+    CertifiedKey::from_der(chain, key_der, provider)
+        .map_err(|e| anyhow::anyhow!("{} and {}: {e}", cert.display(), key.display()))
+}
+
 /// The CA's parameters; the same every time, so a reloaded CA key signs certificates whose issuer
 /// matches the stored CA certificate.
 fn ca_params() -> CertificateParams {
@@ -171,6 +289,45 @@ mod tests {
         let third = ensure_dev_tls(&dir, &[]).unwrap();
         assert_eq!(fs::read_to_string(&third.ca_cert).unwrap(), ca);
         assert_ne!(fs::read_to_string(&third.cert).unwrap(), cert);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_dev_certificate_makes_a_server_config() {
+        let dir = temp_dir("server-config");
+        let files = ensure_dev_tls(&dir, &[]).unwrap();
+        let config = server_config(&files.cert, &files.key).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        // A key that does not match the certificate is refused.
+        let other = ensure_dev_tls(&dir.join("other"), &[]).unwrap();
+        assert!(server_config(&files.cert, &other.key).is_err());
+        let err = server_config(&files.ca_cert, &dir.join("missing.key")).unwrap_err();
+        assert!(err.to_string().contains("missing.key"), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_changed_certificate_is_served_after_the_next_check() {
+        let dir = temp_dir("reload");
+        let files = ensure_dev_tls(&dir, &[]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let resolver = ReloadingCert::load(&files.cert, &files.key, provider).unwrap();
+        let first = resolver.current();
+        // A new certificate and key, as a renewal writes them.
+        fs::remove_file(&files.cert).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        ensure_dev_tls(&dir, &[]).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &resolver.current()),
+            "not before the check interval"
+        );
+        resolver.current.lock().unwrap().checked -= RELOAD_CHECK;
+        let second = resolver.current();
+        assert_ne!(first.cert, second.cert, "the new certificate after it");
+        // A broken file keeps the previous certificate.
+        fs::write(&files.cert, "not a certificate").unwrap();
+        resolver.current.lock().unwrap().checked -= RELOAD_CHECK;
+        assert_eq!(resolver.current().cert, second.cert);
         let _ = fs::remove_dir_all(&dir);
     }
 }

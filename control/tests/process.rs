@@ -68,19 +68,19 @@ impl Proc {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vexil-control"));
-        let tls_dir = format!("{}.tls", db.0.display());
+        // The QUIC endpoint needs a certificate: explicit files, outside any --tls-dir a test sets.
+        let tls = vexil_control::tls::ensure_dev_tls(
+            std::path::Path::new(&format!("{}.tls", db.0.display())),
+            &[],
+        )
+        .expect("test certificate");
         cmd.args(["serve", "--database-url", &db.url(), "--admin-addr", &addr])
-            .args(["--shutdown-grace-secs", "20"])
-            .args([
-                "--dev-tls",
-                "--tls-dir",
-                &tls_dir,
-                "--sync-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--shutdown-grace-secs", "20", "--sync-addr", "127.0.0.1:0"])
             .env_clear()
             .env("VEXIL_LOG", "info")
             .env("NO_COLOR", "1")
+            .env("VEXIL_TLS_CERT", &tls.cert)
+            .env("VEXIL_TLS_KEY", &tls.key)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -357,4 +357,104 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     assert_eq!(p.http("GET", path, Some(token), None), 200);
     let (status, output) = p.stop(20);
     assert!(status.success(), "{status}: {output}");
+}
+
+/// A free TCP port on loopback.
+fn free_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// `POST /inject` over TLS, trusting only the CA in `ca`: the status and the body.
+fn post_review(addr: &str, ca: &std::path::Path, body: &[u8]) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let head = format!(
+        "POST /inject HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(body).unwrap();
+    let mut response = Vec::new();
+    // A peer that closes without close_notify ends the read with UnexpectedEof: what came is whole.
+    if let Err(e) = tls.read_to_end(&mut response) {
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn the_webhook_serves_https_with_dev_tls_and_can_be_switched_off() {
+    let db = TempDb::new();
+    let tls_dir = std::env::temp_dir().join(format!(
+        "vexil-process-tls-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let webhook = free_addr();
+    let dir = tls_dir.display().to_string();
+    let p = Proc::start(
+        &db,
+        &[
+            ("VEXIL_DEV_TLS", "true"),
+            ("VEXIL_TLS_DIR", &dir),
+            ("VEXIL_WEBHOOK_ADDR", &webhook),
+            ("VEXIL_SIDECAR_DEFAULT_ENVIRONMENT", "production"),
+        ],
+    );
+    let review = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission/minimal.json"),
+    )
+    .unwrap();
+    let (status, body) = post_review(&webhook, &tls_dir.join("ca.pem"), &review);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    let (status, output) = p.stop(20);
+    assert!(status.success(), "{status}: {output}");
+    assert!(output.contains("injection webhook listening"), "{output}");
+
+    // `off`: nothing listens there.
+    let p = Proc::start(&db, &[("VEXIL_WEBHOOK_ADDR", "off")]);
+    assert!(TcpStream::connect(&webhook).is_err(), "{}", p.output());
+    let (status, output) = p.stop(20);
+    assert!(status.success(), "{status}: {output}");
+    assert!(output.contains("injection webhook off"), "{output}");
+
+    // The default address without any certificate: off, with a warning, not a failed start.
+    let p = Proc::start(&db, &[]);
+    let (status, output) = p.stop(20);
+    assert!(status.success(), "{status}: {output}");
+    assert!(
+        output.contains("injection webhook off: no TLS certificate"),
+        "{output}"
+    );
+    let _ = std::fs::remove_dir_all(&tls_dir);
 }

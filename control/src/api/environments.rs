@@ -62,13 +62,7 @@ pub struct DeleteQuery {
 
 /// Checks an environment key.
 fn check_key(key: &str) -> Result<(), Problem> {
-    let ok = !key.is_empty()
-        && key.len() <= 63
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && key.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
+    if crate::model::is_valid_environment_key(key) {
         Ok(())
     } else {
         Err(Problem::bad_request(format!(

@@ -231,6 +231,8 @@ pub struct App {
     pub db_url: String,
     /// The QUIC sync endpoint.
     pub sync_addr: std::net::SocketAddr,
+    /// The server's parts (to serve more of them, e.g. the webhook).
+    pub control: Control,
     /// The development TLS directory (`ca.pem` for sidecars).
     pub tls_dir: PathBuf,
 }
@@ -318,6 +320,7 @@ pub async fn start_replica(
             state: control.state.clone(),
             db_url: db_url.to_string(),
             sync_addr,
+            control: control.clone(),
             tls_dir: tls_dir.to_path_buf(),
         },
         control,
