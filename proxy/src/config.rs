@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// Seconds to drain in-flight requests on SIGTERM.
     #[arg(long, env = "VEXIL_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Routes as a JSON array, in the shape of the config file's `[[routes]]` (e.g. from the
+    /// `vexil.io/routes` pod annotation); replaces the file's routes.
+    #[arg(long, env = "VEXIL_ROUTES")]
+    pub routes: Option<String>,
 }
 
 /// The file's shape.
@@ -164,6 +168,8 @@ pub struct ProxyConfig {
     pub threads: usize,
     /// Drain time on SIGTERM.
     pub shutdown_grace: Duration,
+    /// Routes given as JSON (`--routes`), replacing the file's.
+    pub routes: Option<serde_json::Value>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -225,6 +231,12 @@ impl ProxyConfig {
                     .unwrap_or_else(|| addr("127.0.0.1:8016")),
             },
             threads,
+            routes: match &args.routes {
+                None => None,
+                Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+                    anyhow::anyhow!("--routes (VEXIL_ROUTES) is not valid JSON: {e}")
+                })?),
+            },
             shutdown_grace: Duration::from_secs(
                 args.shutdown_grace_secs
                     .or(file.shutdown_grace_secs)
