@@ -176,9 +176,23 @@ ensure_redis() {
     service_down "redis: still not answering on 127.0.0.1:6379 after ${WAIT_SECS}s (log: /var/log/redis/ci.log)"
 }
 
+# The real OpenFeature Python clients the sidecar is tested against (proxy/tests/openfeature.rs),
+# pinned, in a virtualenv from PyPI (~/.cache/vexil/pytools, or $VEXIL_PYTOOLS).
+ensure_openfeature_clients() {
+    # shellcheck source=scripts/pytools.sh
+    . "$(dirname "${BASH_SOURCE[0]}")/pytools.sh"
+    if pytools_install openfeature-sdk==0.10.0 openfeature-provider-flagd==0.6.1 \
+            openfeature-provider-ofrep==0.3.0; then
+        log "openfeature clients: $PYTOOLS"
+        return 0
+    fi
+    service_down "openfeature clients: could not install them into $PYTOOLS"
+}
+
 ensure_cmake || true
 ensure_postgres
 ensure_redis
+ensure_openfeature_clients
 
 if [ "$failures" -gt 0 ]; then
     err "$failures required item(s) missing; see above"

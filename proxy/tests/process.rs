@@ -1,102 +1,10 @@
 //! The real `vexil-proxy` binary: offline mode, readiness with and without a persisted snapshot
 //! while control is unreachable, and a clean exit on SIGTERM.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::{Proxy, client, free_port, temp_dir};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(prefix: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("{prefix}-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-struct Proxy {
-    child: Child,
-    admin: String,
-    ofrep: String,
-}
-
-impl Proxy {
-    fn start(args: &[&str]) -> Proxy {
-        let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
-        let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
-        let child = Command::new(env!("CARGO_BIN_EXE_vexil-proxy"))
-            .args(args)
-            .args(["--outbound-addr", &addr(0), "--grpc-addr", &addr(1)])
-            .args(["--admin-addr", &addr(2), "--sync-addr", &addr(3)])
-            .args(["--ofrep-addr", &addr(4), "--shutdown-grace-secs", "5"])
-            .env_clear()
-            .env("VEXIL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("vexil-proxy starts");
-        Proxy {
-            child,
-            admin: format!("http://{}", addr(2)),
-            ofrep: format!("http://{}", addr(4)),
-        }
-    }
-
-    /// Waits until `/healthz` answers; returns how long that took.
-    async fn wait_healthy(&self, client: &reqwest::Client) -> Duration {
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = client.get(format!("{}/healthz", self.admin)).send().await
-                && r.status() == 200
-            {
-                return started.elapsed();
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "never healthy");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn ready(&self, client: &reqwest::Client) -> u16 {
-        client
-            .get(format!("{}/readyz", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    /// SIGTERM; returns the exit code.
-    fn terminate(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
 
 #[tokio::test]
 async fn offline_mode_serves_a_flags_file_and_exits_cleanly_on_sigterm() {

@@ -1,7 +1,9 @@
-"""Real OpenFeature Python clients against the sidecar's lookup surfaces (a manual check for now).
+"""Real OpenFeature Python clients against the sidecar's lookup surfaces.
 
-Start the servers on the default ports with a copy of flags.json, then run this script with the
-file's path:
+Run by `proxy/tests/openfeature.rs` (part of the test command) against the real `vexil-proxy` binary
+on free ports given as VEXIL_GRPC_PORT, VEXIL_FLAGD_SYNC_PORT and VEXIL_OFREP_PORT. By hand, start
+the servers on the default ports with a copy of flags.json, then run this script with the file's
+path:
 
     cp proxy/tests/clients/flags.json /tmp/vexil-flags.json
     cargo run -p vexil-proxy --example lookup_servers -- /tmp/vexil-flags.json &
@@ -90,7 +92,11 @@ def run(mode, provider):
     api.clear_providers()
 
 
-run("rpc", FlagdProvider(resolver_type=ResolverType.RPC, port=8013, cache=CacheType.DISABLED))
-run("in-process", FlagdProvider(resolver_type=ResolverType.IN_PROCESS, port=8015))
-run("ofrep", OFREPProvider("http://127.0.0.1:8016"))
+GRPC = int(os.environ.get("VEXIL_GRPC_PORT", "8013"))
+SYNC = int(os.environ.get("VEXIL_FLAGD_SYNC_PORT", "8015"))
+OFREP = int(os.environ.get("VEXIL_OFREP_PORT", "8016"))
+run("rpc", FlagdProvider(resolver_type=ResolverType.RPC, host="127.0.0.1", port=GRPC,
+                         cache=CacheType.DISABLED))
+run("in-process", FlagdProvider(resolver_type=ResolverType.IN_PROCESS, host="127.0.0.1", port=SYNC))
+run("ofrep", OFREPProvider(f"http://127.0.0.1:{OFREP}"))
 print("3 passed, 0 failed")

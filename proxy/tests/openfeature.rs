@@ -1,0 +1,74 @@
+//! Real OpenFeature clients against the real sidecar: the Python `openfeature-provider-flagd` in RPC
+//! mode (flagd.evaluation v2) and in in-process mode (flagd.sync v1), and the Python
+//! `openfeature-provider-ofrep`, each resolving every type, a disabled flag, a missing flag and a
+//! type mismatch, and (flagd modes) seeing a configuration change after the flags file changes.
+//! The script is `tests/clients/openfeature_clients.py`; the clients are installed, pinned, by
+//! `scripts/ensure-deps.sh` (run by the test command).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{Proxy, client, temp_dir};
+
+/// The virtualenv's python, or `None` (with a notice) outside CI when it is missing.
+fn python() -> Option<PathBuf> {
+    let venv = std::env::var("VEXIL_PYTOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let cache = std::env::var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+            cache.join("vexil/pytools")
+        });
+    let python = venv.join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{} is missing: run scripts/ensure-deps.sh",
+        python.display()
+    );
+    eprintln!(
+        "NOTICE: skipping: {} is missing (run scripts/ensure-deps.sh)",
+        python.display()
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_openfeature_clients_work_unchanged() {
+    let Some(python) = python() else { return };
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = temp_dir("vexil-openfeature");
+    let flags = dir.join("flags.json");
+    std::fs::copy(manifest.join("tests/clients/flags.json"), &flags).unwrap();
+    let proxy = Proxy::start(&["--flags-file", flags.to_str().unwrap()]);
+    proxy.wait_healthy(&client()).await;
+    let script = manifest.join("tests/clients/openfeature_clients.py");
+    let (grpc, sync, ofrep) = (proxy.ports[1], proxy.ports[3], proxy.ports[4]);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(&flags)
+            .env("VEXIL_GRPC_PORT", grpc.to_string())
+            .env("VEXIL_FLAGD_SYNC_PORT", sync.to_string())
+            .env("VEXIL_OFREP_PORT", ofrep.to_string())
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "OpenFeature clients failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
+    assert_eq!(proxy.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
