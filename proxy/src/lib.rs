@@ -5,10 +5,13 @@
 //! - [`sync`]: the QUIC sync client that keeps it current from control.
 //! - [`file_source`]: the offline flag source (`--flags-file`), reloaded when the file changes.
 //! - [`lookup`]: what OpenFeature clients call: flagd gRPC evaluation (v1 and v2), OFREP, flagd sync.
+//! - [`dataplane`]: the HTTP data plane (pingora): outbound proxy and inbound mode, injecting the
+//!   decisions of each request as headers.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`.
 //! - [`metrics`]: the Prometheus registry every part adds to.
 
 pub mod admin;
+pub mod dataplane;
 pub mod file_source;
 pub mod lookup;
 pub mod metrics;
