@@ -240,12 +240,16 @@ impl DataPlaneConfig {
     }
 
     fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
-        let config: DataPlaneConfig =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." { "proxy.toml".into() } else { path };
-                ConfigError::one(field, e.into_inner().message())
-            })?;
+        let config: DataPlaneConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "proxy.toml".into()
+            } else {
+                path
+            };
+            ConfigError::one(field, e.into_inner().message())
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -474,7 +478,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        DataPlaneConfig::from_toml_str(text).unwrap_err().to_string()
+        DataPlaneConfig::from_toml_str(text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -488,11 +494,9 @@ mod tests {
 
     #[test]
     fn full_example_parses() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../config/proxy.toml"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/proxy.toml"))
+                .unwrap();
         let mut table: toml::Table = text.parse().unwrap();
         let c = DataPlaneConfig::take_from_table(&mut table).unwrap();
         assert!(c.context.contains_key("targetingKey"));
@@ -509,10 +513,17 @@ mod tests {
              query:NAME, jwt:CLAIM, baggage:KEY, request:method|path|host|scheme, peer:ip or \
              static:VALUE)"
         );
-        assert!(err("[headers]\nmax_byte = 3").starts_with("headers.max_byte: unknown field `max_byte`"));
-        assert!(err("[headers]\nmax_bytes = \"big\"").starts_with("headers.max_bytes: invalid type"));
-        assert!(err("[inbound]\ntrusted_cidrs = [\"10.0.0.0/33\"]")
-            .starts_with("inbound.trusted_cidrs[0]: "));
+        assert!(
+            err("[headers]\nmax_byte = 3")
+                .starts_with("headers.max_byte: unknown field `max_byte`")
+        );
+        assert!(
+            err("[headers]\nmax_bytes = \"big\"").starts_with("headers.max_bytes: invalid type")
+        );
+        assert!(
+            err("[inbound]\ntrusted_cidrs = [\"10.0.0.0/33\"]")
+                .starts_with("inbound.trusted_cidrs[0]: ")
+        );
         assert!(err("[[routes]]\nflags = [\"Bad\"]").starts_with("routes[0].flags[0]: "));
         assert!(err("[[routes]]\nhost = \"a b\"").starts_with("routes[0].host: "));
         assert!(

@@ -206,7 +206,11 @@ impl ContextMapping {
             *claims = req
                 .headers
                 .get(header::AUTHORIZATION)
-                .and_then(|auth| self.jwt.as_ref()?.claims_from_authorization(auth.as_bytes()))
+                .and_then(|auth| {
+                    self.jwt
+                        .as_ref()?
+                        .claims_from_authorization(auth.as_bytes())
+                })
                 .map_or(Claims::Absent, Claims::Read);
         }
         let Claims::Read(map) = claims else {
@@ -304,7 +308,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }

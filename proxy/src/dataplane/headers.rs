@@ -84,7 +84,8 @@ pub(crate) fn baggage_value(value: &Value, variant: &str) -> Option<String> {
 fn percent_encode_baggage(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        let plain = matches!(b, 0x21 | 0x23..=0x24 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        let plain =
+            matches!(b, 0x21 | 0x23..=0x24 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
         if plain {
             out.push(char::from(b));
         } else {
@@ -204,7 +205,10 @@ mod tests {
     fn baggage_values() {
         assert_eq!(baggage_value(&json!(true), "on").unwrap(), "true");
         assert_eq!(baggage_value(&json!(2.5), "x").unwrap(), "2.5");
-        assert_eq!(baggage_value(&json!("a b,c;d%é"), "x").unwrap(), "a%20b%2Cc%3Bd%25%C3%A9");
+        assert_eq!(
+            baggage_value(&json!("a b,c;d%é"), "x").unwrap(),
+            "a%20b%2Cc%3Bd%25%C3%A9"
+        );
         assert_eq!(baggage_value(&json!({}), "blue").unwrap(), "blue");
     }
 

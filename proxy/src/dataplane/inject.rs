@@ -320,7 +320,11 @@ fn add_baggage(req: &mut RequestHeader, members: &str) -> usize {
 
 /// Every value of header `name`, joined with `", "` (borrowed when there is one).
 fn joined<'r>(req: &'r RequestHeader, name: &str) -> Option<std::borrow::Cow<'r, str>> {
-    let mut values = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let mut values = req
+        .headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
     let first = values.next()?;
     match values.next() {
         None => Some(first.into()),

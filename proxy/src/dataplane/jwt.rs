@@ -128,7 +128,10 @@ impl JwtVerifier {
     }
 
     /// The claims of the bearer token in an `Authorization` value, when it is acceptable.
-    pub(crate) fn claims_from_authorization(&self, authorization: &[u8]) -> Option<Map<String, Value>> {
+    pub(crate) fn claims_from_authorization(
+        &self,
+        authorization: &[u8],
+    ) -> Option<Map<String, Value>> {
         let value = std::str::from_utf8(authorization).ok()?.trim();
         let (scheme, token) = value.split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -304,7 +307,10 @@ pub(crate) mod tests {
         let good = hs256("s3cret", &json!({"sub": "u1"}));
         let parts: Vec<&str> = good.split('.').collect();
         let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
-        assert!(v.claims(&format!("{none_header}.{}.", parts[1]), 0).is_none());
+        assert!(
+            v.claims(&format!("{none_header}.{}.", parts[1]), 0)
+                .is_none()
+        );
         let other_claims = URL_SAFE_NO_PAD.encode(r#"{"sub":"admin"}"#);
         assert!(
             v.claims(&format!("{}.{other_claims}.{}", parts[0], parts[2]), 0)

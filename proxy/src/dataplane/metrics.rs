@@ -165,7 +165,10 @@ impl DataPlaneMetrics {
                 statuses: (0..STATUS_SLOTS).map(|_| OnceLock::new()).collect(),
             }
         };
-        let listeners = [per_listener(Listener::Outbound), per_listener(Listener::Inbound)];
+        let listeners = [
+            per_listener(Listener::Outbound),
+            per_listener(Listener::Inbound),
+        ];
         DataPlaneMetrics(Arc::new(Inner {
             requests: Family::default(),
             evaluations: Family::default(),
@@ -185,7 +188,11 @@ impl DataPlaneMetrics {
     /// Counts one answered request.
     pub(crate) fn request(&self, listener: Listener, status: u16) {
         let slot = usize::from(status).min(STATUS_SLOTS - 1);
-        let status = if usize::from(status) == slot { status } else { 0 };
+        let status = if usize::from(status) == slot {
+            status
+        } else {
+            0
+        };
         self.at(listener).statuses[slot]
             .get_or_init(|| {
                 self.0
@@ -227,7 +234,12 @@ impl DataPlaneMetrics {
 
     /// The evaluation counter of (`listener`, `flag`, `variant`), for [`crate::dataplane::plan`]'s
     /// slots.
-    pub(crate) fn evaluation_counter(&self, listener: Listener, flag: &str, variant: &str) -> Counter {
+    pub(crate) fn evaluation_counter(
+        &self,
+        listener: Listener,
+        flag: &str,
+        variant: &str,
+    ) -> Counter {
         self.0
             .evaluations
             .get_or_create(&EvaluationLabels {

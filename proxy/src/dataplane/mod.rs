@@ -118,7 +118,9 @@ impl DataPlaneHandle {
             if self.connections.open() == 0 {
                 break;
             }
-            if self.thread.as_ref().is_some_and(JoinHandle::is_finished) || Instant::now() >= deadline {
+            if self.thread.as_ref().is_some_and(JoinHandle::is_finished)
+                || Instant::now() >= deadline
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -238,7 +238,12 @@ impl Plan {
     }
 
     /// Counts one evaluation of flag `index` that chose `variant` (`None`: no value).
-    pub(crate) fn count_evaluation(&self, listener: Listener, index: usize, variant: Option<usize>) {
+    pub(crate) fn count_evaluation(
+        &self,
+        listener: Listener,
+        index: usize,
+        variant: Option<usize>,
+    ) {
         let flag = &self.flags[index];
         let v = variant.unwrap_or(flag.variants.len());
         let counter = self.counters[listener as usize][flag.slot + v].get_or_init(|| {
@@ -253,7 +258,9 @@ fn plan_flag(flag: &Flag, headers: &HeadersConfig, slot: usize) -> PlannedFlag {
     let key = flag.key();
     let header_name = headers
         .per_flag
-        .then(|| HeaderName::from_bytes(format!("{}{key}", headers.per_flag_prefix).as_bytes()).ok())
+        .then(|| {
+            HeaderName::from_bytes(format!("{}{key}", headers.per_flag_prefix).as_bytes()).ok()
+        })
         .flatten();
     let variants = flag
         .variants()
@@ -342,7 +349,12 @@ override = true
     fn members_are_precomputed() {
         let c = config("[headers]\nper_flag = true\nbaggage = true");
         let router = Router::new(&c);
-        let plan = Plan::build(snapshot(), &router, &c.headers, &DataPlaneMetrics::unregistered());
+        let plan = Plan::build(
+            snapshot(),
+            &router,
+            &c.headers,
+            &DataPlaneMetrics::unregistered(),
+        );
         assert_eq!(router.route(None, "/"), Route::Default);
         assert_eq!(plan.selected(Route::Default), (&[0u32, 1, 2][..], true));
         let a = &plan.flags[0];
@@ -354,7 +366,10 @@ override = true
         assert_eq!(member("off"), Some("a=?0"));
         assert_eq!(a.header_name.as_ref().unwrap().as_str(), "vexil-flag-a");
         assert_eq!(plan.flags[1].variants[0].item.as_ref().unwrap(), "\"dark\"");
-        assert_eq!(plan.flags[1].variants[0].baggage.as_deref(), Some("vexil.b=dark"));
+        assert_eq!(
+            plan.flags[1].variants[0].baggage.as_deref(),
+            Some("vexil.b=dark")
+        );
         assert_eq!(plan.revision.as_ref().unwrap(), "prod@4");
         plan.count_evaluation(Listener::Outbound, 2, Some(1));
         plan.count_evaluation(Listener::Outbound, 2, None);

@@ -256,7 +256,11 @@ impl ProxyHttp for Sidecar {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
         let addr = ctx
             .dest
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no destination"))?;
@@ -440,7 +444,8 @@ fn original_destination(session: &Session, own: SocketAddr) -> Option<SocketAddr
 fn is_self(addr: SocketAddr, own: SocketAddr) -> bool {
     addr.port() == own.port()
         && (addr.ip() == own.ip()
-            || (own.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+            || (own.ip().is_unspecified()
+                && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
 }
 
 /// The connection front: counts connections and serves `CONNECT` tunnels; hands every other
@@ -459,7 +464,11 @@ pub(crate) struct Front {
 
 #[async_trait]
 impl ServerApp for Front {
-    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let _open = self.connections.enter();
         if self.connect {
             let mut first = [0u8; 8];
@@ -510,7 +519,9 @@ impl Front {
         let _ = client.write_all(head.as_bytes()).await;
         let _ = client.write_all(body.as_bytes()).await;
         let _ = client.flush().await;
-        self.injector.metrics().request(self.listener, status.status);
+        self.injector
+            .metrics()
+            .request(self.listener, status.status);
     }
 
     async fn open_tunnel(&self, client: &mut Stream) -> Result<(TcpStream, Vec<u8>), Refusal> {
@@ -523,11 +534,17 @@ impl Front {
         if is_self(addr, self.own_addr) {
             return Err(Refusal::new(508, "the target is this proxy"));
         }
-        let upstream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(Refusal::new(504, "upstream connect timed out")),
-            Ok(Err(e)) => return Err(Refusal::new(502, format!("cannot connect to upstream: {e}"))),
-            Ok(Ok(s)) => s,
-        };
+        let upstream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Err(_) => return Err(Refusal::new(504, "upstream connect timed out")),
+                Ok(Err(e)) => {
+                    return Err(Refusal::new(
+                        502,
+                        format!("cannot connect to upstream: {e}"),
+                    ));
+                }
+                Ok(Ok(s)) => s,
+            };
         let _ = upstream.set_nodelay(true);
         // pingora's streams are write-buffered: the 200 must be flushed before tunnelling.
         client
@@ -556,7 +573,8 @@ async fn read_head(client: &mut Stream) -> Result<(String, Vec<u8>), Refusal> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let leftover = buf.split_off(end + 4);
-            let head = String::from_utf8(buf).map_err(|_| Refusal::new(400, "malformed CONNECT"))?;
+            let head =
+                String::from_utf8(buf).map_err(|_| Refusal::new(400, "malformed CONNECT"))?;
             return Ok((head, leftover));
         }
         if buf.len() > MAX_CONNECT_HEAD {
@@ -593,7 +611,9 @@ mod tests {
 
     #[test]
     fn absolute_targets() {
-        let d = absolute_target(b"http://Example.com:8080/a?b=1").unwrap().unwrap();
+        let d = absolute_target(b"http://Example.com:8080/a?b=1")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             d,
             Destination {
@@ -645,7 +665,13 @@ mod tests {
             r.resolve("[::1]", 81, t).await.unwrap(),
             "[::1]:81".parse().unwrap()
         );
-        assert!(r.resolve("localhost", 82, t).await.unwrap().ip().is_loopback());
+        assert!(
+            r.resolve("localhost", 82, t)
+                .await
+                .unwrap()
+                .ip()
+                .is_loopback()
+        );
         let e = r.resolve("no-such-host.invalid", 80, t).await.unwrap_err();
         assert_eq!(e.status, 502);
     }
