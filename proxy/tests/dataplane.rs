@@ -91,6 +91,8 @@ async fn echo_server() -> SocketAddr {
 /// A running data plane with its echo upstream.
 struct Env {
     dp: Option<DataPlaneHandle>,
+    /// One client for every request, so connections are kept alive on both sides.
+    client: reqwest::Client,
     metrics: Arc<Metrics>,
     echo: SocketAddr,
     proxy: SocketAddr,
@@ -125,6 +127,10 @@ impl Env {
         .unwrap();
         Env {
             dp: Some(dp),
+            client: reqwest::Client::builder()
+                .proxy(reqwest::Proxy::http(format!("http://{}", listeners.outbound)).unwrap())
+                .build()
+                .unwrap(),
             metrics,
             echo,
             proxy: listeners.outbound,
@@ -132,12 +138,9 @@ impl Env {
         }
     }
 
-    /// A reqwest client using the sidecar as its HTTP proxy.
+    /// The reqwest client using the sidecar as its HTTP proxy.
     fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .proxy(reqwest::Proxy::http(format!("http://{}", self.proxy)).unwrap())
-            .build()
-            .unwrap()
+        self.client.clone()
     }
 
     /// What the upstream saw for `GET /path` with `headers`, through the proxy.

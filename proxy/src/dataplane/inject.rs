@@ -477,6 +477,19 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_injected_before_a_snapshot() {
+        let config = DataPlaneConfig::default();
+        let cell = Arc::new(SnapshotCell::new());
+        let inj = Injector::new(&config, cell, DataPlaneMetrics::unregistered()).unwrap();
+        let mut req = request(&[]);
+        assert_eq!(
+            inj.inject(Listener::Outbound, &mut req, &TARGET, None),
+            Injected::default()
+        );
+        assert!(req.headers.is_empty());
+    }
+
+    #[test]
     fn strips_vexil_headers() {
         let inj = injector("[inbound]\ntrusted_cidrs = [\"10.0.0.0/8\"]\n");
         assert!(inj.trusts(Some("10.2.3.4".parse().unwrap())));

@@ -245,12 +245,13 @@ impl Shared {
 }
 
 fn server_conf(config: &DataPlaneConfig, threads: usize, grace: Duration) -> ServerConf {
-    let mut conf = ServerConf::default();
-    conf.threads = threads.max(1);
-    conf.grace_period_seconds = Some(grace.as_secs() + u64::from(grace.subsec_nanos() > 0));
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    conf.upstream_keepalive_pool_size = config.upstream.pool_size;
-    conf
+    ServerConf {
+        threads: threads.max(1),
+        grace_period_seconds: Some(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: config.upstream.pool_size,
+        ..ServerConf::default()
+    }
 }
 
 /// Fails with a clear message when `addr` cannot be bound (pingora would panic in its thread).

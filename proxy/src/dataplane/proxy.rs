@@ -71,10 +71,14 @@ impl Refusal {
     }
 }
 
+/// Resolved names: host → (address, when resolved). Keyed by host alone so a lookup borrows the
+/// request's `&str`.
+type DnsCache = HashMap<Box<str>, (IpAddr, Instant)>;
+
 /// Asynchronous name resolution with a small copy-on-write cache (reads take no lock).
 #[derive(Default)]
 pub(crate) struct Resolver {
-    cache: ArcSwap<HashMap<(Box<str>, u16), (SocketAddr, Instant)>>,
+    cache: ArcSwap<DnsCache>,
 }
 
 impl Resolver {
@@ -92,10 +96,10 @@ impl Resolver {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
         }
-        if let Some((addr, at)) = self.cache.load().get(&(bare.into(), port))
+        if let Some((ip, at)) = self.cache.load().get(bare)
             && at.elapsed() < DNS_TTL
         {
-            return Ok(*addr);
+            return Ok(SocketAddr::new(*ip, port));
         }
         let lookup = tokio::net::lookup_host((bare, port));
         let addr = match tokio::time::timeout(timeout, lookup).await {
@@ -110,7 +114,7 @@ impl Resolver {
             } else {
                 HashMap::clone(cache)
             };
-            next.insert((bare.into(), port), (addr, Instant::now()));
+            next.insert(bare.into(), (addr.ip(), Instant::now()));
             next
         });
         Ok(addr)
