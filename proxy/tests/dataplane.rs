@@ -162,6 +162,18 @@ impl Env {
             .to_owned()
     }
 
+    /// Waits (up to 2 s) until the metrics contain `line`: requests are counted after their
+    /// response went out, so the client can be faster than the count.
+    async fn metric(&self, line: &str) {
+        for _ in 0..200 {
+            if self.metrics.render().contains(line) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("missing {line} in\n{}", self.metrics.render());
+    }
+
     async fn shutdown(&mut self) -> bool {
         let dp = self.dp.take().unwrap();
         tokio::task::spawn_blocking(move || dp.shutdown())
@@ -232,13 +244,9 @@ async fn contexts_from_header_cookie_jwt_and_baggage() {
     assert_eq!(seen["uri"], "/path?q=1", "origin-form upstream");
     assert_eq!(seen["headers"]["host"], env.echo.to_string());
 
+    env.metric("vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"200\"} 8")
+        .await;
     let text = env.metrics.render();
-    assert!(
-        text.contains(
-            "vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"200\"} 8"
-        ),
-        "{text}"
-    );
     assert!(text.contains(
         "vexil_proxy_dataplane_evaluations_total{listener=\"outbound\",flag=\"checkout\",variant=\"on\"} 3"
     ));
@@ -422,13 +430,8 @@ async fn bad_upstreams_answer_502() {
 
     // The proxy is still serving.
     assert_eq!(env.flags_seen(&[]).await, DEFAULTS);
-    let text = env.metrics.render();
-    assert!(
-        text.contains(
-            "vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"502\"} 4"
-        ),
-        "{text}"
-    );
+    env.metric("vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"502\"} 4")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,11 +534,8 @@ async fn connect_tunnels_tls_end_to_end() {
             format!("echo: {msg}")
         );
     }
-    assert!(
-        env.metrics.render().contains(
-            "vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"200\"} 1"
-        )
-    );
+    env.metric("vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"200\"} 1")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
