@@ -508,6 +508,7 @@ impl Front {
                 splice(client, upstream, leftover).await;
                 return;
             }
+            Err(refusal) if refusal.status == 0 => return, // the client is gone
             Err(refusal) => refusal,
         };
         let body = format!("vexil-proxy: {}\n", status.reason);
