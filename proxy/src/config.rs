@@ -1,6 +1,7 @@
 //! Configuration of `vexil-proxy`: a TOML file (`--config`), `VEXIL_*` environment variables and
-//! command-line flags, in rising order of precedence. The file also holds what has no flag (the
-//! data plane's context mapping, routes and header options).
+//! command-line flags, in rising order of precedence. The file also holds what has no flag: the
+//! data plane's sections (`[context]`, `[[routes]]`, `[headers]`, ... see
+//! [`DataPlaneConfig`]), taken out of the file first; the rest is checked strictly here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
+
+use crate::dataplane::DataPlaneConfig;
 
 /// Flags of the sidecar (the default command); each also reads a `VEXIL_*` variable.
 #[derive(Args, Debug, Default, Clone)]
@@ -168,8 +171,8 @@ pub struct ProxyConfig {
     pub threads: usize,
     /// Drain time on SIGTERM.
     pub shutdown_grace: Duration,
-    /// Routes given as JSON (`--routes`), replacing the file's.
-    pub routes: Option<serde_json::Value>,
+    /// The data plane's sections.
+    pub dataplane: DataPlaneConfig,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -179,10 +182,17 @@ fn addr(s: &str) -> SocketAddr {
 impl ProxyConfig {
     /// Resolves flags over variables over the file over defaults, and checks the combination.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<ProxyConfig> {
-        let file = match &args.config {
+        let (file, mut dataplane) = match &args.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => (FileConfig::default(), DataPlaneConfig::default()),
         };
+        if let Some(text) = &args.routes {
+            dataplane.routes = serde_json::from_str(text)
+                .map_err(|e| anyhow::anyhow!("--routes (VEXIL_ROUTES): {e}"))?;
+            dataplane
+                .validate()
+                .map_err(|e| anyhow::anyhow!("--routes (VEXIL_ROUTES): {e}"))?;
+        }
         let source = source(args, &file)?;
         let inbound = match (
             args.inbound_addr.or(file.inbound_addr),
@@ -231,12 +241,7 @@ impl ProxyConfig {
                     .unwrap_or_else(|| addr("127.0.0.1:8016")),
             },
             threads,
-            routes: match &args.routes {
-                None => None,
-                Some(text) => Some(serde_json::from_str(text).map_err(|e| {
-                    anyhow::anyhow!("--routes (VEXIL_ROUTES) is not valid JSON: {e}")
-                })?),
-            },
+            dataplane,
             shutdown_grace: Duration::from_secs(
                 args.shutdown_grace_secs
                     .or(file.shutdown_grace_secs)
@@ -319,10 +324,17 @@ fn token(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<String> {
     Ok(token.to_string())
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+/// The file: the data plane's sections, then the rest, strictly.
+fn read_file(path: &Path) -> anyhow::Result<(FileConfig, DataPlaneConfig)> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let dataplane = DataPlaneConfig::take_from_table(&mut table)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let file =
+        FileConfig::deserialize(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((file, dataplane))
 }
 
 #[cfg(test)]
@@ -393,6 +405,46 @@ mod tests {
             !format!("{c:?}").contains("vxl_x"),
             "the token is never printed"
         );
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/proxy.toml");
+        let c = ProxyConfig::resolve(&ServeArgs {
+            config: Some(path),
+            ..args()
+        })
+        .unwrap();
+        assert!(c.dataplane.context.contains_key("targetingKey"));
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_routes_come_from_json() {
+        let dir = std::env::temp_dir().join(format!("vexil-proxy-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.toml");
+        std::fs::write(&path, "grpc_adr = \"127.0.0.1:1\"\n").unwrap();
+        let e = ProxyConfig::resolve(&ServeArgs {
+            config: Some(path.clone()),
+            ..args()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("grpc_adr"), "{e}");
+        let c = ProxyConfig::resolve(&ServeArgs {
+            routes: Some(r#"[{"host": "backend", "flags": ["a", "b"]}]"#.into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(c.dataplane.routes.len(), 1);
+        let e = ProxyConfig::resolve(&ServeArgs {
+            routes: Some("[{".into()),
+            ..args()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("VEXIL_ROUTES"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -5,12 +5,15 @@
 //! - [`sync`]: the QUIC sync client that keeps it current from control.
 //! - [`file_source`]: the offline flag source (`--flags-file`), reloaded when the file changes.
 //! - [`lookup`]: what OpenFeature clients call: flagd gRPC evaluation (v1 and v2), OFREP, flagd sync.
+//! - [`dataplane`]: the HTTP data plane (pingora): outbound proxy and inbound mode, injecting the
+//!   decisions of each request as headers.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`.
 //! - [`metrics`]: the Prometheus registry every part adds to.
 //! - [`config`], [`server`]: the sidecar's configuration and the wiring of its parts.
 
 pub mod admin;
 pub mod config;
+pub mod dataplane;
 pub mod file_source;
 pub mod lookup;
 pub mod metrics;

@@ -81,8 +81,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
             .enable_all()
             .build()?;
         runtime.block_on(async {
+            let shutdown = shutdown_signal();
             let bound = Bound::bind(&config).await?;
-            vexil_proxy::server::run(config, bound, shutdown_signal()).await
+            vexil_proxy::server::run(config, bound, shutdown).await
         })
     });
     match result {
@@ -98,14 +99,17 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
 }
 
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+/// SIGTERM or Ctrl-C. The handlers are installed at once (not when first polled), so a signal
+/// that arrives while the sidecar is still starting is not lost to the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::config::{ControlSource, FlagSource, ProxyConfig};
+use crate::dataplane::{self, DataPlaneHandle, Inbound, Listeners};
 use crate::file_source::{FileSource, FileSourceConfig};
 use crate::lookup::grpc::{self, EvaluationService, GrpcConfig};
 use crate::lookup::ofrep::{self, OfrepState};
@@ -92,6 +93,34 @@ fn sync_config(c: &ControlSource, config: &ProxyConfig) -> SyncConfig {
     s
 }
 
+/// Starts pingora on its own thread (it blocks until its listeners accept).
+async fn start_dataplane(
+    config: &ProxyConfig,
+    cell: &Arc<SnapshotCell>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<DataPlaneHandle> {
+    let listeners = Listeners {
+        outbound: config.addresses.outbound,
+        inbound: config
+            .addresses
+            .inbound
+            .map(|(addr, upstream)| Inbound { addr, upstream }),
+    };
+    let (dataplane, threads, grace) = (
+        config.dataplane.clone(),
+        config.threads,
+        config.shutdown_grace,
+    );
+    let (cell, metrics) = (cell.clone(), metrics.clone());
+    let handle = tokio::task::spawn_blocking(move || {
+        dataplane::start(dataplane, listeners, threads, grace, cell, metrics)
+    })
+    .await??;
+    tracing::info!(outbound = %config.addresses.outbound, inbound = ?config.addresses.inbound,
+        threads, "data plane listening");
+    Ok(handle)
+}
+
 /// Resolves when `stop` turns true.
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -134,12 +163,16 @@ pub async fn run(
         }
     });
 
+    let dataplane = start_dataplane(&config, &cell, &metrics).await?;
+
     shutdown.await;
     tracing::info!(
         grace_secs = config.shutdown_grace.as_secs(),
         "shutting down: draining"
     );
     stop_tx.send_replace(true);
+    // The data plane stops accepting and drains on its own thread, alongside the servers here.
+    let dataplane = tokio::task::spawn_blocking(move || dataplane.shutdown());
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         let served = servers.await;
         match source {
@@ -151,6 +184,9 @@ pub async fn run(
         served
     })
     .await;
+    if !dataplane.await.unwrap_or(false) {
+        tracing::warn!("data plane: connections still open at the end of the grace period");
+    }
     match drained {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(anyhow::anyhow!("server task failed: {e}")),

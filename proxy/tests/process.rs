@@ -36,6 +36,32 @@ async fn offline_mode_serves_a_flags_file_and_exits_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert!(metrics.contains("file"), "{metrics}");
+
+    // Through the data plane: the upstream sees the decision as a header.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+            headers
+                .get("vexil-flags")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        });
+        axum::serve(upstream, app).await.unwrap();
+    });
+    let via = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", proxy.ports[0])).unwrap())
+        .build()
+        .unwrap();
+    let seen = via
+        .get(format!("http://{upstream_addr}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(seen, "checkout=?1");
     assert_eq!(proxy.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,428 @@
+//! The evaluation context of a proxied request, built from the configured mapping (design §7).
+//!
+//! Each attribute lists sources; the first one present on the request gives the value. Sources
+//! are parsed once at start ([`Source::parse`]); extraction reads borrowed slices of the request
+//! and allocates only the attribute values it keeps (and, for `jwt:` sources, the decoded claims,
+//! once per request). Values longer than `max_value_bytes` count as absent.
+//!
+//! | source | value |
+//! |---|---|
+//! | `header:NAME` | first `NAME` header (UTF-8) |
+//! | `cookie:NAME` | cookie `NAME` (quotes removed) |
+//! | `query:NAME` | query parameter `NAME` (percent- and `+`-decoded) |
+//! | `jwt:CLAIM` | top-level claim of the `Authorization: Bearer` token, as its JSON value |
+//! | `baggage:KEY` | W3C `baggage` member `KEY` (percent-decoded) |
+//! | `request:method`, `request:path`, `request:host`, `request:scheme` | the request's |
+//! | `peer:ip` | the connecting peer's address |
+//! | `static:VALUE` | `VALUE` |
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, header};
+use serde_json::{Map, Value};
+use vexil_engine::EvaluationContext;
+
+use crate::dataplane::config::{ConfigError, DataPlaneConfig};
+use crate::dataplane::jwt::JwtVerifier;
+
+/// Where an attribute's value comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Source {
+    Header(HeaderName),
+    Cookie(Box<str>),
+    Query(Box<str>),
+    Jwt(Box<str>),
+    Baggage(Box<str>),
+    Method,
+    Path,
+    Host,
+    Scheme,
+    PeerIp,
+    Static(Box<str>),
+}
+
+impl Source {
+    /// Parses `kind:argument`.
+    pub(crate) fn parse(s: &str) -> Result<Source, String> {
+        let unknown = || {
+            format!(
+                "unknown source {s:?} (expected header:NAME, cookie:NAME, query:NAME, jwt:CLAIM, \
+                 baggage:KEY, request:method|path|host|scheme, peer:ip or static:VALUE)"
+            )
+        };
+        let (kind, arg) = s.split_once(':').ok_or_else(unknown)?;
+        let named = |what: &str| -> Result<Box<str>, String> {
+            if arg.is_empty() {
+                Err(format!("{s:?}: {what} must not be empty"))
+            } else {
+                Ok(arg.into())
+            }
+        };
+        Ok(match kind {
+            "header" => Source::Header(
+                HeaderName::from_bytes(arg.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| format!("{s:?}: {arg:?} is not a header name"))?,
+            ),
+            "cookie" => Source::Cookie(named("the cookie name")?),
+            "query" => Source::Query(named("the parameter name")?),
+            "jwt" => Source::Jwt(named("the claim name")?),
+            "baggage" => Source::Baggage(named("the baggage key")?),
+            "request" => match arg {
+                "method" => Source::Method,
+                "path" => Source::Path,
+                "host" => Source::Host,
+                "scheme" => Source::Scheme,
+                _ => return Err(format!("{s:?}: expected request:method|path|host|scheme")),
+            },
+            "peer" if arg == "ip" => Source::PeerIp,
+            "peer" => return Err(format!("{s:?}: expected peer:ip")),
+            "static" => Source::Static(arg.into()),
+            _ => return Err(unknown()),
+        })
+    }
+
+    /// True for `jwt:` sources.
+    pub(crate) fn is_jwt(&self) -> bool {
+        matches!(self, Source::Jwt(_))
+    }
+}
+
+/// What extraction reads from a request. Borrowed from the proxy's request header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestView<'a> {
+    pub headers: &'a HeaderMap,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The target host without port (absolute-form authority, else `Host`).
+    pub host: Option<&'a str>,
+    pub scheme: &'a str,
+    pub peer: Option<IpAddr>,
+}
+
+struct Attribute {
+    name: Box<str>,
+    sources: Box<[Source]>,
+}
+
+/// The compiled `[context]` mapping.
+pub(crate) struct ContextMapping {
+    attributes: Box<[Attribute]>,
+    jwt: Option<JwtVerifier>,
+    max_value_bytes: usize,
+}
+
+impl std::fmt::Debug for ContextMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextMapping")
+            .field("attributes", &self.attributes.len())
+            .field("jwt", &self.jwt)
+            .finish()
+    }
+}
+
+/// Claims of the request's bearer token, decoded at most once per request.
+enum Claims {
+    NotRead,
+    Absent,
+    Read(Map<String, Value>),
+}
+
+impl ContextMapping {
+    /// Compiles the mapping of a validated configuration and loads the JWT keys it needs.
+    pub(crate) fn new(config: &DataPlaneConfig) -> Result<ContextMapping, ConfigError> {
+        let mut uses_jwt = false;
+        let mut attributes = Vec::with_capacity(config.context.len());
+        for (name, sources) in &config.context {
+            let sources = sources
+                .iter()
+                .map(|s| Source::parse(s))
+                .collect::<Result<Box<[Source]>, String>>()
+                .map_err(|e| ConfigError {
+                    problems: vec![format!("context.{name}: {e}")],
+                })?;
+            uses_jwt |= sources.iter().any(Source::is_jwt);
+            attributes.push(Attribute {
+                name: name.as_str().into(),
+                sources,
+            });
+        }
+        let jwt = if uses_jwt {
+            Some(JwtVerifier::load(&config.context_options)?)
+        } else {
+            None
+        };
+        Ok(ContextMapping {
+            attributes: attributes.into(),
+            jwt,
+            max_value_bytes: config.context_options.max_value_bytes,
+        })
+    }
+
+    /// True when no attribute is configured (every context is empty).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.attributes.is_empty()
+    }
+
+    /// Builds the evaluation context of `req`.
+    pub(crate) fn extract(&self, req: &RequestView<'_>) -> EvaluationContext {
+        let mut map = Map::new();
+        let mut claims = Claims::NotRead;
+        for attr in self.attributes.iter() {
+            if let Some(value) = attr
+                .sources
+                .iter()
+                .find_map(|s| self.lookup(s, req, &mut claims))
+            {
+                map.insert(attr.name.to_string(), value);
+            }
+        }
+        EvaluationContext::from_map(map)
+    }
+
+    fn lookup(&self, source: &Source, req: &RequestView<'_>, claims: &mut Claims) -> Option<Value> {
+        match source {
+            Source::Jwt(claim) => return self.claim(claim, req, claims),
+            Source::PeerIp => return req.peer.map(|ip| Value::String(ip.to_string())),
+            _ => {}
+        }
+        let text: std::borrow::Cow<'_, str> = match source {
+            Source::Header(name) => req.headers.get(name)?.to_str().ok()?.into(),
+            Source::Cookie(name) => cookie(req.headers, name)?.into(),
+            Source::Query(name) => query_param(req.query?, name)?,
+            Source::Baggage(key) => baggage_member(req.headers, key)?,
+            Source::Method => req.method.into(),
+            Source::Path => req.path.into(),
+            Source::Host => req.host?.into(),
+            Source::Scheme => req.scheme.into(),
+            Source::Static(v) => v.as_ref().into(),
+            Source::Jwt(_) | Source::PeerIp => unreachable!("handled above"),
+        };
+        (text.len() <= self.max_value_bytes).then(|| Value::String(text.into_owned()))
+    }
+
+    fn claim(&self, name: &str, req: &RequestView<'_>, claims: &mut Claims) -> Option<Value> {
+        if let Claims::NotRead = claims {
+            *claims = req
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|auth| {
+                    self.jwt
+                        .as_ref()?
+                        .claims_from_authorization(auth.as_bytes())
+                })
+                .map_or(Claims::Absent, Claims::Read);
+        }
+        let Claims::Read(map) = claims else {
+            return None;
+        };
+        let value = map.get(name)?;
+        match value {
+            Value::Null => None,
+            Value::String(s) if s.len() > self.max_value_bytes => None,
+            v => Some(v.clone()),
+        }
+    }
+}
+
+/// Cookie `name` from every `Cookie` header (`a=1; b="2"`).
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| {
+                let v = v.trim();
+                v.strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v)
+            })
+        })
+}
+
+/// Query parameter `name` (the first one), decoded.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<std::borrow::Cow<'q, str>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k, true)? == name).then(|| percent_decode(v, true))?
+    })
+}
+
+/// Member `key` of the W3C `baggage` headers (`k1=v1;prop, k2=v2`), percent-decoded.
+fn baggage_member<'h>(headers: &'h HeaderMap, key: &str) -> Option<std::borrow::Cow<'h, str>> {
+    headers
+        .get_all("baggage")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|member| {
+            let kv = member.split(';').next()?;
+            let (k, v) = kv.split_once('=')?;
+            (k.trim() == key).then(|| percent_decode(v.trim(), false))?
+        })
+}
+
+/// Decodes `%XX` (and `+` as a space when `plus` is set); `None` when the result is not UTF-8 or
+/// an escape is malformed. Borrows when there is nothing to decode.
+pub(crate) fn percent_decode(s: &str, plus: bool) -> Option<std::borrow::Cow<'_, str>> {
+    if !s.bytes().any(|b| b == b'%' || (plus && b == b'+')) {
+        return Some(s.into());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().map(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::jwt::tests::hs256;
+    use serde_json::json;
+
+    fn mapping(toml: &str) -> ContextMapping {
+        ContextMapping::new(&DataPlaneConfig::from_toml_str(toml).unwrap()).unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn view<'a>(h: &'a HeaderMap, query: Option<&'a str>) -> RequestView<'a> {
+        RequestView {
+            headers: h,
+            method: "GET",
+            path: "/cart",
+            query,
+            host: Some("shop.internal"),
+            scheme: "http",
+            peer: Some("10.1.2.3".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn first_present_source_wins() {
+        let m = mapping(
+            r#"[context]
+targetingKey = ["header:x-user-id", "cookie:uid", "query:user", "static:anonymous"]
+country = ["baggage:country", "header:x-country"]
+"#,
+        );
+        let h = headers(&[("x-user-id", "u-header"), ("cookie", "uid=u-cookie")]);
+        let ctx = m.extract(&view(&h, None));
+        assert_eq!(ctx.targeting_key(), Some("u-header"));
+        assert_eq!(ctx.get("country"), None);
+
+        let h = headers(&[
+            ("cookie", "a=1; uid=\"u-cookie\""),
+            ("baggage", "other=1, country=d%C3%A9;p=1"),
+            ("x-country", "fr"),
+        ]);
+        let ctx = m.extract(&view(&h, None));
+        assert_eq!(ctx.targeting_key(), Some("u-cookie"));
+        assert_eq!(ctx.get("country"), Some(&json!("dé")));
+
+        let h = headers(&[]);
+        let ctx = m.extract(&view(&h, Some("x=1&user=ada+l%40x")));
+        assert_eq!(ctx.targeting_key(), Some("ada l@x"));
+        let ctx = m.extract(&view(&h, None));
+        assert_eq!(ctx.targeting_key(), Some("anonymous"));
+    }
+
+    #[test]
+    fn request_and_peer_sources() {
+        let m = mapping(
+            r#"[context]
+method = ["request:method"]
+path = ["request:path"]
+host = ["request:host"]
+scheme = ["request:scheme"]
+ip = ["peer:ip"]
+"#,
+        );
+        let h = headers(&[]);
+        let ctx = m.extract(&view(&h, None));
+        assert_eq!(
+            ctx.as_value(),
+            &json!({"method": "GET", "path": "/cart", "host": "shop.internal",
+                    "scheme": "http", "ip": "10.1.2.3"})
+        );
+    }
+
+    #[test]
+    fn jwt_claims_keep_their_json_type() {
+        let m = mapping(
+            r#"[context]
+targetingKey = ["jwt:sub"]
+tier = ["jwt:tier"]
+groups = ["jwt:groups"]
+[context_options]
+jwt_hs256_secret = "k"
+"#,
+        );
+        let token = hs256("k", &json!({"sub": "u1", "tier": 3, "groups": ["a", "b"]}));
+        let auth = format!("Bearer {token}");
+        let h = headers(&[("authorization", &auth)]);
+        let ctx = m.extract(&view(&h, None));
+        assert_eq!(
+            ctx.as_value(),
+            &json!({"targetingKey": "u1", "tier": 3, "groups": ["a", "b"]})
+        );
+        let bad = format!("Bearer {}", hs256("wrong", &json!({"sub": "u1"})));
+        let h = headers(&[("authorization", &bad)]);
+        assert!(m.extract(&view(&h, None)).is_empty());
+    }
+
+    #[test]
+    fn oversized_values_fall_through() {
+        let m = mapping(
+            r#"[context]
+id = ["header:x-id", "static:fb"]
+[context_options]
+max_value_bytes = 4
+"#,
+        );
+        let h = headers(&[("x-id", "12345")]);
+        assert_eq!(m.extract(&view(&h, None)).get("id"), Some(&json!("fb")));
+        let h = headers(&[("x-id", "1234")]);
+        assert_eq!(m.extract(&view(&h, None)).get("id"), Some(&json!("1234")));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b", false).unwrap(), "a b");
+        assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
+        assert_eq!(percent_decode("a+b", true).unwrap(), "a b");
+        assert!(percent_decode("%zz", false).is_none());
+        assert!(percent_decode("%ff", false).is_none());
+        assert!(percent_decode("%4", false).is_none());
+    }
+}

@@ -1,0 +1,283 @@
+//! The data plane's metrics, registered in the sidecar's [`Metrics`] registry (prefix
+//! `vexil_proxy_`):
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `dataplane_requests_total` | `listener`, `status` | requests answered (CONNECT tunnels count as 200 or their error) |
+//! | `dataplane_upstream_latency_seconds` | `listener` | request sent upstream → response header received |
+//! | `dataplane_injected_bytes_total` | `listener` | bytes of header values the sidecar added |
+//! | `dataplane_dropped_decisions_total` | `listener` | decisions left out of `vexil-flags` by the byte limit |
+//! | `dataplane_evaluations_total` | `listener`, `flag`, `variant` | flag evaluations for injection (`variant=""`: no value) |
+//! | `dataplane_invalid_incoming_total` | `listener` | incoming `vexil-flags` that were not a valid dictionary (replaced) |
+//! | `dataplane_stripped_total` | `listener` | requests whose `vexil-*` headers came from an untrusted peer and were removed |
+//!
+//! The hot path touches only atomics: counters by status and by (flag, variant) are looked up in
+//! the registry's family once and kept in slots.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+use crate::metrics::Metrics;
+
+/// Which listener handled a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Listener {
+    /// The outbound HTTP proxy (127.0.0.1:15001).
+    Outbound = 0,
+    /// Inbound mode, in front of the application (127.0.0.1:15006).
+    Inbound = 1,
+}
+
+impl Listener {
+    /// The label value: `outbound` or `inbound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Outbound => "outbound",
+            Listener::Inbound => "inbound",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    listener: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EvaluationLabels {
+    listener: &'static str,
+    flag: String,
+    variant: String,
+}
+
+/// Statuses with a slot; anything else (never produced by HTTP/1) is counted as 0.
+const STATUS_SLOTS: usize = 600;
+
+/// Per-listener metrics resolved once.
+struct PerListener {
+    latency: Histogram,
+    injected_bytes: Counter,
+    dropped: Counter,
+    invalid_incoming: Counter,
+    stripped: Counter,
+    statuses: Box<[OnceLock<Counter>]>,
+}
+
+struct Inner {
+    requests: Family<RequestLabels, Counter>,
+    evaluations: Family<EvaluationLabels, Counter>,
+    latency: Family<ListenerLabels, Histogram, fn() -> Histogram>,
+    injected_bytes: Family<ListenerLabels, Counter>,
+    dropped: Family<ListenerLabels, Counter>,
+    invalid_incoming: Family<ListenerLabels, Counter>,
+    stripped: Family<ListenerLabels, Counter>,
+    listeners: [PerListener; 2],
+}
+
+/// Handles to the data plane's metrics; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct DataPlaneMetrics(Arc<Inner>);
+
+impl std::fmt::Debug for DataPlaneMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlaneMetrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl DataPlaneMetrics {
+    /// Registers the data plane's metrics in `metrics`.
+    pub(crate) fn register(metrics: &Metrics) -> Self {
+        let m = Self::unregistered();
+        let i = &m.0;
+        metrics.register(
+            "dataplane_requests",
+            "Proxied requests by listener and response status",
+            i.requests.clone(),
+        );
+        metrics.register(
+            "dataplane_evaluations",
+            "Flag evaluations for header injection, by listener, flag and variant",
+            i.evaluations.clone(),
+        );
+        metrics.register(
+            "dataplane_upstream_latency_seconds",
+            "From sending the request upstream to receiving the response header",
+            i.latency.clone(),
+        );
+        metrics.register(
+            "dataplane_injected_bytes",
+            "Bytes of header values added to requests",
+            i.injected_bytes.clone(),
+        );
+        metrics.register(
+            "dataplane_dropped_decisions",
+            "Decisions left out of vexil-flags because they did not fit the byte limit",
+            i.dropped.clone(),
+        );
+        metrics.register(
+            "dataplane_invalid_incoming",
+            "Incoming vexil-flags headers that were not valid dictionaries and were replaced",
+            i.invalid_incoming.clone(),
+        );
+        metrics.register(
+            "dataplane_stripped",
+            "Requests whose vexil-* headers came from an untrusted peer and were removed",
+            i.stripped.clone(),
+        );
+        m
+    }
+
+    /// Metrics that are not registered anywhere (tests).
+    pub(crate) fn unregistered() -> Self {
+        let latency = Family::<ListenerLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let injected_bytes = Family::<ListenerLabels, Counter>::default();
+        let dropped = Family::<ListenerLabels, Counter>::default();
+        let invalid_incoming = Family::<ListenerLabels, Counter>::default();
+        let stripped = Family::<ListenerLabels, Counter>::default();
+        let per_listener = |l: Listener| {
+            let labels = ListenerLabels {
+                listener: l.as_str(),
+            };
+            PerListener {
+                latency: latency.get_or_create(&labels).clone(),
+                injected_bytes: injected_bytes.get_or_create(&labels).clone(),
+                dropped: dropped.get_or_create(&labels).clone(),
+                invalid_incoming: invalid_incoming.get_or_create(&labels).clone(),
+                stripped: stripped.get_or_create(&labels).clone(),
+                statuses: (0..STATUS_SLOTS).map(|_| OnceLock::new()).collect(),
+            }
+        };
+        let listeners = [
+            per_listener(Listener::Outbound),
+            per_listener(Listener::Inbound),
+        ];
+        DataPlaneMetrics(Arc::new(Inner {
+            requests: Family::default(),
+            evaluations: Family::default(),
+            latency,
+            injected_bytes,
+            dropped,
+            invalid_incoming,
+            stripped,
+            listeners,
+        }))
+    }
+
+    fn at(&self, listener: Listener) -> &PerListener {
+        &self.0.listeners[listener as usize]
+    }
+
+    /// Counts one answered request.
+    pub(crate) fn request(&self, listener: Listener, status: u16) {
+        let slot = usize::from(status).min(STATUS_SLOTS - 1);
+        let status = if usize::from(status) == slot {
+            status
+        } else {
+            0
+        };
+        self.at(listener).statuses[slot]
+            .get_or_init(|| {
+                self.0
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        listener: listener.as_str(),
+                        status,
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// Records the upstream latency of one request.
+    pub(crate) fn upstream_latency(&self, listener: Listener, latency: Duration) {
+        self.at(listener).latency.observe(latency.as_secs_f64());
+    }
+
+    /// Counts injected header bytes and decisions dropped by the byte limit.
+    pub(crate) fn injected(&self, listener: Listener, bytes: usize, dropped: u32) {
+        let p = self.at(listener);
+        if bytes > 0 {
+            p.injected_bytes.inc_by(bytes as u64);
+        }
+        if dropped > 0 {
+            p.dropped.inc_by(u64::from(dropped));
+        }
+    }
+
+    /// Counts an incoming `vexil-flags` that was not a valid dictionary.
+    pub(crate) fn invalid_incoming(&self, listener: Listener) {
+        self.at(listener).invalid_incoming.inc();
+    }
+
+    /// Counts a request whose `vexil-*` headers were stripped.
+    pub(crate) fn stripped(&self, listener: Listener) {
+        self.at(listener).stripped.inc();
+    }
+
+    /// The evaluation counter of (`listener`, `flag`, `variant`), for [`crate::dataplane::plan`]'s
+    /// slots.
+    pub(crate) fn evaluation_counter(
+        &self,
+        listener: Listener,
+        flag: &str,
+        variant: &str,
+    ) -> Counter {
+        self.0
+            .evaluations
+            .get_or_create(&EvaluationLabels {
+                listener: listener.as_str(),
+                flag: flag.to_owned(),
+                variant: variant.to_owned(),
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::SnapshotCell;
+
+    #[test]
+    fn renders_with_labels() {
+        let metrics = Metrics::new(Arc::new(SnapshotCell::new()));
+        let m = DataPlaneMetrics::register(&metrics);
+        m.request(Listener::Outbound, 200);
+        m.request(Listener::Outbound, 200);
+        m.request(Listener::Inbound, 502);
+        m.injected(Listener::Outbound, 40, 2);
+        m.upstream_latency(Listener::Outbound, Duration::from_micros(300));
+        m.evaluation_counter(Listener::Outbound, "a", "on").inc();
+        m.stripped(Listener::Inbound);
+        let text = metrics.render();
+        for want in [
+            "vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"200\"} 2",
+            "vexil_proxy_dataplane_requests_total{listener=\"inbound\",status=\"502\"} 1",
+            "vexil_proxy_dataplane_injected_bytes_total{listener=\"outbound\"} 40",
+            "vexil_proxy_dataplane_dropped_decisions_total{listener=\"outbound\"} 2",
+            "vexil_proxy_dataplane_upstream_latency_seconds_count{listener=\"outbound\"} 1",
+            "vexil_proxy_dataplane_evaluations_total{listener=\"outbound\",flag=\"a\",variant=\"on\"} 1",
+            "vexil_proxy_dataplane_stripped_total{listener=\"inbound\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! The pingora side: the HTTP proxy ([`Sidecar`], a [`ProxyHttp`]) and the connection front
+//! ([`Front`], a [`ServerApp`]) that counts connections and takes `CONNECT` tunnels before pingora
+//! sees them (pingora answers `CONNECT` with 405 and has no tunnel mode).
+//!
+//! Outbound, a request is routed by its target: an absolute-form target (`GET http://host/path`,
+//! from `HTTP_PROXY` clients) is forwarded in origin-form with `Host` set to its authority; an
+//! origin-form request goes to the connection's original destination when iptables redirected it
+//! (transparent mode), else to its `Host`. Inbound, every request goes to the configured upstream
+//! (the application). Names are resolved asynchronously (`tokio::net::lookup_host`, cached for a few
+//! seconds) and peers are built from socket addresses, so a failed lookup is a 502, never a panic.
+//! pingora pools upstream connections by address and strips the standard hop-by-hop request
+//! headers (RFC 9110 §7.6.1: `Connection` and the fields it lists, `Keep-Alive`,
+//! `Proxy-Connection`, `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`
+//! except for WebSocket); responses lose the fields their `Connection` lists, `Keep-Alive` and
+//! `Proxy-Connection`. Failures answer a short plain-text reason: 502 (cannot resolve, connect or
+//! talk to the upstream) or 504 (connect or read timeout).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::apps::ServerApp;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::Stream;
+use pingora::proxy::{FailToProxy, HttpProxy, ProxyHttp, Session};
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::dataplane::inject::{Injector, Target};
+use crate::dataplane::metrics::Listener;
+
+/// How long a new connection may stay silent before its first request.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest `CONNECT` request head accepted.
+const MAX_CONNECT_HEAD: usize = 8192;
+/// How long a resolved name is reused.
+const DNS_TTL: Duration = Duration::from_secs(5);
+/// Most names kept in the resolver's cache.
+const DNS_CACHE_MAX: usize = 1024;
+
+/// Upstream timeouts and pooling.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub idle: Duration,
+}
+
+/// Why a request could not be forwarded: a status and a short reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub status: u16,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Resolved names: host → (address, when resolved). Keyed by host alone so a lookup borrows the
+/// request's `&str`.
+type DnsCache = HashMap<Box<str>, (IpAddr, Instant)>;
+
+/// Asynchronous name resolution with a small copy-on-write cache (reads take no lock).
+#[derive(Default)]
+pub(crate) struct Resolver {
+    cache: ArcSwap<DnsCache>,
+}
+
+impl Resolver {
+    /// The address of `host:port` (`host` may be an IP literal, IPv6 with or without brackets).
+    pub(crate) async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<SocketAddr, Refusal> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        if let Some((ip, at)) = self.cache.load().get(bare)
+            && at.elapsed() < DNS_TTL
+        {
+            return Ok(SocketAddr::new(*ip, port));
+        }
+        let lookup = tokio::net::lookup_host((bare, port));
+        let addr = match tokio::time::timeout(timeout, lookup).await {
+            Err(_) => return Err(Refusal::new(504, format!("resolving {bare} timed out"))),
+            Ok(Err(_)) => None,
+            Ok(Ok(mut addrs)) => addrs.next(),
+        };
+        let addr = addr.ok_or_else(|| Refusal::new(502, format!("cannot resolve {bare}")))?;
+        self.cache.rcu(|cache| {
+            let mut next = if cache.len() >= DNS_CACHE_MAX {
+                HashMap::new()
+            } else {
+                HashMap::clone(cache)
+            };
+            next.insert(bare.into(), (addr.ip(), Instant::now()));
+            next
+        });
+        Ok(addr)
+    }
+}
+
+/// Open client connections of a data plane (graceful shutdown waits for them).
+#[derive(Debug, Default)]
+pub(crate) struct Connections(AtomicUsize);
+
+impl Connections {
+    /// How many connections are open.
+    pub(crate) fn open(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn enter(self: &Arc<Self>) -> ConnectionGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(self.clone())
+    }
+}
+
+struct ConnectionGuard(Arc<Connections>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where a listener sends requests.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mode {
+    /// Outbound proxy: by absolute-form target, original destination or `Host`.
+    Outbound,
+    /// Inbound mode: everything to the application.
+    Inbound { upstream: SocketAddr },
+}
+
+/// The pingora proxy of one listener.
+pub(crate) struct Sidecar {
+    pub listener: Listener,
+    pub mode: Mode,
+    /// The listener's own address (requests routed back to it are refused).
+    pub own_addr: SocketAddr,
+    pub injector: Arc<Injector>,
+    pub resolver: Arc<Resolver>,
+    pub timeouts: Timeouts,
+}
+
+/// Per-request state.
+#[derive(Debug, Default)]
+pub(crate) struct Ctx {
+    /// The upstream's address.
+    dest: Option<SocketAddr>,
+    /// Lowercase host without port (routing, `request:host`).
+    host: Option<String>,
+    /// The authority of an absolute-form target (becomes `Host`).
+    authority: Option<String>,
+    /// When the request was sent upstream.
+    sent_at: Option<Instant>,
+}
+
+/// The target of an outbound request before resolution.
+#[derive(Debug, PartialEq, Eq)]
+struct Destination {
+    host: String,
+    port: u16,
+    /// Set for absolute-form targets.
+    authority: Option<String>,
+}
+
+impl Sidecar {
+    /// Decides where the request goes and resolves it.
+    async fn destination(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Refusal> {
+        let req = session.req_header();
+        match self.mode {
+            Mode::Inbound { upstream } => {
+                ctx.host = host_header(req).map(|(h, _)| h);
+                ctx.dest = Some(upstream);
+                Ok(())
+            }
+            Mode::Outbound => {
+                let dest = match absolute_target(req.raw_path())? {
+                    Some(d) => d,
+                    None => {
+                        if let Some(addr) = original_destination(session, self.own_addr) {
+                            ctx.host = host_header(req).map(|(h, _)| h);
+                            ctx.dest = Some(addr);
+                            return Ok(());
+                        }
+                        let (host, port) = host_header(req).ok_or_else(|| {
+                            Refusal::new(
+                                400,
+                                "no target: send an absolute-form request (HTTP_PROXY) or a Host header",
+                            )
+                        })?;
+                        Destination {
+                            host,
+                            port: port.unwrap_or(80),
+                            authority: None,
+                        }
+                    }
+                };
+                let addr = self
+                    .resolver
+                    .resolve(&dest.host, dest.port, self.timeouts.connect)
+                    .await?;
+                if is_self(addr, self.own_addr) {
+                    return Err(Refusal::new(508, "the target is this proxy"));
+                }
+                ctx.dest = Some(addr);
+                ctx.host = Some(dest.host);
+                ctx.authority = dest.authority;
+                Ok(())
+            }
+        }
+    }
+
+    fn peer_ip(session: &Session) -> Option<IpAddr> {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Sidecar {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        match self.destination(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(refusal) => {
+                answer(session, refusal.status, &refusal.reason).await;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let addr = ctx
+            .dest
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no destination"))?;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.timeouts.connect);
+        o.total_connection_timeout = Some(self.timeouts.connect);
+        o.read_timeout = Some(self.timeouts.read);
+        o.idle_timeout = Some(self.timeouts.idle);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(authority) = &ctx.authority {
+            let origin = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            let uri = http::Uri::try_from(origin)
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "target path", e))?;
+            req.set_uri(uri);
+            req.insert_header(header::HOST, authority.as_str())?;
+        }
+        let peer = Self::peer_ip(session);
+        if matches!(self.mode, Mode::Inbound { .. })
+            && !self.injector.trusts(peer)
+            && self.injector.strip(req)
+        {
+            self.injector.metrics().stripped(self.listener);
+        }
+        let target = Target {
+            host: ctx.host.as_deref(),
+            scheme: "http",
+        };
+        self.injector.inject(self.listener, req, &target, peer);
+        ctx.sent_at = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(at) = ctx.sent_at.take() {
+            self.injector
+                .metrics()
+                .upstream_latency(self.listener, at.elapsed());
+        }
+        if resp.status != 101 {
+            strip_response_hop_by_hop(resp);
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let (status, reason) = failure(e);
+        if status > 0 {
+            answer(session, status, reason).await;
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, _ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        self.injector.metrics().request(self.listener, status);
+    }
+}
+
+/// Status and reason for a proxying error (0: the client is gone, answer nothing).
+fn failure(e: &Error) -> (u16, &'static str) {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => (*code, "error"),
+        ErrorType::ConnectTimedout => (504, "upstream connect timed out"),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => (504, "upstream timed out"),
+        ErrorType::ConnectRefused => (502, "upstream refused the connection"),
+        ErrorType::ConnectNoRoute => (502, "no route to upstream"),
+        _ => match e.esource() {
+            ErrorSource::Upstream => (502, "upstream failed"),
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    (0, "")
+                }
+                _ => (400, "bad request"),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => (502, "proxy error"),
+        },
+    }
+}
+
+/// Answers `status` with a one-line plain-text body.
+async fn answer(session: &mut Session, status: u16, reason: &str) {
+    let body = Bytes::from(format!("vexil-proxy: {reason}\n"));
+    let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
+        return;
+    };
+    let _ = resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
+    let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
+    if let Err(e) = session
+        .as_downstream_mut()
+        .write_error_response(resp, body)
+        .await
+    {
+        tracing::debug!("could not answer {status}: {e}");
+    }
+}
+
+/// Removes the fields a response's `Connection` lists, `Keep-Alive` and `Proxy-Connection`
+/// (pingora writes its own `Connection`).
+fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    let listed: Vec<String> = resp
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
+        .collect();
+    for name in listed {
+        resp.remove_header(&name);
+    }
+    resp.remove_header("keep-alive");
+    resp.remove_header("proxy-connection");
+}
+
+/// The target of an absolute-form request (`http://authority/path`), `None` for origin-form.
+fn absolute_target(raw: &[u8]) -> Result<Option<Destination>, Refusal> {
+    if raw.first() == Some(&b'/') || raw == b"*" {
+        return Ok(None);
+    }
+    let bad = || Refusal::new(400, "malformed request target");
+    let uri = http::Uri::try_from(raw).map_err(|_| bad())?;
+    let Some(authority) = uri.authority() else {
+        return Ok(None);
+    };
+    match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") => {}
+        Some(s) if s.eq_ignore_ascii_case("https") => {
+            return Err(Refusal::new(
+                400,
+                "https targets go through CONNECT (the proxy does not originate TLS)",
+            ));
+        }
+        _ => return Err(bad()),
+    }
+    if authority.as_str().contains('@') {
+        return Err(bad());
+    }
+    Ok(Some(Destination {
+        host: authority.host().to_ascii_lowercase(),
+        port: authority.port_u16().unwrap_or(80),
+        authority: Some(authority.as_str().to_owned()),
+    }))
+}
+
+/// The request's `Host`: lowercase host without port, and the port.
+fn host_header(req: &RequestHeader) -> Option<(String, Option<u16>)> {
+    let value = req.headers.get(header::HOST)?.to_str().ok()?;
+    let authority = http::uri::Authority::try_from(value).ok()?;
+    let host = authority.host();
+    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), authority.port_u16()))
+}
+
+/// The connection's pre-NAT destination when iptables redirected it here.
+fn original_destination(session: &Session, own: SocketAddr) -> Option<SocketAddr> {
+    let digest = session.digest()?.socket_digest.as_ref()?;
+    let dst = *digest.original_dst()?.as_inet()?;
+    let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+    (Some(dst) != local && !is_self(dst, own)).then_some(dst)
+}
+
+/// True when `addr` is the proxy's own listener.
+fn is_self(addr: SocketAddr, own: SocketAddr) -> bool {
+    addr.port() == own.port()
+        && (addr.ip() == own.ip()
+            || (own.ip().is_unspecified()
+                && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+}
+
+/// The connection front: counts connections and serves `CONNECT` tunnels; hands every other
+/// connection to the HTTP proxy.
+pub(crate) struct Front {
+    pub http: Arc<HttpProxy<Sidecar>>,
+    /// Tunnels allowed (outbound only).
+    pub connect: bool,
+    pub connections: Arc<Connections>,
+    pub resolver: Arc<Resolver>,
+    pub injector: Arc<Injector>,
+    pub listener: Listener,
+    pub own_addr: SocketAddr,
+    pub connect_timeout: Duration,
+}
+
+#[async_trait]
+impl ServerApp for Front {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _open = self.connections.enter();
+        if self.connect {
+            let mut first = [0u8; 8];
+            let mut stop = shutdown.clone();
+            let peeked = tokio::select! {
+                r = tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.try_peek(&mut first)) => {
+                    matches!(r, Ok(Ok(true)))
+                }
+                _ = stop.wait_for(|s| *s) => false,
+            };
+            if !peeked {
+                return None;
+            }
+            if first.eq_ignore_ascii_case(b"CONNECT ") {
+                self.tunnel(stream).await;
+                return None;
+            }
+        }
+        self.http.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.http).await;
+    }
+}
+
+impl Front {
+    /// Serves one `CONNECT`: resolve, connect, answer 200, then copy bytes both ways.
+    async fn tunnel(&self, mut client: Stream) {
+        let status = match self.open_tunnel(&mut client).await {
+            Ok((upstream, leftover)) => {
+                self.injector.metrics().request(self.listener, 200);
+                splice(client, upstream, leftover).await;
+                return;
+            }
+            Err(refusal) if refusal.status == 0 => return, // the client is gone
+            Err(refusal) => refusal,
+        };
+        let body = format!("vexil-proxy: {}\n", status.reason);
+        let head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            status.status,
+            http::StatusCode::from_u16(status.status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or(""),
+            body.len()
+        );
+        let _ = client.write_all(head.as_bytes()).await;
+        let _ = client.write_all(body.as_bytes()).await;
+        let _ = client.flush().await;
+        self.injector
+            .metrics()
+            .request(self.listener, status.status);
+    }
+
+    async fn open_tunnel(&self, client: &mut Stream) -> Result<(TcpStream, Vec<u8>), Refusal> {
+        let (head, leftover) = read_head(client).await?;
+        let (host, port) = connect_authority(&head)?;
+        let addr = self
+            .resolver
+            .resolve(&host, port, self.connect_timeout)
+            .await?;
+        if is_self(addr, self.own_addr) {
+            return Err(Refusal::new(508, "the target is this proxy"));
+        }
+        let upstream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Err(_) => return Err(Refusal::new(504, "upstream connect timed out")),
+                Ok(Err(e)) => {
+                    return Err(Refusal::new(
+                        502,
+                        format!("cannot connect to upstream: {e}"),
+                    ));
+                }
+                Ok(Ok(s)) => s,
+            };
+        let _ = upstream.set_nodelay(true);
+        // pingora's streams are write-buffered: the 200 must be flushed before tunnelling.
+        client
+            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .await
+            .and(client.flush().await)
+            .map_err(|_| Refusal::new(0, "client gone"))?;
+        Ok((upstream, leftover))
+    }
+}
+
+/// Copies bytes both ways until either side closes.
+async fn splice(mut client: Stream, mut upstream: TcpStream, leftover: Vec<u8>) {
+    if !leftover.is_empty() && upstream.write_all(&leftover).await.is_err() {
+        return;
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!("tunnel closed: {e}");
+    }
+}
+
+/// Reads a request head up to its blank line: (head, bytes after it).
+async fn read_head(client: &mut Stream) -> Result<(String, Vec<u8>), Refusal> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let leftover = buf.split_off(end + 4);
+            let head =
+                String::from_utf8(buf).map_err(|_| Refusal::new(400, "malformed CONNECT"))?;
+            return Ok((head, leftover));
+        }
+        if buf.len() > MAX_CONNECT_HEAD {
+            return Err(Refusal::new(431, "CONNECT request head too large"));
+        }
+        let read = tokio::time::timeout(FIRST_BYTES_TIMEOUT, client.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return Err(Refusal::new(0, "client gone")),
+        }
+    }
+}
+
+/// The `host` and `port` of `CONNECT host:port HTTP/1.1`.
+fn connect_authority(head: &str) -> Result<(String, u16), Refusal> {
+    let bad = || Refusal::new(400, "malformed CONNECT target (expected host:port)");
+    let line = head.lines().next().ok_or_else(bad)?;
+    let mut parts = line.split(' ');
+    let (_method, target, version) = (parts.next(), parts.next().ok_or_else(bad)?, parts.next());
+    if !version.is_some_and(|v| v.starts_with("HTTP/1.")) {
+        return Err(bad());
+    }
+    let authority = http::uri::Authority::try_from(target).map_err(|_| bad())?;
+    let port = authority.port_u16().ok_or_else(bad)?;
+    if authority.host().is_empty() || target.contains('@') {
+        return Err(bad());
+    }
+    Ok((authority.host().to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_targets() {
+        let d = absolute_target(b"http://Example.com:8080/a?b=1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d,
+            Destination {
+                host: "example.com".into(),
+                port: 8080,
+                authority: Some("Example.com:8080".into())
+            }
+        );
+        let d = absolute_target(b"http://[::1]/").unwrap().unwrap();
+        assert_eq!((d.host.as_str(), d.port), ("[::1]", 80));
+        assert_eq!(absolute_target(b"/path").unwrap(), None);
+        assert_eq!(absolute_target(b"https://x/").unwrap_err().status, 400);
+        assert_eq!(absolute_target(b"http://u@x/").unwrap_err().status, 400);
+        assert_eq!(absolute_target(b"ftp://x/").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn connect_targets() {
+        assert_eq!(
+            connect_authority("CONNECT Example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap(),
+            ("example.com".into(), 443)
+        );
+        assert_eq!(
+            connect_authority("CONNECT [::1]:8443 HTTP/1.1\r\n").unwrap(),
+            ("[::1]".into(), 8443)
+        );
+        assert!(connect_authority("CONNECT example.com HTTP/1.1\r\n").is_err());
+        assert!(connect_authority("CONNECT a:1 SPDY\r\n").is_err());
+    }
+
+    #[test]
+    fn self_targets() {
+        let own: SocketAddr = "127.0.0.1:15001".parse().unwrap();
+        assert!(is_self(own, own));
+        assert!(!is_self("127.0.0.1:80".parse().unwrap(), own));
+        let any: SocketAddr = "0.0.0.0:15001".parse().unwrap();
+        assert!(is_self("127.0.0.1:15001".parse().unwrap(), any));
+    }
+
+    #[tokio::test]
+    async fn resolution() {
+        let r = Resolver::default();
+        let t = Duration::from_secs(2);
+        assert_eq!(
+            r.resolve("127.0.0.1", 80, t).await.unwrap(),
+            "127.0.0.1:80".parse().unwrap()
+        );
+        assert_eq!(
+            r.resolve("[::1]", 81, t).await.unwrap(),
+            "[::1]:81".parse().unwrap()
+        );
+        assert!(
+            r.resolve("localhost", 82, t)
+                .await
+                .unwrap()
+                .ip()
+                .is_loopback()
+        );
+        let e = r.resolve("no-such-host.invalid", 80, t).await.unwrap_err();
+        assert_eq!(e.status, 502);
+    }
+
+    #[test]
+    fn failures_map_to_statuses() {
+        let e = Error::new(ErrorType::ConnectTimedout);
+        assert_eq!(failure(&e).0, 504);
+        let e = Error::new(ErrorType::ConnectRefused);
+        assert_eq!(failure(&e).0, 502);
+    }
+}

@@ -1,0 +1,649 @@
+//! Integration tests of the HTTP data plane: real pingora on loopback ports, an echo upstream
+//! (axum) that answers with the request it saw, reqwest as an `HTTP_PROXY` client, raw sockets for
+//! Host-routed requests and `CONNECT`, and a TLS echo server (tokio-rustls, rcgen certificates)
+//! behind a tunnel.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rustls::pki_types::pem::PemObject as _;
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use vexil_engine::FlagSet;
+use vexil_proxy::dataplane::{self, DataPlaneConfig, DataPlaneHandle, Inbound, Listeners};
+use vexil_proxy::metrics::Metrics;
+use vexil_proxy::snapshot::{Snapshot, SnapshotCell, Source};
+
+const SECRET: &str = "test-secret";
+
+const MAPPING: &str = r#"
+[context]
+targetingKey = ["header:x-user-id", "cookie:uid", "jwt:sub"]
+country = ["header:x-country", "baggage:country"]
+tier = ["jwt:tier"]
+[context_options]
+jwt_hs256_secret = "test-secret"
+"#;
+
+/// Every flag evaluated with an empty context.
+const DEFAULTS: &str = "checkout=?0, country-banner=\"none\", layout=grid, limit=20, ratio=0.5";
+
+fn flags() -> Value {
+    json!({"flags": {
+        "checkout": {"state": "ENABLED", "variants": {"on": true, "off": false},
+            "defaultVariant": "off",
+            "targeting": {"if": [{"==": [{"var": "targetingKey"}, "vip"]}, "on", null]}},
+        "country-banner": {"state": "ENABLED", "variants": {"eu": "eu-banner", "none": "none"},
+            "defaultVariant": "none",
+            "targeting": {"if": [{"in": [{"var": "country"}, ["de", "fr"]]}, "eu", null]}},
+        "limit": {"state": "ENABLED", "variants": {"low": 20, "high": 100}, "defaultVariant": "low",
+            "targeting": {"if": [{"==": [{"var": "tier"}, "gold"]}, "high", null]}},
+        "ratio": {"state": "ENABLED", "variants": {"half": 0.5}, "defaultVariant": "half"},
+        "layout": {"state": "ENABLED", "variants": {"grid": {"cols": 3}, "list": {"cols": 1}},
+            "defaultVariant": "grid"},
+        "disabled": {"state": "DISABLED", "variants": {"on": true}, "defaultVariant": "on"}
+    }})
+}
+
+/// A free loopback port (pingora cannot report a port-0 binding).
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The echo upstream: answers every request with `{method, uri, headers}`; `/slow` first waits
+/// 800 ms.
+async fn echo_server() -> SocketAddr {
+    async fn echo(req: axum::extract::Request) -> axum::Json<Value> {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        let mut headers = Map::new();
+        for (name, value) in req.headers() {
+            let value = value.to_str().unwrap_or("<binary>");
+            match headers.get_mut(name.as_str()) {
+                Some(Value::String(s)) => {
+                    s.push_str(", ");
+                    s.push_str(value);
+                }
+                _ => {
+                    headers.insert(name.as_str().into(), value.into());
+                }
+            }
+        }
+        axum::Json(json!({
+            "method": req.method().as_str(),
+            "uri": req.uri().to_string(),
+            "headers": headers,
+        }))
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(echo);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A running data plane with its echo upstream.
+struct Env {
+    dp: Option<DataPlaneHandle>,
+    /// One client for every request, so connections are kept alive on both sides.
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    echo: SocketAddr,
+    proxy: SocketAddr,
+    inbound: Option<SocketAddr>,
+}
+
+impl Env {
+    async fn start(config: &str) -> Env {
+        Self::start_with(config, false).await
+    }
+
+    async fn start_with(config: &str, inbound: bool) -> Env {
+        let echo = echo_server().await;
+        let cell = Arc::new(SnapshotCell::new());
+        let set = FlagSet::from_json(&flags()).unwrap();
+        cell.publish(Snapshot::new("test", 1, set, Source::File("t".into())));
+        let metrics = Arc::new(Metrics::new(cell.clone()));
+        let config = DataPlaneConfig::from_toml_str(config).unwrap();
+        let listeners = Listeners {
+            outbound: free_addr(),
+            inbound: inbound.then(|| Inbound {
+                addr: free_addr(),
+                upstream: echo,
+            }),
+        };
+        let m = metrics.clone();
+        let dp = tokio::task::spawn_blocking(move || {
+            dataplane::start(config, listeners, 1, Duration::from_secs(5), cell, m)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        Env {
+            dp: Some(dp),
+            client: reqwest::Client::builder()
+                .proxy(reqwest::Proxy::http(format!("http://{}", listeners.outbound)).unwrap())
+                .build()
+                .unwrap(),
+            metrics,
+            echo,
+            proxy: listeners.outbound,
+            inbound: listeners.inbound.map(|i| i.addr),
+        }
+    }
+
+    /// The reqwest client using the sidecar as its HTTP proxy.
+    fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
+    /// What the upstream saw for `GET /path` with `headers`, through the proxy.
+    async fn seen(&self, headers: &[(&str, &str)]) -> Value {
+        let mut req = self.client().get(format!("http://{}/path?q=1", self.echo));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    async fn flags_seen(&self, headers: &[(&str, &str)]) -> String {
+        let seen = self.seen(headers).await;
+        seen["headers"]["vexil-flags"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits (up to 2 s) until the metrics contain `line`: requests are counted after their
+    /// response went out, so the client can be faster than the count.
+    async fn metric(&self, line: &str) {
+        for _ in 0..200 {
+            if self.metrics.render().contains(line) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("missing {line} in\n{}", self.metrics.render());
+    }
+
+    async fn shutdown(&mut self) -> bool {
+        let dp = self.dp.take().unwrap();
+        tokio::task::spawn_blocking(move || dp.shutdown())
+            .await
+            .unwrap()
+    }
+}
+
+/// Sends raw bytes to `addr` and returns (status, head, body) of the response.
+async fn raw(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("a response within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn jwt(secret: &str, claims: &Value) -> String {
+    let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let sig = ring::hmac::sign(&key, format!("{h}.{c}").as_bytes());
+    format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_from_header_cookie_jwt_and_baggage() {
+    let env = Env::start(MAPPING).await;
+    assert_eq!(env.flags_seen(&[]).await, DEFAULTS);
+    let vip = "checkout=?1, country-banner=\"none\", layout=grid, limit=20, ratio=0.5";
+    assert_eq!(env.flags_seen(&[("x-user-id", "vip")]).await, vip);
+    assert_eq!(env.flags_seen(&[("cookie", "a=b; uid=vip")]).await, vip);
+    let token = jwt(SECRET, &json!({"sub": "vip", "tier": "gold"}));
+    assert_eq!(
+        env.flags_seen(&[("authorization", &format!("Bearer {token}"))])
+            .await,
+        "checkout=?1, country-banner=\"none\", layout=grid, limit=100, ratio=0.5"
+    );
+    let forged = jwt("not-the-secret", &json!({"sub": "vip", "tier": "gold"}));
+    assert_eq!(
+        env.flags_seen(&[("authorization", &format!("Bearer {forged}"))])
+            .await,
+        DEFAULTS
+    );
+    assert_eq!(
+        env.flags_seen(&[("baggage", "session=1,country=de")]).await,
+        "checkout=?0, country-banner=\"eu-banner\", layout=grid, limit=20, ratio=0.5"
+    );
+    // The header wins over baggage (first present source).
+    assert_eq!(
+        env.flags_seen(&[("x-country", "us"), ("baggage", "country=de")])
+            .await,
+        DEFAULTS
+    );
+
+    let seen = env.seen(&[]).await;
+    assert_eq!(seen["headers"]["vexil-revision"], "test@1");
+    assert_eq!(seen["uri"], "/path?q=1", "origin-form upstream");
+    assert_eq!(seen["headers"]["host"], env.echo.to_string());
+
+    env.metric("vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"200\"} 8")
+        .await;
+    let text = env.metrics.render();
+    assert!(text.contains(
+        "vexil_proxy_dataplane_evaluations_total{listener=\"outbound\",flag=\"checkout\",variant=\"on\"} 3"
+    ));
+    assert!(
+        text.contains(
+            "vexil_proxy_dataplane_upstream_latency_seconds_count{listener=\"outbound\"} 8"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_decisions_are_kept_or_overridden() {
+    let env = Env::start(MAPPING).await;
+    assert_eq!(
+        env.flags_seen(&[
+            ("x-user-id", "vip"),
+            ("vexil-flags", "checkout=?0, extra=7")
+        ])
+        .await,
+        "checkout=?0, extra=7, country-banner=\"none\", layout=grid, limit=20, ratio=0.5"
+    );
+    // An invalid incoming header is replaced (and counted).
+    assert_eq!(
+        env.flags_seen(&[("vexil-flags", "Not A Dictionary")]).await,
+        DEFAULTS
+    );
+    assert!(
+        env.metrics
+            .render()
+            .contains("vexil_proxy_dataplane_invalid_incoming_total{listener=\"outbound\"} 1")
+    );
+
+    let env = Env::start(&format!(
+        "{MAPPING}\n[[routes]]\npath_prefix = \"/\"\noverride = true\n"
+    ))
+    .await;
+    assert_eq!(
+        env.flags_seen(&[
+            ("x-user-id", "vip"),
+            ("vexil-flags", "checkout=?0, extra=7")
+        ])
+        .await,
+        "extra=7, checkout=?1, country-banner=\"none\", layout=grid, limit=20, ratio=0.5"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_select_flags() {
+    let config = format!(
+        "{MAPPING}\n[[routes]]\npath_prefix = \"/path\"\nflags = [\"limit\", \"checkout\"]\n"
+    );
+    let env = Env::start(&config).await;
+    assert_eq!(env.flags_seen(&[]).await, "limit=20, checkout=?0");
+    let resp = env
+        .client()
+        .get(format!("http://{}/other", env.echo))
+        .send()
+        .await
+        .unwrap();
+    let seen: Value = resp.json().await.unwrap();
+    assert!(seen["headers"].get("vexil-flags").is_none(), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_limit_holds_and_drops_are_counted() {
+    let env = Env::start(&format!(
+        "{MAPPING}\n[headers]\nmax_bytes = 64\nper_flag = true\n"
+    ))
+    .await;
+    let seen = env.seen(&[]).await;
+    let flags = seen["headers"]["vexil-flags"].as_str().unwrap();
+    assert!(flags.len() <= 64, "{flags}");
+    // Whole members only: what is there parses, and the largest ones that did not fit are gone.
+    assert_eq!(
+        flags,
+        "checkout=?0, country-banner=\"none\", layout=grid, limit=20"
+    );
+    assert_eq!(seen["headers"]["vexil-flag-limit"], "20");
+    assert!(seen["headers"].get("vexil-flag-ratio").is_none());
+    let text = env.metrics.render();
+    assert!(
+        text.contains("vexil_proxy_dataplane_dropped_decisions_total{listener=\"outbound\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_and_host_routed_requests() {
+    let env = Env::start(MAPPING).await;
+    let echo = env.echo;
+    // Absolute-form (what HTTP_PROXY clients send), with hop-by-hop headers that must not pass.
+    let (status, _, body) = raw(
+        env.proxy,
+        &format!(
+            "GET http://{echo}/abs?x=1 HTTP/1.1\r\nHost: {echo}\r\nProxy-Connection: keep-alive\r\n\
+             Proxy-Authorization: Basic Zm9vOmJhcg==\r\nConnection: close, x-hop\r\nX-Hop: 1\r\n\
+             Keep-Alive: timeout=5\r\nX-User-Id: vip\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["uri"], "/abs?x=1");
+    let headers = seen["headers"].as_object().unwrap();
+    for hop in [
+        "proxy-connection",
+        "proxy-authorization",
+        "x-hop",
+        "keep-alive",
+    ] {
+        assert!(!headers.contains_key(hop), "{hop} forwarded: {seen}");
+    }
+    assert!(
+        headers["vexil-flags"]
+            .as_str()
+            .unwrap()
+            .starts_with("checkout=?1")
+    );
+
+    // Host-routed (transparent mode): origin-form with only a Host.
+    let (status, _, body) = raw(
+        env.proxy,
+        &format!("GET /routed HTTP/1.1\r\nHost: {echo}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["uri"], "/routed");
+    assert_eq!(seen["headers"]["vexil-flags"], DEFAULTS);
+
+    // A Host naming the proxy itself is refused, not looped.
+    let (status, _, _) = raw(
+        env.proxy,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            env.proxy
+        ),
+    )
+    .await;
+    assert_eq!(status, 508);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_upstreams_answer_502() {
+    let env = Env::start(MAPPING).await;
+    let closed = free_addr();
+    let resp = env
+        .client()
+        .get(format!("http://{closed}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    assert!(resp.text().await.unwrap().starts_with("vexil-proxy: "));
+
+    let resp = env
+        .client()
+        .get("http://no-such-host.invalid/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "vexil-proxy: cannot resolve no-such-host.invalid\n"
+    );
+
+    let (status, _, body) = raw(
+        env.proxy,
+        &format!("CONNECT {closed} HTTP/1.1\r\nHost: {closed}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    let (status, _, _) = raw(
+        env.proxy,
+        "CONNECT no-such-host.invalid:443 HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 502);
+
+    // The proxy is still serving.
+    assert_eq!(env.flags_seen(&[]).await, DEFAULTS);
+    env.metric("vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"502\"} 4")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_timeout_answers_504() {
+    let env = Env::start(&format!("{MAPPING}\n[upstream]\nread_timeout_ms = 200\n")).await;
+    let resp = env
+        .client()
+        .get(format!("http://{}/slow", env.echo))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+}
+
+/// A TLS echo server for `localhost` and the PEM of the CA that issued its certificate.
+async fn tls_echo_server() -> (SocketAddr, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &Issuer::new(ca_params, &ca_key))
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (r, mut w) = tokio::io::split(tls);
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if w.write_all(format!("echo: {line}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, ca_cert.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_tls_end_to_end() {
+    let env = Env::start(MAPPING).await;
+    let (tls_addr, ca_pem) = tls_echo_server().await;
+    let target = format!("localhost:{}", tls_addr.port());
+
+    let mut tcp = TcpStream::connect(env.proxy).await.unwrap();
+    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+    roots.add(ca).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (r, mut w) = tokio::io::split(tls);
+    let mut lines = BufReader::new(r).lines();
+    for msg in ["hello", "through the tunnel"] {
+        w.write_all(format!("{msg}\n").as_bytes()).await.unwrap();
+        assert_eq!(
+            lines.next_line().await.unwrap().unwrap(),
+            format!("echo: {msg}")
+        );
+    }
+    env.metric("vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"200\"} 1")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_mode_strips_spoofed_headers_from_untrusted_peers() {
+    let spoofed = [
+        ("vexil-flags", "checkout=?1, limit=100"),
+        ("vexil-flag-checkout", "?1"),
+        ("vexil-revision", "forged@999"),
+    ];
+    async fn through_inbound(env: &Env, headers: &[(&str, &str)]) -> Value {
+        let mut req = reqwest::Client::new().get(format!("http://{}/in", env.inbound.unwrap()));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
+    let untrusted = Env::start_with(
+        &format!("{MAPPING}\n[inbound]\ntrusted_cidrs = [\"10.0.0.0/8\"]\n"),
+        true,
+    )
+    .await;
+    let seen = through_inbound(&untrusted, &spoofed).await;
+    assert_eq!(seen["uri"], "/in");
+    assert_eq!(seen["headers"]["vexil-flags"], DEFAULTS);
+    assert_eq!(seen["headers"]["vexil-revision"], "test@1");
+    assert!(
+        seen["headers"].get("vexil-flag-checkout").is_none(),
+        "{seen}"
+    );
+    assert!(
+        untrusted
+            .metrics
+            .render()
+            .contains("vexil_proxy_dataplane_stripped_total{listener=\"inbound\"} 1")
+    );
+
+    let trusted = Env::start_with(
+        &format!("{MAPPING}\n[inbound]\ntrusted_cidrs = [\"127.0.0.0/8\"]\n"),
+        true,
+    )
+    .await;
+    let seen = through_inbound(&trusted, &spoofed).await;
+    assert_eq!(
+        seen["headers"]["vexil-flags"],
+        "checkout=?1, limit=100, country-banner=\"none\", layout=grid, ratio=0.5"
+    );
+    assert_eq!(seen["headers"]["vexil-flag-checkout"], "?1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_completes_in_flight_requests() {
+    let mut env = Env::start(MAPPING).await;
+    let client = env.client();
+    let url = format!("http://{}/slow", env.echo);
+    let in_flight = tokio::spawn(async move { client.get(url).send().await });
+    // Wait until the request reached the proxy.
+    for _ in 0..100 {
+        if env.dp.as_ref().unwrap().open_connections() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(env.dp.as_ref().unwrap().open_connections() > 0);
+    let started = std::time::Instant::now();
+    let drained = env.shutdown().await;
+    assert!(drained, "in-flight request not drained");
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["headers"]["vexil-flags"], DEFAULTS);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "drained in {:?}",
+        started.elapsed()
+    );
+    // No longer accepting.
+    let refused = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(env.proxy)).await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "still accepting after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_reports_a_busy_port() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cell = Arc::new(SnapshotCell::new());
+    let metrics = Arc::new(Metrics::new(cell.clone()));
+    let listeners = Listeners {
+        outbound: busy.local_addr().unwrap(),
+        inbound: None,
+    };
+    let err = tokio::task::spawn_blocking(move || {
+        dataplane::start(
+            DataPlaneConfig::default(),
+            listeners,
+            1,
+            Duration::from_secs(1),
+            cell,
+            metrics,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(err.to_string().contains("outbound listener"), "{err}");
+}
