@@ -66,6 +66,7 @@ fn start_source(
             let handle = SyncClient::new(sync_config(c, config))?.spawn(cell.clone());
             let status = handle.status();
             metrics.set_sync_state(move || status.borrow().state.as_str().to_ascii_lowercase());
+            export_last_contact(metrics, handle.status(), stop.clone());
             Ok(Running::Control(handle))
         }
         FlagSource::File(path) => {
@@ -81,6 +82,34 @@ fn start_source(
             )))
         }
     }
+}
+
+/// `vexil_proxy_sync_last_contact_age_seconds`: seconds since the last frame from control
+/// (pings included), -1 before the first; updated every second.
+fn export_last_contact(
+    metrics: &Metrics,
+    status: watch::Receiver<crate::sync::SyncStatus>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use prometheus_client::metrics::gauge::Gauge;
+    use std::sync::atomic::AtomicU64;
+    let age: Gauge<f64, AtomicU64> = Gauge::default();
+    metrics.register(
+        "sync_last_contact_age_seconds",
+        "Seconds since the last frame from control (pings included); -1 before the first",
+        age.clone(),
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            let last = status.borrow().last_contact;
+            age.set(last.map_or(-1.0, |t| t.elapsed().unwrap_or_default().as_secs_f64()));
+        }
+    });
 }
 
 fn sync_config(c: &ControlSource, config: &ProxyConfig) -> SyncConfig {

@@ -120,6 +120,18 @@ async fn with_control_down_readiness_follows_the_persisted_snapshot() {
         .await
         .unwrap();
     assert_eq!(snap["revision"], 41, "{snap}");
+    let metrics = c
+        .get(format!("{}/metrics", proxy.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vexil_proxy_sync_last_contact_age_seconds -1"),
+        "{metrics}"
+    );
     let r: Value = c
         .post(format!("{}/ofrep/v1/evaluate/flags/checkout", proxy.ofrep))
         .json(&json!({"context": {}}))
