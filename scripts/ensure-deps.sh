@@ -189,7 +189,25 @@ ensure_openfeature_clients() {
     service_down "openfeature clients: could not install them into $PYTOOLS"
 }
 
+# A `protoc` for the Rust OpenFeature test client (proxy/tests/clients/rust, outside the workspace),
+# whose dependency runs prost-build: protox's protoc-compatible CLI, built once from crates.io into
+# .tools/. Vexil's own protobuf code uses protox as a library and needs nothing.
+ensure_protox() {
+    local root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    if [ -x "$root/.tools/bin/protox" ]; then
+        log "protox: $root/.tools/bin/protox"
+        return 0
+    fi
+    log "protox: installing into $root/.tools (once)"
+    if cargo install protox@0.10.0 --features bin --locked --root "$root/.tools" --quiet; then
+        return 0
+    fi
+    service_down "protox: cargo install failed"
+}
+
 ensure_cmake || true
+ensure_protox
 ensure_postgres
 ensure_redis
 ensure_openfeature_clients
