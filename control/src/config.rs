@@ -598,7 +598,10 @@ mod tests {
             c.tls_cert.as_deref(),
             Some(Path::new("/etc/vexil/tls/tls.crt"))
         );
-        assert_eq!(c.tls_key.as_deref(), Some(Path::new("/etc/vexil/tls/tls.key")));
+        assert_eq!(
+            c.tls_key.as_deref(),
+            Some(Path::new("/etc/vexil/tls/tls.key"))
+        );
         assert_eq!(
             c.webhook.inject.control_url,
             "quic://vexil-control.vexil.svc:7443"
