@@ -593,6 +593,15 @@ mod tests {
         assert_eq!(c.webhook.addr, Some("0.0.0.0:9443".parse().unwrap()));
         assert_eq!(c.webhook.tls_cert, Path::new("/etc/vexil/tls/tls.crt"));
         assert!(c.webhook.tls_configured);
+        // The QUIC endpoint has a certificate too (there is no server.pem in the Secret).
+        assert_eq!(
+            c.tls_cert.as_deref(),
+            Some(Path::new("/etc/vexil/tls/tls.crt"))
+        );
+        assert_eq!(
+            c.tls_key.as_deref(),
+            Some(Path::new("/etc/vexil/tls/tls.key"))
+        );
         assert_eq!(
             c.webhook.inject.control_url,
             "quic://vexil-control.vexil.svc:7443"

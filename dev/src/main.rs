@@ -80,7 +80,7 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     let bound = vexil_proxy::server::Bound::bind(&proxy_config).await?;
     let sidecar = tokio::spawn(vexil_proxy::server::run(proxy_config, bound, stopped()));
 
-    print_tour(&admin, &config);
+    print_tour(&admin, &config, dir);
     let _ = tokio::signal::ctrl_c().await;
     println!("\nstopping...");
     stop_tx.send_replace(true);
@@ -183,33 +183,38 @@ async fn demo_upstream(
     Ok(())
 }
 
-fn print_tour(admin: &str, config: &ControlConfig) {
+fn print_tour(admin: &str, config: &ControlConfig, dir: &Path) {
     let api = format!("http://{}", config.admin_addr);
+    // Keep these lines in step with the README's tour: dev/tests/quickstart.rs checks that every
+    // command of the README's quickstart section is printed here.
     println!(
         r#"
 Vexil is running: control {api} (QUIC sync udp://{sync}), a sidecar on 127.0.0.1:15001 (proxy),
 :8013 (gRPC), :8014 (admin), :8015 (flagd sync), :8016 (OFREP), and a demo upstream on {UPSTREAM}.
 
 Admin token:  {admin}
-  export VEXIL_TOKEN={admin}
+  export ADMIN_TOKEN={admin}
 
 1. A request through the sidecar: the upstream echoes the vexil-flags header it received
   curl -s -x http://127.0.0.1:15001 http://{UPSTREAM}/hello -H 'x-user-id: alice' | python3 -m json.tool
 
-2. An OFREP lookup, and a gRPC one (flagd.evaluation.v2; needs grpcurl)
-  curl -s -X POST http://127.0.0.1:8016/ofrep/v1/evaluate/flags/new-checkout -d '{{"context":{{"targetingKey":"alice"}}}}'
-  grpcurl -plaintext -d '{{"flagKey":"new-checkout","context":{{"targetingKey":"alice"}}}}' 127.0.0.1:8013 flagd.evaluation.v2.Service/ResolveBoolean
+2. An OFREP lookup, and a gRPC one (flagd.evaluation.v2; needs grpcurl, run from the repository root)
+  curl -s -w '\n' -X POST http://127.0.0.1:8016/ofrep/v1/evaluate/flags/new-checkout -d '{{"context":{{"targetingKey":"alice"}}}}'
+  grpcurl -plaintext -import-path proto/proto -proto flagd/evaluation/v2/evaluation.proto \
+       -d '{{"flagKey":"new-checkout","context":{{"targetingKey":"alice"}}}}' 127.0.0.1:8013 flagd.evaluation.v2.Service/ResolveBoolean
 
 3. Change a flag through the API; the header changes right after
-  curl -s -X PUT {api}/api/v1/environments/{ENVIRONMENT}/flags/new-checkout -H "authorization: Bearer $VEXIL_TOKEN" \
+  curl -s -w '\n' -X PUT {api}/api/v1/environments/{ENVIRONMENT}/flags/new-checkout -H "authorization: Bearer $ADMIN_TOKEN" \
        -H 'if-match: *' -H 'content-type: application/json' \
        -d '{{"state":"ENABLED","variants":{{"on":true,"off":false}},"defaultVariant":"on"}}'
-  curl -s -x http://127.0.0.1:15001 http://{UPSTREAM}/hello -H 'x-user-id: alice' | grep vexil-flags
+  curl -s -x http://127.0.0.1:15001 http://{UPSTREAM}/hello -H 'x-user-id: alice' | python3 -m json.tool | grep vexil-
 
-4. Who is connected: curl -s {api}/api/v1/sidecars -H "authorization: Bearer $VEXIL_TOKEN"
+4. Who is connected
+  curl -s -w '\n' {api}/api/v1/sidecars -H "authorization: Bearer $ADMIN_TOKEN"
 
-Ctrl-C stops everything (state stays in .vexil-dev/; delete it to start over).
+Ctrl-C stops everything (state stays in {dir}/; delete it to start over).
 "#,
         sync = config.sync_addr,
+        dir = dir.display(),
     );
 }
