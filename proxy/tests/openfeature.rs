@@ -91,7 +91,10 @@ fn build_rust_client() -> Option<PathBuf> {
             "{} is missing: run scripts/ensure-deps.sh",
             protoc.display()
         );
-        eprintln!("NOTICE: skipping: {} is missing (run scripts/ensure-deps.sh)", protoc.display());
+        eprintln!(
+            "NOTICE: skipping: {} is missing (run scripts/ensure-deps.sh)",
+            protoc.display()
+        );
         return None;
     }
     let target = std::env::var("CARGO_TARGET_DIR")
@@ -115,7 +118,10 @@ fn build_rust_client() -> Option<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_openfeature_flagd_provider_works_unchanged() {
-    let Some(binary) = tokio::task::spawn_blocking(build_rust_client).await.unwrap() else {
+    let Some(binary) = tokio::task::spawn_blocking(build_rust_client)
+        .await
+        .unwrap()
+    else {
         return;
     };
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
