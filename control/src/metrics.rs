@@ -33,6 +33,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -46,7 +51,7 @@ pub struct Metrics {
     sync_sidecars: Family<EnvLabels, Gauge>,
     sync_max_lag: Family<EnvLabels, Gauge>,
     sync_frames: Family<KindLabels, Counter>,
-    sync_refused: Family<KindLabels, Counter>,
+    sync_refused: Family<CodeLabels, Counter>,
     webhook_reviews: Family<OutcomeLabels, Counter>,
 }
 
@@ -98,7 +103,7 @@ impl Metrics {
             "Sync frames sent to sidecars, by kind (full, delta, ping)",
             sync_frames.clone(),
         );
-        let sync_refused = Family::<KindLabels, Counter>::default();
+        let sync_refused = Family::<CodeLabels, Counter>::default();
         registry.register(
             "sync_refused",
             "Sync streams ended with an Error frame, by error code",
@@ -154,7 +159,7 @@ impl Metrics {
     /// Counts a sync stream refused or ended with `code`.
     pub fn sync_refused(&self, code: &str) {
         self.sync_refused
-            .get_or_create(&KindLabels { kind: code.into() })
+            .get_or_create(&CodeLabels { code: code.into() })
             .inc();
     }
 

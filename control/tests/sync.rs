@@ -382,7 +382,7 @@ both_backends!(
         assert!(
             metric(
                 &app,
-                "vexil_control_sync_refused_total{kind=\"UNAUTHENTICATED\"}"
+                "vexil_control_sync_refused_total{code=\"UNAUTHENTICATED\"}"
             ) >= 1.0
         );
 
