@@ -123,7 +123,10 @@ impl Sidecar {
 pub async fn status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut conn = Conn::connect(addr).await.ok()?;
     let answer = conn
-        .exchange(&get(&addr.to_string(), path, &[("connection", "close")]), &[])
+        .exchange(
+            &get(&addr.to_string(), path, &[("connection", "close")]),
+            &[],
+        )
         .await
         .ok()?;
     Some(answer.status)

@@ -75,7 +75,13 @@ pub struct Summary {
 impl Summary {
     /// The five reported percentiles, in order: p50, p90, p99, p99.9, max.
     pub fn percentiles(&self) -> [f64; 5] {
-        [self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us]
+        [
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+        ]
     }
 }
 

@@ -129,7 +129,9 @@ enum Framing {
 
 impl Framing {
     fn of(headers: &[httparse::Header<'_>]) -> anyhow::Result<Framing> {
-        if header(headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        if header(headers, "transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
             return Ok(Framing::Chunked);
         }
         Ok(Framing::Length(match header(headers, "content-length") {
@@ -303,11 +305,17 @@ mod tests {
         let plain = get("x", "/a", &[]);
         let flagged = get("x", "/b", &[("vexil-flags", "a=?1, b=2, c=\"x\"")]);
         for _ in 0..3 {
-            let a = pool.exchange(&plain, &["x-echo-vexil-flags"]).await.unwrap();
+            let a = pool
+                .exchange(&plain, &["x-echo-vexil-flags"])
+                .await
+                .unwrap();
             assert_eq!((a.status, a.body.as_slice()), (200, b"ok".as_slice()));
             assert_eq!(a.kept, [Some("0".to_string())]);
         }
-        let a = pool.exchange(&flagged, &["x-echo-vexil-flags"]).await.unwrap();
+        let a = pool
+            .exchange(&flagged, &["x-echo-vexil-flags"])
+            .await
+            .unwrap();
         assert_eq!(a.kept, [Some("3".to_string())]);
         assert_eq!(stats.requests.load(Ordering::Relaxed), 4);
         assert_eq!(stats.with_flags.load(Ordering::Relaxed), 1);

@@ -94,7 +94,11 @@ impl Tally {
             errors: self.errors.load(Ordering::Relaxed),
             first_error: self.first_error.lock().expect("tally").clone(),
             seconds,
-            achieved_rps: if seconds > 0.0 { ok as f64 / seconds } else { 0.0 },
+            achieved_rps: if seconds > 0.0 {
+                ok as f64 / seconds
+            } else {
+                0.0
+            },
             sustained: true,
             latency: self.latencies.lock().expect("tally").summary(),
             server_cores: None,
@@ -148,7 +152,12 @@ pub async fn open_loop<C: Call>(call: &C, spec: OpenLoop) -> LoadResult {
     result
 }
 
-fn spawn_one<C: Call>(call: &C, tally: &Arc<Tally>, in_flight: &Arc<AtomicUsize>, intended: Instant) {
+fn spawn_one<C: Call>(
+    call: &C,
+    tally: &Arc<Tally>,
+    in_flight: &Arc<AtomicUsize>,
+    intended: Instant,
+) {
     let (call, tally, in_flight) = (call.clone(), tally.clone(), in_flight.clone());
     in_flight.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
@@ -245,7 +254,12 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn closed_loop_counts_answers_and_errors() {
-        let r = closed_loop(&Sleep(Duration::from_millis(1)), 4, Duration::from_millis(100)).await;
+        let r = closed_loop(
+            &Sleep(Duration::from_millis(1)),
+            4,
+            Duration::from_millis(100),
+        )
+        .await;
         assert!(r.ok > 20, "{r:?}");
         assert_eq!(r.concurrency, Some(4));
         let r = closed_loop(&Fail, 2, Duration::from_millis(50)).await;

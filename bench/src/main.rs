@@ -45,7 +45,11 @@ struct Cli {
     #[arg(long, env = "VEXIL_UNLEASH_EDGE")]
     unleash_edge: Option<PathBuf>,
     /// PostgreSQL to create a fresh database on per propagate run (an existing database, trust auth).
-    #[arg(long, env = "VEXIL_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "VEXIL_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     pg_url: String,
 }
 
@@ -65,7 +69,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let names = scenario_names(&cli.scenarios)?;
     let exe = std::env::current_exe()?;
-    let bin_dir = exe.parent().expect("the binary has a directory").to_path_buf();
+    let bin_dir = exe
+        .parent()
+        .expect("the binary has a directory")
+        .to_path_buf();
     let target_dir = bin_dir.parent().unwrap_or(&bin_dir).to_path_buf();
     if !cli.no_build {
         build_binaries(&target_dir)?;
@@ -78,7 +85,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         smoke: cli.smoke,
         pinning,
         proxy_bin: cli.proxy_bin.unwrap_or_else(|| bin_dir.join("vexil-proxy")),
-        control_bin: cli.control_bin.unwrap_or_else(|| bin_dir.join("vexil-control")),
+        control_bin: cli
+            .control_bin
+            .unwrap_or_else(|| bin_dir.join("vexil-control")),
         work: temp_dir("vexil-bench"),
         unleash_edge: cli.unleash_edge.filter(|p| p.exists()),
         nginx: find_nginx(),
@@ -98,7 +107,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         .build()?;
     let mut ok = true;
     for name in names {
-        println!("vexil-bench: running {name}{}", if ctx.smoke { " (smoke)" } else { "" });
+        println!(
+            "vexil-bench: running {name}{}",
+            if ctx.smoke { " (smoke)" } else { "" }
+        );
         match runtime.block_on(scenarios::run(name, &ctx)) {
             Ok(report) => {
                 let (json, md) = report.write(&out)?;
@@ -126,10 +138,9 @@ fn scenario_names(args: &[String]) -> anyhow::Result<Vec<&'static str>> {
             names.extend(ALL);
             continue;
         }
-        let name = ALL
-            .iter()
-            .find(|n| **n == a.as_str())
-            .ok_or_else(|| anyhow::anyhow!("unknown scenario {a:?} (expected one of {ALL:?} or all)"))?;
+        let name = ALL.iter().find(|n| **n == a.as_str()).ok_or_else(|| {
+            anyhow::anyhow!("unknown scenario {a:?} (expected one of {ALL:?} or all)")
+        })?;
         names.push(*name);
     }
     names.dedup();
@@ -149,13 +160,23 @@ fn build_binaries(target_dir: &Path) -> anyhow::Result<()> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", target_dir)
-        .args(["build", "-p", "vexil-proxy", "-p", "vexil-control", "--bins"]);
+        .args([
+            "build",
+            "-p",
+            "vexil-proxy",
+            "-p",
+            "vexil-control",
+            "--bins",
+        ]);
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
     println!("vexil-bench: building the binaries under test: {cmd:?}");
     let status = cmd.status()?;
-    anyhow::ensure!(status.success(), "building vexil-proxy and vexil-control failed");
+    anyhow::ensure!(
+        status.success(),
+        "building vexil-proxy and vexil-control failed"
+    );
     Ok(())
 }
 

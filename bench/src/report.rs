@@ -133,7 +133,14 @@ impl Report {
     }
 
     /// Adds a budget check (never judged in a smoke run).
-    pub fn budget(&mut self, name: &str, budget: &str, figure: String, met: Option<bool>, note: &str) {
+    pub fn budget(
+        &mut self,
+        name: &str,
+        budget: &str,
+        figure: String,
+        met: Option<bool>,
+        note: &str,
+    ) {
         let (met, note) = if self.smoke {
             (None, format!("smoke run, not judged; {note}"))
         } else {
@@ -163,7 +170,9 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(out, "# Benchmark `{}`\n", self.scenario);
         if self.smoke {
-            out.push_str("**Smoke run**: tiny loads to check the harness; these figures mean nothing.\n\n");
+            out.push_str(
+                "**Smoke run**: tiny loads to check the harness; these figures mean nothing.\n\n",
+            );
         }
         self.setup(&mut out);
         if !self.budgets.is_empty() {
@@ -205,7 +214,11 @@ impl Report {
         let m = &self.machine;
         let v = &self.versions;
         out.push_str("## Setup\n\n| | |\n|---|---|\n");
-        let _ = writeln!(out, "| started | {} ({:.0} s) |", self.started_at, self.seconds);
+        let _ = writeln!(
+            out,
+            "| started | {} ({:.0} s) |",
+            self.started_at, self.seconds
+        );
         let _ = writeln!(
             out,
             "| machine | {} cores, {}, {} MiB RAM, Linux {} |",
@@ -213,7 +226,11 @@ impl Report {
         );
         let _ = writeln!(out, "| load average at start | {} |", m.load_average);
         let _ = writeln!(out, "| rustc | {} |", v.rustc);
-        let _ = writeln!(out, "| git commit | `{}` ({} build) |", v.git_commit, v.profile);
+        let _ = writeln!(
+            out,
+            "| git commit | `{}` ({} build) |",
+            v.git_commit, v.profile
+        );
         let _ = writeln!(out, "| pinning | {} |", self.pinning.describe());
         let _ = writeln!(
             out,
@@ -256,7 +273,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// `a / b` as `1.23×`, or `—` when either side is missing or zero.
 pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
-        (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => format!("{:.2}×", a / b),
+        (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => {
+            format!("{:.2}×", a / b)
+        }
         _ => "—".into(),
     }
 }
@@ -267,7 +286,7 @@ pub fn fmt_rate(rps: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -67,13 +67,23 @@ impl Versions {
     /// Asks rustc and git.
     pub fn detect() -> Versions {
         let rustc = output("rustc", &["-V"]).unwrap_or_else(|| "unknown".into());
-        let commit = output("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+        let commit =
+            output("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
         let dirty = output("git", &["status", "--porcelain", "--untracked-files=no"])
             .is_some_and(|s| !s.is_empty());
         Versions {
             rustc,
-            git_commit: if dirty { format!("{commit}-dirty") } else { commit },
-            profile: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
+            git_commit: if dirty {
+                format!("{commit}-dirty")
+            } else {
+                commit
+            },
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+            .into(),
         }
     }
 }

@@ -55,7 +55,10 @@ impl Edge {
             if let Some(exit) = process.exited() {
                 anyhow::bail!("{exit}");
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "Edge never healthy");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "Edge never healthy"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(Edge {
@@ -67,7 +70,10 @@ impl Edge {
 
     /// `GET /api/frontend/features/{single}` with the context.
     pub fn single_call(&self) -> HttpCall {
-        self.call(&format!("/api/frontend/features/{}?{CONTEXT_QUERY}", self.single))
+        self.call(&format!(
+            "/api/frontend/features/{}?{CONTEXT_QUERY}",
+            self.single
+        ))
     }
 
     /// `GET /api/frontend` (every enabled toggle) with the context.
@@ -103,15 +109,15 @@ pub fn toggles(set: &crate::GeneratedSet) -> Value {
 
 fn constraint(context: &str, operator: &str, values: &[&str]) -> Value {
     match values {
-        [one] if operator != "IN" => json!({"contextName": context, "operator": operator, "value": one}),
+        [one] if operator != "IN" => {
+            json!({"contextName": context, "operator": operator, "value": one})
+        }
         _ => json!({"contextName": context, "operator": operator, "values": values}),
     }
 }
 
 fn toggle(name: &str, kind: RuleKind) -> Value {
-    let default = |constraints: Vec<Value>| {
-        json!([{"name": "default", "parameters": {}, "constraints": constraints}])
-    };
+    let default = |constraints: Vec<Value>| json!([{"name": "default", "parameters": {}, "constraints": constraints}]);
     let (strategies, variants) = match kind {
         RuleKind::Static => (default(vec![]), json!([])),
         RuleKind::Targeted => (
@@ -129,14 +135,25 @@ fn toggle(name: &str, kind: RuleKind) -> Value {
                 "name": c, "weight": 250, "weightType": "variable", "stickiness": "default",
                 "payload": {"type": "string", "value": c}}))),
         ),
-        RuleKind::SemVer => (default(vec![constraint("version", "SEMVER_GT", &["2.1.0"])]), json!([])),
+        RuleKind::SemVer => (
+            default(vec![constraint("version", "SEMVER_GT", &["2.1.0"])]),
+            json!([]),
+        ),
         RuleKind::StringMatch => (
-            default(vec![constraint("email", "STR_ENDS_WITH", &["@example.com"])]),
+            default(vec![constraint(
+                "email",
+                "STR_ENDS_WITH",
+                &["@example.com"],
+            )]),
             json!([]),
         ),
         RuleKind::Ref => (
             default(vec![
-                constraint("country", "IN", &["NL", "DE", "FR", "BE", "ES", "IT", "PL", "SE"]),
+                constraint(
+                    "country",
+                    "IN",
+                    &["NL", "DE", "FR", "BE", "ES", "IT", "PL", "SE"],
+                ),
                 constraint("plan", "IN", &["pro", "enterprise"]),
             ]),
             json!([]),
@@ -161,6 +178,12 @@ mod tests {
             .iter()
             .find(|f| f["name"].as_str().unwrap().contains("targeted"))
             .unwrap();
-        assert_eq!(targeted["strategies"][0]["constraints"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            targeted["strategies"][0]["constraints"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
     }
 }

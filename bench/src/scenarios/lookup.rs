@@ -127,7 +127,11 @@ async fn measure_vexil(
     let surfaces = vexil_surfaces(&sidecar, n, &key).await?;
     let mut points = Vec::new();
     for s in surfaces {
-        let rates = if s.what == "single" { single_rates } else { all_rates };
+        let rates = if s.what == "single" {
+            single_rates
+        } else {
+            all_rates
+        };
         for load in measure(ctx, &s.call, sidecar.pid(), rates).await? {
             points.push(Point {
                 flags: n,
@@ -156,7 +160,11 @@ async fn vexil_surfaces(sidecar: &Sidecar, n: usize, key: &str) -> anyhow::Resul
     let ofrep = |path: String| {
         let body = json!({ "context": context() }).to_string();
         let host = sidecar.ofrep.to_string();
-        HttpCall::new(Pool::new(sidecar.ofrep), post_json(&host, &path, &body), 200)
+        HttpCall::new(
+            Pool::new(sidecar.ofrep),
+            post_json(&host, &path, &body),
+            200,
+        )
     };
     Ok(vec![
         Surface {
@@ -201,7 +209,11 @@ async fn measure_unleash(
         ("Unleash frontend single", "single", edge.single_call()),
         ("Unleash frontend all", "all", edge.all_call()),
     ] {
-        let rates = if what == "single" { single_rates } else { all_rates };
+        let rates = if what == "single" {
+            single_rates
+        } else {
+            all_rates
+        };
         for load in measure(ctx, &Api::Http(call), edge.pid(), rates).await? {
             points.push(Point {
                 flags: n,
@@ -277,12 +289,29 @@ fn baseline<'a>(points: &'a [Point], p: &Point) -> Option<&'a Point> {
 
 fn summarise(report: &mut Report, points: &[Point]) {
     let mut t = Table::new(&[
-        "flags", "target", "API", "load", "achieved", "p50", "p90", "p99", "p99.9", "max",
-        "errors", "sidecar CPU", "per core", "Unleash Edge (same load)", "ratio (Vexil / Edge)",
+        "flags",
+        "target",
+        "API",
+        "load",
+        "achieved",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "errors",
+        "sidecar CPU",
+        "per core",
+        "Unleash Edge (same load)",
+        "ratio (Vexil / Edge)",
     ]);
     for p in points {
         let l = &p.load;
-        let base = if p.target == "vexil" { baseline(points, p) } else { None };
+        let base = if p.target == "vexil" {
+            baseline(points, p)
+        } else {
+            None
+        };
         let (base_text, base_ratio) = match (p.target, base) {
             ("vexil", Some(b)) if l.mode == "closed" => (
                 fmt_rate(b.load.achieved_rps),
@@ -308,7 +337,8 @@ fn summarise(report: &mut Report, points: &[Point]) {
             p999,
             max,
             l.errors.to_string(),
-            l.server_cores.map_or("—".into(), |c| format!("{:.0} %", c * 100.0)),
+            l.server_cores
+                .map_or("—".into(), |c| format!("{:.0} %", c * 100.0)),
             l.per_server_core().map_or("—".into(), fmt_rate),
             base_text,
             base_ratio,
@@ -330,7 +360,11 @@ fn summarise(report: &mut Report, points: &[Point]) {
 }
 
 fn budget(report: &mut Report, points: &[Point]) {
-    for api in ["gRPC v2 ResolveBoolean", "gRPC v1 ResolveBoolean", "OFREP single"] {
+    for api in [
+        "gRPC v2 ResolveBoolean",
+        "gRPC v1 ResolveBoolean",
+        "OFREP single",
+    ] {
         let peaks: Vec<&Point> = points
             .iter()
             .filter(|p| p.target == "vexil" && p.api == api && p.load.mode == "closed")

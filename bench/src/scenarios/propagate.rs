@@ -111,7 +111,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             let mut harness_kib_per_sidecar = None;
             for &sidecars in &sidecar_counts {
                 if let Some(reason) = infeasible(sidecars, harness_kib_per_sidecar) {
-                    skipped.push(Skipped { backend, flags, sidecars, reason });
+                    skipped.push(Skipped {
+                        backend,
+                        flags,
+                        sidecars,
+                        reason,
+                    });
                     continue;
                 }
                 match run_one(ctx, backend, flags, sidecars).await {
@@ -271,7 +276,10 @@ impl Control {
             if let Some(exit) = process.exited() {
                 anyhow::bail!("{exit}");
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "control never ready");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "control never ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(Control {
@@ -286,7 +294,12 @@ impl Control {
         })
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> anyhow::Result<Value> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
         let r = self
             .http
             .request(method.clone(), format!("{}{path}", self.api))
@@ -304,10 +317,18 @@ impl Control {
     /// Creates the environment with `flags` flags and a sidecar token; returns the token.
     async fn prepare(&self, flags: usize) -> anyhow::Result<String> {
         use reqwest::Method;
-        self.send(Method::POST, "/api/v1/environments", &json!({"key": ENV, "name": "Bench"}))
-            .await?;
-        self.send(Method::PUT, &format!("/api/v1/environments/{ENV}/flagset"), &flag_set(flags))
-            .await?;
+        self.send(
+            Method::POST,
+            "/api/v1/environments",
+            &json!({"key": ENV, "name": "Bench"}),
+        )
+        .await?;
+        self.send(
+            Method::PUT,
+            &format!("/api/v1/environments/{ENV}/flagset"),
+            &flag_set(flags),
+        )
+        .await?;
         let token = self
             .send(
                 Method::POST,
@@ -353,7 +374,12 @@ struct Fleet {
 
 impl Fleet {
     /// Connects `n` sidecars in batches; returns once each holds `revision`.
-    async fn connect(control: &Control, token: &str, n: usize, revision: i64) -> anyhow::Result<Fleet> {
+    async fn connect(
+        control: &Control,
+        token: &str,
+        n: usize,
+        revision: i64,
+    ) -> anyhow::Result<Fleet> {
         let mut fleet = Fleet {
             slots: Vec::with_capacity(n),
             handles: Vec::with_capacity(n),
@@ -383,7 +409,8 @@ impl Fleet {
             *s.lock().expect("slot") = (rev, Instant::now());
         }));
         let endpoint = self.endpoints.last().expect("an endpoint").clone();
-        let handle = SyncClient::with_endpoint(config, endpoint)?.spawn(Arc::new(SnapshotCell::new()));
+        let handle =
+            SyncClient::with_endpoint(config, endpoint)?.spawn(Arc::new(SnapshotCell::new()));
         self.slots.push(slot);
         self.handles.push(handle);
         Ok(())
@@ -412,7 +439,10 @@ impl Fleet {
 
     /// When each sidecar applied its current revision.
     fn applied_at(&self) -> Vec<Instant> {
-        self.slots.iter().map(|s| s.lock().expect("slot").1).collect()
+        self.slots
+            .iter()
+            .map(|s| s.lock().expect("slot").1)
+            .collect()
     }
 
     async fn shutdown(self) {
@@ -435,7 +465,12 @@ fn compile_us(flags: usize) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
 }
 
-async fn run_one(ctx: &Ctx, backend: &'static str, flags: usize, sidecars: usize) -> anyhow::Result<Run> {
+async fn run_one(
+    ctx: &Ctx,
+    backend: &'static str,
+    flags: usize,
+    sidecars: usize,
+) -> anyhow::Result<Run> {
     let id = format!("{:08x}", rand::random::<u32>());
     println!("vexil-bench: propagate {backend}, {flags} flags, {sidecars} sidecars");
     let db = Database::create(ctx, backend, &id).await?;
@@ -505,18 +540,36 @@ async fn measure(
         connect_seconds,
         control_rss_idle_kib: control_idle,
         control_rss_connected_kib: control_connected,
-        control_kib_per_sidecar: control_connected.saturating_sub(control_idle) as f64 / sidecars as f64,
-        harness_kib_per_sidecar: harness_after.saturating_sub(harness_before) as f64 / sidecars as f64,
+        control_kib_per_sidecar: control_connected.saturating_sub(control_idle) as f64
+            / sidecars as f64,
+        harness_kib_per_sidecar: harness_after.saturating_sub(harness_before) as f64
+            / sidecars as f64,
         compile_us: compile_us(flags),
     })
 }
 
 fn summarise(report: &mut Report, runs: &[Run], skipped: &[Skipped]) {
     let mut t = Table::new(&[
-        "backend", "flags", "sidecars", "commits", "p50", "p90", "p99", "p99.9", "max",
-        "last sidecar p50", "last sidecar max", "p99 / budget", "commit request p50",
-        "applied before response", "connect all", "control RSS idle → connected",
-        "control per sidecar", "per sidecar / budget", "harness per sidecar", "compile per sidecar",
+        "backend",
+        "flags",
+        "sidecars",
+        "commits",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "last sidecar p50",
+        "last sidecar max",
+        "p99 / budget",
+        "commit request p50",
+        "applied before response",
+        "connect all",
+        "control RSS idle → connected",
+        "control per sidecar",
+        "per sidecar / budget",
+        "harness per sidecar",
+        "compile per sidecar",
     ]);
     for r in runs {
         let [p50, p90, p99, p999, max] = r.latency.percentiles().map(fmt_us);
@@ -542,7 +595,10 @@ fn summarise(report: &mut Report, runs: &[Run], skipped: &[Skipped]) {
                 fmt_kib(r.control_rss_connected_kib as f64)
             ),
             format!("{:.1} KiB", r.control_kib_per_sidecar),
-            ratio(Some(r.control_kib_per_sidecar), Some(BUDGET_KIB_PER_SIDECAR)),
+            ratio(
+                Some(r.control_kib_per_sidecar),
+                Some(BUDGET_KIB_PER_SIDECAR),
+            ),
             format!("{:.1} KiB", r.harness_kib_per_sidecar),
             fmt_us(r.compile_us),
         ]);
@@ -567,7 +623,12 @@ fn summarise(report: &mut Report, runs: &[Run], skipped: &[Skipped]) {
     if !skipped.is_empty() {
         let mut t = Table::new(&["backend", "flags", "sidecars", "why"]);
         for s in skipped {
-            t.row(vec![s.backend.into(), s.flags.to_string(), s.sidecars.to_string(), s.reason.clone()]);
+            t.row(vec![
+                s.backend.into(),
+                s.flags.to_string(),
+                s.sidecars.to_string(),
+                s.reason.clone(),
+            ]);
         }
         report.sections.push(Section {
             title: "Not run".into(),
@@ -588,11 +649,10 @@ fn budgets(report: &mut Report, runs: &[Run]) {
             "1,000 simulated sidecars on one core",
         );
     }
-    if let Some(worst) = runs
-        .iter()
-        .filter(|r| r.sidecars >= 1_000)
-        .max_by(|a, b| a.control_kib_per_sidecar.total_cmp(&b.control_kib_per_sidecar))
-    {
+    if let Some(worst) = runs.iter().filter(|r| r.sidecars >= 1_000).max_by(|a, b| {
+        a.control_kib_per_sidecar
+            .total_cmp(&b.control_kib_per_sidecar)
+    }) {
         report.budget(
             "control memory per connected sidecar",
             "≤ 50 KiB",
