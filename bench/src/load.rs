@@ -47,6 +47,9 @@ pub struct LoadResult {
     pub latency: Summary,
     /// Share of one core the measured server used during the run, when known.
     pub server_cores: Option<f64>,
+    /// Cores kept busy by other processes during the run: the machine's busy time less the
+    /// measured server's and the harness's (noise from whatever else runs on the machine).
+    pub other_cores: Option<f64>,
 }
 
 impl LoadResult {
@@ -102,6 +105,7 @@ impl Tally {
             sustained: true,
             latency: self.latencies.lock().expect("tally").summary(),
             server_cores: None,
+            other_cores: None,
         }
     }
 }

@@ -274,6 +274,59 @@ impl CpuMeter {
     }
 }
 
+/// Measures how busy the whole machine was over an interval (`/proc/stat`), to show the load
+/// from other processes next to a figure.
+pub struct MachineMeter {
+    start: (u64, u64),
+    server: Option<CpuMeter>,
+    harness: CpuMeter,
+}
+
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    (busy, busy + get(3) + get(4))
+}
+
+impl MachineMeter {
+    /// Starts measuring, with `server` (the measured process) and this process to leave out.
+    pub fn start(server: Option<u32>) -> MachineMeter {
+        MachineMeter {
+            start: machine_ticks(),
+            server: server.map(CpuMeter::start),
+            harness: CpuMeter::start(std::process::id()),
+        }
+    }
+
+    /// Cores kept busy by everything but the server and the harness since the start.
+    pub fn other_cores(&self) -> f64 {
+        let ours =
+            self.harness.cores_used() + self.server.as_ref().map_or(0.0, CpuMeter::cores_used);
+        (self.cores_busy() - ours).max(0.0)
+    }
+
+    /// Cores busy on average since the start, every process counted.
+    pub fn cores_busy(&self) -> f64 {
+        let (busy, total) = machine_ticks();
+        let cores = Machine::detect().cores as f64;
+        let dt = total.saturating_sub(self.start.1);
+        if dt == 0 {
+            return 0.0;
+        }
+        busy.saturating_sub(self.start.0) as f64 / dt as f64 * cores
+    }
+}
+
 /// A child process the harness started: killed (and reaped) when dropped. Its standard error goes
 /// to a file, whose end is shown when it fails to start.
 pub struct Spawned {

@@ -166,7 +166,7 @@ fn summarise(report: &mut Report, estimates: &[Estimate]) {
         text: vec![
             "criterion's median per iteration, with its confidence interval. datalogic-rs \
              evaluates the same JsonLogic (rule only, context pre-parsed): see bench/README.md \
-             and results/engine.md for what each side includes."
+             and results/engine-analysis.md for what each side includes, the profiles and the decision."
                 .into(),
         ],
         table: Some(t),

@@ -23,7 +23,7 @@ use crate::hist::fmt_us;
 use crate::http1::{Conn, HttpCall, Pool, get, serve_echo};
 use crate::load::{LoadResult, OpenLoop, closed_loop, open_loop};
 use crate::report::{Report, Section, Table, fmt_rate, ratio};
-use crate::sys::{CpuMeter, Spawned, free_port, loopback};
+use crate::sys::{CpuMeter, MachineMeter, Spawned, free_port, loopback};
 
 /// Flags injected per request (design §10).
 pub const INJECTED: usize = 20;
@@ -284,6 +284,7 @@ async fn measure(
     let mut out = Vec::new();
     for &rate in rates {
         let meter = pid.map(CpuMeter::start);
+        let machine = MachineMeter::start(pid);
         let spec = OpenLoop {
             rate,
             duration: ctx.time(5_000, 300),
@@ -291,11 +292,14 @@ async fn measure(
         };
         let mut load = open_loop(call, spec).await;
         load.server_cores = meter.map(|m| m.cores_used());
+        load.other_cores = Some(machine.other_cores());
         out.push(Point { target, load });
     }
     let meter = pid.map(CpuMeter::start);
+    let machine = MachineMeter::start(pid);
     let mut load = closed_loop(call, PEAK_CONNECTIONS, ctx.time(5_000, 300)).await;
     load.server_cores = meter.map(|m| m.cores_used());
+    load.other_cores = Some(machine.other_cores());
     out.push(Point { target, load });
     Ok(out)
 }
@@ -379,6 +383,9 @@ fn summarise(report: &mut Report, points: &[Point]) {
                 .server_cores
                 .map_or("—".into(), |c| format!("{:.0} %", c * 100.0)),
             p.load.per_server_core().map_or("—".into(), fmt_rate),
+            p.load
+                .other_cores
+                .map_or("—".into(), |c| format!("{c:.2} cores")),
             if p.load.mode == "closed" && p.target == "vexil" {
                 ratio(
                     Some(p.load.achieved_rps),

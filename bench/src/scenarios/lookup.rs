@@ -15,7 +15,7 @@ use crate::hist::fmt_us;
 use crate::http1::{HttpCall, Pool, post_json};
 use crate::load::{Call, LoadResult, OpenLoop, closed_loop, open_loop};
 use crate::report::{Report, Section, Table, fmt_rate, ratio};
-use crate::sys::CpuMeter;
+use crate::sys::{CpuMeter, MachineMeter};
 use crate::{RuleKind, context, generate_flag_set, unleash};
 
 /// The budget of design §10: single-flag evaluations per second on one core.
@@ -248,6 +248,7 @@ async fn measure_call<C: Call>(
     let mut out = Vec::new();
     for &rate in rates {
         let meter = CpuMeter::start(pid);
+        let machine = MachineMeter::start(Some(pid));
         let spec = OpenLoop {
             rate,
             duration: ctx.time(5_000, 300),
@@ -255,11 +256,14 @@ async fn measure_call<C: Call>(
         };
         let mut r = open_loop(call, spec).await;
         r.server_cores = Some(meter.cores_used());
+        r.other_cores = Some(machine.other_cores());
         out.push(r);
     }
     let meter = CpuMeter::start(pid);
+    let machine = MachineMeter::start(Some(pid));
     let mut peak = closed_loop(call, concurrency, ctx.time(5_000, 300)).await;
     peak.server_cores = Some(meter.cores_used());
+    peak.other_cores = Some(machine.other_cores());
     out.push(peak);
     Ok(out)
 }
@@ -340,6 +344,8 @@ fn summarise(report: &mut Report, points: &[Point]) {
             l.server_cores
                 .map_or("—".into(), |c| format!("{:.0} %", c * 100.0)),
             l.per_server_core().map_or("—".into(), fmt_rate),
+            l.other_cores
+                .map_or("—".into(), |c| format!("{c:.2} cores")),
             base_text,
             base_ratio,
         ]);
@@ -369,26 +375,30 @@ fn budget(report: &mut Report, points: &[Point]) {
             .iter()
             .filter(|p| p.target == "vexil" && p.api == api && p.load.mode == "closed")
             .collect();
+        let per_core = |p: &&&Point| p.load.per_server_core().unwrap_or(0.0);
         let Some(worst) = peaks
             .iter()
-            .min_by(|a, b| a.load.achieved_rps.total_cmp(&b.load.achieved_rps))
+            .min_by(|a, b| per_core(a).total_cmp(&per_core(b)))
         else {
             continue;
         };
         let per_core = worst.load.per_server_core();
-        let met = worst.load.achieved_rps >= BUDGET_RPS;
+        let met = per_core.map(|c| c >= BUDGET_RPS);
         report.budget(
             &format!("lookup, {api}"),
             "≥ 40,000 single-flag evaluations/s on one core",
             format!(
-                "{} (lowest peak over {} flag counts; {} flags), {} per fully used core",
+                "{} per fully used core (sidecar CPU per request); {} achieved at {:.0} % of its core \
+                 (lowest over {} flag counts: {} flags)",
+                per_core.map_or("—".into(), fmt_rate),
                 fmt_rate(worst.load.achieved_rps),
+                worst.load.server_cores.unwrap_or(0.0) * 100.0,
                 peaks.len(),
                 worst.flags,
-                per_core.map_or("—".into(), fmt_rate)
             ),
-            Some(met),
-            "sidecar pinned to one core, load generator on the other",
+            met,
+            "peak, closed loop; judged on the rate per fully used core, because the load \
+             generator (one core, shared with other work on this machine) does not saturate the sidecar",
         );
     }
 }

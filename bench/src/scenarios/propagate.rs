@@ -373,13 +373,16 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// Connects `n` sidecars in batches; returns once each holds `revision`.
+    /// Connects `n` sidecars in batches; returns once each holds `revision`, or fails when that
+    /// takes longer than `limit` (saying how far it got).
     async fn connect(
         control: &Control,
         token: &str,
         n: usize,
         revision: i64,
+        limit: Duration,
     ) -> anyhow::Result<Fleet> {
+        let started = Instant::now();
         let mut fleet = Fleet {
             slots: Vec::with_capacity(n),
             handles: Vec::with_capacity(n),
@@ -393,7 +396,17 @@ impl Fleet {
             }
             fleet.spawn(control, token, i)?;
             if (i + 1) % CONNECT_BATCH == 0 || i + 1 == n {
-                fleet.wait(revision, Duration::from_secs(120)).await?;
+                let left = limit.saturating_sub(started.elapsed());
+                if let Err(e) = fleet.wait(revision, left).await {
+                    let synced = fleet.synced(revision);
+                    anyhow::bail!(
+                        "{synced} of {n} sidecars connected and synced in {:.0} s ({:.0}/s), then \
+                         the time limit ran out ({e}); control's RSS was {}",
+                        started.elapsed().as_secs_f64(),
+                        synced as f64 / started.elapsed().as_secs_f64(),
+                        fmt_kib(rss_kib(control.process.pid()).unwrap_or(0) as f64)
+                    );
+                }
             }
         }
         Ok(fleet)
@@ -416,15 +429,20 @@ impl Fleet {
         Ok(())
     }
 
-    /// Waits until every sidecar holds `revision` or later.
+    /// How many sidecars hold `revision` or later.
+    fn synced(&self, revision: i64) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.lock().expect("slot").0 >= revision)
+            .count()
+    }
+
+    /// Waits until every sidecar holds `revision` or later (polling every 5 ms: the times
+    /// measured come from `on_apply`, not from this loop).
     async fn wait(&self, revision: i64, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            let behind = self
-                .slots
-                .iter()
-                .filter(|s| s.lock().expect("slot").0 < revision)
-                .count();
+            let behind = self.slots.len() - self.synced(revision);
             if behind == 0 {
                 return Ok(());
             }
@@ -433,7 +451,7 @@ impl Fleet {
                 "{behind} of {} sidecars never reached revision {revision} within {limit:?}",
                 self.slots.len()
             );
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -500,7 +518,8 @@ async fn measure(
     let control_idle = rss_kib(pid).unwrap_or(0);
     let harness_before = rss_kib(me).unwrap_or(0);
     let connecting = Instant::now();
-    let fleet = Fleet::connect(control, &token, sidecars, revision).await?;
+    let limit = ctx.time(900_000, 60_000);
+    let fleet = Fleet::connect(control, &token, sidecars, revision, limit).await?;
     let connect_seconds = connecting.elapsed().as_secs_f64();
     tokio::time::sleep(ctx.time(2_000, 100)).await;
     let control_connected = rss_kib(pid).unwrap_or(0);
