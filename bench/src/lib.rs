@@ -1,11 +1,25 @@
 //! Vexil's benchmark harness.
 //!
-//! For now it holds the workloads of the engine's criterion benchmarks (`benches/engine.rs`): the
-//! flag-set documents, the deterministic generator of mixed flag sets, the evaluation context, and
-//! the conversions that give datalogic-rs exactly the JsonLogic and the context Vexil evaluates
-//! (`$ref` evaluators inlined, flagd's `$flagd.flagKey` injected). Later scenarios and tests reuse
-//! them. The system scenarios (hop, lookup, propagate, footprint) join this crate with their own
-//! issue.
+//! The binary `vexil-bench` runs the system scenarios ([`scenarios`]: `lookup`, `propagate`,
+//! `footprint`, `engine`, `hop`) against the real binaries and writes
+//! `bench/results/<scenario>.{json,md}`; see `bench/README.md`. Its parts: the load generator
+//! ([`load`], open and closed loop), latency histograms ([`hist`]), the clients ([`grpc`],
+//! [`http1`]), the processes and the machine ([`sys`], [`harness`]), and the report ([`report`]).
+//!
+//! This file also holds the workloads of the engine's criterion benchmarks (`benches/engine.rs`):
+//! the flag-set documents, the deterministic generator of mixed flag sets, the evaluation context,
+//! and the conversions that give datalogic-rs exactly the JsonLogic and the context Vexil evaluates
+//! (`$ref` evaluators inlined, flagd's `$flagd.flagKey` injected). The scenarios reuse them.
+
+pub mod grpc;
+pub mod harness;
+pub mod hist;
+pub mod http1;
+pub mod load;
+pub mod report;
+pub mod scenarios;
+pub mod sys;
+pub mod unleash;
 
 use serde_json::{Map, Value, json};
 use vexil_engine::EvaluationContext;

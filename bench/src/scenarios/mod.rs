@@ -1,0 +1,28 @@
+//! The scenarios, in the order `all` runs them.
+
+pub mod engine;
+pub mod footprint;
+pub mod hop;
+pub mod lookup;
+pub mod propagate;
+
+use crate::harness::Ctx;
+use crate::report::Report;
+
+/// Every scenario's name, in the order `all` runs them.
+pub const ALL: [&str; 5] = ["lookup", "propagate", "footprint", "engine", "hop"];
+
+/// Runs the scenario `name`.
+pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
+    let started = std::time::Instant::now();
+    let mut report = match name {
+        "lookup" => lookup::run(ctx).await?,
+        "propagate" => propagate::run(ctx).await?,
+        "footprint" => footprint::run(ctx).await?,
+        "engine" => engine::run(ctx).await?,
+        "hop" => hop::run(ctx).await?,
+        other => anyhow::bail!("unknown scenario {other:?} (expected one of {ALL:?} or all)"),
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

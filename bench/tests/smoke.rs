@@ -1,0 +1,123 @@
+//! The harness in smoke mode (tiny loads, seconds) against the debug binaries, so it never rots:
+//! every scenario runs end to end and writes its JSON and Markdown.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The directory holding this profile's binaries (`target/debug`).
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_vexil-bench"))
+        .parent()
+        .expect("the binary has a directory")
+        .to_path_buf()
+}
+
+/// Builds vexil-proxy and vexil-control when the test runner has not (e.g. `-p vexil-bench`).
+fn ensure_binaries(dir: &Path) {
+    if dir.join("vexil-proxy").exists() && dir.join("vexil-control").exists() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", dir.parent().unwrap())
+        .args([
+            "build",
+            "-p",
+            "vexil-proxy",
+            "-p",
+            "vexil-control",
+            "--bins",
+        ])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the binaries under test failed");
+}
+
+fn read(out: &Path, scenario: &str) -> Value {
+    let json = std::fs::read_to_string(out.join(format!("{scenario}.json")))
+        .unwrap_or_else(|e| panic!("{scenario}.json: {e}"));
+    let md = std::fs::read_to_string(out.join(format!("{scenario}.md"))).unwrap();
+    assert!(md.contains("## Setup") && md.contains("Smoke run"), "{md}");
+    serde_json::from_str(&json).unwrap()
+}
+
+#[test]
+fn every_scenario_runs_in_smoke_mode() {
+    let dir = bin_dir();
+    ensure_binaries(&dir);
+    let out = std::env::temp_dir().join(format!("vexil-bench-smoke-{:016x}", rand_u64()));
+    let started = std::time::Instant::now();
+    let result = Command::new(env!("CARGO_BIN_EXE_vexil-bench"))
+        .args(["--smoke", "--no-build", "--out"])
+        .arg(&out)
+        .arg("all")
+        .env_remove("VEXIL_UNLEASH_EDGE")
+        .output()
+        .expect("vexil-bench runs");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        result.status.success(),
+        "vexil-bench failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("smoke run: {:.1} s", started.elapsed().as_secs_f64());
+
+    let lookup = read(&out, "lookup");
+    let points = lookup["data"]["points"].as_array().unwrap();
+    // five APIs: one rate and the peak each
+    assert_eq!(points.len(), 10, "{lookup}");
+    assert!(
+        points.iter().all(|p| p["load"]["ok"].as_u64().unwrap() > 0),
+        "{lookup}"
+    );
+    assert!(
+        lookup["notes"]
+            .to_string()
+            .contains("Unleash Edge: not available")
+    );
+
+    let propagate = read(&out, "propagate");
+    let runs = propagate["data"]["runs"].as_array().unwrap();
+    assert!(
+        runs.iter().filter(|r| r["backend"] == "sqlite").count() == 2,
+        "{propagate}"
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r["latency"]["count"].as_u64().unwrap() > 0)
+    );
+
+    let footprint = read(&out, "footprint");
+    assert!(footprint["data"]["memory"][0]["idle_kib"].as_u64().unwrap() > 0);
+    assert!(
+        footprint["data"]["cold_start"][0]["ready"]["count"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let engine = read(&out, "engine");
+    assert!(!engine["budgets"].as_array().unwrap().is_empty());
+
+    let hop = read(&out, "hop");
+    let hop_points = hop["data"]["points"].as_array().unwrap();
+    assert!(hop_points.iter().any(|p| p["target"] == "direct"), "{hop}");
+    // The data plane is either measured or reported missing, never silently absent.
+    let vexil_measured = hop_points.iter().any(|p| p["target"] == "vexil");
+    assert!(
+        vexil_measured
+            || hop["notes"]
+                .to_string()
+                .contains("data plane not available"),
+        "{hop}"
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}
