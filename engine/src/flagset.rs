@@ -1,5 +1,7 @@
 //! The flag-set document (flagd's format), its validation and compilation into a [`FlagSet`].
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use serde_json::{Map, Value};
@@ -199,8 +201,9 @@ impl Flag {
 /// interior mutability); a new revision is a new `FlagSet` swapped in whole.
 #[derive(Clone, Debug)]
 pub struct FlagSet {
-    /// Flags sorted by key.
-    pub(crate) flags: Box<[Flag]>,
+    /// Flags sorted by key. Each behind an `Arc` so that [`FlagSet::with_changes`] shares the flags a
+    /// change leaves alone with the set it started from instead of compiling them again.
+    pub(crate) flags: Box<[Arc<Flag>]>,
     /// Flag index by key. Fx hashing: keys come from operators, not from callers, and a lookup is
     /// on every evaluation's path.
     pub(crate) index: FxHashMap<Box<str>, usize>,
@@ -261,14 +264,106 @@ impl FlagSet {
         }
     }
 
+    /// This set with some flags added, replaced (`upserts`: key and definition) or removed
+    /// (`removals`), compiled as [`FlagSet::compile`] would compile the whole changed document.
+    ///
+    /// Only the upserted flags are compiled; every other flag is shared with `self`, so applying a
+    /// one-flag change to a set of thousands costs about one flag's compilation rather than the
+    /// whole set's. That is what a sidecar does with each sync delta. The set's metadata,
+    /// `$evaluators` and `fractional` version are `self`'s: when those change, compile the whole
+    /// document instead. A key both upserted and removed is upserted. In [`Mode::Strict`] a
+    /// problem in an upserted flag is an error; in [`Mode::Lenient`] the flag is kept broken and
+    /// its problems replace the ones `self` listed for that key.
+    pub fn with_changes<'d>(
+        &self,
+        upserts: impl IntoIterator<Item = (&'d str, &'d Value)>,
+        removals: impl IntoIterator<Item = &'d str>,
+        options: &CompileOptions,
+    ) -> Result<FlagSet, ValidationErrors> {
+        // A key upserted twice: its last definition, as inserting into the document would give.
+        let upserts: FxHashMap<&str, &Value> = upserts.into_iter().collect();
+        let mut dropped: rustc_hash::FxHashSet<&str> = removals.into_iter().collect();
+        dropped.extend(upserts.keys().copied());
+
+        let mut problems = Vec::new();
+        let mut path = Path::default();
+        path.push_key("flags");
+        let mut compiler = Compiler::new(Some(&self.evaluators), options.limits.max_depth);
+        let mut flags: Vec<Arc<Flag>> = Vec::with_capacity(self.flags.len() + upserts.len());
+        flags.extend(
+            self.flags
+                .iter()
+                .filter(|f| !dropped.contains(&*f.key))
+                .cloned(),
+        );
+        for (&key, &def) in &upserts {
+            let flag = compile_flag(
+                key,
+                def,
+                &self.metadata,
+                &mut compiler,
+                &mut path,
+                &mut problems,
+                options.mode,
+            );
+            flags.push(Arc::new(flag));
+        }
+        problems.extend(compiler.take_errors());
+        if flags.len() > options.limits.max_flags {
+            problems.push(ValidationError {
+                path: "flags".into(),
+                message: format!(
+                    "{} flags, more than the limit of {}",
+                    flags.len(),
+                    options.limits.max_flags
+                ),
+            });
+        }
+        if options.mode == Mode::Strict && !problems.is_empty() {
+            return Err(ValidationErrors(problems));
+        }
+        let prefixes: Vec<String> = dropped.iter().map(|k| flag_path(k)).collect();
+        let mut kept: Vec<ValidationError> = self
+            .problems
+            .0
+            .iter()
+            .filter(|p| {
+                p.path != "flags" && !prefixes.iter().any(|prefix| is_under(&p.path, prefix))
+            })
+            .cloned()
+            .collect();
+        kept.extend(problems);
+        Ok(FlagSet {
+            flags: Box::new([]),
+            index: FxHashMap::default(),
+            metadata: self.metadata.clone(),
+            evaluators: self.evaluators.clone(),
+            fractional: self.fractional,
+            problems: ValidationErrors(kept),
+        }
+        .with_flags(flags))
+    }
+
+    /// This set holding `flags` (in any order; sorted and indexed here).
+    fn with_flags(mut self, mut flags: Vec<Arc<Flag>>) -> FlagSet {
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
+        self.index = flags
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.key.clone(), i))
+            .collect();
+        self.flags = flags.into();
+        self
+    }
+
     /// The flag `key`.
     pub fn get(&self, key: &str) -> Option<&Flag> {
-        self.index.get(key).map(|&i| &self.flags[i])
+        self.index.get(key).map(|&i| &*self.flags[i])
     }
 
     /// Every flag, sorted by key.
     pub fn flags(&self) -> impl ExactSizeIterator<Item = &Flag> {
-        self.flags.iter()
+        self.flags.iter().map(|f| &**f)
     }
 
     /// The number of flags.
@@ -396,34 +491,63 @@ fn build(
     let mut flags = Vec::with_capacity(flag_docs.len());
     path.push_key("flags");
     for (key, def) in flag_docs {
-        path.push_key(key);
-        let before = problems.len();
-        let flag = build_flag(key, def, &metadata, &mut compiler, &mut path, &mut problems);
-        if problems.len() > before && options.mode == Mode::Lenient {
-            flags.push(Flag {
-                targeting: Targeting::Broken(problems[before].to_string().into()),
-                ..flag
-            });
-        } else {
-            flags.push(flag);
-        }
-        path.pop();
+        let flag = compile_flag(
+            key,
+            def,
+            &metadata,
+            &mut compiler,
+            &mut path,
+            &mut problems,
+            options.mode,
+        );
+        flags.push(Arc::new(flag));
     }
-    flags.sort_by(|a, b| a.key.cmp(&b.key));
-    let index = flags
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.key.clone(), i))
-        .collect();
     let set = FlagSet {
-        flags: flags.into(),
-        index,
+        flags: Box::new([]),
+        index: FxHashMap::default(),
         metadata,
         evaluators,
         fractional,
         problems: ValidationErrors::default(),
-    };
+    }
+    .with_flags(flags);
     Ok((set, problems))
+}
+
+/// Compiles flag `key` under `path` (which ends at `flags`). In lenient mode a flag with problems is
+/// kept, broken: it answers `PARSE_ERROR` with its first problem.
+fn compile_flag<'d>(
+    key: &'d str,
+    def: &'d Value,
+    set_metadata: &Metadata,
+    compiler: &mut Compiler<'d>,
+    path: &mut Path<'d>,
+    problems: &mut Vec<ValidationError>,
+    mode: Mode,
+) -> Flag {
+    path.push_key(key);
+    let before = problems.len();
+    let mut flag = build_flag(key, def, set_metadata, compiler, path, problems);
+    if problems.len() > before && mode == Mode::Lenient {
+        flag.targeting = Targeting::Broken(problems[before].to_string().into());
+    }
+    path.pop();
+    flag
+}
+
+/// The path prefix of every problem found in flag `key`, as [`Path`] formats it.
+fn flag_path(key: &str) -> String {
+    let mut path = Path::default();
+    path.push_key("flags");
+    path.push_key(key);
+    path.to_string()
+}
+
+/// True when a problem at `problem` lies within `prefix` (the path itself or below it).
+fn is_under(problem: &str, prefix: &str) -> bool {
+    problem
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// Reports members of `obj` that are not in `known`.

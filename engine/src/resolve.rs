@@ -180,6 +180,7 @@ impl FlagSet {
         'a: 'c,
     {
         self.flags.iter().map(move |flag| {
+            let flag = &**flag;
             let outcome = self.outcome(flag, ctx);
             (flag, self.finish(outcome, "any", Some))
         })

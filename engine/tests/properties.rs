@@ -273,3 +273,62 @@ proptest! {
         }
     }
 }
+
+/// The document `doc` with `upserts` put in and `removals` taken out of its `flags`.
+fn changed(doc: &Value, upserts: &[(String, Value)], removals: &[String]) -> Value {
+    let mut doc = doc.clone();
+    let flags = doc["flags"].as_object_mut().expect("flags");
+    for key in removals {
+        flags.remove(key);
+    }
+    for (key, def) in upserts {
+        flags.insert(key.clone(), def.clone());
+    }
+    doc
+}
+
+fn sorted_problems(set: &FlagSet) -> Vec<String> {
+    let mut p: Vec<String> = set.problems().iter().map(|e| e.to_string()).collect();
+    p.sort();
+    p
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// `with_changes` (what a sidecar does with a delta) gives the same set as compiling the
+    /// changed document whole: same flags, same resolutions, same problems, strict and lenient.
+    #[test]
+    fn with_changes_equals_compiling_the_changed_document(
+        doc in document(),
+        upserts in prop::collection::btree_map("[a-e]{1,3}", flag_def(), 0..4),
+        removals in prop::collection::vec("[a-e]{1,3}", 0..3),
+        ctx in context(),
+    ) {
+        let upserts: Vec<(String, Value)> = upserts.into_iter().collect();
+        let after = changed(&doc, &upserts, &removals);
+        let pairs = || upserts.iter().map(|(k, v)| (k.as_str(), v));
+        let keys = || removals.iter().map(String::as_str);
+
+        let base = FlagSet::compile(&doc, &LENIENT).unwrap();
+        let patched = base.with_changes(pairs(), keys(), &LENIENT).unwrap();
+        let whole = FlagSet::compile(&after, &LENIENT).unwrap();
+        prop_assert_eq!(patched.to_document(), whole.to_document());
+        prop_assert_eq!(snapshot(&patched, &ctx), snapshot(&whole, &ctx));
+        prop_assert_eq!(sorted_problems(&patched), sorted_problems(&whole));
+
+        if let Ok(strict_base) = FlagSet::from_json(&doc) {
+            let strict = strict_base.with_changes(pairs(), keys(), &CompileOptions::default());
+            match (strict, FlagSet::from_json(&after)) {
+                (Ok(p), Ok(w)) => prop_assert_eq!(snapshot(&p, &ctx), snapshot(&w, &ctx)),
+                (Err(p), Err(w)) => {
+                    let (mut p, mut w) = (p.0, w.0);
+                    p.sort_by_key(|e| e.to_string());
+                    w.sort_by_key(|e| e.to_string());
+                    prop_assert_eq!(p, w);
+                }
+                (p, w) => prop_assert!(false, "strict: patched {:?} but whole {:?}", p.is_ok(), w.is_ok()),
+            }
+        }
+    }
+}

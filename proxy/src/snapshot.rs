@@ -98,10 +98,13 @@ pub fn changed_keys(before: Option<&FlagSet>, after: &FlagSet) -> Vec<String> {
         before.is_some_and(|b| b.fractional_version() != after.fractional_version());
     for flag in after.flags() {
         let same = before.and_then(|b| b.get(flag.key())).is_some_and(|old| {
-            old.definition() == flag.definition()
-                && old.metadata() == flag.metadata()
-                && !(rules_changed && mentions_ref(flag.definition()))
-                && !(fractional_changed && (flag.is_targeted() || old.is_targeted()))
+            // The same compiled flag, shared by `FlagSet::with_changes`, which keeps the set's
+            // rules and metadata: unchanged without comparing definitions.
+            std::ptr::eq(old, flag)
+                || (old.definition() == flag.definition()
+                    && old.metadata() == flag.metadata()
+                    && !(rules_changed && mentions_ref(flag.definition()))
+                    && !(fractional_changed && (flag.is_targeted() || old.is_targeted())))
         });
         if !same {
             keys.insert(flag.key().to_string());

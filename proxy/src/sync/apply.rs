@@ -123,14 +123,46 @@ fn edit(
     }
 }
 
+/// Compiles `held` just after `delta` was applied to it. When the delta touched only flags (not
+/// `$evaluators`, not metadata) and `base` is the set compiled at the delta's `from`, only the
+/// upserted flags are compiled and the others are shared with `base` ([`FlagSet::with_changes`]):
+/// a one-flag change to a set of thousands then costs one flag's compilation. Otherwise the whole
+/// document is compiled.
+pub fn compile_after(
+    delta: &Delta,
+    held: &Held,
+    base: Option<&FlagSet>,
+) -> Result<FlagSet, ApplyError> {
+    let flags_only = delta.evaluator_upserts.is_empty()
+        && delta.evaluator_removals.is_empty()
+        && delta.metadata.is_none();
+    let defs = held.document.get("flags").and_then(Value::as_object);
+    match (base, defs) {
+        (Some(base), Some(defs)) if flags_only => {
+            let upserts = delta
+                .flag_upserts
+                .iter()
+                .filter_map(|e| defs.get_key_value(&e.key))
+                .map(|(k, v)| (k.as_str(), v));
+            let removals = delta.flag_removals.iter().map(String::as_str);
+            base.with_changes(upserts, removals, &lenient())
+                .map_err(|e| ApplyError::Invalid(e.to_string()))
+        }
+        _ => compile(&held.document),
+    }
+}
+
+fn lenient() -> CompileOptions {
+    CompileOptions {
+        mode: Mode::Lenient,
+        ..CompileOptions::default()
+    }
+}
+
 /// Compiles a held document. Lenient: a flag that does not compile (say, an operator this
 /// sidecar does not know yet) answers `PARSE_ERROR` while every other flag is served.
 pub fn compile(document: &Value) -> Result<FlagSet, ApplyError> {
-    let options = CompileOptions {
-        mode: Mode::Lenient,
-        ..CompileOptions::default()
-    };
-    FlagSet::compile(document, &options).map_err(|e| ApplyError::Invalid(e.to_string()))
+    FlagSet::compile(document, &lenient()).map_err(|e| ApplyError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -206,5 +238,49 @@ mod tests {
             Err(ApplyError::Invalid(_))
         ));
         assert_eq!((h.revision, h.document), (3, before));
+    }
+
+    /// A flags-only delta compiles only its flags and shares the rest with the base set; a delta
+    /// that touches `$evaluators` or metadata compiles the whole document. Either way the result
+    /// is what compiling the held document gives.
+    #[test]
+    fn flags_only_deltas_compile_only_their_flags() {
+        let flag = |v: &str| json!({"state":"ENABLED","variants":{"v":v},"defaultVariant":"v"});
+        let mut h = Held {
+            revision: 3,
+            document: json!({"flags": {"a": flag("a"), "b": flag("b")}}),
+        };
+        let base = compile(&h.document).unwrap();
+        let d = Delta {
+            from: 3,
+            to: 4,
+            flag_upserts: vec![entry("c", flag("c")), entry("b", flag("b2"))],
+            flag_removals: vec!["a".into()],
+            ..Delta::default()
+        };
+        apply_delta(&mut h, &d).unwrap();
+        let patched = compile_after(&d, &h, Some(&base)).unwrap();
+        assert_eq!(patched.to_document(), compile(&h.document).unwrap().to_document());
+
+        let d = Delta {
+            from: 4,
+            to: 5,
+            flag_upserts: vec![entry("d", flag("d"))],
+            ..Delta::default()
+        };
+        apply_delta(&mut h, &d).unwrap();
+        let next = compile_after(&d, &h, Some(&patched)).unwrap();
+        assert!(std::ptr::eq(patched.get("c").unwrap(), next.get("c").unwrap()));
+
+        let d = Delta {
+            from: 5,
+            to: 6,
+            evaluator_upserts: vec![entry("seg", json!({"in": [1, [1]]}))],
+            ..Delta::default()
+        };
+        apply_delta(&mut h, &d).unwrap();
+        let whole = compile_after(&d, &h, Some(&next)).unwrap();
+        assert!(!std::ptr::eq(next.get("c").unwrap(), whole.get("c").unwrap()));
+        assert_eq!(whole.evaluators().len(), 1);
     }
 }

@@ -10,12 +10,13 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
+use vexil_engine::FlagSet;
 use vexil_proto::frame::{FrameCodec, FrameError, MessageCodec};
 use vexil_proto::sync::v1::{
     Ack, ClientFrame, ErrorCode, Resync, ServerFrame, Subscribe, client_frame, server_frame::Kind,
 };
 
-use super::apply::{ApplyError, Held, apply_delta, compile, parse_full};
+use super::apply::{ApplyError, Held, apply_delta, compile, compile_after, parse_full};
 use super::{SyncConfig, SyncState, SyncStatus, persist};
 use crate::snapshot::{Snapshot, SnapshotCell, Source};
 
@@ -345,10 +346,14 @@ impl Runner {
                 Some(Kind::Full(full)) => {
                     stream.resync_pending = false;
                     let applied = parse_full(&full.flag_set).and_then(|doc| {
-                        self.install(Held {
-                            revision: full.revision,
-                            document: doc,
-                        })
+                        let flags = compile(&doc)?;
+                        self.install(
+                            Held {
+                                revision: full.revision,
+                                document: doc,
+                            },
+                            flags,
+                        )
                     });
                     self.after_apply(stream, applied).await?;
                 }
@@ -358,8 +363,11 @@ impl Runner {
                             .await?;
                         continue;
                     };
+                    // The set compiled at the delta's base, when that is what is being served.
+                    let base = self.cell.load().filter(|s| s.revision == delta.from);
                     let applied = match apply_delta(&mut held, &delta) {
-                        Ok(()) => self.install(held),
+                        Ok(()) => compile_after(&delta, &held, base.as_deref().map(|s| &s.flags))
+                            .and_then(|flags| self.install(held, flags)),
                         Err(e) => {
                             // Keep what we hold; ask for a full snapshot.
                             self.held = Some(held);
@@ -422,9 +430,8 @@ impl Runner {
         .await
     }
 
-    /// Compiles `held`, swaps it in, persists it; returns its revision.
-    fn install(&mut self, held: Held) -> Result<i64, ApplyError> {
-        let flags = compile(&held.document)?;
+    /// Swaps in `flags` (compiled from `held`), persists `held`; returns its revision.
+    fn install(&mut self, held: Held, flags: FlagSet) -> Result<i64, ApplyError> {
         let config = &self.client.config;
         let revision = held.revision;
         let source = Source::Control(config.control.clone());
