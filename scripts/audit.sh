@@ -16,7 +16,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-DENY_VERSION="${VEXIL_CARGO_DENY_VERSION:-0.19.0}"
+DENY_VERSION="${VEXIL_CARGO_DENY_VERSION:-0.20.2}"
 DB_DIR="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs"
 
 log() { printf 'audit: %s\n' "$*"; }

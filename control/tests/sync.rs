@@ -1183,7 +1183,7 @@ async fn a_revoked_token_gets_an_unauthenticated_frame_within_the_reauth_interva
         .expect("the connection closes");
     assert!(
         matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
-            if c.error_code == 1u32.into() && c.reason.as_ref() == b"UNAUTHENTICATED"),
+            if c.error_code == quinn::VarInt::from_u32(1) && c.reason.as_ref() == b"UNAUTHENTICATED"),
         "{closed:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1201,8 +1201,17 @@ async fn a_revoked_token_gets_an_unauthenticated_frame_within_the_reauth_interva
 fn reissue_server_cert(dir: &std::path::Path, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) {
     let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap())
         .unwrap();
-    let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    // The development CA's name and key: what a certificate it signed names as its issuer.
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Vexil development CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let issuer = rcgen::Issuer::new(ca, ca_key);
     let mut params = rcgen::CertificateParams::new(vec![
         "localhost".to_string(),
         "127.0.0.1".into(),
@@ -1247,8 +1256,9 @@ async fn an_expired_server_certificate_is_refused_by_the_sidecar() {
                 .wait_status("a TLS failure", |s| s.last_error.is_some())
                 .await;
             let error = status.last_error.unwrap();
-            let expected = if what == "expired" { "Expired" } else { "NotValidYet" };
-            assert!(error.contains(expected), "{what}: {error}");
+            let lower = error.to_ascii_lowercase().replace(' ', "");
+            let expected = if what == "expired" { "expired" } else { "notvalidyet" };
+            assert!(lower.contains(expected), "{what}: {error}");
             assert!(sidecar.cell.load().is_none(), "{what}");
             assert_eq!(app.state.sidecars.len(), 0, "{what}");
         }
@@ -1298,11 +1308,9 @@ async fn control_refuses_clients_that_do_not_offer_the_vexil_alpn() {
             .await
             .err()
             .unwrap_or_else(|| panic!("a client offering {alpn:?} was let in"));
-        // TLS alert 120, no_application_protocol, as a QUIC CRYPTO_ERROR (0x100 + 120).
+        // TLS alert 120 (no_application_protocol) in the handshake.
         assert!(
-            error.contains("no_application_protocol")
-                || error.contains("NoApplicationProtocol")
-                || error.contains("0x178"),
+            error.contains("error 120") && error.contains("handshake"),
             "{alpn:?}: {error}"
         );
     }

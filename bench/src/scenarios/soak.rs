@@ -68,7 +68,7 @@ pub struct Soak {
 }
 
 /// What the answers' decisions showed.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Decisions {
     /// Answers checked (every 200).
     pub checked: u64,
@@ -312,9 +312,7 @@ async fn soak(
     let token = control.prepare(1).await?;
     let path = format!("/api/v1/environments/{ENV}/flags/{SEQ}");
     let base = control.revision().await? + 1;
-    control
-        .send(reqwest::Method::PUT, &path, &seq_flag(base))
-        .await?;
+    control.http_handle().put(&path, &seq_flag(base), false).await?;
     anyhow::ensure!(
         control.revision().await? == base,
         "the first {SEQ} commit did not create revision {base}"
@@ -453,7 +451,7 @@ async fn write_flags(
         // Published before the request: the sidecar may serve it before the answer arrives.
         ledger.head.fetch_max(next, Ordering::AcqRel);
         let sent = Instant::now();
-        match control.put(&path, &seq_flag(next)).await {
+        match control.put(&path, &seq_flag(next), true).await {
             Ok(()) => {
                 let answered = Instant::now();
                 latency.record(answered - sent);
@@ -495,15 +493,17 @@ pub(crate) struct ControlHandle {
 }
 
 impl ControlHandle {
-    async fn put(&self, path: &str, body: &Value) -> anyhow::Result<()> {
-        let r = self
+    /// `PUT path` (`If-Match: *` when `exists`: replace, never create).
+    async fn put(&self, path: &str, body: &Value, exists: bool) -> anyhow::Result<()> {
+        let mut req = self
             .http
             .put(format!("{}{path}", self.api))
             .bearer_auth(super::propagate::ADMIN)
-            .header("if-match", "*")
-            .json(body)
-            .send()
-            .await?;
+            .json(body);
+        if exists {
+            req = req.header("if-match", "*");
+        }
+        let r = req.send().await?;
         let status = r.status();
         anyhow::ensure!(
             status.is_success(),
