@@ -125,7 +125,10 @@ fn every_scenario_runs_in_smoke_mode() {
     assert_eq!(data["decisions"]["inconsistent"], 0, "{soak}");
     assert!(data["commits"]["ok"].as_u64().unwrap() > 0, "{soak}");
     assert_eq!(data["commits"]["failed"], 0, "{soak}");
-    assert!(data["rss"]["samples"].as_array().unwrap().len() >= 2, "{soak}");
+    assert!(
+        data["rss"]["samples"].as_array().unwrap().len() >= 2,
+        "{soak}"
+    );
     assert_eq!(data["final_revision_reached"], true, "{soak}");
     let _ = std::fs::remove_dir_all(out);
 }

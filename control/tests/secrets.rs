@@ -198,7 +198,9 @@ fn proxy_bin() -> std::path::PathBuf {
     let dir = exe.parent().unwrap().parent().unwrap().to_path_buf(); // target/debug/deps/..
     let bin = dir.join("vexil-proxy");
     if !bin.exists() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
         let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
             .current_dir(root)
             .env("CARGO_TARGET_DIR", dir.parent().unwrap())
@@ -360,7 +362,10 @@ async fn the_sidecar_never_shows_its_token() {
     seen += &env_token.logs(&dir);
     drop(env_token);
 
-    assert!(seen.contains("quinn") || seen.contains("TRACE"), "trace logs were captured");
+    assert!(
+        seen.contains("quinn") || seen.contains("TRACE"),
+        "trace logs were captured"
+    );
     assert_no_secret(&[good, unknown], &seen, "the sidecar's output");
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);

@@ -1081,17 +1081,40 @@ both_backends!(
             .expect(200);
         let (_, prod_sidecar) = app.token("prod-sidecar", "sidecar", &["prod"]).await;
         let cases = [
-            ("a sidecar token bound to another environment", dev_sidecar, "PERMISSION_DENIED"),
+            (
+                "a sidecar token bound to another environment",
+                dev_sidecar,
+                "PERMISSION_DENIED",
+            ),
             ("an editor token", editor, "PERMISSION_DENIED"),
-            ("a viewer token of the environment", viewer, "PERMISSION_DENIED"),
-            ("an admin token bound to another environment", dev_admin, "PERMISSION_DENIED"),
+            (
+                "a viewer token of the environment",
+                viewer,
+                "PERMISSION_DENIED",
+            ),
+            (
+                "an admin token bound to another environment",
+                dev_admin,
+                "PERMISSION_DENIED",
+            ),
             ("a revoked sidecar token", revoked, "UNAUTHENTICATED"),
-            ("an unknown token", format!("vxl_{:032x}", rand::random::<u128>()), "UNAUTHENTICATED"),
+            (
+                "an unknown token",
+                format!("vxl_{:032x}", rand::random::<u128>()),
+                "UNAUTHENTICATED",
+            ),
             ("an empty token", String::new(), "UNAUTHENTICATED"),
-            ("a JWT-shaped token (no JWT key configured)", "e30.e30.c2ln".into(), "UNAUTHENTICATED"),
+            (
+                "a JWT-shaped token (no JWT key configured)",
+                "e30.e30.c2ln".into(),
+                "UNAUTHENTICATED",
+            ),
             // The stored form of a valid token is not a credential.
-            ("the stored hash of a valid token",
-             vexil_control::auth::hash_secret(&prod_sidecar), "UNAUTHENTICATED"),
+            (
+                "the stored hash of a valid token",
+                vexil_control::auth::hash_secret(&prod_sidecar),
+                "UNAUTHENTICATED",
+            ),
         ];
         for (what, token, code) in cases {
             let (_conn, _send, recv) = subscribe_raw(&app, "prod", &token).await;
@@ -1100,7 +1123,9 @@ both_backends!(
             assert_eq!(error_code(&frames), Some(code), "{what}: {frames:?}");
             assert_eq!(frames.len(), 1, "{what}: {frames:?}");
             assert!(
-                !frames.iter().any(|f| matches!(f.kind, Some(Kind::Full(_)) | Some(Kind::Delta(_)))),
+                !frames
+                    .iter()
+                    .any(|f| matches!(f.kind, Some(Kind::Full(_)) | Some(Kind::Delta(_)))),
                 "{what}"
             );
         }
@@ -1176,8 +1201,14 @@ async fn a_revoked_token_gets_an_unauthenticated_frame_within_the_reauth_interva
         "{error:?}"
     );
     // One re-check tick at most (plus slack for a loaded machine), not a heartbeat or idle timeout.
-    assert!(took <= REAUTH + Duration::from_secs(3), "cut off after {took:?}");
-    assert!(next().await.is_none(), "the stream ends after the Error frame");
+    assert!(
+        took <= REAUTH + Duration::from_secs(3),
+        "cut off after {took:?}"
+    );
+    assert!(
+        next().await.is_none(),
+        "the stream ends after the Error frame"
+    );
     let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
         .await
         .expect("the connection closes");
@@ -1199,8 +1230,8 @@ async fn a_revoked_token_gets_an_unauthenticated_frame_within_the_reauth_interva
 /// Replaces the server certificate in a development TLS directory with one from the same CA that
 /// is valid for the same names but only between `not_before` and `not_after`.
 fn reissue_server_cert(dir: &std::path::Path, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) {
-    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap())
-        .unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
     // The development CA's name and key: what a certificate it signed names as its issuer.
     let mut ca = rcgen::CertificateParams::default();
     ca.distinguished_name = rcgen::DistinguishedName::new();
@@ -1243,11 +1274,18 @@ async fn an_expired_server_certificate_is_refused_by_the_sidecar() {
         reissue_server_cert(&tls, from, to);
         let replica = start_replica(&db.url, Backend::Sqlite, &tls, &Options::default()).await;
         let app = replica.app.clone();
-        if app.get("/api/v1/environments/prod", &app.admin).await.status == 404 {
+        if app
+            .get("/api/v1/environments/prod", &app.admin)
+            .await
+            .status
+            == 404
+        {
             app.create_env("prod").await;
             put_flag(&app, "prod", "a", true).await;
         }
-        let (_, token) = app.token(what.replace(' ', "-").as_str(), "sidecar", &["prod"]).await;
+        let (_, token) = app
+            .token(what.replace(' ', "-").as_str(), "sidecar", &["prod"])
+            .await;
         let sidecar = spawn(config(&app, "prod", &token, None));
         if what == "valid" {
             sidecar.wait_revision(1).await;
@@ -1257,7 +1295,11 @@ async fn an_expired_server_certificate_is_refused_by_the_sidecar() {
                 .await;
             let error = status.last_error.unwrap();
             let lower = error.to_ascii_lowercase().replace(' ', "");
-            let expected = if what == "expired" { "expired" } else { "notvalidyet" };
+            let expected = if what == "expired" {
+                "expired"
+            } else {
+                "notvalidyet"
+            };
             assert!(lower.contains(expected), "{what}: {error}");
             assert!(sidecar.cell.load().is_none(), "{what}");
             assert_eq!(app.state.sidecars.len(), 0, "{what}");
@@ -1303,7 +1345,12 @@ async fn control_refuses_clients_that_do_not_offer_the_vexil_alpn() {
         return;
     };
     let app = server.app.clone();
-    for alpn in [&[b"h3".as_slice()][..], &[b"vexil-sync/2"], &[b"http/1.1", b"h2"], &[]] {
+    for alpn in [
+        &[b"h3".as_slice()][..],
+        &[b"vexil-sync/2"],
+        &[b"http/1.1", b"h2"],
+        &[],
+    ] {
         let error = connect_with_alpn(&app, alpn)
             .await
             .err()

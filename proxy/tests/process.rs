@@ -185,7 +185,12 @@ async fn every_listener_binds_to_loopback_by_default() {
         return;
     }
     let mut child = std::process::Command::new("unshare")
-        .args(["--net", "sh", "-c", "ip link set lo up 2>/dev/null; exec \"$0\" \"$@\""])
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up 2>/dev/null; exec \"$0\" \"$@\"",
+        ])
         .arg(env!("CARGO_BIN_EXE_vexil-proxy"))
         .arg("--flags-file")
         .arg(&file)

@@ -11,14 +11,7 @@ use crate::harness::Ctx;
 use crate::report::Report;
 
 /// Every scenario's name, in the order `all` runs them.
-pub const ALL: [&str; 6] = [
-    "lookup",
-    "propagate",
-    "footprint",
-    "engine",
-    "hop",
-    "soak",
-];
+pub const ALL: [&str; 6] = ["lookup", "propagate", "footprint", "engine", "hop", "soak"];
 
 /// Runs the scenario `name`.
 pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {

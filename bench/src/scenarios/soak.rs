@@ -165,7 +165,8 @@ impl Ledger {
     fn check(&self, flags: Option<&str>, revision: Option<&str>, at: Instant) {
         self.checked.fetch_add(1, Ordering::Relaxed);
         let value = flags.and_then(seq_value);
-        let rev = revision.and_then(|r| r.strip_prefix(&format!("{ENV}@")))
+        let rev = revision
+            .and_then(|r| r.strip_prefix(&format!("{ENV}@")))
             .and_then(|r| r.parse::<i64>().ok());
         let (Some(value), Some(rev)) = (value, rev) else {
             self.bad(
@@ -259,9 +260,7 @@ fn seq_flag(value: i64) -> Value {
 
 /// The sidecar's data-plane configuration: one route injecting `soak-seq`.
 fn proxy_toml() -> String {
-    format!(
-        "[context]\ntargetingKey = [\"header:x-user-id\"]\n\n[[routes]]\nflags = [\"{SEQ}\"]\n"
-    )
+    format!("[context]\ntargetingKey = [\"header:x-user-id\"]\n\n[[routes]]\nflags = [\"{SEQ}\"]\n")
 }
 
 /// Runs the scenario.
@@ -282,7 +281,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         "rate_rps": rate,
         "duration_seconds": duration.as_secs_f64(),
         "commit": format!("PUT /api/v1/environments/{ENV}/flags/{SEQ} every {} ms (If-Match: *), value = the revision it creates", COMMIT_EVERY.as_millis()),
-        "rss": format!("sidecar RSS every second; flat = mean of the last {:.0} s within {:.0} % of the mean of the first {:.0} s after a {:.0} s warm-up", window.as_secs_f64(), FLAT_TOLERANCE * 100.0, window.as_secs_f64(), warmup.as_secs_f64()),
+        "rss": format!("sidecar RSS every second; flat = mean of the last {:.0} s within {:.0} % of the mean of the first {:.0} s after a {:.1} s warm-up", window.as_secs_f64(), FLAT_TOLERANCE * 100.0, window.as_secs_f64(), warmup.as_secs_f64()),
         "checks": "each answer: status 200; vexil-flags has soak-seq; vexil-revision is bench@N; soak-seq == N; N between the revision before the first commit and the highest commit sent",
     });
     let id = format!("{:08x}", rand::random::<u32>());
@@ -312,7 +311,10 @@ async fn soak(
     let token = control.prepare(1).await?;
     let path = format!("/api/v1/environments/{ENV}/flags/{SEQ}");
     let base = control.revision().await? + 1;
-    control.http_handle().put(&path, &seq_flag(base), false).await?;
+    control
+        .http_handle()
+        .put(&path, &seq_flag(base), false)
+        .await?;
     anyhow::ensure!(
         control.revision().await? == base,
         "the first {SEQ} commit did not create revision {base}"
@@ -673,7 +675,10 @@ fn summarise(report: &mut Report, s: &Soak) {
             .into(),
     ];
     if !d.examples.is_empty() {
-        text.push(format!("Bad answers (first few): {}", d.examples.join("; ")));
+        text.push(format!(
+            "Bad answers (first few): {}",
+            d.examples.join("; ")
+        ));
     }
     report.sections.push(Section {
         title: "Figures".into(),
