@@ -31,6 +31,8 @@ pub struct Ctx {
     pub run_criterion: bool,
     /// PostgreSQL server to create databases on (an existing database's URL, trust auth).
     pub pg_url: String,
+    /// `soak`: how long the traffic runs (default: 600 s, 3 s in a smoke run).
+    pub soak_duration: Option<Duration>,
 }
 
 impl Ctx {

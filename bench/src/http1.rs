@@ -236,33 +236,53 @@ pub struct EchoStats {
 /// Serves every request on `listener` with `200 ok` and `x-echo-vexil-flags: <members>` (the
 /// number of members of the request's `vexil-flags` header, 0 without one).
 pub fn serve_echo(listener: TcpListener) -> (Arc<EchoStats>, tokio::task::JoinHandle<()>) {
+    serve(listener, false)
+}
+
+/// Like [`serve_echo`], and also mirrors the decisions the request carried back to the caller:
+/// `x-echo-flags` with the request's `vexil-flags` value and `x-echo-revision` with its
+/// `vexil-revision` (each absent when the request had none).
+pub fn serve_mirror(listener: TcpListener) -> (Arc<EchoStats>, tokio::task::JoinHandle<()>) {
+    serve(listener, true)
+}
+
+fn serve(listener: TcpListener, mirror: bool) -> (Arc<EchoStats>, tokio::task::JoinHandle<()>) {
     let stats = Arc::new(EchoStats::default());
     let s = stats.clone();
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
-            tokio::spawn(echo_connection(stream, s.clone()));
+            tokio::spawn(echo_connection(stream, s.clone(), mirror));
         }
     });
     (stats, task)
 }
 
-async fn echo_connection(mut stream: TcpStream, stats: Arc<EchoStats>) {
+async fn echo_connection(mut stream: TcpStream, stats: Arc<EchoStats>, mirror: bool) {
     let mut buf = Vec::with_capacity(8192);
     let mut chunk = [0u8; 8192];
     loop {
         // Answer every complete request in the buffer.
-        while let Some((consumed, members)) = parse_request(&buf) {
-            buf.drain(..consumed);
+        while let Some(request) = parse_request(&buf, mirror) {
+            buf.drain(..request.len);
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            if let Some(m) = members {
+            if let Some(m) = request.members {
                 stats.with_flags.fetch_add(1, Ordering::Relaxed);
                 stats.last_members.store(m, Ordering::Relaxed);
             }
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-echo-vexil-flags: {}\r\n\r\nok",
-                members.unwrap_or(0)
+            let mut response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-echo-vexil-flags: {}\r\n",
+                request.members.unwrap_or(0)
             );
+            for (name, value) in [
+                ("x-echo-flags", request.flags),
+                ("x-echo-revision", request.revision),
+            ] {
+                if let Some(v) = value {
+                    response.push_str(&format!("{name}: {v}\r\n"));
+                }
+            }
+            response.push_str("\r\nok");
             if stream.write_all(response.as_bytes()).await.is_err() {
                 return;
             }
@@ -274,9 +294,20 @@ async fn echo_connection(mut stream: TcpStream, stats: Arc<EchoStats>) {
     }
 }
 
-/// A complete request at the start of `buf`: its length (head and body) and the number of
-/// members of its `vexil-flags` header.
-fn parse_request(buf: &[u8]) -> Option<(usize, Option<u64>)> {
+/// A complete request at the start of a buffer.
+struct Request {
+    /// Its length, head and body.
+    len: usize,
+    /// Members of its `vexil-flags` header.
+    members: Option<u64>,
+    /// Mirror mode: the `vexil-flags` value.
+    flags: Option<String>,
+    /// Mirror mode: the `vexil-revision` value.
+    revision: Option<String>,
+}
+
+/// The complete request at the start of `buf`, if there is one.
+fn parse_request(buf: &[u8], mirror: bool) -> Option<Request> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut request = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head) = request.parse(buf).ok()? else {
@@ -288,8 +319,19 @@ fn parse_request(buf: &[u8]) -> Option<(usize, Option<u64>)> {
     if buf.len() < head + body {
         return None;
     }
-    let members = header(request.headers, "vexil-flags").map(|v| v.split(',').count() as u64);
-    Some((head + body, members))
+    let flags = header(request.headers, "vexil-flags");
+    let members = flags.as_ref().map(|v| v.split(',').count() as u64);
+    let (flags, revision) = if mirror {
+        (flags, header(request.headers, "vexil-revision"))
+    } else {
+        (None, None)
+    };
+    Some(Request {
+        len: head + body,
+        members,
+        flags,
+        revision,
+    })
 }
 
 #[cfg(test)]
@@ -321,6 +363,27 @@ mod tests {
         assert_eq!(stats.with_flags.load(Ordering::Relaxed), 1);
         // one connection, reused
         assert_eq!(pool.idle.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_mirror_echoes_the_decisions_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stats, _task) = serve_mirror(listener);
+        let pool = Pool::new(addr);
+        let keep = ["x-echo-flags", "x-echo-revision"];
+        let a = pool.exchange(&get("x", "/", &[]), &keep).await.unwrap();
+        assert_eq!(a.kept, [None, None]);
+        let flagged = get(
+            "x",
+            "/",
+            &[("vexil-flags", "seq=7, on=?1"), ("vexil-revision", "e@7")],
+        );
+        let a = pool.exchange(&flagged, &keep).await.unwrap();
+        assert_eq!(
+            a.kept,
+            [Some("seq=7, on=?1".to_string()), Some("e@7".to_string())]
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

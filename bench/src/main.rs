@@ -17,7 +17,7 @@ use vexil_bench::sys::{Pinning, temp_dir};
 #[derive(Parser, Debug)]
 #[command(name = "vexil-bench", about = "Vexil's benchmark scenarios")]
 struct Cli {
-    /// Scenarios to run: lookup, propagate, footprint, engine, hop, or all.
+    /// Scenarios to run: lookup, propagate, footprint, engine, hop, soak, or all.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Tiny loads, a few seconds in all: checks that every scenario still runs.
@@ -51,6 +51,9 @@ struct Cli {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pg_url: String,
+    /// soak: seconds of traffic (default 600; 3 with --smoke).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         target_dir: target_dir.clone(),
         run_criterion: !cli.no_criterion && !cli.smoke,
         pg_url: cli.pg_url,
+        soak_duration: cli.duration.map(std::time::Duration::from_secs_f64),
     };
     let out = cli.out.unwrap_or_else(|| {
         if cli.smoke {

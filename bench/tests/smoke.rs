@@ -1,5 +1,5 @@
 //! The harness in smoke mode (tiny loads, seconds) against the debug binaries, so it never rots:
-//! every scenario runs end to end and writes its JSON and Markdown.
+//! every scenario runs end to end and writes its JSON and Markdown (the soak for about 3 s).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,6 +114,22 @@ fn every_scenario_runs_in_smoke_mode() {
                 .contains("data plane not available"),
         "{hop}"
     );
+
+    // The soak ran its few seconds through the real sidecar: every request answered, every
+    // decision consistent with the revision it named, and the flag changed under the traffic.
+    let soak = read(&out, "soak");
+    let data = &soak["data"];
+    assert!(data["load"]["ok"].as_u64().unwrap() > 0, "{soak}");
+    assert_eq!(data["load"]["errors"], 0, "{soak}");
+    assert_eq!(data["decisions"]["missing"], 0, "{soak}");
+    assert_eq!(data["decisions"]["inconsistent"], 0, "{soak}");
+    assert!(data["commits"]["ok"].as_u64().unwrap() > 0, "{soak}");
+    assert_eq!(data["commits"]["failed"], 0, "{soak}");
+    assert!(
+        data["rss"]["samples"].as_array().unwrap().len() >= 2,
+        "{soak}"
+    );
+    assert_eq!(data["final_revision_reached"], true, "{soak}");
     let _ = std::fs::remove_dir_all(out);
 }
 

@@ -183,6 +183,10 @@ fn verify_jwt(cfg: &JwtConfig, token: &str) -> Option<Principal> {
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
     let signed = &token.as_bytes()[..token.len() - signature.len() - 1];
     let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    // Signatures are checked by ring: `hmac::verify` recomputes the tag and compares it in
+    // constant time (ring's `constant_time::verify_slices_are_equal`), so how much of a forged HS256
+    // signature was right never shows in the timing; RS256 verification works on the public key and
+    // holds no secret to leak. No signature is ever compared with `==` here.
     match header.get("alg")?.as_str()? {
         "HS256" => {
             let key = ring::hmac::Key::new(
@@ -306,6 +310,33 @@ mod tests {
             rs256_public_key: None,
             role_claim: "vexil_role".into(),
             environments_claim: "vexil_environments".into(),
+        }
+    }
+
+    /// A signature that is right but for its last byte, its first byte, or its length is refused:
+    /// the whole tag is compared (in constant time, by `ring::hmac::verify`), not a prefix.
+    #[test]
+    fn hs256_signatures_must_match_in_full() {
+        let header = serde_json::json!({"alg": "HS256"});
+        let claims = serde_json::json!({"sub": "ada", "vexil_role": "admin"});
+        let token = sign("s3cret", &header, &claims);
+        assert!(verify_jwt(&cfg(), &token).is_some());
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        let with = |sig: &[u8]| format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig));
+        let mut last = sig.clone();
+        *last.last_mut().unwrap() ^= 1;
+        let mut first = sig.clone();
+        first[0] ^= 0x80;
+        for forged in [
+            with(&last),
+            with(&first),
+            with(&sig[..sig.len() - 1]),
+            with(&sig[..16]),
+            with(&[sig.as_slice(), &[0]].concat()),
+            with(&[]),
+        ] {
+            assert!(verify_jwt(&cfg(), &forged).is_none(), "{forged}");
         }
     }
 

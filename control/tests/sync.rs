@@ -1037,3 +1037,340 @@ both_backends!(
         }
     }
 );
+
+// ------------------------------------------------------------ authorization ----
+
+/// Opens a raw stream and sends a `Subscribe` for `env` with `token`.
+async fn subscribe_raw(
+    app: &App,
+    env: &str,
+    token: &str,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    use vexil_proto::frame::FrameCodec;
+    use vexil_proto::sync::v1::{ClientFrame, Subscribe, client_frame::Kind};
+    let (conn, mut send, recv) = raw_stream(app).await;
+    let subscribe = ClientFrame {
+        kind: Some(Kind::Subscribe(Subscribe {
+            token: token.into(),
+            environment: env.into(),
+            last_revision: 0,
+            client_id: "raw-test".into(),
+            version: "0.0.0".into(),
+        })),
+    };
+    send.write_all(&FrameCodec::default().encode_frame(&subscribe).unwrap())
+        .await
+        .unwrap();
+    (conn, send, recv)
+}
+
+both_backends!(
+    sync_tokens_are_checked_for_role_environment_and_revocation,
+    |app: App| async move {
+        use vexil_proto::sync::v1::server_frame::Kind;
+        app.create_env("prod").await;
+        app.create_env("dev").await;
+        put_flag(&app, "prod", "a", true).await;
+        let (_, dev_sidecar) = app.token("dev-sidecar", "sidecar", &["dev"]).await;
+        let (_, editor) = app.token("editor", "editor", &[]).await;
+        let (_, viewer) = app.token("viewer", "viewer", &["prod"]).await;
+        let (_, dev_admin) = app.token("dev-admin", "admin", &["dev"]).await;
+        let (revoked_id, revoked) = app.token("gone", "sidecar", &["prod"]).await;
+        app.delete(&format!("/api/v1/tokens/{revoked_id}"), &app.admin)
+            .await
+            .expect(200);
+        let (_, prod_sidecar) = app.token("prod-sidecar", "sidecar", &["prod"]).await;
+        let cases = [
+            (
+                "a sidecar token bound to another environment",
+                dev_sidecar,
+                "PERMISSION_DENIED",
+            ),
+            ("an editor token", editor, "PERMISSION_DENIED"),
+            (
+                "a viewer token of the environment",
+                viewer,
+                "PERMISSION_DENIED",
+            ),
+            (
+                "an admin token bound to another environment",
+                dev_admin,
+                "PERMISSION_DENIED",
+            ),
+            ("a revoked sidecar token", revoked, "UNAUTHENTICATED"),
+            (
+                "an unknown token",
+                format!("vxl_{:032x}", rand::random::<u128>()),
+                "UNAUTHENTICATED",
+            ),
+            ("an empty token", String::new(), "UNAUTHENTICATED"),
+            (
+                "a JWT-shaped token (no JWT key configured)",
+                "e30.e30.c2ln".into(),
+                "UNAUTHENTICATED",
+            ),
+            // The stored form of a valid token is not a credential.
+            (
+                "the stored hash of a valid token",
+                vexil_control::auth::hash_secret(&prod_sidecar),
+                "UNAUTHENTICATED",
+            ),
+        ];
+        for (what, token, code) in cases {
+            let (_conn, _send, recv) = subscribe_raw(&app, "prod", &token).await;
+            let frames = read_all(recv).await;
+            // Refused before anything about the environment is sent: one Error frame, no Welcome.
+            assert_eq!(error_code(&frames), Some(code), "{what}: {frames:?}");
+            assert_eq!(frames.len(), 1, "{what}: {frames:?}");
+            assert!(
+                !frames
+                    .iter()
+                    .any(|f| matches!(f.kind, Some(Kind::Full(_)) | Some(Kind::Delta(_)))),
+                "{what}"
+            );
+        }
+        assert_eq!(app.state.sidecars.len(), 0);
+        // The same stream with the right token is served: the refusals above are about the token.
+        for token in [prod_sidecar, app.admin.clone()] {
+            let (_conn, _send, recv) = subscribe_raw(&app, "prod", &token).await;
+            use futures_util::StreamExt;
+            let mut frames = tokio_util::codec::FramedRead::new(
+                recv,
+                vexil_proto::frame::MessageCodec::<vexil_proto::sync::v1::ServerFrame>::default(),
+            );
+            let first = tokio::time::timeout(Duration::from_secs(20), frames.next())
+                .await
+                .expect("an answer")
+                .expect("a frame")
+                .expect("a valid frame");
+            assert!(matches!(first.kind, Some(Kind::Welcome(_))), "{first:?}");
+        }
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_token_gets_an_unauthenticated_frame_within_the_reauth_interval() {
+    use futures_util::StreamExt;
+    use vexil_proto::sync::v1::{ErrorCode, ServerFrame, server_frame::Kind};
+    const REAUTH: Duration = Duration::from_secs(2);
+    let options = Options {
+        reauth_ms: Some(REAUTH.as_millis() as u64),
+        ..Options::default()
+    };
+    let Some(server) = start(Backend::Sqlite, options).await else {
+        return;
+    };
+    let app = server.app.clone();
+    app.create_env("prod").await;
+    put_flag(&app, "prod", "a", true).await;
+    let (id, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+    let (conn, _send, recv) = subscribe_raw(&app, "prod", &token).await;
+    let mut frames = tokio_util::codec::FramedRead::new(
+        recv,
+        vexil_proto::frame::MessageCodec::<ServerFrame>::default(),
+    );
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), frames.next())
+            .await
+            .ok()
+            .flatten()
+            .map(|f| f.expect("a valid frame"))
+    };
+    // Served: Welcome, then the Full of revision 1.
+    assert!(matches!(next().await.unwrap().kind, Some(Kind::Welcome(_))));
+    assert!(matches!(next().await.unwrap().kind, Some(Kind::Full(_))));
+    app.delete(&format!("/api/v1/tokens/{id}"), &app.admin)
+        .await
+        .expect(200);
+    let revoked = Instant::now();
+    let error = loop {
+        match next().await {
+            Some(ServerFrame {
+                kind: Some(Kind::Error(e)),
+            }) => break e,
+            Some(ServerFrame {
+                kind: Some(Kind::Ping(_)),
+            }) => continue,
+            other => panic!("expected the stream to be cut with an Error frame, got {other:?}"),
+        }
+    };
+    let took = revoked.elapsed();
+    assert_eq!(
+        ErrorCode::try_from(error.code).unwrap(),
+        ErrorCode::Unauthenticated,
+        "{error:?}"
+    );
+    // One re-check tick at most (plus slack for a loaded machine), not a heartbeat or idle timeout.
+    assert!(
+        took <= REAUTH + Duration::from_secs(3),
+        "cut off after {took:?}"
+    );
+    assert!(
+        next().await.is_none(),
+        "the stream ends after the Error frame"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("the connection closes");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(1) && c.reason.as_ref() == b"UNAUTHENTICATED"),
+        "{closed:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.state.sidecars.is_empty() {
+        assert!(Instant::now() < deadline, "still registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+// ------------------------------------------------------------------ TLS ----
+
+/// Replaces the server certificate in a development TLS directory with one from the same CA that
+/// is valid for the same names but only between `not_before` and `not_after`.
+fn reissue_server_cert(dir: &std::path::Path, not_before: (i32, u8, u8), not_after: (i32, u8, u8)) {
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
+    // The development CA's name and key: what a certificate it signed names as its issuer.
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Vexil development CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut params = rcgen::CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ])
+    .unwrap();
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_server_certificate_is_refused_by_the_sidecar() {
+    let db = Db::create(Backend::Sqlite).await.unwrap();
+    seed_admin(&db.url).await;
+    let tls = temp_dir("vexil-tls");
+    vexil_control::tls::ensure_dev_tls(&tls, &[]).unwrap();
+    // Expired last year; then, in a second round, valid (same CA, same names): only the dates differ.
+    let cases = [
+        ("expired", (2020, 1, 1), (2021, 1, 1)),
+        ("not yet valid", (2999, 1, 1), (3000, 1, 1)),
+        ("valid", (2020, 1, 1), (2999, 1, 1)),
+    ];
+    for (what, from, to) in cases {
+        reissue_server_cert(&tls, from, to);
+        let replica = start_replica(&db.url, Backend::Sqlite, &tls, &Options::default()).await;
+        let app = replica.app.clone();
+        if app
+            .get("/api/v1/environments/prod", &app.admin)
+            .await
+            .status
+            == 404
+        {
+            app.create_env("prod").await;
+            put_flag(&app, "prod", "a", true).await;
+        }
+        let (_, token) = app
+            .token(what.replace(' ', "-").as_str(), "sidecar", &["prod"])
+            .await;
+        let sidecar = spawn(config(&app, "prod", &token, None));
+        if what == "valid" {
+            sidecar.wait_revision(1).await;
+        } else {
+            let status = sidecar
+                .wait_status("a TLS failure", |s| s.last_error.is_some())
+                .await;
+            let error = status.last_error.unwrap();
+            let lower = error.to_ascii_lowercase().replace(' ', "");
+            let expected = if what == "expired" {
+                "expired"
+            } else {
+                "notvalidyet"
+            };
+            assert!(lower.contains(expected), "{what}: {error}");
+            assert!(sidecar.cell.load().is_none(), "{what}");
+            assert_eq!(app.state.sidecars.len(), 0, "{what}");
+        }
+        sidecar.handle.shutdown().await;
+        replica.stop().await;
+    }
+    db.destroy().await;
+    let _ = std::fs::remove_dir_all(tls);
+}
+
+/// A QUIC client trusting `app`'s CA and offering exactly `alpn`.
+async fn connect_with_alpn(app: &App, alpn: &[&[u8]]) -> Result<quinn::Connection, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(app.ca_file()).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = endpoint
+        .connect_with(config, app.sync_addr, "localhost")
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(20), connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("handshake timed out".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_refuses_clients_that_do_not_offer_the_vexil_alpn() {
+    let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    for alpn in [
+        &[b"h3".as_slice()][..],
+        &[b"vexil-sync/2"],
+        &[b"http/1.1", b"h2"],
+        &[],
+    ] {
+        let error = connect_with_alpn(&app, alpn)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a client offering {alpn:?} was let in"));
+        // TLS alert 120 (no_application_protocol) in the handshake.
+        assert!(
+            error.contains("error 120") && error.contains("handshake"),
+            "{alpn:?}: {error}"
+        );
+    }
+    // The right ALPN, also among others, is accepted.
+    let conn = connect_with_alpn(&app, &[b"h3", vexil_proto::SYNC_ALPN])
+        .await
+        .expect("vexil-sync/1 is accepted");
+    assert_eq!(
+        conn.handshake_data()
+            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.protocol),
+        Some(vexil_proto::SYNC_ALPN.to_vec())
+    );
+    conn.close(0u32.into(), b"done");
+    server.stop().await;
+}

@@ -573,6 +573,18 @@ async fn inbound_mode_strips_spoofed_headers_from_untrusted_peers() {
             .contains("vexil_proxy_dataplane_stripped_total{listener=\"inbound\"} 1")
     );
 
+    // By default (no `[inbound] trusted_cidrs`) no peer is trusted, loopback included: every
+    // `vexil-*` header is dropped, whatever its name, and the sidecar's own decisions go upstream.
+    let default = Env::start_with(MAPPING, true).await;
+    let mut any_vexil = spoofed.to_vec();
+    any_vexil.push(("vexil-debug", "on"));
+    let seen = through_inbound(&default, &any_vexil).await;
+    assert_eq!(seen["headers"]["vexil-flags"], DEFAULTS);
+    assert_eq!(seen["headers"]["vexil-revision"], "test@1");
+    for name in ["vexil-flag-checkout", "vexil-debug"] {
+        assert!(seen["headers"].get(name).is_none(), "{name}: {seen}");
+    }
+
     let trusted = Env::start_with(
         &format!("{MAPPING}\n[inbound]\ntrusted_cidrs = [\"127.0.0.0/8\"]\n"),
         true,

@@ -145,3 +145,83 @@ async fn with_control_down_readiness_follows_the_persisted_snapshot() {
     assert_eq!(proxy.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The listening TCP sockets of `pid`'s network namespace: (address as in /proc, port).
+fn listening(pid: u32) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for file in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is column 1 (ADDR:PORT, hex), the state column 3 (0A = LISTEN).
+            if cols.len() > 3 && cols[3] == "0A" {
+                let (addr, port) = cols[1].split_once(':').unwrap();
+                out.push((addr.to_string(), u16::from_str_radix(port, 16).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// With no address given, every listener (outbound data plane, gRPC, admin, flagd sync, OFREP)
+/// binds to 127.0.0.1 on its documented port, and the inbound listener is off. The binary runs
+/// in a network namespace of its own (`unshare --net`), so the fixed default ports cannot clash
+/// with anything else on the machine, and its sockets are read from `/proc/PID/net/tcp{,6}`.
+#[tokio::test]
+async fn every_listener_binds_to_loopback_by_default() {
+    let dir = temp_dir("vexil-defaults");
+    let file = dir.join("flags.json");
+    std::fs::write(&file, r#"{"flags": {}}"#).unwrap();
+    let probe = std::process::Command::new("unshare")
+        .args(["--net", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var("CI").is_err(),
+            "unshare --net is required under CI (root, util-linux)"
+        );
+        eprintln!("NOTICE: cannot create a network namespace here (unshare --net); skipping");
+        return;
+    }
+    let mut child = std::process::Command::new("unshare")
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up 2>/dev/null; exec \"$0\" \"$@\"",
+        ])
+        .arg(env!("CARGO_BIN_EXE_vexil-proxy"))
+        .arg("--flags-file")
+        .arg(&file)
+        .env_clear()
+        .env("VEXIL_LOG", "warn")
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let expected: Vec<(String, u16)> = [8013u16, 8014, 8015, 8016, 15001]
+        .into_iter()
+        .map(|p| ("0100007F".to_string(), p))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = listening(pid);
+    while seen != expected {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("vexil-proxy exited ({status}); listening: {seen:?}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listening sockets {seen:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        seen = listening(pid);
+    }
+    // Still exactly those once everything is up (nothing on 0.0.0.0 or :: comes later).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(listening(pid), expected);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}

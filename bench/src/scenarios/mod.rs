@@ -5,12 +5,13 @@ pub mod footprint;
 pub mod hop;
 pub mod lookup;
 pub mod propagate;
+pub mod soak;
 
 use crate::harness::Ctx;
 use crate::report::Report;
 
 /// Every scenario's name, in the order `all` runs them.
-pub const ALL: [&str; 5] = ["lookup", "propagate", "footprint", "engine", "hop"];
+pub const ALL: [&str; 6] = ["lookup", "propagate", "footprint", "engine", "hop", "soak"];
 
 /// Runs the scenario `name`.
 pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
@@ -21,6 +22,7 @@ pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
         "footprint" => footprint::run(ctx).await?,
         "engine" => engine::run(ctx).await?,
         "hop" => hop::run(ctx).await?,
+        "soak" => soak::run(ctx).await?,
         other => anyhow::bail!("unknown scenario {other:?} (expected one of {ALL:?} or all)"),
     };
     report.seconds = started.elapsed().as_secs_f64();

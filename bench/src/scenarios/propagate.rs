@@ -30,9 +30,9 @@ const PER_ENDPOINT: usize = 1000;
 /// Sidecars connected at a time.
 const CONNECT_BATCH: usize = 250;
 /// The admin token control starts with.
-const ADMIN: &str = "vxl_bench-admin-secret";
+pub(crate) const ADMIN: &str = "vxl_bench-admin-secret";
 /// The environment.
-const ENV: &str = "bench";
+pub(crate) const ENV: &str = "bench";
 /// The flag every commit writes.
 const TOGGLE: &str = "bench-toggle";
 
@@ -199,13 +199,13 @@ fn toggle(on: bool) -> Value {
 }
 
 /// A database for one run, removed afterwards.
-struct Database {
+pub(crate) struct Database {
     url: String,
     pg: Option<(String, String)>,
 }
 
 impl Database {
-    async fn create(ctx: &Ctx, backend: &str, id: &str) -> anyhow::Result<Database> {
+    pub(crate) async fn create(ctx: &Ctx, backend: &str, id: &str) -> anyhow::Result<Database> {
         if backend == "sqlite" {
             let path = ctx.work.join(format!("propagate-{id}.db"));
             return Ok(Database {
@@ -233,7 +233,7 @@ impl Database {
         })
     }
 
-    async fn drop_it(self) {
+    pub(crate) async fn drop_it(self) {
         if let Some((admin, name)) = self.pg
             && let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await
         {
@@ -248,16 +248,16 @@ impl Database {
 }
 
 /// The control binary, running.
-struct Control {
-    process: Spawned,
-    api: String,
-    sync_url: String,
-    ca: std::path::PathBuf,
-    http: reqwest::Client,
+pub(crate) struct Control {
+    pub(crate) process: Spawned,
+    pub(crate) api: String,
+    pub(crate) sync_url: String,
+    pub(crate) ca: std::path::PathBuf,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Control {
-    async fn start(ctx: &Ctx, db: &Database, id: &str) -> anyhow::Result<Control> {
+    pub(crate) async fn start(ctx: &Ctx, db: &Database, id: &str) -> anyhow::Result<Control> {
         let admin = loopback(free_port());
         let sync = loopback(free_udp_port());
         let tls = ctx.work.join(format!("tls-{id}"));
@@ -294,7 +294,7 @@ impl Control {
         })
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -315,7 +315,7 @@ impl Control {
     }
 
     /// Creates the environment with `flags` flags and a sidecar token; returns the token.
-    async fn prepare(&self, flags: usize) -> anyhow::Result<String> {
+    pub(crate) async fn prepare(&self, flags: usize) -> anyhow::Result<String> {
         use reqwest::Method;
         self.send(
             Method::POST,
@@ -342,7 +342,7 @@ impl Control {
             .ok_or_else(|| anyhow::anyhow!("no token in {token}"))
     }
 
-    async fn revision(&self) -> anyhow::Result<i64> {
+    pub(crate) async fn revision(&self) -> anyhow::Result<i64> {
         let r = self
             .http
             .get(format!("{}/api/v1/environments/{ENV}", self.api))
