@@ -414,7 +414,13 @@ async fn postgres_unreachable_answers_503_and_recovers_by_itself() {
     let (write, read, ready) = tokio::join!(write, read, ready);
     for (what, r) in [("write", write), ("read", read), ("readyz", ready)] {
         let r = r.unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(r.status, 503, "{what}: {}", r.text);
+        assert_eq!(
+            r.status,
+            503,
+            "{what}: {}; control:\n{}",
+            r.text,
+            control.process.output()
+        );
         assert_eq!(
             r.content_type.as_deref(),
             Some("application/problem+json"),
