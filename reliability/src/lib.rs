@@ -35,7 +35,12 @@ pub fn is_ci() -> bool {
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     // target/debug/deps/faults-HASH -> target/debug/
-    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join(name)).collect();
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(name))
+        .collect();
     for c in &candidates {
         if c.is_file() {
             return c.clone();
@@ -69,6 +74,34 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("{prefix}-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// A temporary directory removed (with its content) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh one named after `prefix`.
+    pub fn new(prefix: &str) -> TempDir {
+        TempDir(temp_dir(prefix))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// A fresh subdirectory `name`.
+    pub fn sub(&self, name: &str) -> PathBuf {
+        let dir = self.0.join(name);
+        std::fs::create_dir_all(&dir).expect("temp subdirectory");
+        dir
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Polls `probe` every 50 ms until it returns `Ok`, for at most `secs`; panics with `what` and
@@ -515,7 +548,10 @@ impl Redis {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not start: {}",
-                self.process.as_ref().map(Process::output).unwrap_or_default()
+                self.process
+                    .as_ref()
+                    .map(Process::output)
+                    .unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -668,7 +704,8 @@ impl Control {
 
     /// A `sidecar` token for `env`; its secret.
     pub async fn sidecar_token(&self, env: &str) -> String {
-        let body = json!({"name": format!("sidecar-{env}"), "role": "sidecar", "environments": [env]});
+        let body =
+            json!({"name": format!("sidecar-{env}"), "role": "sidecar", "environments": [env]});
         let r = send(self.req("POST", "/api/v1/tokens").json(&body))
             .await
             .expect("create token");
@@ -712,7 +749,10 @@ impl Control {
 
     /// Its `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.map(|r| r.text).unwrap_or_default()
+        self.get("/metrics")
+            .await
+            .map(|r| r.text)
+            .unwrap_or_default()
     }
 }
 
@@ -882,12 +922,14 @@ impl Sidecar {
 
     /// Waits until it serves `revision` (at least) in state `synced`.
     pub async fn wait_synced_at(&self, revision: i64, secs: u64) {
-        wait_for(secs, &format!("sidecar synced at revision {revision}"), async || {
-            match self.state().await {
+        wait_for(
+            secs,
+            &format!("sidecar synced at revision {revision}"),
+            async || match self.state().await {
                 Ok((r, s)) if r >= revision && s == "synced" => Ok(()),
                 other => Err(format!("{other:?}")),
-            }
-        })
+            },
+        )
         .await;
     }
 }

@@ -19,11 +19,12 @@ use vexil_reliability::*;
 /// Two replicas on one fresh database (A first, so it bootstraps the admin token and the
 /// development CA), each with the given poll interval.
 async fn two_replicas(
+    dir: &TempDir,
     db: &PgDb,
     redis: Option<&Redis>,
     poll_ms: (u64, u64),
 ) -> (Control, Control) {
-    let tls_dir = temp_dir("vexil-faults-tls");
+    let tls_dir = dir.sub("tls");
     let options = |poll| ControlOptions {
         database_url: db.url(),
         redis_url: redis.map(Redis::url),
@@ -37,6 +38,7 @@ async fn two_replicas(
 }
 
 fn sidecar_options(
+    dir: &TempDir,
     controls: &[&Control],
     token: &str,
     client_id: &str,
@@ -47,7 +49,7 @@ fn sidecar_options(
         environment: "prod".into(),
         token: token.to_string(),
         ca_file: controls[0].ca_file(),
-        state_dir: temp_dir("vexil-faults-state"),
+        state_dir: dir.sub(&format!("state-{client_id}")),
         client_id: client_id.to_string(),
         keepalive,
     }
@@ -93,14 +95,15 @@ async fn kill_9_of_a_replica_during_a_write_burst_loses_no_acknowledged_write() 
         return;
     };
     let Some(redis) = Redis::start() else { return };
-    let (mut a, b) = two_replicas(&db, Some(&redis), (500, 500)).await;
+    let dir = TempDir::new("vexil-faults-kill");
+    let (mut a, b) = two_replicas(&dir, &db, Some(&redis), (500, 500)).await;
     a.create_env("prod").await;
     let seed = a.put_flag("prod", "seed", &string_flag("seed")).await;
     assert_eq!(seed.unwrap().status, 201);
     let token = a.sidecar_token("prod").await;
     let window = Some((300, 2000));
-    let s1 = Sidecar::start(&sidecar_options(&[&a, &b], &token, "s1", window)).await;
-    let s2 = Sidecar::start(&sidecar_options(&[&b, &a], &token, "s2", window)).await;
+    let s1 = Sidecar::start(&sidecar_options(&dir, &[&a, &b], &token, "s1", window)).await;
+    let s2 = Sidecar::start(&sidecar_options(&dir, &[&b, &a], &token, "s2", window)).await;
     let seeded = a.revision("prod").await;
     s1.wait_synced_at(seeded, 30).await;
     s2.wait_synced_at(seeded, 30).await;
@@ -223,7 +226,11 @@ async fn kill_9_of_a_replica_during_a_write_burst_loses_no_acknowledged_write() 
     let changed: BTreeSet<String> = changes.iter().filter_map(|c| c.key.clone()).collect();
     let stored: BTreeSet<String> = flags.keys().cloned().collect();
     assert_eq!(changed, stored, "change log vs store");
-    assert_eq!(changes.len(), flags.len(), "one change per flag written once");
+    assert_eq!(
+        changes.len(),
+        flags.len(),
+        "one change per flag written once"
+    );
     for c in &changes {
         let key = c.key.as_deref().unwrap();
         assert_eq!(c.definition.as_ref(), flags.get(key), "change of {key}");
@@ -277,14 +284,15 @@ async fn redis_outage_falls_back_to_the_poll_and_the_fast_path_resumes() {
         return;
     };
     // B polls every 1.5 s: while Redis is down, that is how B learns of A's commits.
-    let (a, b) = two_replicas(&db, Some(&redis), (500, 1500)).await;
+    let dir = TempDir::new("vexil-faults-redis");
+    let (a, b) = two_replicas(&dir, &db, Some(&redis), (500, 1500)).await;
     a.create_env("prod").await;
     a.put_flag("prod", "seed", &string_flag("seed"))
         .await
         .unwrap();
     let token = a.sidecar_token("prod").await;
     let seeded = a.revision("prod").await;
-    let s = Arc::new(Sidecar::start(&sidecar_options(&[&b], &token, "s", None)).await);
+    let s = Arc::new(Sidecar::start(&sidecar_options(&dir, &[&b], &token, "s", None)).await);
     s.wait_synced_at(seeded, 30).await;
 
     // Every revision the sidecar serves, sampled every 20 ms.
@@ -331,7 +339,10 @@ async fn redis_outage_falls_back_to_the_poll_and_the_fast_path_resumes() {
         revision = write().await;
     }
     s.wait_synced_at(revision, 30).await;
-    eprintln!("without redis: 5 commits reached the sidecar of B in {:?}", at.elapsed());
+    eprintln!(
+        "without redis: 5 commits reached the sidecar of B in {:?}",
+        at.elapsed()
+    );
 
     // Redis back: both replicas subscribe again, the fast path resumes.
     assert!(redis.restart());
@@ -351,7 +362,11 @@ async fn redis_outage_falls_back_to_the_poll_and_the_fast_path_resumes() {
     }
     eprintln!("redis back: {latencies:?}");
     assert!(
-        b.process.output().matches("following commits of other replicas through redis").count() >= 2,
+        b.process
+            .output()
+            .matches("following commits of other replicas through redis")
+            .count()
+            >= 2,
         "B subscribed again: {}",
         b.process.output()
     );
@@ -382,11 +397,12 @@ async fn postgres_unreachable_answers_503_and_recovers_by_itself() {
     let Some(db) = PgDb::create().await else {
         return;
     };
+    let dir = TempDir::new("vexil-faults-pg");
     let proxy = FaultProxy::start(&db.server_addr());
     let control = Control::start(&ControlOptions {
         database_url: db.url_via(&proxy),
         redis_url: None,
-        tls_dir: temp_dir("vexil-faults-tls"),
+        tls_dir: dir.sub("tls"),
         sync_poll_ms: Some(300),
         sync_port: None,
     })
@@ -397,7 +413,7 @@ async fn postgres_unreachable_answers_503_and_recovers_by_itself() {
         .await
         .unwrap();
     let token = control.sidecar_token("prod").await;
-    let s = Sidecar::start(&sidecar_options(&[&control], &token, "s", None)).await;
+    let s = Sidecar::start(&sidecar_options(&dir, &[&control], &token, "s", None)).await;
     let revision = control.revision("prod").await;
     s.wait_synced_at(revision, 30).await;
 
@@ -477,14 +493,22 @@ async fn a_paused_control_makes_sidecars_stale_then_sends_only_the_missing_delta
     let Some(db) = PgDb::create().await else {
         return;
     };
-    let (a, b) = two_replicas(&db, None, (300, 300)).await;
+    let dir = TempDir::new("vexil-faults-pause");
+    let (a, b) = two_replicas(&dir, &db, None, (300, 300)).await;
     a.create_env("prod").await;
     a.put_flag("prod", "seed", &string_flag("seed"))
         .await
         .unwrap();
     let token = a.sidecar_token("prod").await;
     let idle_ms = 2000;
-    let s = Sidecar::start(&sidecar_options(&[&a], &token, "s", Some((300, idle_ms)))).await;
+    let s = Sidecar::start(&sidecar_options(
+        &dir,
+        &[&a],
+        &token,
+        "s",
+        Some((300, idle_ms)),
+    ))
+    .await;
     let revision = a.revision("prod").await;
     s.wait_synced_at(revision, 30).await;
     let before = s.values().await.unwrap();
@@ -492,9 +516,11 @@ async fn a_paused_control_makes_sidecars_stale_then_sends_only_the_missing_delta
 
     a.process.signal("STOP");
     let paused = Instant::now();
-    wait_for(30, "the sidecar turns stale", async || match s.state().await {
-        Ok((_, state)) if state == "stale" => Ok(()),
-        other => Err(format!("{other:?}")),
+    wait_for(30, "the sidecar turns stale", async || {
+        match s.state().await {
+            Ok((_, state)) if state == "stale" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
     let noticed = paused.elapsed();
@@ -563,11 +589,11 @@ async fn assert_not_serving(s: &Sidecar, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_restarted_with_control_down_serves_only_a_sound_snapshot() {
     let started = Instant::now();
-    let dir = temp_dir("vexil-faults-sqlite");
+    let dir = TempDir::new("vexil-faults-snapshot");
     let options = ControlOptions {
-        database_url: format!("sqlite://{}", dir.join("vexil.db").display()),
+        database_url: format!("sqlite://{}", dir.path().join("vexil.db").display()),
         redis_url: None,
-        tls_dir: dir.join("tls"),
+        tls_dir: dir.sub("tls"),
         sync_poll_ms: None,
         // The same QUIC port after the restart: the sidecar knows only this address.
         sync_port: Some(free_udp_port()),
@@ -578,7 +604,7 @@ async fn a_sidecar_restarted_with_control_down_serves_only_a_sound_snapshot() {
         control.put_flag("prod", k, &string_flag(v)).await.unwrap();
     }
     let token = control.sidecar_token("prod").await;
-    let sidecar = sidecar_options(&[&control], &token, "s", None);
+    let sidecar = sidecar_options(&dir, &[&control], &token, "s", None);
     let state_dir = sidecar.state_dir.clone();
     let mut s = Sidecar::start(&sidecar).await;
     s.wait_synced_at(2, 30).await;
@@ -633,7 +659,5 @@ async fn a_sidecar_restarted_with_control_down_serves_only_a_sound_snapshot() {
         assert_eq!(s.process.terminate(20), Some(0));
     }
     assert_eq!(control.process.terminate(20), Some(0));
-    let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_dir_all(state_dir);
     eprintln!("snapshot test took {:?}", started.elapsed());
 }

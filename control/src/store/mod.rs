@@ -94,9 +94,7 @@ impl From<sqlx::Error> for StoreError {
 /// PostgreSQL error codes that mean "not now" rather than "wrong": connection exceptions (class
 /// 08), a server shutting down or starting up (57P01-57P03), too many connections (53300).
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    code.is_some_and(|c| {
-        c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300")
-    })
+    code.is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300"))
 }
 
 /// Result of a store operation.
@@ -638,9 +636,12 @@ mod tests {
 
     #[test]
     fn a_lost_database_is_unavailable_not_internal() {
-        let unavailable = |e: sqlx::Error| matches!(StoreError::from(e), StoreError::Unavailable(_));
+        let unavailable =
+            |e: sqlx::Error| matches!(StoreError::from(e), StoreError::Unavailable(_));
         assert!(unavailable(sqlx::Error::PoolTimedOut));
-        assert!(unavailable(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())));
+        assert!(unavailable(sqlx::Error::Io(
+            std::io::ErrorKind::ConnectionReset.into()
+        )));
         assert!(unavailable(sqlx::Error::Protocol(
             "unexpected response from SSLRequest: 0x00".into()
         )));
