@@ -421,11 +421,20 @@ impl Drop for PgDb {
 // ------------------------------------------------------------------ fault proxy ----
 
 /// A TCP proxy on loopback in front of `upstream` that can be cut (every open connection closed,
-/// new ones accepted and closed at once) and restored. Runs on its own thread.
+/// new ones accepted and closed at once), frozen (connections stay open but nothing passes: a
+/// silent partition) and restored. Runs on its own thread.
 pub struct FaultProxy {
     addr: std::net::SocketAddr,
-    cut: Arc<tokio::sync::watch::Sender<bool>>,
+    state: Arc<tokio::sync::watch::Sender<Link>>,
     stop: Arc<tokio::sync::Notify>,
+}
+
+/// What a [`FaultProxy`] does with traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Forward,
+    Cut,
+    Frozen,
 }
 
 impl FaultProxy {
@@ -434,11 +443,11 @@ impl FaultProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("address");
-        let (cut, _) = tokio::sync::watch::channel(false);
-        let cut = Arc::new(cut);
+        let (state, _) = tokio::sync::watch::channel(Link::Forward);
+        let state = Arc::new(state);
         let stop = Arc::new(tokio::sync::Notify::new());
         let upstream = upstream.to_string();
-        let (cut2, stop2) = (cut.clone(), stop.clone());
+        let (state2, stop2) = (state.clone(), stop.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -454,27 +463,26 @@ impl FaultProxy {
                             Err(_) => continue,
                         },
                     };
-                    if *cut2.borrow() {
-                        drop(client);
-                        continue;
-                    }
-                    let mut cut_rx = cut2.subscribe();
-                    let upstream = upstream.clone();
-                    tokio::spawn(async move {
-                        let mut client = client;
-                        let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            _ = cut_rx.wait_for(|c| *c) => {}
+                    let mut rx = state2.subscribe();
+                    let link = *rx.borrow();
+                    match link {
+                        Link::Cut => drop(client),
+                        // Accepted, never answered, closed when the freeze ends.
+                        Link::Frozen => {
+                            tokio::spawn(async move {
+                                let _ = rx.wait_for(|s| *s != Link::Frozen).await;
+                                drop(client);
+                            });
                         }
-                        // Both sockets close here.
-                    });
+                        Link::Forward => {
+                            let upstream = upstream.clone();
+                            tokio::spawn(forward(client, upstream, rx));
+                        }
+                    }
                 }
             });
         });
-        FaultProxy { addr, cut, stop }
+        FaultProxy { addr, state, stop }
     }
 
     /// Where clients connect.
@@ -484,18 +492,44 @@ impl FaultProxy {
 
     /// Closes every open connection and refuses new ones (accepted and closed at once).
     pub fn cut(&self) {
-        self.cut.send_replace(true);
+        self.state.send_replace(Link::Cut);
     }
 
-    /// Forwards again.
-    pub fn restore(&self) {
-        self.cut.send_replace(false);
+    /// Lets nothing through, closing nothing: open connections hang, new ones are accepted and
+    /// never answered. [`FaultProxy::restore`] then closes them all.
+    pub fn freeze(&self) {
+        self.state.send_replace(Link::Frozen);
     }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.state.send_replace(Link::Forward);
+    }
+}
+
+/// Forwards one connection until the link leaves `Forward` (then holds it while frozen) or
+/// either side closes.
+async fn forward(
+    mut client: tokio::net::TcpStream,
+    upstream: String,
+    mut rx: tokio::sync::watch::Receiver<Link>,
+) {
+    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = rx.wait_for(|s| *s != Link::Forward) => {}
+    }
+    if *rx.borrow() == Link::Frozen {
+        let _ = rx.wait_for(|s| *s != Link::Frozen).await;
+    }
+    // Both sockets close here.
 }
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.cut.send_replace(true);
+        self.state.send_replace(Link::Cut);
         self.stop.notify_one();
     }
 }

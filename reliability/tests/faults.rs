@@ -390,7 +390,8 @@ async fn redis_outage_falls_back_to_the_poll_and_the_fast_path_resumes() {
 
 /// PostgreSQL unreachable (the TCP proxy between control and PostgreSQL cut): writes answer 503
 /// problem+json and change nothing, reads answer 503 with a detail, `/readyz` is not ready, the
-/// sidecar keeps serving its snapshot; all recovers by itself when the proxy is restored.
+/// sidecar keeps serving its snapshot; all recovers by itself when the proxy is restored. The
+/// same through a silent partition (the proxy frozen: connections open, nothing answers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_unreachable_answers_503_and_recovers_by_itself() {
     let started = Instant::now();
@@ -480,6 +481,39 @@ async fn postgres_unreachable_answers_503_and_recovers_by_itself() {
     })
     .await;
     assert_converged(&s, &control, "after the outage").await;
+
+    // A silent partition: PostgreSQL stops answering and nothing is closed. Requests still end,
+    // with 503 (the pool's 5 s acquire timeout), not hang.
+    let revision = control.revision("prod").await;
+    proxy.freeze();
+    let frozen = Instant::now();
+    let write = send(
+        control
+            .req("PUT", &path)
+            .header("if-match", "*")
+            .json(&string_flag("four")),
+    );
+    let ready = control.get("/readyz");
+    let (write, ready) = tokio::join!(write, ready);
+    for (what, r) in [("write", write), ("readyz", ready)] {
+        let r = r.unwrap_or_else(|e| panic!("{what} with PostgreSQL frozen: {e}"));
+        assert_eq!(r.status, 503, "{what} with PostgreSQL frozen: {}", r.text);
+        assert_eq!(r.content_type.as_deref(), Some("application/problem+json"));
+    }
+    eprintln!("503 {:?} into a silent partition", frozen.elapsed());
+    assert_eq!(s.values().await.unwrap()["a"], "three", "still serving");
+    proxy.restore();
+    wait_for(30, "a write succeeds after the partition", async || {
+        let r = control.put_flag("prod", "a", &string_flag("five")).await?;
+        if r.status == 200 { Ok(r) } else { Err(r.text) }
+    })
+    .await;
+    assert_eq!(
+        control.revision("prod").await,
+        revision + 1,
+        "the write answered 503 left nothing"
+    );
+    assert_converged(&s, &control, "after the partition").await;
     eprintln!("postgres test took {:?}", started.elapsed());
 }
 
