@@ -547,6 +547,15 @@ async fn a_paused_control_makes_sidecars_stale_then_sends_only_the_missing_delta
     s.wait_synced_at(revision, 30).await;
     let before = s.values().await.unwrap();
     let (full0, delta0) = s.frames_applied().await.unwrap();
+    let sent = |text: &str, kind: &str| {
+        metric_value(
+            text,
+            &format!("vexil_control_sync_frames_sent_total{{kind=\"{kind}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let metrics = a.metrics().await;
+    let (a_full0, a_delta0) = (sent(&metrics, "full"), sent(&metrics, "delta"));
 
     a.process.signal("STOP");
     let paused = Instant::now();
@@ -587,6 +596,11 @@ async fn a_paused_control_makes_sidecars_stale_then_sends_only_the_missing_delta
         (full0, delta0 + 3),
         "only the three missing deltas, no full snapshot"
     );
+    // Control's side: no full snapshot either. (Its delta count may also include deltas queued
+    // on the dead connection before it noticed the sidecar was gone.)
+    let metrics = a.metrics().await;
+    assert_eq!(sent(&metrics, "full"), a_full0, "A sent no full snapshot");
+    assert!(sent(&metrics, "delta") >= a_delta0 + 3.0, "{metrics}");
     assert_converged(&s, &b, "after the pause").await;
     eprintln!("pause test took {:?}", started.elapsed());
 }
