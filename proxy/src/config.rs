@@ -18,9 +18,17 @@ pub struct ServeArgs {
     /// Configuration file (TOML); flags and variables override it.
     #[arg(long, env = "VEXIL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Control's QUIC sync address, `quic://HOST:PORT` (with --environment, --token, --ca-file).
+    /// Control's QUIC sync address, `quic://HOST:PORT` (with --environment, --token, --ca-file);
+    /// several replicas separated by commas, tried in turn.
     #[arg(long, env = "VEXIL_CONTROL")]
     pub control: Option<String>,
+    /// QUIC keep-alive interval towards control (milliseconds; default 1000).
+    #[arg(long, env = "VEXIL_CONTROL_KEEPALIVE_MS")]
+    pub control_keepalive_ms: Option<u64>,
+    /// QUIC idle timeout towards control (milliseconds; default 5000): a control silent this long
+    /// (paused, partitioned) is considered gone, the sidecar turns STALE and reconnects.
+    #[arg(long, env = "VEXIL_CONTROL_IDLE_TIMEOUT_MS")]
+    pub control_idle_timeout_ms: Option<u64>,
     /// Environment to follow.
     #[arg(long, env = "VEXIL_ENVIRONMENT")]
     pub environment: Option<String>,
@@ -86,6 +94,8 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     control: Option<String>,
+    control_keepalive_ms: Option<u64>,
+    control_idle_timeout_ms: Option<u64>,
     environment: Option<String>,
     token_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
@@ -129,6 +139,10 @@ pub struct ControlSource {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Client id override.
     pub client_id: Option<String>,
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for ControlSource {
@@ -285,6 +299,22 @@ fn source(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<FlagSource> {
                 (None, None) => None,
                 _ => anyhow::bail!("--client-cert and --client-key go together"),
             };
+            let keep_alive = Duration::from_millis(
+                args.control_keepalive_ms
+                    .or(file.control_keepalive_ms)
+                    .unwrap_or(1000),
+            );
+            let idle_timeout = Duration::from_millis(
+                args.control_idle_timeout_ms
+                    .or(file.control_idle_timeout_ms)
+                    .unwrap_or(5000),
+            );
+            anyhow::ensure!(
+                !keep_alive.is_zero() && keep_alive < idle_timeout,
+                "--control-keepalive-ms ({}) must be above 0 and below --control-idle-timeout-ms ({})",
+                keep_alive.as_millis(),
+                idle_timeout.as_millis()
+            );
             Ok(FlagSource::Control(ControlSource {
                 url,
                 environment,
@@ -292,13 +322,15 @@ fn source(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<FlagSource> {
                 ca_file,
                 client_cert,
                 client_id: args.client_id.clone().or(file.client_id.clone()),
+                keep_alive,
+                idle_timeout,
             }))
         }
     }
 }
 
 fn vexil_sync_address(url: &str) -> anyhow::Result<()> {
-    crate::sync::parse_control(url).map(|_| ())
+    crate::sync::parse_controls(url).map(|_| ())
 }
 
 /// The token: `--token`/`VEXIL_TOKEN`, else the first line of `--token-file`.
@@ -400,11 +432,38 @@ mod tests {
             ..partial
         };
         let c = ProxyConfig::resolve(&full).unwrap();
-        assert!(matches!(c.source, FlagSource::Control(_)));
+        let FlagSource::Control(source) = &c.source else {
+            panic!("control mode: {c:?}");
+        };
+        assert_eq!(source.keep_alive, Duration::from_secs(1));
+        assert_eq!(source.idle_timeout, Duration::from_secs(5));
         assert!(
             !format!("{c:?}").contains("vxl_x"),
             "the token is never printed"
         );
+        // Several replicas; short keep-alive windows.
+        let replicas = ServeArgs {
+            control: Some("quic://a:7443,quic://b:7443".into()),
+            control_keepalive_ms: Some(250),
+            control_idle_timeout_ms: Some(2000),
+            ..full.clone()
+        };
+        let c = ProxyConfig::resolve(&replicas).unwrap();
+        let FlagSource::Control(source) = &c.source else {
+            panic!("control mode: {c:?}");
+        };
+        assert_eq!(source.idle_timeout, Duration::from_secs(2));
+        let bad = ServeArgs {
+            control_keepalive_ms: Some(3000),
+            ..replicas
+        };
+        let e = ProxyConfig::resolve(&bad).unwrap_err().to_string();
+        assert!(e.contains("--control-keepalive-ms"), "{e}");
+        let bad = ServeArgs {
+            control: Some("quic://a:7443,b".into()),
+            ..full
+        };
+        assert!(ProxyConfig::resolve(&bad).is_err());
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn start_source(
 ) -> anyhow::Result<Running> {
     match &config.source {
         FlagSource::Control(c) => {
-            let handle = SyncClient::new(sync_config(c, config))?.spawn(cell.clone());
+            let handle = SyncClient::new(sync_config(c, config, metrics))?.spawn(cell.clone());
             let status = handle.status();
             metrics.set_sync_state(move || status.borrow().state.as_str().to_ascii_lowercase());
             export_last_contact(metrics, handle.status(), stop.clone());
@@ -112,13 +112,32 @@ fn export_last_contact(
     });
 }
 
-fn sync_config(c: &ControlSource, config: &ProxyConfig) -> SyncConfig {
+/// Labels of `vexil_proxy_sync_frames_applied_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct FrameLabels {
+    kind: &'static str,
+}
+
+fn sync_config(c: &ControlSource, config: &ProxyConfig, metrics: &Metrics) -> SyncConfig {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
     let mut s = SyncConfig::new(&c.url, &c.environment, &c.token, c.ca_file.clone());
     s.client_cert = c.client_cert.clone();
     if let Some(id) = &c.client_id {
         s.client_id = id.clone();
     }
     s.state_dir = Some(config.state_dir.clone());
+    s.keep_alive = c.keep_alive;
+    s.idle_timeout = c.idle_timeout;
+    let applied = Family::<FrameLabels, Counter>::default();
+    metrics.register(
+        "sync_frames_applied",
+        "Frames from control applied to the served snapshot, by kind (full, delta)",
+        applied.clone(),
+    );
+    s.on_frame = Some(Arc::new(move |kind, _revision| {
+        applied.get_or_create(&FrameLabels { kind }).inc();
+    }));
     s
 }
 

@@ -76,13 +76,25 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            | sqlx::Error::WorkerCrashed
+            // The conversation broke off, e.g. a server (or a proxy in front of it) that accepts
+            // and closes at once: sqlx reads the EOF as "unexpected response from SSLRequest".
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+                StoreError::Unavailable(e)
+            }
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict("already exists".into())
             }
             _ => StoreError::Internal(e),
         }
     }
+}
+
+/// PostgreSQL error codes that mean "not now" rather than "wrong": connection exceptions (class
+/// 08), a server shutting down or starting up (57P01-57P03), too many connections (53300).
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300"))
 }
 
 /// Result of a store operation.
@@ -615,5 +627,28 @@ pub fn redact_url(url: &str) -> String {
             format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_database_is_unavailable_not_internal() {
+        let unavailable =
+            |e: sqlx::Error| matches!(StoreError::from(e), StoreError::Unavailable(_));
+        assert!(unavailable(sqlx::Error::PoolTimedOut));
+        assert!(unavailable(sqlx::Error::Io(
+            std::io::ErrorKind::ConnectionReset.into()
+        )));
+        assert!(unavailable(sqlx::Error::Protocol(
+            "unexpected response from SSLRequest: 0x00".into()
+        )));
+        assert!(!unavailable(sqlx::Error::RowNotFound));
+        assert!(is_unavailable_code(Some("08006")));
+        assert!(is_unavailable_code(Some("57P03")));
+        assert!(!is_unavailable_code(Some("23505")));
+        assert!(!is_unavailable_code(None));
     }
 }

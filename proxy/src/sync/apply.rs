@@ -260,7 +260,10 @@ mod tests {
         };
         apply_delta(&mut h, &d).unwrap();
         let patched = compile_after(&d, &h, Some(&base)).unwrap();
-        assert_eq!(patched.to_document(), compile(&h.document).unwrap().to_document());
+        assert_eq!(
+            patched.to_document(),
+            compile(&h.document).unwrap().to_document()
+        );
 
         let d = Delta {
             from: 4,
@@ -270,7 +273,10 @@ mod tests {
         };
         apply_delta(&mut h, &d).unwrap();
         let next = compile_after(&d, &h, Some(&patched)).unwrap();
-        assert!(std::ptr::eq(patched.get("c").unwrap(), next.get("c").unwrap()));
+        assert!(std::ptr::eq(
+            patched.get("c").unwrap(),
+            next.get("c").unwrap()
+        ));
 
         let d = Delta {
             from: 5,
@@ -280,7 +286,10 @@ mod tests {
         };
         apply_delta(&mut h, &d).unwrap();
         let whole = compile_after(&d, &h, Some(&next)).unwrap();
-        assert!(!std::ptr::eq(next.get("c").unwrap(), whole.get("c").unwrap()));
+        assert!(!std::ptr::eq(
+            next.get("c").unwrap(),
+            whole.get("c").unwrap()
+        ));
         assert_eq!(whole.evaluators().len(), 1);
     }
 }

@@ -62,7 +62,7 @@ impl SyncClient {
         config: SyncConfig,
         endpoint: quinn::Endpoint,
     ) -> anyhow::Result<SyncClient> {
-        config.host_port()?;
+        config.addresses()?;
         let client = super::client_config(
             &config.ca_file,
             config
@@ -94,6 +94,8 @@ impl SyncClient {
             status: status_tx,
             held,
             cancel: cancel.clone(),
+            next: 0,
+            current: String::new(),
         };
         let task = tokio::spawn(runner.run());
         SyncHandle {
@@ -185,6 +187,10 @@ struct Runner {
     status: watch::Sender<SyncStatus>,
     held: Option<Held>,
     cancel: CancellationToken,
+    /// Index of the control address to try next (several replicas: tried in turn).
+    next: usize,
+    /// The control address of the current connection, `quic://HOST:PORT`.
+    current: String,
 }
 
 /// One connection's state.
@@ -215,6 +221,9 @@ impl Runner {
             if welcomed {
                 backoff.reset();
             }
+            // With several replicas, the next attempt goes to the next one: the one that failed or
+            // went away may be down.
+            self.next = self.next.wrapping_add(1);
             let delay = if error.is_lasting() {
                 tracing::error!(error = %error, "sync refused; retrying slowly");
                 self.client.config.refused_delay
@@ -250,9 +259,20 @@ impl Runner {
     /// Connects, subscribes and reads the `Welcome`.
     async fn connect(&mut self) -> Result<(quinn::Connection, Stream), SessionError> {
         let config = &self.client.config;
-        let (host, port) = config
-            .host_port()
+        let addresses = config
+            .addresses()
             .map_err(|e| SessionError::Protocol(e.to_string()))?;
+        let index = self.next % addresses.len();
+        let (host, port) = addresses[index].clone();
+        // As configured (the list's item), for the snapshot's source and the logs.
+        self.current = config
+            .control
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .nth(index)
+            .unwrap_or_default()
+            .to_string();
         let server_name = config.server_name.clone().unwrap_or_else(|| host.clone());
         let limit = config.connect_timeout;
         let addr = timeout(limit, tokio::net::lookup_host((host.as_str(), port)))
@@ -302,7 +322,8 @@ impl Runner {
             })) => {
                 stream.target = w.revision;
                 stream.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms.max(100)));
-                tracing::info!(server = %w.server_id, revision = w.revision, "subscribed to control");
+                tracing::info!(control = %self.current, server = %w.server_id, revision = w.revision,
+                    "subscribed to control");
                 self.contact(|s| s.server_id = Some(w.server_id.clone()));
                 self.mark_synced_if_caught_up(&stream);
                 Ok((conn, stream))
@@ -353,6 +374,7 @@ impl Runner {
                                 document: doc,
                             },
                             flags,
+                            "full",
                         )
                     });
                     self.after_apply(stream, applied).await?;
@@ -367,7 +389,7 @@ impl Runner {
                     let base = self.cell.load().filter(|s| s.revision == delta.from);
                     let applied = match apply_delta(&mut held, &delta) {
                         Ok(()) => compile_after(&delta, &held, base.as_deref().map(|s| &s.flags))
-                            .and_then(|flags| self.install(held, flags)),
+                            .and_then(|flags| self.install(held, flags, "delta")),
                         Err(e) => {
                             // Keep what we hold; ask for a full snapshot.
                             self.held = Some(held);
@@ -430,11 +452,17 @@ impl Runner {
         .await
     }
 
-    /// Swaps in `flags` (compiled from `held`), persists `held`; returns its revision.
-    fn install(&mut self, held: Held, flags: FlagSet) -> Result<i64, ApplyError> {
+    /// Swaps in `flags` (compiled from `held`, brought by a frame of `kind`), persists `held`;
+    /// returns its revision.
+    fn install(
+        &mut self,
+        held: Held,
+        flags: FlagSet,
+        kind: &'static str,
+    ) -> Result<i64, ApplyError> {
         let config = &self.client.config;
         let revision = held.revision;
-        let source = Source::Control(config.control.clone());
+        let source = Source::Control(self.current.clone());
         self.cell
             .publish(Snapshot::new(&config.environment, revision, flags, source));
         if let Some(dir) = &config.state_dir {
@@ -445,6 +473,9 @@ impl Runner {
         }
         self.held = Some(held);
         self.status.send_modify(|s| s.revision = revision);
+        if let Some(f) = &config.on_frame {
+            f(kind, revision);
+        }
         if let Some(f) = &config.on_apply {
             f(revision);
         }

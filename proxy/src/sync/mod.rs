@@ -79,10 +79,16 @@ impl Default for SyncStatus {
 /// Called with each revision applied (after it is swapped in and persisted).
 pub type OnApply = Arc<dyn Fn(i64) + Send + Sync>;
 
+/// Called with the kind of each frame applied (`"full"` or `"delta"`) and the revision it brought
+/// (metrics).
+pub type OnFrame = Arc<dyn Fn(&'static str, i64) + Send + Sync>;
+
 /// Settings of the sync client.
 #[derive(Clone)]
 pub struct SyncConfig {
-    /// Control's sync address: `quic://HOST:PORT` or `HOST:PORT`.
+    /// Control's sync address: `quic://HOST:PORT` or `HOST:PORT`; several (control replicas)
+    /// separated by commas, tried in turn: after a failed or ended connection the client moves on
+    /// to the next one.
     pub control: String,
     /// TLS server name to verify (default: the host of `control`).
     pub server_name: Option<String>,
@@ -113,6 +119,8 @@ pub struct SyncConfig {
     pub max_frame: usize,
     /// Observer of applied revisions (benchmarks, tests).
     pub on_apply: Option<OnApply>,
+    /// Observer of applied frames by kind (metrics).
+    pub on_frame: Option<OnFrame>,
 }
 
 impl SyncConfig {
@@ -135,13 +143,29 @@ impl SyncConfig {
             refused_delay: Duration::from_secs(30),
             max_frame: vexil_proto::frame::DEFAULT_MAX_FRAME,
             on_apply: None,
+            on_frame: None,
         }
     }
 
-    /// `(host, port)` of `control`.
-    pub fn host_port(&self) -> anyhow::Result<(String, u16)> {
-        parse_control(&self.control)
+    /// `(host, port)` of each address in `control`, in order.
+    pub fn addresses(&self) -> anyhow::Result<Vec<(String, u16)>> {
+        parse_controls(&self.control)
     }
+}
+
+/// Parses a comma-separated list of control addresses (see [`parse_control`]); at least one.
+pub fn parse_controls(list: &str) -> anyhow::Result<Vec<(String, u16)>> {
+    let addresses = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(parse_control)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(
+        !addresses.is_empty(),
+        "control address {list:?}: expected quic://HOST:PORT"
+    );
+    Ok(addresses)
 }
 
 impl std::fmt::Debug for SyncConfig {
@@ -199,6 +223,12 @@ mod tests {
         assert!(parse_control("quic://control").is_err());
         assert!(parse_control("quic://:7443").is_err());
         assert!(parse_control("control:http").is_err());
+        assert_eq!(
+            parse_controls("quic://a:1, quic://b:2").unwrap(),
+            [("a".to_string(), 1), ("b".to_string(), 2)]
+        );
+        assert!(parse_controls(" , ").is_err());
+        assert!(parse_controls("quic://a:1,quic://b").is_err());
     }
 
     #[test]

@@ -148,7 +148,13 @@ pub fn set_aside(dir: &Path, environment: &str) -> std::io::Result<PathBuf> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let to = from.with_extension(format!("json.corrupt-{secs}"));
+    // Never over an earlier one (two damaged files within a second keep both).
+    let mut to = from.with_extension(format!("json.corrupt-{secs}"));
+    let mut n = 1;
+    while to.exists() {
+        to = from.with_extension(format!("json.corrupt-{secs}-{n}"));
+        n += 1;
+    }
     fs::rename(&from, &to)?;
     Ok(to)
 }
@@ -178,6 +184,11 @@ mod tests {
         assert!(e.contains("checksum mismatch"), "{e}");
         let aside = set_aside(&d, "prod").unwrap();
         assert!(aside.exists() && !file.exists());
+        // A second damaged file set aside at once keeps the first.
+        fs::write(&file, b"damaged again").unwrap();
+        let again = set_aside(&d, "prod").unwrap();
+        assert!(again != aside && again.exists() && aside.exists());
+        fs::remove_file(&again).unwrap();
         // Garbage header.
         fs::write(&file, b"garbage").unwrap();
         assert!(
