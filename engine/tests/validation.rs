@@ -340,3 +340,28 @@ fn errors_serialize_as_path_and_message() {
         json!([{"path": "flags.x.variants", "message": "empty"}])
     );
 }
+
+/// Nesting is bounded before any recursion can exhaust the stack: JSON text nested 100,000 levels
+/// deep is refused by the parser (serde_json's 128-level limit), and a document value built
+/// 5,000 levels deep in code is refused by the compiler at the rule depth limit (64) rather than
+/// walked to the bottom.
+#[test]
+fn deep_nesting_is_refused_before_recursion() {
+    let deep_text = format!(
+        r#"{{"flags": {{"x": {{"state": "ENABLED", "variants": {{"on": true}}, "defaultVariant": "on", "targeting": {}{}}}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let e = FlagSet::from_json_str(&deep_text).unwrap_err();
+    assert!(e.to_string().contains("recursion limit"), "{e}");
+
+    let mut rule = json!({"var": "x"});
+    for _ in 0..5_000 {
+        rule = json!({"!": [rule]});
+    }
+    let mut def = valid_flag();
+    def["targeting"] = rule;
+    let e = errors(flag(def));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].ends_with("rule nested deeper than 64 levels"), "{e:#?}");
+}
