@@ -145,8 +145,11 @@ pub async fn serve_http1(
         let _ = stream.set_nodelay(true);
         let service = app
             .clone()
-            .map_request(|req: hyper::Request<hyper::body::Incoming>| req.map(axum::body::Body::new));
-        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            .map_request(|req: hyper::Request<hyper::body::Incoming>| {
+                req.map(axum::body::Body::new)
+            });
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

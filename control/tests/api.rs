@@ -1732,7 +1732,10 @@ both_backends!(
             let mut answer = Vec::new();
             let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer));
             let _ = read.await.expect("the server closes a stalled connection");
-            (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+            (
+                String::from_utf8_lossy(&answer).into_owned(),
+                started.elapsed(),
+            )
         }
         // Connects and says nothing.
         let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();

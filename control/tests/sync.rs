@@ -1055,9 +1055,7 @@ async fn a_stalled_subscribe_is_refused_after_the_handshake_timeout() {
     let mut frames = tokio_util::codec::FramedRead::new(recv, MessageCodec::default());
     let mut got = Vec::new();
     let deadline = started + Duration::from_secs(40);
-    while let Ok(Some(Ok(f))) =
-        tokio::time::timeout_at(deadline.into(), frames.next()).await
-    {
+    while let Ok(Some(Ok(f))) = tokio::time::timeout_at(deadline.into(), frames.next()).await {
         got.push(f);
     }
     let took = started.elapsed();

@@ -65,7 +65,9 @@ pub fn flagset(data: &[u8]) {
         },
     );
     if strict.is_ok() {
-        let lenient = lenient.as_ref().expect("a strictly valid set compiles leniently");
+        let lenient = lenient
+            .as_ref()
+            .expect("a strictly valid set compiles leniently");
         assert!(lenient.problems().is_empty());
     }
     let Ok(set) = strict.or(lenient) else {
@@ -210,8 +212,14 @@ pub fn sync_frame(data: &[u8]) {
                             }
                         }
                         Err(_) => {
-                            assert_eq!(h.revision, before.revision, "a refused delta changed the revision");
-                            assert_eq!(h.document, before.document, "a refused delta changed the document");
+                            assert_eq!(
+                                h.revision, before.revision,
+                                "a refused delta changed the revision"
+                            );
+                            assert_eq!(
+                                h.document, before.document,
+                                "a refused delta changed the document"
+                            );
                         }
                     }
                 }
@@ -366,7 +374,11 @@ pub fn flags_header(data: &[u8]) {
         }
         assert!(out.evaluated <= 6);
         assert!(inj.strip(&mut req) || req.headers.get("vexil-flags").is_none());
-        assert!(req.headers.keys().all(|n| !n.as_str().starts_with("vexil-")));
+        assert!(
+            req.headers
+                .keys()
+                .all(|n| !n.as_str().starts_with("vexil-"))
+        );
     }
 }
 
@@ -486,7 +498,10 @@ pub fn context(data: &[u8]) {
     for extractor in extractors() {
         let ctx = extractor.extract(&req, host, peer);
         let attributes = ctx.as_value().as_object().map_or(0, Map::len);
-        assert!(attributes <= 9, "{attributes} attributes from a 9-attribute mapping");
+        assert!(
+            attributes <= 9,
+            "{attributes} attributes from a 9-attribute mapping"
+        );
         if let Some(map) = ctx.as_value().as_object() {
             for (name, v) in map {
                 if let Value::String(s) = v {

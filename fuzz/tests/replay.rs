@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use vexil_fuzz::TARGETS;
 
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(kind).join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(kind)
+        .join(target);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -26,11 +28,7 @@ fn replay(kind: &str) -> usize {
         for file in inputs(kind, target) {
             let data = std::fs::read(&file).expect("a readable input");
             let outcome = std::panic::catch_unwind(|| run(&data));
-            assert!(
-                outcome.is_ok(),
-                "{target} panicked on {}",
-                file.display()
-            );
+            assert!(outcome.is_ok(), "{target} panicked on {}", file.display());
             total += 1;
         }
     }

@@ -144,7 +144,7 @@ fn write_seeds() {
     write("sync_frame", "session", &session);
     let big = kind(server_frame::Kind::Full(Full {
         revision: 9,
-        flag_set: docs[2].1.repeat(1).clone(),
+        flag_set: docs[2].1.clone(),
     }));
     let codec = FrameCodec::new(1 << 20, 64);
     let mut compressed = vec![3u8];
@@ -184,8 +184,14 @@ fn write_seeds() {
         ("kept", "checkout=?0, other=1\n\n\nk=v\nvip"),
         ("params", "a;p=1, b=(1 2);q=\"x\", c=@1700000000\n"),
         ("invalid", "NOT A DICT\n"),
-        ("split", "theme=\"light\"\nlimit=100\nx=?1, y=%\"caf%c3%a9\"\nvexil.limit=5,k=v\nvip"),
-        ("long", "a=\"0123456789012345678901234567890123456789012345678901234567890123\"\n"),
+        (
+            "split",
+            "theme=\"light\"\nlimit=100\nx=?1, y=%\"caf%c3%a9\"\nvexil.limit=5,k=v\nvip",
+        ),
+        (
+            "long",
+            "a=\"0123456789012345678901234567890123456789012345678901234567890123\"\n",
+        ),
     ] {
         write("flags_header", name, text.as_bytes());
     }
@@ -231,13 +237,33 @@ fn write_seeds() {
     let bodies: Vec<(&str, u8, &str, String)> = vec![
         ("flag", 0, "new-checkout", flag_def.to_string()),
         ("state", 1, "", r#"{"state": "DISABLED"}"#.into()),
-        ("evaluator", 2, "is-staff", r#"{"ends_with": [{"var": "email"}, "@x.com"]}"#.into()),
+        (
+            "evaluator",
+            2,
+            "is-staff",
+            r#"{"ends_with": [{"var": "email"}, "@x.com"]}"#.into(),
+        ),
         ("flagset", 3, "", docs[0].1.clone()),
-        ("evaluate", 4, "", r#"{"context": {"targetingKey": "vip"}, "flag": "checkout"}"#.into()),
-        ("environment", 5, "", r#"{"key": "staging-2", "name": "Staging 2"}"#.into()),
+        (
+            "evaluate",
+            4,
+            "",
+            r#"{"context": {"targetingKey": "vip"}, "flag": "checkout"}"#.into(),
+        ),
+        (
+            "environment",
+            5,
+            "",
+            r#"{"key": "staging-2", "name": "Staging 2"}"#.into(),
+        ),
         ("rename", 6, "", r#"{"name": "Production"}"#.into()),
         ("promote", 7, "", r#"{"to": "prod"}"#.into()),
-        ("token", 8, "", r#"{"name": "ci", "role": "sidecar", "environments": ["prod"]}"#.into()),
+        (
+            "token",
+            8,
+            "",
+            r#"{"name": "ci", "role": "sidecar", "environments": ["prod"]}"#.into(),
+        ),
     ];
     for (name, which, key, body) in bodies {
         let mut data = vec![which];

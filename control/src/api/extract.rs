@@ -97,9 +97,13 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for LargeJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        read_json(req, state.config.max_import_bytes, state.config.read_timeout)
-            .await
-            .map(LargeJson)
+        read_json(
+            req,
+            state.config.max_import_bytes,
+            state.config.read_timeout,
+        )
+        .await
+        .map(LargeJson)
     }
 }
 
