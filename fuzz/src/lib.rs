@@ -29,8 +29,11 @@ use vexil_proxy::dataplane::DataPlaneConfig;
 use vexil_proxy::dataplane::fuzzing::{ContextExtractor, HeaderInjector};
 use vexil_proxy::sync::{Held, apply_delta, compile, parse_full};
 
+/// A target body.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, for the replay test.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("flagset", flagset),
     ("sync_frame", sync_frame),
     ("flags_header", flags_header),
