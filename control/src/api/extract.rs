@@ -159,7 +159,7 @@ async fn read_json<T: DeserializeOwned>(
 /// Decodes a JSON request body as `T`, naming the JSON path of the first problem.
 pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
@@ -167,7 +167,26 @@ pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Proble
         } else {
             Problem::bad_request(format!("invalid JSON body at {path}: {inner}"))
         }
-    })
+    })?;
+    // One JSON value and nothing after it but whitespace.
+    de.end()
+        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_json;
+
+    /// A body with data after its JSON value is refused (found by the `admin_bodies` fuzz target:
+    /// `{"flags": {}} x` used to be accepted as `{"flags": {}}`); trailing whitespace is fine.
+    #[test]
+    fn trailing_data_after_the_json_value_is_refused() {
+        let e = decode_json::<serde_json::Value>(br#"{"flags": {}} x"#).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.detail.contains("trailing characters"), "{}", e.detail);
+        assert!(decode_json::<serde_json::Value>(b"{\"flags\": {}}\n  ").is_ok());
+    }
 }
 
 /// How much of a too-large body is read on (and dropped) before answering 413.
