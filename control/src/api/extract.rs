@@ -174,21 +174,6 @@ pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Proble
     Ok(value)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::decode_json;
-
-    /// A body with data after its JSON value is refused (found by the `admin_bodies` fuzz target:
-    /// `{"flags": {}} x` used to be accepted as `{"flags": {}}`); trailing whitespace is fine.
-    #[test]
-    fn trailing_data_after_the_json_value_is_refused() {
-        let e = decode_json::<serde_json::Value>(br#"{"flags": {}} x"#).unwrap_err();
-        assert_eq!(e.status, 400);
-        assert!(e.detail.contains("trailing characters"), "{}", e.detail);
-        assert!(decode_json::<serde_json::Value>(b"{\"flags\": {}}\n  ").is_ok());
-    }
-}
-
 /// How much of a too-large body is read on (and dropped) before answering 413.
 const DRAIN_MAX: usize = 64 << 20;
 
@@ -244,5 +229,20 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
                 )
             })?;
         Ok(IfMatch(Precondition::Version(version)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_json;
+
+    /// A body with data after its JSON value is refused (found by the `admin_bodies` fuzz target:
+    /// `{"flags": {}} x` used to be accepted as `{"flags": {}}`); trailing whitespace is fine.
+    #[test]
+    fn trailing_data_after_the_json_value_is_refused() {
+        let e = decode_json::<serde_json::Value>(br#"{"flags": {}} x"#).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.detail.contains("trailing characters"), "{}", e.detail);
+        assert!(decode_json::<serde_json::Value>(b"{\"flags\": {}}\n  ").is_ok());
     }
 }
