@@ -218,6 +218,7 @@ struct FileLimits {
     max_import_bytes: Option<usize>,
     max_flags: Option<usize>,
     max_rule_depth: Option<usize>,
+    read_timeout_ms: Option<u64>,
 }
 
 /// Timers and limits of the sync hub.
@@ -348,6 +349,12 @@ impl ControlConfig {
         }
         if let Some(v) = file.limits.max_rule_depth {
             api.limits.max_depth = v;
+        }
+        if let Some(v) = file.limits.read_timeout_ms {
+            if v == 0 {
+                anyhow::bail!("limits.read_timeout_ms must be at least 1");
+            }
+            api.read_timeout = Duration::from_millis(v);
         }
         let tls_dir = args
             .tls_dir

@@ -1715,3 +1715,51 @@ fn common_jwt(secret: &str, claims: Value) -> String {
     let sig = ring::hmac::sign(&key, format!("{h}.{c}").as_bytes());
     format!("{h}.{c}.{}", b64.encode(sig.as_ref()))
 }
+
+both_backends!(
+    stalled_clients_are_cut_off,
+    options = Options {
+        read_timeout_ms: Some(500),
+        ..Options::default()
+    },
+    |app: App| async move {
+        use std::time::{Duration, Instant};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = app.base.trim_start_matches("http://").to_string();
+        // Reads until the server closes the connection; returns what it sent.
+        async fn until_closed(s: &mut tokio::net::TcpStream) -> String {
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer));
+            let _ = read.await.expect("the server closes a stalled connection");
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+        let connected = Instant::now();
+        // Connects and says nothing.
+        let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // Half a request line, then a stall.
+        let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        half.write_all(b"GET /api/v1/envir").await.unwrap();
+        // A whole head, then 10 of the 100 body bytes it announced.
+        let mut body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /api/v1/environments HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"key\": \"a",
+            app.admin
+        );
+        body.write_all(head.as_bytes()).await.unwrap();
+
+        for s in [&mut silent, &mut half] {
+            let answer = until_closed(s).await;
+            assert!(!answer.contains("200 OK"), "{answer}");
+        }
+        let took = connected.elapsed();
+        assert!(took >= Duration::from_millis(450), "closed after {took:?}");
+        let answer = until_closed(&mut body).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        // The server still serves everyone else.
+        app.get("/api/v1/environments", &app.admin.clone())
+            .await
+            .expect(200);
+    }
+);

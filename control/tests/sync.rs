@@ -1374,3 +1374,33 @@ async fn control_refuses_clients_that_do_not_offer_the_vexil_alpn() {
     conn.close(0u32.into(), b"done");
     server.stop().await;
 }
+
+/// A sidecar that opens the sync stream and sends half a frame, then stalls, is refused after the
+/// handshake timeout (10 s: `Subscribe` must arrive in time) with `MALFORMED_FRAME`, instead of
+/// holding its session open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_subscribe_is_refused_after_the_handshake_timeout() {
+    use futures_util::StreamExt;
+    use vexil_proto::frame::MessageCodec;
+    let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    let (_conn, mut send, recv) = raw_stream(&app).await;
+    let started = std::time::Instant::now();
+    send.write_all(&[0, 0]).await.unwrap();
+    let mut frames = tokio_util::codec::FramedRead::new(recv, MessageCodec::default());
+    let mut got = Vec::new();
+    let deadline = started + Duration::from_secs(40);
+    while let Ok(Some(Ok(f))) = tokio::time::timeout_at(deadline.into(), frames.next()).await {
+        got.push(f);
+    }
+    let took = started.elapsed();
+    assert_eq!(error_code(&got), Some("MALFORMED_FRAME"), "{got:?}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(40),
+        "refused after {took:?}"
+    );
+    assert_eq!(app.state.sidecars.len(), 0);
+    server.stop().await;
+}

@@ -340,3 +340,31 @@ fn errors_serialize_as_path_and_message() {
         json!([{"path": "flags.x.variants", "message": "empty"}])
     );
 }
+
+/// Nesting is bounded before any recursion can exhaust the stack: JSON text nested 100,000 levels
+/// deep is refused by the parser (serde_json's 128-level limit, so no deeper value ever reaches the
+/// engine), and the deepest rule the parser lets through (120 nested operators) is refused by the
+/// compiler at the rule depth limit (64) before it is walked any further.
+#[test]
+fn deep_nesting_is_refused_before_recursion() {
+    let doc = |targeting: &str| {
+        format!(
+            r#"{{"flags": {{"x": {{"state": "ENABLED", "variants": {{"on": true}}, "defaultVariant": "on", "targeting": {targeting}}}}}}}"#
+        )
+    };
+    let too_deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let e = FlagSet::from_json_str(&doc(&too_deep)).unwrap_err();
+    assert!(e.to_string().contains("recursion limit"), "{e}");
+
+    let rule = format!(
+        "{}{{\"var\": \"x\"}}{}",
+        "{\"!\": ".repeat(120),
+        "}".repeat(120)
+    );
+    let e = FlagSet::from_json_str(&doc(&rule)).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(
+        e.0[0].message.contains("rule nested deeper than 64 levels"),
+        "{e}"
+    );
+}

@@ -659,3 +659,50 @@ async fn start_reports_a_busy_port() {
     .unwrap_err();
     assert!(err.to_string().contains("outbound listener"), "{err}");
 }
+
+/// Oversized headers have a defined outcome and never break the proxy: an incoming `vexil-flags`
+/// larger than the injection limit (8 KiB) is kept verbatim and nothing is added to it (the drops
+/// are counted); an invalid one that large is replaced; a context header or bearer token over its
+/// limit counts as absent (the next source, or the flag default, applies); a request head over
+/// pingora's 1 MiB limit is refused without a response reaching the upstream, and the proxy serves
+/// the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_have_a_clear_outcome() {
+    let env = Env::start(MAPPING).await;
+    let big_value = "x".repeat(32 << 10);
+    let incoming = format!("other=\"{big_value}\"");
+    let seen = env.seen(&[("vexil-flags", &incoming)]).await;
+    assert_eq!(seen["headers"]["vexil-flags"], incoming.as_str());
+    env.metric("vexil_proxy_dataplane_dropped_decisions_total{listener=\"outbound\"} 5")
+        .await;
+
+    let garbage = format!("NOT A DICT {big_value}");
+    assert_eq!(env.flags_seen(&[("vexil-flags", &garbage)]).await, DEFAULTS);
+
+    // A 32 KiB user id is over max_value_bytes (1 KiB): absent, so the default variant.
+    let huge_user = format!("vip{big_value}");
+    assert_eq!(env.flags_seen(&[("x-user-id", &huge_user)]).await, DEFAULTS);
+    // A bearer token over jwt_max_bytes (8 KiB) is not read.
+    let token = format!("Bearer {}.{}.sig", URL_SAFE_NO_PAD.encode("{}"), big_value);
+    assert_eq!(env.flags_seen(&[("authorization", &token)]).await, DEFAULTS);
+
+    // Over pingora's request-head limit: refused, never forwarded (the proxy may close the
+    // connection while the head is still being written).
+    let echo = env.echo;
+    let mut s = TcpStream::connect(env.proxy).await.unwrap();
+    let head = format!(
+        "GET /huge HTTP/1.1\r\nHost: {echo}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "y".repeat(1100 << 10)
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy answers or closes within 10 s");
+    let answer = String::from_utf8_lossy(&out);
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        env.flags_seen(&[("x-user-id", "vip")]).await,
+        DEFAULTS.replace("checkout=?0", "checkout=?1")
+    );
+}

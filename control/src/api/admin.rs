@@ -39,6 +39,21 @@ pub struct NewToken {
     environments: Vec<String>,
 }
 
+impl NewToken {
+    /// The checks that need no store: a name, and environments for a sidecar token.
+    pub(super) fn check(&self) -> Result<(), Problem> {
+        if self.name.trim().is_empty() || self.name.len() > 200 {
+            return Err(Problem::bad_request("name: 1 to 200 characters, not blank"));
+        }
+        if self.role == Role::Sidecar && self.environments.is_empty() {
+            return Err(Problem::bad_request(
+                "environments: a sidecar token must name the environments it may sync",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Create a token. The answer carries the secret as `token`: it is shown this once, never again.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])),
     request_body = NewToken,
@@ -50,14 +65,7 @@ async fn create_token(
     Json(body): Json<NewToken>,
 ) -> Result<impl IntoResponse, Problem> {
     caller.require(Permission::Admin, None)?;
-    if body.name.trim().is_empty() || body.name.len() > 200 {
-        return Err(Problem::bad_request("name: 1 to 200 characters, not blank"));
-    }
-    if body.role == Role::Sidecar && body.environments.is_empty() {
-        return Err(Problem::bad_request(
-            "environments: a sidecar token must name the environments it may sync",
-        ));
-    }
+    body.check()?;
     for env in &body.environments {
         state.store.get_environment(env).await.map_err(|_| {
             Problem::bad_request(format!("environments: unknown environment {env:?}"))

@@ -61,7 +61,7 @@ pub struct DeleteQuery {
 }
 
 /// Checks an environment key.
-fn check_key(key: &str) -> Result<(), Problem> {
+pub(super) fn check_key(key: &str) -> Result<(), Problem> {
     if crate::model::is_valid_environment_key(key) {
         Ok(())
     } else {
@@ -72,7 +72,7 @@ fn check_key(key: &str) -> Result<(), Problem> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Problem> {
+pub(super) fn check_name(name: &str) -> Result<(), Problem> {
     if name.trim().is_empty() || name.len() > 200 {
         return Err(Problem::bad_request(
             "name: must be 1 to 200 characters and not blank",

@@ -87,7 +87,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Json<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        read_json(req, state.config.max_body_bytes).await.map(Json)
+        read_json(req, state.config.max_body_bytes, state.config.read_timeout)
+            .await
+            .map(Json)
     }
 }
 
@@ -95,13 +97,21 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for LargeJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        read_json(req, state.config.max_import_bytes)
-            .await
-            .map(LargeJson)
+        read_json(
+            req,
+            state.config.max_import_bytes,
+            state.config.read_timeout,
+        )
+        .await
+        .map(LargeJson)
     }
 }
 
-async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, Problem> {
+async fn read_json<T: DeserializeOwned>(
+    req: Request,
+    limit: usize,
+    read_timeout: std::time::Duration,
+) -> Result<T, Problem> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -134,11 +144,22 @@ async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T,
         // Refused before the client sends it.
         return Err(too_large());
     }
-    let bytes = read_body(req.into_body(), limit)
-        .await?
+    let bytes = tokio::time::timeout(read_timeout, read_body(req.into_body(), limit))
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {read_timeout:?}"),
+            )
+        })??
         .ok_or_else(too_large)?;
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    decode_json(&bytes)
+}
+
+/// Decodes a JSON request body as `T`, naming the JSON path of the first problem.
+pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
@@ -146,7 +167,11 @@ async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T,
         } else {
             Problem::bad_request(format!("invalid JSON body at {path}: {inner}"))
         }
-    })
+    })?;
+    // One JSON value and nothing after it but whitespace.
+    de.end()
+        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?;
+    Ok(value)
 }
 
 /// How much of a too-large body is read on (and dropped) before answering 413.
@@ -204,5 +229,20 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
                 )
             })?;
         Ok(IfMatch(Precondition::Version(version)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_json;
+
+    /// A body with data after its JSON value is refused (found by the `admin_bodies` fuzz target:
+    /// `{"flags": {}} x` used to be accepted as `{"flags": {}}`); trailing whitespace is fine.
+    #[test]
+    fn trailing_data_after_the_json_value_is_refused() {
+        let e = decode_json::<serde_json::Value>(br#"{"flags": {}} x"#).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.detail.contains("trailing characters"), "{}", e.detail);
+        assert!(decode_json::<serde_json::Value>(b"{\"flags\": {}}\n  ").is_ok());
     }
 }

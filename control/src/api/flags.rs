@@ -49,7 +49,7 @@ pub struct FlagListQuery {
 #[serde(deny_unknown_fields)]
 pub struct StatePatch {
     /// `ENABLED` or `DISABLED`.
-    state: String,
+    pub(super) state: String,
 }
 
 /// Body of `POST .../evaluate`.
@@ -59,9 +59,9 @@ pub struct EvaluateRequest {
     /// The evaluation context (attributes, `targetingKey`).
     #[serde(default)]
     #[schema(value_type = Object)]
-    context: Value,
+    pub(super) context: Value,
     /// Evaluate only this flag (default: all flags).
-    flag: Option<String>,
+    pub(super) flag: Option<String>,
 }
 
 fn with_etag(version: i64, status: StatusCode, body: impl serde::Serialize) -> Response {
@@ -73,11 +73,19 @@ fn with_etag(version: i64, status: StatusCode, body: impl serde::Serialize) -> R
 }
 
 /// A flag's key must be usable as a header dictionary key (design §6).
-fn check_flag_key(key: &str) -> Result<(), Problem> {
+pub(super) fn check_flag_key(key: &str) -> Result<(), Problem> {
     match vexil_engine::header_key_problem(key) {
         None => Ok(()),
         Some(problem) => Err(Problem::bad_request(format!("key: {problem}"))),
     }
+}
+
+/// An evaluator's name: 1 to 200 characters.
+pub(super) fn check_evaluator_key(key: &str) -> Result<(), Problem> {
+    if key.is_empty() || key.len() > 200 {
+        return Err(Problem::bad_request("key: 1 to 200 characters"));
+    }
+    Ok(())
 }
 
 /// List flags, filtered and paginated by key.
@@ -267,9 +275,7 @@ async fn put_evaluator(
     Json(definition): Json<Value>,
 ) -> Result<Response, Problem> {
     caller.require(Permission::WriteFlags, Some(&env))?;
-    if key.is_empty() || key.len() > 200 {
-        return Err(Problem::bad_request("key: 1 to 200 characters"));
-    }
+    check_evaluator_key(&key)?;
     let (e, created) = state
         .store
         .put_evaluator(

@@ -7,6 +7,8 @@ mod admin;
 mod environments;
 pub mod extract;
 mod flags;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod problem;
 
@@ -43,6 +45,9 @@ pub struct ApiConfig {
     pub max_import_bytes: usize,
     /// Flag-set limits enforced on every write.
     pub limits: Limits,
+    /// How long a client may take to send a request's head, and separately its body: a client that
+    /// sends part of a request and stalls is disconnected (head) or answered `408` (body) after it.
+    pub read_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +56,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             max_import_bytes: 32 << 20,
             limits: Limits::default(),
+            read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

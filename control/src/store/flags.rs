@@ -158,6 +158,17 @@ pub(crate) fn validate_document(doc: &Value, limits: Limits) -> StoreResult<()> 
     }
 }
 
+/// A flag state the kill switch accepts: `ENABLED` or `DISABLED`.
+pub(crate) fn check_state(state: &str) -> StoreResult<()> {
+    if matches!(state, "ENABLED" | "DISABLED") {
+        Ok(())
+    } else {
+        Err(StoreError::BadRequest(
+            "state: must be \"ENABLED\" or \"DISABLED\"".into(),
+        ))
+    }
+}
+
 /// Flags whose definitions reference evaluator `name` with `$ref`, and evaluators that do.
 fn references_to(name: &str, set: &SetRows) -> Vec<String> {
     fn refers(v: &Value, name: &str) -> bool {
@@ -325,11 +336,7 @@ impl Store {
         state: &str,
         precondition: Precondition,
     ) -> StoreResult<FlagRecord> {
-        if !matches!(state, "ENABLED" | "DISABLED") {
-            return Err(StoreError::BadRequest(
-                "state: must be \"ENABLED\" or \"DISABLED\"".into(),
-            ));
-        }
+        check_state(state)?;
         let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
         let before = current_flag(&mut tx, env_id, key)

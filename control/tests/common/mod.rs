@@ -98,6 +98,8 @@ pub struct Options {
     pub reauth_ms: Option<u64>,
     /// Require client certificates signed by this CA.
     pub client_ca: Option<PathBuf>,
+    /// The API's read timeout for request heads and bodies (ms).
+    pub read_timeout_ms: Option<u64>,
 }
 
 fn random_suffix() -> String {
@@ -288,6 +290,9 @@ pub async fn start_replica(
     }
     if let Some(ms) = options.reauth_ms {
         config.sync.reauth_interval = Duration::from_millis(ms);
+    }
+    if let Some(ms) = options.read_timeout_ms {
+        config.api.read_timeout = Duration::from_millis(ms);
     }
     let control = Control::open(&config).await.expect("control opens");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

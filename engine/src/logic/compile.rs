@@ -274,9 +274,42 @@ fn fixed_buckets(buckets: &[Expr]) -> Option<Result<FixedBuckets, ()>> {
         };
         out.push((pair[0].clone(), weight));
     }
-    let total = out.iter().map(|(_, w)| *w).sum();
+    // Saturating, as at evaluation: weights are clamped to u64, so a plain sum can overflow (and
+    // wrap into a total that looks valid).
+    let total = out.iter().fold(0u64, |sum, (_, w)| sum.saturating_add(*w));
     Some(Ok(FixedBuckets {
         buckets: out.into(),
         total,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{EvaluationContext, FlagSet};
+
+    /// Fixed `fractional` weights whose sum overflows u64 (found by the `flagset` fuzz target)
+    /// neither panic nor wrap into a small valid-looking total: the total saturates, is over the
+    /// limit, and the rule yields null (the default variant), exactly as when the same weights are
+    /// computed at evaluation time.
+    #[test]
+    fn fixed_weights_that_overflow_saturate() {
+        let huge = json!(7_666_666_666_666_666_666_666_666_666_666_665.0);
+        for weights in [
+            json!([["x", 24], ["y", huge]]),
+            json!([["x", {"+": [24, 0]}], ["y", huge]]),
+        ] {
+            let mut rule = vec![json!({"var": "targetingKey"})];
+            rule.extend(weights.as_array().unwrap().iter().cloned());
+            let set = FlagSet::from_json(&json!({"flags": {"f": {
+                "state": "ENABLED", "variants": {"x": "x", "y": "y", "d": "d"}, "defaultVariant": "d",
+                "targeting": {"fractional": rule}}}}))
+            .unwrap();
+            let mut ctx = EvaluationContext::new();
+            ctx.insert("targetingKey", "user-1");
+            let r = set.resolve("f", &ctx);
+            assert_eq!(r.value, Some(&json!("d")), "{weights}");
+        }
+    }
 }

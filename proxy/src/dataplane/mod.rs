@@ -23,6 +23,8 @@
 
 pub mod config;
 mod context;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 mod inject;
 mod jwt;

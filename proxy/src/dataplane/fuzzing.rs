@@ -1,0 +1,103 @@
+//! Entry points into the data plane's request parsing for the fuzz targets of `vexil-fuzz` (and
+//! their replay tests). Not a stable API: it wraps the crate-private injector and context mapping
+//! so they can be driven without a pingora server.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use pingora::http::RequestHeader;
+use vexil_engine::{EvaluationContext, FlagSet};
+
+use crate::dataplane::config::{ConfigError, DataPlaneConfig};
+use crate::dataplane::context::{ContextMapping, RequestView};
+use crate::dataplane::inject::{Injector, Target};
+use crate::dataplane::metrics::{DataPlaneMetrics, Listener};
+use crate::snapshot::{Snapshot, SnapshotCell, Source};
+
+/// The context extraction of a `[context]` mapping.
+pub struct ContextExtractor(ContextMapping);
+
+impl ContextExtractor {
+    /// Compiles the mapping of `config` (which must validate).
+    pub fn new(config: &DataPlaneConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        ContextMapping::new(config).map(ContextExtractor)
+    }
+
+    /// The evaluation context the data plane builds for `req`, sent to `host` from `peer`.
+    pub fn extract(
+        &self,
+        req: &RequestHeader,
+        host: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> EvaluationContext {
+        self.0.extract(&RequestView {
+            headers: &req.headers,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            host,
+            scheme: "http",
+            peer,
+        })
+    }
+}
+
+/// What one [`HeaderInjector::inject`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Injection {
+    /// Bytes of header values added.
+    pub bytes: usize,
+    /// Decisions left out by the byte limit.
+    pub dropped: u32,
+    /// Flags evaluated.
+    pub evaluated: u32,
+}
+
+/// The per-request header work of the data plane (incoming `vexil-flags` parsing, evaluation,
+/// header writing) over a fixed flag set.
+pub struct HeaderInjector(Injector);
+
+impl HeaderInjector {
+    /// An injector for `config` serving `flags` as environment `env` at `revision`.
+    pub fn new(
+        config: &DataPlaneConfig,
+        env: &str,
+        revision: i64,
+        flags: FlagSet,
+    ) -> Result<Self, ConfigError> {
+        let cell = Arc::new(SnapshotCell::new());
+        cell.publish(Snapshot::new(
+            env,
+            revision,
+            flags,
+            Source::File("fuzz".into()),
+        ));
+        Injector::new(config, cell, DataPlaneMetrics::unregistered()).map(HeaderInjector)
+    }
+
+    /// Decides `req`'s flags (for a request to `host`) and writes its headers, as the outbound
+    /// listener does.
+    pub fn inject(
+        &self,
+        req: &mut RequestHeader,
+        host: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Injection {
+        let target = Target {
+            host,
+            scheme: "http",
+        };
+        let out = self.0.inject(Listener::Outbound, req, &target, peer);
+        Injection {
+            bytes: out.bytes,
+            dropped: out.dropped,
+            evaluated: out.evaluated,
+        }
+    }
+
+    /// Removes the `vexil-*` headers of an untrusted peer (inbound mode); true when any was there.
+    pub fn strip(&self, req: &mut RequestHeader) -> bool {
+        self.0.strip(req)
+    }
+}
