@@ -78,7 +78,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             "vexil-proxy --flags-file FILE ({SET_SIZE} flags, generate_flag_set) --config proxy.toml --threads 1: \
              [context] from the request headers, one [[routes]] injecting {INJECTED} flags (all rule kinds)"
         ),
-        "nginx": "nginx (Debian package), master_process off, worker_processes 1, proxy_pass to the upstream (keepalive 64, HTTP/1.1) with proxy_set_header vexil-flags \"checkout=?1\"",
+        "nginx": "nginx (Debian package), master_process off, worker_processes 1, proxy_pass to the upstream (keepalive 64, keepalive_requests 1000000 on both sides so that no connection is closed mid-run, HTTP/1.1) with proxy_set_header vexil-flags \"checkout=?1\"",
         "rates": rates,
         "open_loop_seconds": ctx.time(5_000, 300).as_secs_f64(),
         "peak": format!("closed loop, {PEAK_CONNECTIONS} keep-alive connections, {} s", ctx.time(5_000, 300).as_secs_f64()),
@@ -258,9 +258,9 @@ pub fn nginx_conf(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> Strin
     format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {pid};\nerror_log {err} warn;\n\
          events {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n\
            fastcgi_temp_path {t}/fastcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n\
-           upstream echo {{ server {upstream}; keepalive 64; }}\n\
+           upstream echo {{ server {upstream}; keepalive 64; keepalive_requests 1000000; }}\n\
            server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://echo;\n\
                proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
                proxy_set_header vexil-flags \"checkout=?1\";\n    }}\n  }}\n}}\n",
@@ -368,6 +368,7 @@ fn summarise(report: &mut Report, points: &[Point]) {
         "errors",
         "proxy CPU",
         "per proxy core",
+        "harness CPU",
         "ratio to nginx",
     ]);
     for p in points {
