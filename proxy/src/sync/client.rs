@@ -367,6 +367,14 @@ impl Runner {
                 Some(Kind::Full(full)) => {
                     stream.resync_pending = false;
                     let applied = parse_full(&full.flag_set).and_then(|doc| {
+                        // The very snapshot already served (a resync answered after the
+                        // missing delta arrived, or a reconnect): acknowledge, do not reinstall.
+                        if let Some(held) = &self.held
+                            && held.revision == full.revision
+                            && held.document == doc
+                        {
+                            return Ok(full.revision);
+                        }
                         let flags = compile(&doc)?;
                         self.install(
                             Held {
