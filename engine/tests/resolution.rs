@@ -230,6 +230,23 @@ fn the_document_round_trips() {
     );
 }
 
+/// A flag keeps its definition as compact JSON text (sorted keys, floats exact) that parses back
+/// to the document's value, so equal definitions compare equal as text.
+#[test]
+fn definitions_are_kept_as_compact_text() {
+    let def = json!({"state": "ENABLED", "variants": {"b": 0.1, "a": 1e300}, "defaultVariant": "a",
+                     "targeting": {"if": [{"==": [{"var": "x"}, 3]}, "b"]}});
+    let s = FlagSet::from_json(&json!({"flags": {"f": def.clone(), "g": def.clone()}})).unwrap();
+    let (f, g) = (s.get("f").unwrap(), s.get("g").unwrap());
+    assert_eq!(f.definition(), def);
+    assert_eq!(f.definition_json(), serde_json::to_string(&def).unwrap());
+    assert!(
+        f.definition_json()
+            .starts_with(r#"{"defaultVariant":"a","state":"#)
+    );
+    assert_eq!(f.definition_json(), g.definition_json());
+}
+
 #[test]
 fn fractional_version_is_selected_by_set_metadata() {
     let doc = |v: &str| {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod dataplane;
 pub mod file_source;
 pub mod lookup;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod snapshot;

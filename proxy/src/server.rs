@@ -182,6 +182,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let cell = Arc::new(SnapshotCell::new());
+    // Subscribed before the source starts, so the first snapshot's compile garbage is purged too.
+    tokio::spawn(crate::memory::purge_after_publish(cell.subscribe()));
     let metrics = Arc::new(Metrics::new(cell.clone()));
     let (stop_tx, stop) = watch::channel(false);
     let source = start_source(&config, &cell, &metrics, &stop)?;

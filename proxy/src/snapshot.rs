@@ -101,9 +101,9 @@ pub fn changed_keys(before: Option<&FlagSet>, after: &FlagSet) -> Vec<String> {
             // The same compiled flag, shared by `FlagSet::with_changes`, which keeps the set's
             // rules and metadata: unchanged without comparing definitions.
             std::ptr::eq(old, flag)
-                || (old.definition() == flag.definition()
+                || (old.definition_json() == flag.definition_json()
                     && old.metadata() == flag.metadata()
-                    && !(rules_changed && mentions_ref(flag.definition()))
+                    && !(rules_changed && mentions_ref(&flag.definition()))
                     && !(fractional_changed && (flag.is_targeted() || old.is_targeted())))
         });
         if !same {
