@@ -86,7 +86,7 @@ impl Control {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let app = api::router(self.state.clone());
-        serve_http1(listener, app, self.state.config.read_timeout, shutdown).await;
+        vexil_http::serve_http1(listener, app, self.state.config.read_timeout, shutdown).await;
         Ok(())
     }
 
@@ -104,61 +104,6 @@ impl Control {
         });
         crate::webhook::serve(listener, state, shutdown).await
     }
-}
-
-/// Serves `app` over HTTP/1.1 on `listener` until `shutdown` completes, then waits for the
-/// connections in flight to finish their requests.
-///
-/// Unlike `axum::serve`, a connection must deliver each request head within `header_timeout`
-/// (hyper's header read timeout, timed from when the server starts waiting for it: a client that
-/// connects and sends nothing, or half a request line, and stalls is disconnected; so is an idle
-/// keep-alive connection). Bodies are bounded by the extractors ([`api::extract`]).
-pub async fn serve_http1(
-    listener: TcpListener,
-    app: axum::Router,
-    header_timeout: std::time::Duration,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-    use tower::ServiceExt as _;
-
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accepting an API connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = app
-            .clone()
-            .map_request(|req: hyper::Request<hyper::body::Incoming>| {
-                req.map(axum::body::Body::new)
-            });
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "API connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 /// The QUIC endpoint's certificate: explicit files, else `TLS_DIR/server.pem` (where `--dev-tls`

@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -32,12 +33,24 @@ use crate::snapshot::{Snapshot, SnapshotCell};
 pub struct AdminState {
     cell: Arc<SnapshotCell>,
     metrics: Arc<Metrics>,
+    read_timeout: Duration,
 }
 
 impl AdminState {
     /// Handlers reporting on `cell`, exposing `metrics` (whose sync state `/debug/snapshot` shows).
     pub fn new(cell: Arc<SnapshotCell>, metrics: Arc<Metrics>) -> Self {
-        AdminState { cell, metrics }
+        AdminState {
+            cell,
+            metrics,
+            read_timeout: vexil_http::DEFAULT_HEADER_TIMEOUT,
+        }
+    }
+
+    /// Sets the time a client has to deliver a request head (default
+    /// [`vexil_http::DEFAULT_HEADER_TIMEOUT`]).
+    pub fn with_read_timeout(mut self, read_timeout: Duration) -> Self {
+        self.read_timeout = read_timeout;
+        self
     }
 }
 
@@ -52,14 +65,15 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// A client that does not deliver a request head within the read timeout is disconnected.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let header_timeout = state.read_timeout;
+    vexil_http::serve_http1(listener, router(state), header_timeout, shutdown).await;
+    Ok(())
 }
 
 async fn healthz() -> &'static str {

@@ -138,9 +138,8 @@ pub async fn serve(
     state: Arc<WebhookState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let header_timeout = state.app.config.read_timeout;
+    vexil_http::serve_http1_on(listener, router(state), header_timeout, shutdown).await;
     Ok(())
 }
 

@@ -131,13 +131,20 @@ impl EvaluationService {
 
 /// Serves [`EvaluationService::routes`] on `listener` until `shutdown` resolves; then ends the event
 /// streams and lets in-flight calls finish.
+///
+/// The server pings every connection that has been quiet for [`Limits::read_timeout`] and drops
+/// it when the ping is not answered within that time, so dead or stalled peers do not hold
+/// connections (an idle client that answers pings, as every HTTP/2 stack does, stays connected).
 pub async fn serve(
     listener: TcpListener,
     service: EvaluationService,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let signal = service.stream_shutdown().after(shutdown);
+    let read_timeout = service.inner.config.limits.read_timeout;
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(read_timeout))
+        .http2_keepalive_timeout(Some(read_timeout))
         .add_routes(service.routes())
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
         .await

@@ -31,6 +31,9 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Most top-level attributes an evaluation context may have.
     pub max_context_attributes: usize,
+    /// Time a client has to deliver an OFREP request head, then its body; also the gRPC
+    /// server's HTTP/2 keep-alive: a peer that does not answer a ping within it is dropped.
+    pub read_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 1024 * 1024,
             max_context_attributes: 64,
+            read_timeout: vexil_http::DEFAULT_HEADER_TIMEOUT,
         }
     }
 }

@@ -35,6 +35,7 @@ use axum::routing::post;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
+use tower_http::timeout::RequestBodyDeadlineLayer;
 use vexil_engine::{ErrorCode, EvaluationContext, Resolution};
 
 use super::{Limits, NOT_READY, context_from_json};
@@ -63,22 +64,25 @@ impl OfrepState {
 /// The OFREP routes.
 pub fn router(state: OfrepState) -> Router {
     let limit = state.limits.max_request_bytes;
+    let body_timeout = state.limits.read_timeout;
     Router::new()
         .route("/ofrep/v1/evaluate/flags", post(evaluate_all))
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_one))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyDeadlineLayer::new(body_timeout))
         .with_state(state)
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// A request head or body that takes longer than [`Limits::read_timeout`] ends its connection.
 pub async fn serve(
     listener: TcpListener,
     state: OfrepState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let header_timeout = state.limits.read_timeout;
+    vexil_http::serve_http1(listener, router(state), header_timeout, shutdown).await;
+    Ok(())
 }
 
 /// An answer that is not a `200`.
@@ -138,6 +142,15 @@ fn prepare(
 }
 
 fn body_failure(rejection: &BytesRejection, limits: Limits) -> Failure {
+    if timed_out(rejection) {
+        return Failure::general(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {:?}",
+                limits.read_timeout
+            ),
+        );
+    }
     match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => Failure::general(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -148,6 +161,18 @@ fn body_failure(rejection: &BytesRejection, limits: Limits) -> Failure {
         ),
         status => Failure::general(status, rejection.body_text()),
     }
+}
+
+/// Whether reading the body failed on the body deadline ([`Limits::read_timeout`]).
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// `{"context": {...}}` (or an empty body) as an evaluation context.

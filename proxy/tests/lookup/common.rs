@@ -172,7 +172,8 @@ impl Harness {
         }));
 
         let (listener, admin_addr) = bind().await;
-        let state = AdminState::new(cell.clone(), metrics.clone());
+        let state = AdminState::new(cell.clone(), metrics.clone())
+            .with_read_timeout(options.limits.read_timeout);
         let shutdown = signal(&stop);
         tasks.push(tokio::spawn(async move {
             admin::serve(listener, state, shutdown).await.unwrap();

@@ -306,3 +306,63 @@ async fn bulk_evaluation_with_etag() {
     );
     h.shutdown().await;
 }
+
+/// Reads until the server closes the connection (bounded); what it sent.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut out),
+    )
+    .await
+    .expect("the server closes a stalled connection")
+    .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::TcpStream;
+    let limits = vexil_proxy::lookup::Limits {
+        read_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let h = Harness::start_with(Options {
+        limits,
+        ..Options::default()
+    })
+    .await;
+    publish(&h.cell, 1, &fixture());
+
+    // OFREP and admin: connected, silent; half a request head.
+    for addr in [h.ofrep, h.admin] {
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        read_to_close(&mut silent).await;
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let out = read_to_close(&mut half).await;
+        assert!(!out.contains(" 200 "), "{out}");
+    }
+
+    // OFREP: a whole head, then a body that never comes: 408 and the connection ends.
+    let mut stalled = TcpStream::connect(h.ofrep).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /ofrep/v1/evaluate/flags/bool-static HTTP/1.1\r\nhost: x\r\n\
+              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"context\":",
+        )
+        .await
+        .unwrap();
+    let out = read_to_close(&mut stalled).await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(out.contains("did not arrive within"), "{out}");
+
+    // A prompt client is still served.
+    let (status, _) = post(&h, "/ofrep/v1/evaluate/flags/bool-static", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    h.shutdown().await;
+}

@@ -1,0 +1,162 @@
+//! The HTTP/1.1 serve loop of every plain-HTTP listener of Vexil: control's admin API and the
+//! sidecar's OFREP and admin endpoints.
+//!
+//! `axum::serve` waits for a request head as long as the client likes, so a client that connects
+//! and sends nothing, or half a request line, holds a socket and a task for ever. [`serve_http1`]
+//! gives every request head a deadline (hyper's header read timeout) and drains the connections in
+//! flight on shutdown. Bodies are bounded by the caller (extractors or a body timeout layer).
+
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use axum::serve::{Listener, ListenerExt as _};
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+/// The default time a client has to deliver a request head: long enough for any real client,
+/// short enough that stalled connections do not pile up.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` over HTTP/1.1 on a TCP `listener` (with `TCP_NODELAY`) until `shutdown`
+/// completes, then waits for the connections in flight to finish their requests.
+///
+/// A connection must deliver each request head within `header_timeout`, timed from when the server
+/// starts waiting for it: a client that connects and sends nothing, or part of a head, and
+/// stalls is disconnected; so is a keep-alive connection idle that long.
+pub async fn serve_http1(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    serve_http1_on(listener, app, header_timeout, shutdown).await;
+}
+
+/// [`serve_http1`] on any axum [`Listener`], e.g. one that completes a TLS handshake first.
+pub async fn serve_http1_on<L: Listener>(
+    mut listener: L,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // `Listener::accept` retries failed accepts itself (with a pause on errors such as
+        // running out of file descriptors).
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let service = app
+            .clone()
+            .map_request(|req: hyper::Request<hyper::body::Incoming>| {
+                req.map(axum::body::Body::new)
+            });
+        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    async fn start(timeout: Duration) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_http1(listener, app, timeout, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
+    /// Reads until the server closes the connection; the bytes it sent.
+    async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+            .await
+            .expect("the server should close the stalled connection")
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn answers_a_request() {
+        let (addr, _stop) = start(Duration::from_secs(5)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let out = String::from_utf8(read_to_close(&mut s).await).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("hi"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_disconnected() {
+        let (addr, _stop) = start(Duration::from_millis(200)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        read_to_close(&mut s).await;
+    }
+
+    #[tokio::test]
+    async fn half_a_request_head_is_disconnected() {
+        let (addr, _stop) = start(Duration::from_millis(200)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        let out = String::from_utf8(read_to_close(&mut s).await).unwrap();
+        // hyper answers 408 when it can, or just closes; never a 200.
+        assert!(!out.contains("200"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_the_request_in_flight_finish() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "slow"
+            }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_http1(listener, app, Duration::from_secs(5), async {
+            let _ = stopped.await;
+        }));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(()).unwrap();
+        let out = String::from_utf8(read_to_close(&mut s).await).unwrap();
+        assert!(out.ends_with("slow"), "{out}");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server should return after draining")
+            .unwrap();
+        assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
+    }
+}
