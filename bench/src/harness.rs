@@ -33,6 +33,10 @@ pub struct Ctx {
     pub pg_url: String,
     /// `soak`: how long the traffic runs (default: 600 s, 3 s in a smoke run).
     pub soak_duration: Option<Duration>,
+    /// `propagate`: only these sidecar counts (`--sidecars`).
+    pub propagate_sidecars: Option<Vec<usize>>,
+    /// `propagate`: only these backends (`--backends`: `sqlite`, `postgres`).
+    pub propagate_backends: Option<Vec<String>>,
 }
 
 impl Ctx {

@@ -54,6 +54,13 @@ struct Cli {
     /// soak: seconds of traffic (default 600; 3 with --smoke).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// propagate: only these sidecar counts (default 100,1000,10000; the whole matrix takes
+    /// about an hour).
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    sidecars: Option<Vec<usize>>,
+    /// propagate: only these backends (sqlite, postgres; default both).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...", value_parser = ["sqlite", "postgres"])]
+    backends: Option<Vec<String>>,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +105,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         run_criterion: !cli.no_criterion && !cli.smoke,
         pg_url: cli.pg_url,
         soak_duration: cli.duration.map(std::time::Duration::from_secs_f64),
+        propagate_sidecars: cli.sidecars,
+        propagate_backends: cli.backends,
     };
     let out = cli.out.unwrap_or_else(|| {
         if cli.smoke {

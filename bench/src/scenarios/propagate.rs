@@ -86,9 +86,18 @@ pub struct Skipped {
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let mut report = Report::new("propagate", ctx.smoke, &ctx.pinning);
-    let sidecar_counts = ctx.pick(vec![100, 1_000, 10_000], vec![3]);
+    let sidecar_counts = match &ctx.propagate_sidecars {
+        Some(counts) => counts.clone(),
+        None => ctx.pick(vec![100, 1_000, 10_000], vec![3]),
+    };
     let flag_counts = ctx.pick(vec![1, 1_000], vec![1, 20]);
-    let backends = ["sqlite", "postgres"];
+    let backends: Vec<&'static str> = match &ctx.propagate_backends {
+        Some(names) => ["sqlite", "postgres"]
+            .into_iter()
+            .filter(|b| names.iter().any(|n| n == b))
+            .collect(),
+        None => vec!["sqlite", "postgres"],
+    };
     report.config = json!({
         "control": "vexil-control serve --dev-tls --webhook-addr off (real binary), VEXIL_LOG=warn",
         "backends": backends,
@@ -106,7 +115,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     });
     let mut runs = Vec::new();
     let mut skipped = Vec::new();
-    for backend in backends {
+    for &backend in &backends {
         for &flags in &flag_counts {
             let mut harness_kib_per_sidecar = None;
             for &sidecars in &sidecar_counts {
