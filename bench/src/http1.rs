@@ -157,12 +157,19 @@ impl Pool {
     }
 
     /// Sends `request` on an idle connection (or a new one) and puts it back after a full answer.
+    ///
+    /// Like any HTTP client's pool, it sends again once on a new connection when a pooled one
+    /// fails: the server may have closed it while it sat idle (the sidecar closes keep-alive
+    /// connections idle for 60 s). A failure on a new connection is the answer.
     pub async fn exchange(&self, request: &[u8], keep: &[&str]) -> anyhow::Result<Answer> {
         let idle = self.idle.lock().expect("pool").pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => Conn::connect(self.addr).await?,
-        };
+        if let Some(mut conn) = idle
+            && let Ok(answer) = conn.exchange(request, keep).await
+        {
+            self.idle.lock().expect("pool").push(conn);
+            return Ok(answer);
+        }
+        let mut conn = Conn::connect(self.addr).await?;
         let answer = conn.exchange(request, keep).await?;
         self.idle.lock().expect("pool").push(conn);
         Ok(answer)

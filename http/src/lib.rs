@@ -11,9 +11,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::serve::{Listener, ListenerExt as _};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use axum::serve::{Listener, ListenerExt as _};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
@@ -148,7 +148,9 @@ mod tests {
             let _ = stopped.await;
         }));
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         stop.send(()).unwrap();
         let out = String::from_utf8(read_to_close(&mut s).await).unwrap();
@@ -157,6 +159,9 @@ mod tests {
             .await
             .expect("the server should return after draining")
             .unwrap();
-        assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "the listener is closed"
+        );
     }
 }

@@ -75,6 +75,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
+    if !vexil_proxy::memory::start_background_purge() {
+        tracing::warn!("jemalloc refused to start its background purge thread");
+    }
     let result = ProxyConfig::resolve(args).and_then(|config| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -188,5 +191,26 @@ mod tests {
             before.saturating_sub(after) > 48 * 1024,
             "RssAnon {before} KiB before the purge, {after} KiB after"
         );
+    }
+
+    /// With the background thread, freed pages go back without a purge call and without any
+    /// allocation activity (within jemalloc's 10 s decay).
+    #[test]
+    fn background_thread_returns_freed_pages_when_idle() {
+        assert!(vexil_proxy::memory::start_background_purge());
+        let pieces: Vec<Box<[u8; 96]>> = (0..1_000_000).map(|i| Box::new([i as u8; 96])).collect();
+        std::hint::black_box(&pieces);
+        drop(pieces);
+        let before = rss_anon_kib();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut after = before;
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            after = rss_anon_kib();
+            if before.saturating_sub(after) > 48 * 1024 {
+                return;
+            }
+        }
+        panic!("RssAnon {before} KiB after freeing, still {after} KiB 30 s later");
     }
 }

@@ -43,6 +43,27 @@ pub fn release_freed_memory() -> bool {
     rc == 0
 }
 
+/// Starts jemalloc's background purging thread, so that freed pages go back to the operating
+/// system within jemalloc's decay time (10 s) even when the process is idle. Without it the decay
+/// clock only advances with allocation activity: the buffers of a burst of connections, closed
+/// since, stayed resident in an idle sidecar (1,200 connections: +39 MiB for good). True when
+/// jemalloc accepted the request.
+pub fn start_background_purge() -> bool {
+    let mut enable = true;
+    // SAFETY: `background_thread` is a documented read-write bool control; `newp` points to a bool
+    // that lives across the call and `newlen` is its size.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"background_thread".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            (&raw mut enable).cast(),
+            std::mem::size_of::<bool>(),
+        )
+    };
+    rc == 0
+}
+
 /// Purges freed pages after every snapshot published on `published` (several publications in
 /// quick succession are purged once), until the cell is dropped.
 pub async fn purge_after_publish(mut published: broadcast::Receiver<Arc<Snapshot>>) {
@@ -71,5 +92,11 @@ mod tests {
     #[test]
     fn purge_is_accepted() {
         assert!(release_freed_memory());
+    }
+
+    /// jemalloc was built with background threads and accepts starting them.
+    #[test]
+    fn background_purge_is_accepted() {
+        assert!(start_background_purge());
     }
 }

@@ -446,6 +446,69 @@ async fn read_timeout_answers_504() {
     assert_eq!(resp.status(), 504);
 }
 
+/// Reads one whole response (head, then `content-length` bytes of body) and returns its head.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed mid-response");
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if body.len() >= length {
+                return head.to_owned();
+            }
+        }
+    }
+}
+
+/// An application's keep-alive connection is closed after `[downstream] idle_timeout_ms` without
+/// a request (pingora alone would keep it, and its buffers, for ever); a busy one stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_downstream_connections_are_closed() {
+    let env = Env::start(&format!(
+        "{MAPPING}\n[downstream]\nidle_timeout_ms = 1000\n"
+    ))
+    .await;
+    let request = format!(
+        "GET http://{0}/x HTTP/1.1\r\nhost: {0}\r\nx-user-id: u\r\n\r\n",
+        env.echo
+    );
+    let mut s = TcpStream::connect(env.proxy).await.unwrap();
+    // Three requests 600 ms apart on one connection: each within the timeout of the previous.
+    for _ in 0..3 {
+        s.write_all(request.as_bytes()).await.unwrap();
+        let head = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    // Then silence: closed about 1 s after the last answer.
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("the sidecar closes the idle connection")
+        .unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// A TLS echo server for `localhost` and the PEM of the CA that issued its certificate.
 async fn tls_echo_server() -> (SocketAddr, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};

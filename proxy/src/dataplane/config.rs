@@ -50,6 +50,8 @@ pub struct DataPlaneConfig {
     pub inbound: InboundConfig,
     /// `[upstream]`: timeouts and connection pooling towards upstreams.
     pub upstream: UpstreamConfig,
+    /// `[downstream]`: the application's connections to the sidecar.
+    pub downstream: DownstreamConfig,
 }
 
 /// `[context_options]`: limits and JWT verification.
@@ -174,6 +176,31 @@ impl Default for UpstreamConfig {
             idle_timeout_ms: 60_000,
             pool_size: 128,
         }
+    }
+}
+
+/// `[downstream]`: the connections the application opens to the sidecar's listeners.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownstreamConfig {
+    /// A keep-alive connection with no request for this long is closed (milliseconds, rounded
+    /// up to whole seconds). Each open connection holds tens of KiB of buffers in the sidecar, so
+    /// connections an application opened in a burst must not stay open for ever.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for DownstreamConfig {
+    fn default() -> Self {
+        DownstreamConfig {
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl DownstreamConfig {
+    /// The idle timeout in whole seconds (at least 1), as pingora takes it.
+    pub fn idle_timeout_secs(&self) -> u64 {
+        self.idle_timeout_ms.div_ceil(1000).max(1)
     }
 }
 
@@ -351,6 +378,10 @@ impl DataPlaneConfig {
             ("upstream.connect_timeout_ms", u.connect_timeout_ms),
             ("upstream.read_timeout_ms", u.read_timeout_ms),
             ("upstream.idle_timeout_ms", u.idle_timeout_ms),
+            (
+                "downstream.idle_timeout_ms",
+                self.downstream.idle_timeout_ms,
+            ),
         ] {
             if v == 0 {
                 p.add(name, "must be at least 1");

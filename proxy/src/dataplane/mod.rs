@@ -189,6 +189,7 @@ pub fn start(
             connect: Duration::from_millis(config.upstream.connect_timeout_ms),
             read: Duration::from_millis(config.upstream.read_timeout_ms),
             idle: Duration::from_millis(config.upstream.idle_timeout_ms),
+            downstream_idle_secs: config.downstream.idle_timeout_secs(),
         },
     };
     server.add_service(shared.service(Listener::Outbound, listeners.outbound, Mode::Outbound));

@@ -53,6 +53,8 @@ pub(crate) struct Timeouts {
     pub connect: Duration,
     pub read: Duration,
     pub idle: Duration,
+    /// `[downstream] idle_timeout_ms`, in whole seconds.
+    pub downstream_idle_secs: u64,
 }
 
 /// Why a request could not be forwarded: a status and a short reason.
@@ -251,6 +253,12 @@ impl ProxyHttp for Sidecar {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        // pingora keeps an HTTP/1.1 keep-alive connection open for ever between requests
+        // (`Some(0)`); bound it. Connections that must close (`Connection: close`, HTTP/1.0) stay
+        // as they are.
+        if session.get_keepalive() == Some(0) {
+            session.set_keepalive(Some(self.timeouts.downstream_idle_secs));
+        }
         match self.destination(session, ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => {
