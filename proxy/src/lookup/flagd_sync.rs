@@ -21,7 +21,6 @@ use futures_util::{Stream, stream};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use vexil_proto::convert::json_to_struct;
 use vexil_proto::flagd::sync::v1;
@@ -81,9 +80,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let signal = service.stream_shutdown().after(shutdown);
+    let read_timeout = vexil_http::DEFAULT_HEADER_TIMEOUT;
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(read_timeout))
+        .http2_keepalive_timeout(Some(read_timeout))
         .add_routes(service.routes())
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
+        .serve_with_incoming_shutdown(super::incoming(listener, read_timeout), signal)
         .await
 }
 

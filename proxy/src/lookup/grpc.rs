@@ -39,7 +39,6 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use vexil_engine::{ErrorCode, EvaluationContext, FlagSet, Metadata, Resolution};
 use vexil_proto::convert::{json_to_struct, struct_into_json};
@@ -132,9 +131,10 @@ impl EvaluationService {
 /// Serves [`EvaluationService::routes`] on `listener` until `shutdown` resolves; then ends the event
 /// streams and lets in-flight calls finish.
 ///
-/// The server pings every connection that has been quiet for [`Limits::read_timeout`] and drops
-/// it when the ping is not answered within that time, so dead or stalled peers do not hold
-/// connections (an idle client that answers pings, as every HTTP/2 stack does, stays connected).
+/// A connection must send its first bytes within [`Limits::read_timeout`] ([`super::incoming`]);
+/// then the server pings every connection quiet that long and drops it when the ping is not
+/// answered within that time, so dead or stalled peers do not hold connections (an idle client
+/// that answers pings, as every HTTP/2 stack does, stays connected).
 pub async fn serve(
     listener: TcpListener,
     service: EvaluationService,
@@ -146,7 +146,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(read_timeout))
         .http2_keepalive_timeout(Some(read_timeout))
         .add_routes(service.routes())
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
+        .serve_with_incoming_shutdown(super::incoming(listener, read_timeout), signal)
         .await
 }
 

@@ -126,6 +126,57 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// The connections of a gRPC listener, each handed to the server only once it has sent its first
+/// bytes, within `deadline`; with `TCP_NODELAY`.
+///
+/// hyper waits for the HTTP/2 preface without a time limit and pings only established
+/// connections, so a client that connects and stays silent would hold its connection (and a task)
+/// for ever. Every accepted connection waits on its own task, so a silent one never delays
+/// others. The accept loop ends when the server drops the stream.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    deadline: std::time::Duration,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<tokio::net::TcpStream>>(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a gRPC connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(deadline, stream.readable()).await {
+                    Ok(Ok(())) => {
+                        let _ = stream.set_nodelay(true);
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "gRPC connection failed before its first bytes")
+                    }
+                    Err(_) => tracing::debug!(
+                        ?deadline,
+                        "gRPC connection silent after connecting: closed"
+                    ),
+                }
+            });
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let next = rx.recv().await?;
+        Some((next, rx))
+    })
+}
+
 /// Ends the streams of one server (gRPC `EventStream`, `SyncFlags`) when it shuts down.
 ///
 /// Cheap to clone; every clone sees the same signal.

@@ -348,6 +348,10 @@ async fn stalled_clients_are_cut_off() {
         assert!(!out.contains(" 200 "), "{out}");
     }
 
+    // gRPC: connected and silent (no HTTP/2 preface).
+    let mut silent = TcpStream::connect(h.grpc).await.unwrap();
+    read_to_close(&mut silent).await;
+
     // OFREP: a whole head, then a body that never comes: 408 and the connection ends.
     let mut stalled = TcpStream::connect(h.ofrep).await.unwrap();
     stalled
@@ -361,8 +365,16 @@ async fn stalled_clients_are_cut_off() {
     assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     assert!(out.contains("did not arrive within"), "{out}");
 
-    // A prompt client is still served.
+    // Prompt clients are still served.
     let (status, _) = post(&h, "/ofrep/v1/evaluate/flags/bool-static", json!({})).await;
     assert_eq!(status, StatusCode::OK);
+    let mut v2 = h.v2().await;
+    let answer = v2
+        .resolve_boolean(vexil_proto::flagd::evaluation::v2::ResolveBooleanRequest {
+            flag_key: "bool-static".into(),
+            context: None,
+        })
+        .await;
+    assert!(answer.is_ok(), "{answer:?}");
     h.shutdown().await;
 }
