@@ -145,14 +145,28 @@ impl Framing {
 pub struct Pool {
     addr: SocketAddr,
     idle: Mutex<Vec<Conn>>,
+    /// At most this many connections at once, when set: further requests wait for one.
+    limit: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Pool {
-    /// An empty pool for `addr`.
+    /// An empty pool for `addr`, opening as many connections as requests in flight.
     pub fn new(addr: SocketAddr) -> Arc<Pool> {
         Arc::new(Pool {
             addr,
             idle: Mutex::new(Vec::new()),
+            limit: None,
+        })
+    }
+
+    /// An empty pool for `addr` that opens at most `max` connections, as an application's HTTP
+    /// client pool does; a request waits for a free connection (an open-loop caller still charges
+    /// that wait to the request's latency).
+    pub fn with_limit(addr: SocketAddr, max: usize) -> Arc<Pool> {
+        Arc::new(Pool {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            limit: Some(Arc::new(tokio::sync::Semaphore::new(max))),
         })
     }
 
@@ -162,6 +176,10 @@ impl Pool {
     /// fails: the server may have closed it while it sat idle (the sidecar closes keep-alive
     /// connections idle for 60 s). A failure on a new connection is the answer.
     pub async fn exchange(&self, request: &[u8], keep: &[&str]) -> anyhow::Result<Answer> {
+        let _permit = match &self.limit {
+            Some(limit) => Some(limit.acquire().await?),
+            None => None,
+        };
         let idle = self.idle.lock().expect("pool").pop();
         if let Some(mut conn) = idle
             && let Ok(answer) = conn.exchange(request, keep).await

@@ -41,6 +41,10 @@ const SMOKE_RATE: f64 = 200.0;
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// Open loop: most requests in flight before the rate counts as not sustained.
 const MAX_IN_FLIGHT: usize = 4096;
+/// Connections the simulated application keeps to the sidecar at most (its HTTP client pool):
+/// without a bound, every stall of the shared machine opened hundreds more, and the sidecar's
+/// RSS measured the stall (about 33 KiB per open connection) instead of a leak.
+const CONNECTIONS: usize = 64;
 /// "Flat": the last window's mean RSS within this fraction of the first window's.
 const FLAT_TOLERANCE: f64 = 0.10;
 /// The request (absolute form, through the sidecar's outbound proxy).
@@ -277,7 +281,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         "sidecar": "vexil-proxy --control quic://… --environment bench --token-file … --ca-file … --state-dir … --config soak-proxy.toml --threads 1 (real binary), VEXIL_LOG=warn",
         "sidecar_config": proxy_toml(),
         "upstream": "in-process echo upstream on loopback that mirrors vexil-flags and vexil-revision back (x-echo-flags, x-echo-revision)",
-        "request": format!("GET http://UPSTREAM{PATH} (absolute form) through --outbound-addr, keep-alive, x-user-id: soak-user"),
+        "request": format!("GET http://UPSTREAM{PATH} (absolute form) through --outbound-addr, keep-alive, at most {CONNECTIONS} connections, x-user-id: soak-user"),
         "rate_rps": rate,
         "duration_seconds": duration.as_secs_f64(),
         "commit": format!("PUT /api/v1/environments/{ENV}/flags/{SEQ} every {} ms (If-Match: *), value = the revision it creates", COMMIT_EVERY.as_millis()),
@@ -331,7 +335,7 @@ async fn soak(
     );
     let ledger = Arc::new(Ledger::new(base));
     let call = SoakCall {
-        pool: Pool::new(sidecar.outbound),
+        pool: Pool::with_limit(sidecar.outbound, CONNECTIONS),
         request: request.into(),
         ledger: ledger.clone(),
     };
