@@ -31,6 +31,7 @@ pub const SECTIONS: &[&str] = &[
     "headers",
     "inbound",
     "upstream",
+    "downstream",
 ];
 
 /// The data plane's part of `proxy.toml`.
