@@ -134,29 +134,25 @@ fn json_kind(v: &Value) -> &'static str {
 /// for ever. Every accepted connection waits on its own task, so a silent one never delays
 /// others. The accept loop ends when the server drops the stream.
 pub fn incoming(
-    listener: tokio::net::TcpListener,
+    mut listener: tokio::net::TcpListener,
     deadline: std::time::Duration,
 ) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<tokio::net::TcpStream>>(64);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            // axum's `Listener::accept` retries failed accepts (out of file descriptors and the
+            // like) with a pause, as the HTTP/1.1 listeners do.
+            let (stream, _) = tokio::select! {
+                accepted = axum::serve::Listener::accept(&mut listener) => accepted,
                 () = tx.closed() => return,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accepting a gRPC connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
             };
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(deadline, stream.readable()).await {
-                    Ok(Ok(())) => {
+                // `peek`, not `readable()`: readiness can be reported before any byte arrived.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(deadline, stream.peek(&mut first)).await {
+                    Ok(Ok(0)) => {} // closed before sending anything
+                    Ok(Ok(_)) => {
                         let _ = stream.set_nodelay(true);
                         let _ = tx.send(Ok(stream)).await;
                     }

@@ -348,6 +348,23 @@ async fn stalled_clients_are_cut_off() {
         assert!(!out.contains(" 200 "), "{out}");
     }
 
+    // gRPC: connected and silent (no HTTP/2 preface).
+    let mut silent = TcpStream::connect(h.grpc).await.unwrap();
+    read_to_close(&mut silent).await;
+
+    // OFREP: a whole head, then a body that never comes: 408 and the connection ends.
+    let mut stalled = TcpStream::connect(h.ofrep).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /ofrep/v1/evaluate/flags/bool-static HTTP/1.1\r\nhost: x\r\n\
+              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"context\":",
+        )
+        .await
+        .unwrap();
+    let out = read_to_close(&mut stalled).await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(out.contains("did not arrive within"), "{out}");
+
     // Prompt clients are still served.
     let (status, _) = post(&h, "/ofrep/v1/evaluate/flags/bool-static", json!({})).await;
     assert_eq!(status, StatusCode::OK);
