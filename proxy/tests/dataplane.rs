@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -55,11 +56,15 @@ fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// The echo upstream: answers every request with `{method, uri, headers}`; `/slow` first waits
-/// 800 ms.
-async fn echo_server() -> SocketAddr {
-    async fn echo(req: axum::extract::Request) -> axum::Json<Value> {
+/// The echo upstream: answers every request with `{method, uri, headers}`; `/slow` counts its
+/// arrival in the returned counter, then waits 800 ms.
+async fn echo_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    async fn echo(
+        axum::extract::State(slow): axum::extract::State<Arc<AtomicUsize>>,
+        req: axum::extract::Request,
+    ) -> axum::Json<Value> {
         if req.uri().path() == "/slow" {
+            slow.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(800)).await;
         }
         let mut headers = Map::new();
@@ -83,9 +88,10 @@ async fn echo_server() -> SocketAddr {
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(echo);
+    let slow = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().fallback(echo).with_state(slow.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    (addr, slow)
 }
 
 /// A running data plane with its echo upstream.
@@ -95,6 +101,8 @@ struct Env {
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     echo: SocketAddr,
+    /// How many `/slow` requests reached the upstream.
+    slow_arrivals: Arc<AtomicUsize>,
     proxy: SocketAddr,
     inbound: Option<SocketAddr>,
 }
@@ -105,7 +113,7 @@ impl Env {
     }
 
     async fn start_with(config: &str, inbound: bool) -> Env {
-        let echo = echo_server().await;
+        let (echo, slow_arrivals) = echo_server().await;
         let cell = Arc::new(SnapshotCell::new());
         let set = FlagSet::from_json(&flags()).unwrap();
         cell.publish(Snapshot::new("test", 1, set, Source::File("t".into())));
@@ -133,6 +141,7 @@ impl Env {
                 .unwrap(),
             metrics,
             echo,
+            slow_arrivals,
             proxy: listeners.outbound,
             inbound: listeners.inbound.map(|i| i.addr),
         }
@@ -667,13 +676,15 @@ async fn graceful_shutdown_completes_in_flight_requests() {
     let client = env.client();
     let url = format!("http://{}/slow", env.echo);
     let in_flight = tokio::spawn(async move { client.get(url).send().await });
-    // Wait until the request reached the proxy.
-    for _ in 0..100 {
-        if env.dp.as_ref().unwrap().open_connections() > 0 {
+    // Wait until the request went through the proxy to the upstream (an open connection alone
+    // could be another process's stray connect to this port).
+    for _ in 0..200 {
+        if env.slow_arrivals.load(Ordering::SeqCst) > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(env.slow_arrivals.load(Ordering::SeqCst), 1);
     assert!(env.dp.as_ref().unwrap().open_connections() > 0);
     let started = std::time::Instant::now();
     let drained = env.shutdown().await;

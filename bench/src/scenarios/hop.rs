@@ -368,7 +368,7 @@ fn summarise(report: &mut Report, points: &[Point]) {
         "errors",
         "proxy CPU",
         "per proxy core",
-        "harness CPU",
+        "other CPU",
         "ratio to nginx",
     ]);
     for p in points {

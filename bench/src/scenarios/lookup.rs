@@ -306,6 +306,7 @@ fn summarise(report: &mut Report, points: &[Point]) {
         "errors",
         "sidecar CPU",
         "per core",
+        "other CPU",
         "Unleash Edge (same load)",
         "ratio (Vexil / Edge)",
     ]);
@@ -356,7 +357,8 @@ fn summarise(report: &mut Report, points: &[Point]) {
             "Open-loop latencies are measured from each request's intended send time \
              (coordinated omission corrected). `sidecar CPU` is the share of one core the sidecar \
              used during the run (from /proc); `per core` is the achieved rate divided by it, \
-             the rate one fully used core would give at the measured cost per request. At peak \
+             the rate one fully used core would give at the measured cost per request; `other CPU` \
+             is what the rest of the machine used beside the sidecar and the harness (noise). At peak \
              the ratio compares throughput, at fixed rates the p99."
                 .into(),
         ],
