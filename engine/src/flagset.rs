@@ -130,7 +130,8 @@ pub(crate) enum Targeting {
 /// One compiled flag.
 #[derive(Clone, Debug)]
 pub struct Flag {
-    pub(crate) key: Box<str>,
+    /// Shared with the set's index (an `Arc`, so indexing a set costs no key copies).
+    pub(crate) key: Arc<str>,
     pub(crate) state: FlagState,
     pub(crate) variants: Box<[(Box<str>, Value)]>,
     pub(crate) default_variant: Option<usize>,
@@ -216,7 +217,7 @@ pub struct FlagSet {
     pub(crate) flags: Box<[Arc<Flag>]>,
     /// Flag index by key. Fx hashing: keys come from operators, not from callers, and a lookup is
     /// on every evaluation's path.
-    pub(crate) index: FxHashMap<Box<str>, usize>,
+    pub(crate) index: FxHashMap<Arc<str>, usize>,
     pub(crate) metadata: Metadata,
     pub(crate) evaluators: Map<String, Value>,
     pub(crate) fractional: FractionalVersion,
@@ -299,25 +300,42 @@ impl FlagSet {
         let mut path = Path::default();
         path.push_key("flags");
         let mut compiler = Compiler::new(Some(&self.evaluators), options.limits.max_depth);
-        let mut flags: Vec<Arc<Flag>> = Vec::with_capacity(self.flags.len() + upserts.len());
-        flags.extend(
-            self.flags
-                .iter()
-                .filter(|f| !dropped.contains(&*f.key))
-                .cloned(),
-        );
-        for (&key, &def) in &upserts {
-            let flag = compile_flag(
-                key,
-                def,
-                &self.metadata,
-                &mut compiler,
-                &mut path,
-                &mut problems,
-                options.mode,
+        let compiled: Vec<Arc<Flag>> = upserts
+            .iter()
+            .map(|(&key, &def)| {
+                Arc::new(compile_flag(
+                    key,
+                    def,
+                    &self.metadata,
+                    &mut compiler,
+                    &mut path,
+                    &mut problems,
+                    options.mode,
+                ))
+            })
+            .collect();
+        // The usual delta replaces flags that exist and removes none: the order and the index
+        // stay as they are, so only the replaced slots change (no sort, no re-indexing).
+        let replaces_only =
+            dropped.len() == upserts.len() && upserts.keys().all(|k| self.index.contains_key(*k));
+        let (flags, index) = if replaces_only {
+            let mut flags = self.flags.to_vec();
+            for flag in compiled {
+                let slot = self.index[&*flag.key];
+                flags[slot] = flag;
+            }
+            (flags, Some(self.index.clone()))
+        } else {
+            let mut flags: Vec<Arc<Flag>> = Vec::with_capacity(self.flags.len() + compiled.len());
+            flags.extend(
+                self.flags
+                    .iter()
+                    .filter(|f| !dropped.contains(&*f.key))
+                    .cloned(),
             );
-            flags.push(Arc::new(flag));
-        }
+            flags.extend(compiled);
+            (flags, None)
+        };
         problems.extend(compiler.take_errors());
         if flags.len() > options.limits.max_flags {
             problems.push(ValidationError {
@@ -343,15 +361,22 @@ impl FlagSet {
             .cloned()
             .collect();
         kept.extend(problems);
-        Ok(FlagSet {
+        let set = FlagSet {
             flags: Box::new([]),
             index: FxHashMap::default(),
             metadata: self.metadata.clone(),
             evaluators: self.evaluators.clone(),
             fractional: self.fractional,
             problems: ValidationErrors(kept),
-        }
-        .with_flags(flags))
+        };
+        Ok(match index {
+            Some(index) => FlagSet {
+                flags: flags.into(),
+                index,
+                ..set
+            },
+            None => set.with_flags(flags),
+        })
     }
 
     /// This set holding `flags` (in any order; sorted and indexed here).

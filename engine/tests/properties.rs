@@ -332,3 +332,28 @@ proptest! {
         }
     }
 }
+
+/// The usual delta (replace existing flags, remove none) keeps the set's order and index: every
+/// other flag is the same compiled flag, and lookups find the replaced ones.
+#[test]
+fn a_replacing_delta_shares_the_other_flags_and_finds_the_new_ones() {
+    let flag = |on: bool| json!({"state": "ENABLED", "variants": {"on": on, "off": !on}, "defaultVariant": "on"});
+    let doc = json!({"flags": {"a": flag(true), "b": flag(true), "c": flag(true)}});
+    let base = FlagSet::compile(&doc, &LENIENT).unwrap();
+    let replaced = flag(false);
+    let patched = base
+        .with_changes([("b", &replaced)], std::iter::empty(), &LENIENT)
+        .unwrap();
+    let keys: Vec<&str> = patched.flags().map(|f| f.key()).collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    for key in ["a", "c"] {
+        assert!(
+            std::ptr::eq(base.get(key).unwrap(), patched.get(key).unwrap()),
+            "{key}"
+        );
+    }
+    let ctx = EvaluationContext::new();
+    assert_eq!(patched.resolve_bool("b", &ctx).value, Some(false));
+    assert_eq!(patched.resolve_bool("a", &ctx).value, Some(true));
+    assert_eq!(base.resolve_bool("b", &ctx).value, Some(true));
+}

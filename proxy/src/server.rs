@@ -192,6 +192,9 @@ pub async fn run(
     let ofrep_state = OfrepState::new(cell.clone(), metrics.clone(), Limits::default());
     let admin_state = AdminState::new(cell.clone(), metrics.clone());
     let sync_service = flagd_sync::SyncService::new(cell.clone());
+    // The data plane first: `/healthz` and `/readyz` answer only once the outbound (and inbound)
+    // listeners accept, so a pod marked ready never refuses the application's requests.
+    let dataplane = start_dataplane(&config, &cell, &metrics).await?;
     let a = &config.addresses;
     tracing::info!(grpc = %a.grpc, flagd_sync = %a.sync, ofrep = %a.ofrep, admin = %a.admin,
         "lookup and admin listeners ready");
@@ -212,8 +215,6 @@ pub async fn run(
             anyhow::Ok(())
         }
     });
-
-    let dataplane = start_dataplane(&config, &cell, &metrics).await?;
 
     shutdown.await;
     tracing::info!(

@@ -16,6 +16,10 @@ async fn offline_mode_serves_a_flags_file_and_exits_cleanly_on_sigterm() {
     let proxy = Proxy::start(&["--flags-file", file.to_str().unwrap()]);
     let c = client();
     proxy.wait_healthy(&c).await;
+    // Healthy implies the data plane accepts: the admin listener is served after it.
+    tokio::net::TcpStream::connect(("127.0.0.1", proxy.ports[0]))
+        .await
+        .expect("the outbound listener accepts once /healthz answers");
     assert_eq!(proxy.ready(&c).await, 200);
     let r: Value = c
         .post(format!("{}/ofrep/v1/evaluate/flags/checkout", proxy.ofrep))

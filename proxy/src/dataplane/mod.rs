@@ -290,7 +290,7 @@ fn wait_listening(handle: &DataPlaneHandle) -> anyhow::Result<()> {
             if Instant::now() >= deadline {
                 anyhow::bail!("the data plane is not listening on {addr} after 10 s");
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     Ok(())
