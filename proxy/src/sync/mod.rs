@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use apply::{ApplyError, Held, apply_delta, compile, parse_full};
+pub use apply::{ApplyError, Held, apply_delta, compile, compile_after, parse_full};
 pub use backoff::Backoff;
 pub use client::{SyncClient, SyncHandle};
 pub use tls::client_config;
