@@ -152,9 +152,16 @@ fn collect(v: &Value, vars: &mut Vec<String>, literals: &mut Vec<Value>, depth: 
     }
 }
 
-/// Sets `a.b.c` as nested objects (the way `var` reads dotted names).
+/// How deep [`set_path`] nests. Contexts that reach the engine come from parsers that stop far
+/// earlier (serde_json at 128 levels, prost at 100); a `var` with thousands of dots would
+/// otherwise build a tree deep enough to overflow a thread's stack when dropped, a crash of this
+/// harness and not of Vexil.
+const MAX_CONTEXT_DEPTH: usize = 64;
+
+/// Sets `a.b.c` as nested objects (the way `var` reads dotted names), at most
+/// [`MAX_CONTEXT_DEPTH`] levels deep (the last level's key keeps the remaining dots).
 fn set_path(map: &mut Map<String, Value>, name: &str, value: Value) {
-    let mut parts = name.split('.').peekable();
+    let mut parts = name.splitn(MAX_CONTEXT_DEPTH, '.').peekable();
     let mut cur = map;
     while let Some(part) = parts.next() {
         if parts.peek().is_none() {
