@@ -222,21 +222,22 @@ async fn evaluate_one(
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Evaluation<'a> {
+    // Fields in key order, so the output is byte for byte what a sorted JSON map gave before.
     Resolved {
         key: &'a str,
+        metadata: &'a Metadata,
+        reason: &'static str,
         /// Absent when the caller's default applies (disabled, no default variant).
         #[serde(skip_serializing_if = "Option::is_none")]
         value: Option<&'a Value>,
-        reason: &'static str,
         variant: Option<&'a str>,
-        metadata: &'a Metadata,
     },
     Failed {
-        key: &'a str,
         #[serde(rename = "errorCode")]
         error_code: &'static str,
         #[serde(rename = "errorDetails")]
         error_details: &'a str,
+        key: &'a str,
         metadata: &'a Metadata,
     },
 }
@@ -268,7 +269,7 @@ impl<'a> Evaluation<'a> {
     }
 }
 
-/// The bulk response body.
+/// The bulk response body (fields in key order, as above).
 #[derive(Serialize)]
 struct Bulk<'a> {
     flags: Vec<Evaluation<'a>>,
