@@ -59,7 +59,7 @@ struct Cli {
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     sidecars: Option<Vec<usize>>,
     /// propagate: only these backends (sqlite, postgres; default both).
-    #[arg(long, value_delimiter = ',', value_name = "NAME,...", value_parser = ["sqlite", "postgres"])]
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...", value_parser = scenarios::propagate::BACKENDS)]
     backends: Option<Vec<String>>,
 }
 

@@ -36,6 +36,8 @@ const CONNECT_BATCH: usize = 250;
 pub(crate) const ADMIN: &str = "vxl_bench-admin-secret";
 /// The environment.
 pub(crate) const ENV: &str = "bench";
+/// The stores control runs on, in the order they are measured (`--backends` picks some).
+pub const BACKENDS: [&str; 2] = ["sqlite", "postgres"];
 /// The flag every commit writes.
 const TOGGLE: &str = "bench-toggle";
 
@@ -95,13 +97,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         None => ctx.pick(vec![100, 1_000, 10_000], vec![3]),
     };
     let flag_counts = ctx.pick(vec![1, 1_000], vec![1, 20]);
-    let backends: Vec<&'static str> = match &ctx.propagate_backends {
-        Some(names) => ["sqlite", "postgres"]
-            .into_iter()
-            .filter(|b| names.iter().any(|n| n == b))
-            .collect(),
-        None => vec!["sqlite", "postgres"],
-    };
+    let backends: Vec<&'static str> = BACKENDS
+        .into_iter()
+        .filter(|b| {
+            ctx.propagate_backends
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n == b))
+        })
+        .collect();
     report.config = json!({
         "control": "vexil-control serve --dev-tls --webhook-addr off (real binary), VEXIL_LOG=warn",
         "backends": backends,
