@@ -35,6 +35,8 @@ pub struct Ctx {
     pub soak_duration: Option<Duration>,
     /// `propagate`: only these sidecar counts (`--sidecars`).
     pub propagate_sidecars: Option<Vec<usize>>,
+    /// `propagate`: only these flag counts (`--flags`).
+    pub propagate_flags: Option<Vec<usize>>,
     /// `propagate`: only these backends (`--backends`: `sqlite`, `postgres`).
     pub propagate_backends: Option<Vec<String>>,
 }

@@ -58,6 +58,9 @@ struct Cli {
     /// about an hour).
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     sidecars: Option<Vec<usize>>,
+    /// propagate: only these flag counts per environment (default 1,1000).
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    flags: Option<Vec<usize>>,
     /// propagate: only these backends (sqlite, postgres; default both).
     #[arg(long, value_delimiter = ',', value_name = "NAME,...", value_parser = scenarios::propagate::BACKENDS)]
     backends: Option<Vec<String>>,
@@ -106,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         pg_url: cli.pg_url,
         soak_duration: cli.duration.map(std::time::Duration::from_secs_f64),
         propagate_sidecars: cli.sidecars,
+        propagate_flags: cli.flags,
         propagate_backends: cli.backends,
     };
     let out = cli.out.unwrap_or_else(|| {

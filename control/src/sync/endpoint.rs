@@ -91,6 +91,48 @@ pub fn server_tls(tls: &QuicTls) -> anyhow::Result<rustls::ServerConfig> {
     Ok(config)
 }
 
+/// Receive and send buffer asked for the sync endpoint's UDP socket. A reconnect storm (a
+/// thousand sidecars handshaking at once after control restarts) overflows the kernel's default
+/// (about 208 KiB on Linux): every Initial packet dropped costs its sidecar a retransmission
+/// timeout of a second or more. The kernel grants at most `net.core.rmem_max`/`wmem_max`.
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// Binds a UDP socket for a quinn endpoint with receive and send buffers of `bytes`, or as much
+/// of them as the kernel grants (a smaller grant is logged with the sysctl to raise).
+pub fn bind_udp(addr: SocketAddr, bytes: usize) -> anyhow::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let sock = socket2::SockRef::from(&socket);
+    sock.set_recv_buffer_size(bytes)?;
+    sock.set_send_buffer_size(bytes)?;
+    // Linux reports twice the grant (it counts its bookkeeping), so this catches grants under
+    // half of `bytes`, such as the 208 KiB default.
+    let granted = sock.recv_buffer_size()?;
+    if granted < bytes {
+        tracing::warn!(
+            %addr,
+            asked = bytes,
+            granted,
+            "the UDP receive buffer is smaller than asked: a burst of sidecar handshakes may be \
+             dropped and retried; raise the sysctl net.core.rmem_max"
+        );
+    }
+    Ok(socket)
+}
+
+/// A quinn endpoint on `socket`: a server when `server` is given, else a client only.
+pub fn endpoint_on(
+    socket: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
+) -> anyhow::Result<quinn::Endpoint> {
+    let runtime = quinn::default_runtime().context("no async runtime for the QUIC endpoint")?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        runtime,
+    )?)
+}
+
 /// A bound QUIC sync endpoint.
 pub struct SyncServer {
     endpoint: quinn::Endpoint,
@@ -115,8 +157,9 @@ impl SyncServer {
             .max_concurrent_bidi_streams(1u32.into())
             .max_concurrent_uni_streams(0u32.into());
         config.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(config, addr)
+        let socket = bind_udp(addr, UDP_BUFFER_BYTES)
             .with_context(|| format!("binding the QUIC sync endpoint to udp://{addr}"))?;
+        let endpoint = endpoint_on(socket, Some(config))?;
         Ok(SyncServer { endpoint, hub })
     }
 
@@ -142,5 +185,29 @@ impl SyncServer {
         }
         self.endpoint.close(0u32.into(), b"control shutting down");
         let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sysctl(name: &str) -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .expect("Linux sysctl")
+            .trim()
+            .parse()
+            .expect("a number")
+    }
+
+    #[test]
+    fn the_sync_socket_gets_the_buffers_it_asks_for_up_to_the_kernel_maximum() {
+        let asked = UDP_BUFFER_BYTES;
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), asked).unwrap();
+        let sock = socket2::SockRef::from(&socket);
+        // Linux grants min(asked, max) and reports twice the grant.
+        assert!(sock.recv_buffer_size().unwrap() >= asked.min(sysctl("rmem_max")));
+        assert!(sock.send_buffer_size().unwrap() >= asked.min(sysctl("wmem_max")));
+        assert!(sock.recv_buffer_size().unwrap() > sysctl("rmem_default"));
     }
 }
