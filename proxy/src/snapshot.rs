@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwapOption;
 use serde_json::Value;
 use tokio::sync::broadcast;
-use vexil_engine::FlagSet;
+use vexil_engine::{Flag, FlagSet};
 
 /// Where a snapshot came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,28 +96,51 @@ pub fn changed_keys(before: Option<&FlagSet>, after: &FlagSet) -> Vec<String> {
     let rules_changed = before.is_some_and(|b| b.evaluators() != after.evaluators());
     let fractional_changed =
         before.is_some_and(|b| b.fractional_version() != after.fractional_version());
-    for flag in after.flags() {
-        let same = before.and_then(|b| b.get(flag.key())).is_some_and(|old| {
-            // The same compiled flag, shared by `FlagSet::with_changes`, which keeps the set's
-            // rules and metadata: unchanged without comparing definitions.
-            std::ptr::eq(old, flag)
-                || (old.definition_json() == flag.definition_json()
-                    && old.metadata() == flag.metadata()
-                    && !(rules_changed && mentions_ref(&flag.definition()))
-                    && !(fractional_changed && (flag.is_targeted() || old.is_targeted())))
-        });
-        if !same {
-            keys.insert(flag.key().to_string());
+    let same = |old: &Flag, flag: &Flag| {
+        // The same compiled flag, shared by `FlagSet::with_changes`, which keeps the set's
+        // rules and metadata: unchanged without comparing definitions.
+        std::ptr::eq(old, flag)
+            || (old.definition_json() == flag.definition_json()
+                && old.metadata() == flag.metadata()
+                && !(rules_changed && mentions_ref(&flag.definition()))
+                && !(fractional_changed && (flag.is_targeted() || old.is_targeted())))
+    };
+    match before {
+        // The usual delta replaces flags in place (`with_changes` keeps the order and shares the
+        // keys): pair the flags by position instead of hashing every key of the set.
+        Some(before) if same_keys_in_order(before, after) => {
+            for (old, flag) in before.flags().zip(after.flags()) {
+                if !same(old, flag) {
+                    keys.insert(flag.key().to_string());
+                }
+            }
         }
-    }
-    if let Some(before) = before {
-        for flag in before.flags() {
-            if after.get(flag.key()).is_none() {
-                keys.insert(flag.key().to_string());
+        _ => {
+            for flag in after.flags() {
+                if !before
+                    .and_then(|b| b.get(flag.key()))
+                    .is_some_and(|old| same(old, flag))
+                {
+                    keys.insert(flag.key().to_string());
+                }
+            }
+            for flag in before.into_iter().flat_map(FlagSet::flags) {
+                if after.get(flag.key()).is_none() {
+                    keys.insert(flag.key().to_string());
+                }
             }
         }
     }
     keys.into_iter().collect()
+}
+
+/// True when both sets hold the same keys in the same order (the keys shared by
+/// `FlagSet::with_changes` compare by address).
+fn same_keys_in_order(a: &FlagSet, b: &FlagSet) -> bool {
+    a.len() == b.len()
+        && a.flags()
+            .zip(b.flags())
+            .all(|(x, y)| std::ptr::eq(x.key(), y.key()) || x.key() == y.key())
 }
 
 /// True when `v` contains a `{"$ref": ...}` anywhere.
@@ -217,9 +240,32 @@ mod tests {
             Source::File("f.json".into()),
         ));
         assert_eq!(third.changed, ["a", "b"]);
-        assert_eq!(cell.load().unwrap().revision, 3);
+        // As many flags as before, but not the same keys: one removed, one added.
+        let fourth = cell.publish(Snapshot::new(
+            "prod",
+            4,
+            set(json!({"flags": {"d": flag("on")}})),
+            Source::File("f.json".into()),
+        ));
+        assert_eq!(fourth.changed, ["c", "d"]);
+        assert_eq!(cell.load().unwrap().revision, 4);
         assert_eq!(rx.try_recv().unwrap().revision, 1);
         assert_eq!(rx.try_recv().unwrap().revision, 2);
+    }
+
+    #[test]
+    fn a_replacing_delta_changes_only_the_flags_it_redefines() {
+        let before = set(json!({"flags": {"a": flag("on"), "b": flag("on"), "c": flag("on")}}));
+        let options = vexil_engine::CompileOptions::default();
+        let (off, on) = (flag("off"), flag("on"));
+        let after = before
+            .with_changes([("b", &off)], std::iter::empty(), &options)
+            .unwrap();
+        assert_eq!(changed_keys(Some(&before), &after), ["b"]);
+        let rewritten = before
+            .with_changes([("c", &on)], std::iter::empty(), &options)
+            .unwrap();
+        assert!(changed_keys(Some(&before), &rewritten).is_empty());
     }
 
     #[test]
