@@ -55,7 +55,7 @@ struct Cli {
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
     /// propagate: only these sidecar counts (default 100,1000,10000; the whole matrix takes
-    /// about an hour).
+    /// about two minutes on two cores).
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     sidecars: Option<Vec<usize>>,
     /// propagate: only these flag counts per environment (default 1,1000).
