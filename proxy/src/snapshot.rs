@@ -7,7 +7,7 @@
 //! care about changes (gRPC `EventStream`, flagd sync) subscribe to a broadcast of every published
 //! snapshot.
 
-use std::collections::BTreeSet;
+use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -92,10 +92,11 @@ impl Snapshot {
 /// metadata changed (the set's metadata is overlaid on it), when a shared rule (`$evaluators`) it
 /// references with `$ref` changed, or when the `fractional` algorithm changed and it has targeting.
 pub fn changed_keys(before: Option<&FlagSet>, after: &FlagSet) -> Vec<String> {
-    let mut keys = BTreeSet::new();
-    let rules_changed = before.is_some_and(|b| b.evaluators() != after.evaluators());
-    let fractional_changed =
-        before.is_some_and(|b| b.fractional_version() != after.fractional_version());
+    let Some(before) = before else {
+        return after.flags().map(|f| f.key().to_string()).collect();
+    };
+    let rules_changed = before.evaluators() != after.evaluators();
+    let fractional_changed = before.fractional_version() != after.fractional_version();
     let same = |old: &Flag, flag: &Flag| {
         // The same compiled flag, shared by `FlagSet::with_changes`, which keeps the set's
         // rules and metadata: unchanged without comparing definitions.
@@ -105,42 +106,30 @@ pub fn changed_keys(before: Option<&FlagSet>, after: &FlagSet) -> Vec<String> {
                 && !(rules_changed && mentions_ref(&flag.definition()))
                 && !(fractional_changed && (flag.is_targeted() || old.is_targeted())))
     };
-    match before {
-        // The usual delta replaces flags in place (`with_changes` keeps the order and shares the
-        // keys): pair the flags by position instead of hashing every key of the set.
-        Some(before) if same_keys_in_order(before, after) => {
-            for (old, flag) in before.flags().zip(after.flags()) {
-                if !same(old, flag) {
-                    keys.insert(flag.key().to_string());
-                }
-            }
-        }
-        _ => {
-            for flag in after.flags() {
-                if !before
-                    .and_then(|b| b.get(flag.key()))
-                    .is_some_and(|old| same(old, flag))
-                {
-                    keys.insert(flag.key().to_string());
-                }
-            }
-            for flag in before.into_iter().flat_map(FlagSet::flags) {
-                if after.get(flag.key()).is_none() {
-                    keys.insert(flag.key().to_string());
+    // Both sets list their flags sorted by key: walk them side by side, no hashing. The keys a
+    // delta left alone are shared with the set before it, so most compare by address.
+    let mut keys = Vec::new();
+    let (mut olds, mut news) = (before.flags().peekable(), after.flags().peekable());
+    loop {
+        let order = match (olds.peek(), news.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(old), Some(new)) if std::ptr::eq(old.key(), new.key()) => Ordering::Equal,
+            (Some(old), Some(new)) => old.key().cmp(new.key()),
+        };
+        match order {
+            Ordering::Less => keys.extend(olds.next().map(|removed| removed.key().to_string())),
+            Ordering::Greater => keys.extend(news.next().map(|added| added.key().to_string())),
+            Ordering::Equal => {
+                let (old, new) = (olds.next().expect("peeked"), news.next().expect("peeked"));
+                if !same(old, new) {
+                    keys.push(new.key().to_string());
                 }
             }
         }
     }
-    keys.into_iter().collect()
-}
-
-/// True when both sets hold the same keys in the same order (the keys shared by
-/// `FlagSet::with_changes` compare by address).
-fn same_keys_in_order(a: &FlagSet, b: &FlagSet) -> bool {
-    a.len() == b.len()
-        && a.flags()
-            .zip(b.flags())
-            .all(|(x, y)| std::ptr::eq(x.key(), y.key()) || x.key() == y.key())
+    keys
 }
 
 /// True when `v` contains a `{"$ref": ...}` anywhere.
