@@ -2,70 +2,16 @@
 
 use std::fmt;
 
-/// One problem in a flag-set document, at a JSON path such as `flags.checkout.targeting.if[1]`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ValidationError {
-    /// Where the problem is: dotted object keys and `[i]` array indices from the document root
-    /// (keys that are not plain identifiers are written `["key"]`).
-    pub path: String,
-    /// What is wrong, in a sentence fragment such as `unknown operator "iff"`.
-    pub message: String,
-}
+/// One problem in a flag-set document, at a JSON path such as `flags.checkout.targeting.if[1]`
+/// (`path`: dotted object keys and `[i]` array indices from the document root, keys that are not
+/// plain identifiers written `["key"]`; empty for the whole document) with what is wrong
+/// (`message`, a sentence fragment such as `unknown operator "iff"`). The one problem type of
+/// Vexil, shared with the configuration of both binaries.
+pub use vexil_settings::Problem as ValidationError;
 
-impl fmt::Display for ValidationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "(document): {}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found in a document, in document order. Validation never stops at the first.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(transparent)]
-pub struct ValidationErrors(pub Vec<ValidationError>);
-
-impl ValidationErrors {
-    /// True when no problem was found.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The number of problems.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// The problems, in document order.
-    pub fn iter(&self) -> std::slice::Iter<'_, ValidationError> {
-        self.0.iter()
-    }
-}
-
-impl fmt::Display for ValidationErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ValidationErrors {}
-
-impl<'a> IntoIterator for &'a ValidationErrors {
-    type Item = &'a ValidationError;
-    type IntoIter = std::slice::Iter<'a, ValidationError>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
+/// Every problem found in a document, in document order, displayed one per line. Validation never
+/// stops at the first.
+pub use vexil_settings::Problems as ValidationErrors;
 
 /// One step of a JSON path.
 #[derive(Clone, Copy, Debug)]
