@@ -65,18 +65,18 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     let sync_task = tokio::spawn(sync.serve(std::time::Duration::from_secs(1)));
     let upstream = tokio::spawn(demo_upstream(stopped()));
 
-    let proxy_config =
-        vexil_proxy::config::ProxyConfig::resolve(&vexil_proxy::config::ServeArgs {
-            control: Some(format!("quic://{}", config.sync_addr)),
-            environment: Some(ENVIRONMENT.into()),
-            token: Some(sidecar_token),
-            ca_file: Some(dir.join("tls/ca.pem")),
-            state_dir: Some(dir.join("sidecar")),
-            client_id: Some("vexil-dev-sidecar".into()),
-            threads: Some(1),
-            config: Some(PathBuf::from("config/proxy.toml")).filter(|p| p.exists()),
-            ..Default::default()
-        })?;
+    let mut sidecar_layers = vexil_settings::Layers::new()
+        .flag("control", format!("quic://{}", config.sync_addr))
+        .flag("environment", ENVIRONMENT)
+        .flag("token", sidecar_token)
+        .flag("ca-file", dir.join("tls/ca.pem").display().to_string())
+        .flag("state-dir", dir.join("sidecar").display().to_string())
+        .flag("client-id", "vexil-dev-sidecar")
+        .flag("threads", "1");
+    if Path::new("config/proxy.toml").exists() {
+        sidecar_layers = sidecar_layers.flag("config", "config/proxy.toml");
+    }
+    let proxy_config = vexil_proxy::config::ProxyConfig::resolve(sidecar_layers)?;
     let bound = vexil_proxy::server::Bound::bind(&proxy_config).await?;
     let sidecar = tokio::spawn(vexil_proxy::server::run(proxy_config, bound, stopped()));
 

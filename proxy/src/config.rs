@@ -1,118 +1,222 @@
-//! Configuration of `vexil-proxy`: a TOML file (`--config`), `VEXIL_*` environment variables and
-//! command-line flags, in rising order of precedence. The file also holds what has no flag: the
-//! data plane's sections (`[context]`, `[[routes]]`, `[headers]`, ... see
-//! [`DataPlaneConfig`]), taken out of the file first; the rest is checked strictly here.
+//! Configuration of `vexil-proxy`: built-in defaults, a TOML file (`--config`), `VEXIL_*`
+//! environment variables and command-line flags, in rising order of precedence. Each setting is
+//! declared once below (flag, variable, file key, default, documentation) and parsed into its type
+//! where it enters; the data plane's sections (`[context]`, `[[routes]]`, `[headers]`, ...) are
+//! [`DataPlaneConfig`]'s. `docs/configuration.md` renders its tables from these declarations.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
-use serde::Deserialize;
+use vexil_settings::{
+    Layers, Millis, Problems, Resolver, Secret, SecretFile, Seconds, ms, nonzero, not_empty, secs,
+};
 
-use crate::dataplane::DataPlaneConfig;
+use crate::dataplane::{DataPlaneConfig, Inbound, Listeners};
 
-/// Flags of the sidecar (the default command); each also reads a `VEXIL_*` variable.
-#[derive(Args, Debug, Default, Clone)]
-pub struct ServeArgs {
-    /// Configuration file (TOML); flags and variables override it.
-    #[arg(long, env = "VEXIL_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Control's QUIC sync address, `quic://HOST:PORT` (with --environment, --token, --ca-file);
-    /// several replicas separated by commas, tried in turn.
-    #[arg(long, env = "VEXIL_CONTROL")]
-    pub control: Option<String>,
-    /// QUIC keep-alive interval towards control (milliseconds; default 1000).
-    #[arg(long, env = "VEXIL_CONTROL_KEEPALIVE_MS")]
-    pub control_keepalive_ms: Option<u64>,
-    /// QUIC idle timeout towards control (milliseconds; default 5000): a control silent this long
-    /// (paused, partitioned) is considered gone, the sidecar turns STALE and reconnects.
-    #[arg(long, env = "VEXIL_CONTROL_IDLE_TIMEOUT_MS")]
-    pub control_idle_timeout_ms: Option<u64>,
-    /// Environment to follow.
-    #[arg(long, env = "VEXIL_ENVIRONMENT")]
-    pub environment: Option<String>,
-    /// Sidecar token (prefer VEXIL_TOKEN or --token-file: flags show in `ps`).
-    #[arg(long, env = "VEXIL_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// File holding the sidecar token (e.g. a mounted Kubernetes Secret).
-    #[arg(long, env = "VEXIL_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// CA certificate(s) (PEM) control's certificate must chain to.
-    #[arg(long, env = "VEXIL_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) when control requires mutual TLS.
-    #[arg(long, env = "VEXIL_CLIENT_CERT")]
-    pub client_cert: Option<PathBuf>,
-    /// Its private key (PEM).
-    #[arg(long, env = "VEXIL_CLIENT_KEY")]
-    pub client_key: Option<PathBuf>,
-    /// This sidecar's id in control's admin API (default: HOSTNAME/pid).
-    #[arg(long, env = "VEXIL_CLIENT_ID")]
-    pub client_id: Option<String>,
-    /// Offline mode: serve this flagd flag-set file, reloaded when it changes.
-    #[arg(long, env = "VEXIL_FLAGS_FILE")]
-    pub flags_file: Option<PathBuf>,
-    /// Directory of the persisted snapshot.
-    #[arg(long, env = "VEXIL_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Outbound HTTP proxy listener (HTTP_PROXY target).
-    #[arg(long, env = "VEXIL_OUTBOUND_ADDR")]
-    pub outbound_addr: Option<SocketAddr>,
-    /// Inbound reverse-proxy listener (off unless set).
-    #[arg(long, env = "VEXIL_INBOUND_ADDR")]
-    pub inbound_addr: Option<SocketAddr>,
-    /// The application's own address, behind the inbound listener.
-    #[arg(long, env = "VEXIL_INBOUND_UPSTREAM")]
-    pub inbound_upstream: Option<SocketAddr>,
-    /// gRPC flagd.evaluation v1+v2 listener.
-    #[arg(long, env = "VEXIL_GRPC_ADDR")]
-    pub grpc_addr: Option<SocketAddr>,
-    /// gRPC flagd.sync.v1 listener.
-    #[arg(long, env = "VEXIL_SYNC_ADDR")]
-    pub sync_addr: Option<SocketAddr>,
-    /// OFREP listener.
-    #[arg(long, env = "VEXIL_OFREP_ADDR")]
-    pub ofrep_addr: Option<SocketAddr>,
-    /// Admin listener (/healthz, /readyz, /metrics, /debug/snapshot).
-    #[arg(long, env = "VEXIL_ADMIN_ADDR")]
-    pub admin_addr: Option<SocketAddr>,
-    /// Worker threads of the data plane (default: the cores available).
-    #[arg(long, env = "VEXIL_THREADS")]
-    pub threads: Option<usize>,
-    /// Seconds to drain in-flight requests on SIGTERM.
-    #[arg(long, env = "VEXIL_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<u64>,
-    /// Routes as a JSON array, in the shape of the config file's `[[routes]]` (e.g. from the
-    /// `vexil.io/routes` pod annotation); replaces the file's routes.
-    #[arg(long, env = "VEXIL_ROUTES")]
-    pub routes: Option<String>,
+/// A port on 127.0.0.1: every listener is loopback-only unless configured otherwise.
+const fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
 
-/// The file's shape.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    control: Option<String>,
-    control_keepalive_ms: Option<u64>,
-    control_idle_timeout_ms: Option<u64>,
-    environment: Option<String>,
-    token_file: Option<PathBuf>,
-    ca_file: Option<PathBuf>,
-    client_cert: Option<PathBuf>,
-    client_key: Option<PathBuf>,
-    client_id: Option<String>,
-    flags_file: Option<PathBuf>,
-    state_dir: Option<PathBuf>,
-    outbound_addr: Option<SocketAddr>,
-    inbound_addr: Option<SocketAddr>,
-    inbound_upstream: Option<SocketAddr>,
-    grpc_addr: Option<SocketAddr>,
-    sync_addr: Option<SocketAddr>,
-    ofrep_addr: Option<SocketAddr>,
-    admin_addr: Option<SocketAddr>,
-    threads: Option<usize>,
-    shutdown_grace_secs: Option<u64>,
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+vexil_settings::settings! {
+    /// The sidecar's configuration.
+    #[derive(Clone, Debug)]
+    pub struct ProxyConfig {
+        group "proxy-source" {
+            /// The TOML configuration file; variables and flags override it.
+            config: Option<PathBuf>, flag "config", env "VEXIL_CONFIG";
+            /// Control's QUIC sync address: `quic://HOST:PORT` (also `HOST:PORT`,
+            /// `quic://[IPv6]:PORT`). `HOST` is also the name checked in control's certificate.
+            /// Several replicas: separate them with commas (`quic://a:7443,quic://b:7443`); after
+            /// a failed or ended connection the sidecar tries the next one.
+            control: Option<ControlAddresses>, flag "control", env "VEXIL_CONTROL", key "control";
+            /// QUIC keep-alive interval towards control (milliseconds); below the idle timeout.
+            control_keepalive: Duration as Millis = ms(1000), flag "control-keepalive-ms",
+                env "VEXIL_CONTROL_KEEPALIVE_MS", key "control_keepalive_ms", check nonzero;
+            /// A control silent this long (milliseconds; crashed, paused, partitioned) is
+            /// considered gone: the sidecar turns `STALE`, keeps serving and reconnects. The
+            /// smaller of both peers' idle timeouts applies.
+            control_idle_timeout: Duration as Millis = ms(5000), flag "control-idle-timeout-ms",
+                env "VEXIL_CONTROL_IDLE_TIMEOUT_MS", key "control_idle_timeout_ms", check nonzero;
+            /// The environment to follow; required with `--control`.
+            environment: Option<String>, flag "environment", env "VEXIL_ENVIRONMENT",
+                key "environment", check |e: &Option<String>| e.as_ref().map_or(Ok(()), not_empty);
+            /// The sidecar token. Prefer `VEXIL_TOKEN` or `--token-file`: flags show in `ps`.
+            /// Takes precedence over `--token-file`.
+            token: Option<Secret>, flag "token", env "VEXIL_TOKEN";
+            /// File whose content (trimmed) is the token, e.g. a mounted Secret. Read once at
+            /// start.
+            token_file: Option<SecretFile>, flag "token-file", env "VEXIL_TOKEN_FILE",
+                key "token_file";
+            /// CA certificate(s) (PEM) that control's certificate must chain to; required with
+            /// `--control`.
+            ca_file: Option<PathBuf>, flag "ca-file", env "VEXIL_CA_FILE", key "ca_file";
+            /// Client certificate (PEM), when control requires mutual TLS; goes with
+            /// `--client-key`.
+            client_cert: Option<PathBuf>, flag "client-cert", env "VEXIL_CLIENT_CERT",
+                key "client_cert";
+            /// Its private key (PEM).
+            client_key: Option<PathBuf>, flag "client-key", env "VEXIL_CLIENT_KEY",
+                key "client_key";
+            /// This sidecar's id in control's `/api/v1/sidecars`.
+            client_id: Option<String>, flag "client-id", env "VEXIL_CLIENT_ID", key "client_id",
+                default_doc "`$HOSTNAME/<pid>` (`sidecar/<pid>` without `HOSTNAME`)";
+            /// Directory of the persisted snapshot (`snapshot-<environment>.json`); created when
+            /// missing.
+            state_dir: PathBuf = PathBuf::from("vexil-state"), flag "state-dir",
+                env "VEXIL_STATE_DIR", key "state_dir";
+            /// Offline mode: serve this flagd flag-set file instead of following control;
+            /// reloaded when it changes.
+            flags_file: Option<PathBuf>, flag "flags-file", env "VEXIL_FLAGS_FILE",
+                key "flags_file";
+        }
+        group "proxy-listeners" {
+            /// Outbound HTTP proxy: the application's `HTTP_PROXY`.
+            outbound_addr: SocketAddr = loopback(15001), flag "outbound-addr",
+                env "VEXIL_OUTBOUND_ADDR", key "outbound_addr";
+            /// Inbound mode: a reverse proxy in front of the application (conventionally
+            /// `127.0.0.1:15006`); needs `--inbound-upstream`.
+            inbound_addr: Option<SocketAddr>, flag "inbound-addr", env "VEXIL_INBOUND_ADDR",
+                key "inbound_addr", default_doc "off";
+            /// The application's own address behind the inbound listener; needs
+            /// `--inbound-addr`.
+            inbound_upstream: Option<SocketAddr>, flag "inbound-upstream",
+                env "VEXIL_INBOUND_UPSTREAM", key "inbound_upstream";
+            /// gRPC `flagd.evaluation.v1` and `v2`.
+            grpc_addr: SocketAddr = loopback(8013), flag "grpc-addr", env "VEXIL_GRPC_ADDR",
+                key "grpc_addr";
+            /// `/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`.
+            admin_addr: SocketAddr = loopback(8014), flag "admin-addr", env "VEXIL_ADMIN_ADDR",
+                key "admin_addr";
+            /// gRPC `flagd.sync.v1` for in-process flagd providers (not control's QUIC address:
+            /// that is `--control`).
+            sync_addr: SocketAddr = loopback(8015), flag "sync-addr", env "VEXIL_SYNC_ADDR",
+                key "sync_addr";
+            /// OFREP.
+            ofrep_addr: SocketAddr = loopback(8016), flag "ofrep-addr", env "VEXIL_OFREP_ADDR",
+                key "ofrep_addr";
+            /// Worker threads of the data plane (per listener); at least 1.
+            threads: usize = available_cores(), flag "threads", env "VEXIL_THREADS",
+                key "threads", default_doc "the cores available", check nonzero;
+            /// On SIGTERM or Ctrl-C: seconds to drain open connections and requests.
+            shutdown_grace: Duration as Seconds = secs(25), flag "shutdown-grace-secs",
+                env "VEXIL_SHUTDOWN_GRACE_SECS", key "shutdown_grace_secs";
+        }
+        /// The data plane's sections.
+        section dataplane in "": DataPlaneConfig;
+    }
+    validate check_proxy;
+}
+
+/// Control's sync addresses as given (`quic://a:7443,quic://b:7443`), each checked where it
+/// enters; the sync client takes the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlAddresses(pub String);
+
+impl vexil_settings::Value for ControlAddresses {
+    fn from_text(text: &str) -> Result<Self, Problems> {
+        crate::sync::parse_controls(text).map_err(|e| Problems::from(e.to_string()))?;
+        Ok(ControlAddresses(text.trim().to_string()))
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.0.clone()))
+    }
+}
+
+/// What no single setting can check: one flag source, complete; pairs that go together.
+fn check_proxy(c: &ProxyConfig, r: &mut Resolver<'_>, p: &str) {
+    // A value given but refused is reported already: not missing as well.
+    let missing = |r: &Resolver<'_>, names: &[&str]| !names.iter().any(|n| r.failed(p, n));
+    match (&c.control, &c.flags_file) {
+        (Some(_), Some(_)) => {
+            let file = r.location(p, "flags_file");
+            r.problem(
+                p,
+                "control",
+                "",
+                format!("give either --control or --flags-file ({file}), not both"),
+            );
+        }
+        (None, None) if missing(r, &["control", "flags_file"]) => r.problem(
+            p,
+            "control",
+            "",
+            "no flag source: give --control quic://HOST:PORT (with --environment, --token and \
+             --ca-file) or --flags-file PATH",
+        ),
+        (None, _) => {}
+        (Some(_), None) => {
+            let control = r.location(p, "control");
+            if c.environment.is_none() && missing(r, &["environment"]) {
+                r.problem(
+                    p,
+                    "environment",
+                    "",
+                    format!("required with control ({control})"),
+                );
+            }
+            if c.token.is_none() && c.token_file.is_none() && missing(r, &["token", "token_file"])
+            {
+                r.problem(
+                    p,
+                    "token",
+                    "",
+                    format!(
+                        "control ({control}) needs a sidecar token: VEXIL_TOKEN, --token or \
+                         --token-file"
+                    ),
+                );
+            }
+            if c.ca_file.is_none() && missing(r, &["ca_file"]) {
+                r.problem(
+                    p,
+                    "ca_file",
+                    "",
+                    format!("required with control ({control}): the CA of control's certificate"),
+                );
+            }
+        }
+    }
+    match (&c.client_cert, &c.client_key) {
+        (Some(_), None) if missing(r, &["client_key"]) => {
+            r.problem(p, "client_cert", "", "goes with --client-key")
+        }
+        (None, Some(_)) if missing(r, &["client_cert"]) => {
+            r.problem(p, "client_key", "", "goes with --client-cert")
+        }
+        _ => {}
+    }
+    if c.control_keepalive >= c.control_idle_timeout {
+        let idle = r.location(p, "control_idle_timeout");
+        r.problem(
+            p,
+            "control_keepalive",
+            "",
+            format!(
+                "{} ms must be below --control-idle-timeout-ms ({} ms, {idle})",
+                c.control_keepalive.as_millis(),
+                c.control_idle_timeout.as_millis()
+            ),
+        );
+    }
+    match (c.inbound_addr, c.inbound_upstream) {
+        (Some(_), None) if missing(r, &["inbound_upstream"]) => r.problem(
+            p,
+            "inbound_addr",
+            "",
+            "needs --inbound-upstream (the application's address)",
+        ),
+        (None, Some(_)) if missing(r, &["inbound_addr"]) => {
+            r.problem(p, "inbound_upstream", "", "needs --inbound-addr")
+        }
+        _ => {}
+    }
 }
 
 /// Where flags come from.
@@ -127,7 +231,7 @@ pub enum FlagSource {
 /// Settings of the QUIC sync source.
 #[derive(Clone)]
 pub struct ControlSource {
-    /// `quic://HOST:PORT`.
+    /// `quic://HOST:PORT`, comma-separated.
     pub url: String,
     /// Environment.
     pub environment: String,
@@ -155,363 +259,249 @@ impl std::fmt::Debug for ControlSource {
     }
 }
 
-/// Listener addresses.
-#[derive(Clone, Debug)]
-pub struct Addresses {
-    /// Outbound proxy.
-    pub outbound: SocketAddr,
-    /// Inbound listener and the application behind it.
-    pub inbound: Option<(SocketAddr, SocketAddr)>,
-    /// gRPC evaluation.
-    pub grpc: SocketAddr,
-    /// flagd sync.
-    pub sync: SocketAddr,
-    /// OFREP.
-    pub ofrep: SocketAddr,
-    /// Admin.
-    pub admin: SocketAddr,
-}
-
-/// The resolved configuration.
-#[derive(Clone, Debug)]
-pub struct ProxyConfig {
-    /// Where flags come from.
-    pub source: FlagSource,
-    /// Persisted snapshot directory (control mode).
-    pub state_dir: PathBuf,
-    /// Listeners.
-    pub addresses: Addresses,
-    /// Data-plane worker threads.
-    pub threads: usize,
-    /// Drain time on SIGTERM.
-    pub shutdown_grace: Duration,
-    /// The data plane's sections.
-    pub dataplane: DataPlaneConfig,
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("valid default address")
-}
-
 impl ProxyConfig {
-    /// Resolves flags over variables over the file over defaults, and checks the combination.
-    pub fn resolve(args: &ServeArgs) -> anyhow::Result<ProxyConfig> {
-        let (file, mut dataplane) = match &args.config {
-            Some(path) => read_file(path)?,
-            None => (FileConfig::default(), DataPlaneConfig::default()),
-        };
-        if let Some(text) = &args.routes {
-            dataplane.routes = serde_json::from_str(text)
-                .map_err(|e| anyhow::anyhow!("--routes (VEXIL_ROUTES): {e}"))?;
-            dataplane
-                .validate()
-                .map_err(|e| anyhow::anyhow!("--routes (VEXIL_ROUTES): {e}"))?;
-        }
-        let source = source(args, &file)?;
-        let inbound = match (
-            args.inbound_addr.or(file.inbound_addr),
-            args.inbound_upstream.or(file.inbound_upstream),
-        ) {
-            (None, None) => None,
-            (Some(listen), Some(upstream)) => Some((listen, upstream)),
-            (Some(_), None) => {
-                anyhow::bail!("--inbound-addr needs --inbound-upstream (the app's address)")
-            }
-            (None, Some(_)) => anyhow::bail!("--inbound-upstream needs --inbound-addr"),
-        };
-        let threads = args
-            .threads
-            .or(file.threads)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-        Ok(ProxyConfig {
-            source,
-            state_dir: args
-                .state_dir
-                .clone()
-                .or(file.state_dir)
-                .unwrap_or_else(|| PathBuf::from("vexil-state")),
-            addresses: Addresses {
-                outbound: args
-                    .outbound_addr
-                    .or(file.outbound_addr)
-                    .unwrap_or_else(|| addr("127.0.0.1:15001")),
-                inbound,
-                grpc: args
-                    .grpc_addr
-                    .or(file.grpc_addr)
-                    .unwrap_or_else(|| addr("127.0.0.1:8013")),
-                admin: args
-                    .admin_addr
-                    .or(file.admin_addr)
-                    .unwrap_or_else(|| addr("127.0.0.1:8014")),
-                sync: args
-                    .sync_addr
-                    .or(file.sync_addr)
-                    .unwrap_or_else(|| addr("127.0.0.1:8015")),
-                ofrep: args
-                    .ofrep_addr
-                    .or(file.ofrep_addr)
-                    .unwrap_or_else(|| addr("127.0.0.1:8016")),
-            },
-            threads,
-            dataplane,
-            shutdown_grace: Duration::from_secs(
-                args.shutdown_grace_secs
-                    .or(file.shutdown_grace_secs)
-                    .unwrap_or(25),
-            ),
-        })
+    /// Resolves the configuration from `layers` (the file its `config` setting names included):
+    /// the configuration, or every problem found.
+    pub fn resolve(layers: Layers) -> Result<ProxyConfig, Problems> {
+        vexil_settings::resolve(layers).map(|r| r.settings)
     }
-}
 
-/// `--control` (with its companions) or `--flags-file`, exactly one.
-fn source(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<FlagSource> {
-    let control = args.control.clone().or(file.control.clone());
-    let flags_file = args.flags_file.clone().or(file.flags_file.clone());
-    match (control, flags_file) {
-        (Some(_), Some(_)) => anyhow::bail!("give either --control or --flags-file, not both"),
-        (None, None) => anyhow::bail!(
-            "no flag source: give --control quic://HOST:PORT (with --environment, --token and \
-             --ca-file) or --flags-file PATH"
-        ),
-        (None, Some(path)) => Ok(FlagSource::File(path)),
-        (Some(url), None) => {
-            vexil_sync_address(&url)?;
-            let environment = args
-                .environment
-                .clone()
-                .or(file.environment.clone())
-                .ok_or_else(|| anyhow::anyhow!("--control needs --environment"))?;
-            let token = token(args, file)?;
-            let ca_file = args
-                .ca_file
-                .clone()
-                .or(file.ca_file.clone())
-                .ok_or_else(|| {
-                    anyhow::anyhow!("--control needs --ca-file (the CA of control's certificate)")
-                })?;
-            let client_cert = match (
-                args.client_cert.clone().or(file.client_cert.clone()),
-                args.client_key.clone().or(file.client_key.clone()),
-            ) {
-                (Some(c), Some(k)) => Some((c, k)),
-                (None, None) => None,
-                _ => anyhow::bail!("--client-cert and --client-key go together"),
-            };
-            let keep_alive = Duration::from_millis(
-                args.control_keepalive_ms
-                    .or(file.control_keepalive_ms)
-                    .unwrap_or(1000),
-            );
-            let idle_timeout = Duration::from_millis(
-                args.control_idle_timeout_ms
-                    .or(file.control_idle_timeout_ms)
-                    .unwrap_or(5000),
-            );
-            anyhow::ensure!(
-                !keep_alive.is_zero() && keep_alive < idle_timeout,
-                "--control-keepalive-ms ({}) must be above 0 and below --control-idle-timeout-ms ({})",
-                keep_alive.as_millis(),
-                idle_timeout.as_millis()
-            );
-            Ok(FlagSource::Control(ControlSource {
-                url,
-                environment,
-                token,
-                ca_file,
-                client_cert,
-                client_id: args.client_id.clone().or(file.client_id.clone()),
-                keep_alive,
-                idle_timeout,
-            }))
+    /// Where flags come from: control with its companions, or a file. Fails only for a
+    /// configuration built in code that resolution would have refused.
+    pub fn source(&self) -> anyhow::Result<FlagSource> {
+        let Some(control) = &self.control else {
+            let file = self.flags_file.clone();
+            return file
+                .map(FlagSource::File)
+                .ok_or_else(|| anyhow::anyhow!("no flag source: --control or --flags-file"));
+        };
+        let missing = |what: &str| anyhow::anyhow!("--control needs {what}");
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => token.expose(),
+            (None, Some(file)) => file.secret.expose(),
+            (None, None) => return Err(missing("a token")),
+        };
+        Ok(FlagSource::Control(ControlSource {
+            url: control.0.clone(),
+            environment: self.environment.clone().ok_or_else(|| missing("--environment"))?,
+            token: token.to_string(),
+            ca_file: self.ca_file.clone().ok_or_else(|| missing("--ca-file"))?,
+            client_cert: self.client_cert.clone().zip(self.client_key.clone()),
+            client_id: self.client_id.clone(),
+            keep_alive: self.control_keepalive,
+            idle_timeout: self.control_idle_timeout,
+        }))
+    }
+
+    /// The data plane's listeners: outbound, and inbound mode when both of its addresses are set.
+    pub fn listeners(&self) -> Listeners {
+        Listeners {
+            outbound: self.outbound_addr,
+            inbound: self
+                .inbound_addr
+                .zip(self.inbound_upstream)
+                .map(|(addr, upstream)| Inbound { addr, upstream }),
         }
     }
-}
-
-fn vexil_sync_address(url: &str) -> anyhow::Result<()> {
-    crate::sync::parse_controls(url).map(|_| ())
-}
-
-/// The token: `--token`/`VEXIL_TOKEN`, else the first line of `--token-file`.
-fn token(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<String> {
-    if let Some(t) = args.token.as_ref().filter(|t| !t.trim().is_empty()) {
-        return Ok(t.trim().to_string());
-    }
-    let path = args
-        .token_file
-        .clone()
-        .or(file.token_file.clone())
-        .ok_or_else(|| {
-            anyhow::anyhow!("--control needs a sidecar token: VEXIL_TOKEN, --token or --token-file")
-        })?;
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| anyhow::anyhow!("reading the token file {}: {e}", path.display()))?;
-    let token = text.trim();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the token file {} is empty",
-        path.display()
-    );
-    Ok(token.to_string())
-}
-
-/// The file: the data plane's sections, then the rest, strictly.
-fn read_file(path: &Path) -> anyhow::Result<(FileConfig, DataPlaneConfig)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    let mut table: toml::Table =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let dataplane = DataPlaneConfig::take_from_table(&mut table)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let file =
-        FileConfig::deserialize(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok((file, dataplane))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+    use vexil_settings::File;
 
-    fn args() -> ServeArgs {
-        ServeArgs {
-            flags_file: Some("flags.json".into()),
-            ..ServeArgs::default()
+    fn offline() -> Layers {
+        Layers::new().flag("flags-file", "flags.json")
+    }
+
+    fn err(layers: Layers) -> String {
+        ProxyConfig::resolve(layers).unwrap_err().to_string()
+    }
+
+    fn control_source(c: &ProxyConfig) -> ControlSource {
+        match c.source().unwrap() {
+            FlagSource::Control(source) => source,
+            other => panic!("control mode: {other:?}"),
         }
     }
 
     #[test]
     fn defaults_bind_loopback() {
-        let c = ProxyConfig::resolve(&args()).unwrap();
-        let a = &c.addresses;
-        for addr in [a.outbound, a.grpc, a.sync, a.ofrep, a.admin] {
+        let c = ProxyConfig::resolve(offline()).unwrap();
+        let addrs = [
+            c.outbound_addr,
+            c.grpc_addr,
+            c.admin_addr,
+            c.sync_addr,
+            c.ofrep_addr,
+        ];
+        for addr in addrs {
             assert!(addr.ip().is_loopback(), "{addr}");
         }
         assert_eq!(
-            [
-                a.outbound.port(),
-                a.grpc.port(),
-                a.admin.port(),
-                a.sync.port(),
-                a.ofrep.port()
-            ],
+            addrs.map(|a| a.port()),
             [15001, 8013, 8014, 8015, 8016]
         );
-        assert!(a.inbound.is_none());
+        assert!(c.listeners().inbound.is_none());
+        assert_eq!(c.shutdown_grace, Duration::from_secs(25));
+        assert!(matches!(c.source().unwrap(), FlagSource::File(p) if p == Path::new("flags.json")));
     }
 
     #[test]
     fn the_source_must_be_complete_and_unique() {
-        let both = ServeArgs {
-            control: Some("quic://c:7443".into()),
-            ..args()
+        let both = offline().flag("control", "quic://c:7443");
+        assert!(err(both).contains("not both"));
+        assert!(err(Layers::new()).contains("no flag source"));
+        let partial = || {
+            Layers::new()
+                .flag("control", "quic://c:7443")
+                .flag("environment", "prod")
         };
-        assert!(
-            ProxyConfig::resolve(&both)
-                .unwrap_err()
-                .to_string()
-                .contains("not both")
-        );
-        let none = ServeArgs::default();
-        assert!(
-            ProxyConfig::resolve(&none)
-                .unwrap_err()
-                .to_string()
-                .contains("no flag source")
-        );
-        let partial = ServeArgs {
-            control: Some("quic://c:7443".into()),
-            environment: Some("prod".into()),
-            ..ServeArgs::default()
-        };
-        let e = ProxyConfig::resolve(&partial).unwrap_err().to_string();
+        let e = err(partial());
         assert!(e.contains("token"), "{e}");
-        let full = ServeArgs {
-            token: Some("vxl_x".into()),
-            ca_file: Some("ca.pem".into()),
-            ..partial
-        };
-        let c = ProxyConfig::resolve(&full).unwrap();
-        let FlagSource::Control(source) = &c.source else {
-            panic!("control mode: {c:?}");
-        };
+        assert!(e.contains("--ca-file: required with control (--control)"), "{e}");
+        let full = || partial().flag("token", "vxl_x").flag("ca-file", "ca.pem");
+        let c = ProxyConfig::resolve(full()).unwrap();
+        let source = control_source(&c);
         assert_eq!(source.keep_alive, Duration::from_secs(1));
         assert_eq!(source.idle_timeout, Duration::from_secs(5));
+        assert_eq!(source.token, "vxl_x");
         assert!(
-            !format!("{c:?}").contains("vxl_x"),
+            !format!("{c:?} {source:?}").contains("vxl_x"),
             "the token is never printed"
         );
         // Several replicas; short keep-alive windows.
-        let replicas = ServeArgs {
-            control: Some("quic://a:7443,quic://b:7443".into()),
-            control_keepalive_ms: Some(250),
-            control_idle_timeout_ms: Some(2000),
-            ..full.clone()
+        let replicas = || {
+            Layers::new()
+                .flag("control", "quic://a:7443,quic://b:7443")
+                .flag("environment", "prod")
+                .flag("token", "vxl_x")
+                .flag("ca-file", "ca.pem")
+                .flag("control-idle-timeout-ms", "2000")
         };
-        let c = ProxyConfig::resolve(&replicas).unwrap();
-        let FlagSource::Control(source) = &c.source else {
-            panic!("control mode: {c:?}");
+        let c = ProxyConfig::resolve(replicas().flag("control-keepalive-ms", "250")).unwrap();
+        assert_eq!(control_source(&c).idle_timeout, Duration::from_secs(2));
+        let e = err(replicas().flag("control-keepalive-ms", "3000"));
+        assert_eq!(
+            e,
+            "--control-keepalive-ms: 3000 ms must be below --control-idle-timeout-ms (2000 ms, \
+             --control-idle-timeout-ms)"
+        );
+        let e = err(full().flag("control", "quic://a:7443,b"));
+        assert!(e.starts_with("--control: "), "{e}");
+    }
+
+    #[test]
+    fn the_token_file_is_read_where_it_enters() {
+        let dir = std::env::temp_dir().join(format!("vexil-proxy-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "vxl_from_file\n").unwrap();
+        let layers = |file: &Path| {
+            Layers::new()
+                .flag("control", "quic://c:7443")
+                .flag("environment", "prod")
+                .flag("ca-file", "ca.pem")
+                .env({
+                    let file = file.display().to_string();
+                    move |name| (name == "VEXIL_TOKEN_FILE").then(|| file.clone())
+                })
         };
-        assert_eq!(source.idle_timeout, Duration::from_secs(2));
-        let bad = ServeArgs {
-            control_keepalive_ms: Some(3000),
-            ..replicas
-        };
-        let e = ProxyConfig::resolve(&bad).unwrap_err().to_string();
-        assert!(e.contains("--control-keepalive-ms"), "{e}");
-        let bad = ServeArgs {
-            control: Some("quic://a:7443,b".into()),
-            ..full
-        };
-        assert!(ProxyConfig::resolve(&bad).is_err());
+        let c = ProxyConfig::resolve(layers(&token)).unwrap();
+        assert_eq!(control_source(&c).token, "vxl_from_file");
+        let e = err(layers(&dir.join("missing")));
+        assert!(e.starts_with("VEXIL_TOKEN_FILE: reading "), "{e}");
+        std::fs::write(&token, " \n").unwrap();
+        let e = err(layers(&token));
+        assert!(e.starts_with("VEXIL_TOKEN_FILE: the file ") && e.ends_with(" is empty"), "{e}");
+        assert_eq!(e.lines().count(), 1, "not also called missing: {e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn the_example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/proxy.toml");
-        let c = ProxyConfig::resolve(&ServeArgs {
-            config: Some(path),
-            ..args()
-        })
-        .unwrap();
+        let c = ProxyConfig::resolve(offline().flag("config", path.display().to_string())).unwrap();
         assert!(c.dataplane.context.contains_key("targetingKey"));
+        assert_eq!(c.config.as_deref(), Some(path.as_path()));
     }
 
     #[test]
     fn file_errors_name_the_key_and_routes_come_from_json() {
-        let dir = std::env::temp_dir().join(format!("vexil-proxy-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("proxy.toml");
-        std::fs::write(&path, "grpc_adr = \"127.0.0.1:1\"\n").unwrap();
-        let e = ProxyConfig::resolve(&ServeArgs {
-            config: Some(path.clone()),
-            ..args()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("grpc_adr"), "{e}");
-        let c = ProxyConfig::resolve(&ServeArgs {
-            routes: Some(r#"[{"host": "backend", "flags": ["a", "b"]}]"#.into()),
-            ..args()
-        })
+        let file = File::parse("proxy.toml", "grpc_adr = \"127.0.0.1:1\"\n").unwrap();
+        let e = err(offline().file(file));
+        assert_eq!(
+            e,
+            "proxy.toml:1 grpc_adr: unknown key (did you mean \"grpc_addr\"?)"
+        );
+        let c = ProxyConfig::resolve(
+            offline().flag("routes", r#"[{"host": "backend", "flags": ["a", "b"]}]"#),
+        )
         .unwrap();
         assert_eq!(c.dataplane.routes.len(), 1);
-        let e = ProxyConfig::resolve(&ServeArgs {
-            routes: Some("[{".into()),
-            ..args()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("VEXIL_ROUTES"), "{e}");
-        let _ = std::fs::remove_dir_all(dir);
+        assert!(err(offline().flag("routes", "[{")).starts_with("--routes: invalid JSON"));
+        let e = err(offline().env(|n| (n == "VEXIL_ROUTES").then(|| "[{\"hots\": 1}]".into())));
+        assert_eq!(e, "VEXIL_ROUTES [0].hots: unknown key (did you mean \"host\"?)");
+    }
+
+    #[test]
+    fn every_problem_at_once_each_with_its_origin() {
+        let file = File::parse(
+            "bad.toml",
+            "threads = 0\n[context]\ntargetingKey = [\"header:x-user\", \"hedaer:x-user\"]\n",
+        )
+        .unwrap();
+        let e = err(offline()
+            .file(file)
+            .flag("outbound-addr", "x")
+            .env(|n| (n == "VEXIL_GRPC_ADDR").then(|| "127.0.0.1".into())));
+        assert_eq!(
+            e.lines().collect::<Vec<_>>(),
+            [
+                "--outbound-addr: invalid socket address \"x\" (expected IP:PORT, like \
+                 127.0.0.1:8080)",
+                "VEXIL_GRPC_ADDR: invalid socket address \"127.0.0.1\" (expected IP:PORT, like \
+                 127.0.0.1:8080)",
+                "bad.toml:1 threads: must be at least 1",
+                "bad.toml:3 [context] targetingKey[1]: unknown source \"hedaer:x-user\" (expected \
+                 header:NAME, cookie:NAME, query:NAME, jwt:CLAIM, baggage:KEY, \
+                 request:method|path|host|scheme, peer:ip or static:VALUE)",
+            ]
+        );
+    }
+
+    #[test]
+    fn print_config_redacts_the_token() {
+        let r = vexil_settings::resolve::<ProxyConfig>(
+            Layers::new()
+                .flag("control", "quic://c:7443")
+                .flag("environment", "prod")
+                .flag("ca-file", "ca.pem")
+                .env(|n| (n == "VEXIL_TOKEN").then(|| "vxl_very_secret".into())),
+        )
+        .unwrap();
+        let text = vexil_settings::print_config(&r.effective, "vexil-proxy");
+        assert!(!text.contains("vxl_very_secret"), "{text}");
+        assert!(text.contains("\"<redacted>\"  # VEXIL_TOKEN"), "{text}");
+        assert!(text.contains("control = \"quic://c:7443\"  # --control\n"), "{text}");
+        assert!(text.contains("outbound_addr = \"127.0.0.1:15001\"  # default\n"), "{text}");
+        assert!(text.contains("\n[headers]\nmax_bytes = 8192  # default\n"), "{text}");
     }
 
     #[test]
     fn inbound_needs_its_upstream() {
-        let a = ServeArgs {
-            inbound_addr: Some(addr("127.0.0.1:15006")),
-            ..args()
-        };
-        assert!(ProxyConfig::resolve(&a).is_err());
+        let e = err(offline().flag("inbound-addr", "127.0.0.1:15006"));
+        assert_eq!(
+            e,
+            "--inbound-addr: needs --inbound-upstream (the application's address)"
+        );
+        let c = ProxyConfig::resolve(
+            offline()
+                .flag("inbound-addr", "127.0.0.1:15006")
+                .flag("inbound-upstream", "127.0.0.1:8080"),
+        )
+        .unwrap();
+        assert_eq!(c.listeners().inbound.unwrap().upstream.port(), 8080);
     }
 }

@@ -1,8 +1,8 @@
 //! `vexil-proxy`: the sidecar binary. Parses configuration and wires the library's parts.
 //!
-//! Without a subcommand it runs the sidecar (flags from control over QUIC, or from a file). `check`
-//! validates a flagd flag-set file and lists every problem with its JSON path; `eval` resolves its
-//! flags for a context.
+//! Without a subcommand it runs the sidecar (flags from control over QUIC, or from a file);
+//! `--print-config` prints its effective configuration instead. `check` validates a flagd flag-set
+//! file and lists every problem with its JSON path; `eval` resolves its flags for a context.
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use vexil_engine::{EvaluationContext, FlagSet};
-use vexil_proxy::config::{ProxyConfig, ServeArgs};
+use vexil_proxy::config::ProxyConfig;
 use vexil_proxy::server::Bound;
 
 #[derive(Parser)]
@@ -28,7 +28,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: vexil_settings::Cli<ProxyConfig>,
 }
 
 #[derive(Subcommand)]
@@ -67,8 +67,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the sidecar until SIGTERM or Ctrl-C; exit 0 after a clean drain, 1 on a start failure.
-fn serve(args: &ServeArgs) -> ExitCode {
+/// Runs the sidecar until SIGTERM or Ctrl-C; exit 0 after a clean drain, 1 on a start failure
+/// (an invalid configuration: every problem listed). With `--print-config`, prints the effective
+/// configuration and exits.
+fn serve(args: &vexil_settings::Cli<ProxyConfig>) -> ExitCode {
+    let resolved = match args.resolve() {
+        Ok(resolved) => resolved,
+        Err(problems) => {
+            eprintln!("error: invalid configuration:\n{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.print_config {
+        print!(
+            "{}",
+            vexil_settings::print_config(&resolved.effective, "vexil-proxy")
+        );
+        return ExitCode::SUCCESS;
+    }
+    let config = resolved.settings;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VEXIL_LOG")
@@ -78,7 +95,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     if !vexil_proxy::memory::start_background_purge() {
         tracing::warn!("jemalloc refused to start its background purge thread");
     }
-    let result = ProxyConfig::resolve(args).and_then(|config| {
+    let result = (|| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -88,7 +105,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             let bound = Bound::bind(&config).await?;
             vexil_proxy::server::run(config, bound, shutdown).await
         })
-    });
+    })();
     match result {
         Ok(()) => {
             tracing::info!("stopped");

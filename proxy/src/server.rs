@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::config::{ControlSource, FlagSource, ProxyConfig};
-use crate::dataplane::{self, DataPlaneHandle, Inbound, Listeners};
+use crate::dataplane::{self, DataPlaneHandle};
 use crate::file_source::{FileSource, FileSourceConfig};
 use crate::lookup::grpc::{self, EvaluationService, GrpcConfig};
 use crate::lookup::ofrep::{self, OfrepState};
@@ -38,12 +38,11 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 impl Bound {
     /// Binds the configured addresses.
     pub async fn bind(config: &ProxyConfig) -> anyhow::Result<Bound> {
-        let a = &config.addresses;
         Ok(Bound {
-            grpc: bind("gRPC evaluation", a.grpc).await?,
-            sync: bind("flagd sync", a.sync).await?,
-            ofrep: bind("OFREP", a.ofrep).await?,
-            admin: bind("admin", a.admin).await?,
+            grpc: bind("gRPC evaluation", config.grpc_addr).await?,
+            sync: bind("flagd sync", config.sync_addr).await?,
+            ofrep: bind("OFREP", config.ofrep_addr).await?,
+            admin: bind("admin", config.admin_addr).await?,
         })
     }
 }
@@ -61,9 +60,9 @@ fn start_source(
     metrics: &Metrics,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Running> {
-    match &config.source {
+    match config.source()? {
         FlagSource::Control(c) => {
-            let handle = SyncClient::new(sync_config(c, config, metrics))?.spawn(cell.clone());
+            let handle = SyncClient::new(sync_config(&c, config, metrics))?.spawn(cell.clone());
             let status = handle.status();
             metrics.set_sync_state(move || status.borrow().state.as_str().to_ascii_lowercase());
             export_last_contact(metrics, handle.status(), stop.clone());
@@ -147,13 +146,7 @@ async fn start_dataplane(
     cell: &Arc<SnapshotCell>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<DataPlaneHandle> {
-    let listeners = Listeners {
-        outbound: config.addresses.outbound,
-        inbound: config
-            .addresses
-            .inbound
-            .map(|(addr, upstream)| Inbound { addr, upstream }),
-    };
+    let listeners = config.listeners();
     let (dataplane, threads, grace) = (
         config.dataplane.clone(),
         config.threads,
@@ -164,7 +157,7 @@ async fn start_dataplane(
         dataplane::start(dataplane, listeners, threads, grace, cell, metrics)
     })
     .await??;
-    tracing::info!(outbound = %config.addresses.outbound, inbound = ?config.addresses.inbound,
+    tracing::info!(outbound = %listeners.outbound, inbound = ?listeners.inbound,
         threads, "data plane listening");
     Ok(handle)
 }
@@ -195,8 +188,8 @@ pub async fn run(
     // The data plane first: `/healthz` and `/readyz` answer only once the outbound (and inbound)
     // listeners accept, so a pod marked ready never refuses the application's requests.
     let dataplane = start_dataplane(&config, &cell, &metrics).await?;
-    let a = &config.addresses;
-    tracing::info!(grpc = %a.grpc, flagd_sync = %a.sync, ofrep = %a.ofrep, admin = %a.admin,
+    let a = &config;
+    tracing::info!(grpc = %a.grpc_addr, flagd_sync = %a.sync_addr, ofrep = %a.ofrep_addr, admin = %a.admin_addr,
         "lookup and admin listeners ready");
     let servers = tokio::spawn({
         let s = || stopped(stop.clone());

@@ -373,6 +373,7 @@ pub struct Resolver<'a> {
     problems: Problems,
     known_keys: BTreeSet<String>,
     used_flags: BTreeSet<String>,
+    failed: BTreeSet<String>,
     effective: Vec<Effective>,
 }
 
@@ -384,6 +385,7 @@ impl<'a> Resolver<'a> {
             problems: Problems::new(),
             known_keys: BTreeSet::new(),
             used_flags: BTreeSet::new(),
+            failed: BTreeSet::new(),
             effective: Vec::new(),
         }
     }
@@ -442,6 +444,7 @@ impl<'a> Resolver<'a> {
     ) -> P {
         let parse =
             |r: Result<P, Problems>| r.and_then(|v| check(&v).map(|()| v).map_err(Problems::from));
+        let problems_before = self.problems.len();
         let key = s.key.map(|k| join_key(prefix, k));
         let mut chosen: Option<(P, Origin)> = None;
         if let Some(k) = &key {
@@ -486,6 +489,9 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        if self.problems.len() > problems_before {
+            self.failed.insert(join_key(prefix, s.name));
+        }
         let (value, origin) = chosen.unwrap_or_else(|| (default(), Origin::Default));
         self.effective.push(Effective {
             setting: s,
@@ -523,6 +529,12 @@ impl<'a> Resolver<'a> {
     pub fn is_given(&self, prefix: &str, name: &str) -> bool {
         self.find(prefix, name)
             .is_some_and(|e| e.origin != Origin::Default)
+    }
+
+    /// True when a value given for setting `name` of the section at `prefix` was refused (a check
+    /// of combinations should then not also call it missing).
+    pub fn failed(&self, prefix: &str, name: &str) -> bool {
+        self.failed.contains(&join_key(prefix, name))
     }
 
     /// Reports a problem of setting `name` (of the section at `prefix`), at `rel` inside its value.

@@ -2,16 +2,18 @@
 //! evaluation context, which flags each route injects, which headers carry them, whom inbound mode
 //! trusts and how long upstreams may take.
 //!
-//! The sections are `[context]`, `[context_options]`, `[[routes]]`, `[headers]`, `[inbound]` and
-//! `[upstream]` ([`SECTIONS`]). Every field has a default, so an empty file is a valid
-//! configuration (inject every flag, context from nothing). Unknown keys are refused, and every
-//! problem is reported with the field it concerns, e.g. `context.country[1]: unknown source
-//! "hedaer:x"`.
+//! The sections are `[context]`, `[context_options]`, `[[routes]]`, `[headers]`, `[inbound]`,
+//! `[upstream]` and `[downstream]`, declared here with `vexil-settings` (each key once, with its
+//! default and documentation) and part of the sidecar's configuration
+//! ([`crate::config::ProxyConfig`]). Every key has a default, so an empty file is a valid
+//! configuration (inject every flag, context from nothing). Values are parsed into their types
+//! where they enter: a context source is a [`ContextSource`], a trusted peer a [`Cidr`], a route's
+//! host a [`HostPattern`], a timeout a `Duration`. Unknown keys are refused, and every problem is
+//! reported with the key and where its value came from, e.g. `proxy.toml:12 [context]
+//! targetingKey[1]: unknown source "hedaer:x-user"`.
 //!
-//! The binary owns the rest of `proxy.toml`. [`DataPlaneConfig::take_from_table`] removes the data
-//! plane's sections from a parsed file and deserializes them strictly, so the binary can then
-//! deserialize what is left with its own `deny_unknown_fields` (serde cannot combine `flatten` with
-//! `deny_unknown_fields`).
+//! This module depends on nothing else of the data plane: context extraction and JWT verification
+//! consume these types.
 //!
 //! See `config/proxy.toml` for an example with every option commented.
 
@@ -19,181 +21,164 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use http::HeaderName;
+use serde_json::{Map, Value as Json};
+use vexil_settings::{
+    File, Layers, Millis, Problems, Resolver, Secret, Seconds, between, join_key, ms, nonzero,
+    secs,
+};
 
-/// The top-level `proxy.toml` keys the data plane owns.
-pub const SECTIONS: &[&str] = &[
-    "context",
-    "context_options",
-    "routes",
-    "headers",
-    "inbound",
-    "upstream",
-    "downstream",
-];
-
-/// The data plane's part of `proxy.toml`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct DataPlaneConfig {
-    /// `[context]`: evaluation-context attribute → its sources, first present wins
-    /// (`targetingKey = ["header:x-user-id", "cookie:uid", "jwt:sub"]`).
-    pub context: BTreeMap<String, Vec<String>>,
-    /// `[context_options]`: limits and JWT verification for the context sources.
-    pub context_options: ContextOptions,
-    /// `[[routes]]`: which flags a request gets, by host and path; none means every flag.
-    pub routes: Vec<RouteConfig>,
-    /// `[headers]`: which headers carry the decisions, and the byte limit.
-    pub headers: HeadersConfig,
-    /// `[inbound]`: inbound mode's trusted peers.
-    pub inbound: InboundConfig,
-    /// `[upstream]`: timeouts and connection pooling towards upstreams.
-    pub upstream: UpstreamConfig,
-    /// `[downstream]`: the application's connections to the sidecar.
-    pub downstream: DownstreamConfig,
+vexil_settings::settings! {
+    /// The data plane's part of `proxy.toml`.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct DataPlaneConfig {
+        group "dataplane" {
+            /// `[context]`: each evaluation-context attribute and its sources, the first present
+            /// on the request giving the value (`targetingKey = ["header:x-user-id", "jwt:sub"]`).
+            context: BTreeMap<String, Vec<ContextSource>>, key "context",
+                default_doc "none (an empty context)";
+            /// `[[routes]]`: which flags a request gets, by host and path (none: every flag). As
+            /// a flag or variable, a JSON array of objects shaped like `[[routes]]` entries (e.g.
+            /// `[{"host": "backend", "flags": ["a", "b"]}]`, from the `vexil.io/routes` pod
+            /// annotation), replacing the file's.
+            routes: Vec<RouteConfig>, flag "routes", env "VEXIL_ROUTES", key "routes",
+                default_doc "none (every flag)";
+        }
+        /// `[context_options]`: limits and JWT verification for the context sources.
+        section context_options in "context_options": ContextOptions;
+        /// `[headers]`: which headers carry the decisions, and the byte limit.
+        section headers in "headers": HeadersConfig;
+        /// `[inbound]`: inbound mode's trusted peers.
+        section inbound in "inbound": InboundConfig;
+        /// `[upstream]`: timeouts and connection pooling towards upstreams.
+        section upstream in "upstream": UpstreamConfig;
+        /// `[downstream]`: the application's connections to the sidecar.
+        section downstream in "downstream": DownstreamConfig;
+    }
+    validate check_dataplane;
 }
 
-/// `[context_options]`: limits and JWT verification.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ContextOptions {
-    /// Most attributes `[context]` may define (design §9: 64).
-    pub max_attributes: usize,
-    /// A source value longer than this (bytes) is treated as absent, so the next source is tried.
-    pub max_value_bytes: usize,
-    /// Verify `jwt:` claims (default). With `false`, bearer tokens are decoded **without** checking
-    /// their signature: anyone can then choose their own claims. Only for development, or behind a
-    /// gateway that already verified the token.
-    pub jwt_verify: bool,
-    /// HS256 shared secret.
-    pub jwt_hs256_secret: Option<String>,
-    /// RS256 public key, a PEM file with a `PUBLIC KEY` (SubjectPublicKeyInfo) block.
-    pub jwt_rs256_public_key: Option<PathBuf>,
-    /// A JWKS file (`{"keys": [...]}`): RSA keys (RS256) and `oct` keys (HS256), chosen by `kid`.
-    pub jwt_jwks_file: Option<PathBuf>,
-    /// Clock skew tolerated on `exp` and `nbf` (seconds).
-    pub jwt_leeway_secs: u64,
-    /// A bearer token longer than this (bytes) is ignored.
-    pub jwt_max_bytes: usize,
-}
-
-impl Default for ContextOptions {
-    fn default() -> Self {
-        ContextOptions {
-            max_attributes: 64,
-            max_value_bytes: 1024,
-            jwt_verify: true,
-            jwt_hs256_secret: None,
-            jwt_rs256_public_key: None,
-            jwt_jwks_file: None,
-            jwt_leeway_secs: 30,
-            jwt_max_bytes: 8192,
+vexil_settings::settings! {
+    /// `[context_options]`: limits and JWT verification.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct ContextOptions {
+        group "context_options" {
+            /// Most attributes `[context]` may define.
+            max_attributes: usize = 64, key "max_attributes";
+            /// A source value longer than this (bytes) counts as absent, so the next source is
+            /// tried; at least 1.
+            max_value_bytes: usize = 1024, key "max_value_bytes", check nonzero;
+            /// Verify `jwt:` tokens. `false` decodes claims **without** checking the signature
+            /// (anyone can pick their claims): only for development, or behind a gateway that
+            /// already verified the token.
+            jwt_verify: bool = true, key "jwt_verify";
+            /// HS256 shared secret; not empty.
+            jwt_hs256_secret: Option<Secret>, key "jwt_hs256_secret";
+            /// RS256 public key: a PEM file with a `PUBLIC KEY` (SubjectPublicKeyInfo) block.
+            jwt_rs256_public_key: Option<PathBuf>, key "jwt_rs256_public_key";
+            /// A JWKS file (`{"keys": [...]}`): RSA keys (RS256) and `oct` keys (HS256), chosen
+            /// by `kid`.
+            jwt_jwks_file: Option<PathBuf>, key "jwt_jwks_file";
+            /// Clock skew tolerated on `exp` and `nbf` (seconds).
+            jwt_leeway: Duration as Seconds = secs(30), key "jwt_leeway_secs";
+            /// A longer bearer token (bytes) is ignored.
+            jwt_max_bytes: usize = 8192, key "jwt_max_bytes";
         }
     }
 }
 
-/// One `[[routes]]` entry. A request takes the first route whose `host` and `path_prefix` both
-/// match; when routes are configured and none matches, nothing is injected (add a route with
-/// neither to catch the rest).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct RouteConfig {
-    /// The request's host (without port), exact (`api.internal`) or a suffix (`*.internal`);
-    /// absent matches any host.
-    pub host: Option<String>,
-    /// A path prefix (`/checkout`); absent matches any path.
-    pub path_prefix: Option<String>,
-    /// The flag keys to inject, in this order. Keys missing from the current flag set are skipped.
-    pub flags: Option<Vec<String>>,
-    /// Every flag whose metadata (the set's, overlaid with the flag's) has all these values.
-    pub metadata: Option<Map<String, Value>>,
-    /// Replace decisions already present on the request (`vexil-flags`) instead of keeping them.
-    #[serde(rename = "override")]
-    pub override_existing: bool,
+vexil_settings::settings! {
+    /// One `[[routes]]` entry. A request takes the first route whose `host` and `path_prefix` both
+    /// match; when routes are configured and none matches, nothing is injected (add a route with
+    /// neither to catch the rest).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct RouteConfig {
+        group "route" {
+            /// The request's host without port: exact (`api.internal`, or an IP address) or a
+            /// suffix (`*.payments.internal`, which does not match `payments.internal` itself).
+            host: Option<HostPattern>, key "host", default_doc "any";
+            /// A path prefix; starts with `/`.
+            path_prefix: Option<String>, key "path_prefix", default_doc "any",
+                check path_prefix;
+            /// Flag keys to inject, in this order; keys missing from the flag set are skipped.
+            flags: Option<Vec<String>>, key "flags", default_doc "all";
+            /// Instead of `flags`: every flag whose metadata (the set's overlaid with the flag's)
+            /// has all these values, e.g. `{ team = "search" }`.
+            metadata: Option<Map<String, Json>>, key "metadata";
+            /// Replace decisions already present on the request (`vexil-flags`) instead of
+            /// keeping them.
+            override_existing: bool, key "override";
+        }
+    }
+    validate check_route;
 }
 
-/// `[headers]`: the headers that carry decisions.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct HeadersConfig {
-    /// Byte limit of the `vexil-flags` value (design §9: 8 KiB). Members that do not fit are left
-    /// out whole and counted, never cut.
-    pub max_bytes: usize,
-    /// Also send one header per decision: `<per_flag_prefix><key>: <value>`.
-    pub per_flag: bool,
-    /// Prefix of the per-flag headers.
-    pub per_flag_prefix: String,
-    /// Also add W3C `baggage` members `<baggage_prefix><key>=<value>`.
-    pub baggage: bool,
-    /// Prefix of the baggage member keys.
-    pub baggage_prefix: String,
-    /// Send `vexil-revision: <environment>@<revision>`.
-    pub revision: bool,
-}
-
-impl Default for HeadersConfig {
-    fn default() -> Self {
-        HeadersConfig {
-            max_bytes: 8192,
-            per_flag: false,
-            per_flag_prefix: "vexil-flag-".into(),
-            baggage: false,
-            baggage_prefix: "vexil.".into(),
-            revision: true,
+vexil_settings::settings! {
+    /// `[headers]`: the headers that carry decisions.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct HeadersConfig {
+        group "headers" {
+            /// Byte limit of the `vexil-flags` value, 64 to 65536. Decisions that do not fit are
+            /// left out whole and counted, never cut.
+            max_bytes: usize = 8192, key "max_bytes", check between(64, 65_536);
+            /// Also send one header per decision: `<per_flag_prefix><key>: <value>`.
+            per_flag: bool, key "per_flag";
+            /// Prefix of the per-flag headers: lowercase letters, digits, `-` and `_`.
+            per_flag_prefix: String = "vexil-flag-".into(), key "per_flag_prefix",
+                check header_prefix;
+            /// Also add W3C `baggage` members `<baggage_prefix><key>=<value>`.
+            baggage: bool, key "baggage";
+            /// Prefix of the baggage member keys: an HTTP token.
+            baggage_prefix: String = "vexil.".into(), key "baggage_prefix", check baggage_prefix;
+            /// Send `vexil-revision: <environment>@<revision>`.
+            revision: bool = true, key "revision";
         }
     }
 }
 
-/// `[inbound]`: whose `vexil-*` headers inbound mode believes.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct InboundConfig {
-    /// Peers (CIDRs such as `10.0.0.0/8`, or single addresses) whose `vexil-*` headers are kept;
-    /// from everyone else they are stripped before injection. Empty (default): trust nobody.
-    pub trusted_cidrs: Vec<String>,
-}
-
-/// `[upstream]`: timeouts and pooling.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// Connecting (including name resolution) may take this long; then 504 (milliseconds).
-    pub connect_timeout_ms: u64,
-    /// Longest wait for each read from an upstream; then 504 (milliseconds).
-    pub read_timeout_ms: u64,
-    /// A pooled idle upstream connection is closed after this long (milliseconds).
-    pub idle_timeout_ms: u64,
-    /// Idle upstream connections kept for reuse (per process).
-    pub pool_size: usize,
-}
-
-impl Default for UpstreamConfig {
-    fn default() -> Self {
-        UpstreamConfig {
-            connect_timeout_ms: 2_000,
-            read_timeout_ms: 60_000,
-            idle_timeout_ms: 60_000,
-            pool_size: 128,
+vexil_settings::settings! {
+    /// `[inbound]`: whose `vexil-*` headers inbound mode believes.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct InboundConfig {
+        group "inbound" {
+            /// Peers (`10.0.0.0/8`, `fd00::/8`, or single addresses) whose `vexil-*` headers
+            /// inbound mode keeps; from anyone else they are stripped before injection.
+            trusted_cidrs: Vec<Cidr>, key "trusted_cidrs", default_doc "`[]` (trust nobody)";
         }
     }
 }
 
-/// `[downstream]`: the connections the application opens to the sidecar's listeners.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct DownstreamConfig {
-    /// A keep-alive connection with no request for this long is closed (milliseconds, rounded
-    /// up to whole seconds). Each open connection holds tens of KiB of buffers in the sidecar, so
-    /// connections an application opened in a burst must not stay open for ever.
-    pub idle_timeout_ms: u64,
+vexil_settings::settings! {
+    /// `[upstream]`: timeouts and pooling.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct UpstreamConfig {
+        group "upstream" {
+            /// Resolving and connecting to an upstream may take this long (milliseconds); then
+            /// `504`.
+            connect_timeout: Duration as Millis = ms(2_000), key "connect_timeout_ms",
+                check nonzero;
+            /// Longest wait for each read from an upstream (milliseconds); then `504`.
+            read_timeout: Duration as Millis = ms(60_000), key "read_timeout_ms", check nonzero;
+            /// A pooled idle upstream connection is closed after this long (milliseconds).
+            idle_timeout: Duration as Millis = ms(60_000), key "idle_timeout_ms", check nonzero;
+            /// Idle upstream connections kept for reuse (per process).
+            pool_size: usize = 128, key "pool_size";
+        }
+    }
 }
 
-impl Default for DownstreamConfig {
-    fn default() -> Self {
-        DownstreamConfig {
-            idle_timeout_ms: 60_000,
+vexil_settings::settings! {
+    /// `[downstream]`: the connections the application opens to the sidecar's listeners.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct DownstreamConfig {
+        group "downstream" {
+            /// An application's keep-alive connection with no request for this long is closed
+            /// (milliseconds, rounded up to whole seconds). Each open connection holds about 30 KiB
+            /// of buffers in the sidecar, so connections opened in a burst must not stay open for
+            /// ever.
+            idle_timeout: Duration as Millis = ms(60_000), key "idle_timeout_ms", check nonzero;
         }
     }
 }
@@ -201,216 +186,213 @@ impl Default for DownstreamConfig {
 impl DownstreamConfig {
     /// The idle timeout in whole seconds (at least 1), as pingora takes it.
     pub fn idle_timeout_secs(&self) -> u64 {
-        self.idle_timeout_ms.div_ceil(1000).max(1)
-    }
-}
-
-/// Every problem found in a configuration, each naming its field.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// `field: message` lines.
-    pub problems: Vec<String>,
-}
-
-impl ConfigError {
-    fn one(field: impl fmt::Display, message: impl fmt::Display) -> Self {
-        ConfigError {
-            problems: vec![format!("{field}: {message}")],
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.problems.join("\n"))
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Collects problems while validating.
-#[derive(Default)]
-pub(crate) struct Problems(Vec<String>);
-
-impl Problems {
-    pub(crate) fn add(&mut self, field: impl fmt::Display, message: impl fmt::Display) {
-        self.0.push(format!("{field}: {message}"));
-    }
-
-    pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigError> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(ConfigError { problems: self.0 })
-        }
+        let secs = self.idle_timeout.as_secs();
+        (secs + u64::from(self.idle_timeout.subsec_nanos() > 0)).max(1)
     }
 }
 
 impl DataPlaneConfig {
-    /// Parses a TOML document holding only data-plane sections, then validates it.
-    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::one("proxy.toml", e.message()))?;
-        Self::from_table(table)
-    }
-
-    /// Removes the data plane's [`SECTIONS`] from a parsed `proxy.toml` and deserializes them
-    /// (strictly, then validated); what remains in `table` is the binary's.
-    pub fn take_from_table(table: &mut toml::Table) -> Result<Self, ConfigError> {
-        let mut ours = toml::Table::new();
-        for section in SECTIONS {
-            if let Some(v) = table.remove(*section) {
-                ours.insert((*section).to_string(), v);
-            }
-        }
-        Self::from_table(ours)
-    }
-
-    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
-        let config: DataPlaneConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "proxy.toml".into()
-            } else {
-                path
-            };
-            ConfigError::one(field, e.into_inner().message())
-        })?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks every field (sources, routes, header options, CIDRs, limits) without reading key
-    /// files; [`crate::dataplane::start`] also loads the JWT keys and reports unreadable ones.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut p = Problems::default();
-        self.check_context(&mut p);
-        for (i, route) in self.routes.iter().enumerate() {
-            check_route(&format!("routes[{i}]"), route, &mut p);
-        }
-        self.check_headers(&mut p);
-        for (i, cidr) in self.inbound.trusted_cidrs.iter().enumerate() {
-            if let Err(e) = Cidr::parse(cidr) {
-                p.add(format_args!("inbound.trusted_cidrs[{i}]"), e);
-            }
-        }
-        self.check_upstream(&mut p);
-        p.finish(())
-    }
-
-    fn check_context(&self, p: &mut Problems) {
-        let opts = &self.context_options;
-        if self.context.len() > opts.max_attributes {
-            p.add(
-                "context",
-                format_args!(
-                    "{} attributes; at most context_options.max_attributes = {} are allowed",
-                    self.context.len(),
-                    opts.max_attributes
-                ),
-            );
-        }
-        if opts.max_value_bytes == 0 {
-            p.add("context_options.max_value_bytes", "must be at least 1");
-        }
-        let mut uses_jwt = false;
-        for (attr, sources) in &self.context {
-            if attr.is_empty() || attr.len() > 256 {
-                p.add(
-                    format_args!("context.{attr:?}"),
-                    "an attribute name has 1 to 256 bytes",
-                );
-            }
-            if sources.is_empty() {
-                p.add(format_args!("context.{attr}"), "lists no source");
-            }
-            for (i, source) in sources.iter().enumerate() {
-                match crate::dataplane::context::Source::parse(source) {
-                    Ok(s) => uses_jwt |= s.is_jwt(),
-                    Err(e) => p.add(format_args!("context.{attr}[{i}]"), e),
-                }
-            }
-        }
-        let has_key = opts.jwt_hs256_secret.is_some()
-            || opts.jwt_rs256_public_key.is_some()
-            || opts.jwt_jwks_file.is_some();
-        if uses_jwt && opts.jwt_verify && !has_key {
-            p.add(
-                "context_options.jwt_verify",
-                "jwt: sources need a key to verify tokens: set jwt_hs256_secret, \
-                 jwt_rs256_public_key or jwt_jwks_file (or jwt_verify = false to read claims \
-                 unverified)",
-            );
-        }
-        if opts.jwt_hs256_secret.as_ref().is_some_and(String::is_empty) {
-            p.add("context_options.jwt_hs256_secret", "must not be empty");
-        }
-    }
-
-    fn check_headers(&self, p: &mut Problems) {
-        let h = &self.headers;
-        if !(64..=65_536).contains(&h.max_bytes) {
-            p.add("headers.max_bytes", "must be between 64 and 65536");
-        }
-        if h.per_flag_prefix.is_empty()
-            || !h
-                .per_flag_prefix
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            p.add(
-                "headers.per_flag_prefix",
-                "lowercase letters, digits, '-' and '_' only (a header-name prefix)",
-            );
-        }
-        if h.baggage_prefix.is_empty() || !h.baggage_prefix.bytes().all(is_tchar) {
-            p.add(
-                "headers.baggage_prefix",
-                "must be a non-empty HTTP token (a baggage key prefix)",
-            );
-        }
-    }
-
-    fn check_upstream(&self, p: &mut Problems) {
-        let u = &self.upstream;
-        for (name, v) in [
-            ("upstream.connect_timeout_ms", u.connect_timeout_ms),
-            ("upstream.read_timeout_ms", u.read_timeout_ms),
-            ("upstream.idle_timeout_ms", u.idle_timeout_ms),
-            (
-                "downstream.idle_timeout_ms",
-                self.downstream.idle_timeout_ms,
-            ),
-        ] {
-            if v == 0 {
-                p.add(name, "must be at least 1");
-            }
-        }
+    /// Parses a TOML document holding only data-plane sections (problems name it `proxy.toml`).
+    pub fn from_toml_str(text: &str) -> Result<Self, Problems> {
+        let file = File::parse("proxy.toml", text)?;
+        vexil_settings::resolve(Layers::new().file(file)).map(|r| r.settings)
     }
 }
 
-fn check_route(field: &str, route: &RouteConfig, p: &mut Problems) {
-    if let Some(host) = &route.host
-        && let Err(e) = HostPattern::parse(host)
-    {
-        p.add(format_args!("{field}.host"), e);
+/// What no single key can check: the number and names of the context attributes, and that `jwt:`
+/// sources have a key to verify tokens with.
+fn check_dataplane(config: &DataPlaneConfig, r: &mut Resolver<'_>, prefix: &str) {
+    let opts = &config.context_options;
+    if config.context.len() > opts.max_attributes {
+        r.problem(
+            prefix,
+            "context",
+            "",
+            format!(
+                "{} attributes; at most [context_options] max_attributes = {} are allowed",
+                config.context.len(),
+                opts.max_attributes
+            ),
+        );
     }
-    if let Some(prefix) = &route.path_prefix
-        && !prefix.starts_with('/')
-    {
-        p.add(format_args!("{field}.path_prefix"), "must start with '/'");
+    let mut uses_jwt = false;
+    for (attr, sources) in &config.context {
+        if attr.is_empty() || attr.len() > 256 {
+            r.problem(
+                prefix,
+                "context",
+                &format!("{attr:?}"),
+                "an attribute name has 1 to 256 bytes",
+            );
+        }
+        if sources.is_empty() {
+            r.problem(prefix, "context", attr, "lists no source");
+        }
+        uses_jwt |= sources.iter().any(ContextSource::is_jwt);
     }
+    let has_key = opts.jwt_hs256_secret.is_some()
+        || opts.jwt_rs256_public_key.is_some()
+        || opts.jwt_jwks_file.is_some();
+    if uses_jwt && opts.jwt_verify && !has_key {
+        r.problem(
+            &join_key(prefix, "context_options"),
+            "jwt_verify",
+            "",
+            "jwt: sources need a key to verify tokens: set jwt_hs256_secret, jwt_rs256_public_key \
+             or jwt_jwks_file (or jwt_verify = false to read claims unverified)",
+        );
+    }
+}
+
+fn check_route(route: &RouteConfig, r: &mut Resolver<'_>, prefix: &str) {
     if route.flags.is_some() && route.metadata.is_some() {
-        p.add(field, "set either flags or metadata, not both");
+        r.problem(prefix, "metadata", "", "set either flags or metadata, not both");
     }
     for (i, key) in route.flags.iter().flatten().enumerate() {
         if let Some(problem) = vexil_engine::header_key_problem(key) {
-            p.add(format_args!("{field}.flags[{i}]"), problem);
+            r.problem(prefix, "flags", &format!("[{i}]"), problem);
         }
     }
 }
+
+fn path_prefix(prefix: &Option<String>) -> Result<(), String> {
+    match prefix {
+        Some(p) if !p.starts_with('/') => Err(format!("{p:?} does not start with '/'")),
+        _ => Ok(()),
+    }
+}
+
+fn header_prefix(prefix: &String) -> Result<(), String> {
+    let valid = !prefix.is_empty()
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{prefix:?}: lowercase letters, digits, '-' and '_' only (a header-name prefix)"
+        ))
+    }
+}
+
+fn baggage_prefix(prefix: &String) -> Result<(), String> {
+    if !prefix.is_empty() && prefix.bytes().all(is_tchar) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{prefix:?} is not a non-empty HTTP token (a baggage key prefix)"
+        ))
+    }
+}
+
+/// Where a context attribute's value comes from: `kind:argument` in `[context]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContextSource {
+    /// `header:NAME`: the first `NAME` header (UTF-8).
+    Header(HeaderName),
+    /// `cookie:NAME`: cookie `NAME`, quotes removed.
+    Cookie(Box<str>),
+    /// `query:NAME`: query parameter `NAME`, decoded.
+    Query(Box<str>),
+    /// `jwt:CLAIM`: a top-level claim of the `Authorization: Bearer` token.
+    Jwt(Box<str>),
+    /// `baggage:KEY`: W3C `baggage` member `KEY`.
+    Baggage(Box<str>),
+    /// `request:method`.
+    Method,
+    /// `request:path`.
+    Path,
+    /// `request:host`.
+    Host,
+    /// `request:scheme`.
+    Scheme,
+    /// `peer:ip`: the connecting peer's address.
+    PeerIp,
+    /// `static:VALUE`.
+    Static(Box<str>),
+}
+
+impl ContextSource {
+    /// Parses `kind:argument`.
+    pub fn parse(s: &str) -> Result<ContextSource, String> {
+        let unknown = || {
+            format!(
+                "unknown source {s:?} (expected header:NAME, cookie:NAME, query:NAME, jwt:CLAIM, \
+                 baggage:KEY, request:method|path|host|scheme, peer:ip or static:VALUE)"
+            )
+        };
+        let (kind, arg) = s.split_once(':').ok_or_else(unknown)?;
+        let named = |what: &str| -> Result<Box<str>, String> {
+            if arg.is_empty() {
+                Err(format!("{s:?}: {what} must not be empty"))
+            } else {
+                Ok(arg.into())
+            }
+        };
+        Ok(match kind {
+            "header" => ContextSource::Header(
+                HeaderName::from_bytes(arg.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| format!("{s:?}: {arg:?} is not a header name"))?,
+            ),
+            "cookie" => ContextSource::Cookie(named("the cookie name")?),
+            "query" => ContextSource::Query(named("the parameter name")?),
+            "jwt" => ContextSource::Jwt(named("the claim name")?),
+            "baggage" => ContextSource::Baggage(named("the baggage key")?),
+            "request" => match arg {
+                "method" => ContextSource::Method,
+                "path" => ContextSource::Path,
+                "host" => ContextSource::Host,
+                "scheme" => ContextSource::Scheme,
+                _ => return Err(format!("{s:?}: expected request:method|path|host|scheme")),
+            },
+            "peer" if arg == "ip" => ContextSource::PeerIp,
+            "peer" => return Err(format!("{s:?}: expected peer:ip")),
+            "static" => ContextSource::Static(arg.into()),
+            _ => return Err(unknown()),
+        })
+    }
+
+    /// True for `jwt:` sources.
+    pub fn is_jwt(&self) -> bool {
+        matches!(self, ContextSource::Jwt(_))
+    }
+}
+
+impl fmt::Display for ContextSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContextSource::Header(name) => write!(f, "header:{name}"),
+            ContextSource::Cookie(name) => write!(f, "cookie:{name}"),
+            ContextSource::Query(name) => write!(f, "query:{name}"),
+            ContextSource::Jwt(claim) => write!(f, "jwt:{claim}"),
+            ContextSource::Baggage(key) => write!(f, "baggage:{key}"),
+            ContextSource::Method => f.write_str("request:method"),
+            ContextSource::Path => f.write_str("request:path"),
+            ContextSource::Host => f.write_str("request:host"),
+            ContextSource::Scheme => f.write_str("request:scheme"),
+            ContextSource::PeerIp => f.write_str("peer:ip"),
+            ContextSource::Static(value) => write!(f, "static:{value}"),
+        }
+    }
+}
+
+/// The settings values written as text (`header:x-user-id`, `*.internal`, `10.0.0.0/8`).
+macro_rules! text_value {
+    ($($t:ty),*) => {$(
+        impl vexil_settings::Value for $t {
+            fn from_text(text: &str) -> Result<Self, Problems> {
+                <$t>::parse(text).map_err(Problems::from)
+            }
+
+            fn show(&self) -> Option<toml::Value> {
+                Some(toml::Value::String(self.to_string()))
+            }
+        }
+    )*};
+}
+
+text_value!(ContextSource, HostPattern, Cidr);
 
 /// RFC 9110 `tchar`.
 pub(crate) fn is_tchar(b: u8) -> bool {
@@ -419,14 +401,15 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 
 /// A route's host match: exact, or a `*.suffix`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum HostPattern {
+pub enum HostPattern {
     Exact(Box<str>),
     /// `*.example.com` stored as `.example.com`.
     Suffix(Box<str>),
 }
 
 impl HostPattern {
-    pub(crate) fn parse(s: &str) -> Result<Self, String> {
+    /// Parses `host` or `*.suffix` (lowercased).
+    pub fn parse(s: &str) -> Result<Self, String> {
         let lower = s.to_ascii_lowercase();
         let valid = |h: &str| {
             !h.is_empty()
@@ -445,10 +428,19 @@ impl HostPattern {
     }
 
     /// `host` is lowercase, without port.
-    pub(crate) fn matches(&self, host: &str) -> bool {
+    pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Exact(h) => h.as_ref() == host,
             HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_ref()),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Suffix(s) => write!(f, "*{s}"),
         }
     }
 }
@@ -496,6 +488,12 @@ impl Cidr {
     }
 }
 
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
 fn masked(bits: u128, width: u32, prefix: u8) -> u128 {
     let host_bits = width - u32::from(prefix);
     if host_bits >= 128 {
@@ -508,6 +506,7 @@ fn masked(bits: u128, width: u32, prefix: u8) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vexil_settings::Settings;
 
     fn err(text: &str) -> String {
         DataPlaneConfig::from_toml_str(text)
@@ -522,49 +521,83 @@ mod tests {
         assert_eq!(c.headers.max_bytes, 8192);
         assert_eq!(c.context_options.max_attributes, 64);
         assert!(c.context_options.jwt_verify);
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.downstream.idle_timeout_secs(), 60);
     }
 
     #[test]
-    fn full_example_parses() {
+    fn full_example_parses_into_types() {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/proxy.toml"))
                 .unwrap();
-        let mut table: toml::Table = text.parse().unwrap();
-        let c = DataPlaneConfig::take_from_table(&mut table).unwrap();
-        assert!(c.context.contains_key("targetingKey"));
-        for s in SECTIONS {
-            assert!(!table.contains_key(*s), "{s} left behind");
-        }
+        // The binary's own keys are not the data plane's: only the data plane's sections here.
+        let table: toml::Table = text.parse().unwrap();
+        let ours: toml::Table = table
+            .into_iter()
+            .filter(|(_, v)| v.is_table())
+            .collect();
+        let c = DataPlaneConfig::from_toml_str(&toml::to_string(&ours).unwrap()).unwrap();
+        assert_eq!(
+            c.context["targetingKey"],
+            [
+                ContextSource::Header(HeaderName::from_static("x-user-id")),
+                ContextSource::Cookie("uid".into()),
+                ContextSource::Jwt("sub".into())
+            ]
+        );
+        assert_eq!(c.context_options.jwt_leeway, Duration::from_secs(30));
     }
 
     #[test]
-    fn errors_name_the_field() {
+    fn errors_name_the_key_and_the_line() {
         assert_eq!(
             err("[context]\ncountry = [\"header:x-country\", \"hedaer:x\"]"),
-            "context.country[1]: unknown source \"hedaer:x\" (expected header:NAME, cookie:NAME, \
-             query:NAME, jwt:CLAIM, baggage:KEY, request:method|path|host|scheme, peer:ip or \
-             static:VALUE)"
+            "proxy.toml:2 [context] country[1]: unknown source \"hedaer:x\" (expected header:NAME, \
+             cookie:NAME, query:NAME, jwt:CLAIM, baggage:KEY, request:method|path|host|scheme, \
+             peer:ip or static:VALUE)"
+        );
+        assert_eq!(
+            err("[headers]\nmax_byte = 3"),
+            "proxy.toml:2 [headers] max_byte: unknown key (did you mean \"max_bytes\"?)"
         );
         assert!(
-            err("[headers]\nmax_byte = 3")
-                .starts_with("headers.max_byte: unknown field `max_byte`")
-        );
-        assert!(
-            err("[headers]\nmax_bytes = \"big\"").starts_with("headers.max_bytes: invalid type")
+            err("[headers]\nmax_bytes = \"big\"")
+                .starts_with("proxy.toml:2 [headers] max_bytes: expected a whole number")
         );
         assert!(
             err("[inbound]\ntrusted_cidrs = [\"10.0.0.0/33\"]")
-                .starts_with("inbound.trusted_cidrs[0]: ")
+                .starts_with("proxy.toml:2 [inbound] trusted_cidrs[0]: ")
         );
-        assert!(err("[[routes]]\nflags = [\"Bad\"]").starts_with("routes[0].flags[0]: "));
-        assert!(err("[[routes]]\nhost = \"a b\"").starts_with("routes[0].host: "));
+        assert!(err("[[routes]]\nflags = [\"Bad\"]").starts_with("proxy.toml:2 routes[0].flags[0]: "));
+        assert!(err("[[routes]]\nhost = \"a b\"").starts_with("proxy.toml:2 routes[0].host: "));
         assert!(
             err("[[routes]]\nflags = [\"a\"]\nmetadata = {team = \"x\"}")
-                .starts_with("routes[0]: set either")
+                .starts_with("proxy.toml:3 routes[0].metadata: set either")
         );
-        assert!(err("[context]\nsub = [\"jwt:sub\"]").starts_with("context_options.jwt_verify: "));
-        assert!(err("[context]\nx = [\"request:body\"]").starts_with("context.x[0]: "));
-        assert!(err("[context]\nx = [\"header:bad header\"]").starts_with("context.x[0]: "));
+        assert!(err("[[routes]]\npath_prefix = \"x\"").starts_with("proxy.toml:2 routes[0].path_prefix: "));
+        assert!(
+            err("[context]\nsub = [\"jwt:sub\"]")
+                .starts_with("[context_options] jwt_verify: jwt: sources need a key")
+        );
+        assert!(err("[context]\nx = [\"request:body\"]").starts_with("proxy.toml:2 [context] x[0]: "));
+        assert!(err("[context]\nx = [\"header:bad header\"]").starts_with("proxy.toml:2 [context] x[0]: "));
+        assert_eq!(err("[context]\nx = []"), "proxy.toml:2 [context] x: lists no source");
+        assert!(err("[headers]\nper_flag_prefix = \"X-\"").starts_with("proxy.toml:2 [headers] per_flag_prefix: "));
+        assert!(err("[headers]\nbaggage_prefix = \"a b\"").starts_with("proxy.toml:2 [headers] baggage_prefix: "));
+        assert_eq!(
+            err("[upstream]\nconnect_timeout_ms = 0"),
+            "proxy.toml:2 [upstream] connect_timeout_ms: must be at least 1"
+        );
+        assert_eq!(
+            err("[context_options]\njwt_hs256_secret = \"\""),
+            "proxy.toml:2 [context_options] jwt_hs256_secret: must not be empty"
+        );
+    }
+
+    #[test]
+    fn every_problem_at_once() {
+        let e = err("[headers]\nmax_bytes = 1\nper_flag_prefix = \"A\"\n[context]\nx = [\"nope\"]\n");
+        assert_eq!(e.lines().count(), 3, "{e}");
     }
 
     #[test]
@@ -573,6 +606,13 @@ mod tests {
         assert!(DataPlaneConfig::from_toml_str(ok).is_ok());
         let keyed = "[context]\nsub = [\"jwt:sub\"]\n[context_options]\njwt_hs256_secret = \"s\"";
         assert!(DataPlaneConfig::from_toml_str(keyed).is_ok());
+        // Built in code, the same check.
+        let mut c = DataPlaneConfig::default();
+        c.context
+            .insert("sub".into(), vec![ContextSource::Jwt("sub".into())]);
+        assert!(c.validate().is_err());
+        c.context_options.jwt_verify = false;
+        assert!(c.validate().is_ok());
     }
 
     #[test]
@@ -581,7 +621,20 @@ mod tests {
         for i in 0..65 {
             text.push_str(&format!("a{i} = [\"static:x\"]\n"));
         }
-        assert!(err(&text).starts_with("context: 65 attributes"));
+        assert!(err(&text).starts_with("proxy.toml:1 context: 65 attributes"), "{}", err(&text));
+    }
+
+    #[test]
+    fn sources_read_back_as_written() {
+        for s in [
+            "header:x-user", "cookie:uid", "query:q", "jwt:sub", "baggage:k", "request:method",
+            "request:path", "request:host", "request:scheme", "peer:ip", "static:a:b",
+        ] {
+            assert_eq!(ContextSource::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(HostPattern::parse("*.Internal").unwrap().to_string(), "*.internal");
+        assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(Cidr::parse("::1").unwrap().to_string(), "::1/128");
     }
 
     #[test]

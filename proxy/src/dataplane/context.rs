@@ -1,7 +1,8 @@
-//! The evaluation context of a proxied request, built from the configured mapping (design §7).
+//! The evaluation context of a proxied request, built from the configured mapping: which request
+//! attributes an application's flags target is configuration, not code.
 //!
 //! Each attribute lists sources; the first one present on the request gives the value. Sources
-//! are parsed once at start ([`Source::parse`]); extraction reads borrowed slices of the request
+//! are parsed where the configuration enters ([`ContextSource`]); extraction reads borrowed slices of the request
 //! and allocates only the attribute values it keeps (and, for `jwt:` sources, the decoded claims,
 //! once per request). Values longer than `max_value_bytes` count as absent.
 //!
@@ -18,74 +19,14 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, header};
 use serde_json::{Map, Value};
 use vexil_engine::EvaluationContext;
 
-use crate::dataplane::config::{ConfigError, DataPlaneConfig};
+use vexil_settings::Problems;
+
+use crate::dataplane::config::{ContextSource as Source, DataPlaneConfig};
 use crate::dataplane::jwt::JwtVerifier;
-
-/// Where an attribute's value comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Source {
-    Header(HeaderName),
-    Cookie(Box<str>),
-    Query(Box<str>),
-    Jwt(Box<str>),
-    Baggage(Box<str>),
-    Method,
-    Path,
-    Host,
-    Scheme,
-    PeerIp,
-    Static(Box<str>),
-}
-
-impl Source {
-    /// Parses `kind:argument`.
-    pub(crate) fn parse(s: &str) -> Result<Source, String> {
-        let unknown = || {
-            format!(
-                "unknown source {s:?} (expected header:NAME, cookie:NAME, query:NAME, jwt:CLAIM, \
-                 baggage:KEY, request:method|path|host|scheme, peer:ip or static:VALUE)"
-            )
-        };
-        let (kind, arg) = s.split_once(':').ok_or_else(unknown)?;
-        let named = |what: &str| -> Result<Box<str>, String> {
-            if arg.is_empty() {
-                Err(format!("{s:?}: {what} must not be empty"))
-            } else {
-                Ok(arg.into())
-            }
-        };
-        Ok(match kind {
-            "header" => Source::Header(
-                HeaderName::from_bytes(arg.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| format!("{s:?}: {arg:?} is not a header name"))?,
-            ),
-            "cookie" => Source::Cookie(named("the cookie name")?),
-            "query" => Source::Query(named("the parameter name")?),
-            "jwt" => Source::Jwt(named("the claim name")?),
-            "baggage" => Source::Baggage(named("the baggage key")?),
-            "request" => match arg {
-                "method" => Source::Method,
-                "path" => Source::Path,
-                "host" => Source::Host,
-                "scheme" => Source::Scheme,
-                _ => return Err(format!("{s:?}: expected request:method|path|host|scheme")),
-            },
-            "peer" if arg == "ip" => Source::PeerIp,
-            "peer" => return Err(format!("{s:?}: expected peer:ip")),
-            "static" => Source::Static(arg.into()),
-            _ => return Err(unknown()),
-        })
-    }
-
-    /// True for `jwt:` sources.
-    pub(crate) fn is_jwt(&self) -> bool {
-        matches!(self, Source::Jwt(_))
-    }
-}
 
 /// What extraction reads from a request. Borrowed from the proxy's request header.
 #[derive(Clone, Copy, Debug)]
@@ -130,30 +71,25 @@ enum Claims {
 
 impl ContextMapping {
     /// Compiles the mapping of a validated configuration and loads the JWT keys it needs.
-    pub(crate) fn new(config: &DataPlaneConfig) -> Result<ContextMapping, ConfigError> {
-        let mut uses_jwt = false;
-        let mut attributes = Vec::with_capacity(config.context.len());
-        for (name, sources) in &config.context {
-            let sources = sources
-                .iter()
-                .map(|s| Source::parse(s))
-                .collect::<Result<Box<[Source]>, String>>()
-                .map_err(|e| ConfigError {
-                    problems: vec![format!("context.{name}: {e}")],
-                })?;
-            uses_jwt |= sources.iter().any(Source::is_jwt);
-            attributes.push(Attribute {
+    pub(crate) fn new(config: &DataPlaneConfig) -> Result<ContextMapping, Problems> {
+        let attributes: Box<[Attribute]> = config
+            .context
+            .iter()
+            .map(|(name, sources)| Attribute {
                 name: name.as_str().into(),
-                sources,
-            });
-        }
+                sources: sources.clone().into(),
+            })
+            .collect();
+        let uses_jwt = attributes
+            .iter()
+            .any(|a| a.sources.iter().any(Source::is_jwt));
         let jwt = if uses_jwt {
             Some(JwtVerifier::load(&config.context_options)?)
         } else {
             None
         };
         Ok(ContextMapping {
-            attributes: attributes.into(),
+            attributes,
             jwt,
             max_value_bytes: config.context_options.max_value_bytes,
         })
@@ -299,6 +235,7 @@ pub(crate) fn percent_decode(s: &str, plus: bool) -> Option<std::borrow::Cow<'_,
 mod tests {
     use super::*;
     use crate::dataplane::jwt::tests::hs256;
+    use http::HeaderName;
     use serde_json::json;
 
     fn mapping(toml: &str) -> ContextMapping {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use pingora::http::RequestHeader;
 use vexil_engine::{EvaluationContext, FlagSet};
 
-use crate::dataplane::config::{ConfigError, DataPlaneConfig};
+use vexil_settings::{Problems, Settings as _};
+
+use crate::dataplane::config::DataPlaneConfig;
 use crate::dataplane::context::{ContextMapping, RequestView};
 use crate::dataplane::inject::{Injector, Target};
 use crate::dataplane::metrics::{DataPlaneMetrics, Listener};
@@ -19,7 +21,7 @@ pub struct ContextExtractor(ContextMapping);
 
 impl ContextExtractor {
     /// Compiles the mapping of `config` (which must validate).
-    pub fn new(config: &DataPlaneConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: &DataPlaneConfig) -> Result<Self, Problems> {
         config.validate()?;
         ContextMapping::new(config).map(ContextExtractor)
     }
@@ -65,7 +67,7 @@ impl HeaderInjector {
         env: &str,
         revision: i64,
         flags: FlagSet,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, Problems> {
         let cell = Arc::new(SnapshotCell::new());
         cell.publish(Snapshot::new(
             env,

@@ -15,7 +15,9 @@ use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use vexil_engine::EvaluationContext;
 
-use crate::dataplane::config::{Cidr, ConfigError, DataPlaneConfig, HeadersConfig};
+use vexil_settings::{Problems, Settings as _};
+
+use crate::dataplane::config::{Cidr, DataPlaneConfig, HeadersConfig};
 use crate::dataplane::context::{ContextMapping, RequestView};
 use crate::dataplane::headers::{
     BAGGAGE_HEADER, BAGGAGE_MAX_BYTES, FLAGS_HEADER, FlagsBuilder, REVISION_HEADER,
@@ -72,7 +74,7 @@ impl Injector {
         config: &DataPlaneConfig,
         cell: Arc<SnapshotCell>,
         metrics: DataPlaneMetrics,
-    ) -> Result<Injector, ConfigError> {
+    ) -> Result<Injector, Problems> {
         config.validate()?;
         Ok(Injector {
             cell,
@@ -80,12 +82,7 @@ impl Injector {
             router: Router::new(config),
             mapping: ContextMapping::new(config)?,
             headers: config.headers.clone(),
-            trusted: config
-                .inbound
-                .trusted_cidrs
-                .iter()
-                .filter_map(|c| Cidr::parse(c).ok())
-                .collect(),
+            trusted: config.inbound.trusted_cidrs.clone().into(),
             metrics,
         })
     }

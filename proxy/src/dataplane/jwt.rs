@@ -14,7 +14,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::{Map, Value};
 
-use crate::dataplane::config::{ConfigError, ContextOptions, Problems};
+use vexil_settings::Problems;
+
+use crate::dataplane::config::ContextOptions;
 
 /// An RS256 verification key.
 enum RsaKey {
@@ -58,17 +60,17 @@ impl std::fmt::Debug for JwtVerifier {
 
 impl JwtVerifier {
     /// Loads the configured keys (reads the PEM and JWKS files).
-    pub(crate) fn load(opts: &ContextOptions) -> Result<JwtVerifier, ConfigError> {
+    pub(crate) fn load(opts: &ContextOptions) -> Result<JwtVerifier, Problems> {
         let mut p = Problems::default();
         let mut v = JwtVerifier {
             verify: opts.jwt_verify,
             hmac: Vec::new(),
             rsa: Vec::new(),
-            leeway: opts.jwt_leeway_secs,
+            leeway: opts.jwt_leeway.as_secs(),
             max_bytes: opts.jwt_max_bytes,
         };
         if let Some(secret) = &opts.jwt_hs256_secret {
-            v.hmac.push((None, hmac_key(secret.as_bytes())));
+            v.hmac.push((None, hmac_key(secret.expose().as_bytes())));
         }
         if let Some(path) = &opts.jwt_rs256_public_key {
             match std::fs::read_to_string(path)
@@ -76,7 +78,7 @@ impl JwtVerifier {
                 .and_then(|pem| rsa_public_key_from_pem(&pem))
             {
                 Ok(der) => v.rsa.push((None, RsaKey::Der(der))),
-                Err(e) => p.add("context_options.jwt_rs256_public_key", e),
+                Err(e) => p.push("context_options.jwt_rs256_public_key", e),
             }
         }
         if let Some(path) = &opts.jwt_jwks_file {
@@ -84,7 +86,7 @@ impl JwtVerifier {
                 .map_err(|e| format!("{}: {e}", path.display()))
                 .and_then(|text| v.add_jwks(&text));
             if let Err(e) = loaded {
-                p.add("context_options.jwt_jwks_file", e);
+                p.push("context_options.jwt_jwks_file", e);
             }
         }
         p.finish(v)

@@ -1,6 +1,6 @@
 //! The sidecar's HTTP data plane (pingora): an outbound proxy for the application's calls and an
 //! optional inbound reverse proxy in front of it, both injecting the flag decisions of each
-//! request as headers (design §1, §3, §6, §7).
+//! request as headers.
 //!
 //! For each request: build the evaluation context from the configured mapping ([`context`]),
 //! evaluate the flags its route selects against the current [`Snapshot`](crate::snapshot::Snapshot)
@@ -44,7 +44,7 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 use tokio::sync::watch;
 
-pub use config::{Cidr, ConfigError, DataPlaneConfig};
+pub use config::{Cidr, DataPlaneConfig};
 pub use metrics::Listener;
 
 use crate::metrics::Metrics;
@@ -52,15 +52,10 @@ use crate::snapshot::SnapshotCell;
 use inject::Injector;
 use proxy::{Connections, Front, Mode, Resolver, Sidecar, Timeouts};
 
-/// The outbound listener's default address (design §3).
-pub const DEFAULT_OUTBOUND_ADDR: &str = "127.0.0.1:15001";
-/// The inbound listener's default address when inbound mode is enabled (design §3).
-pub const DEFAULT_INBOUND_ADDR: &str = "127.0.0.1:15006";
-
 /// Inbound mode: a reverse proxy on `addr` in front of the application at `upstream`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Inbound {
-    /// Where the inbound listener listens (default [`DEFAULT_INBOUND_ADDR`]).
+    /// Where the inbound listener listens (conventionally `127.0.0.1:15006`).
     pub addr: SocketAddr,
     /// The application's own address.
     pub upstream: SocketAddr,
@@ -73,16 +68,6 @@ pub struct Listeners {
     pub outbound: SocketAddr,
     /// Inbound mode, off when `None`.
     pub inbound: Option<Inbound>,
-}
-
-impl Default for Listeners {
-    /// Outbound on 127.0.0.1:15001, no inbound mode.
-    fn default() -> Self {
-        Listeners {
-            outbound: DEFAULT_OUTBOUND_ADDR.parse().expect("a socket address"),
-            inbound: None,
-        }
-    }
 }
 
 /// A running data plane. Dropping it without [`DataPlaneHandle::shutdown`] also stops it (without
@@ -186,9 +171,9 @@ pub fn start(
         resolver: Arc::new(Resolver::default()),
         connections: Arc::new(Connections::default()),
         timeouts: Timeouts {
-            connect: Duration::from_millis(config.upstream.connect_timeout_ms),
-            read: Duration::from_millis(config.upstream.read_timeout_ms),
-            idle: Duration::from_millis(config.upstream.idle_timeout_ms),
+            connect: config.upstream.connect_timeout,
+            read: config.upstream.read_timeout,
+            idle: config.upstream.idle_timeout,
             downstream_idle_secs: config.downstream.idle_timeout_secs(),
         },
     };

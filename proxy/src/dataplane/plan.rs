@@ -90,7 +90,7 @@ impl Router {
             .routes
             .iter()
             .map(|r| Rule {
-                host: r.host.as_deref().and_then(|h| HostPattern::parse(h).ok()),
+                host: r.host.clone(),
                 path_prefix: r.path_prefix.as_deref().map(Into::into),
                 selection: Selection::of(r),
                 override_existing: r.override_existing,
