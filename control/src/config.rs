@@ -1,107 +1,277 @@
-//! Configuration: a TOML file (`--config`), `VEXIL_*` environment variables and command-line flags,
-//! in rising order of precedence.
+//! Configuration of `vexil-control serve`: built-in defaults, a TOML file (`--config`), `VEXIL_*`
+//! environment variables and command-line flags, in rising order of precedence. Each setting is
+//! declared once below (flag, variable, file key, default, documentation) and parsed into its type
+//! where it enters; what the API, the authenticator and the injection webhook take
+//! ([`ApiConfig`], [`JwtConfig`], [`InjectConfig`]) is built from it. `docs/configuration.md`
+//! renders its tables from these declarations.
 
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Args;
-use serde::Deserialize;
+use vexil_settings::{
+    Layers, Millis, Problems, Secret, SecretUrl, Seconds, Value, ms, nonzero, not_empty,
+    secs,
+};
 
 use crate::api::ApiConfig;
 use crate::auth::JwtConfig;
 use crate::webhook::InjectConfig;
 
-/// `vexil-control serve` flags; each also reads a `VEXIL_*` variable.
-#[derive(Args, Debug, Default, Clone)]
-pub struct ServeArgs {
-    /// Configuration file (TOML); flags and variables override it.
-    #[arg(long, env = "VEXIL_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Admin REST API listen address.
-    #[arg(long, env = "VEXIL_ADMIN_ADDR")]
-    pub admin_addr: Option<SocketAddr>,
-    /// QUIC sync listen address (UDP).
-    #[arg(long, env = "VEXIL_SYNC_ADDR")]
-    pub sync_addr: Option<SocketAddr>,
-    /// Kubernetes injection webhook listen address (HTTPS); `off` disables the webhook.
-    #[arg(long, env = "VEXIL_WEBHOOK_ADDR")]
-    pub webhook_addr: Option<Listen>,
-    /// `sqlite://FILE` (embedded, the default `sqlite://vexil.db`) or `postgres://...`.
-    #[arg(long, env = "VEXIL_DATABASE_URL")]
-    pub database_url: Option<String>,
-    /// Redis URL for fan-out between control replicas.
-    #[arg(long, env = "VEXIL_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// Generate development TLS certificates into `--tls-dir`.
-    #[arg(long, env = "VEXIL_DEV_TLS")]
-    pub dev_tls: bool,
-    /// Extra DNS names or IP addresses for the development server certificate (comma-separated;
-    /// used when the certificate is first generated).
-    #[arg(long, env = "VEXIL_DEV_TLS_NAMES", value_delimiter = ',')]
-    pub dev_tls_names: Vec<String>,
-    /// Directory of TLS material (`ca.pem`, server certificate and key).
-    #[arg(long, env = "VEXIL_TLS_DIR")]
-    pub tls_dir: Option<PathBuf>,
-    /// Server certificate chain (PEM) of the QUIC sync endpoint (default: `TLS_DIR/server.pem`).
-    #[arg(long, env = "VEXIL_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Its private key (PEM) (default: `TLS_DIR/server.key`).
-    #[arg(long, env = "VEXIL_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Require sidecars to present a client certificate signed by this CA (PEM): mutual TLS.
-    #[arg(long, env = "VEXIL_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// How often each environment's feed checks the store for commits it was not told about
-    /// (milliseconds; the bound on propagation when Redis is down).
-    #[arg(long, env = "VEXIL_SYNC_POLL_MS")]
-    pub sync_poll_ms: Option<u64>,
-    /// HS256 secret to accept JWT bearer tokens.
-    #[arg(long, env = "VEXIL_JWT_HS256_SECRET", hide_env_values = true)]
-    pub jwt_hs256_secret: Option<String>,
-    /// RS256 public key (PEM `PUBLIC KEY`) to accept JWT bearer tokens.
-    #[arg(long, env = "VEXIL_JWT_RS256_PUBLIC_KEY")]
-    pub jwt_rs256_public_key: Option<PathBuf>,
-    /// JWT claim holding the role.
-    #[arg(long, env = "VEXIL_JWT_ROLE_CLAIM")]
-    pub jwt_role_claim: Option<String>,
-    /// Seconds to drain in-flight requests on SIGTERM.
-    #[arg(long, env = "VEXIL_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<u64>,
-    /// The injection webhook's settings.
-    #[command(flatten)]
-    pub webhook: WebhookArgs,
+/// A port on 127.0.0.1: every listener is loopback-only unless configured otherwise.
+const fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
 
-/// The injection webhook's flags (`[webhook]` in the file).
-#[derive(Args, Debug, Default, Clone)]
-pub struct WebhookArgs {
-    /// Webhook TLS certificate chain (PEM); default `<tls-dir>/server.pem`.
-    #[arg(long, env = "VEXIL_WEBHOOK_TLS_CERT")]
-    pub webhook_tls_cert: Option<PathBuf>,
-    /// Webhook TLS private key (PEM); default `<tls-dir>/server.key`.
-    #[arg(long, env = "VEXIL_WEBHOOK_TLS_KEY")]
-    pub webhook_tls_key: Option<PathBuf>,
-    /// Image of the injected `vexil-proxy` sidecar.
-    #[arg(long, env = "VEXIL_SIDECAR_IMAGE")]
-    pub sidecar_image: Option<String>,
-    /// Control plane QUIC address given to injected sidecars (`quic://HOST:PORT`).
-    #[arg(long, env = "VEXIL_SIDECAR_CONTROL_URL")]
-    pub sidecar_control_url: Option<String>,
-    /// Secret (in the pod's namespace) holding the sidecar token under the key `token`.
-    #[arg(long, env = "VEXIL_SIDECAR_TOKEN_SECRET")]
-    pub sidecar_token_secret: Option<String>,
-    /// Secret (in the pod's namespace) holding the control plane's CA under the key `ca.pem`.
-    #[arg(long, env = "VEXIL_SIDECAR_CA_SECRET")]
-    pub sidecar_ca_secret: Option<String>,
-    /// `NO_PROXY` entries added to loopback on app containers (comma-separated).
-    #[arg(long, env = "VEXIL_SIDECAR_NO_PROXY", value_delimiter = ',')]
-    pub sidecar_no_proxy: Option<Vec<String>>,
-    /// Environment of a pod without a `vexil.io/environment` annotation (default: its namespace).
-    #[arg(long, env = "VEXIL_SIDECAR_DEFAULT_ENVIRONMENT")]
-    pub sidecar_default_environment: Option<String>,
+vexil_settings::settings! {
+    /// The control plane's configuration.
+    #[derive(Clone, Debug)]
+    pub struct ControlConfig {
+        group "control-listeners" {
+            /// The TOML configuration file; variables and flags override it.
+            config: Option<PathBuf>, flag "config", env "VEXIL_CONFIG";
+            /// Admin REST API, `/healthz`, `/readyz`, `/metrics`, `/openapi.json` (plain HTTP).
+            admin_addr: SocketAddr = loopback(8080), flag "admin-addr", env "VEXIL_ADMIN_ADDR",
+                key "admin_addr";
+            /// QUIC sync endpoint (UDP, ALPN `vexil-sync/1`).
+            sync_addr: SocketAddr = loopback(7443), flag "sync-addr", env "VEXIL_SYNC_ADDR",
+                key "sync_addr";
+            /// Kubernetes injection webhook (HTTPS, `/inject`); `off` (or empty) disables it.
+            /// Without a certificate (see [webhook](#kubernetes-injection-webhook)) it stays off
+            /// with a warning.
+            webhook_addr: Listen = Listen::On(loopback(9443)), flag "webhook-addr",
+                env "VEXIL_WEBHOOK_ADDR", key "webhook_addr";
+            /// `sqlite://FILE` (created when missing) or `postgres://USER:PASSWORD@HOST:PORT/DB`
+            /// (also `postgresql://`). Migrations run at start.
+            database_url: SecretUrl = SecretUrl::from("sqlite://vexil.db"), flag "database-url",
+                env "VEXIL_DATABASE_URL", key "database_url", check database_url;
+            /// Redis for fan-out between control replicas (`redis://HOST:PORT`). Without it,
+            /// replicas learn of each other's commits by polling the store.
+            redis_url: Option<SecretUrl>, flag "redis-url", env "VEXIL_REDIS_URL",
+                key "redis_url", check redis_url;
+            /// On SIGTERM or Ctrl-C: seconds to drain in-flight API requests before exiting
+            /// anyway.
+            shutdown_grace: Duration as Seconds = secs(25), flag "shutdown-grace-secs",
+                env "VEXIL_SHUTDOWN_GRACE_SECS", key "shutdown_grace_secs";
+        }
+        group "control-tls" {
+            /// Generate a development CA (`ca.pem`, `ca.key`) and a server certificate
+            /// (`server.pem`, `server.key`, valid for `localhost`, `127.0.0.1`, `::1` and
+            /// `--dev-tls-names`) into `--tls-dir`; existing files are reused. The flag can only
+            /// switch it on: with `dev_tls = true` in the file, `--dev-tls` absent does not switch
+            /// it off.
+            dev_tls: bool, flag "dev-tls", env "VEXIL_DEV_TLS", key "dev_tls";
+            /// Extra DNS names or IP addresses of the generated server certificate; used only when
+            /// it is first generated.
+            dev_tls_names: Vec<String>, flag "dev-tls-names", env "VEXIL_DEV_TLS_NAMES",
+                key "dev_tls_names", default_doc "none";
+            /// Directory of TLS material (relative paths are relative to the working directory).
+            tls_dir: PathBuf = PathBuf::from("tls"), flag "tls-dir", env "VEXIL_TLS_DIR",
+                key "tls_dir";
+            /// Server certificate chain (PEM) of the QUIC endpoint. Control does not start without
+            /// one.
+            tls_cert: Option<PathBuf>, flag "tls-cert", env "VEXIL_TLS_CERT", key "tls_cert",
+                default_doc "`<tls_dir>/server.pem`";
+            /// Its private key (PEM).
+            tls_key: Option<PathBuf>, flag "tls-key", env "VEXIL_TLS_KEY", key "tls_key",
+                default_doc "`<tls_dir>/server.key`";
+            /// Require sidecars to present a client certificate signed by this CA (PEM): mutual
+            /// TLS.
+            tls_client_ca: Option<PathBuf>, flag "tls-client-ca", env "VEXIL_TLS_CLIENT_CA",
+                key "tls_client_ca";
+        }
+        group "control-auth" {
+            /// On the first start (no token in the store), the secret of the first admin token;
+            /// without it a random one is printed once on standard output. Ignored once any token
+            /// exists.
+            admin_token: Option<Secret>, env "VEXIL_ADMIN_TOKEN";
+        }
+        /// `[jwt]`: JWT bearer tokens.
+        section jwt in "jwt": JwtSettings;
+        /// `[sync]`: the sync hub's timers and limits.
+        section sync in "sync": SyncConfig;
+        /// `[limits]`: the admin API's limits.
+        section limits in "limits": LimitsConfig;
+        /// `[webhook]`: what the injection webhook gives every injected pod.
+        section webhook in "webhook": WebhookSettings;
+    }
+}
+
+vexil_settings::settings! {
+    /// `[jwt]`: JWT bearer tokens, accepted when a key is configured.
+    #[derive(Clone, Debug)]
+    pub struct JwtSettings {
+        group "control-auth" {
+            /// Accept JWT bearer tokens signed with HS256 and this secret.
+            hs256_secret: Option<Secret>, flag "jwt-hs256-secret", env "VEXIL_JWT_HS256_SECRET",
+                key "hs256_secret";
+            /// Accept JWT bearer tokens signed with RS256 by this key (a PEM file with a
+            /// `PUBLIC KEY` block).
+            rs256_public_key: Option<RsaPublicKeyFile>, flag "jwt-rs256-public-key",
+                env "VEXIL_JWT_RS256_PUBLIC_KEY", key "rs256_public_key";
+            /// The claim holding the role: `admin`, `editor`, `viewer` or `sidecar`.
+            role_claim: String = "vexil_role".into(), flag "jwt-role-claim",
+                env "VEXIL_JWT_ROLE_CLAIM", key "role_claim", check not_empty;
+            /// The claim holding the list of environments the token is limited to (absent: all).
+            environments_claim: String = "vexil_environments".into(), key "environments_claim",
+                check not_empty;
+        }
+    }
+}
+
+vexil_settings::settings! {
+    /// `[sync]`: timers and limits of the sync hub.
+    #[derive(Clone, Debug)]
+    pub struct SyncConfig {
+        group "control-sync" {
+            /// How often each environment's feed checks the store for commits it was not told
+            /// about (milliseconds); with Redis down (or absent), the bound on propagation between
+            /// replicas.
+            poll_interval: Duration as Millis = ms(1000), flag "sync-poll-ms",
+                env "VEXIL_SYNC_POLL_MS", key "poll_interval_ms", check nonzero;
+            /// A `Ping` frame goes out on a stream idle this long (milliseconds; sent to sidecars
+            /// in `Welcome.heartbeat_ms`).
+            heartbeat: Duration as Millis = ms(5000), key "heartbeat_ms", check nonzero;
+            /// QUIC idle timeout of the endpoint (milliseconds; the smaller of both peers' values
+            /// applies; sidecars use 5 s unless `--control-idle-timeout-ms` says otherwise).
+            idle_timeout: Duration as Millis = ms(10_000), key "idle_timeout_ms", check nonzero;
+            /// Connected sidecars' tokens are checked again this often (seconds); a revoked
+            /// token's stream is ended.
+            reauth_interval: Duration as Seconds = secs(60), key "reauth_interval_secs",
+                check nonzero;
+            /// A sidecar further behind than this many revisions gets one full snapshot instead of
+            /// the deltas.
+            max_catch_up: i64 = 1000, key "max_catch_up",
+                check |n: &i64| if *n > 0 { Ok(()) } else { Err("must be at least 1".into()) };
+        }
+    }
+}
+
+vexil_settings::settings! {
+    /// `[limits]`: the admin API's limits.
+    #[derive(Clone, Debug)]
+    pub struct LimitsConfig {
+        group "control-limits" {
+            /// Largest request body (bytes); larger is `413`.
+            max_body_bytes: usize = ApiConfig::default().max_body_bytes, key "max_body_bytes",
+                default_doc "`1048576` (1 MiB)", check nonzero;
+            /// Largest body of `PUT .../flagset` (bytes).
+            max_import_bytes: usize = ApiConfig::default().max_import_bytes,
+                key "max_import_bytes", default_doc "`33554432` (32 MiB)", check nonzero;
+            /// Flags per environment.
+            max_flags: usize = ApiConfig::default().limits.max_flags, key "max_flags",
+                check nonzero;
+            /// JsonLogic nesting depth of a rule, `$ref` evaluators included.
+            max_rule_depth: usize = ApiConfig::default().limits.max_depth, key "max_rule_depth",
+                check nonzero;
+            /// Time a client has to send a request head (milliseconds; else the connection is
+            /// closed; also closes idle keep-alive connections), and separately its body (else
+            /// `408`).
+            read_timeout: Duration as Millis = ApiConfig::default().read_timeout,
+                key "read_timeout_ms", check nonzero;
+        }
+    }
+}
+
+vexil_settings::settings! {
+    /// `[webhook]`: the injection webhook's certificate and what every injected pod gets.
+    #[derive(Clone, Debug)]
+    pub struct WebhookSettings {
+        group "control-webhook" {
+            /// The webhook's certificate chain (PEM), re-read when the file changes.
+            tls_cert: Option<PathBuf>, flag "webhook-tls-cert", env "VEXIL_WEBHOOK_TLS_CERT",
+                key "tls_cert", default_doc "`<tls_dir>/server.pem`";
+            /// Its private key (PEM).
+            tls_key: Option<PathBuf>, flag "webhook-tls-key", env "VEXIL_WEBHOOK_TLS_KEY",
+                key "tls_key", default_doc "`<tls_dir>/server.key`";
+            /// Image of the injected sidecar.
+            sidecar_image: String = InjectConfig::default().sidecar_image, flag "sidecar-image",
+                env "VEXIL_SIDECAR_IMAGE", key "sidecar_image",
+                default_doc "`vexil/vexil-proxy:<version of vexil-control>`", check not_empty;
+            /// Control's QUIC address given to injected sidecars; must start with `quic://`.
+            control_url: String = InjectConfig::default().control_url,
+                flag "sidecar-control-url", env "VEXIL_SIDECAR_CONTROL_URL", key "control_url",
+                check quic_url;
+            /// Secret in the pod's namespace holding the sidecar token under the key `token`.
+            token_secret: String = InjectConfig::default().token_secret,
+                flag "sidecar-token-secret", env "VEXIL_SIDECAR_TOKEN_SECRET",
+                key "token_secret", check not_empty;
+            /// Secret in the pod's namespace holding control's CA under the key `ca.pem`.
+            ca_secret: String = InjectConfig::default().ca_secret, flag "sidecar-ca-secret",
+                env "VEXIL_SIDECAR_CA_SECRET", key "ca_secret", check not_empty;
+            /// `NO_PROXY` entries added to `localhost,127.0.0.1,::1` on app containers.
+            no_proxy: Vec<String> = InjectConfig::default().no_proxy, flag "sidecar-no-proxy",
+                env "VEXIL_SIDECAR_NO_PROXY", key "no_proxy";
+            /// Environment of a pod without a `vexil.io/environment` annotation; must be a valid
+            /// environment key.
+            default_environment: Option<String>, flag "sidecar-default-environment",
+                env "VEXIL_SIDECAR_DEFAULT_ENVIRONMENT", key "default_environment",
+                default_doc "the pod's namespace", check environment_key;
+        }
+    }
+}
+
+fn database_url(url: &SecretUrl) -> Result<(), String> {
+    let known = ["sqlite://", "postgres://", "postgresql://"];
+    if known.iter().any(|scheme| url.starts_with(scheme)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url}: expected sqlite://FILE or postgres://USER:PASSWORD@HOST:PORT/DB"
+        ))
+    }
+}
+
+fn redis_url(url: &Option<SecretUrl>) -> Result<(), String> {
+    match url {
+        Some(url) if !url.starts_with("redis://") && !url.starts_with("rediss://") => {
+            Err(format!("{url}: expected redis://HOST:PORT (or rediss://)"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn quic_url(url: &String) -> Result<(), String> {
+    if url.starts_with("quic://") {
+        Ok(())
+    } else {
+        Err(format!("{url:?} must be quic://HOST:PORT"))
+    }
+}
+
+fn environment_key(env: &Option<String>) -> Result<(), String> {
+    match env {
+        Some(env) if !crate::model::is_valid_environment_key(env) => {
+            Err(format!("{env:?} is not a valid environment key"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An RS256 public key file, read and parsed where the setting enters; shown as its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RsaPublicKeyFile {
+    /// The PEM file.
+    pub path: PathBuf,
+    /// Its key: the PKCS#1 `RSAPublicKey` DER (see [`crate::auth::rsa_public_key_from_pem`]).
+    pub der: Vec<u8>,
+}
+
+impl Value for RsaPublicKeyFile {
+    fn from_text(text: &str) -> Result<Self, Problems> {
+        let path = PathBuf::from_text(text)?;
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let der = crate::auth::rsa_public_key_from_pem(&pem)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(RsaPublicKeyFile { path, der })
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        self.path.show()
+    }
 }
 
 /// A listen address that can be switched off: `off` (or an empty string) disables the listener.
@@ -146,427 +316,186 @@ impl fmt::Display for Listen {
     }
 }
 
-impl<'de> Deserialize<'de> for Listen {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+impl Value for Listen {
+    fn from_text(text: &str) -> Result<Self, Problems> {
+        text.parse().map_err(Problems::from)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.to_string()))
     }
 }
 
-/// The configuration file's shape: every key optional.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    admin_addr: Option<SocketAddr>,
-    sync_addr: Option<SocketAddr>,
-    webhook_addr: Option<Listen>,
-    database_url: Option<String>,
-    redis_url: Option<String>,
-    dev_tls: Option<bool>,
-    dev_tls_names: Option<Vec<String>>,
-    tls_dir: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_ca: Option<PathBuf>,
-    shutdown_grace_secs: Option<u64>,
-    #[serde(default)]
-    sync: FileSync,
-    #[serde(default)]
-    jwt: FileJwt,
-    #[serde(default)]
-    limits: FileLimits,
-    #[serde(default)]
-    webhook: FileWebhook,
-}
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileWebhook {
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    sidecar_image: Option<String>,
-    control_url: Option<String>,
-    token_secret: Option<String>,
-    ca_secret: Option<String>,
-    no_proxy: Option<Vec<String>>,
-    default_environment: Option<String>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileJwt {
-    hs256_secret: Option<String>,
-    rs256_public_key: Option<PathBuf>,
-    role_claim: Option<String>,
-    environments_claim: Option<String>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileSync {
-    poll_interval_ms: Option<u64>,
-    heartbeat_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    reauth_interval_secs: Option<u64>,
-    max_catch_up: Option<i64>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileLimits {
-    max_body_bytes: Option<usize>,
-    max_import_bytes: Option<usize>,
-    max_flags: Option<usize>,
-    max_rule_depth: Option<usize>,
-    read_timeout_ms: Option<u64>,
-}
-
-/// Timers and limits of the sync hub.
-#[derive(Clone, Debug)]
-pub struct SyncConfig {
-    /// Store poll interval of each feed.
-    pub poll_interval: Duration,
-    /// Ping interval on idle streams.
-    pub heartbeat: Duration,
-    /// QUIC idle timeout.
-    pub idle_timeout: Duration,
-    /// Token re-check interval of connected sidecars.
-    pub reauth_interval: Duration,
-    /// Most deltas sent to catch a sidecar up before a full snapshot is sent instead.
-    pub max_catch_up: i64,
-}
-
-impl Default for SyncConfig {
-    fn default() -> Self {
-        SyncConfig {
-            poll_interval: Duration::from_secs(1),
-            heartbeat: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(10),
-            reauth_interval: Duration::from_secs(60),
-            max_catch_up: 1000,
-        }
-    }
-}
-
-/// The injection webhook's resolved settings.
-#[derive(Clone, Debug)]
-pub struct WebhookConfig {
-    /// Listen address; `None` when switched off.
-    pub addr: Option<SocketAddr>,
-    /// TLS certificate chain (PEM).
-    pub tls_cert: PathBuf,
-    /// TLS private key (PEM).
-    pub tls_key: PathBuf,
+/// The injection webhook's certificate and key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookTls {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
     /// Whether the certificate or key was configured explicitly. When not, and no certificate is at
     /// the default place (`<tls_dir>/server.pem`, written by `--dev-tls`), the webhook stays off
     /// with a warning instead of failing the start.
-    pub tls_configured: bool,
-    /// What injected pods get.
-    pub inject: InjectConfig,
-}
-
-/// The resolved configuration.
-#[derive(Clone, Debug)]
-pub struct ControlConfig {
-    /// Admin API address.
-    pub admin_addr: SocketAddr,
-    /// QUIC sync address.
-    pub sync_addr: SocketAddr,
-    /// The injection webhook.
-    pub webhook: WebhookConfig,
-    /// Database URL.
-    pub database_url: String,
-    /// Redis URL, when replicas fan out through Redis.
-    pub redis_url: Option<String>,
-    /// Generate development certificates.
-    pub dev_tls: bool,
-    /// Extra names of the development server certificate.
-    pub dev_tls_names: Vec<String>,
-    /// TLS directory.
-    pub tls_dir: PathBuf,
-    /// QUIC server certificate, when given explicitly.
-    pub tls_cert: Option<PathBuf>,
-    /// QUIC server key, when given explicitly.
-    pub tls_key: Option<PathBuf>,
-    /// CA of client certificates (mutual TLS), when required.
-    pub tls_client_ca: Option<PathBuf>,
-    /// Sync hub timers and limits.
-    pub sync: SyncConfig,
-    /// JWT verification, when configured.
-    pub jwt: Option<JwtConfig>,
-    /// API limits.
-    pub api: ApiConfig,
-    /// Drain time on SIGTERM.
-    pub shutdown_grace: std::time::Duration,
+    pub configured: bool,
 }
 
 impl ControlConfig {
-    /// Resolves flags over variables over the file over defaults.
-    pub fn resolve(args: &ServeArgs) -> anyhow::Result<ControlConfig> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let default_addr = |s: &str| s.parse::<SocketAddr>().expect("valid default address");
-        let jwt_secret = args.jwt_hs256_secret.clone().or(file.jwt.hs256_secret);
-        let jwt_key = match args
-            .jwt_rs256_public_key
-            .clone()
-            .or(file.jwt.rs256_public_key)
-        {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-                Some(
-                    crate::auth::rsa_public_key_from_pem(&pem)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-                )
-            }
-        };
-        let jwt = (jwt_secret.is_some() || jwt_key.is_some()).then(|| JwtConfig {
-            hs256_secret: jwt_secret,
-            rs256_public_key: jwt_key,
-            role_claim: args
-                .jwt_role_claim
-                .clone()
-                .or(file.jwt.role_claim)
-                .unwrap_or_else(|| "vexil_role".into()),
-            environments_claim: file
-                .jwt
-                .environments_claim
-                .unwrap_or_else(|| "vexil_environments".into()),
-        });
-        let mut api = ApiConfig::default();
-        if let Some(v) = file.limits.max_body_bytes {
-            api.max_body_bytes = v;
-        }
-        if let Some(v) = file.limits.max_import_bytes {
-            api.max_import_bytes = v;
-        }
-        if let Some(v) = file.limits.max_flags {
-            api.limits.max_flags = v;
-        }
-        if let Some(v) = file.limits.max_rule_depth {
-            api.limits.max_depth = v;
-        }
-        if let Some(v) = file.limits.read_timeout_ms {
-            if v == 0 {
-                anyhow::bail!("limits.read_timeout_ms must be at least 1");
-            }
-            api.read_timeout = Duration::from_millis(v);
-        }
-        let tls_dir = args
-            .tls_dir
-            .clone()
-            .or(file.tls_dir)
-            .unwrap_or_else(|| PathBuf::from("tls"));
-        let webhook_addr = args
-            .webhook_addr
-            .or(file.webhook_addr)
-            .unwrap_or_else(|| Listen::On(default_addr("127.0.0.1:9443")));
-        Ok(ControlConfig {
-            admin_addr: args
-                .admin_addr
-                .or(file.admin_addr)
-                .unwrap_or_else(|| default_addr("127.0.0.1:8080")),
-            sync_addr: args
-                .sync_addr
-                .or(file.sync_addr)
-                .unwrap_or_else(|| default_addr("127.0.0.1:7443")),
-            webhook: resolve_webhook(args, &tls_dir, webhook_addr, file.webhook)?,
-            database_url: args
-                .database_url
-                .clone()
-                .or(file.database_url)
-                .unwrap_or_else(|| "sqlite://vexil.db".into()),
-            redis_url: args.redis_url.clone().or(file.redis_url),
-            dev_tls: args.dev_tls || file.dev_tls.unwrap_or(false),
-            dev_tls_names: if args.dev_tls_names.is_empty() {
-                file.dev_tls_names.unwrap_or_default()
-            } else {
-                args.dev_tls_names.clone()
-            },
-            tls_dir,
-            tls_cert: args.tls_cert.clone().or(file.tls_cert),
-            tls_key: args.tls_key.clone().or(file.tls_key),
-            tls_client_ca: args.tls_client_ca.clone().or(file.tls_client_ca),
-            sync: sync_config(args, &file.sync),
-            jwt,
-            api,
-            shutdown_grace: std::time::Duration::from_secs(
-                args.shutdown_grace_secs
-                    .or(file.shutdown_grace_secs)
-                    .unwrap_or(25),
-            ),
+    /// Resolves the configuration from `layers` (the file its `config` setting names included):
+    /// the configuration, or every problem found.
+    pub fn resolve(layers: Layers) -> Result<ControlConfig, Problems> {
+        vexil_settings::resolve(layers).map(|r| r.settings)
+    }
+
+    /// JWT verification, when a key is configured.
+    pub fn jwt_config(&self) -> Option<JwtConfig> {
+        let jwt = &self.jwt;
+        (jwt.hs256_secret.is_some() || jwt.rs256_public_key.is_some()).then(|| JwtConfig {
+            hs256_secret: jwt.hs256_secret.as_ref().map(|s| s.expose().to_string()),
+            rs256_public_key: jwt.rs256_public_key.as_ref().map(|k| k.der.clone()),
+            role_claim: jwt.role_claim.clone(),
+            environments_claim: jwt.environments_claim.clone(),
         })
     }
-}
 
-fn sync_config(args: &ServeArgs, file: &FileSync) -> SyncConfig {
-    let d = SyncConfig::default();
-    let ms = Duration::from_millis;
-    SyncConfig {
-        poll_interval: args
-            .sync_poll_ms
-            .or(file.poll_interval_ms)
-            .map_or(d.poll_interval, ms),
-        heartbeat: file.heartbeat_ms.map_or(d.heartbeat, ms),
-        idle_timeout: file.idle_timeout_ms.map_or(d.idle_timeout, ms),
-        reauth_interval: file
-            .reauth_interval_secs
-            .map_or(d.reauth_interval, Duration::from_secs),
-        max_catch_up: file.max_catch_up.unwrap_or(d.max_catch_up),
+    /// The admin API's settings.
+    pub fn api_config(&self) -> ApiConfig {
+        let l = &self.limits;
+        let mut api = ApiConfig::default();
+        api.max_body_bytes = l.max_body_bytes;
+        api.max_import_bytes = l.max_import_bytes;
+        api.limits.max_flags = l.max_flags;
+        api.limits.max_depth = l.max_rule_depth;
+        api.read_timeout = l.read_timeout;
+        api
     }
-}
 
-/// The webhook's settings: flags over the file's `[webhook]` table over defaults.
-fn resolve_webhook(
-    args: &ServeArgs,
-    tls_dir: &Path,
-    addr: Listen,
-    file: FileWebhook,
-) -> anyhow::Result<WebhookConfig> {
-    let w = &args.webhook;
-    let defaults = InjectConfig::default();
-    let inject = InjectConfig {
-        sidecar_image: pick(&w.sidecar_image, file.sidecar_image, defaults.sidecar_image),
-        control_url: pick(
-            &w.sidecar_control_url,
-            file.control_url,
-            defaults.control_url,
-        ),
-        token_secret: pick(
-            &w.sidecar_token_secret,
-            file.token_secret,
-            defaults.token_secret,
-        ),
-        ca_secret: pick(&w.sidecar_ca_secret, file.ca_secret, defaults.ca_secret),
-        no_proxy: pick(&w.sidecar_no_proxy, file.no_proxy, defaults.no_proxy),
-        default_environment: w
-            .sidecar_default_environment
-            .clone()
-            .or(file.default_environment),
-    };
-    inject.validate()?;
-    let tls_configured = w.webhook_tls_cert.is_some()
-        || w.webhook_tls_key.is_some()
-        || file.tls_cert.is_some()
-        || file.tls_key.is_some();
-    Ok(WebhookConfig {
-        tls_configured,
-        addr: addr.addr(),
-        tls_cert: w
-            .webhook_tls_cert
-            .clone()
-            .or(file.tls_cert)
-            .unwrap_or_else(|| tls_dir.join("server.pem")),
-        tls_key: w
-            .webhook_tls_key
-            .clone()
-            .or(file.tls_key)
-            .unwrap_or_else(|| tls_dir.join("server.key")),
-        inject,
-    })
-}
+    /// What injected pods get.
+    pub fn inject_config(&self) -> InjectConfig {
+        let w = &self.webhook;
+        InjectConfig {
+            sidecar_image: w.sidecar_image.clone(),
+            control_url: w.control_url.clone(),
+            token_secret: w.token_secret.clone(),
+            ca_secret: w.ca_secret.clone(),
+            no_proxy: w.no_proxy.clone(),
+            default_environment: w.default_environment.clone(),
+        }
+    }
 
-/// The flag's value, else the file's, else the default.
-fn pick<T: Clone>(flag: &Option<T>, file: Option<T>, default: T) -> T {
-    flag.clone().or(file).unwrap_or(default)
-}
-
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    /// The webhook's certificate and key: the configured ones, else `<tls_dir>/server.pem` and
+    /// `<tls_dir>/server.key`.
+    pub fn webhook_tls(&self) -> WebhookTls {
+        let w = &self.webhook;
+        WebhookTls {
+            cert: w
+                .tls_cert
+                .clone()
+                .unwrap_or_else(|| self.tls_dir.join("server.pem")),
+            key: w
+                .tls_key
+                .clone()
+                .unwrap_or_else(|| self.tls_dir.join("server.key")),
+            configured: w.tls_cert.is_some() || w.tls_key.is_some(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+    use vexil_settings::File;
+
+    fn config_file(path: &Path) -> Layers {
+        Layers::new().flag("config", path.display().to_string())
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vexil-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
 
     #[test]
     fn the_example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/control.toml");
-        let c = ControlConfig::resolve(&ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        })
-        .unwrap();
+        let c = ControlConfig::resolve(config_file(&path)).unwrap();
         assert_eq!(c.admin_addr.port(), 8080);
-        assert_eq!(c.api.limits.max_depth, 64);
-        assert!(c.jwt.is_none());
-        assert_eq!(c.webhook.addr.map(|a| a.port()), Some(9443));
-        assert_eq!(c.webhook.inject, InjectConfig::default());
+        assert_eq!(c.api_config().limits.max_depth, 64);
+        assert!(c.jwt_config().is_none());
+        assert_eq!(c.webhook_addr.addr().map(|a| a.port()), Some(9443));
+        assert_eq!(c.inject_config(), InjectConfig::default());
+        assert_eq!(c.sync.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(25));
     }
 
     #[test]
-    fn flags_win_over_the_file() {
-        let dir = std::env::temp_dir().join(format!("vexil-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("control.toml");
-        std::fs::write(
-            &path,
-            "admin_addr = \"127.0.0.1:9000\"\ndatabase_url = \"sqlite://a.db\"\n[limits]\nmax_flags = 10\n",
+    fn flags_win_over_variables_over_the_file() {
+        let path = temp_file(
+            "flags",
+            "admin_addr = \"127.0.0.1:9000\"\ndatabase_url = \"sqlite://a.db\"\n[limits]\nmax_flags = 10\n\
+             [sync]\npoll_interval_ms = 50\n",
+        );
+        let c = ControlConfig::resolve(
+            config_file(&path)
+                .flag("database-url", "sqlite://b.db")
+                .env(|n| (n == "VEXIL_SYNC_POLL_MS").then(|| "20".into())),
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            database_url: Some("sqlite://b.db".into()),
-            ..ServeArgs::default()
-        };
-        let c = ControlConfig::resolve(&args).unwrap();
         assert_eq!(c.admin_addr.port(), 9000);
-        assert_eq!(c.database_url, "sqlite://b.db");
-        assert_eq!(c.api.limits.max_flags, 10);
+        assert_eq!(&*c.database_url, "sqlite://b.db");
+        assert_eq!(c.api_config().limits.max_flags, 10);
         assert_eq!(c.sync_addr.port(), 7443);
+        assert_eq!(c.sync.poll_interval, Duration::from_millis(20));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
     fn webhook_settings_come_from_flags_over_the_file() {
-        let dir = std::env::temp_dir().join(format!("vexil-config-webhook-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("control.toml");
-        std::fs::write(
-            &path,
+        let path = temp_file(
+            "webhook",
             "webhook_addr = \"off\"\ntls_dir = \"/etc/vexil/tls\"\n[webhook]\n\
              sidecar_image = \"registry.example/vexil-proxy:9\"\nno_proxy = [\".svc\", \".corp\"]\n\
              token_secret = \"token-from-file\"\n",
-        )
-        .unwrap();
-        let mut args = ServeArgs {
-            config: Some(path.clone()),
-            ..ServeArgs::default()
-        };
-        let c = ControlConfig::resolve(&args).unwrap();
-        assert_eq!(c.webhook.addr, None, "off in the file");
-        assert_eq!(c.webhook.tls_cert, Path::new("/etc/vexil/tls/server.pem"));
-        assert_eq!(c.webhook.tls_key, Path::new("/etc/vexil/tls/server.key"));
-        assert!(!c.webhook.tls_configured);
-        let inject = &c.webhook.inject;
+        );
+        let c = ControlConfig::resolve(config_file(&path)).unwrap();
+        assert_eq!(c.webhook_addr.addr(), None, "off in the file");
+        let tls = c.webhook_tls();
+        assert_eq!(tls.cert, Path::new("/etc/vexil/tls/server.pem"));
+        assert_eq!(tls.key, Path::new("/etc/vexil/tls/server.key"));
+        assert!(!tls.configured);
+        let inject = c.inject_config();
         assert_eq!(inject.sidecar_image, "registry.example/vexil-proxy:9");
         assert_eq!(inject.no_proxy, vec![".svc".to_string(), ".corp".into()]);
         assert_eq!(inject.token_secret, "token-from-file");
         assert_eq!(inject.ca_secret, "vexil-sidecar", "the default");
         assert_eq!(inject.control_url, "quic://vexil-control.vexil.svc:7443");
 
-        args.webhook_addr = Some("0.0.0.0:9443".parse().unwrap());
-        args.webhook.sidecar_token_secret = Some("token-from-flag".into());
-        args.webhook.webhook_tls_cert = Some("/run/tls/tls.crt".into());
-        args.webhook.sidecar_no_proxy = Some(vec![".cluster.local".into()]);
-        let c = ControlConfig::resolve(&args).unwrap();
-        assert_eq!(c.webhook.addr, Some("0.0.0.0:9443".parse().unwrap()));
-        assert_eq!(c.webhook.tls_cert, Path::new("/run/tls/tls.crt"));
-        assert!(c.webhook.tls_configured);
-        assert_eq!(c.webhook.inject.token_secret, "token-from-flag");
-        assert_eq!(
-            c.webhook.inject.no_proxy,
-            vec![".cluster.local".to_string()]
-        );
+        let flags = || {
+            config_file(&path)
+                .flag("webhook-addr", "0.0.0.0:9443")
+                .flag("sidecar-token-secret", "token-from-flag")
+                .flag("webhook-tls-cert", "/run/tls/tls.crt")
+                .flag("sidecar-no-proxy", ".cluster.local")
+        };
+        let c = ControlConfig::resolve(flags()).unwrap();
+        assert_eq!(c.webhook_addr.addr(), Some("0.0.0.0:9443".parse().unwrap()));
+        assert_eq!(c.webhook_tls().cert, Path::new("/run/tls/tls.crt"));
+        assert!(c.webhook_tls().configured);
+        assert_eq!(c.inject_config().token_secret, "token-from-flag");
+        assert_eq!(c.inject_config().no_proxy, vec![".cluster.local".to_string()]);
 
-        args.webhook.sidecar_control_url = Some("http://control:7443".into());
-        let err = ControlConfig::resolve(&args).unwrap_err().to_string();
-        assert!(err.contains("quic://"), "{err}");
+        let err = ControlConfig::resolve(flags().flag("sidecar-control-url", "http://control:7443"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--sidecar-control-url: \"http://control:7443\" must be quic://HOST:PORT"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     /// The `control.toml` embedded in the Kubernetes ConfigMap: the block under `control.toml: |`.
@@ -587,19 +516,12 @@ mod tests {
 
     #[test]
     fn the_kubernetes_config_parses() {
-        let dir = std::env::temp_dir().join(format!("vexil-config-k8s-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("control.toml");
-        std::fs::write(&path, kubernetes_control_toml()).unwrap();
-        let c = ControlConfig::resolve(&ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        })
-        .unwrap();
+        let file = File::parse("configmap control.toml", &kubernetes_control_toml()).unwrap();
+        let c = ControlConfig::resolve(Layers::new().file(file)).unwrap();
         assert_eq!(c.admin_addr, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.webhook.addr, Some("0.0.0.0:9443".parse().unwrap()));
-        assert_eq!(c.webhook.tls_cert, Path::new("/etc/vexil/tls/tls.crt"));
-        assert!(c.webhook.tls_configured);
+        assert_eq!(c.webhook_addr.addr(), Some("0.0.0.0:9443".parse().unwrap()));
+        assert_eq!(c.webhook_tls().cert, Path::new("/etc/vexil/tls/tls.crt"));
+        assert!(c.webhook_tls().configured);
         // The QUIC endpoint has a certificate too (there is no server.pem in the Secret).
         assert_eq!(
             c.tls_cert.as_deref(),
@@ -610,7 +532,7 @@ mod tests {
             Some(Path::new("/etc/vexil/tls/tls.key"))
         );
         assert_eq!(
-            c.webhook.inject.control_url,
+            c.inject_config().control_url,
             "quic://vexil-control.vexil.svc:7443"
         );
     }
@@ -626,16 +548,72 @@ mod tests {
 
     #[test]
     fn unknown_keys_in_the_file_are_errors() {
-        let dir = std::env::temp_dir().join(format!("vexil-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("control.toml");
-        std::fs::write(&path, "admin_adr = \"127.0.0.1:9000\"\n").unwrap();
-        let err = ControlConfig::resolve(&ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("admin_adr"), "{err}");
+        let file = File::parse("control.toml", "admin_adr = \"127.0.0.1:9000\"\n").unwrap();
+        let err = ControlConfig::resolve(Layers::new().file(file))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "control.toml:1 admin_adr: unknown key (did you mean \"admin_addr\"?)"
+        );
+    }
+
+    #[test]
+    fn every_problem_at_once_each_with_its_origin() {
+        let file = File::parse(
+            "control.toml",
+            "database_url = \"mysql://db\"\n[limits]\nread_timeout_ms = 0\n[jwt]\n\
+             rs256_public_key = \"/nonexistent/key.pem\"\n[webhook]\ndefault_environment = \"Bad Env\"\n",
+        )
+        .unwrap();
+        let e = ControlConfig::resolve(
+            Layers::new()
+                .file(file)
+                .flag("webhook-addr", "nine")
+                .env(|n| (n == "VEXIL_REDIS_URL").then(|| "http://r".into())),
+        )
+        .unwrap_err();
+        let lines: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 6, "{e}");
+        assert!(lines[0].starts_with("--webhook-addr: \"nine\""), "{e}");
+        assert_eq!(
+            lines[1],
+            "control.toml:1 database_url: mysql://db: expected sqlite://FILE or \
+             postgres://USER:PASSWORD@HOST:PORT/DB"
+        );
+        assert_eq!(lines[2], "VEXIL_REDIS_URL: http://r: expected redis://HOST:PORT (or rediss://)");
+        assert!(
+            lines[3].starts_with("control.toml:5 [jwt] rs256_public_key: reading /nonexistent/key.pem: "),
+            "{e}"
+        );
+        assert_eq!(lines[4], "control.toml:3 [limits] read_timeout_ms: must be at least 1");
+        assert_eq!(
+            lines[5],
+            "control.toml:7 [webhook] default_environment: \"Bad Env\" is not a valid environment key"
+        );
+    }
+
+    #[test]
+    fn print_config_redacts_secrets() {
+        let r = vexil_settings::resolve::<ControlConfig>(
+            Layers::new()
+                .flag("database-url", "postgres://vexil:hunter2@db:5432/vexil")
+                .flag("jwt-hs256-secret", "jwt-secret-value")
+                .env(|n| (n == "VEXIL_ADMIN_TOKEN").then(|| "vxl_admin_secret".into())),
+        )
+        .unwrap();
+        let text = vexil_settings::print_config(&r.effective, "vexil-control");
+        for secret in ["hunter2", "jwt-secret-value", "vxl_admin_secret"] {
+            assert!(!text.contains(secret), "{secret} printed:\n{text}");
+        }
+        assert!(
+            text.contains("database_url = \"postgres://vexil:<redacted>@db:5432/vexil\"  # --database-url"),
+            "{text}"
+        );
+        assert!(text.contains("\n[jwt]\nhs256_secret = \"<redacted>\"  # --jwt-hs256-secret\n"), "{text}");
+        assert!(text.contains("\"<redacted>\"  # VEXIL_ADMIN_TOKEN (no file key)"), "{text}");
+        let jwt = r.settings.jwt_config().unwrap();
+        assert_eq!(jwt.hs256_secret.as_deref(), Some("jwt-secret-value"));
+        assert_eq!(jwt.role_claim, "vexil_role");
     }
 }

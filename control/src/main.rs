@@ -3,11 +3,13 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use vexil_control::config::{ControlConfig, ServeArgs};
+use vexil_control::config::ControlConfig;
 use vexil_control::server::Control;
 use vexil_control::webhook;
 
@@ -21,11 +23,28 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: admin API, QUIC sync hub and injection webhook.
-    Serve(ServeArgs),
+    Serve(vexil_settings::Cli<ControlConfig>),
 }
 
-fn main() -> anyhow::Result<()> {
-    // rustls (webhook TLS) on ring, never a provider picked at random (design §11).
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    let resolved = match args.resolve() {
+        Ok(resolved) => resolved,
+        Err(problems) => {
+            eprintln!("error: invalid configuration:\n{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.print_config {
+        print!(
+            "{}",
+            vexil_settings::print_config(&resolved.effective, "vexil-control serve")
+        );
+        return ExitCode::SUCCESS;
+    }
+    // rustls (webhook TLS) on ring, never a provider picked at random: one crypto library in the
+    // binary.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -33,15 +52,19 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(serve(resolved.settings)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = ControlConfig::resolve(&args)?;
+async fn serve(config: ControlConfig) -> anyhow::Result<()> {
     let control = Control::open(&config).await?;
     let listener = TcpListener::bind(config.admin_addr)
         .await
@@ -88,20 +111,21 @@ async fn start_webhook(
     config: &ControlConfig,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<JoinHandle<anyhow::Result<()>>>> {
-    let Some(addr) = config.webhook.addr else {
+    let Some(addr) = config.webhook_addr.addr() else {
         tracing::info!("injection webhook off");
         return Ok(None);
     };
-    if !config.webhook.tls_configured && !config.webhook.tls_cert.exists() {
-        tracing::warn!(cert = %config.webhook.tls_cert.display(),
+    let tls = config.webhook_tls();
+    if !tls.configured && !tls.cert.exists() {
+        tracing::warn!(cert = %tls.cert.display(),
             "injection webhook off: no TLS certificate (set --webhook-tls-cert and --webhook-tls-key, \
              or --dev-tls; --webhook-addr off silences this)");
         return Ok(None);
     }
-    let listener = webhook::bind(addr, &config.webhook.tls_cert, &config.webhook.tls_key).await?;
+    let listener = webhook::bind(addr, &tls.cert, &tls.key).await?;
     tracing::info!(%addr, "injection webhook listening (HTTPS, /inject)");
     let serving = control.clone();
-    let inject = config.webhook.inject.clone();
+    let inject = config.inject_config();
     Ok(Some(tokio::spawn(async move {
         serving
             .serve_webhook(listener, inject, async move {

@@ -15,6 +15,7 @@ use crate::model::Role;
 use crate::store::{Store, redact_url};
 use crate::sync::{Hub, QuicTimers, QuicTls, SyncServer, SyncSettings};
 use crate::webhook::{InjectConfig, TlsListener, WebhookState};
+use vexil_settings::Secret;
 
 /// A running control plane's shared parts. Cheap to clone.
 #[derive(Clone)]
@@ -33,17 +34,17 @@ impl Control {
             .await
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", redact_url(&config.database_url)))?;
         tracing::info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "store ready");
-        bootstrap_admin_token(&store).await?;
+        bootstrap_admin_token(&store, config.admin_token.as_ref()).await?;
         if config.dev_tls {
             let files = crate::tls::ensure_dev_tls(&config.tls_dir, &config.dev_tls_names)?;
             tracing::info!(ca = %files.ca_cert.display(), cert = %files.cert.display(),
                 "development TLS ready (give ca.pem to sidecars)");
         }
-        let auth = Authenticator::new(store.clone(), config.jwt.clone());
+        let auth = Authenticator::new(store.clone(), config.jwt_config());
         let state = Arc::new(AppState::new(
             store,
             auth,
-            config.api.clone(),
+            config.api_config(),
             Metrics::new(),
         ));
         let cancel = CancellationToken::new();
@@ -132,15 +133,15 @@ fn quic_tls(config: &ControlConfig) -> anyhow::Result<QuicTls> {
     })
 }
 
-/// On first start (no token at all), creates the admin token: from `VEXIL_ADMIN_TOKEN`, or a random
-/// one printed once on standard output (never logged).
-async fn bootstrap_admin_token(store: &Store) -> anyhow::Result<()> {
+/// On first start (no token at all), creates the admin token: `admin_token` (`VEXIL_ADMIN_TOKEN`),
+/// or a random one printed once on standard output (never logged).
+async fn bootstrap_admin_token(store: &Store, admin_token: Option<&Secret>) -> anyhow::Result<()> {
     if store.count_tokens().await? > 0 {
         return Ok(());
     }
-    let (secret, generated) = match std::env::var("VEXIL_ADMIN_TOKEN") {
-        Ok(s) if !s.trim().is_empty() => (s.trim().to_string(), false),
-        _ => (generate_secret(), true),
+    let (secret, generated) = match admin_token {
+        Some(s) => (s.expose().to_string(), false),
+        None => (generate_secret(), true),
     };
     store
         .create_token(None, "admin", Role::Admin, &[], &hash_secret(&secret))

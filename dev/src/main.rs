@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use tokio::sync::watch;
 use vexil_control::auth::{generate_secret, hash_secret};
-use vexil_control::config::{ControlConfig, ServeArgs};
+use vexil_control::config::ControlConfig;
 use vexil_control::model::Role;
 use vexil_control::server::Control;
 use vexil_control::store::{Actor, Store};
@@ -39,12 +39,12 @@ fn main() -> anyhow::Result<()> {
 async fn run(dir: &Path) -> anyhow::Result<()> {
     let database_url = format!("sqlite://{}", dir.join("vexil.db").display());
     let admin = admin_token(dir, &database_url).await?;
-    let config = ControlConfig::resolve(&ServeArgs {
-        database_url: Some(database_url),
-        dev_tls: true,
-        tls_dir: Some(dir.join("tls")),
-        ..ServeArgs::default()
-    })?;
+    let config = ControlConfig::resolve(
+        vexil_settings::Layers::new()
+            .flag("database-url", database_url)
+            .flag("dev-tls", "true")
+            .flag("tls-dir", dir.join("tls").display().to_string()),
+    )?;
     let control = Control::open(&config).await?;
     let sidecar_token = prepare(&control.state.store).await?;
     let api = tokio::net::TcpListener::bind(config.admin_addr)

@@ -19,7 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vexil_control::auth::hash_secret;
-use vexil_control::config::{ControlConfig, ServeArgs};
+use vexil_control::config::ControlConfig;
+use vexil_settings::{Secret, SecretUrl};
 use vexil_control::model::Role;
 use vexil_control::server::Control;
 use vexil_control::store::{AuditQuery, Store};
@@ -269,22 +270,19 @@ pub async fn start_replica(
     tls_dir: &std::path::Path,
     options: &Options,
 ) -> Replica {
-    let mut config = ControlConfig::resolve(&ServeArgs {
-        database_url: Some(db_url.to_string()),
-        jwt_hs256_secret: options.jwt_secret.clone(),
-        redis_url: options.redis_url.clone(),
-        dev_tls: true,
-        tls_dir: Some(tls_dir.to_path_buf()),
-        tls_client_ca: options.client_ca.clone(),
-        sync_addr: Some(
-            options
-                .sync_addr
-                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
-        ),
-        sync_poll_ms: options.sync_poll_ms,
-        ..Default::default()
-    })
-    .expect("config");
+    let mut config = ControlConfig::default();
+    config.database_url = db_url.into();
+    config.jwt.hs256_secret = options.jwt_secret.as_deref().map(Secret::from);
+    config.redis_url = options.redis_url.as_deref().map(SecretUrl::from);
+    config.dev_tls = true;
+    config.tls_dir = tls_dir.to_path_buf();
+    config.tls_client_ca = options.client_ca.clone();
+    config.sync_addr = options
+        .sync_addr
+        .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address"));
+    if let Some(ms) = options.sync_poll_ms {
+        config.sync.poll_interval = Duration::from_millis(ms);
+    }
     if let Some(n) = options.max_catch_up {
         config.sync.max_catch_up = n;
     }
@@ -292,7 +290,7 @@ pub async fn start_replica(
         config.sync.reauth_interval = Duration::from_millis(ms);
     }
     if let Some(ms) = options.read_timeout_ms {
-        config.api.read_timeout = Duration::from_millis(ms);
+        config.limits.read_timeout = Duration::from_millis(ms);
     }
     let control = Control::open(&config).await.expect("control opens");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
