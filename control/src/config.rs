@@ -39,8 +39,7 @@ vexil_settings::settings! {
             sync_addr: SocketAddr = loopback(7443), flag "sync-addr", env "VEXIL_SYNC_ADDR",
                 key "sync_addr";
             /// Kubernetes injection webhook (HTTPS, `/inject`); `off` (or empty) disables it.
-            /// Without a certificate (see [webhook](#kubernetes-injection-webhook)) it stays off
-            /// with a warning.
+            /// Without a certificate (see `[webhook]`) it stays off with a warning.
             webhook_addr: Listen = Listen::On(loopback(9443)), flag "webhook-addr",
                 env "VEXIL_WEBHOOK_ADDR", key "webhook_addr";
             /// `sqlite://FILE` (created when missing) or `postgres://USER:PASSWORD@HOST:PORT/DB`
