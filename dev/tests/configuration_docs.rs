@@ -6,6 +6,7 @@ use std::path::Path;
 
 use vexil_control::config::ControlConfig;
 use vexil_proxy::config::ProxyConfig;
+use vexil_proxy::dataplane::config::RouteConfig;
 use vexil_settings::{Settings, doc_table, update_docs};
 
 #[test]
@@ -13,7 +14,9 @@ fn the_option_tables_come_from_the_declarations() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
     let text = std::fs::read_to_string(&path).expect("docs/configuration.md");
     let control = ControlConfig::declared();
-    let proxy = ProxyConfig::declared();
+    // Each `[[routes]]` entry is a record of its own keys.
+    let mut proxy = ProxyConfig::declared();
+    proxy.extend(RouteConfig::declared());
     let rendered = update_docs(&text, |id| {
         let (binary, group) = id.split_once(' ')?;
         let (declared, file) = match binary {

@@ -100,7 +100,7 @@ pub fn print_config(effective: &[Effective], title: &str) -> String {
 
 /// The Markdown table of the settings of documentation group `group`: flag, variable, key in
 /// `file`, default and meaning; only key, default and meaning when none has a flag or a variable
-/// (a section of the file).
+/// (a section of the file). Keys in a table are written `[table] key`.
 pub fn doc_table(declared: &[Declared], group: &str, file: &str) -> String {
     let rows: Vec<&Declared> = declared.iter().filter(|d| d.group == group).collect();
     let cli = rows
@@ -130,11 +130,8 @@ pub fn doc_table(declared: &[Declared], group: &str, file: &str) -> String {
                 key.unwrap_or_default(),
             );
         } else {
-            let _ = writeln!(
-                out,
-                "| {} | {default} | {meaning} |",
-                s.key.map(code).unwrap_or_default()
-            );
+            let key = d.key.as_deref().map(|k| code(&pretty_key(k)));
+            let _ = writeln!(out, "| {} | {default} | {meaning} |", key.unwrap_or_default());
         }
     }
     out

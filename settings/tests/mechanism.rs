@@ -343,7 +343,8 @@ fn documentation_tables_come_from_the_declarations() {
     assert_eq!(
         limits,
         "| key | default | meaning |\n|---|---|---|\n\
-         | `max_bytes` | `8192` | Largest header. |\n| `timeout_ms` | `2000` | Upstream timeout. |\n"
+         | `[limits] max_bytes` | `8192` | Largest header. |\n\
+         | `[limits] timeout_ms` | `2000` | Upstream timeout. |\n"
     );
     let doc = "# Demo\n\n<!-- settings: limits -->\nold\n<!-- /settings -->\n\nprose\n";
     let updated = update_docs(doc, |id| (id == "limits").then(|| limits.clone())).unwrap();
