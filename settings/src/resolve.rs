@@ -191,7 +191,7 @@ impl File {
     pub fn read(path: &Path) -> Result<File, Problems> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Problems::one(name.as_str(), format!("cannot read the file: {e}")))?;
+            .map_err(|e| Problems::one(name.as_str(), format!("cannot read {name}: {e}")))?;
         File::parse(name, &text)
     }
 
@@ -344,8 +344,16 @@ impl Layers {
             .and_then(|f| Some((Origin::Flag(f), self.flags.get(f)?.last()?.clone())))
             .or_else(|| s.env.and_then(|e| Some((Origin::Env(e), self.var(e)?))));
         if let Some((origin, path)) = given {
-            let file =
-                File::read(Path::new(&path)).map_err(|p| p.map_paths(|_| origin.to_string()))?;
+            // Unreadable: the flag or variable that named it; not TOML: the file and line.
+            let file = File::read(Path::new(&path)).map_err(|p| {
+                p.map_paths(|at| {
+                    if at == path {
+                        origin.to_string()
+                    } else {
+                        at.to_string()
+                    }
+                })
+            })?;
             self.file = Some(file);
         }
         Ok(self)

@@ -272,7 +272,7 @@ fn the_config_setting_names_the_file() {
     let e = resolve::<Demo>(Layers::new().flag("config", "/nonexistent/demo.toml")).unwrap_err();
     assert!(
         e.to_string()
-            .starts_with("--config: cannot read the file: "),
+            .starts_with("--config: cannot read /nonexistent/demo.toml: "),
         "{e}"
     );
     let _ = std::fs::remove_dir_all(dir);
