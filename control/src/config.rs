@@ -12,8 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use vexil_settings::{
-    Layers, Millis, Problems, Secret, SecretUrl, Seconds, Value, ms, nonzero, not_empty,
-    secs,
+    Layers, Millis, Problems, Seconds, Secret, SecretUrl, Value, ms, nonzero, not_empty, secs,
 };
 
 use crate::api::ApiConfig;
@@ -325,7 +324,6 @@ impl Value for Listen {
     }
 }
 
-
 /// The injection webhook's certificate and key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookTls {
@@ -485,11 +483,15 @@ mod tests {
         assert_eq!(c.webhook_tls().cert, Path::new("/run/tls/tls.crt"));
         assert!(c.webhook_tls().configured);
         assert_eq!(c.inject_config().token_secret, "token-from-flag");
-        assert_eq!(c.inject_config().no_proxy, vec![".cluster.local".to_string()]);
+        assert_eq!(
+            c.inject_config().no_proxy,
+            vec![".cluster.local".to_string()]
+        );
 
-        let err = ControlConfig::resolve(flags().flag("sidecar-control-url", "http://control:7443"))
-            .unwrap_err()
-            .to_string();
+        let err =
+            ControlConfig::resolve(flags().flag("sidecar-control-url", "http://control:7443"))
+                .unwrap_err()
+                .to_string();
         assert_eq!(
             err,
             "--sidecar-control-url: \"http://control:7443\" must be quic://HOST:PORT"
@@ -580,12 +582,20 @@ mod tests {
             "control.toml:1 database_url: mysql://db: expected sqlite://FILE or \
              postgres://USER:PASSWORD@HOST:PORT/DB"
         );
-        assert_eq!(lines[2], "VEXIL_REDIS_URL: http://r: expected redis://HOST:PORT (or rediss://)");
+        assert_eq!(
+            lines[2],
+            "VEXIL_REDIS_URL: http://r: expected redis://HOST:PORT (or rediss://)"
+        );
         assert!(
-            lines[3].starts_with("control.toml:5 [jwt] rs256_public_key: reading /nonexistent/key.pem: "),
+            lines[3].starts_with(
+                "control.toml:5 [jwt] rs256_public_key: reading /nonexistent/key.pem: "
+            ),
             "{e}"
         );
-        assert_eq!(lines[4], "control.toml:3 [limits] read_timeout_ms: must be at least 1");
+        assert_eq!(
+            lines[4],
+            "control.toml:3 [limits] read_timeout_ms: must be at least 1"
+        );
         assert_eq!(
             lines[5],
             "control.toml:7 [webhook] default_environment: \"Bad Env\" is not a valid environment key"
@@ -606,11 +616,19 @@ mod tests {
             assert!(!text.contains(secret), "{secret} printed:\n{text}");
         }
         assert!(
-            text.contains("database_url = \"postgres://vexil:<redacted>@db:5432/vexil\"  # --database-url"),
+            text.contains(
+                "database_url = \"postgres://vexil:<redacted>@db:5432/vexil\"  # --database-url"
+            ),
             "{text}"
         );
-        assert!(text.contains("\n[jwt]\nhs256_secret = \"<redacted>\"  # --jwt-hs256-secret\n"), "{text}");
-        assert!(text.contains("\"<redacted>\"  # VEXIL_ADMIN_TOKEN (no file key)"), "{text}");
+        assert!(
+            text.contains("\n[jwt]\nhs256_secret = \"<redacted>\"  # --jwt-hs256-secret\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"<redacted>\"  # VEXIL_ADMIN_TOKEN (no file key)"),
+            "{text}"
+        );
         let jwt = r.settings.jwt_config().unwrap();
         assert_eq!(jwt.hs256_secret.as_deref(), Some("jwt-secret-value"));
         assert_eq!(jwt.role_claim, "vexil_role");

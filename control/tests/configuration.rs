@@ -28,7 +28,12 @@ fn print_config_redacts_secrets_and_problems_are_listed_with_their_origin() {
         ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for secret in ["db-password", "jwt-secret", "vxl_admin", "redis-password"] {
         assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
     }
@@ -38,7 +43,10 @@ fn print_config_redacts_secrets_and_problems_are_listed_with_their_origin() {
         "hs256_secret = \"<redacted>\"  # VEXIL_JWT_HS256_SECRET",
         "admin_addr = \"127.0.0.1:8080\"  # default",
     ] {
-        assert!(stdout.contains(expected), "{expected:?} missing in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing in:\n{stdout}"
+        );
     }
 
     let out = control(
@@ -52,6 +60,9 @@ fn print_config_redacts_secrets_and_problems_are_listed_with_their_origin() {
         "--sync-poll-ms: must be at least 1",
         "VEXIL_SIDECAR_CONTROL_URL: \"http://control\" must be quic://HOST:PORT",
     ] {
-        assert!(stderr.contains(expected), "{expected:?} missing in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing in:\n{stderr}"
+        );
     }
 }

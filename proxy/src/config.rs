@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use vexil_settings::{
-    Layers, Millis, Problems, Resolver, Secret, SecretFile, Seconds, ms, nonzero, not_empty, secs,
+    Layers, Millis, Problems, Resolver, Seconds, Secret, SecretFile, ms, nonzero, not_empty, secs,
 };
 
 use crate::dataplane::{DataPlaneConfig, Inbound, Listeners};
@@ -161,8 +161,7 @@ fn check_proxy(c: &ProxyConfig, r: &mut Resolver<'_>, p: &str) {
                     format!("required with control ({control})"),
                 );
             }
-            if c.token.is_none() && c.token_file.is_none() && missing(r, &["token", "token_file"])
-            {
+            if c.token.is_none() && c.token_file.is_none() && missing(r, &["token", "token_file"]) {
                 r.problem(
                     p,
                     "token",
@@ -283,7 +282,10 @@ impl ProxyConfig {
         };
         Ok(FlagSource::Control(ControlSource {
             url: control.0.clone(),
-            environment: self.environment.clone().ok_or_else(|| missing("--environment"))?,
+            environment: self
+                .environment
+                .clone()
+                .ok_or_else(|| missing("--environment"))?,
             token: token.to_string(),
             ca_file: self.ca_file.clone().ok_or_else(|| missing("--ca-file"))?,
             client_cert: self.client_cert.clone().zip(self.client_key.clone()),
@@ -339,10 +341,7 @@ mod tests {
         for addr in addrs {
             assert!(addr.ip().is_loopback(), "{addr}");
         }
-        assert_eq!(
-            addrs.map(|a| a.port()),
-            [15001, 8013, 8014, 8015, 8016]
-        );
+        assert_eq!(addrs.map(|a| a.port()), [15001, 8013, 8014, 8015, 8016]);
         assert!(c.listeners().inbound.is_none());
         assert_eq!(c.shutdown_grace, Duration::from_secs(25));
         assert!(matches!(c.source().unwrap(), FlagSource::File(p) if p == Path::new("flags.json")));
@@ -360,7 +359,10 @@ mod tests {
         };
         let e = err(partial());
         assert!(e.contains("token"), "{e}");
-        assert!(e.contains("--ca-file: required with control (--control)"), "{e}");
+        assert!(
+            e.contains("--ca-file: required with control (--control)"),
+            "{e}"
+        );
         let full = || partial().flag("token", "vxl_x").flag("ca-file", "ca.pem");
         let c = ProxyConfig::resolve(full()).unwrap();
         let source = control_source(&c);
@@ -414,7 +416,10 @@ mod tests {
         assert!(e.starts_with("VEXIL_TOKEN_FILE: reading "), "{e}");
         std::fs::write(&token, " \n").unwrap();
         let e = err(layers(&token));
-        assert!(e.starts_with("VEXIL_TOKEN_FILE: the file ") && e.ends_with(" is empty"), "{e}");
+        assert!(
+            e.starts_with("VEXIL_TOKEN_FILE: the file ") && e.ends_with(" is empty"),
+            "{e}"
+        );
         assert_eq!(e.lines().count(), 1, "not also called missing: {e}");
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -442,7 +447,10 @@ mod tests {
         assert_eq!(c.dataplane.routes.len(), 1);
         assert!(err(offline().flag("routes", "[{")).starts_with("--routes: invalid JSON"));
         let e = err(offline().env(|n| (n == "VEXIL_ROUTES").then(|| "[{\"hots\": 1}]".into())));
-        assert_eq!(e, "VEXIL_ROUTES [0].hots: unknown key (did you mean \"host\"?)");
+        assert_eq!(
+            e,
+            "VEXIL_ROUTES [0].hots: unknown key (did you mean \"host\"?)"
+        );
     }
 
     #[test]
@@ -484,9 +492,18 @@ mod tests {
         let text = vexil_settings::print_config(&r.effective, "vexil-proxy");
         assert!(!text.contains("vxl_very_secret"), "{text}");
         assert!(text.contains("\"<redacted>\"  # VEXIL_TOKEN"), "{text}");
-        assert!(text.contains("control = \"quic://c:7443\"  # --control\n"), "{text}");
-        assert!(text.contains("outbound_addr = \"127.0.0.1:15001\"  # default\n"), "{text}");
-        assert!(text.contains("\n[headers]\nmax_bytes = 8192  # default\n"), "{text}");
+        assert!(
+            text.contains("control = \"quic://c:7443\"  # --control\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("outbound_addr = \"127.0.0.1:15001\"  # default\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n[headers]\nmax_bytes = 8192  # default\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ fn a_bad_configuration_is_refused_with_every_problem_and_its_origin() {
         "--outbound-addr: invalid socket address \"x\"".to_string(),
         "VEXIL_GRPC_ADDR: invalid socket address \"nowhere\"".to_string(),
     ] {
-        assert!(stderr.contains(&expected), "{expected:?} missing in:\n{stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "{expected:?} missing in:\n{stderr}"
+        );
     }
     assert_eq!(stderr.lines().count(), 6, "one line per problem:\n{stderr}");
 
@@ -97,7 +100,10 @@ fn print_config_shows_origins_and_redacts_the_token() {
         "outbound_addr = \"127.0.0.1:15001\"  # default".into(),
         format!("jwt_hs256_secret = \"<redacted>\"  # {f}:6"),
     ] {
-        assert!(stdout.contains(&expected), "{expected:?} missing in:\n{stdout}");
+        assert!(
+            stdout.contains(&expected),
+            "{expected:?} missing in:\n{stdout}"
+        );
     }
     // What it prints is a configuration file (without the secrets).
     let printed: toml::Table = toml::from_str(&stdout).expect("TOML");

@@ -131,7 +131,11 @@ pub fn doc_table(declared: &[Declared], group: &str, file: &str) -> String {
             );
         } else {
             let key = d.key.as_deref().map(|k| code(&pretty_key(k)));
-            let _ = writeln!(out, "| {} | {default} | {meaning} |", key.unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "| {} | {default} | {meaning} |",
+                key.unwrap_or_default()
+            );
         }
     }
     out

@@ -20,10 +20,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vexil_control::auth::hash_secret;
 use vexil_control::config::ControlConfig;
-use vexil_settings::{Secret, SecretUrl};
 use vexil_control::model::Role;
 use vexil_control::server::Control;
 use vexil_control::store::{AuditQuery, Store};
+use vexil_settings::{Secret, SecretUrl};
 
 /// The secret of the admin token every test server starts with.
 pub const ADMIN: &str = "vxl_integration-test-admin-secret";

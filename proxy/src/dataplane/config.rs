@@ -26,8 +26,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde_json::{Map, Value as Json};
 use vexil_settings::{
-    File, Layers, Millis, Problems, Resolver, Secret, Seconds, between, join_key, ms, nonzero,
-    secs,
+    File, Layers, Millis, Problems, Resolver, Seconds, Secret, between, join_key, ms, nonzero, secs,
 };
 
 vexil_settings::settings! {
@@ -246,7 +245,12 @@ fn check_dataplane(config: &DataPlaneConfig, r: &mut Resolver<'_>, prefix: &str)
 
 fn check_route(route: &RouteConfig, r: &mut Resolver<'_>, prefix: &str) {
     if route.flags.is_some() && route.metadata.is_some() {
-        r.problem(prefix, "metadata", "", "set either flags or metadata, not both");
+        r.problem(
+            prefix,
+            "metadata",
+            "",
+            "set either flags or metadata, not both",
+        );
     }
     for (i, key) in route.flags.iter().flatten().enumerate() {
         if let Some(problem) = vexil_engine::header_key_problem(key) {
@@ -532,10 +536,7 @@ mod tests {
                 .unwrap();
         // The binary's own keys are not the data plane's: only the data plane's sections here.
         let table: toml::Table = text.parse().unwrap();
-        let ours: toml::Table = table
-            .into_iter()
-            .filter(|(_, v)| v.is_table())
-            .collect();
+        let ours: toml::Table = table.into_iter().filter(|(_, v)| v.is_table()).collect();
         let c = DataPlaneConfig::from_toml_str(&toml::to_string(&ours).unwrap()).unwrap();
         assert_eq!(
             c.context["targetingKey"],
@@ -568,22 +569,41 @@ mod tests {
             err("[inbound]\ntrusted_cidrs = [\"10.0.0.0/33\"]")
                 .starts_with("proxy.toml:2 [inbound] trusted_cidrs[0]: ")
         );
-        assert!(err("[[routes]]\nflags = [\"Bad\"]").starts_with("proxy.toml:2 routes[0].flags[0]: "));
+        assert!(
+            err("[[routes]]\nflags = [\"Bad\"]").starts_with("proxy.toml:2 routes[0].flags[0]: ")
+        );
         assert!(err("[[routes]]\nhost = \"a b\"").starts_with("proxy.toml:2 routes[0].host: "));
         assert!(
             err("[[routes]]\nflags = [\"a\"]\nmetadata = {team = \"x\"}")
                 .starts_with("proxy.toml:3 routes[0].metadata: set either")
         );
-        assert!(err("[[routes]]\npath_prefix = \"x\"").starts_with("proxy.toml:2 routes[0].path_prefix: "));
+        assert!(
+            err("[[routes]]\npath_prefix = \"x\"")
+                .starts_with("proxy.toml:2 routes[0].path_prefix: ")
+        );
         assert!(
             err("[context]\nsub = [\"jwt:sub\"]")
                 .starts_with("[context_options] jwt_verify: jwt: sources need a key")
         );
-        assert!(err("[context]\nx = [\"request:body\"]").starts_with("proxy.toml:2 [context] x[0]: "));
-        assert!(err("[context]\nx = [\"header:bad header\"]").starts_with("proxy.toml:2 [context] x[0]: "));
-        assert_eq!(err("[context]\nx = []"), "proxy.toml:2 [context] x: lists no source");
-        assert!(err("[headers]\nper_flag_prefix = \"X-\"").starts_with("proxy.toml:2 [headers] per_flag_prefix: "));
-        assert!(err("[headers]\nbaggage_prefix = \"a b\"").starts_with("proxy.toml:2 [headers] baggage_prefix: "));
+        assert!(
+            err("[context]\nx = [\"request:body\"]").starts_with("proxy.toml:2 [context] x[0]: ")
+        );
+        assert!(
+            err("[context]\nx = [\"header:bad header\"]")
+                .starts_with("proxy.toml:2 [context] x[0]: ")
+        );
+        assert_eq!(
+            err("[context]\nx = []"),
+            "proxy.toml:2 [context] x: lists no source"
+        );
+        assert!(
+            err("[headers]\nper_flag_prefix = \"X-\"")
+                .starts_with("proxy.toml:2 [headers] per_flag_prefix: ")
+        );
+        assert!(
+            err("[headers]\nbaggage_prefix = \"a b\"")
+                .starts_with("proxy.toml:2 [headers] baggage_prefix: ")
+        );
         assert_eq!(
             err("[upstream]\nconnect_timeout_ms = 0"),
             "proxy.toml:2 [upstream] connect_timeout_ms: must be at least 1"
@@ -596,7 +616,8 @@ mod tests {
 
     #[test]
     fn every_problem_at_once() {
-        let e = err("[headers]\nmax_bytes = 1\nper_flag_prefix = \"A\"\n[context]\nx = [\"nope\"]\n");
+        let e =
+            err("[headers]\nmax_bytes = 1\nper_flag_prefix = \"A\"\n[context]\nx = [\"nope\"]\n");
         assert_eq!(e.lines().count(), 3, "{e}");
     }
 
@@ -621,18 +642,34 @@ mod tests {
         for i in 0..65 {
             text.push_str(&format!("a{i} = [\"static:x\"]\n"));
         }
-        assert!(err(&text).starts_with("proxy.toml:1 context: 65 attributes"), "{}", err(&text));
+        assert!(
+            err(&text).starts_with("proxy.toml:1 context: 65 attributes"),
+            "{}",
+            err(&text)
+        );
     }
 
     #[test]
     fn sources_read_back_as_written() {
         for s in [
-            "header:x-user", "cookie:uid", "query:q", "jwt:sub", "baggage:k", "request:method",
-            "request:path", "request:host", "request:scheme", "peer:ip", "static:a:b",
+            "header:x-user",
+            "cookie:uid",
+            "query:q",
+            "jwt:sub",
+            "baggage:k",
+            "request:method",
+            "request:path",
+            "request:host",
+            "request:scheme",
+            "peer:ip",
+            "static:a:b",
         ] {
             assert_eq!(ContextSource::parse(s).unwrap().to_string(), s);
         }
-        assert_eq!(HostPattern::parse("*.Internal").unwrap().to_string(), "*.internal");
+        assert_eq!(
+            HostPattern::parse("*.Internal").unwrap().to_string(),
+            "*.internal"
+        );
         assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(Cidr::parse("::1").unwrap().to_string(), "::1/128");
     }
