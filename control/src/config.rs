@@ -231,7 +231,7 @@ fn redis_url(url: &Option<SecretUrl>) -> Result<(), String> {
     }
 }
 
-fn quic_url(url: &String) -> Result<(), String> {
+fn quic_url(url: &str) -> Result<(), String> {
     if url.starts_with("quic://") {
         Ok(())
     } else {
@@ -358,13 +358,15 @@ impl ControlConfig {
     /// The admin API's settings.
     pub fn api_config(&self) -> ApiConfig {
         let l = &self.limits;
-        let mut api = ApiConfig::default();
-        api.max_body_bytes = l.max_body_bytes;
-        api.max_import_bytes = l.max_import_bytes;
-        api.limits.max_flags = l.max_flags;
-        api.limits.max_depth = l.max_rule_depth;
-        api.read_timeout = l.read_timeout;
-        api
+        ApiConfig {
+            max_body_bytes: l.max_body_bytes,
+            max_import_bytes: l.max_import_bytes,
+            limits: vexil_engine::Limits {
+                max_flags: l.max_flags,
+                max_depth: l.max_rule_depth,
+            },
+            read_timeout: l.read_timeout,
+        }
     }
 
     /// What injected pods get.

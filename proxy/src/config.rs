@@ -45,7 +45,7 @@ vexil_settings::settings! {
                 env "VEXIL_CONTROL_IDLE_TIMEOUT_MS", key "control_idle_timeout_ms", check nonzero;
             /// The environment to follow; required with `--control`.
             environment: Option<String>, flag "environment", env "VEXIL_ENVIRONMENT",
-                key "environment", check |e: &Option<String>| e.as_ref().map_or(Ok(()), not_empty);
+                key "environment", check |e: &Option<String>| e.as_deref().map_or(Ok(()), not_empty);
             /// The sidecar token. Prefer `VEXIL_TOKEN` or `--token-file`: flags show in `ps`.
             /// Takes precedence over `--token-file`.
             token: Option<Secret>, flag "token", env "VEXIL_TOKEN";

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::resolve::{Declared, Effective, Origin};
+use crate::resolve::{Declared, Effective};
 
 /// A TOML value as the documentation writes it: strings without quotes.
 fn plain(v: &toml::Value) -> String {
@@ -177,11 +177,4 @@ pub fn update_docs(text: &str, table: impl Fn(&str) -> Option<String>) -> Result
     }
     out.push_str(rest);
     Ok(out)
-}
-
-impl Origin {
-    /// True for a value that was not given anywhere.
-    pub fn is_default(&self) -> bool {
-        *self == Origin::Default
-    }
 }

@@ -277,10 +277,13 @@ fn index_value(
     }
 }
 
+/// Looks an environment variable up.
+type Env = Box<dyn Fn(&str) -> Option<String>>;
+
 /// The inputs of a resolution, each optional: a file, environment variables and flags.
 pub struct Layers {
     file: Option<File>,
-    env: Box<dyn Fn(&str) -> Option<String>>,
+    env: Env,
     flags: BTreeMap<String, Vec<String>>,
 }
 

@@ -513,7 +513,7 @@ pub fn between<T: PartialOrd + fmt::Display + Copy>(
 }
 
 /// A check: not empty.
-pub fn not_empty(v: &String) -> Result<(), String> {
+pub fn not_empty(v: &str) -> Result<(), String> {
     if v.trim().is_empty() {
         Err("must not be empty".into())
     } else {
@@ -592,6 +592,6 @@ mod tests {
         let range = between(64usize, 65_536);
         assert_eq!(range(&10).unwrap_err(), "10 is not between 64 and 65536");
         assert!(range(&64).is_ok());
-        assert!(not_empty(&" ".to_string()).is_err());
+        assert!(not_empty(" ").is_err());
     }
 }

@@ -225,9 +225,11 @@ fn combinations_name_where_each_value_came_from() {
         e.to_string(),
         "demo.toml:1 verbose: not with more than 8 threads (DEMO_THREADS)"
     );
-    let mut d = Demo::default();
-    d.verbose = true;
-    d.threads = 9;
+    let d = Demo {
+        verbose: true,
+        threads: 9,
+        ..Demo::default()
+    };
     assert_eq!(
         d.validate().unwrap_err().to_string(),
         "verbose: not with more than 8 threads (threads)"

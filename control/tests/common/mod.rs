@@ -270,16 +270,18 @@ pub async fn start_replica(
     tls_dir: &std::path::Path,
     options: &Options,
 ) -> Replica {
-    let mut config = ControlConfig::default();
-    config.database_url = db_url.into();
+    let mut config = ControlConfig {
+        database_url: db_url.into(),
+        redis_url: options.redis_url.as_deref().map(SecretUrl::from),
+        dev_tls: true,
+        tls_dir: tls_dir.to_path_buf(),
+        tls_client_ca: options.client_ca.clone(),
+        sync_addr: options
+            .sync_addr
+            .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
+        ..ControlConfig::default()
+    };
     config.jwt.hs256_secret = options.jwt_secret.as_deref().map(Secret::from);
-    config.redis_url = options.redis_url.as_deref().map(SecretUrl::from);
-    config.dev_tls = true;
-    config.tls_dir = tls_dir.to_path_buf();
-    config.tls_client_ca = options.client_ca.clone();
-    config.sync_addr = options
-        .sync_addr
-        .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address"));
     if let Some(ms) = options.sync_poll_ms {
         config.sync.poll_interval = Duration::from_millis(ms);
     }

@@ -266,7 +266,7 @@ fn path_prefix(prefix: &Option<String>) -> Result<(), String> {
     }
 }
 
-fn header_prefix(prefix: &String) -> Result<(), String> {
+fn header_prefix(prefix: &str) -> Result<(), String> {
     let valid = !prefix.is_empty()
         && prefix
             .bytes()
@@ -280,7 +280,7 @@ fn header_prefix(prefix: &String) -> Result<(), String> {
     }
 }
 
-fn baggage_prefix(prefix: &String) -> Result<(), String> {
+fn baggage_prefix(prefix: &str) -> Result<(), String> {
     if !prefix.is_empty() && prefix.bytes().all(is_tchar) {
         Ok(())
     } else {
