@@ -52,13 +52,10 @@ pub fn print_config(effective: &[Effective], title: &str) -> String {
     let mut sections: Vec<(&str, String)> = Vec::new();
     for e in effective {
         let Some(key) = &e.key else {
-            let value = e.value.as_ref().map_or("not set".into(), |v| v.to_string());
-            let _ = writeln!(
-                out,
-                "# {} = {value}  # {} (no file key)",
-                names(e),
-                e.origin
-            );
+            let _ = match &e.value {
+                Some(v) => writeln!(out, "# {} = {v}  # {} (no file key)", names(e), e.origin),
+                None => writeln!(out, "# {}: not set (no file key)", names(e)),
+            };
             continue;
         };
         if let Some((section, k)) = key.rsplit_once('.') {

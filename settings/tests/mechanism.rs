@@ -307,6 +307,10 @@ fn print_config_shows_origins_and_redacts_secrets() {
     );
     assert!(text.contains("threads = 2  # --threads\n"), "{text}");
     assert!(
+        text.contains("# --config / DEMO_CONFIG: not set (no file key)\n"),
+        "{text}"
+    );
+    assert!(
         text.contains("listen = \"127.0.0.1:15001\"  # default\n"),
         "{text}"
     );
