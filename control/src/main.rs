@@ -25,7 +25,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    // rustls (webhook TLS) on ring, never a provider picked at random (design §11).
+    // rustls (webhook TLS) on ring, never one picked at random (docs/adr/0006-ring-only-tls.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(

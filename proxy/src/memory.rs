@@ -1,5 +1,5 @@
-//! Giving the heap pages freed by a snapshot change back to the operating system (design §10,
-//! sidecar RSS).
+//! Giving the heap pages freed by a snapshot change back to the operating system (the sidecar RSS
+//! budget; docs/adr/0015-sidecar-memory-jemalloc-purge-and-compact-definitions.md).
 //!
 //! Compiling a flag set parses the whole document into a `serde_json::Value` first (about 4.4 KB
 //! per flag: every JSON object is a `BTreeMap` node of 640 bytes) and frees it as soon as the set

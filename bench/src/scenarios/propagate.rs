@@ -26,9 +26,9 @@ use crate::hist::{Latencies, Summary, fmt_us};
 use crate::report::{Report, Section, Table, fmt_kib, ratio};
 use crate::sys::{Spawned, free_port, free_udp_port, loopback, rss_kib};
 
-/// Design §10: p99 commit → applied on 1,000 sidecars.
+/// Budget (docs/architecture.md#budgets): p99 commit → applied on 1,000 sidecars.
 const BUDGET_P99_MS: f64 = 100.0;
-/// Design §10: control memory per connected sidecar.
+/// Budget (docs/architecture.md#budgets): control memory per connected sidecar.
 const BUDGET_KIB_PER_SIDECAR: f64 = 50.0;
 /// Sidecars per quinn endpoint (UDP socket).
 const PER_ENDPOINT: usize = 1000;

@@ -72,7 +72,8 @@ fn with_etag(version: i64, status: StatusCode, body: impl serde::Serialize) -> R
     response
 }
 
-/// A flag's key must be usable as a header dictionary key (design §6).
+/// A flag's key must be usable as a header dictionary key
+/// (docs/adr/0012-vexil-flags-structured-field-dictionary.md).
 pub(super) fn check_flag_key(key: &str) -> Result<(), Problem> {
     match vexil_engine::header_key_problem(key) {
         None => Ok(()),

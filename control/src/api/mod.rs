@@ -39,9 +39,9 @@ use crate::sync::Sidecars;
 /// API settings.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
-    /// Largest request body, in bytes (design §9: 1 MiB).
+    /// Largest request body, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
-    /// Largest flag-set import, in bytes (design §9: 32 MiB).
+    /// Largest flag-set import, in bytes (default 32 MiB).
     pub max_import_bytes: usize,
     /// Flag-set limits enforced on every write.
     pub limits: Limits,

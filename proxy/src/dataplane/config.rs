@@ -59,7 +59,7 @@ pub struct DataPlaneConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ContextOptions {
-    /// Most attributes `[context]` may define (design §9: 64).
+    /// Most attributes `[context]` may define (default 64).
     pub max_attributes: usize,
     /// A source value longer than this (bytes) is treated as absent, so the next source is tried.
     pub max_value_bytes: usize,
@@ -118,7 +118,7 @@ pub struct RouteConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeadersConfig {
-    /// Byte limit of the `vexil-flags` value (design §9: 8 KiB). Members that do not fit are left
+    /// Byte limit of the `vexil-flags` value (default 8 KiB). Members that do not fit are left
     /// out whole and counted, never cut.
     pub max_bytes: usize,
     /// Also send one header per decision: `<per_flag_prefix><key>: <value>`.

@@ -1,4 +1,5 @@
-//! The evaluation context of a proxied request, built from the configured mapping (design §7).
+//! The evaluation context of a proxied request, built from the configured mapping
+//! (docs/configuration.md).
 //!
 //! Each attribute lists sources; the first one present on the request gives the value. Sources
 //! are parsed once at start ([`Source::parse`]); extraction reads borrowed slices of the request

@@ -1,6 +1,6 @@
 //! The sidecar's HTTP data plane (pingora): an outbound proxy for the application's calls and an
 //! optional inbound reverse proxy in front of it, both injecting the flag decisions of each
-//! request as headers (design §1, §3, §6, §7).
+//! request as headers (docs/architecture.md, docs/headers.md).
 //!
 //! For each request: build the evaluation context from the configured mapping ([`context`]),
 //! evaluate the flags its route selects against the current [`Snapshot`](crate::snapshot::Snapshot)
@@ -52,9 +52,9 @@ use crate::snapshot::SnapshotCell;
 use inject::Injector;
 use proxy::{Connections, Front, Mode, Resolver, Sidecar, Timeouts};
 
-/// The outbound listener's default address (design §3).
+/// The outbound listener's default address (docs/architecture.md).
 pub const DEFAULT_OUTBOUND_ADDR: &str = "127.0.0.1:15001";
-/// The inbound listener's default address when inbound mode is enabled (design §3).
+/// The inbound listener's default address when inbound mode is enabled (docs/architecture.md).
 pub const DEFAULT_INBOUND_ADDR: &str = "127.0.0.1:15006";
 
 /// Inbound mode: a reverse proxy on `addr` in front of the application at `upstream`.
