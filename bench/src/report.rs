@@ -176,7 +176,7 @@ impl Report {
         }
         self.setup(&mut out);
         if !self.budgets.is_empty() {
-            out.push_str("## Budgets (design §10)\n\n");
+            out.push_str("## Budgets (docs/architecture.md)\n\n");
             let mut t = Table::new(&["budget", "design", "figure", "verdict", "conditions"]);
             for b in &self.budgets {
                 t.row(vec![
