@@ -26,6 +26,8 @@ const SETTLE: Duration = Duration::from_millis(200);
 ///
 /// Only the binary allocates through jemalloc (its `#[global_allocator]`); elsewhere (library
 /// tests) this purges an empty jemalloc and has no effect.
+// jemalloc's controls are reached only through its C `mallctl`.
+#[allow(unsafe_code)]
 pub fn release_freed_memory() -> bool {
     // MALLCTL_ARENAS_ALL is 4096 in jemalloc 5.
     const PURGE_ALL: &std::ffi::CStr = c"arena.4096.purge";
@@ -48,6 +50,8 @@ pub fn release_freed_memory() -> bool {
 /// clock only advances with allocation activity: the buffers of a burst of connections, closed
 /// since, stayed resident in an idle sidecar (1,200 connections: +39 MiB for good). True when
 /// jemalloc accepted the request.
+// jemalloc's controls are reached only through its C `mallctl`.
+#[allow(unsafe_code)]
 pub fn start_background_purge() -> bool {
     let mut enable = true;
     // SAFETY: `background_thread` is a documented read-write bool control; `newp` points to a bool

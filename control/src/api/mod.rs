@@ -7,6 +7,7 @@ mod admin;
 mod environments;
 pub mod extract;
 mod flags;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;

@@ -27,6 +27,7 @@ use crate::model::{
 };
 
 pub use flags::{FlagQuery, Precondition};
+#[cfg(feature = "fuzzing")]
 pub(crate) use flags::{check_state, validate_document};
 
 /// Which database is behind the store.

@@ -23,6 +23,7 @@
 
 pub mod config;
 mod context;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
