@@ -202,9 +202,13 @@ impl Verifier {
             limits.max_header_bytes,
             "header",
         )?;
-        let header: Header<'_> = serde_json::from_slice(header_json).map_err(|_| {
-            JwtError::Malformed("the header is not a JSON object with a string \"alg\"")
-        })?;
+        const HEADER: JwtError =
+            JwtError::Malformed("the header is not a JSON object with a string \"alg\"");
+        // A derived struct would also take a JSON array (`["HS256"]`): objects only.
+        if header_json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(HEADER);
+        }
+        let header: Header<'_> = serde_json::from_slice(header_json).map_err(|_| HEADER)?;
         if header.crit.is_some() {
             return Err(JwtError::CriticalHeader);
         }
