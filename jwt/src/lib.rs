@@ -17,7 +17,7 @@
 //!   `now >= exp + L`, `now + L < nbf`, or `now + L < iat`.
 //! - **Audience and issuer**: when configured, `aud` (a string or an array of strings) must name one
 //!   of the audiences, and `iss` must be one of the issuers; a token without them is refused.
-//! - **Sizes** ([`Limits`]): the token (8 KiB), its decoded header (2 KiB) and payload (8 KiB), a
+//! - **Sizes** ([`Limits`]): the token (8 KiB), its decoded header (4 KiB) and payload (8 KiB), a
 //!   JWKS document (256 KiB, 64 keys).
 //! - **List claims** ([`Claims::string_list`]): an array of strings, or one string (read as a list
 //!   of that one string). An empty array grants nothing. Any other type is an error. Only a token

@@ -42,7 +42,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_token_bytes: 8 << 10,
-            max_header_bytes: 2 << 10,
+            max_header_bytes: 4 << 10,
             max_payload_bytes: 8 << 10,
             max_jwks_keys: 64,
             max_jwks_bytes: 256 << 10,
