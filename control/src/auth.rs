@@ -207,7 +207,9 @@ impl JwtConfig {
         );
         add(
             "jwt.hs256_secret_file",
-            self.hs256_secret_file.clone().map(KeySource::HmacSecretFile),
+            self.hs256_secret_file
+                .clone()
+                .map(KeySource::HmacSecretFile),
         );
         add(
             "jwt.rs256_public_key",
@@ -217,8 +219,14 @@ impl JwtConfig {
             "jwt.es256_public_key",
             pem(&self.es256_public_key, Algorithm::ES256),
         );
-        add("jwt.jwks_file", self.jwks_file.clone().map(KeySource::JwksFile));
-        add("jwt.jwks_url", self.jwks_url.clone().map(KeySource::JwksUrl));
+        add(
+            "jwt.jwks_file",
+            self.jwks_file.clone().map(KeySource::JwksFile),
+        );
+        add(
+            "jwt.jwks_url",
+            self.jwks_url.clone().map(KeySource::JwksUrl),
+        );
         VerifierConfig {
             keys,
             leeway: Duration::from_secs(self.leeway_secs),
@@ -329,10 +337,13 @@ impl JwtAuth {
                 }
                 .into());
             }
-            Some(v) => v.as_str().and_then(Role::parse).ok_or_else(|| JwtError::InvalidClaim {
-                claim: role_claim(),
-                reason: "must be one of \"admin\", \"editor\", \"viewer\", \"sidecar\"",
-            })?,
+            Some(v) => v
+                .as_str()
+                .and_then(Role::parse)
+                .ok_or_else(|| JwtError::InvalidClaim {
+                    claim: role_claim(),
+                    reason: "must be one of \"admin\", \"editor\", \"viewer\", \"sidecar\"",
+                })?,
         };
         let environments = match claims.string_list(&self.environments_claim)? {
             ListClaim::Absent => Environments::All,
@@ -408,7 +419,10 @@ mod tests {
         let e = verify(json!({"sub": "ada", "vexil_role": "admin"})).unwrap_err();
         assert_eq!(e, "invalid JWT: missing claim \"exp\"");
         let e = verify(json!({"sub": "ada", "vexil_role": "admin", "exp": "2099"})).unwrap_err();
-        assert!(e.starts_with("invalid JWT: claim \"exp\" must be an integer"), "{e}");
+        assert!(
+            e.starts_with("invalid JWT: claim \"exp\" must be an integer"),
+            "{e}"
+        );
         let e = verify(json!({"sub": "ada", "vexil_role": "root", "exp": NOW + 60})).unwrap_err();
         assert!(e.contains("\"vexil_role\" must be one of"), "{e}");
         let e = verify(json!({"sub": "ada", "exp": NOW + 60})).unwrap_err();
@@ -440,7 +454,13 @@ mod tests {
         assert_eq!(p.environments, Environments::Only(vec![]));
         assert!(p.is_limited() && !p.allows_environment("prod"));
         // Any other shape refuses the token; it is never read as unrestricted.
-        for bad in [json!(null), json!(1), json!({"prod": true}), json!(["prod", 2]), json!(false)] {
+        for bad in [
+            json!(null),
+            json!(1),
+            json!({"prod": true}),
+            json!(["prod", 2]),
+            json!(false),
+        ] {
             let e = with(Some(bad.clone())).unwrap_err();
             assert_eq!(
                 e,
@@ -509,9 +529,8 @@ mod tests {
         // A tampered payload, and an HS256 token when only RS256 is configured: refused.
         let tampered = {
             let mut parts: Vec<&str> = token.split('.').collect();
-            let other = URL_SAFE_NO_PAD.encode(
-                json!({"sub": "ci", "vexil_role": "admin", "exp": NOW + 60}).to_string(),
-            );
+            let other = URL_SAFE_NO_PAD
+                .encode(json!({"sub": "ci", "vexil_role": "admin", "exp": NOW + 60}).to_string());
             parts[1] = &other;
             parts.join(".")
         };

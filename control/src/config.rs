@@ -331,10 +331,7 @@ impl ControlConfig {
                 .clone()
                 .or(file.jwt.role_claim)
                 .unwrap_or(d.role_claim),
-            environments_claim: file
-                .jwt
-                .environments_claim
-                .unwrap_or(d.environments_claim),
+            environments_claim: file.jwt.environments_claim.unwrap_or(d.environments_claim),
             hs256_secret_file: file.jwt.hs256_secret_file,
             es256_public_key: file.jwt.es256_public_key,
             jwks_file: file.jwt.jwks_file,

@@ -390,7 +390,8 @@ both_backends!(
             .await
             .expect(201);
         assert_problem(
-            &app.put_json(&flag_path("prod", "y"), &bool_flag(), &one).await,
+            &app.put_json(&flag_path("prod", "y"), &bool_flag(), &one)
+                .await,
             403,
         );
         let no_envs = jwt(

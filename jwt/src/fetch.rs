@@ -160,7 +160,9 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max_bytes as u64) {
-            return Err(format!("the document is over the limit of {max_bytes} bytes"));
+            return Err(format!(
+                "the document is over the limit of {max_bytes} bytes"
+            ));
         }
         let mut body = response.into_body();
         let mut out = Vec::new();
@@ -169,7 +171,9 @@ where
             let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
             if let Ok(data) = frame.into_data() {
                 if out.len() + data.len() > max_bytes {
-                    return Err(format!("the document is over the limit of {max_bytes} bytes"));
+                    return Err(format!(
+                        "the document is over the limit of {max_bytes} bytes"
+                    ));
                 }
                 out.extend_from_slice(&data);
             }

@@ -5,8 +5,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::signature::{
-    ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
-    UnparsedPublicKey,
+    ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents, UnparsedPublicKey,
 };
 use serde_json::Value;
 
@@ -155,7 +154,9 @@ impl Key {
         match point.first() {
             Some(4) if point.len() == 65 => {}
             Some(2 | 3) => {
-                return Err("a compressed EC point (only uncompressed points are supported)".into());
+                return Err(
+                    "a compressed EC point (only uncompressed points are supported)".into(),
+                );
             }
             _ => return Err("not a P-256 public point".into()),
         }
@@ -470,7 +471,11 @@ mod tests {
 
     #[test]
     fn small_or_even_rsa_parameters_are_refused() {
-        assert!(Key::rs256(&[0xff; 128], &[1, 0, 1]).unwrap_err().contains("1024 bits"));
+        assert!(
+            Key::rs256(&[0xff; 128], &[1, 0, 1])
+                .unwrap_err()
+                .contains("1024 bits")
+        );
         assert!(Key::rs256(&[0xff; 256], &[1, 0, 2]).is_err());
         assert!(Key::rs256(&[0xff; 256], &[]).is_err());
         assert!(Key::rs256(&[0xff; 256], &[1, 0, 1]).is_ok());
@@ -479,9 +484,17 @@ mod tests {
 
     #[test]
     fn pem_errors_say_what_was_found() {
-        assert!(Key::from_pem("nothing").unwrap_err().contains("no PEM block"));
+        assert!(
+            Key::from_pem("nothing")
+                .unwrap_err()
+                .contains("no PEM block")
+        );
         let private = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(Key::from_pem(private).unwrap_err().contains("never the private"));
+        assert!(
+            Key::from_pem(private)
+                .unwrap_err()
+                .contains("never the private")
+        );
         let cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         assert!(Key::from_pem(cert).unwrap_err().contains("CERTIFICATE"));
         let open = "-----BEGIN PUBLIC KEY-----\nAAAA\n";
@@ -489,6 +502,10 @@ mod tests {
         let junk = "-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n";
         assert!(Key::from_pem(junk).unwrap_err().contains("not base64"));
         let not_der = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
-        assert!(Key::from_pem(not_der).unwrap_err().contains("SubjectPublicKeyInfo"));
+        assert!(
+            Key::from_pem(not_der)
+                .unwrap_err()
+                .contains("SubjectPublicKeyInfo")
+        );
     }
 }

@@ -163,10 +163,7 @@ fn read(path: &Path, max: usize) -> Result<Vec<u8>, String> {
         .read_to_end(&mut out)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if out.len() > max {
-        return Err(format!(
-            "{}: over the limit of {max} bytes",
-            path.display()
-        ));
+        return Err(format!("{}: over the limit of {max} bytes", path.display()));
     }
     Ok(out)
 }

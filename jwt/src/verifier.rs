@@ -293,12 +293,10 @@ impl Rules {
             None if self.require_exp => return Err(JwtError::MissingClaim("exp")),
             _ => {}
         }
-        if numeric_date(claims, "nbf")?.is_some_and(|nbf| now.saturating_add(self.leeway) < nbf)
-        {
+        if numeric_date(claims, "nbf")?.is_some_and(|nbf| now.saturating_add(self.leeway) < nbf) {
             return Err(JwtError::NotYetValid);
         }
-        if numeric_date(claims, "iat")?.is_some_and(|iat| now.saturating_add(self.leeway) < iat)
-        {
+        if numeric_date(claims, "iat")?.is_some_and(|iat| now.saturating_add(self.leeway) < iat) {
             return Err(JwtError::IssuedInFuture);
         }
         if !self.audiences.is_empty() {

@@ -111,13 +111,18 @@ fn bad_jwks_documents_are_refused() {
         ),
         (
             "small RSA key",
-            jwks(vec![json!({"kty": "RSA", "n": b64([0xffu8; 128]), "e": "AQAB"})]).to_string(),
+            jwks(vec![
+                json!({"kty": "RSA", "n": b64([0xffu8; 128]), "e": "AQAB"}),
+            ])
+            .to_string(),
             "1024 bits",
         ),
         (
             "EC point of the wrong size",
-            jwks(vec![json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"})])
-                .to_string(),
+            jwks(vec![
+                json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}),
+            ])
+            .to_string(),
             "not 32 bytes",
         ),
         (
@@ -177,8 +182,7 @@ fn jwks_url_failed_refresh_keeps_the_last_good_set_and_rotation_works() {
         server.set(answer);
         let e = v.refresh_now().unwrap_err();
         assert!(
-            e.to_string().starts_with("jwt.jwks_url: http://")
-                && e.to_string().contains(expected),
+            e.to_string().starts_with("jwt.jwks_url: http://") && e.to_string().contains(expected),
             "{e}"
         );
         assert!(v.verify(&token(a, Some("a"), &claims())).is_ok());
@@ -215,7 +219,10 @@ fn jwks_url_is_refreshed_in_the_background_until_the_verifier_is_dropped() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(v.verify(&token(a, Some("a"), &claims())).is_ok());
-    server.set(Answer::json(&jwks(vec![a.jwk(Some("a")), b.jwk(Some("b"))])));
+    server.set(Answer::json(&jwks(vec![
+        a.jwk(Some("a")),
+        b.jwk(Some("b")),
+    ])));
     while v.verify(&token(b, Some("b"), &claims())).is_err() {
         assert!(Instant::now() < deadline, "the rotated keys never arrived");
         std::thread::sleep(Duration::from_millis(20));

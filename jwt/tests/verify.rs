@@ -59,11 +59,8 @@ fn hs256_accepted_and_signatures_must_match_in_full() {
     let good = hs(&claims());
     assert_eq!(v.verify_at(&good, NOW).unwrap().subject(), Some("ada"));
     let (signed, sig) = good.rsplit_once('.').unwrap();
-    let sig = base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        sig,
-    )
-    .unwrap();
+    let sig =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
     let with = |s: &[u8]| format!("{signed}.{}", b64(s));
     let mut last = sig.clone();
     *last.last_mut().unwrap() ^= 1;
@@ -101,14 +98,20 @@ fn alg_none_and_unconfigured_algorithms_are_refused() {
         b64(claims().to_string())
     );
     let e = v.verify_at(&none, NOW).unwrap_err();
-    assert!(matches!(e, JwtError::AlgorithmRefused(a) if a.as_str() == "none"), "{e}");
+    assert!(
+        matches!(e, JwtError::AlgorithmRefused(a) if a.as_str() == "none"),
+        "{e}"
+    );
     assert_eq!(e.to_string(), "algorithm none is not accepted");
     // Signed with the right secret, but the header claims another algorithm.
     for alg in ["HS512", "hs256", "RS256 ", "PS256", "EdDSA", "NONE"] {
         let t = token_with_header(&Hmac(SECRET.to_vec()), &json!({"alg": alg}), &claims());
         let e = v.verify_at(&t, NOW).unwrap_err();
         assert!(
-            matches!(e, JwtError::AlgorithmRefused(_) | JwtError::NoKeyForAlgorithm(_)),
+            matches!(
+                e,
+                JwtError::AlgorithmRefused(_) | JwtError::NoKeyForAlgorithm(_)
+            ),
             "{alg}: {e}"
         );
     }
@@ -131,7 +134,9 @@ fn an_rsa_public_key_is_never_an_hmac_secret() {
     let rsa = &rsa_keys()[0];
     let v = pem_verifier(&dir, &rsa.spki_pem, None);
     assert_eq!(
-        v.verify_at(&token(rsa, None, &claims()), NOW).unwrap().subject(),
+        v.verify_at(&token(rsa, None, &claims()), NOW)
+            .unwrap()
+            .subject(),
         Some("ada")
     );
     // The classic attack: HS256 "signed" with the public key's bytes in any form.
@@ -159,7 +164,10 @@ fn an_rsa_public_key_is_never_an_hmac_secret() {
         })
     );
     // And an HS256 key in a JWKS does not verify an RS256 token of the same kid.
-    let v = jwks_verifier(&dir, vec![json!({"kty": "oct", "kid": "k", "k": b64(SECRET)})]);
+    let v = jwks_verifier(
+        &dir,
+        vec![json!({"kty": "oct", "kid": "k", "k": b64(SECRET)})],
+    );
     let rs = token(rsa, Some("k"), &claims());
     assert!(matches!(
         v.verify_at(&rs, NOW),
@@ -189,7 +197,8 @@ fn rs256_from_spki_pkcs1_and_jwk() {
     }]))
     .unwrap_err();
     assert!(
-        e.to_string().contains("a RS256 key, where a ES256 key is expected"),
+        e.to_string()
+            .contains("a RS256 key, where a ES256 key is expected"),
         "{e}"
     );
 }
@@ -210,8 +219,7 @@ fn es256_good_and_bad_signatures() {
         assert_eq!(v.verify_at(&other, NOW), Err(JwtError::BadSignature));
         let (signed, sig) = t.rsplit_once('.').unwrap();
         let mut raw_sig =
-            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig)
-                .unwrap();
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
         raw_sig[10] ^= 4;
         let flipped = format!("{signed}.{}", b64(&raw_sig));
         assert_eq!(v.verify_at(&flipped, NOW), Err(JwtError::BadSignature));
@@ -250,7 +258,10 @@ fn es256_good_and_bad_signatures() {
 fn exp_is_required_and_must_be_an_integer() {
     let v = hs_verifier();
     let no_exp = hs(&json!({"sub": "ada"}));
-    assert_eq!(v.verify_at(&no_exp, NOW), Err(JwtError::MissingClaim("exp")));
+    assert_eq!(
+        v.verify_at(&no_exp, NOW),
+        Err(JwtError::MissingClaim("exp"))
+    );
     let optional = Verifier::new(&VerifierConfig {
         require_exp: false,
         ..config(vec![KeySource::HmacSecret(SECRET.to_vec())])
@@ -376,10 +387,16 @@ fn audience_and_issuer_when_configured() {
         with(json!({"aud": "VEXIL", "iss": iss})),
         Err(JwtError::AudienceMismatch)
     );
-    assert_eq!(with(json!({"iss": iss})), Err(JwtError::MissingClaim("aud")));
+    assert_eq!(
+        with(json!({"iss": iss})),
+        Err(JwtError::MissingClaim("aud"))
+    );
     for bad in [json!(5), json!(null), json!(["vexil", 5]), json!({"a": 1})] {
         assert!(
-            matches!(with(json!({"aud": bad, "iss": iss})), Err(JwtError::InvalidClaim { .. })),
+            matches!(
+                with(json!({"aud": bad, "iss": iss})),
+                Err(JwtError::InvalidClaim { .. })
+            ),
             "{bad}"
         );
     }
@@ -447,7 +464,10 @@ fn keys_are_chosen_by_kid() {
         KeySource::HmacSecret(SECRET.to_vec()),
     ]))
     .unwrap();
-    assert!(v.verify_at(&token(a, Some("anything"), &claims()), NOW).is_ok());
+    assert!(
+        v.verify_at(&token(a, Some("anything"), &claims()), NOW)
+            .is_ok()
+    );
     assert!(v.verify_at(&token(a, None, &claims()), NOW).is_ok());
     assert!(
         v.verify_at(&token(&Hmac(SECRET.to_vec()), Some("x"), &claims()), NOW)
@@ -492,12 +512,22 @@ fn list_claims_string_array_empty_missing() {
         ListClaim::Values(vec!["dev", "prod"])
     );
     let c = read(Some(json!("prod")));
-    assert_eq!(c.string_list("envs").unwrap(), ListClaim::Values(vec!["prod"]));
+    assert_eq!(
+        c.string_list("envs").unwrap(),
+        ListClaim::Values(vec!["prod"])
+    );
     let c = read(Some(json!([])));
     assert_eq!(c.string_list("envs").unwrap(), ListClaim::Values(vec![]));
     let c = read(None);
     assert_eq!(c.string_list("envs").unwrap(), ListClaim::Absent);
-    for bad in [json!(null), json!(1), json!({"a": "b"}), json!(["dev", 1]), json!([null]), json!(true)] {
+    for bad in [
+        json!(null),
+        json!(1),
+        json!({"a": "b"}),
+        json!(["dev", 1]),
+        json!([null]),
+        json!(true),
+    ] {
         let c = read(Some(bad.clone()));
         let e = c.string_list("envs").unwrap_err();
         assert_eq!(
@@ -567,7 +597,10 @@ fn sizes_are_capped() {
     );
     assert!(v.verify_at(&long_header, NOW).is_ok());
     // An oversized signature segment.
-    let (signed, _) = hs(&claims()).rsplit_once('.').map(|(a, b)| (a.to_string(), b.to_string())).unwrap();
+    let (signed, _) = hs(&claims())
+        .rsplit_once('.')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
     let long_sig = format!("{signed}.{}", b64(vec![0u8; 2000]));
     assert_eq!(v.verify_at(&long_sig, NOW), Err(JwtError::BadSignature));
     // A limit of zero is a configuration error.
@@ -598,17 +631,29 @@ fn malformed_tokens_are_refused_with_a_reason() {
         ("four segments", format!("{good}.x")),
         ("header not base64url", sig("!!!", parts[1])),
         ("header padded", sig(&format!("{}=", parts[0]), parts[1])),
-        ("header standard base64", sig("eyJhbGciOiJIUzI1NiJ9+/", parts[1])),
+        (
+            "header standard base64",
+            sig("eyJhbGciOiJIUzI1NiJ9+/", parts[1]),
+        ),
         ("header not JSON", sig(&b64("alg=HS256"), parts[1])),
         ("header an array", sig(&b64(r#"["HS256"]"#), parts[1])),
-        ("header without alg", sig(&b64(r#"{"typ":"JWT"}"#), parts[1])),
+        (
+            "header without alg",
+            sig(&b64(r#"{"typ":"JWT"}"#), parts[1]),
+        ),
         ("alg not a string", sig(&b64(r#"{"alg":256}"#), parts[1])),
-        ("alg twice", sig(&b64(r#"{"alg":"HS256","alg":"none"}"#), parts[1])),
+        (
+            "alg twice",
+            sig(&b64(r#"{"alg":"HS256","alg":"none"}"#), parts[1]),
+        ),
         ("payload not base64url", sig(parts[0], "%%%")),
         ("payload not JSON", sig(parts[0], &b64("exp=1"))),
         ("payload an array", sig(parts[0], &b64("[1,2]"))),
         ("payload a string", sig(parts[0], &b64("\"x\""))),
-        ("signature not base64url", format!("{}.{}.***", parts[0], parts[1])),
+        (
+            "signature not base64url",
+            format!("{}.{}.***", parts[0], parts[1]),
+        ),
     ];
     for (what, t) in cases {
         let e = v.verify_at(&t, NOW).unwrap_err();
@@ -640,7 +685,11 @@ fn errors_never_quote_the_token() {
         hs(&json!({"sub": marker, "exp": marker})),
         hs(&json!({"sub": marker})),
         format!("{marker}.{marker}.{marker}"),
-        raw(&format!("{{\"alg\":\"HS256\",\"x\":\"{marker}\""), "{}", b""),
+        raw(
+            &format!("{{\"alg\":\"HS256\",\"x\":\"{marker}\""),
+            "{}",
+            b"",
+        ),
     ];
     for t in tokens {
         let e = v.verify_at(&t, NOW).unwrap_err();
@@ -659,12 +708,18 @@ fn unverified_mode_skips_only_the_signature() {
         b64(r#"{"alg":"none"}"#),
         b64(claims().to_string())
     );
-    assert_eq!(v.verify_at(&none, NOW).unwrap().get("exp"), Some(&json!(NOW + 600)));
+    assert_eq!(
+        v.verify_at(&none, NOW).unwrap().get("exp"),
+        Some(&json!(NOW + 600))
+    );
     // Claim rules and sizes still hold.
     let expired = token(&Hmac(b"x".to_vec()), None, &json!({"exp": NOW - 3600}));
     assert_eq!(v.verify_at(&expired, NOW), Err(JwtError::Expired));
     let no_exp = token(&Hmac(b"x".to_vec()), None, &json!({"sub": "x"}));
-    assert_eq!(v.verify_at(&no_exp, NOW), Err(JwtError::MissingClaim("exp")));
+    assert_eq!(
+        v.verify_at(&no_exp, NOW),
+        Err(JwtError::MissingClaim("exp"))
+    );
     assert!(v.verify_at("a.b", NOW).is_err());
     assert!(v.key_set().is_empty());
 }
@@ -707,7 +762,10 @@ fn key_sources_report_their_problems() {
         text.starts_with("jwt.rs256_public_key: /nonexistent.pem: "),
         "{text}"
     );
-    assert!(text.contains("jwt.hs256_secret: the HMAC secret is empty"), "{text}");
+    assert!(
+        text.contains("jwt.hs256_secret: the HMAC secret is empty"),
+        "{text}"
+    );
     assert!(text.contains("jwt.jwks_file: "), "{text}");
     assert!(Verifier::new(&VerifierConfig::default()).is_err());
 

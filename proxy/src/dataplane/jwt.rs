@@ -160,7 +160,10 @@ pub(crate) mod tests {
         assert!(v.claims(&expired, now).is_none());
         let within_leeway = hs256("s3cret", &json!({"sub": "u1", "exp": now - 10}));
         assert!(v.claims(&within_leeway, now).is_some());
-        let early = hs256("s3cret", &json!({"sub": "u1", "exp": now + 60, "nbf": now + 100}));
+        let early = hs256(
+            "s3cret",
+            &json!({"sub": "u1", "exp": now + 60, "nbf": now + 100}),
+        );
         assert!(v.claims(&early, now).is_none());
         let header = format!("Bearer {good}");
         assert!(v.claims_from_authorization(header.as_bytes()).is_none()); // expired in real time
@@ -180,7 +183,10 @@ pub(crate) mod tests {
         assert!(v.claims(&no_exp, now).is_none());
         let fractional = hs256("s3cret", &json!({"sub": "u1", "exp": now as f64 + 60.5}));
         assert!(v.claims(&fractional, now).is_none());
-        let string = hs256("s3cret", &json!({"sub": "u1", "exp": (now + 60).to_string()}));
+        let string = hs256(
+            "s3cret",
+            &json!({"sub": "u1", "exp": (now + 60).to_string()}),
+        );
         assert!(v.claims(&string, now).is_none());
         let optional = verifier(ContextOptions {
             jwt_require_exp: false,
