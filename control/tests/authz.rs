@@ -461,5 +461,44 @@ both_backends!(
             assert_problem(&r, 401);
         }
         app.assert_unchanged(&before, &app.snapshot("prod").await, "refused JWTs");
+
+        // The QUIC sync authenticates Subscribe tokens with the same verifier and rules.
+        use vexil_control::sync::Refusal;
+        let hub = &app.control.hub;
+        let sidecar_jwt = |envs: Value| {
+            jwt(
+                JWT_SECRET,
+                &json!({"sub": "sc", "vexil_role": "sidecar", "vexil_environments": envs,
+                        "exp": now() + 300}),
+            )
+        };
+        let p = hub.authorize(&sidecar_jwt(json!(["prod"])), "prod").await;
+        assert_eq!(p.unwrap().name, "jwt:sc");
+        assert!(
+            hub.authorize(&sidecar_jwt(json!("prod")), "prod")
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            hub.authorize(&sidecar_jwt(json!(["prod"])), "other").await,
+            Err(Refusal::PermissionDenied)
+        );
+        assert_eq!(
+            hub.authorize(&sidecar_jwt(json!([])), "prod").await,
+            Err(Refusal::PermissionDenied)
+        );
+        for (what, token) in [
+            ("expired", &expired),
+            ("no exp", &no_exp),
+            ("wrong key", &wrong_key),
+            ("alg none", &none),
+            ("environments not a list", &sidecar_jwt(json!(7))),
+        ] {
+            assert_eq!(
+                hub.authorize(token, "prod").await.map(|p| p.name),
+                Err(Refusal::Unauthenticated),
+                "{what}"
+            );
+        }
     }
 );
