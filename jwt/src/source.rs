@@ -218,6 +218,17 @@ pub(crate) fn start(
     config: &VerifierConfig,
 ) -> Result<(Arc<ArcSwap<KeySet>>, Option<Refresher>), LoadError> {
     let specs = config.keys.clone();
+    for spec in &specs {
+        if let KeySource::JwksUrl(url) = &spec.source
+            && Target::parse(url).is_ok_and(|t| !t.is_https())
+        {
+            tracing::warn!(
+                source = %spec.label,
+                "JWKS URL over plain http: the keys are not authenticated in transit \
+                 (use https outside a trusted network)"
+            );
+        }
+    }
     let needs_tls = specs.iter().any(|s| match &s.source {
         KeySource::JwksUrl(url) => Target::parse(url).is_ok_and(|t| t.is_https()),
         _ => false,
