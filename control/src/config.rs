@@ -199,6 +199,17 @@ struct FileJwt {
     rs256_public_key: Option<PathBuf>,
     role_claim: Option<String>,
     environments_claim: Option<String>,
+    // vexil-jwt options (docs/configuration.md, "Authentication")
+    hs256_secret_file: Option<PathBuf>,
+    es256_public_key: Option<PathBuf>,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    jwks_refresh_secs: Option<u64>,
+    jwks_ca_file: Option<PathBuf>,
+    leeway_secs: Option<u64>,
+    require_exp: Option<bool>,
+    audiences: Option<Vec<String>>,
+    issuers: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -308,35 +319,31 @@ impl ControlConfig {
             None => FileConfig::default(),
         };
         let default_addr = |s: &str| s.parse::<SocketAddr>().expect("valid default address");
-        let jwt_secret = args.jwt_hs256_secret.clone().or(file.jwt.hs256_secret);
-        let jwt_key = match args
-            .jwt_rs256_public_key
-            .clone()
-            .or(file.jwt.rs256_public_key)
-        {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-                Some(
-                    crate::auth::rsa_public_key_from_pem(&pem)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-                )
-            }
-        };
-        let jwt = (jwt_secret.is_some() || jwt_key.is_some()).then(|| JwtConfig {
-            hs256_secret: jwt_secret,
-            rs256_public_key: jwt_key,
+        let d = JwtConfig::default();
+        let jwt = JwtConfig {
+            hs256_secret: args.jwt_hs256_secret.clone().or(file.jwt.hs256_secret),
+            rs256_public_key: args
+                .jwt_rs256_public_key
+                .clone()
+                .or(file.jwt.rs256_public_key),
             role_claim: args
                 .jwt_role_claim
                 .clone()
                 .or(file.jwt.role_claim)
-                .unwrap_or_else(|| "vexil_role".into()),
-            environments_claim: file
-                .jwt
-                .environments_claim
-                .unwrap_or_else(|| "vexil_environments".into()),
-        });
+                .unwrap_or(d.role_claim),
+            environments_claim: file.jwt.environments_claim.unwrap_or(d.environments_claim),
+            hs256_secret_file: file.jwt.hs256_secret_file,
+            es256_public_key: file.jwt.es256_public_key,
+            jwks_file: file.jwt.jwks_file,
+            jwks_url: file.jwt.jwks_url,
+            jwks_refresh_secs: file.jwt.jwks_refresh_secs.unwrap_or(d.jwks_refresh_secs),
+            jwks_ca_file: file.jwt.jwks_ca_file,
+            leeway_secs: file.jwt.leeway_secs.unwrap_or(d.leeway_secs),
+            require_exp: file.jwt.require_exp.unwrap_or(d.require_exp),
+            audiences: file.jwt.audiences.unwrap_or_default(),
+            issuers: file.jwt.issuers.unwrap_or_default(),
+        };
+        let jwt = jwt.has_key().then_some(jwt);
         let mut api = ApiConfig::default();
         if let Some(v) = file.limits.max_body_bytes {
             api.max_body_bytes = v;
@@ -498,6 +505,38 @@ mod tests {
         assert!(c.jwt.is_none());
         assert_eq!(c.webhook.addr.map(|a| a.port()), Some(9443));
         assert_eq!(c.webhook.inject, InjectConfig::default());
+    }
+
+    #[test]
+    fn jwt_options_of_the_file() {
+        let dir = std::env::temp_dir().join(format!("vexil-config-jwt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.toml");
+        std::fs::write(
+            &path,
+            "[jwt]\njwks_url = \"https://idp.example/jwks\"\njwks_refresh_secs = 60\n\
+             jwks_ca_file = \"/ca.pem\"\nes256_public_key = \"/ec.pem\"\n\
+             hs256_secret_file = \"/secret\"\njwks_file = \"/jwks.json\"\nleeway_secs = 5\n\
+             require_exp = false\naudiences = [\"vexil\"]\nissuers = [\"https://idp.example\"]\n",
+        )
+        .unwrap();
+        let c = ControlConfig::resolve(&ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        let jwt = c.jwt.unwrap();
+        assert_eq!(jwt.jwks_url.as_deref(), Some("https://idp.example/jwks"));
+        assert_eq!(jwt.jwks_refresh_secs, 60);
+        assert_eq!(jwt.jwks_ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(jwt.es256_public_key, Some(PathBuf::from("/ec.pem")));
+        assert_eq!(jwt.hs256_secret_file, Some(PathBuf::from("/secret")));
+        assert_eq!(jwt.jwks_file, Some(PathBuf::from("/jwks.json")));
+        assert_eq!((jwt.leeway_secs, jwt.require_exp), (5, false));
+        assert_eq!(jwt.audiences, ["vexil"]);
+        assert_eq!(jwt.issuers, ["https://idp.example"]);
+        assert_eq!(jwt.role_claim, "vexil_role");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -225,13 +225,18 @@ async fn contexts_from_header_cookie_jwt_and_baggage() {
     let vip = "checkout=?1, country-banner=\"none\", layout=grid, limit=20, ratio=0.5";
     assert_eq!(env.flags_seen(&[("x-user-id", "vip")]).await, vip);
     assert_eq!(env.flags_seen(&[("cookie", "a=b; uid=vip")]).await, vip);
-    let token = jwt(SECRET, &json!({"sub": "vip", "tier": "gold"}));
+    // `exp` is required ([context_options] jwt_require_exp).
+    let exp = 4_000_000_000u64;
+    let token = jwt(SECRET, &json!({"sub": "vip", "tier": "gold", "exp": exp}));
     assert_eq!(
         env.flags_seen(&[("authorization", &format!("Bearer {token}"))])
             .await,
         "checkout=?1, country-banner=\"none\", layout=grid, limit=100, ratio=0.5"
     );
-    let forged = jwt("not-the-secret", &json!({"sub": "vip", "tier": "gold"}));
+    let forged = jwt(
+        "not-the-secret",
+        &json!({"sub": "vip", "tier": "gold", "exp": exp}),
+    );
     assert_eq!(
         env.flags_seen(&[("authorization", &format!("Bearer {forged}"))])
             .await,

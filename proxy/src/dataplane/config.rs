@@ -69,14 +69,33 @@ pub struct ContextOptions {
     pub jwt_verify: bool,
     /// HS256 shared secret.
     pub jwt_hs256_secret: Option<String>,
-    /// RS256 public key, a PEM file with a `PUBLIC KEY` (SubjectPublicKeyInfo) block.
+    /// RS256 public key, a PEM file with a `PUBLIC KEY` (SubjectPublicKeyInfo) or `RSA PUBLIC KEY`
+    /// (PKCS#1) block.
     pub jwt_rs256_public_key: Option<PathBuf>,
-    /// A JWKS file (`{"keys": [...]}`): RSA keys (RS256) and `oct` keys (HS256), chosen by `kid`.
+    /// A JWKS file (`{"keys": [...]}`): RSA (RS256), EC P-256 (ES256) and `oct` (HS256) keys,
+    /// chosen by `kid`.
     pub jwt_jwks_file: Option<PathBuf>,
-    /// Clock skew tolerated on `exp` and `nbf` (seconds).
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (seconds).
     pub jwt_leeway_secs: u64,
     /// A bearer token longer than this (bytes) is ignored.
     pub jwt_max_bytes: usize,
+    // vexil-jwt options (docs/configuration.md, `[context_options]`)
+    /// A file holding the HS256 secret.
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// ES256 public key, a PEM file with a `PUBLIC KEY` block (EC P-256).
+    pub jwt_es256_public_key: Option<PathBuf>,
+    /// A JWKS URL (`http://` or `https://`), fetched at start and every `jwt_jwks_refresh_secs`.
+    pub jwt_jwks_url: Option<String>,
+    /// Reload interval of `jwt_jwks_file` / `jwt_jwks_url` (seconds; 0: only at start).
+    pub jwt_jwks_refresh_secs: u64,
+    /// CA certificates (PEM) trusted for an `https` `jwt_jwks_url` instead of the public roots.
+    pub jwt_jwks_ca_file: Option<PathBuf>,
+    /// Refuse tokens without `exp`.
+    pub jwt_require_exp: bool,
+    /// When not empty, `aud` must name one of these.
+    pub jwt_audiences: Vec<String>,
+    /// When not empty, `iss` must be one of these.
+    pub jwt_issuers: Vec<String>,
 }
 
 impl Default for ContextOptions {
@@ -90,6 +109,14 @@ impl Default for ContextOptions {
             jwt_jwks_file: None,
             jwt_leeway_secs: 30,
             jwt_max_bytes: 8192,
+            jwt_hs256_secret_file: None,
+            jwt_es256_public_key: None,
+            jwt_jwks_url: None,
+            jwt_jwks_refresh_secs: 300,
+            jwt_jwks_ca_file: None,
+            jwt_require_exp: true,
+            jwt_audiences: Vec::new(),
+            jwt_issuers: Vec::new(),
         }
     }
 }
@@ -335,13 +362,16 @@ impl DataPlaneConfig {
         }
         let has_key = opts.jwt_hs256_secret.is_some()
             || opts.jwt_rs256_public_key.is_some()
-            || opts.jwt_jwks_file.is_some();
+            || opts.jwt_jwks_file.is_some()
+            || opts.jwt_hs256_secret_file.is_some()
+            || opts.jwt_es256_public_key.is_some()
+            || opts.jwt_jwks_url.is_some();
         if uses_jwt && opts.jwt_verify && !has_key {
             p.add(
                 "context_options.jwt_verify",
                 "jwt: sources need a key to verify tokens: set jwt_hs256_secret, \
-                 jwt_rs256_public_key or jwt_jwks_file (or jwt_verify = false to read claims \
-                 unverified)",
+                 jwt_hs256_secret_file, jwt_rs256_public_key, jwt_es256_public_key, jwt_jwks_file \
+                 or jwt_jwks_url (or jwt_verify = false to read claims unverified)",
             );
         }
         if opts.jwt_hs256_secret.as_ref().is_some_and(String::is_empty) {
