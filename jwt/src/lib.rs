@@ -34,6 +34,8 @@
 //!
 //! Errors ([`JwtError`]) never quote the token.
 
+#![warn(missing_docs)]
+
 mod claims;
 mod error;
 mod fetch;
