@@ -1763,3 +1763,70 @@ both_backends!(
             .expect(200);
     }
 );
+
+// ------------------------------------------------------ limits on every write ----
+
+/// `app`'s database behind a second API server that enforces `config`'s limits (the first one keeps
+/// the defaults). It serves until the test's runtime ends.
+async fn with_config(app: &App, config: vexil_control::api::ApiConfig) -> App {
+    use std::sync::Arc;
+    use vexil_control::api::{AppState, router};
+    let state = Arc::new(AppState::new(
+        app.store.clone(),
+        vexil_control::auth::Authenticator::new(app.store.clone(), None),
+        config,
+        vexil_control::metrics::Metrics::new(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(vexil_http::serve_http1(
+        listener,
+        router(state.clone()),
+        std::time::Duration::from_secs(30),
+        std::future::pending(),
+    ));
+    App {
+        base,
+        state,
+        ..app.clone()
+    }
+}
+
+fn max_flags(n: usize) -> vexil_control::api::ApiConfig {
+    let mut config = vexil_control::api::ApiConfig::default();
+    config.limits.max_flags = n;
+    config
+}
+
+// `[limits] max_flags` holds for a single-flag PUT as it does for an import: the environment that
+// would result is checked, not the one flag.
+both_backends!(
+    single_flag_put_past_max_flags_is_refused,
+    |app: App| async move {
+        let small = with_config(&app, max_flags(2)).await;
+        let admin = app.admin.clone();
+        app.create_env("prod").await;
+        small.create_flag("prod", "a", &bool_flag()).await;
+        small.create_flag("prod", "b", &bool_flag()).await;
+        let before = app.snapshot("prod").await;
+        let r = small
+            .put_json(&flag_path("prod", "c"), &bool_flag(), &admin)
+            .await;
+        let p = assert_problem(&r, 400);
+        assert_eq!(p["errors"][0]["path"], "flags", "{p}");
+        let message = p["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("limit of 2"), "{p}");
+        assert_eq!(p["errors"].as_array().unwrap().len(), 1, "{p}");
+        small.assert_unchanged(&before, &small.snapshot("prod").await, "past max_flags");
+        // At the limit, replacing and deleting still work; after a delete there is room again.
+        small
+            .put_json_if(&flag_path("prod", "a"), &bool_flag(), &admin, "\"1\"")
+            .await
+            .expect(200);
+        assert_eq!(
+            small.delete(&flag_path("prod", "b"), &admin).await.status,
+            204
+        );
+        small.create_flag("prod", "c", &bool_flag()).await;
+    }
+);
