@@ -1,0 +1,545 @@
+//! The one write path of an environment's flag set.
+//!
+//! Every change of an environment's flags, evaluators or whole flag set — a flag put, the kill
+//! switch, a flag delete, an evaluator put or delete, an import, a promotion — is an [`EnvWrite`]
+//! applied by [`Store::write`], and nothing else writes those rows. An operation only describes its
+//! change: which item it is about (its [`Scope`]) and an edit of the environment's set that checks
+//! the operation's own precondition. [`Store::write`] keeps the invariant, in this order, in one
+//! transaction:
+//!
+//! 1. **Revision + 1 first.** `UPDATE environments SET revision = revision + 1 ... RETURNING` is the
+//!    first statement: it takes the environment's row lock on PostgreSQL (the write lock on SQLite,
+//!    see [`Store::begin_write`]) before anything is read, so concurrent writers of an environment
+//!    queue up and each sees the previous one's result. An environment that does not exist is
+//!    `404` here.
+//! 2. **Read, then edit.** The environment's whole set is read inside the lock and handed to the
+//!    edit, which checks its precondition (`If-Match` against the current version, the item
+//!    existing) and changes the set in memory.
+//! 3. **Validate the whole result.** The environment the write would leave is checked as a whole,
+//!    with the engine's strict validation and against every limit ([`WriteLimits`]): every rule
+//!    compiles and every `$ref` names an evaluator, every flag key is a header dictionary key, at
+//!    most `max_flags` flags, at most `max_document_bytes` of JSON. A write is refused only for what
+//!    it would add: a problem the stored set already has (a limit lowered after it was written) does
+//!    not block a write that does not add to it, so the kill switch and deletes keep working in
+//!    such an environment and can bring it back under its limits.
+//! 4. **Write** the item's row (or the whole set's rows), the change-log row of the new revision
+//!    (what sidecars follow) and the audit row (who, what, before, after, request id).
+//! 5. **Commit**, then **announce** the revision: in-process to this replica's sync hub, which also
+//!    publishes it to the other replicas through Redis.
+//!
+//! Any error before the commit drops the transaction, which rolls everything back: a refused write
+//! leaves no revision, change-log row or audit row behind, and revisions have no gaps.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{Map, Value, json};
+use sqlx::Row;
+use vexil_engine::{FlagSet, Limits, ValidationError, ValidationErrors, header_key_problem};
+
+use super::{
+    Actor, Store, StoreError, StoreResult, audit, bump_revision, environment_id, find_environment,
+    json_opt, record_change,
+};
+use crate::model::{ChangeKind, Environment, EvaluatorRecord, FlagRecord};
+
+/// A write transaction.
+pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// What `If-Match` asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// No `If-Match`.
+    None,
+    /// `If-Match: *`: any current version.
+    Any,
+    /// `If-Match: "<version>"`.
+    Version(i64),
+}
+
+impl Precondition {
+    /// Checks the precondition against the current version (`None` when the item does not exist).
+    /// `required` names the item when replacing it needs `If-Match`.
+    pub(crate) fn check(
+        self,
+        current: Option<i64>,
+        required: Option<&'static str>,
+    ) -> StoreResult<()> {
+        match (self, current) {
+            (Precondition::None, Some(_)) => match required {
+                Some(what) => Err(StoreError::PreconditionRequired(what)),
+                None => Ok(()),
+            },
+            (Precondition::None, None) => Ok(()),
+            (Precondition::Any, Some(_)) => Ok(()),
+            (Precondition::Version(v), Some(c)) if v == c => Ok(()),
+            (Precondition::Version(_) | Precondition::Any, c) => {
+                Err(StoreError::PreconditionFailed {
+                    current: c.unwrap_or(0),
+                })
+            }
+        }
+    }
+}
+
+/// The limits every write is checked against, on the environment it would leave.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteLimits {
+    /// Rule depth and flag count (`[limits] max_rule_depth`, `[limits] max_flags`).
+    pub engine: Limits,
+    /// Largest flag set an environment may hold, as compact JSON (the export document). It is the
+    /// import limit (`[limits] max_import_bytes`): whatever an environment holds can be exported
+    /// and imported again, and reaches sidecars as one snapshot frame.
+    pub max_document_bytes: usize,
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        WriteLimits {
+            engine: Limits::default(),
+            max_document_bytes: 32 << 20,
+        }
+    }
+}
+
+/// An environment's flag set: flag and evaluator definitions by key, and the set's metadata.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct SetRows {
+    /// Flag definitions by key.
+    pub flags: Map<String, Value>,
+    /// `$evaluators`: shared rules by name.
+    pub evaluators: Map<String, Value>,
+    /// The flag set's `metadata` (an object; empty when there is none).
+    pub metadata: Map<String, Value>,
+}
+
+impl SetRows {
+    /// The set as one flagd document: `flags`, and `$evaluators` and `metadata` when not empty.
+    pub(crate) fn document(&self) -> Value {
+        let mut doc = json!({"flags": self.flags});
+        if !self.evaluators.is_empty() {
+            doc["$evaluators"] = Value::Object(self.evaluators.clone());
+        }
+        if !self.metadata.is_empty() {
+            doc["metadata"] = Value::Object(self.metadata.clone());
+        }
+        doc
+    }
+
+    /// The set a flagd document describes; `None` when `doc` does not have a flag set's shape (not
+    /// an object, an unknown member, a section that is not an object), which validating it explains.
+    pub(crate) fn from_document(doc: &Value) -> Option<SetRows> {
+        let root = doc.as_object()?;
+        let mut set = SetRows::default();
+        for (name, value) in root {
+            let section = match name.as_str() {
+                "$schema" => continue,
+                "flags" => &mut set.flags,
+                "$evaluators" => &mut set.evaluators,
+                "metadata" => &mut set.metadata,
+                _ => return None,
+            };
+            *section = value.as_object()?.clone();
+        }
+        Some(set)
+    }
+}
+
+/// An environment's set as stored, with each row's version.
+pub(crate) struct Stored {
+    /// The definitions.
+    pub rows: SetRows,
+    flag_versions: HashMap<String, i64>,
+    evaluator_versions: HashMap<String, i64>,
+}
+
+impl Stored {
+    /// The stored version of flag `key`.
+    pub(crate) fn flag_version(&self, key: &str) -> Option<i64> {
+        self.flag_versions.get(key).copied()
+    }
+
+    /// The stored version of evaluator `key`.
+    pub(crate) fn evaluator_version(&self, key: &str) -> Option<i64> {
+        self.evaluator_versions.get(key).copied()
+    }
+}
+
+/// Reads environment `environment_id`'s whole set on `conn` (a pool connection or a transaction).
+pub(crate) async fn load(
+    conn: &mut sqlx::AnyConnection,
+    environment_id: i64,
+) -> StoreResult<Stored> {
+    let mut stored = Stored {
+        rows: SetRows::default(),
+        flag_versions: HashMap::new(),
+        evaluator_versions: HashMap::new(),
+    };
+    for (sql, defs, versions) in [
+        (
+            "SELECT key, definition, version FROM flags WHERE environment_id = $1",
+            &mut stored.rows.flags,
+            &mut stored.flag_versions,
+        ),
+        (
+            "SELECT key, definition, version FROM evaluators WHERE environment_id = $1",
+            &mut stored.rows.evaluators,
+            &mut stored.evaluator_versions,
+        ),
+    ] {
+        for r in sqlx::query(sql)
+            .bind(environment_id)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let key: String = r.try_get("key")?;
+            versions.insert(key.clone(), r.try_get("version")?);
+            defs.insert(
+                key,
+                json_opt(Some(r.try_get("definition")?))?.unwrap_or(Value::Null),
+            );
+        }
+    }
+    let meta: String = sqlx::query("SELECT metadata FROM environments WHERE id = $1")
+        .bind(environment_id)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("metadata")?;
+    if let Some(Value::Object(m)) = json_opt(Some(meta))? {
+        stored.rows.metadata = m;
+    }
+    Ok(stored)
+}
+
+/// What a write is about: one flag, one evaluator, or the whole set. It names the change-log entry
+/// (kind and key) and, for one item, the audit target and which row is written.
+#[derive(Clone, Debug)]
+pub(crate) enum Scope {
+    /// Flag `key`.
+    Flag(String),
+    /// Evaluator `key`.
+    Evaluator(String),
+    /// Everything: flags, evaluators, metadata.
+    FlagSet,
+}
+
+/// What an edit works on: the set as stored and the set the write will leave (a copy to change).
+pub(crate) struct Draft {
+    stored: Stored,
+    /// The set the write will store; it starts as the stored one.
+    pub set: SetRows,
+    source: Option<SetRows>,
+}
+
+impl Draft {
+    /// The environment as stored.
+    pub(crate) fn stored(&self) -> &Stored {
+        &self.stored
+    }
+
+    /// The set of the environment named by [`EnvWrite::copying`] (read in the same transaction).
+    pub(crate) fn take_source(&mut self) -> SetRows {
+        self.source.take().unwrap_or_default()
+    }
+}
+
+/// An operation's edit: checks its precondition against the draft, changes `draft.set`, and names
+/// the audit action.
+type Edit<'a> = Box<dyn FnOnce(&mut Draft) -> StoreResult<&'static str> + Send + 'a>;
+
+/// How an operation explains a refusal by validation (by default: `400` with the problems).
+type Explain<'a> = Box<dyn FnOnce(&Draft, ValidationErrors) -> StoreError + Send + 'a>;
+
+/// One write of an environment's flag set, as an operation describes it; [`Store::write`] applies it.
+pub(crate) struct EnvWrite<'a> {
+    environment: &'a str,
+    scope: Scope,
+    source: Option<&'a str>,
+    edit: Edit<'a>,
+    explain: Option<Explain<'a>>,
+}
+
+impl<'a> EnvWrite<'a> {
+    /// A write of `environment` about `scope`, made by `edit`.
+    pub(crate) fn new(
+        environment: &'a str,
+        scope: Scope,
+        edit: impl FnOnce(&mut Draft) -> StoreResult<&'static str> + Send + 'a,
+    ) -> Self {
+        EnvWrite {
+            environment,
+            scope,
+            source: None,
+            edit: Box::new(edit),
+            explain: None,
+        }
+    }
+
+    /// Hands the edit environment `source`'s set ([`Draft::take_source`]), read inside the
+    /// transaction; the audit entry names `source` as its target.
+    pub(crate) fn copying(mut self, source: &'a str) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Explains a refusal by validation with `explain` instead of listing the problems as a `400`.
+    pub(crate) fn explain_refusal(
+        mut self,
+        explain: impl FnOnce(&Draft, ValidationErrors) -> StoreError + Send + 'a,
+    ) -> Self {
+        self.explain = Some(Box::new(explain));
+        self
+    }
+}
+
+/// What a write stored.
+pub(crate) struct Written {
+    /// The item did not exist before (a creation).
+    pub created: bool,
+    /// The flag row written (scope [`Scope::Flag`], unless deleted).
+    pub flag: Option<FlagRecord>,
+    /// The evaluator row written (scope [`Scope::Evaluator`], unless deleted).
+    pub evaluator: Option<EvaluatorRecord>,
+    /// The environment at its new revision.
+    pub environment: Environment,
+}
+
+impl Store {
+    /// Applies `write` with the invariant described in this module: revision + 1, read and edit,
+    /// validate the whole result against `limits`, write the rows, the change-log row and the audit
+    /// row, commit, announce.
+    pub(crate) async fn write(
+        &self,
+        actor: &Actor,
+        limits: WriteLimits,
+        write: EnvWrite<'_>,
+    ) -> StoreResult<Written> {
+        let EnvWrite {
+            environment: env,
+            scope,
+            source,
+            edit,
+            explain,
+        } = write;
+        let mut tx = self.begin_write().await?;
+        let (env_id, revision) = bump_revision(&mut tx, env).await?;
+
+        let stored = load(&mut tx, env_id).await?;
+        let source_rows = match source {
+            Some(from) => {
+                let from_id = environment_id(&mut tx, from).await?;
+                Some(load(&mut tx, from_id).await?.rows)
+            }
+            None => None,
+        };
+        let mut draft = Draft {
+            set: stored.rows.clone(),
+            stored,
+            source: source_rows,
+        };
+        let action = edit(&mut draft)?;
+
+        if let Err(problems) = check(&draft.stored.rows, &draft.set, limits) {
+            return Err(match explain {
+                Some(explain) => explain(&draft, problems),
+                None => StoreError::Invalid(problems),
+            });
+        }
+
+        let before = &draft.stored.rows;
+        let after = &draft.set;
+        let (mut created, mut flag, mut evaluator) = (false, None, None);
+        let (kind, key, old, new) = match &scope {
+            Scope::Flag(key) => {
+                created = !before.flags.contains_key(key);
+                let new = after.flags.get(key);
+                flag = match new {
+                    Some(def) => Some(
+                        super::flags::upsert_row(
+                            &mut tx,
+                            env_id,
+                            key,
+                            def,
+                            draft.stored.flag_version(key),
+                        )
+                        .await?,
+                    ),
+                    None => {
+                        super::flags::delete_row(&mut tx, env_id, key).await?;
+                        None
+                    }
+                };
+                (
+                    ChangeKind::Flag,
+                    Some(key.as_str()),
+                    before.flags.get(key).cloned(),
+                    new.cloned(),
+                )
+            }
+            Scope::Evaluator(key) => {
+                created = !before.evaluators.contains_key(key);
+                let new = after.evaluators.get(key);
+                evaluator = match new {
+                    Some(def) => Some(
+                        super::evaluators::upsert_row(
+                            &mut tx,
+                            env_id,
+                            key,
+                            def,
+                            draft.stored.evaluator_version(key),
+                        )
+                        .await?,
+                    ),
+                    None => {
+                        super::evaluators::delete_row(&mut tx, env_id, key).await?;
+                        None
+                    }
+                };
+                (
+                    ChangeKind::Evaluator,
+                    Some(key.as_str()),
+                    before.evaluators.get(key).cloned(),
+                    new.cloned(),
+                )
+            }
+            Scope::FlagSet => {
+                super::flagsets::replace_rows(&mut tx, env_id, after, &draft.stored).await?;
+                (
+                    ChangeKind::FlagSet,
+                    None,
+                    Some(before.document()),
+                    Some(after.document()),
+                )
+            }
+        };
+        record_change(&mut tx, env_id, revision, kind, key, new.as_ref()).await?;
+        audit(
+            &mut tx,
+            actor,
+            action,
+            Some(env),
+            source.or(key),
+            old.unwrap_or(Value::Null),
+            new.unwrap_or(Value::Null),
+        )
+        .await?;
+        let environment = find_environment(&mut tx, env).await?;
+        tx.commit().await?;
+        self.announce(env, revision);
+        Ok(Written {
+            created,
+            flag,
+            evaluator,
+            environment,
+        })
+    }
+}
+
+/// Checks the set a write would leave (`after`) against `limits`, given the set as stored
+/// (`before`): every problem `after` has and `before` did not, or `Ok`.
+///
+/// The flag count and the document size are problems when over their limit and larger than
+/// before; rule and key problems when `before` did not have the same problem at the same path.
+fn check(before: &SetRows, after: &SetRows, limits: WriteLimits) -> Result<(), ValidationErrors> {
+    let mut problems = Vec::new();
+    let max_flags = limits.engine.max_flags;
+    if after.flags.len() > max_flags && after.flags.len() > before.flags.len() {
+        problems.push(ValidationError {
+            path: "flags".into(),
+            message: format!(
+                "{} flags, more than the limit of {max_flags}",
+                after.flags.len()
+            ),
+        });
+    }
+    let doc = after.document();
+    let size = json_len(&doc);
+    if size > limits.max_document_bytes && size > json_len(&before.document()) {
+        problems.push(ValidationError {
+            path: String::new(),
+            message: format!(
+                "the flag set would be {size} bytes of JSON, more than the limit of {} \
+                 ([limits] max_import_bytes)",
+                limits.max_document_bytes
+            ),
+        });
+    }
+    let found = rule_problems(&doc, limits.engine.max_depth);
+    if !found.is_empty() {
+        let known = rule_problems(&before.document(), limits.engine.max_depth);
+        let known: BTreeSet<(&str, &str)> = known
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        problems.extend(
+            found
+                .iter()
+                .filter(|p| !known.contains(&(p.path.as_str(), p.message.as_str())))
+                .cloned(),
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(problems))
+    }
+}
+
+/// The engine's strict validation of `doc` without its flag count, plus the header-key rule for
+/// every flag key.
+fn rule_problems(doc: &Value, max_depth: usize) -> Vec<ValidationError> {
+    let limits = Limits {
+        max_depth,
+        max_flags: usize::MAX,
+    };
+    let mut problems = FlagSet::validate(doc, limits).0;
+    problems.extend(key_problems(doc));
+    problems
+}
+
+/// A flag key must be usable as a key of the `vexil-flags` header's structured-field dictionary:
+/// a problem at `flags["<key>"]` for each one that is not.
+fn key_problems(doc: &Value) -> Vec<ValidationError> {
+    let Some(flags) = doc.get("flags").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    flags
+        .keys()
+        .filter_map(|key| {
+            header_key_problem(key).map(|problem| ValidationError {
+                path: format!("flags[{}]", Value::from(key.as_str())),
+                message: problem,
+            })
+        })
+        .collect()
+}
+
+/// Validates a whole document on its own, strictly, plus the header-key rule for every flag key:
+/// what a write of exactly this document into an empty environment would be refused for, limits
+/// aside from `limits`' (no document size).
+pub(crate) fn validate_document(doc: &Value, limits: Limits) -> StoreResult<()> {
+    let mut errors = FlagSet::validate(doc, limits).0;
+    errors.extend(key_problems(doc));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(ValidationErrors(errors)))
+    }
+}
+
+/// The length of `v` as compact JSON, without building the text.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, v);
+    count.0
+}
