@@ -54,7 +54,7 @@ impl Store {
         limits: WriteLimits,
     ) -> StoreResult<(EvaluatorRecord, bool)> {
         let write = EnvWrite::new(env, Scope::Evaluator(key.into()), move |draft| {
-            let current = draft.stored().evaluator_version(key);
+            let current = draft.versions().evaluator(key);
             precondition.check(current, Some("evaluator"))?;
             draft.set.evaluators.insert(key.to_string(), definition);
             Ok(if current.is_some() {
@@ -81,13 +81,14 @@ impl Store {
         limits: WriteLimits,
     ) -> StoreResult<()> {
         let write = EnvWrite::new(env, Scope::Evaluator(key.into()), move |draft| {
-            let current = draft.stored().evaluator_version(key);
+            let current = draft.versions().evaluator(key);
             precondition.check(Some(current.ok_or_else(|| not_found(env, key))?), None)?;
             draft.set.evaluators.remove(key);
             Ok("evaluator.delete")
         })
-        .explain_refusal(move |draft, errors| {
-            let users = references_to(key, &draft.stored().rows);
+        .explain_refusal(move |set, errors| {
+            // The set without the evaluator: who refers to it is unchanged.
+            let users = references_to(key, set);
             if users.is_empty() {
                 StoreError::Invalid(errors)
             } else {

@@ -128,7 +128,7 @@ impl Store {
         limits: WriteLimits,
     ) -> StoreResult<(FlagRecord, bool)> {
         let write = EnvWrite::new(env, Scope::Flag(key.into()), move |draft| {
-            let current = draft.stored().flag_version(key);
+            let current = draft.versions().flag(key);
             precondition.check(current, Some("flag"))?;
             draft.set.flags.insert(key.to_string(), definition);
             Ok(if current.is_some() {
@@ -153,7 +153,7 @@ impl Store {
     ) -> StoreResult<FlagRecord> {
         check_state(state)?;
         let write = EnvWrite::new(env, Scope::Flag(key.into()), move |draft| {
-            let current = draft.stored().flag_version(key);
+            let current = draft.versions().flag(key);
             precondition.check(Some(current.ok_or_else(|| not_found(env, key))?), None)?;
             draft
                 .set
@@ -177,7 +177,7 @@ impl Store {
         limits: WriteLimits,
     ) -> StoreResult<()> {
         let write = EnvWrite::new(env, Scope::Flag(key.into()), move |draft| {
-            let current = draft.stored().flag_version(key);
+            let current = draft.versions().flag(key);
             precondition.check(Some(current.ok_or_else(|| not_found(env, key))?), None)?;
             draft.set.flags.remove(key);
             Ok("flag.delete")

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use sqlx::Row;
 
-use super::write::{EnvWrite, Scope, SetRows, Stored, Tx, WriteLimits, load, validate_document};
+use super::write::{EnvWrite, Scope, SetRows, Tx, Versions, WriteLimits, load, validate_document};
 use super::{Actor, Store, StoreError, StoreResult, environment_from_row, not_found_env};
 use crate::model::{Environment, now_millis};
 
@@ -26,7 +26,7 @@ impl Store {
         let environment = environment_from_row(&row)?;
         let set = load(&mut tx, id).await?;
         tx.commit().await?;
-        Ok((environment, set.rows.document()))
+        Ok((environment, set.rows.into_document()))
     }
 
     /// Replaces an environment's whole flag set (flags, evaluators, metadata) with `doc`: all valid
@@ -38,12 +38,15 @@ impl Store {
         doc: Value,
         limits: WriteLimits,
     ) -> StoreResult<Environment> {
-        let Some(rows) = SetRows::from_document(&doc) else {
-            // Not shaped like a flag set: the engine says where (no lock taken for that).
-            validate_document(&doc, limits.engine)?;
-            return Err(StoreError::BadRequest(
-                "the body is not a flagd flag-set document".into(),
-            ));
+        let rows = match SetRows::from_document(doc) {
+            Ok(rows) => rows,
+            Err(doc) => {
+                // Not shaped like a flag set: the engine says where (no lock taken for that).
+                validate_document(&doc, limits.engine)?;
+                return Err(StoreError::BadRequest(
+                    "the body is not a flagd flag-set document".into(),
+                ));
+            }
         };
         let write = EnvWrite::new(env, Scope::FlagSet, move |draft| {
             draft.set = rows;
@@ -80,7 +83,7 @@ pub(super) async fn replace_rows(
     tx: &mut Tx,
     env_id: i64,
     set: &SetRows,
-    stored: &Stored,
+    stored: &Versions,
 ) -> StoreResult<()> {
     for sql in [
         "DELETE FROM flags WHERE environment_id = $1",
@@ -102,7 +105,7 @@ pub(super) async fn replace_rows(
         .bind(key.clone())
         .bind(state.to_string())
         .bind(def.to_string())
-        .bind(stored.flag_version(key).unwrap_or(0) + 1)
+        .bind(stored.flag(key).unwrap_or(0) + 1)
         .bind(now)
         .bind(now)
         .execute(&mut **tx)

@@ -30,15 +30,16 @@
 //! Any error before the commit drops the transaction, which rolls everything back: a refused write
 //! leaves no revision, change-log row or audit row behind, and revisions have no gaps.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sqlx::Row;
 use vexil_engine::{FlagSet, Limits, ValidationError, ValidationErrors, header_key_problem};
 
 use super::{
-    Actor, Store, StoreError, StoreResult, audit, bump_revision, environment_id, find_environment,
-    json_opt, record_change,
+    Actor, Store, StoreError, StoreResult, audit, bump_revision, corrupt, environment_id,
+    find_environment, json_opt, record_change,
 };
 use crate::model::{ChangeKind, Environment, EvaluatorRecord, FlagRecord};
 
@@ -108,39 +109,72 @@ pub(crate) struct SetRows {
     pub flags: Map<String, Value>,
     /// `$evaluators`: shared rules by name.
     pub evaluators: Map<String, Value>,
-    /// The flag set's `metadata` (an object; empty when there is none).
+    /// The flag set's `metadata` (empty when there is none).
     pub metadata: Map<String, Value>,
 }
 
 impl SetRows {
     /// The set as one flagd document: `flags`, and `$evaluators` and `metadata` when not empty.
-    pub(crate) fn document(&self) -> Value {
-        let mut doc = json!({"flags": self.flags});
+    pub(crate) fn into_document(self) -> Value {
+        let mut doc = Map::new();
+        doc.insert("flags".into(), Value::Object(self.flags));
         if !self.evaluators.is_empty() {
-            doc["$evaluators"] = Value::Object(self.evaluators.clone());
+            doc.insert("$evaluators".into(), Value::Object(self.evaluators));
         }
         if !self.metadata.is_empty() {
-            doc["metadata"] = Value::Object(self.metadata.clone());
+            doc.insert("metadata".into(), Value::Object(self.metadata));
         }
-        doc
+        Value::Object(doc)
     }
 
-    /// The set a flagd document describes; `None` when `doc` does not have a flag set's shape (not
-    /// an object, an unknown member, a section that is not an object), which validating it explains.
-    pub(crate) fn from_document(doc: &Value) -> Option<SetRows> {
-        let root = doc.as_object()?;
-        let mut set = SetRows::default();
-        for (name, value) in root {
-            let section = match name.as_str() {
-                "$schema" => continue,
-                "flags" => &mut set.flags,
-                "$evaluators" => &mut set.evaluators,
-                "metadata" => &mut set.metadata,
-                _ => return None,
-            };
-            *section = value.as_object()?.clone();
+    /// The set a flagd document describes (`$schema` is dropped), or the document back when it does
+    /// not have a flag set's shape: not an object, an unknown member, a section that is not an
+    /// object (validating it says where).
+    pub(crate) fn from_document(doc: Value) -> Result<SetRows, Value> {
+        let shaped = doc.as_object().is_some_and(|root| {
+            root.iter().all(|(name, section)| match name.as_str() {
+                "$schema" => true,
+                "flags" | "$evaluators" | "metadata" => section.is_object(),
+                _ => false,
+            })
+        });
+        let Value::Object(root) = doc else {
+            return Err(doc);
+        };
+        if !shaped {
+            return Err(Value::Object(root));
         }
-        Some(set)
+        let mut set = SetRows::default();
+        for (name, section) in root {
+            if let Value::Object(items) = section {
+                match name.as_str() {
+                    "flags" => set.flags = items,
+                    "$evaluators" => set.evaluators = items,
+                    "metadata" => set.metadata = items,
+                    _ => {}
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// The stored version of every flag and evaluator of an environment.
+#[derive(Debug, Default)]
+pub(crate) struct Versions {
+    flags: HashMap<String, i64>,
+    evaluators: HashMap<String, i64>,
+}
+
+impl Versions {
+    /// Flag `key`'s version; `None` when there is no such flag.
+    pub(crate) fn flag(&self, key: &str) -> Option<i64> {
+        self.flags.get(key).copied()
+    }
+
+    /// Evaluator `key`'s version; `None` when there is no such evaluator.
+    pub(crate) fn evaluator(&self, key: &str) -> Option<i64> {
+        self.evaluators.get(key).copied()
     }
 }
 
@@ -148,20 +182,8 @@ impl SetRows {
 pub(crate) struct Stored {
     /// The definitions.
     pub rows: SetRows,
-    flag_versions: HashMap<String, i64>,
-    evaluator_versions: HashMap<String, i64>,
-}
-
-impl Stored {
-    /// The stored version of flag `key`.
-    pub(crate) fn flag_version(&self, key: &str) -> Option<i64> {
-        self.flag_versions.get(key).copied()
-    }
-
-    /// The stored version of evaluator `key`.
-    pub(crate) fn evaluator_version(&self, key: &str) -> Option<i64> {
-        self.evaluator_versions.get(key).copied()
-    }
+    /// The versions.
+    pub versions: Versions,
 }
 
 /// Reads environment `environment_id`'s whole set on `conn` (a pool connection or a transaction).
@@ -171,19 +193,18 @@ pub(crate) async fn load(
 ) -> StoreResult<Stored> {
     let mut stored = Stored {
         rows: SetRows::default(),
-        flag_versions: HashMap::new(),
-        evaluator_versions: HashMap::new(),
+        versions: Versions::default(),
     };
-    for (sql, defs, versions) in [
+    for (sql, definitions, versions) in [
         (
             "SELECT key, definition, version FROM flags WHERE environment_id = $1",
             &mut stored.rows.flags,
-            &mut stored.flag_versions,
+            &mut stored.versions.flags,
         ),
         (
             "SELECT key, definition, version FROM evaluators WHERE environment_id = $1",
             &mut stored.rows.evaluators,
-            &mut stored.evaluator_versions,
+            &mut stored.versions.evaluators,
         ),
     ] {
         for r in sqlx::query(sql)
@@ -193,7 +214,7 @@ pub(crate) async fn load(
         {
             let key: String = r.try_get("key")?;
             versions.insert(key.clone(), r.try_get("version")?);
-            defs.insert(
+            definitions.insert(
                 key,
                 json_opt(Some(r.try_get("definition")?))?.unwrap_or(Value::Null),
             );
@@ -210,8 +231,8 @@ pub(crate) async fn load(
     Ok(stored)
 }
 
-/// What a write is about: one flag, one evaluator, or the whole set. It names the change-log entry
-/// (kind and key) and, for one item, the audit target and which row is written.
+/// What a write is about: one flag, one evaluator, or the whole set. It decides the change-log
+/// entry (kind, key, definition), the audit entry's target and states, and which rows are written.
 #[derive(Clone, Debug)]
 pub(crate) enum Scope {
     /// Flag `key`.
@@ -222,18 +243,19 @@ pub(crate) enum Scope {
     FlagSet,
 }
 
-/// What an edit works on: the set as stored and the set the write will leave (a copy to change).
+/// What an edit works on.
 pub(crate) struct Draft {
-    stored: Stored,
-    /// The set the write will store; it starts as the stored one.
+    /// The set the write will leave. A one-item write starts from the stored set and changes its
+    /// item; a whole-set write starts from an empty set and fills it.
     pub set: SetRows,
+    versions: Versions,
     source: Option<SetRows>,
 }
 
 impl Draft {
-    /// The environment as stored.
-    pub(crate) fn stored(&self) -> &Stored {
-        &self.stored
+    /// The stored versions, for preconditions.
+    pub(crate) fn versions(&self) -> &Versions {
+        &self.versions
     }
 
     /// The set of the environment named by [`EnvWrite::copying`] (read in the same transaction).
@@ -246,8 +268,9 @@ impl Draft {
 /// the audit action.
 type Edit<'a> = Box<dyn FnOnce(&mut Draft) -> StoreResult<&'static str> + Send + 'a>;
 
-/// How an operation explains a refusal by validation (by default: `400` with the problems).
-type Explain<'a> = Box<dyn FnOnce(&Draft, ValidationErrors) -> StoreError + Send + 'a>;
+/// How an operation explains a refusal by validation, given the set the write would have left
+/// (by default: `400` with the problems).
+type Explain<'a> = Box<dyn FnOnce(&SetRows, ValidationErrors) -> StoreError + Send + 'a>;
 
 /// One write of an environment's flag set, as an operation describes it; [`Store::write`] applies it.
 pub(crate) struct EnvWrite<'a> {
@@ -284,7 +307,7 @@ impl<'a> EnvWrite<'a> {
     /// Explains a refusal by validation with `explain` instead of listing the problems as a `400`.
     pub(crate) fn explain_refusal(
         mut self,
-        explain: impl FnOnce(&Draft, ValidationErrors) -> StoreError + Send + 'a,
+        explain: impl FnOnce(&SetRows, ValidationErrors) -> StoreError + Send + 'a,
     ) -> Self {
         self.explain = Some(Box::new(explain));
         self
@@ -323,7 +346,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
 
-        let stored = load(&mut tx, env_id).await?;
+        let Stored { rows, versions } = load(&mut tx, env_id).await?;
         let source_rows = match source {
             Some(from) => {
                 let from_id = environment_id(&mut tx, from).await?;
@@ -331,35 +354,56 @@ impl Store {
             }
             None => None,
         };
+        // What the scope covers as stored: for the audit entry, and to rebuild the stored set
+        // should validation need it (the set itself is handed to the edit, not copied).
+        let (set, mut old_item, mut old_doc) = match &scope {
+            Scope::Flag(key) => {
+                let old = rows.flags.get(key).cloned();
+                (rows, old, None)
+            }
+            Scope::Evaluator(key) => {
+                let old = rows.evaluators.get(key).cloned();
+                (rows, old, None)
+            }
+            Scope::FlagSet => (SetRows::default(), None, Some(rows.into_document())),
+        };
         let mut draft = Draft {
-            set: stored.rows.clone(),
-            stored,
+            set,
+            versions,
             source: source_rows,
         };
         let action = edit(&mut draft)?;
+        let Draft { set, versions, .. } = draft;
 
-        if let Err(problems) = check(&draft.stored.rows, &draft.set, limits) {
+        let doc = set.into_document();
+        let stored_doc = || match (&scope, &old_doc) {
+            (_, Some(stored)) => stored.clone(),
+            (Scope::Flag(key), None) => with_item(&doc, |s| &mut s.flags, key, &old_item),
+            (Scope::Evaluator(key), None) => with_item(&doc, |s| &mut s.evaluators, key, &old_item),
+            (Scope::FlagSet, None) => Value::Null,
+        };
+        if let Err(problems) = check(&doc, &stored_doc, limits) {
             return Err(match explain {
-                Some(explain) => explain(&draft, problems),
+                Some(explain) => {
+                    explain(&SetRows::from_document(doc).unwrap_or_default(), problems)
+                }
                 None => StoreError::Invalid(problems),
             });
         }
+        let after = SetRows::from_document(doc).map_err(|_| corrupt("the flag set written"))?;
 
-        let before = &draft.stored.rows;
-        let after = &draft.set;
         let (mut created, mut flag, mut evaluator) = (false, None, None);
         let (kind, key, old, new) = match &scope {
             Scope::Flag(key) => {
-                created = !before.flags.contains_key(key);
-                let new = after.flags.get(key);
-                flag = match new {
-                    Some(def) => Some(
+                let new = after.flags.get(key).cloned();
+                flag = match &new {
+                    Some(definition) => Some(
                         super::flags::upsert_row(
                             &mut tx,
                             env_id,
                             key,
-                            def,
-                            draft.stored.flag_version(key),
+                            definition,
+                            versions.flag(key),
                         )
                         .await?,
                     ),
@@ -368,24 +412,19 @@ impl Store {
                         None
                     }
                 };
-                (
-                    ChangeKind::Flag,
-                    Some(key.as_str()),
-                    before.flags.get(key).cloned(),
-                    new.cloned(),
-                )
+                created = old_item.is_none();
+                (ChangeKind::Flag, Some(key.as_str()), old_item.take(), new)
             }
             Scope::Evaluator(key) => {
-                created = !before.evaluators.contains_key(key);
-                let new = after.evaluators.get(key);
-                evaluator = match new {
-                    Some(def) => Some(
+                let new = after.evaluators.get(key).cloned();
+                evaluator = match &new {
+                    Some(definition) => Some(
                         super::evaluators::upsert_row(
                             &mut tx,
                             env_id,
                             key,
-                            def,
-                            draft.stored.evaluator_version(key),
+                            definition,
+                            versions.evaluator(key),
                         )
                         .await?,
                     ),
@@ -394,20 +433,21 @@ impl Store {
                         None
                     }
                 };
+                created = old_item.is_none();
                 (
                     ChangeKind::Evaluator,
                     Some(key.as_str()),
-                    before.evaluators.get(key).cloned(),
-                    new.cloned(),
+                    old_item.take(),
+                    new,
                 )
             }
             Scope::FlagSet => {
-                super::flagsets::replace_rows(&mut tx, env_id, after, &draft.stored).await?;
+                super::flagsets::replace_rows(&mut tx, env_id, &after, &versions).await?;
                 (
                     ChangeKind::FlagSet,
                     None,
-                    Some(before.document()),
-                    Some(after.document()),
+                    old_doc.take(),
+                    Some(after.into_document()),
                 )
             }
         };
@@ -434,47 +474,64 @@ impl Store {
     }
 }
 
-/// Checks the set a write would leave (`after`) against `limits`, given the set as stored
-/// (`before`): every problem `after` has and `before` did not, or `Ok`.
+/// `doc` with item `key` of one section (chosen by `section`) back to `old` (absent when `None`).
+fn with_item(
+    doc: &Value,
+    section: impl Fn(&mut SetRows) -> &mut Map<String, Value>,
+    key: &str,
+    old: &Option<Value>,
+) -> Value {
+    let mut set = SetRows::from_document(doc.clone()).unwrap_or_default();
+    let items = section(&mut set);
+    match old {
+        Some(definition) => items.insert(key.to_string(), definition.clone()),
+        None => items.remove(key),
+    };
+    set.into_document()
+}
+
+/// Checks the document a write would leave (`after`) against `limits`: every problem it has that
+/// the stored document (built by `stored` only when needed) did not, or `Ok`.
 ///
-/// The flag count and the document size are problems when over their limit and larger than
-/// before; rule and key problems when `before` did not have the same problem at the same path.
-fn check(before: &SetRows, after: &SetRows, limits: WriteLimits) -> Result<(), ValidationErrors> {
+/// The flag count and the document size are problems when over their limit and larger than as
+/// stored; a rule or key problem when the stored document did not have it at the same path.
+fn check(
+    after: &Value,
+    stored: &dyn Fn() -> Value,
+    limits: WriteLimits,
+) -> Result<(), ValidationErrors> {
+    let stored_doc = OnceCell::new();
+    let stored = || stored_doc.get_or_init(stored);
+    let count = |doc: &Value| doc["flags"].as_object().map_or(0, Map::len);
     let mut problems = Vec::new();
-    let max_flags = limits.engine.max_flags;
-    if after.flags.len() > max_flags && after.flags.len() > before.flags.len() {
+    let (flags, max_flags) = (count(after), limits.engine.max_flags);
+    if flags > max_flags && flags > count(stored()) {
         problems.push(ValidationError {
             path: "flags".into(),
-            message: format!(
-                "{} flags, more than the limit of {max_flags}",
-                after.flags.len()
-            ),
+            message: format!("{flags} flags, more than the limit of {max_flags}"),
         });
     }
-    let doc = after.document();
-    let size = json_len(&doc);
-    if size > limits.max_document_bytes && size > json_len(&before.document()) {
+    let (size, max_size) = (json_len(after), limits.max_document_bytes);
+    if size > max_size && size > json_len(stored()) {
         problems.push(ValidationError {
             path: String::new(),
             message: format!(
-                "the flag set would be {size} bytes of JSON, more than the limit of {} \
-                 ([limits] max_import_bytes)",
-                limits.max_document_bytes
+                "the flag set would be {size} bytes of JSON, more than the limit of {max_size} \
+                 ([limits] max_import_bytes)"
             ),
         });
     }
-    let found = rule_problems(&doc, limits.engine.max_depth);
+    let found = rule_problems(after, limits.engine.max_depth);
     if !found.is_empty() {
-        let known = rule_problems(&before.document(), limits.engine.max_depth);
+        let known = rule_problems(stored(), limits.engine.max_depth);
         let known: BTreeSet<(&str, &str)> = known
             .iter()
             .map(|p| (p.path.as_str(), p.message.as_str()))
             .collect();
         problems.extend(
             found
-                .iter()
-                .filter(|p| !known.contains(&(p.path.as_str(), p.message.as_str())))
-                .cloned(),
+                .into_iter()
+                .filter(|p| !known.contains(&(p.path.as_str(), p.message.as_str()))),
         );
     }
     if problems.is_empty() {
@@ -514,8 +571,8 @@ fn key_problems(doc: &Value) -> Vec<ValidationError> {
 }
 
 /// Validates a whole document on its own, strictly, plus the header-key rule for every flag key:
-/// what a write of exactly this document into an empty environment would be refused for, limits
-/// aside from `limits`' (no document size).
+/// what a write of exactly this document into an empty environment would be refused for, the
+/// document size aside.
 pub(crate) fn validate_document(doc: &Value, limits: Limits) -> StoreResult<()> {
     let mut errors = FlagSet::validate(doc, limits).0;
     errors.extend(key_problems(doc));
@@ -543,3 +600,4 @@ fn json_len(v: &Value) -> usize {
     let _ = serde_json::to_writer(&mut count, v);
     count.0
 }
+
