@@ -101,7 +101,8 @@ async fn put_evaluator(
     security(("bearer" = [])),
     params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Evaluator name"),
            ("If-Match" = Option<String>, Header, description = "Optional ETag")),
-    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem),
+    responses((status = 204), (status = 404, body = Problem),
+               (status = 409, description = "Still referenced: `detail` names the users, `errors` what would break", body = Problem),
                (status = 412, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn delete_evaluator(
     State(state): State<Arc<AppState>>,

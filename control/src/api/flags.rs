@@ -134,7 +134,7 @@ async fn get_flag(
            ("If-Match" = Option<String>, Header, description = "ETag of the version being replaced")),
     request_body(content = Object, description = "flagd flag definition"),
     responses((status = 201, body = FlagRecord), (status = 200, body = FlagRecord),
-               (status = 400, description = "Invalid definition: every problem with its JSON path", body = Problem),
+               (status = 400, description = "Invalid definition, or a limit the environment would exceed: every problem with its JSON path", body = Problem),
                (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem),
                (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem)))]
 async fn put_flag(

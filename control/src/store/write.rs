@@ -600,4 +600,3 @@ fn json_len(v: &Value) -> usize {
     let _ = serde_json::to_writer(&mut count, v);
     count.0
 }
-
