@@ -356,16 +356,16 @@ impl Store {
         };
         // What the scope covers as stored: for the audit entry, and to rebuild the stored set
         // should validation need it (the set itself is handed to the edit, not copied).
-        let (set, mut old_item, mut old_doc) = match &scope {
+        let (set, covered) = match scope {
             Scope::Flag(key) => {
-                let old = rows.flags.get(key).cloned();
-                (rows, old, None)
+                let old = rows.flags.get(&key).cloned();
+                (rows, Covered::Flag(key, old))
             }
             Scope::Evaluator(key) => {
-                let old = rows.evaluators.get(key).cloned();
-                (rows, old, None)
+                let old = rows.evaluators.get(&key).cloned();
+                (rows, Covered::Evaluator(key, old))
             }
-            Scope::FlagSet => (SetRows::default(), None, Some(rows.into_document())),
+            Scope::FlagSet => (SetRows::default(), Covered::FlagSet(rows.into_document())),
         };
         let mut draft = Draft {
             set,
@@ -376,11 +376,10 @@ impl Store {
         let Draft { set, versions, .. } = draft;
 
         let doc = set.into_document();
-        let stored_doc = || match (&scope, &old_doc) {
-            (_, Some(stored)) => stored.clone(),
-            (Scope::Flag(key), None) => with_item(&doc, |s| &mut s.flags, key, &old_item),
-            (Scope::Evaluator(key), None) => with_item(&doc, |s| &mut s.evaluators, key, &old_item),
-            (Scope::FlagSet, None) => Value::Null,
+        let stored_doc = || match &covered {
+            Covered::Flag(key, old) => with_item(&doc, |s| &mut s.flags, key, old),
+            Covered::Evaluator(key, old) => with_item(&doc, |s| &mut s.evaluators, key, old),
+            Covered::FlagSet(stored) => stored.clone(),
         };
         if let Err(problems) = check(&doc, &stored_doc, limits) {
             return Err(match explain {
@@ -392,65 +391,63 @@ impl Store {
         }
         let after = SetRows::from_document(doc).map_err(|_| corrupt("the flag set written"))?;
 
-        let (mut created, mut flag, mut evaluator) = (false, None, None);
-        let (kind, key, old, new) = match &scope {
-            Scope::Flag(key) => {
-                let new = after.flags.get(key).cloned();
+        let created = matches!(
+            covered,
+            Covered::Flag(_, None) | Covered::Evaluator(_, None)
+        );
+        let (mut flag, mut evaluator) = (None, None);
+        let (kind, key, old, new) = match covered {
+            Covered::Flag(key, old) => {
+                let new = after.flags.get(&key).cloned();
                 flag = match &new {
                     Some(definition) => Some(
                         super::flags::upsert_row(
                             &mut tx,
                             env_id,
-                            key,
+                            &key,
                             definition,
-                            versions.flag(key),
+                            versions.flag(&key),
                         )
                         .await?,
                     ),
                     None => {
-                        super::flags::delete_row(&mut tx, env_id, key).await?;
+                        super::flags::delete_row(&mut tx, env_id, &key).await?;
                         None
                     }
                 };
-                created = old_item.is_none();
-                (ChangeKind::Flag, Some(key.as_str()), old_item.take(), new)
+                (ChangeKind::Flag, Some(key), old, new)
             }
-            Scope::Evaluator(key) => {
-                let new = after.evaluators.get(key).cloned();
+            Covered::Evaluator(key, old) => {
+                let new = after.evaluators.get(&key).cloned();
                 evaluator = match &new {
                     Some(definition) => Some(
                         super::evaluators::upsert_row(
                             &mut tx,
                             env_id,
-                            key,
+                            &key,
                             definition,
-                            versions.evaluator(key),
+                            versions.evaluator(&key),
                         )
                         .await?,
                     ),
                     None => {
-                        super::evaluators::delete_row(&mut tx, env_id, key).await?;
+                        super::evaluators::delete_row(&mut tx, env_id, &key).await?;
                         None
                     }
                 };
-                created = old_item.is_none();
-                (
-                    ChangeKind::Evaluator,
-                    Some(key.as_str()),
-                    old_item.take(),
-                    new,
-                )
+                (ChangeKind::Evaluator, Some(key), old, new)
             }
-            Scope::FlagSet => {
+            Covered::FlagSet(old) => {
                 super::flagsets::replace_rows(&mut tx, env_id, &after, &versions).await?;
                 (
                     ChangeKind::FlagSet,
                     None,
-                    old_doc.take(),
+                    Some(old),
                     Some(after.into_document()),
                 )
             }
         };
+        let key = key.as_deref();
         record_change(&mut tx, env_id, revision, kind, key, new.as_ref()).await?;
         audit(
             &mut tx,
@@ -472,6 +469,14 @@ impl Store {
             environment,
         })
     }
+}
+
+/// A write's scope with what it covers as stored: the item's definition (`None`: it did not exist),
+/// or the whole document.
+enum Covered {
+    Flag(String, Option<Value>),
+    Evaluator(String, Option<Value>),
+    FlagSet(Value),
 }
 
 /// `doc` with item `key` of one section (chosen by `section`) back to `old` (absent when `None`).
