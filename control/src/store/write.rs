@@ -605,3 +605,119 @@ fn json_len(v: &Value) -> usize {
     let _ = serde_json::to_writer(&mut count, v);
     count.0
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn flag() -> Value {
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"})
+    }
+
+    /// A document with flags `keys` (each `flag()`).
+    fn doc(keys: &[&str]) -> Value {
+        let flags: Map<String, Value> = keys.iter().map(|k| (k.to_string(), flag())).collect();
+        json!({ "flags": flags })
+    }
+
+    fn limits(max_flags: usize, max_document_bytes: usize) -> WriteLimits {
+        WriteLimits {
+            engine: Limits {
+                max_flags,
+                ..Limits::default()
+            },
+            max_document_bytes,
+        }
+    }
+
+    fn problems(after: &Value, stored: &Value, limits: WriteLimits) -> Vec<(String, String)> {
+        match check(after, &|| stored.clone(), limits) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|p| (p.path, p.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_flag_count_counts_when_over_the_limit_and_growing() {
+        let roomy = limits(2, usize::MAX);
+        assert!(problems(&doc(&["a", "b"]), &doc(&["a"]), roomy).is_empty());
+        assert_eq!(
+            problems(&doc(&["a", "b", "c"]), &doc(&["a", "b"]), roomy),
+            [(
+                "flags".to_string(),
+                "3 flags, more than the limit of 2".to_string()
+            )]
+        );
+        // Already over (the limit was lowered): the same count or fewer is no new problem.
+        assert!(problems(&doc(&["a", "b", "x"]), &doc(&["a", "b", "c"]), roomy).is_empty());
+        assert!(problems(&doc(&["a", "b", "c"]), &doc(&["a", "b", "c", "d"]), roomy).is_empty());
+        assert_eq!(
+            problems(&doc(&["a", "b", "c", "d"]), &doc(&["a", "b", "c"]), roomy).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_document_size_counts_when_over_the_limit_and_growing() {
+        let two = doc(&["a", "b"]);
+        let size = json_len(&two);
+        assert_eq!(size, two.to_string().len());
+        assert!(problems(&two, &doc(&["a"]), limits(100, size)).is_empty());
+        let p = problems(&two, &doc(&["a"]), limits(100, size - 1));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "", "the whole document");
+        assert!(
+            p[0].1.contains(&format!("{size} bytes")) && p[0].1.contains("max_import_bytes"),
+            "{p:?}"
+        );
+        // Smaller than stored, though still over: no new problem.
+        assert!(problems(&doc(&["a"]), &two, limits(100, 10)).is_empty());
+    }
+
+    #[test]
+    fn only_the_rule_problems_a_write_adds_are_reported() {
+        let mut broken = doc(&["a"]);
+        broken["flags"]["a"]["targeting"] = json!({"if": [{"$ref": "gone"}, "on", "off"]});
+        let mut after = broken.clone();
+        after["flags"]["b"] = flag();
+        // Flag "a" was broken before this write: writing "b" is not refused for it.
+        assert!(problems(&after, &broken, WriteLimits::default()).is_empty());
+        // A broken "b" is.
+        after["flags"]["b"]["defaultVariant"] = json!("nope");
+        let p = problems(&after, &broken, WriteLimits::default());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "flags.b.defaultVariant");
+        // Into an empty environment, every problem counts, header keys included.
+        let p = problems(&doc(&["Bad"]), &doc(&[]), WriteLimits::default());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "flags[\"Bad\"]");
+    }
+
+    #[test]
+    fn documents_convert_to_rows_and_back() {
+        let input = json!({
+            "$schema": "https://flagd.dev/schema/v0/flags.json",
+            "flags": {"a": flag()},
+            "$evaluators": {},
+            "metadata": {"owner": "web"}
+        });
+        let rows = SetRows::from_document(input).expect("a flag set");
+        assert_eq!(rows.flags.len(), 1);
+        assert_eq!(
+            rows.into_document(),
+            json!({"flags": {"a": flag()}, "metadata": {"owner": "web"}}),
+            "no $schema, no empty section"
+        );
+        assert_eq!(SetRows::default().into_document(), json!({"flags": {}}));
+        for odd in [
+            json!([]),
+            json!({"flags": 3}),
+            json!({"nope": {}}),
+            json!({"metadata": []}),
+        ] {
+            assert_eq!(SetRows::from_document(odd.clone()), Err(odd));
+        }
+    }
+}
