@@ -511,54 +511,6 @@ impl Store {
     }
 }
 
-/// Bumps `environment`'s revision inside `tx`: the first statement of every flag-set write
-/// ([`write`]), so the write lock is taken before anything is read.
-pub(crate) async fn bump_revision(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    environment: &str,
-) -> StoreResult<(i64, i64)> {
-    let row = sqlx::query(
-        "UPDATE environments SET revision = revision + 1, updated_at = $1 WHERE key = $2 \
-         RETURNING id, revision",
-    )
-    .bind(now_millis())
-    .bind(environment)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or_else(|| not_found_env(environment))?;
-    Ok((row.try_get("id")?, row.try_get("revision")?))
-}
-
-/// Appends the change-log entry of `revision`.
-pub(crate) async fn record_change(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    environment_id: i64,
-    revision: i64,
-    kind: ChangeKind,
-    key: Option<&str>,
-    definition: Option<&Value>,
-) -> StoreResult<()> {
-    let op = if definition.is_some() {
-        "upsert"
-    } else {
-        "delete"
-    };
-    sqlx::query(
-        "INSERT INTO changes (environment_id, revision, kind, key, op, definition, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(environment_id)
-    .bind(revision)
-    .bind(kind.as_str())
-    .bind(key.map(str::to_string))
-    .bind(op)
-    .bind(definition.map(Value::to_string))
-    .bind(now_millis())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// Appends an audit entry.
 pub(crate) async fn audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,

@@ -38,10 +38,10 @@ use sqlx::Row;
 use vexil_engine::{FlagSet, Limits, ValidationError, ValidationErrors, header_key_problem};
 
 use super::{
-    Actor, Store, StoreError, StoreResult, audit, bump_revision, corrupt, environment_id,
-    find_environment, json_opt, record_change,
+    Actor, Store, StoreError, StoreResult, audit, corrupt, environment_id, find_environment,
+    json_opt, not_found_env,
 };
-use crate::model::{ChangeKind, Environment, EvaluatorRecord, FlagRecord};
+use crate::model::{ChangeKind, Environment, EvaluatorRecord, FlagRecord, now_millis};
 
 /// A write transaction.
 pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -469,6 +469,51 @@ impl Store {
             environment,
         })
     }
+}
+
+/// Bumps `environment`'s revision inside `tx`: the first statement of every write, so the write
+/// lock is taken before anything is read. Returns the environment's id and its new revision.
+async fn bump_revision(tx: &mut Tx, environment: &str) -> StoreResult<(i64, i64)> {
+    let row = sqlx::query(
+        "UPDATE environments SET revision = revision + 1, updated_at = $1 WHERE key = $2 \
+         RETURNING id, revision",
+    )
+    .bind(now_millis())
+    .bind(environment)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| not_found_env(environment))?;
+    Ok((row.try_get("id")?, row.try_get("revision")?))
+}
+
+/// Appends the change-log entry of `revision`: what sidecars follow.
+async fn record_change(
+    tx: &mut Tx,
+    environment_id: i64,
+    revision: i64,
+    kind: ChangeKind,
+    key: Option<&str>,
+    definition: Option<&Value>,
+) -> StoreResult<()> {
+    let op = if definition.is_some() {
+        "upsert"
+    } else {
+        "delete"
+    };
+    sqlx::query(
+        "INSERT INTO changes (environment_id, revision, kind, key, op, definition, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(environment_id)
+    .bind(revision)
+    .bind(kind.as_str())
+    .bind(key.map(str::to_string))
+    .bind(op)
+    .bind(definition.map(Value::to_string))
+    .bind(now_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// A write's scope with what it covers as stored: the item's definition (`None`: it did not exist),
