@@ -1773,7 +1773,8 @@ async fn with_config(app: &App, config: vexil_control::api::ApiConfig) -> App {
     use vexil_control::api::{AppState, router};
     let state = Arc::new(AppState::new(
         app.store.clone(),
-        vexil_control::auth::Authenticator::new(app.store.clone(), None),
+        vexil_control::auth::Authenticator::new(app.store.clone(), None)
+            .expect("no JWT keys to load"),
         config,
         vexil_control::metrics::Metrics::new(),
     ));
