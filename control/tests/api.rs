@@ -2104,3 +2104,38 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    an_import_never_reuses_an_evaluator_version,
+    |app: App| async move {
+        // An evaluator's ETag is its version: an import that restarted versions at 1 let a client
+        // holding the first version's ETag overwrite content it had never seen (a lost update).
+        let admin = app.admin.clone();
+        app.create_env("prod").await;
+        let path = "/api/v1/environments/prod/evaluators/beta";
+        let first = json!({"in": [{"var": "email"}, ["ada@example.com"]]});
+        let r = app.put_json(path, &first, &admin).await;
+        assert_eq!(r.expect(201)["version"], 1);
+        let stale = r.etag();
+
+        let doc = json!({
+            "flags": {},
+            "$evaluators": {"beta": {"in": [{"var": "email"}, ["bob@example.com"]]}}
+        });
+        app.put_json("/api/v1/environments/prod/flagset", &doc, &admin)
+            .await
+            .expect(200);
+        let got = app.get(path, &admin).await;
+        assert_eq!(got.expect(200)["version"], 2, "the import is a new version");
+        assert_ne!(got.etag(), stale);
+
+        let r = app
+            .req("PUT", path)
+            .token(&admin)
+            .header("if-match", &stale)
+            .json(&json!({"in": [{"var": "email"}, ["eve@example.com"]]}))
+            .send()
+            .await;
+        assert_problem(&r, 412);
+    }
+);

@@ -114,11 +114,13 @@ pub(super) async fn replace_rows(
     for (key, def) in &set.evaluators {
         sqlx::query(
             "INSERT INTO evaluators (environment_id, key, definition, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, 1, $4, $5)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(env_id)
         .bind(key.clone())
         .bind(def.to_string())
+        // Versions only grow, as for flags: an ETag never names two contents.
+        .bind(stored.evaluator(key).unwrap_or(0) + 1)
         .bind(now)
         .bind(now)
         .execute(&mut **tx)
