@@ -178,7 +178,7 @@ impl ControlProcess {
         let (addr, path, started) = (self.admin, self.ready_path.clone(), Instant::now());
         let what = format!("ready ({path} answering 200)");
         self.process
-            .wait_until(self.ready_within, &what, async || {
+            .wait_until(self.ready_within, &what, async |_| {
                 (http_status(addr, &path).await == Some(200)).then_some(())
             })
             .await;
@@ -190,7 +190,7 @@ impl ControlProcess {
         let (addr, path, started) = (self.admin, self.ready_path.clone(), Instant::now());
         let what = format!("ready ({path} answering 200)");
         self.process
-            .wait_until_blocking(self.ready_within, &what, || {
+            .wait_until_blocking(self.ready_within, &what, |_| {
                 (http_status_blocking(addr, &path) == Some(200)).then_some(())
             });
         started.elapsed()

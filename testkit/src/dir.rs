@@ -25,8 +25,7 @@ impl TempDir {
     /// A fresh subdirectory `name` (created if missing).
     pub fn sub(&self, name: &str) -> PathBuf {
         let dir = self.path().join(name);
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         dir
     }
 

@@ -26,7 +26,9 @@ mod dir;
 mod wait;
 
 pub use dir::TempDir;
-pub use net::{free_addr, free_tcp_port, free_udp_port, http_status, http_status_blocking, loopback};
+pub use net::{
+    free_addr, free_tcp_port, free_udp_port, http_status, http_status_blocking, loopback,
+};
 pub use process::{Process, binary};
 pub use wait::wait_for;
 

@@ -175,7 +175,10 @@ mod tests {
             with_database("postgres://u:p@db:6543/test?sslmode=disable", "x"),
             "postgres://u:p@db:6543/x"
         );
-        assert_eq!(host_port("postgres://postgres@127.0.0.1/test"), "127.0.0.1:5432");
+        assert_eq!(
+            host_port("postgres://postgres@127.0.0.1/test"),
+            "127.0.0.1:5432"
+        );
         assert_eq!(host_port("postgres://u:p@db:6543/test"), "db:6543");
     }
 }

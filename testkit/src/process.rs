@@ -209,16 +209,20 @@ impl Process {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        panic!("{}", self.report(&format!("still running {secs} s after SIGTERM")));
+        panic!(
+            "{}",
+            self.report(&format!("still running {secs} s after SIGTERM"))
+        );
     }
 
-    /// Polls `probe` (every 20 ms) until it returns `Some`, for at most `limit`. Panics, with the
-    /// tail of its output, when it exits meanwhile or the time is up; `what` says what was awaited.
+    /// Polls `probe` (every 20 ms, given this process, e.g. to read its output) until it returns
+    /// `Some`, for at most `limit`. Panics, with the tail of its output, when it exits meanwhile or
+    /// the time is up; `what` says what was awaited.
     pub async fn wait_until<T>(
         &mut self,
         limit: Duration,
         what: &str,
-        mut probe: impl AsyncFnMut() -> Option<T>,
+        mut probe: impl AsyncFnMut(&Process) -> Option<T>,
     ) -> T {
         let deadline = Instant::now() + limit;
         loop {
@@ -228,7 +232,7 @@ impl Process {
                     self.report(&format!("exited ({status}) while waiting until {what}"))
                 );
             }
-            if let Some(t) = probe().await {
+            if let Some(t) = probe(self).await {
                 return t;
             }
             if Instant::now() >= deadline {
@@ -243,7 +247,7 @@ impl Process {
         &mut self,
         limit: Duration,
         what: &str,
-        mut probe: impl FnMut() -> Option<T>,
+        mut probe: impl FnMut(&Process) -> Option<T>,
     ) -> T {
         let deadline = Instant::now() + limit;
         loop {
@@ -253,7 +257,7 @@ impl Process {
                     self.report(&format!("exited ({status}) while waiting until {what}"))
                 );
             }
-            if let Some(t) = probe() {
+            if let Some(t) = probe(self) {
                 return t;
             }
             if Instant::now() >= deadline {

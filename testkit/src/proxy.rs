@@ -151,7 +151,7 @@ impl ProxyProcess {
     async fn wait_admin(&mut self, path: &str, what: &str) -> Duration {
         let (addr, started) = (loopback(self.ports.admin), Instant::now());
         self.process
-            .wait_until(Duration::from_secs(60), what, async || {
+            .wait_until(Duration::from_secs(60), what, async |_| {
                 (http_status(addr, path).await == Some(200)).then_some(())
             })
             .await;

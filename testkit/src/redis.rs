@@ -54,7 +54,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no"]);
         let mut process = Process::spawn("redis-server", cmd);
         let port = self.port;
-        process.wait_until_blocking(Duration::from_secs(20), "accepting connections", || {
+        process.wait_until_blocking(Duration::from_secs(20), "accepting connections", |_| {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
         self.process = Some(process);
