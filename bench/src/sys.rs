@@ -2,7 +2,6 @@
 //! CPU, kernel, versions), CPU pinning with `taskset`, free ports, and per-process figures read
 //! from `/proc` (RSS, CPU time).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

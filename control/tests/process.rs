@@ -23,8 +23,8 @@ impl Proc {
     /// waits until `/healthz` answers.
     fn start(dir: &Path, env: &[(&str, &str)]) -> Proc {
         // The QUIC endpoint needs a certificate: explicit files, outside any --tls-dir a test sets.
-        let tls = vexil_control::tls::ensure_dev_tls(&dir.join("cert"), &[])
-            .expect("test certificate");
+        let tls =
+            vexil_control::tls::ensure_dev_tls(&dir.join("cert"), &[]).expect("test certificate");
         let mut cmd = ControlCmd::new(&format!("sqlite://{}", dir.join("vexil.db").display()))
             .binary(env!("CARGO_BIN_EXE_vexil-control"))
             .grace_secs(20)
@@ -134,7 +134,12 @@ fn first_start_prints_an_admin_token_once() {
     let out = p.process.stdout();
     assert_eq!(out.matches(BANNER).count(), 1, "{}", p.process.output());
     let lines = secret_lines(&out);
-    assert_eq!(lines.len(), 1, "the secret is printed once: {}", p.process.output());
+    assert_eq!(
+        lines.len(),
+        1,
+        "the secret is printed once: {}",
+        p.process.output()
+    );
     let token = lines[0].clone();
     assert!(token.starts_with("vxl_") && !token.contains(' '), "{token}");
     assert!(!p.process.stderr().contains(&token));
@@ -309,7 +314,11 @@ fn the_webhook_serves_https_with_dev_tls_and_can_be_switched_off() {
 
     // `off`: nothing listens there.
     let p = Proc::start(&db, &[("VEXIL_WEBHOOK_ADDR", "off")]);
-    assert!(TcpStream::connect(&webhook).is_err(), "{}", p.process.output());
+    assert!(
+        TcpStream::connect(&webhook).is_err(),
+        "{}",
+        p.process.output()
+    );
     let (status, output) = p.stop(20);
     assert!(status.success(), "{status}: {output}");
     assert!(output.contains("injection webhook off"), "{output}");

@@ -241,7 +241,11 @@ impl SidecarProcess {
         for path in ["/healthz", "/readyz", "/metrics", "/debug/snapshot"] {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             loop {
-                if let Ok(r) = client.get(format!("{}{path}", self.proxy.admin)).send().await {
+                if let Ok(r) = client
+                    .get(format!("{}{path}", self.proxy.admin))
+                    .send()
+                    .await
+                {
                     out.push_str(&r.text().await.unwrap_or_default());
                     break;
                 }

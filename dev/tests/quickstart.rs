@@ -314,7 +314,8 @@ fn the_readme_quickstart_works() {
             );
         }
     }
-    let token = std::fs::read_to_string(dir_path.join("admin-token")).expect("the admin-token file");
+    let token =
+        std::fs::read_to_string(dir_path.join("admin-token")).expect("the admin-token file");
     assert!(
         tour.contains(&format!("export ADMIN_TOKEN={}", token.trim())),
         "vexil-dev prints the token of its admin-token file"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls::pki_types::pem::PemObject as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use vexil_engine::FlagSet;
@@ -74,7 +74,10 @@ impl Env {
 
     async fn start_with(config: &str, inbound: bool) -> Env {
         // `/slow` requests are counted on arrival, then answered after 800 ms.
-        let upstream = Echo::new().slow("/slow", Duration::from_millis(800)).start().await;
+        let upstream = Echo::new()
+            .slow("/slow", Duration::from_millis(800))
+            .start()
+            .await;
         let (echo, slow_arrivals) = (upstream.addr(), upstream.slow_arrivals());
         let cell = Arc::new(SnapshotCell::new());
         let set = FlagSet::from_json(&flags()).unwrap();

@@ -170,7 +170,9 @@ async fn every_listener_binds_to_loopback_by_default() {
         .args(["--net", "true"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        vexil_testkit::skip("cannot create a network namespace here (unshare --net: root, util-linux)");
+        vexil_testkit::skip(
+            "cannot create a network namespace here (unshare --net: root, util-linux)",
+        );
         return;
     }
     let mut child = std::process::Command::new("unshare")
