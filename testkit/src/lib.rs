@@ -22,9 +22,11 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 
+mod cmd;
 mod dir;
 mod wait;
 
+pub use cmd::BinaryCmd;
 pub use dir::TempDir;
 pub use net::{
     free_addr, free_tcp_port, free_udp_port, http_status, http_status_blocking, loopback,

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// How many of the last output lines a failure message or a failed test shows.
 const TAIL_LINES: usize = 80;
 
+/// How often [`Process::wait_until`] polls.
+const POLL: Duration = Duration::from_millis(20);
+
 /// What a child printed: each stream, and both interleaved by line as they came.
 #[derive(Default)]
 struct Logs {
@@ -226,19 +229,12 @@ impl Process {
     ) -> T {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.try_wait() {
-                panic!(
-                    "{}",
-                    self.report(&format!("exited ({status}) while waiting until {what}"))
-                );
-            }
+            self.assert_waiting(what);
             if let Some(t) = probe(self).await {
                 return t;
             }
-            if Instant::now() >= deadline {
-                panic!("{}", self.report(&format!("not {what} within {limit:?}")));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.assert_in_time(deadline, limit, what);
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -251,19 +247,27 @@ impl Process {
     ) -> T {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.try_wait() {
-                panic!(
-                    "{}",
-                    self.report(&format!("exited ({status}) while waiting until {what}"))
-                );
-            }
+            self.assert_waiting(what);
             if let Some(t) = probe(self) {
                 return t;
             }
-            if Instant::now() >= deadline {
-                panic!("{}", self.report(&format!("not {what} within {limit:?}")));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            self.assert_in_time(deadline, limit, what);
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Panics if it has exited while waiting until `what`.
+    fn assert_waiting(&mut self, what: &str) {
+        if let Some(status) = self.try_wait() {
+            let what = format!("exited ({status}) while waiting until {what}");
+            panic!("{}", self.report(&what));
+        }
+    }
+
+    /// Panics if `deadline` has passed.
+    fn assert_in_time(&self, deadline: Instant, limit: Duration, what: &str) {
+        if Instant::now() >= deadline {
+            panic!("{}", self.report(&format!("not {what} within {limit:?}")));
         }
     }
 }

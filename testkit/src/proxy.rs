@@ -1,36 +1,25 @@
 //! The real `vexil-proxy` (the sidecar) as a child process.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::cmd::BinaryCmd;
 use crate::net::{free_tcp_port, http_status, loopback};
-use crate::process::{Process, binary};
+use crate::process::Process;
 
 /// How to start `vexil-proxy`: every listener on a free loopback port, a clean environment
-/// (`VEXIL_LOG`, `NO_COLOR` and what [`ProxyCmd::env`] adds), and the arguments given (the flag
-/// source: `--flags-file`, or `--control` with its options).
-#[derive(Clone, Debug)]
-pub struct ProxyCmd {
-    binary: Option<PathBuf>,
-    name: String,
-    grace_secs: u64,
-    log: String,
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-}
+/// (`VEXIL_LOG`, `NO_COLOR` and what [`BinaryCmd::env`] adds), and the arguments given (the flag
+/// source: `--flags-file`, or `--control` with its options). The builder methods are
+/// [`BinaryCmd`]'s.
+pub type ProxyCmd = BinaryCmd<Proxy>;
+
+/// What only the sidecar's command has (nothing yet).
+#[derive(Clone, Debug, Default)]
+pub struct Proxy {}
 
 impl Default for ProxyCmd {
     fn default() -> Self {
-        ProxyCmd {
-            binary: None,
-            name: "vexil-proxy".into(),
-            grace_secs: 5,
-            log: "info".into(),
-            args: Vec::new(),
-            env: Vec::new(),
-        }
+        BinaryCmd::with("vexil-proxy", Proxy::default())
     }
 }
 
@@ -38,48 +27,6 @@ impl ProxyCmd {
     /// The defaults: `--shutdown-grace-secs 5`, `VEXIL_LOG=info`.
     pub fn new() -> ProxyCmd {
         ProxyCmd::default()
-    }
-
-    /// The binary to run (default: [`binary`]`("vexil-proxy")`).
-    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
-        self.binary = Some(path.into());
-        self
-    }
-
-    /// The name messages use (default `vexil-proxy`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// `--shutdown-grace-secs` (default 5).
-    pub fn grace_secs(mut self, secs: u64) -> Self {
-        self.grace_secs = secs;
-        self
-    }
-
-    /// `VEXIL_LOG` (default `info`).
-    pub fn log(mut self, filter: &str) -> Self {
-        self.log = filter.to_string();
-        self
-    }
-
-    /// One more argument.
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
-        self.args.push(arg.into());
-        self
-    }
-
-    /// More arguments.
-    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
-        self.args.extend(args.into_iter().map(Into::into));
-        self
-    }
-
-    /// An environment variable.
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
     }
 
     /// Starts it without waiting for anything.
@@ -92,21 +39,19 @@ impl ProxyCmd {
             ofrep: free_tcp_port(),
         };
         let addr = |port: u16| loopback(port).to_string();
-        let bin = self.binary.unwrap_or_else(|| binary("vexil-proxy"));
-        let mut cmd = Command::new(bin);
-        cmd.args(&self.args)
-            .args(["--outbound-addr", &addr(ports.outbound)])
-            .args(["--grpc-addr", &addr(ports.grpc)])
-            .args(["--admin-addr", &addr(ports.admin)])
-            .args(["--sync-addr", &addr(ports.sync)])
-            .args(["--ofrep-addr", &addr(ports.ofrep)])
-            .args(["--shutdown-grace-secs", &self.grace_secs.to_string()])
-            .env_clear()
-            .env("VEXIL_LOG", &self.log)
-            .env("NO_COLOR", "1")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let listeners: Vec<OsString> = [
+            ("--outbound-addr", ports.outbound),
+            ("--grpc-addr", ports.grpc),
+            ("--admin-addr", ports.admin),
+            ("--sync-addr", ports.sync),
+            ("--ofrep-addr", ports.ofrep),
+        ]
+        .into_iter()
+        .flat_map(|(flag, port)| [flag.into(), addr(port).into()])
+        .collect();
+        let cmd = self.command(&listeners);
         ProxyProcess {
-            process: Process::spawn(self.name, cmd),
+            process: Process::spawn(self.display_name(), cmd),
             admin: format!("http://{}", addr(ports.admin)),
             ofrep: format!("http://{}", addr(ports.ofrep)),
             ports,
