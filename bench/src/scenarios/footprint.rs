@@ -18,7 +18,9 @@ use crate::http1::{HttpCall, Pool, post_json};
 use crate::load::closed_loop;
 use crate::report::{Report, Section, Table, fmt_kib, fmt_rate, ratio};
 use crate::scenarios::lookup::single_flag;
-use crate::sys::{free_udp_port, hwm_kib, rss_kib};
+use vexil_testkit::free_udp_port;
+
+use crate::sys::{hwm_kib, rss_kib};
 use crate::{context, generate_flag_set};
 
 /// Budget (docs/architecture.md#budgets): sidecar RSS with 1,000 flags.

@@ -23,7 +23,9 @@ use crate::hist::fmt_us;
 use crate::http1::{Conn, HttpCall, Pool, get, serve_echo};
 use crate::load::{LoadResult, OpenLoop, closed_loop, open_loop};
 use crate::report::{Report, Section, Table, fmt_rate, ratio};
-use crate::sys::{CpuMeter, MachineMeter, Spawned, free_port, loopback};
+use vexil_testkit::{free_tcp_port, loopback};
+
+use crate::sys::{CpuMeter, MachineMeter, Spawned};
 
 /// Flags injected per request (the budget's workload, docs/architecture.md#budgets).
 pub const INJECTED: usize = 20;
@@ -223,7 +225,7 @@ impl Nginx {
     async fn start(ctx: &Ctx, bin: &Path, upstream: SocketAddr) -> anyhow::Result<Nginx> {
         let dir = ctx.work.join("nginx");
         std::fs::create_dir_all(dir.join("tmp"))?;
-        let addr = loopback(free_port());
+        let addr = loopback(free_tcp_port());
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, nginx_conf(&dir, addr, upstream))?;
         let mut cmd = ctx.pinning.server_command(bin);
