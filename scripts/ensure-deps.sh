@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Make sure the machine has what the Vexil build and test suite need:
-#   - cmake (pingora -> libz-ng-sys builds zlib-ng with it)
 #   - PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`)
 #   - Redis on 127.0.0.1:6379
+#   - protox (for the Rust OpenFeature test client) and the Python OpenFeature clients
+# Either service is installed from the distribution's packages (apt-get, as root or with
+# passwordless sudo) when it is missing, and started when it is down. The build itself needs only
+# cargo and a C compiler (see shims/libz-ng-sys).
 #
 # Idempotent: does nothing but report when everything is already there.
 # Prints one short line per thing it found or did.
@@ -10,8 +13,7 @@
 # Exit status:
 #   0  everything needed is there (or, outside CI, a service is down and was
 #      only warned about)
-#   1  cmake is missing and cannot be installed, or (with CI=true) a service
-#      is down and could not be started
+#   1  (with CI=true) a service is down and could not be installed or started
 set -euo pipefail
 
 log()  { printf 'ensure-deps: %s\n' "$*"; }
@@ -55,38 +57,41 @@ service_down() {
     fi
 }
 
-# ---------------------------------------------------------------- cmake ----
-ensure_cmake() {
-    if command -v cmake >/dev/null 2>&1; then
-        log "cmake: found ($(cmake --version 2>/dev/null | head -n1))"
-        return 0
-    fi
+# ------------------------------------------------------------ packages ----
+# apt_install PKG...: install Debian packages (no questions, waiting for a held dpkg lock).
+# Returns 1, with the reason printed, when that is not possible here.
+apt_install() {
     if ! command -v apt-get >/dev/null 2>&1 || ! can_be_root; then
-        err "cmake is needed (pingora -> libz-ng-sys builds with it) but is not installed,"
-        err "and it cannot be installed here (needs root or passwordless sudo, and apt-get)."
-        err "Install cmake with your package manager (e.g. 'apt-get install cmake') and re-run."
-        failures=$((failures + 1))
+        warn "cannot install $* here (needs apt-get, and root or passwordless sudo)"
         return 1
     fi
-    log "cmake: missing, installing with apt-get"
+    log "installing $* with apt-get"
     local aptlog
     aptlog="$(mktemp)"
-    # No stdin in CI: never let apt/dpkg ask anything; wait for a held dpkg lock.
-    if as_root env DEBIAN_FRONTEND=noninteractive apt-get -q update \
-            </dev/null >"$aptlog" 2>&1 \
+    if as_root env DEBIAN_FRONTEND=noninteractive apt-get -q update </dev/null >"$aptlog" 2>&1 \
         && as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -y \
-            -o DPkg::Lock::Timeout=300 install --no-install-recommends cmake \
-            </dev/null >>"$aptlog" 2>&1 \
-        && command -v cmake >/dev/null 2>&1; then
-        log "cmake: installed ($(cmake --version 2>/dev/null | head -n1))"
+            -o DPkg::Lock::Timeout=300 install --no-install-recommends "$@" \
+            </dev/null >>"$aptlog" 2>&1; then
         rm -f "$aptlog"
         return 0
     fi
-    err "cmake is needed (pingora -> libz-ng-sys) but 'apt-get install cmake' failed; last output:"
+    warn "'apt-get install $*' failed; last output:"
     tail -n 20 "$aptlog" | sed 's/^/    /' >&2
     rm -f "$aptlog"
-    failures=$((failures + 1))
     return 1
+}
+
+# A PostgreSQL that this script installed gets what the tests expect of the machine's own: trust
+# authentication on the loopback addresses and a database `test`. Only ever done right after
+# installing it here, never to a server someone else set up.
+configure_fresh_postgres() {
+    local hba
+    hba="$(ls /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | head -n1)"
+    [ -n "$hba" ] || return 1
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    # shellcheck disable=SC2046
+    as_root pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main reload \
+        </dev/null >/dev/null 2>&1 || true
 }
 
 # ----------------------------------------------------------- services ----
@@ -121,6 +126,12 @@ ensure_postgres() {
         log "postgresql: up on 127.0.0.1:5432"
         return 0
     fi
+    local fresh=false
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ ! -d /etc/postgresql ]; then
+        if apt_install postgresql && configure_fresh_postgres; then
+            fresh=true
+        fi
+    fi
     if ! command -v pg_isready >/dev/null 2>&1; then
         service_down "postgresql: pg_isready not found; cannot check or start PostgreSQL"
         return 0
@@ -142,6 +153,9 @@ ensure_postgres() {
     fi
     rm -f "$out"
     if wait_for postgresql pg_up; then
+        if $fresh; then
+            psql -h 127.0.0.1 -U postgres -d postgres -qc 'CREATE DATABASE test' </dev/null >/dev/null 2>&1 || true
+        fi
         return 0
     fi
     service_down "postgresql: still not answering on 127.0.0.1:5432 after ${WAIT_SECS}s"
@@ -151,6 +165,9 @@ ensure_redis() {
     if redis_up; then
         log "redis: up on 127.0.0.1:6379"
         return 0
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt_install redis-server || true
     fi
     if ! command -v redis-cli >/dev/null 2>&1; then
         service_down "redis: redis-cli not found; cannot check or start Redis"
@@ -206,7 +223,6 @@ ensure_protox() {
     service_down "protox: cargo install failed"
 }
 
-ensure_cmake || true
 ensure_protox
 ensure_postgres
 ensure_redis

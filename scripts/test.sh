@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [ARGS...]
 #
-# 1. scripts/ensure-deps.sh   (cmake, PostgreSQL, Redis)
+# 1. scripts/ensure-deps.sh   (PostgreSQL, Redis, test clients)
 # 2. cargo nextest run --workspace --no-fail-fast [ARGS...]
 #    (or `cargo test --workspace --no-fail-fast [ARGS...]` without nextest)
 # 3. cargo test --workspace --doc   (nextest does not run doctests; skipped in

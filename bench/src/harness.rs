@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::http1::{Conn, get};
-use crate::sys::{Pinning, Spawned, free_port, loopback};
+use vexil_testkit::{free_tcp_port, loopback};
+
+use crate::sys::{Pinning, Spawned};
 
 /// Settings of one harness run.
 #[derive(Clone, Debug)]
@@ -73,7 +75,7 @@ impl Sidecar {
     /// Starts the binary, pinned to the server core, with `args` (the flag source and options)
     /// and every listener on a free port.
     pub fn start(ctx: &Ctx, args: &[String], name: &str) -> anyhow::Result<Sidecar> {
-        let [outbound, grpc, admin, sync, ofrep] = [(); 5].map(|()| loopback(free_port()));
+        let [outbound, grpc, admin, sync, ofrep] = [(); 5].map(|()| loopback(free_tcp_port()));
         let mut cmd = ctx.pinning.server_command(&ctx.proxy_bin);
         cmd.args(args)
             .arg("--outbound-addr")

@@ -42,8 +42,8 @@ pub struct Workload {
     pub document: Value,
     /// The flag to resolve; `None` resolves every flag of the set.
     pub flag_key: Option<&'static str>,
-    /// The design budget for one Vexil resolution (or one resolve-all), in nanoseconds, when the
-    /// design sets one.
+    /// The budget for one Vexil resolution (or one resolve-all), in nanoseconds, when there is one
+    /// (docs/architecture.md#budgets).
     pub budget_ns: Option<u64>,
 }
 

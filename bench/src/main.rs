@@ -12,7 +12,8 @@ use std::process::{Command, ExitCode};
 use clap::Parser;
 use vexil_bench::harness::Ctx;
 use vexil_bench::scenarios::{self, ALL};
-use vexil_bench::sys::{Pinning, temp_dir};
+use vexil_bench::sys::Pinning;
+use vexil_testkit::TempDir;
 
 #[derive(Parser, Debug)]
 #[command(name = "vexil-bench", about = "Vexil's benchmark scenarios")]
@@ -94,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     // Before any runtime: threads created later inherit the affinity.
     pinning.pin_self()?;
     println!("vexil-bench: {}", pinning.describe());
+    let work = TempDir::new("vexil-bench");
     let ctx = Ctx {
         smoke: cli.smoke,
         pinning,
@@ -101,7 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         control_bin: cli
             .control_bin
             .unwrap_or_else(|| bin_dir.join("vexil-control")),
-        work: temp_dir("vexil-bench"),
+        work: work.to_path_buf(),
         unleash_edge: cli.unleash_edge.filter(|p| p.exists()),
         nginx: find_nginx(),
         target_dir: target_dir.clone(),
@@ -144,7 +146,6 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&ctx.work);
     Ok(ok)
 }
 

@@ -54,12 +54,12 @@ pub struct Section {
     pub table: Option<Table>,
 }
 
-/// A design budget (§10) checked against a figure.
+/// A budget (docs/architecture.md#budgets) checked against a figure.
 #[derive(Clone, Debug, Serialize)]
 pub struct Budget {
     /// What is budgeted.
     pub name: String,
-    /// The budget as the design states it.
+    /// The budget as docs/architecture.md states it.
     pub budget: String,
     /// The figure measured.
     pub figure: String,
@@ -100,7 +100,7 @@ pub struct Report {
     pub config: Value,
     /// Remarks: availability of baselines, machine noise, what could not run and why.
     pub notes: Vec<String>,
-    /// Budgets of design §10 this scenario checks.
+    /// Budgets (docs/architecture.md#budgets) this scenario checks.
     pub budgets: Vec<Budget>,
     /// Presentation of the figures.
     pub sections: Vec<Section>,
@@ -176,7 +176,7 @@ impl Report {
         }
         self.setup(&mut out);
         if !self.budgets.is_empty() {
-            out.push_str("## Budgets (design §10)\n\n");
+            out.push_str("## Budgets (docs/architecture.md)\n\n");
             let mut t = Table::new(&["budget", "design", "figure", "verdict", "conditions"]);
             for b in &self.budgets {
                 t.row(vec![

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 
 use crate::harness::{Ctx, status, write_json};
 use crate::http1::{HttpCall, Pool, get};
-use crate::sys::{Spawned, free_port, loopback};
+use vexil_testkit::{free_tcp_port, loopback};
+
+use crate::sys::Spawned;
 use crate::{RuleKind, generate_flag_set};
 
 /// The frontend token Edge is started with.
@@ -41,7 +43,7 @@ impl Edge {
         let single = crate::scenarios::lookup::single_flag(&set);
         let features = toggles(&set);
         let file = write_json(&ctx.work, &format!("unleash-{n}.json"), &features)?;
-        let addr = loopback(free_port());
+        let addr = loopback(free_tcp_port());
         let mut cmd = ctx.pinning.server_command(bin);
         cmd.args(["--interface", "127.0.0.1", "--port"])
             .arg(addr.port().to_string())

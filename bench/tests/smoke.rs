@@ -1,40 +1,11 @@
 //! The harness in smoke mode (tiny loads, seconds) against the debug binaries, so it never rots:
 //! every scenario runs end to end and writes its JSON and Markdown (the soak for about 3 s).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-
-/// The directory holding this profile's binaries (`target/debug`).
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_vexil-bench"))
-        .parent()
-        .expect("the binary has a directory")
-        .to_path_buf()
-}
-
-/// Builds vexil-proxy and vexil-control when the test runner has not (e.g. `-p vexil-bench`).
-fn ensure_binaries(dir: &Path) {
-    if dir.join("vexil-proxy").exists() && dir.join("vexil-control").exists() {
-        return;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
-        .current_dir(root)
-        .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-        .args([
-            "build",
-            "-p",
-            "vexil-proxy",
-            "-p",
-            "vexil-control",
-            "--bins",
-        ])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the binaries under test failed");
-}
+use vexil_testkit::TempDir;
 
 fn read(out: &Path, scenario: &str) -> Value {
     let json = std::fs::read_to_string(out.join(format!("{scenario}.json")))
@@ -46,13 +17,14 @@ fn read(out: &Path, scenario: &str) -> Value {
 
 #[test]
 fn every_scenario_runs_in_smoke_mode() {
-    let dir = bin_dir();
-    ensure_binaries(&dir);
-    let out = std::env::temp_dir().join(format!("vexil-bench-smoke-{:016x}", rand_u64()));
+    // The binaries under test, built first when the test runner has not (e.g. `-p vexil-bench`).
+    vexil_testkit::binary("vexil-proxy");
+    vexil_testkit::binary("vexil-control");
+    let out = TempDir::new("vexil-bench-smoke");
     let started = std::time::Instant::now();
     let result = Command::new(env!("CARGO_BIN_EXE_vexil-bench"))
         .args(["--smoke", "--no-build", "--out"])
-        .arg(&out)
+        .arg(out.path())
         .arg("all")
         .env_remove("VEXIL_UNLEASH_EDGE")
         .output()
@@ -130,10 +102,4 @@ fn every_scenario_runs_in_smoke_mode() {
         "{soak}"
     );
     assert_eq!(data["final_revision_reached"], true, "{soak}");
-    let _ = std::fs::remove_dir_all(out);
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::process::id())
 }

@@ -2,18 +2,24 @@
 //!
 //! A bearer token is either one of ours (`vxl_` + 32 random bytes, base64url; only its SHA-256 is
 //! stored, so a database leak reveals no usable secret) or, when a verification key is configured, a
-//! JWT whose role comes from a configurable claim. Roles decide what a caller may do; a token can be
-//! limited to some environments.
+//! JWT (verified by `vexil-jwt`) whose role comes from a configurable claim. Roles decide what a
+//! caller may do; a token can be limited to some environments. The QUIC sync hub authenticates
+//! Subscribe tokens through the same [`Authenticator`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngExt as _;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use vexil_jwt::{
+    Algorithm, JwtError, KeySource, KeySpec, ListClaim, LoadError, Verifier, VerifierConfig,
+};
 
 use crate::model::{Millis, Role, now_millis};
 use crate::store::{Store, StoreError};
@@ -42,14 +48,32 @@ pub struct Principal {
     pub name: String,
     /// What it may do.
     pub role: Role,
-    /// Environments it is limited to; empty means all.
-    pub environments: Vec<String>,
+    /// The environments it may act on.
+    pub environments: Environments,
+}
+
+/// The environments a caller may act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Environments {
+    /// Every environment: a stored token created without environments, or a JWT without the
+    /// environments claim.
+    All,
+    /// Only these (none at all when empty: a JWT whose environments claim is an empty list).
+    Only(Vec<String>),
 }
 
 impl Principal {
     /// True when the caller may act on environment `env`.
     pub fn allows_environment(&self, env: &str) -> bool {
-        self.environments.is_empty() || self.environments.iter().any(|e| e == env)
+        match &self.environments {
+            Environments::All => true,
+            Environments::Only(list) => list.iter().any(|e| e == env),
+        }
+    }
+
+    /// True when the caller is limited to some environments (possibly none).
+    pub fn is_limited(&self) -> bool {
+        matches!(self.environments, Environments::Only(_))
     }
 }
 
@@ -85,56 +109,179 @@ pub enum AuthError {
     /// Unknown, malformed, expired or revoked credentials.
     #[error("invalid or revoked token")]
     Invalid,
+    /// A JWT that was refused, and why (the message never quotes the token).
+    #[error("invalid JWT: {0}")]
+    Jwt(#[from] JwtError),
     /// The store could not be asked.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// JWT verification settings. A token is accepted when it is signed with a configured algorithm:
-/// HS256 with the shared secret, or RS256 with the public key.
-#[derive(Clone, Debug, Default)]
+/// JWT settings, as configured (`[jwt]`); the keys are loaded by [`Authenticator::new`].
+/// A token is accepted when its signature verifies with one of the keys (HS256, RS256 or ES256;
+/// see `vexil-jwt` for every rule) and its claims hold.
+#[derive(Clone, Debug)]
 pub struct JwtConfig {
     /// HS256 shared secret.
     pub hs256_secret: Option<String>,
-    /// RS256 public key: the PKCS#1 `RSAPublicKey` DER (see [`rsa_public_key_from_pem`]).
-    pub rs256_public_key: Option<Vec<u8>>,
-    /// The claim holding the role (`admin`, `editor`, `viewer`).
+    /// A file holding the HS256 secret.
+    pub hs256_secret_file: Option<PathBuf>,
+    /// RS256 public key: a PEM file (`PUBLIC KEY` or `RSA PUBLIC KEY`).
+    pub rs256_public_key: Option<PathBuf>,
+    /// ES256 public key: a PEM file (`PUBLIC KEY`, EC P-256).
+    pub es256_public_key: Option<PathBuf>,
+    /// A JWKS file (keys chosen by `kid`).
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (`http://` or `https://`).
+    pub jwks_url: Option<String>,
+    /// Reload of the JWKS file or URL (seconds; 0: only at start).
+    pub jwks_refresh_secs: u64,
+    /// CA certificates (PEM) trusted for an `https` JWKS URL instead of the public roots.
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp`, `nbf`, `iat` (seconds).
+    pub leeway_secs: u64,
+    /// Refuse tokens without `exp`.
+    pub require_exp: bool,
+    /// When not empty, `aud` must name one of these.
+    pub audiences: Vec<String>,
+    /// When not empty, `iss` must be one of these.
+    pub issuers: Vec<String>,
+    /// The claim holding the role (`admin`, `editor`, `viewer`, `sidecar`).
     pub role_claim: String,
-    /// The claim holding the environments list (optional in tokens).
+    /// The claim holding the environments list: absent means every environment; a string is a
+    /// list of one; an empty list grants none; any other type refuses the token.
     pub environments_claim: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            hs256_secret: None,
+            hs256_secret_file: None,
+            rs256_public_key: None,
+            es256_public_key: None,
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: vexil_jwt::DEFAULT_JWKS_REFRESH.as_secs(),
+            jwks_ca_file: None,
+            leeway_secs: vexil_jwt::DEFAULT_LEEWAY.as_secs(),
+            require_exp: true,
+            audiences: Vec::new(),
+            issuers: Vec::new(),
+            role_claim: "vexil_role".into(),
+            environments_claim: "vexil_environments".into(),
+        }
+    }
+}
+
+impl JwtConfig {
+    /// True when some key is configured (JWTs are accepted only then).
+    pub fn has_key(&self) -> bool {
+        self.hs256_secret.is_some()
+            || self.hs256_secret_file.is_some()
+            || self.rs256_public_key.is_some()
+            || self.es256_public_key.is_some()
+            || self.jwks_file.is_some()
+            || self.jwks_url.is_some()
+    }
+
+    /// The verifier settings, each key source labelled with its `[jwt]` key.
+    pub fn verifier_config(&self) -> VerifierConfig {
+        let mut keys = Vec::new();
+        let mut add = |label: &str, source: Option<KeySource>| {
+            if let Some(source) = source {
+                keys.push(KeySpec::new(label, source));
+            }
+        };
+        let pem = |path: &Option<PathBuf>, alg| {
+            path.clone().map(|path| KeySource::PublicKeyFile {
+                path,
+                algorithm: Some(alg),
+            })
+        };
+        add(
+            "jwt.hs256_secret",
+            self.hs256_secret
+                .as_ref()
+                .map(|s| KeySource::HmacSecret(s.as_bytes().to_vec())),
+        );
+        add(
+            "jwt.hs256_secret_file",
+            self.hs256_secret_file
+                .clone()
+                .map(KeySource::HmacSecretFile),
+        );
+        add(
+            "jwt.rs256_public_key",
+            pem(&self.rs256_public_key, Algorithm::RS256),
+        );
+        add(
+            "jwt.es256_public_key",
+            pem(&self.es256_public_key, Algorithm::ES256),
+        );
+        add(
+            "jwt.jwks_file",
+            self.jwks_file.clone().map(KeySource::JwksFile),
+        );
+        add(
+            "jwt.jwks_url",
+            self.jwks_url.clone().map(KeySource::JwksUrl),
+        );
+        VerifierConfig {
+            keys,
+            leeway: Duration::from_secs(self.leeway_secs),
+            require_exp: self.require_exp,
+            audiences: self.audiences.clone(),
+            issuers: self.issuers.clone(),
+            jwks_refresh: Duration::from_secs(self.jwks_refresh_secs),
+            jwks_ca_file: self.jwks_ca_file.clone(),
+            ..VerifierConfig::default()
+        }
+    }
+}
+
+/// The JWT side of the authenticator: the verifier and the claims it maps to a principal.
+struct JwtAuth {
+    verifier: Verifier,
+    role_claim: String,
+    environments_claim: String,
 }
 
 /// Checks bearer tokens.
 pub struct Authenticator {
     store: Store,
-    jwt: Option<JwtConfig>,
+    jwt: Option<JwtAuth>,
     last_touch: Mutex<HashMap<i64, Millis>>,
 }
 
 impl Authenticator {
-    /// An authenticator over `store`'s tokens, and JWTs when `jwt` is set.
-    pub fn new(store: Store, jwt: Option<JwtConfig>) -> Self {
-        Authenticator {
+    /// An authenticator over `store`'s tokens, and JWTs when `jwt` is set: loads its keys (reads
+    /// the key files, fetches a JWKS URL, then refreshes JWKS sources in the background).
+    pub fn new(store: Store, jwt: Option<&JwtConfig>) -> Result<Self, LoadError> {
+        let jwt = match jwt {
+            Some(cfg) => Some(JwtAuth {
+                verifier: Verifier::new(&cfg.verifier_config())?,
+                role_claim: cfg.role_claim.clone(),
+                environments_claim: cfg.environments_claim.clone(),
+            }),
+            None => None,
+        };
+        Ok(Authenticator {
             store,
             jwt,
             last_touch: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Authenticates an `Authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let token = header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .and_then(vexil_jwt::bearer_token)
             .ok_or(AuthError::Missing)?;
         if !token.starts_with(TOKEN_PREFIX)
             && let Some(jwt) = &self.jwt
         {
-            return verify_jwt(jwt, token).ok_or(AuthError::Invalid);
+            return jwt.principal(token, vexil_jwt::unix_now());
         }
         let hash = hash_secret(token);
         let record = self
@@ -151,7 +298,11 @@ impl Authenticator {
         Ok(Principal {
             name: record.name,
             role: record.role,
-            environments: record.environments,
+            environments: if record.environments.is_empty() {
+                Environments::All
+            } else {
+                Environments::Only(record.environments)
+            },
         })
     }
 
@@ -173,128 +324,49 @@ impl Authenticator {
     }
 }
 
-/// Verifies an HS256 or RS256 JWT and maps its claims to a principal.
-fn verify_jwt(cfg: &JwtConfig, token: &str) -> Option<Principal> {
-    let mut parts = token.split('.');
-    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
-    let signed = &token.as_bytes()[..token.len() - signature.len() - 1];
-    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
-    // Signatures are checked by ring: `hmac::verify` recomputes the tag and compares it in
-    // constant time (ring's `constant_time::verify_slices_are_equal`), so how much of a forged HS256
-    // signature was right never shows in the timing; RS256 verification works on the public key and
-    // holds no secret to leak. No signature is ever compared with `==` here.
-    match header.get("alg")?.as_str()? {
-        "HS256" => {
-            let key = ring::hmac::Key::new(
-                ring::hmac::HMAC_SHA256,
-                cfg.hs256_secret.as_ref()?.as_bytes(),
-            );
-            ring::hmac::verify(&key, signed, &signature).ok()?;
-        }
-        "RS256" => {
-            let key = ring::signature::UnparsedPublicKey::new(
-                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-                cfg.rs256_public_key.as_ref()?,
-            );
-            key.verify(signed, &signature).ok()?;
-        }
-        _ => return None,
-    }
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    let now = now_millis() / 1000;
-    if claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .is_some_and(|exp| exp <= now)
-        || claims
-            .get("nbf")
-            .and_then(Value::as_i64)
-            .is_some_and(|nbf| nbf > now)
-    {
-        return None;
-    }
-    let role = Role::parse(claims.get(&cfg.role_claim)?.as_str()?)?;
-    let environments = claims
-        .get(&cfg.environments_claim)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
+impl JwtAuth {
+    /// Verifies `token` at `now` (seconds) and maps its claims to a principal.
+    fn principal(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
+        let claims = self.verifier.verify_at(token, now)?;
+        let role_claim = || Cow::Owned(self.role_claim.clone());
+        let role = match claims.get(&self.role_claim) {
+            None => {
+                return Err(JwtError::InvalidClaim {
+                    claim: role_claim(),
+                    reason: "is missing (it holds the role)",
+                }
+                .into());
+            }
+            Some(v) => v
+                .as_str()
+                .and_then(Role::parse)
+                .ok_or_else(|| JwtError::InvalidClaim {
+                    claim: role_claim(),
+                    reason: "must be one of \"admin\", \"editor\", \"viewer\", \"sidecar\"",
+                })?,
+        };
+        let environments = match claims.string_list(&self.environments_claim)? {
+            ListClaim::Absent => Environments::All,
+            ListClaim::Values(list) => {
+                Environments::Only(list.into_iter().map(String::from).collect())
+            }
+        };
+        let subject = claims.subject().unwrap_or("unknown");
+        Ok(Principal {
+            name: format!("jwt:{subject}"),
+            role,
+            environments,
         })
-        .unwrap_or_default();
-    let subject = claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown");
-    Some(Principal {
-        name: format!("jwt:{subject}"),
-        role,
-        environments,
-    })
-}
-
-/// The `RSAPublicKey` DER inside a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), as ring verifies with.
-pub fn rsa_public_key_from_pem(pem: &str) -> Result<Vec<u8>, String> {
-    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
-    const END: &str = "-----END PUBLIC KEY-----";
-    let body = pem
-        .split_once(BEGIN)
-        .and_then(|(_, rest)| rest.split_once(END))
-        .map(|(b, _)| b)
-        .ok_or("expected a PEM \"PUBLIC KEY\" block")?;
-    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| format!("PEM body is not base64: {e}"))?;
-    spki_subject_public_key(&der).ok_or_else(|| "not a DER SubjectPublicKeyInfo".to_string())
-}
-
-/// SubjectPublicKeyInfo ::= SEQUENCE { algorithm SEQUENCE, subjectPublicKey BIT STRING }: returns the
-/// bit string's content (after its unused-bits byte).
-fn spki_subject_public_key(der: &[u8]) -> Option<Vec<u8>> {
-    let (tag, spki, _) = der_tlv(der)?;
-    if tag != 0x30 {
-        return None;
     }
-    let (tag, _, rest) = der_tlv(spki)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, bits, _) = der_tlv(rest)?;
-    match (tag, bits.split_first()) {
-        (0x03, Some((0, key))) => Some(key.to_vec()),
-        _ => None,
-    }
-}
-
-/// One DER tag-length-value: (tag, value, what follows).
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::{Value, json};
+
+    const NOW: i64 = 1_700_000_000;
 
     fn sign(secret: &str, header: &Value, claims: &Value) -> String {
         let h = URL_SAFE_NO_PAD.encode(header.to_string());
@@ -304,12 +376,97 @@ mod tests {
         format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
     }
 
-    fn cfg() -> JwtConfig {
-        JwtConfig {
+    fn hs(claims: &Value) -> String {
+        sign("s3cret", &json!({"alg": "HS256", "typ": "JWT"}), claims)
+    }
+
+    fn auth() -> JwtAuth {
+        let cfg = JwtConfig {
             hs256_secret: Some("s3cret".into()),
-            rs256_public_key: None,
-            role_claim: "vexil_role".into(),
-            environments_claim: "vexil_environments".into(),
+            ..JwtConfig::default()
+        };
+        JwtAuth {
+            verifier: Verifier::new(&cfg.verifier_config()).unwrap(),
+            role_claim: cfg.role_claim,
+            environments_claim: cfg.environments_claim,
+        }
+    }
+
+    fn verify(claims: Value) -> Result<Principal, String> {
+        auth()
+            .principal(&hs(&claims), NOW)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn hs256_jwts_map_to_principals() {
+        let p = verify(json!({"sub": "ada", "vexil_role": "editor",
+            "vexil_environments": ["dev"], "exp": NOW + 60}))
+        .unwrap();
+        assert_eq!(p.name, "jwt:ada");
+        assert_eq!(p.role, Role::Editor);
+        assert_eq!(p.environments, Environments::Only(vec!["dev".into()]));
+        assert!(p.allows_environment("dev") && !p.allows_environment("prod"));
+        // Wrong key, expired, no exp, unknown role, no role, alg none: refused.
+        let claims = json!({"sub": "ada", "vexil_role": "admin", "exp": NOW + 60});
+        let a = auth();
+        let other = sign("other", &json!({"alg": "HS256"}), &claims);
+        assert!(a.principal(&other, NOW).is_err());
+        let none = sign("s3cret", &json!({"alg": "none"}), &claims);
+        assert!(a.principal(&none, NOW).is_err());
+        let e = verify(json!({"sub": "ada", "vexil_role": "admin", "exp": 1})).unwrap_err();
+        assert_eq!(e, "invalid JWT: token expired");
+        let e = verify(json!({"sub": "ada", "vexil_role": "admin"})).unwrap_err();
+        assert_eq!(e, "invalid JWT: missing claim \"exp\"");
+        let e = verify(json!({"sub": "ada", "vexil_role": "admin", "exp": "2099"})).unwrap_err();
+        assert!(
+            e.starts_with("invalid JWT: claim \"exp\" must be an integer"),
+            "{e}"
+        );
+        let e = verify(json!({"sub": "ada", "vexil_role": "root", "exp": NOW + 60})).unwrap_err();
+        assert!(e.contains("\"vexil_role\" must be one of"), "{e}");
+        let e = verify(json!({"sub": "ada", "exp": NOW + 60})).unwrap_err();
+        assert!(e.contains("\"vexil_role\" is missing"), "{e}");
+        let e = verify(json!({"sub": "ada", "vexil_role": 1, "exp": NOW + 60})).unwrap_err();
+        assert!(e.contains("\"vexil_role\" must be one of"), "{e}");
+    }
+
+    /// The environments claim: only a token without it is unrestricted.
+    #[test]
+    fn environments_claim_shapes() {
+        let with = |envs: Option<Value>| {
+            let mut c = json!({"sub": "ada", "vexil_role": "viewer", "exp": NOW + 60});
+            if let Some(e) = envs {
+                c["vexil_environments"] = e;
+            }
+            verify(c)
+        };
+        let p = with(None).unwrap();
+        assert_eq!(p.environments, Environments::All);
+        assert!(p.allows_environment("anything") && !p.is_limited());
+        let p = with(Some(json!("prod"))).unwrap();
+        assert_eq!(p.environments, Environments::Only(vec!["prod".into()]));
+        assert!(p.allows_environment("prod") && !p.allows_environment("dev"));
+        let p = with(Some(json!(["a", "b"]))).unwrap();
+        assert!(p.allows_environment("b") && !p.allows_environment("c"));
+        // An empty list grants no environment (and is limited: no global administration).
+        let p = with(Some(json!([]))).unwrap();
+        assert_eq!(p.environments, Environments::Only(vec![]));
+        assert!(p.is_limited() && !p.allows_environment("prod"));
+        // Any other shape refuses the token; it is never read as unrestricted.
+        for bad in [
+            json!(null),
+            json!(1),
+            json!({"prod": true}),
+            json!(["prod", 2]),
+            json!(false),
+        ] {
+            let e = with(Some(bad.clone())).unwrap_err();
+            assert_eq!(
+                e,
+                "invalid JWT: claim \"vexil_environments\" must be a string or an array of strings",
+                "{bad}"
+            );
         }
     }
 
@@ -317,10 +474,9 @@ mod tests {
     /// the whole tag is compared (in constant time, by `ring::hmac::verify`), not a prefix.
     #[test]
     fn hs256_signatures_must_match_in_full() {
-        let header = serde_json::json!({"alg": "HS256"});
-        let claims = serde_json::json!({"sub": "ada", "vexil_role": "admin"});
-        let token = sign("s3cret", &header, &claims);
-        assert!(verify_jwt(&cfg(), &token).is_some());
+        let claims = json!({"sub": "ada", "vexil_role": "admin", "exp": NOW + 60});
+        let token = hs(&claims);
+        assert!(auth().principal(&token, NOW).is_ok());
         let (signed, sig) = token.rsplit_once('.').unwrap();
         let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
         let with = |sig: &[u8]| format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig));
@@ -336,23 +492,26 @@ mod tests {
             with(&[sig.as_slice(), &[0]].concat()),
             with(&[]),
         ] {
-            assert!(verify_jwt(&cfg(), &forged).is_none(), "{forged}");
+            assert!(auth().principal(&forged, NOW).is_err(), "{forged}");
         }
     }
 
     #[test]
     fn rs256_jwts_are_verified_with_the_public_key() {
         let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-        let pem = std::fs::read_to_string(format!("{fixtures}/jwt-rs256-public.pem")).unwrap();
         let pk8 = std::fs::read(format!("{fixtures}/jwt-rs256-private.pk8")).unwrap();
         let pair = ring::signature::RsaKeyPair::from_pkcs8(&pk8).unwrap();
         let cfg = JwtConfig {
-            hs256_secret: None,
-            rs256_public_key: Some(rsa_public_key_from_pem(&pem).unwrap()),
-            ..cfg()
+            rs256_public_key: Some(format!("{fixtures}/jwt-rs256-public.pem").into()),
+            ..JwtConfig::default()
+        };
+        let a = JwtAuth {
+            verifier: Verifier::new(&cfg.verifier_config()).unwrap(),
+            role_claim: cfg.role_claim,
+            environments_claim: cfg.environments_claim,
         };
         let sign_rs = |claims: &Value| {
-            let h = URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "RS256"}).to_string());
+            let h = URL_SAFE_NO_PAD.encode(json!({"alg": "RS256"}).to_string());
             let c = URL_SAFE_NO_PAD.encode(claims.to_string());
             let mut sig = vec![0; pair.public().modulus_len()];
             pair.sign(
@@ -364,21 +523,83 @@ mod tests {
             .unwrap();
             format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig))
         };
-        let claims = serde_json::json!({"sub": "ci", "vexil_role": "viewer"});
+        let claims = json!({"sub": "ci", "vexil_role": "viewer", "exp": NOW + 60});
         let token = sign_rs(&claims);
-        assert_eq!(verify_jwt(&cfg, &token).unwrap().role, Role::Viewer);
+        assert_eq!(a.principal(&token, NOW).unwrap().role, Role::Viewer);
         // A tampered payload, and an HS256 token when only RS256 is configured: refused.
         let tampered = {
             let mut parts: Vec<&str> = token.split('.').collect();
             let other = URL_SAFE_NO_PAD
-                .encode(serde_json::json!({"sub": "ci", "vexil_role": "admin"}).to_string());
+                .encode(json!({"sub": "ci", "vexil_role": "admin", "exp": NOW + 60}).to_string());
             parts[1] = &other;
             parts.join(".")
         };
-        assert!(verify_jwt(&cfg, &tampered).is_none());
-        let hs = sign("s3cret", &serde_json::json!({"alg": "HS256"}), &claims);
-        assert!(verify_jwt(&cfg, &hs).is_none());
-        assert!(rsa_public_key_from_pem("not a key").is_err());
+        assert!(a.principal(&tampered, NOW).is_err());
+        assert!(a.principal(&hs(&claims), NOW).is_err());
+        // The public key's PEM used as an HMAC secret: refused.
+        let pem = std::fs::read_to_string(format!("{fixtures}/jwt-rs256-public.pem")).unwrap();
+        let forged = sign(&pem, &json!({"alg": "HS256"}), &claims);
+        assert_eq!(
+            a.principal(&forged, NOW).unwrap_err().to_string(),
+            "invalid JWT: no key is configured for HS256"
+        );
+    }
+
+    #[test]
+    fn every_key_option_becomes_a_labelled_source() {
+        let cfg = JwtConfig {
+            hs256_secret: Some("s".into()),
+            hs256_secret_file: Some("/s".into()),
+            rs256_public_key: Some("/r.pem".into()),
+            es256_public_key: Some("/e.pem".into()),
+            jwks_file: Some("/j.json".into()),
+            jwks_url: Some("https://idp/jwks".into()),
+            leeway_secs: 5,
+            require_exp: false,
+            audiences: vec!["vexil".into()],
+            issuers: vec!["https://idp".into()],
+            ..JwtConfig::default()
+        };
+        assert!(cfg.has_key());
+        assert!(!JwtConfig::default().has_key());
+        let v = cfg.verifier_config();
+        let labels: Vec<&str> = v.keys.iter().map(|k| k.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "jwt.hs256_secret",
+                "jwt.hs256_secret_file",
+                "jwt.rs256_public_key",
+                "jwt.es256_public_key",
+                "jwt.jwks_file",
+                "jwt.jwks_url"
+            ]
+        );
+        assert_eq!(
+            v.keys[2].source,
+            KeySource::PublicKeyFile {
+                path: "/r.pem".into(),
+                algorithm: Some(Algorithm::RS256)
+            }
+        );
+        assert_eq!(v.leeway, Duration::from_secs(5));
+        assert!(!v.require_exp);
+        assert_eq!(v.audiences, ["vexil"]);
+        assert_eq!(v.issuers, ["https://idp"]);
+        // A missing key file is reported with its `[jwt]` key.
+        let e = Verifier::new(
+            &JwtConfig {
+                rs256_public_key: Some("/nonexistent.pem".into()),
+                ..JwtConfig::default()
+            }
+            .verifier_config(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("jwt.rs256_public_key: /nonexistent.pem:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -397,24 +618,5 @@ mod tests {
         assert!(Role::Editor.grants(WriteFlags) && !Role::Editor.grants(Admin));
         assert!(Role::Viewer.grants(Read) && !Role::Viewer.grants(WriteFlags));
         assert!(!Role::Sidecar.grants(Read));
-    }
-
-    #[test]
-    fn hs256_jwts_are_verified() {
-        let header = serde_json::json!({"alg": "HS256", "typ": "JWT"});
-        let claims = serde_json::json!({"sub": "ada", "vexil_role": "editor",
-            "vexil_environments": ["dev"], "exp": now_millis() / 1000 + 60});
-        let p = verify_jwt(&cfg(), &sign("s3cret", &header, &claims)).unwrap();
-        assert_eq!(p.name, "jwt:ada");
-        assert_eq!(p.role, Role::Editor);
-        assert_eq!(p.environments, vec!["dev".to_string()]);
-        // Wrong key, expired, unknown role, alg none: refused.
-        assert!(verify_jwt(&cfg(), &sign("other", &header, &claims)).is_none());
-        let expired = serde_json::json!({"sub": "ada", "vexil_role": "admin", "exp": 1});
-        assert!(verify_jwt(&cfg(), &sign("s3cret", &header, &expired)).is_none());
-        let bad_role = serde_json::json!({"sub": "ada", "vexil_role": "root"});
-        assert!(verify_jwt(&cfg(), &sign("s3cret", &header, &bad_role)).is_none());
-        let none = serde_json::json!({"alg": "none"});
-        assert!(verify_jwt(&cfg(), &sign("s3cret", &none, &claims)).is_none());
     }
 }

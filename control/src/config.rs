@@ -105,14 +105,38 @@ vexil_settings::settings! {
             /// Accept JWT bearer tokens signed with HS256 and this secret.
             hs256_secret: Option<Secret>, flag "jwt-hs256-secret", env "VEXIL_JWT_HS256_SECRET",
                 key "hs256_secret";
+            /// A file holding the HS256 secret (e.g. a mounted Kubernetes Secret).
+            hs256_secret_file: Option<PathBuf>, key "hs256_secret_file";
             /// Accept JWT bearer tokens signed with RS256 by this key (a PEM file with a
+            /// `PUBLIC KEY` or `RSA PUBLIC KEY` block).
+            rs256_public_key: Option<PublicKeyFile>, flag "jwt-rs256-public-key",
+                env "VEXIL_JWT_RS256_PUBLIC_KEY", key "rs256_public_key", check rs256_key;
+            /// Accept JWT bearer tokens signed with ES256 by this key (a PEM file with an EC P-256
             /// `PUBLIC KEY` block).
-            rs256_public_key: Option<RsaPublicKeyFile>, flag "jwt-rs256-public-key",
-                env "VEXIL_JWT_RS256_PUBLIC_KEY", key "rs256_public_key";
+            es256_public_key: Option<PublicKeyFile>, key "es256_public_key", check es256_key;
+            /// A JWKS document (file); tokens choose their key by `kid`.
+            jwks_file: Option<PathBuf>, key "jwks_file";
+            /// A JWKS document fetched at start (`https://`, or `http://` with a warning) and
+            /// refreshed every `jwks_refresh_secs`; a failed refresh keeps the last good keys.
+            jwks_url: Option<String>, env "VEXIL_JWT_JWKS_URL", key "jwks_url";
+            /// How often the JWKS file or URL is read again (seconds; 0: only at start).
+            jwks_refresh: Duration as Seconds = secs(300), key "jwks_refresh_secs";
+            /// CA certificates (PEM) trusted for an `https` JWKS URL instead of the public roots.
+            jwks_ca_file: Option<PathBuf>, key "jwks_ca_file";
+            /// Clock skew tolerated on `exp`, `nbf` and `iat` (seconds).
+            leeway: Duration as Seconds = secs(30), key "leeway_secs";
+            /// Refuse tokens without `exp` (a token that never expires cannot be taken back).
+            require_exp: bool = true, key "require_exp";
+            /// When not empty, a token's `aud` must name one of these.
+            audiences: Vec<String>, key "audiences", default_doc "none (not checked)";
+            /// When not empty, a token's `iss` must be one of these.
+            issuers: Vec<String>, key "issuers", default_doc "none (not checked)";
             /// The claim holding the role: `admin`, `editor`, `viewer` or `sidecar`.
             role_claim: String = "vexil_role".into(), flag "jwt-role-claim",
                 env "VEXIL_JWT_ROLE_CLAIM", key "role_claim", check not_empty;
-            /// The claim holding the list of environments the token is limited to (absent: all).
+            /// The claim holding the list of environments the token is limited to: absent means
+            /// every environment, a string a list of one, an empty list none; any other type
+            /// refuses the token.
             environments_claim: String = "vexil_environments".into(), key "environments_claim",
                 check not_empty;
         }
@@ -248,27 +272,53 @@ fn environment_key(env: &Option<String>) -> Result<(), String> {
     }
 }
 
-/// An RS256 public key file, read and parsed where the setting enters; shown as its path.
+/// A public key file (PEM), read and parsed where the setting enters; shown as its path. The
+/// verifier reads it again when control opens (`vexil_jwt`), so a file replaced in between is
+/// still checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RsaPublicKeyFile {
+pub struct PublicKeyFile {
     /// The PEM file.
     pub path: PathBuf,
-    /// Its key: the PKCS#1 `RSAPublicKey` DER (see [`crate::auth::rsa_public_key_from_pem`]).
-    pub der: Vec<u8>,
+    /// The algorithm its key verifies.
+    pub algorithm: vexil_jwt::Algorithm,
 }
 
-impl Value for RsaPublicKeyFile {
+impl Value for PublicKeyFile {
     fn from_text(text: &str) -> Result<Self, Problems> {
         let path = PathBuf::from_text(text)?;
         let pem = std::fs::read_to_string(&path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let der = crate::auth::rsa_public_key_from_pem(&pem)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(RsaPublicKeyFile { path, der })
+        let key = vexil_jwt::Key::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(PublicKeyFile {
+            path,
+            algorithm: key.algorithm(),
+        })
     }
 
     fn show(&self) -> Option<toml::Value> {
         self.path.show()
+    }
+}
+
+fn rs256_key(key: &Option<PublicKeyFile>) -> Result<(), String> {
+    key_of(key, vexil_jwt::Algorithm::RS256)
+}
+
+fn es256_key(key: &Option<PublicKeyFile>) -> Result<(), String> {
+    key_of(key, vexil_jwt::Algorithm::ES256)
+}
+
+fn key_of(key: &Option<PublicKeyFile>, algorithm: vexil_jwt::Algorithm) -> Result<(), String> {
+    let Some(key) = key else { return Ok(()) };
+    if key.algorithm == algorithm {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} holds a key for {}, not {}",
+            key.path.display(),
+            key.algorithm.as_str(),
+            algorithm.as_str()
+        ))
     }
 }
 
@@ -347,12 +397,23 @@ impl ControlConfig {
     /// JWT verification, when a key is configured.
     pub fn jwt_config(&self) -> Option<JwtConfig> {
         let jwt = &self.jwt;
-        (jwt.hs256_secret.is_some() || jwt.rs256_public_key.is_some()).then(|| JwtConfig {
+        let config = JwtConfig {
             hs256_secret: jwt.hs256_secret.as_ref().map(|s| s.expose().to_string()),
-            rs256_public_key: jwt.rs256_public_key.as_ref().map(|k| k.der.clone()),
+            hs256_secret_file: jwt.hs256_secret_file.clone(),
+            rs256_public_key: jwt.rs256_public_key.as_ref().map(|k| k.path.clone()),
+            es256_public_key: jwt.es256_public_key.as_ref().map(|k| k.path.clone()),
+            jwks_file: jwt.jwks_file.clone(),
+            jwks_url: jwt.jwks_url.clone(),
+            jwks_refresh_secs: jwt.jwks_refresh.as_secs(),
+            jwks_ca_file: jwt.jwks_ca_file.clone(),
+            leeway_secs: jwt.leeway.as_secs(),
+            require_exp: jwt.require_exp,
+            audiences: jwt.audiences.clone(),
+            issuers: jwt.issuers.clone(),
             role_claim: jwt.role_claim.clone(),
             environments_claim: jwt.environments_claim.clone(),
-        })
+        };
+        config.has_key().then_some(config)
     }
 
     /// The admin API's settings.
@@ -429,6 +490,29 @@ mod tests {
         assert_eq!(c.inject_config(), InjectConfig::default());
         assert_eq!(c.sync.poll_interval, Duration::from_secs(1));
         assert_eq!(c.shutdown_grace, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn jwt_options_of_the_file() {
+        let path = temp_file(
+            "jwt",
+            "[jwt]\njwks_url = \"https://idp.example/jwks\"\njwks_refresh_secs = 60\n\
+             jwks_ca_file = \"/ca.pem\"\nhs256_secret_file = \"/secret\"\n\
+             jwks_file = \"/jwks.json\"\nleeway_secs = 5\nrequire_exp = false\n\
+             audiences = [\"vexil\"]\nissuers = [\"https://idp.example\"]\n",
+        );
+        let c = ControlConfig::resolve(config_file(&path)).unwrap();
+        let jwt = c.jwt_config().unwrap();
+        assert_eq!(jwt.jwks_url.as_deref(), Some("https://idp.example/jwks"));
+        assert_eq!(jwt.jwks_refresh_secs, 60);
+        assert_eq!(jwt.jwks_ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(jwt.hs256_secret_file, Some(PathBuf::from("/secret")));
+        assert_eq!(jwt.jwks_file, Some(PathBuf::from("/jwks.json")));
+        assert_eq!((jwt.leeway_secs, jwt.require_exp), (5, false));
+        assert_eq!(jwt.audiences, ["vexil"]);
+        assert_eq!(jwt.issuers, ["https://idp.example"]);
+        assert_eq!(jwt.role_claim, "vexil_role");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]

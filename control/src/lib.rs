@@ -5,6 +5,8 @@
 //! environment's revision, logs the change and audits it, so that sidecars can follow it. On
 //! Kubernetes, the [`webhook`] injects the sidecar into the pods of opted-in namespaces.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -43,8 +43,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    // rustls (webhook TLS) on ring, never a provider picked at random: one crypto library in the
-    // binary.
+    // rustls (webhook TLS) on ring, never one picked at random (docs/adr/0006-ring-only-tls.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(

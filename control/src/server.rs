@@ -40,7 +40,8 @@ impl Control {
             tracing::info!(ca = %files.ca_cert.display(), cert = %files.cert.display(),
                 "development TLS ready (give ca.pem to sidecars)");
         }
-        let auth = Authenticator::new(store.clone(), config.jwt_config());
+        let auth = Authenticator::new(store.clone(), config.jwt_config().as_ref())
+            .map_err(|e| anyhow::anyhow!("loading the JWT keys: {e}"))?;
         let state = Arc::new(AppState::new(
             store,
             auth,

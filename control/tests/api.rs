@@ -1763,3 +1763,379 @@ both_backends!(
             .expect(200);
     }
 );
+
+// ------------------------------------------------------ limits on every write ----
+
+/// `app`'s database behind a second API server that enforces `config`'s limits (the first one keeps
+/// the defaults). It serves until the test's runtime ends.
+async fn with_config(app: &App, config: vexil_control::api::ApiConfig) -> App {
+    use std::sync::Arc;
+    use vexil_control::api::{AppState, router};
+    let state = Arc::new(AppState::new(
+        app.store.clone(),
+        vexil_control::auth::Authenticator::new(app.store.clone(), None)
+            .expect("no JWT keys to load"),
+        config,
+        vexil_control::metrics::Metrics::new(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(vexil_http::serve_http1(
+        listener,
+        router(state.clone()),
+        std::time::Duration::from_secs(30),
+        std::future::pending(),
+    ));
+    App {
+        base,
+        state,
+        ..app.clone()
+    }
+}
+
+// `[limits] max_flags` holds for a single-flag PUT as it does for an import: the environment that
+// would result is checked, not the one flag.
+both_backends!(
+    single_flag_put_past_max_flags_is_refused,
+    |app: App| async move {
+        let small = with_config(&app, config(|c| c.limits.max_flags = 2)).await;
+        let admin = app.admin.clone();
+        app.create_env("prod").await;
+        small.create_flag("prod", "a", &bool_flag()).await;
+        small.create_flag("prod", "b", &bool_flag()).await;
+        let before = app.snapshot("prod").await;
+        let r = small
+            .put_json(&flag_path("prod", "c"), &bool_flag(), &admin)
+            .await;
+        let p = assert_problem(&r, 400);
+        assert_eq!(p["errors"][0]["path"], "flags", "{p}");
+        let message = p["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("limit of 2"), "{p}");
+        assert_eq!(p["errors"].as_array().unwrap().len(), 1, "{p}");
+        small.assert_unchanged(&before, &small.snapshot("prod").await, "past max_flags");
+        // At the limit, replacing and deleting still work; after a delete there is room again.
+        small
+            .put_json_if(&flag_path("prod", "a"), &bool_flag(), &admin, "\"1\"")
+            .await
+            .expect(200);
+        assert_eq!(
+            small.delete(&flag_path("prod", "b"), &admin).await.status,
+            204
+        );
+        small.create_flag("prod", "c", &bool_flag()).await;
+    }
+);
+
+fn config(edit: impl FnOnce(&mut vexil_control::api::ApiConfig)) -> vexil_control::api::ApiConfig {
+    let mut config = vexil_control::api::ApiConfig::default();
+    edit(&mut config);
+    config
+}
+
+/// The problem's single error, with its path; asserts there is exactly one.
+#[track_caller]
+fn single_error(p: &Value) -> (&str, &str) {
+    let errors = p["errors"].as_array().expect("errors[]");
+    assert_eq!(errors.len(), 1, "{p}");
+    (
+        errors[0]["path"].as_str().unwrap(),
+        errors[0]["message"].as_str().unwrap(),
+    )
+}
+
+// The whole environment's JSON is limited to `[limits] max_import_bytes` after every write, not only
+// an import's body: what an environment holds can always be exported and imported again.
+both_backends!(
+    writes_past_the_document_size_limit_are_refused,
+    |app: App| async move {
+        let small = with_config(&app, config(|c| c.max_import_bytes = 4096)).await;
+        let admin = app.admin.clone();
+        app.create_env("prod").await;
+        let mut note = bool_flag();
+        note["metadata"] = json!({"note": "n".repeat(1500)});
+        small.create_flag("prod", "a", &note).await;
+        small.create_flag("prod", "b", &note).await;
+        let before = app.snapshot("prod").await;
+
+        // A third flag would take the document past 4096 bytes.
+        let r = small.put_json(&flag_path("prod", "c"), &note, &admin).await;
+        let (path, message) = single_error(assert_problem(&r, 400));
+        assert_eq!(path, "", "the whole document");
+        assert!(
+            message.contains("limit of 4096") && message.contains("max_import_bytes"),
+            "{message}"
+        );
+        // So would growing a flag, or an evaluator.
+        let mut longer = note.clone();
+        longer["metadata"]["note"] = json!("n".repeat(3000));
+        let r = small
+            .put_json_if(&flag_path("prod", "a"), &longer, &admin, "\"1\"")
+            .await;
+        assert!(
+            single_error(assert_problem(&r, 400))
+                .1
+                .contains("limit of 4096")
+        );
+        let emails: Vec<String> = (0..200).map(|i| format!("user{i}@example.com")).collect();
+        let r = small
+            .put_json(
+                "/api/v1/environments/prod/evaluators/staff",
+                &json!({"in": [{"var": "email"}, emails]}),
+                &admin,
+            )
+            .await;
+        assert!(
+            single_error(assert_problem(&r, 400))
+                .1
+                .contains("limit of 4096")
+        );
+        small.assert_unchanged(
+            &before,
+            &small.snapshot("prod").await,
+            "past the size limit",
+        );
+
+        // A promotion (POST) that would bring a larger set: refused the same way.
+        app.create_env("stage").await;
+        for key in ["a", "b", "c", "d"] {
+            app.create_flag("stage", key, &note).await;
+        }
+        let before = app.snapshot("prod").await;
+        let r = small
+            .post_json(
+                "/api/v1/environments/stage/promote",
+                &json!({"to": "prod"}),
+                &admin,
+            )
+            .await;
+        assert!(
+            single_error(assert_problem(&r, 400))
+                .1
+                .contains("limit of 4096")
+        );
+        small.assert_unchanged(
+            &before,
+            &small.snapshot("prod").await,
+            "promotion past the size limit",
+        );
+
+        // Within the limit, writes go on.
+        let mut shorter = note.clone();
+        shorter["metadata"]["note"] = json!("short");
+        small
+            .put_json_if(&flag_path("prod", "a"), &shorter, &admin, "\"1\"")
+            .await
+            .expect(200);
+        small.create_flag("prod", "c", &note).await;
+    }
+);
+
+// An environment already past a limit (written before the limit was lowered) still takes the writes
+// that do not add to the problem: the kill switch, replacing, deleting. Only what would make it
+// worse is refused, with the limit named.
+both_backends!(
+    lowered_limits_refuse_only_what_makes_it_worse,
+    |app: App| async move {
+        let admin = app.admin.clone();
+        app.create_env("prod").await;
+        let mut deep = bool_flag();
+        deep["targeting"] =
+            json!({"if": [{"and": [{"or": [{"==": [{"var": "a"}, 1]}]}]}, "on", "off"]});
+        for key in ["a", "b", "c"] {
+            app.create_flag("prod", key, &deep).await;
+        }
+        let strict = with_config(
+            &app,
+            config(|c| {
+                c.limits.max_flags = 2;
+                c.limits.max_depth = 3;
+            }),
+        )
+        .await;
+
+        let r = strict
+            .patch_json(
+                &flag_path("prod", "a"),
+                &json!({"state": "DISABLED"}),
+                &admin,
+            )
+            .await;
+        assert_eq!(r.expect(200)["state"], "DISABLED");
+        strict
+            .put_json_if(&flag_path("prod", "b"), &bool_flag(), &admin, "\"1\"")
+            .await
+            .expect(200);
+        let before = app.snapshot("prod").await;
+        // A fourth flag: over max_flags and more than before.
+        let r = strict
+            .put_json(&flag_path("prod", "d"), &bool_flag(), &admin)
+            .await;
+        let (path, message) = single_error(assert_problem(&r, 400));
+        assert_eq!(
+            (path, message),
+            ("flags", "4 flags, more than the limit of 2")
+        );
+        // A new rule deeper than max_rule_depth.
+        let r = strict
+            .put_json_if(&flag_path("prod", "b"), &deep, &admin, "\"2\"")
+            .await;
+        let p = assert_problem(&r, 400);
+        for e in p["errors"].as_array().expect("errors[]") {
+            assert!(
+                e["path"].as_str().unwrap().starts_with("flags.b.targeting"),
+                "{p}"
+            );
+            assert_eq!(e["message"], "rule nested deeper than 3 levels", "{p}");
+        }
+        strict.assert_unchanged(&before, &strict.snapshot("prod").await, "worse");
+
+        assert_eq!(
+            strict.delete(&flag_path("prod", "c"), &admin).await.status,
+            204
+        );
+        let r = strict
+            .put_json(&flag_path("prod", "d"), &bool_flag(), &admin)
+            .await;
+        assert_eq!(
+            single_error(assert_problem(&r, 400)).1,
+            "3 flags, more than the limit of 2"
+        );
+        assert_eq!(
+            strict.delete(&flag_path("prod", "a"), &admin).await.status,
+            204
+        );
+        strict.create_flag("prod", "d", &bool_flag()).await;
+    }
+);
+
+// Deleting an evaluator is checked on the environment it would leave: every flag and evaluator that
+// would lose its rule is named, with the engine's errors at their paths; nothing is written.
+both_backends!(
+    evaluator_delete_that_breaks_a_flag_is_refused,
+    |app: App| async move {
+        let admin = app.admin.clone();
+        app.create_env("prod").await;
+        let base = "/api/v1/environments/prod/evaluators";
+        app.put_json(
+            &format!("{base}/beta"),
+            &json!({"==": [{"var": "tier"}, "beta"]}),
+            &admin,
+        )
+        .await
+        .expect(201);
+        app.put_json(
+            &format!("{base}/beta-eu"),
+            &json!({"and": [{"$ref": "beta"}, {"==": [{"var": "region"}, "eu"]}]}),
+            &admin,
+        )
+        .await
+        .expect(201);
+        let mut uses = bool_flag();
+        uses["targeting"] = json!({"if": [{"$ref": "beta"}, "on", "off"]});
+        app.create_flag("prod", "checkout", &uses).await;
+        let before = app.snapshot("prod").await;
+
+        let r = app.delete(&format!("{base}/beta"), &admin).await;
+        let p = assert_problem(&r, 409);
+        assert_eq!(
+            p["detail"],
+            "evaluator \"beta\" is still referenced by: flag \"checkout\", evaluator \"beta-eu\"",
+            "{p}"
+        );
+        let errors = p["errors"].as_array().expect("errors[]");
+        let paths: Vec<&str> = errors.iter().map(|e| e["path"].as_str().unwrap()).collect();
+        assert!(
+            paths.iter().any(|p| p.starts_with("$evaluators.beta-eu")),
+            "{paths:?}"
+        );
+        let at_flag = errors
+            .iter()
+            .find(|e| {
+                e["path"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("flags.checkout.targeting.if[0]")
+            })
+            .unwrap_or_else(|| panic!("{p}"));
+        assert!(
+            at_flag["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown evaluator \"beta\""),
+            "{at_flag}"
+        );
+        app.assert_unchanged(
+            &before,
+            &app.snapshot("prod").await,
+            "evaluator delete refused",
+        );
+
+        // A replacement that would make a $ref cycle is refused at its path too.
+        let r = app
+            .put_json_if(
+                &format!("{base}/beta"),
+                &json!({"$ref": "beta-eu"}),
+                &admin,
+                "\"1\"",
+            )
+            .await;
+        let p = assert_problem(&r, 400);
+        assert!(p["errors"].to_string().contains("$ref cycle"), "{p}");
+        app.assert_unchanged(
+            &before,
+            &app.snapshot("prod").await,
+            "evaluator cycle refused",
+        );
+
+        // Once nothing uses it, it goes.
+        assert_eq!(
+            app.delete(&flag_path("prod", "checkout"), &admin)
+                .await
+                .status,
+            204
+        );
+        assert_eq!(
+            app.delete(&format!("{base}/beta-eu"), &admin).await.status,
+            204
+        );
+        assert_eq!(
+            app.delete(&format!("{base}/beta"), &admin).await.status,
+            204
+        );
+    }
+);
+
+both_backends!(
+    an_import_never_reuses_an_evaluator_version,
+    |app: App| async move {
+        // An evaluator's ETag is its version: an import that restarted versions at 1 let a client
+        // holding the first version's ETag overwrite content it had never seen (a lost update).
+        let admin = app.admin.clone();
+        app.create_env("prod").await;
+        let path = "/api/v1/environments/prod/evaluators/beta";
+        let first = json!({"in": [{"var": "email"}, ["ada@example.com"]]});
+        let r = app.put_json(path, &first, &admin).await;
+        assert_eq!(r.expect(201)["version"], 1);
+        let stale = r.etag();
+
+        let doc = json!({
+            "flags": {},
+            "$evaluators": {"beta": {"in": [{"var": "email"}, ["bob@example.com"]]}}
+        });
+        app.put_json("/api/v1/environments/prod/flagset", &doc, &admin)
+            .await
+            .expect(200);
+        let got = app.get(path, &admin).await;
+        assert_eq!(got.expect(200)["version"], 2, "the import is a new version");
+        assert_ne!(got.etag(), stale);
+
+        let r = app
+            .req("PUT", path)
+            .token(&admin)
+            .header("if-match", &stale)
+            .json(&json!({"in": [{"var": "email"}, ["eve@example.com"]]}))
+            .send()
+            .await;
+        assert_problem(&r, 412);
+    }
+);

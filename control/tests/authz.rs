@@ -380,14 +380,50 @@ both_backends!(
                 .await,
             403,
         );
+        // A string is a list of one environment; an empty list grants none.
+        let one = jwt(
+            JWT_SECRET,
+            &json!({"sub": "bob", "vexil_role": "editor", "vexil_environments": "other",
+                    "exp": now() + 300}),
+        );
+        app.put_json(&flag_path("other", "y"), &bool_flag(), &one)
+            .await
+            .expect(201);
+        assert_problem(
+            &app.put_json(&flag_path("prod", "y"), &bool_flag(), &one)
+                .await,
+            403,
+        );
+        let no_envs = jwt(
+            JWT_SECRET,
+            &json!({"sub": "bob", "vexil_role": "admin", "vexil_environments": [],
+                    "exp": now() + 300}),
+        );
+        for env in ["prod", "other"] {
+            assert_problem(&app.get(&flag_path(env, "x"), &no_envs).await, 403);
+        }
+        assert_problem(&app.get("/api/v1/tokens", &no_envs).await, 403);
         // Our own tokens keep working next to JWTs.
         app.get("/api/v1/tokens", &app.admin).await.expect(200);
 
         // Refused: expired, not yet valid, badly signed, tampered, `alg: none`, no or unknown role.
         let before = app.snapshot("prod").await;
+        // Expired beyond the 30 s leeway on `exp` (`[jwt] leeway_secs`).
         let expired = jwt(
             JWT_SECRET,
-            &json!({"sub": "ada", "vexil_role": "admin", "exp": now() - 5}),
+            &json!({"sub": "ada", "vexil_role": "admin", "exp": now() - 300}),
+        );
+        // `exp` is required, and must be an integer.
+        let no_exp = jwt(JWT_SECRET, &json!({"sub": "ada", "vexil_role": "admin"}));
+        let string_exp = jwt(
+            JWT_SECRET,
+            &json!({"sub": "ada", "vexil_role": "admin", "exp": (now() + 300).to_string()}),
+        );
+        // An environments claim of the wrong type is never read as "every environment".
+        let bad_envs = jwt(
+            JWT_SECRET,
+            &json!({"sub": "ada", "vexil_role": "admin", "vexil_environments": {"prod": true},
+                    "exp": now() + 300}),
         );
         let early = jwt(
             JWT_SECRET,
@@ -408,6 +444,9 @@ both_backends!(
         let bad_role = jwt(JWT_SECRET, &claims("root"));
         for (what, token) in [
             ("expired", &expired),
+            ("no exp", &no_exp),
+            ("string exp", &string_exp),
+            ("environments not a list", &bad_envs),
             ("not yet valid", &early),
             ("wrong key", &wrong_key),
             ("tampered", &tampered),
@@ -422,5 +461,44 @@ both_backends!(
             assert_problem(&r, 401);
         }
         app.assert_unchanged(&before, &app.snapshot("prod").await, "refused JWTs");
+
+        // The QUIC sync authenticates Subscribe tokens with the same verifier and rules.
+        use vexil_control::sync::Refusal;
+        let hub = &app.control.hub;
+        let sidecar_jwt = |envs: Value| {
+            jwt(
+                JWT_SECRET,
+                &json!({"sub": "sc", "vexil_role": "sidecar", "vexil_environments": envs,
+                        "exp": now() + 300}),
+            )
+        };
+        let p = hub.authorize(&sidecar_jwt(json!(["prod"])), "prod").await;
+        assert_eq!(p.unwrap().name, "jwt:sc");
+        assert!(
+            hub.authorize(&sidecar_jwt(json!("prod")), "prod")
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            hub.authorize(&sidecar_jwt(json!(["prod"])), "other").await,
+            Err(Refusal::PermissionDenied)
+        );
+        assert_eq!(
+            hub.authorize(&sidecar_jwt(json!([])), "prod").await,
+            Err(Refusal::PermissionDenied)
+        );
+        for (what, token) in [
+            ("expired", &expired),
+            ("no exp", &no_exp),
+            ("wrong key", &wrong_key),
+            ("alg none", &none),
+            ("environments not a list", &sidecar_jwt(json!(7))),
+        ] {
+            assert_eq!(
+                hub.authorize(token, "prod").await.map(|p| p.name),
+                Err(Refusal::Unauthenticated),
+                "{what}"
+            );
+        }
     }
 );

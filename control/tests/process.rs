@@ -1,128 +1,44 @@
 //! The real `vexil-control serve` binary: the first admin token, and a graceful SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vexil_testkit::control::ControlCmd;
+use vexil_testkit::{Process, TempDir, free_addr};
 
 const BANNER: &str = "created the first admin token (shown once, store it now)";
 
-/// A temp SQLite file, removed on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> TempDb {
-        TempDb(std::env::temp_dir().join(format!(
-            "vexil-process-{}-{:016x}.db",
-            std::process::id(),
-            rand::random::<u64>()
-        )))
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.display())
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(format!("{}.tls", self.0.display()));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
-
 /// A running `vexil-control serve`, its output collected as it comes.
 struct Proc {
-    child: Child,
+    process: Process,
     addr: String,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let out = buf.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let mut b = out.lock().unwrap();
-            b.push_str(&line);
-            b.push('\n');
-        }
-    });
-    buf
 }
 
 impl Proc {
-    /// Starts the binary on `db` with a clean environment (plus `env`) and waits until `/healthz`
-    /// answers.
-    fn start(db: &TempDb, env: &[(&str, &str)]) -> Proc {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vexil-control"));
+    /// Starts the binary on the SQLite database in `dir` with a clean environment (plus `env`) and
+    /// waits until `/healthz` answers.
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Proc {
         // The QUIC endpoint needs a certificate: explicit files, outside any --tls-dir a test sets.
-        let tls = vexil_control::tls::ensure_dev_tls(
-            std::path::Path::new(&format!("{}.tls", db.0.display())),
-            &[],
-        )
-        .expect("test certificate");
-        cmd.args(["serve", "--database-url", &db.url(), "--admin-addr", &addr])
-            .args(["--shutdown-grace-secs", "20", "--sync-addr", "127.0.0.1:0"])
-            .env_clear()
-            .env("VEXIL_LOG", "info")
-            .env("NO_COLOR", "1")
+        let tls =
+            vexil_control::tls::ensure_dev_tls(&dir.join("cert"), &[]).expect("test certificate");
+        let mut cmd = ControlCmd::new(&format!("sqlite://{}", dir.join("vexil.db").display()))
+            .binary(env!("CARGO_BIN_EXE_vexil-control"))
+            .grace_secs(20)
             .env("VEXIL_TLS_CERT", &tls.cert)
             .env("VEXIL_TLS_KEY", &tls.key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .ready_on("/healthz");
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd = cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn vexil-control");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        let mut p = Proc {
-            child,
-            addr,
-            stdout,
-            stderr,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = p.child.try_wait().unwrap() {
-                panic!("vexil-control exited early ({status}): {}", p.output());
-            }
-            if let Ok((200, _)) = p.try_http("GET", "/healthz", None, None) {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready in 60 s: {}",
-                p.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let control = cmd.start_blocking();
+        Proc {
+            addr: control.admin.to_string(),
+            process: control.process,
         }
-    }
-
-    fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout(),
-            self.stderr.lock().unwrap()
-        )
     }
 
     /// One HTTP/1.1 request on its own connection: status and body.
@@ -149,46 +65,11 @@ impl Proc {
             .0
     }
 
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -TERM failed");
-    }
-
-    /// SIGTERM, then the exit status (within `secs`).
+    /// SIGTERM, then the exit status (within `secs`) and everything it printed.
     fn stop(mut self, secs: u64) -> (ExitStatus, String) {
-        self.sigterm();
-        let status = self.wait(secs);
-        // Let the readers drain the pipes.
-        std::thread::sleep(Duration::from_millis(100));
-        (status, self.output())
-    }
-
-    fn wait(&mut self, secs: u64) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running {secs} s after SIGTERM: {}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.signal("TERM");
+        let status = self.process.wait(secs);
+        (status, self.process.output())
     }
 }
 
@@ -248,15 +129,20 @@ fn secret_lines(out: &str) -> Vec<String> {
 
 #[test]
 fn first_start_prints_an_admin_token_once() {
-    let db = TempDb::new();
+    let db = TempDir::new("vexil-process");
     let p = Proc::start(&db, &[]);
-    let out = p.stdout();
-    assert_eq!(out.matches(BANNER).count(), 1, "{}", p.output());
+    let out = p.process.stdout();
+    assert_eq!(out.matches(BANNER).count(), 1, "{}", p.process.output());
     let lines = secret_lines(&out);
-    assert_eq!(lines.len(), 1, "the secret is printed once: {}", p.output());
+    assert_eq!(
+        lines.len(),
+        1,
+        "the secret is printed once: {}",
+        p.process.output()
+    );
     let token = lines[0].clone();
     assert!(token.starts_with("vxl_") && !token.contains(' '), "{token}");
-    assert!(!p.stderr.lock().unwrap().contains(&token));
+    assert!(!p.process.stderr().contains(&token));
     assert_eq!(
         p.http("GET", "/api/v1/environments", Some(&token), None),
         200
@@ -287,7 +173,7 @@ fn first_start_prints_an_admin_token_once() {
 
 #[test]
 fn admin_token_from_the_environment_on_an_empty_store() {
-    let db = TempDb::new();
+    let db = TempDir::new("vexil-process");
     let token = "vxl_from-the-environment-0123456789";
     let p = Proc::start(&db, &[("VEXIL_ADMIN_TOKEN", token)]);
     assert_eq!(p.http("GET", "/api/v1/tokens", Some(token), None), 200);
@@ -311,7 +197,7 @@ fn admin_token_from_the_environment_on_an_empty_store() {
 
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
-    let db = TempDb::new();
+    let db = TempDir::new("vexil-process");
     let token = "vxl_sigterm-test-admin-token";
     let p = Proc::start(&db, &[("VEXIL_ADMIN_TOKEN", token)]);
     let env = r#"{"key":"prod","name":"Production"}"#;
@@ -334,21 +220,20 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let (first, rest) = body.split_at(body.len() / 2);
     s.write_all(first.as_bytes()).unwrap();
     s.flush().unwrap();
-    p.sigterm();
+    p.process.signal("TERM");
     std::thread::sleep(Duration::from_millis(500));
     let mut p = p;
     assert!(
-        p.child.try_wait().unwrap().is_none(),
+        p.process.try_wait().is_none(),
         "exited with a request in flight: {}",
-        p.output()
+        p.process.output()
     );
     s.write_all(rest.as_bytes()).unwrap();
     let (status, response) = read_response(&mut s).unwrap();
     assert_eq!(status, 201, "{response}");
-    let exit = p.wait(15);
-    assert!(exit.success(), "exit status {exit}: {}", p.output());
-    std::thread::sleep(Duration::from_millis(100));
-    let out = p.output();
+    let exit = p.process.wait(15);
+    assert!(exit.success(), "exit status {exit}: {}", p.process.output());
+    let out = p.process.output();
     assert!(out.contains("shutting down"), "{out}");
     assert!(out.contains("stopped"), "{out}");
 
@@ -357,16 +242,6 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     assert_eq!(p.http("GET", path, Some(token), None), 200);
     let (status, output) = p.stop(20);
     assert!(status.success(), "{status}: {output}");
-}
-
-/// A free TCP port on loopback.
-fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
 }
 
 /// `POST /inject` over TLS, trusting only the CA in `ca`: the status and the body.
@@ -411,13 +286,9 @@ fn post_review(addr: &str, ca: &std::path::Path, body: &[u8]) -> (u16, String) {
 
 #[test]
 fn the_webhook_serves_https_with_dev_tls_and_can_be_switched_off() {
-    let db = TempDb::new();
-    let tls_dir = std::env::temp_dir().join(format!(
-        "vexil-process-tls-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let webhook = free_addr();
+    let db = TempDir::new("vexil-process");
+    let tls_dir = TempDir::new("vexil-process-tls");
+    let webhook = free_addr().to_string();
     let dir = tls_dir.display().to_string();
     let p = Proc::start(
         &db,
@@ -443,7 +314,11 @@ fn the_webhook_serves_https_with_dev_tls_and_can_be_switched_off() {
 
     // `off`: nothing listens there.
     let p = Proc::start(&db, &[("VEXIL_WEBHOOK_ADDR", "off")]);
-    assert!(TcpStream::connect(&webhook).is_err(), "{}", p.output());
+    assert!(
+        TcpStream::connect(&webhook).is_err(),
+        "{}",
+        p.process.output()
+    );
     let (status, output) = p.stop(20);
     assert!(status.success(), "{status}: {output}");
     assert!(output.contains("injection webhook off"), "{output}");
@@ -456,5 +331,4 @@ fn the_webhook_serves_https_with_dev_tls_and_can_be_switched_off() {
         output.contains("injection webhook off: no TLS certificate"),
         "{output}"
     );
-    let _ = std::fs::remove_dir_all(&tls_dir);
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use serde_json::json;
 use vexil_control::auth::hash_secret;
+use vexil_testkit::proxy::{ProxyCmd, ProxyProcess};
 
 /// Creates, uses, lists and revokes tokens; returns every secret it saw and every response body
 /// after the creations.
@@ -191,82 +192,40 @@ fn secrets_are_never_logged_postgres() {
 
 // ------------------------------------------------------------------ the sidecar ----
 
-/// The `vexil-proxy` binary of this build (`target/<profile>/vexil-proxy`), built first when the
-/// test runner did not (e.g. `cargo nextest run -p vexil-control`).
-fn proxy_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf(); // target/debug/deps/..
-    let bin = dir.join("vexil-proxy");
-    if !bin.exists() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap();
-        let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
-            .current_dir(root)
-            .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-            .args(["build", "-p", "vexil-proxy", "--bin", "vexil-proxy"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building vexil-proxy failed");
-    }
-    bin
-}
-
 /// A `vexil-proxy` following `app`'s `prod` with `token` (from `VEXIL_TOKEN` or a token file),
-/// logging everything to a file.
+/// logging everything.
 struct SidecarProcess {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-    admin: String,
+    proxy: ProxyProcess,
 }
 
 impl SidecarProcess {
     fn start(app: &App, dir: &std::path::Path, token: &str, via_file: bool) -> SidecarProcess {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .to_string()
-        };
-        let admin = port();
-        let log = dir.join(format!("sidecar-{:08x}.log", rand::random::<u32>()));
-        let mut cmd = std::process::Command::new(proxy_bin());
-        cmd.args(["--control", &app.sync_url(), "--environment", "prod"])
+        let mut cmd = ProxyCmd::new()
+            .args(["--control", &app.sync_url(), "--environment", "prod"])
             .arg("--ca-file")
             .arg(app.ca_file())
             .arg("--state-dir")
             .arg(dir.join("state"))
-            .args(["--admin-addr", &admin, "--outbound-addr", &port()])
-            .args(["--grpc-addr", &port(), "--sync-addr", &port()])
-            .args(["--ofrep-addr", &port(), "--shutdown-grace-secs", "1"])
-            .env_clear()
-            .env("VEXIL_LOG", "trace")
-            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .grace_secs(1)
+            .log("trace");
         if via_file {
             let file = dir.join("token");
             std::fs::write(&file, format!("{token}\n")).unwrap();
-            cmd.env("VEXIL_TOKEN_FILE", file);
+            cmd = cmd.env("VEXIL_TOKEN_FILE", file);
         } else {
-            cmd.env("VEXIL_TOKEN", token);
+            cmd = cmd.env("VEXIL_TOKEN", token);
         }
-        SidecarProcess {
-            child: cmd.spawn().expect("vexil-proxy starts"),
-            log,
-            admin: format!("http://{admin}"),
-        }
+        SidecarProcess { proxy: cmd.start() }
     }
 
-    fn logs(&self, dir: &std::path::Path) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-            + &std::fs::read_to_string(dir.join("stdout.log")).unwrap_or_default()
+    fn logs(&self) -> String {
+        self.proxy.process.output()
     }
 
     /// Waits until the logs contain `needle`.
-    async fn wait_log(&self, dir: &std::path::Path, needle: &str) {
+    async fn wait_log(&self, needle: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !self.logs(dir).contains(needle) {
+        while !self.logs().contains(needle) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the sidecar never logged {needle:?}"
@@ -282,7 +241,11 @@ impl SidecarProcess {
         for path in ["/healthz", "/readyz", "/metrics", "/debug/snapshot"] {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             loop {
-                if let Ok(r) = client.get(format!("{}{path}", self.admin)).send().await {
+                if let Ok(r) = client
+                    .get(format!("{}{path}", self.proxy.admin))
+                    .send()
+                    .await
+                {
                     out.push_str(&r.text().await.unwrap_or_default());
                     break;
                 }
@@ -295,16 +258,9 @@ impl SidecarProcess {
 
     /// Its command line, as `ps` shows it.
     fn cmdline(&self) -> String {
-        std::fs::read_to_string(format!("/proc/{}/cmdline", self.child.id()))
+        std::fs::read_to_string(format!("/proc/{}/cmdline", self.proxy.process.pid()))
             .unwrap_or_default()
             .replace('\0', " ")
-    }
-}
-
-impl Drop for SidecarProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -327,21 +283,21 @@ async fn the_sidecar_never_shows_its_token() {
         .await;
     let (id, good) = app.token("sidecar", "sidecar", &["prod"]).await;
     let unknown = format!("vxl_{:032x}", rand::random::<u128>());
-    let dir = temp_dir("vexil-sidecar-secrets");
+    let dir = TempDir::new("vexil-sidecar-secrets");
     let mut seen = String::new();
 
     // An unknown token: refused, and the refusal is logged without it.
     let refused = SidecarProcess::start(&app, &dir, &unknown, false);
-    refused.wait_log(&dir, "sync refused").await;
+    refused.wait_log("sync refused").await;
     seen += &refused.admin_pages().await;
     seen += &refused.cmdline();
-    assert!(refused.logs(&dir).contains("Unauthenticated"));
-    seen += &refused.logs(&dir);
+    assert!(refused.logs().contains("Unauthenticated"));
+    seen += &refused.logs();
     drop(refused);
 
     // A good token from a file: synced; then revoked while connected: cut off.
     let synced = SidecarProcess::start(&app, &dir, &good, true);
-    synced.wait_log(&dir, "subscribed to control").await;
+    synced.wait_log("subscribed to control").await;
     let pages = synced.admin_pages().await;
     assert!(pages.contains("checkout"), "the snapshot is shown: {pages}");
     seen += &pages;
@@ -349,17 +305,17 @@ async fn the_sidecar_never_shows_its_token() {
     app.delete(&format!("/api/v1/tokens/{id}"), &app.admin)
         .await
         .expect(200);
-    synced.wait_log(&dir, "sync refused").await;
+    synced.wait_log("sync refused").await;
     seen += &synced.admin_pages().await;
-    seen += &synced.logs(&dir);
+    seen += &synced.logs();
     drop(synced);
 
     // The same token in VEXIL_TOKEN (revoked by now): refused, not shown.
     let env_token = SidecarProcess::start(&app, &dir, &good, false);
-    env_token.wait_log(&dir, "sync refused").await;
+    env_token.wait_log("sync refused").await;
     seen += &env_token.admin_pages().await;
     seen += &env_token.cmdline();
-    seen += &env_token.logs(&dir);
+    seen += &env_token.logs();
     drop(env_token);
 
     assert!(
@@ -368,5 +324,4 @@ async fn the_sidecar_never_shows_its_token() {
     );
     assert_no_secret(&[good, unknown], &seen, "the sidecar's output");
     server.stop().await;
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -11,6 +11,7 @@ use common::*;
 use serde_json::{Value, json};
 use vexil_proxy::snapshot::{Snapshot, SnapshotCell, Source};
 use vexil_proxy::sync::{SyncClient, SyncConfig, SyncHandle, SyncState, SyncStatus, persist};
+use vexil_testkit::redis::Redis;
 
 // ------------------------------------------------------------------ helpers ----
 
@@ -244,14 +245,14 @@ both_backends!(a_flagset_import_arrives_whole, |app: App| async move {
 async fn resume_after_a_control_restart_sends_only_the_missing_deltas() {
     let db = Db::create(Backend::Sqlite).await.unwrap();
     seed_admin(&db.url).await;
-    let tls = temp_dir("vexil-tls");
-    let state = temp_dir("vexil-state");
+    let tls = TempDir::new("vexil-tls");
+    let state = TempDir::new("vexil-state");
     let first = start_replica(&db.url, Backend::Sqlite, &tls, &Options::default()).await;
     let app = first.app.clone();
     app.create_env("prod").await;
     put_flag(&app, "prod", "a", true).await;
     let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
-    let sidecar = spawn(config(&app, "prod", &token, Some(state.clone())));
+    let sidecar = spawn(config(&app, "prod", &token, Some(state.to_path_buf())));
     sidecar.wait_revision(1).await;
     let sync_addr = app.sync_addr;
     first.stop().await;
@@ -302,8 +303,6 @@ async fn resume_after_a_control_restart_sends_only_the_missing_deltas() {
     sidecar.handle.shutdown().await;
     second.stop().await;
     db.destroy().await;
-    let _ = std::fs::remove_dir_all(tls);
-    let _ = std::fs::remove_dir_all(state);
 }
 
 both_backends!(
@@ -316,8 +315,8 @@ both_backends!(
         app.create_env("prod").await;
         put_flag(&app, "prod", "a", true).await;
         let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
-        let state = temp_dir("vexil-state");
-        let sidecar = spawn(config(&app, "prod", &token, Some(state.clone())));
+        let state = TempDir::new("vexil-state");
+        let sidecar = spawn(config(&app, "prod", &token, Some(state.to_path_buf())));
         sidecar.wait_revision(1).await;
         sidecar.handle.shutdown().await;
         for i in 0..5 {
@@ -326,7 +325,7 @@ both_backends!(
         let fulls = metric(&app, "vexil_control_sync_frames_sent_total{kind=\"full\"}");
         let deltas = metric(&app, "vexil_control_sync_frames_sent_total{kind=\"delta\"}");
         // It restarts from its persisted revision 1, five behind: more than two, so one Full.
-        let sidecar = spawn(config(&app, "prod", &token, Some(state.clone())));
+        let sidecar = spawn(config(&app, "prod", &token, Some(state.to_path_buf())));
         assert_eq!(
             sidecar.revision(),
             1,
@@ -345,7 +344,6 @@ both_backends!(
             deltas
         );
         sidecar.handle.shutdown().await;
-        let _ = std::fs::remove_dir_all(state);
     }
 );
 
@@ -401,7 +399,7 @@ async fn a_wrong_ca_is_refused_by_the_client() {
     let app = server.app.clone();
     app.create_env("prod").await;
     let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
-    let other = temp_dir("vexil-other-ca");
+    let other = TempDir::new("vexil-other-ca");
     let files = vexil_control::tls::ensure_dev_tls(&other, &[]).unwrap();
     let sidecar = spawn(SyncConfig {
         ca_file: files.ca_cert.clone(),
@@ -418,7 +416,6 @@ async fn a_wrong_ca_is_refused_by_the_client() {
     assert!(sidecar.cell.load().is_none());
     assert_eq!(app.state.sidecars.len(), 0);
     sidecar.handle.shutdown().await;
-    let _ = std::fs::remove_dir_all(other);
     server.stop().await;
 }
 
@@ -555,11 +552,11 @@ async fn a_client_restarted_with_control_down_serves_its_persisted_snapshot() {
     put_flag(&app, "prod", "a", true).await;
     put_flag(&app, "prod", "b", false).await;
     let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
-    let state = temp_dir("vexil-state");
-    let sidecar = spawn(config(&app, "prod", &token, Some(state.clone())));
+    let state = TempDir::new("vexil-state");
+    let sidecar = spawn(config(&app, "prod", &token, Some(state.to_path_buf())));
     sidecar.wait_revision(2).await;
     sidecar.handle.shutdown().await;
-    let mut cfg = config(&app, "prod", &token, Some(state.clone()));
+    let mut cfg = config(&app, "prod", &token, Some(state.to_path_buf()));
     cfg.ca_file = state.join("ca.pem");
     std::fs::copy(app.ca_file(), &cfg.ca_file).unwrap();
     server.stop().await;
@@ -591,13 +588,12 @@ async fn a_client_restarted_with_control_down_serves_its_persisted_snapshot() {
         .collect();
     assert_eq!(aside.len(), 1);
     damaged.handle.shutdown().await;
-    let _ = std::fs::remove_dir_all(state);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     // The replica trusts client certificates of its own development CA.
-    let tls = temp_dir("vexil-tls");
+    let tls = TempDir::new("vexil-tls");
     let files = vexil_control::tls::ensure_dev_tls(&tls, &[]).unwrap();
     let db = Db::create(Backend::Sqlite).await.unwrap();
     seed_admin(&db.url).await;
@@ -620,7 +616,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     anonymous.handle.shutdown().await;
 
     // With a certificate from another CA: refused too.
-    let other = temp_dir("vexil-other-ca");
+    let other = TempDir::new("vexil-other-ca");
     vexil_control::tls::ensure_dev_tls(&other, &[]).unwrap();
     let foreign = vexil_control::tls::issue_dev_client_cert(&other, "intruder").unwrap();
     let intruder = spawn(SyncConfig {
@@ -643,8 +639,6 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     sidecar.handle.shutdown().await;
     replica.stop().await;
     db.destroy().await;
-    let _ = std::fs::remove_dir_all(tls);
-    let _ = std::fs::remove_dir_all(other);
 }
 
 /// A stand-in control that welcomes a sidecar, then sends whatever bytes the test gives it.
@@ -707,7 +701,7 @@ async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
         })
         .unwrap()
         .to_vec();
-    let state = temp_dir("vexil-state");
+    let state = TempDir::new("vexil-state");
     persist::save(
         &state,
         "prod",
@@ -731,7 +725,7 @@ async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
         ("a full that is not JSON", vec![welcome.clone(), not_json]),
     ];
     for (what, script) in scripts {
-        let tls = temp_dir("vexil-fake-tls");
+        let tls = TempDir::new("vexil-fake-tls");
         let addr = fake_control(&tls, script).await;
         let mut cfg = SyncConfig::new(
             &format!("quic://{addr}"),
@@ -740,7 +734,7 @@ async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
             tls.join("ca.pem"),
         );
         cfg.server_name = Some("localhost".into());
-        cfg.state_dir = Some(state.clone());
+        cfg.state_dir = Some(state.to_path_buf());
         cfg.max_frame = 1 << 20;
         let sidecar = spawn(cfg);
         let status = sidecar
@@ -756,73 +750,10 @@ async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
         );
         assert!(sidecar.applied.lock().unwrap().is_empty(), "{what}");
         sidecar.handle.shutdown().await;
-        let _ = std::fs::remove_dir_all(tls);
     }
-    let _ = std::fs::remove_dir_all(state);
 }
 
 // ------------------------------------------------------------ replicas, Redis ----
-
-/// A private redis-server on a free port, so a test can stop and start it.
-struct Redis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl Redis {
-    /// Starts one; `None` (with a notice) when `redis-server` is not installed, outside CI.
-    fn start() -> Option<Redis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Redis { port, child: None };
-        if !redis.resume() {
-            assert!(
-                std::env::var("CI").is_err(),
-                "redis-server is required under CI"
-            );
-            eprintln!("NOTICE: redis-server not found; skipping");
-            return None;
-        }
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)starts the server on its port and waits until it accepts connections.
-    fn resume(&mut self) -> bool {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        true
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_commits_through_redis_and_the_store_poll() {
@@ -837,7 +768,7 @@ async fn replicas_share_commits_through_redis_and_the_store_poll() {
         return;
     };
     seed_admin(&db.url).await;
-    let tls = temp_dir("vexil-tls");
+    let tls = TempDir::new("vexil-tls");
     // B polls the store only every 30 s: what reaches its sidecars sooner came through Redis.
     let redis_url = redis.url();
     let with = |poll_ms| Options {
@@ -863,7 +794,7 @@ async fn replicas_share_commits_through_redis_and_the_store_poll() {
 
     // Redis down: a replica polling every 300 ms still delivers, B catches up at its next poll
     // or when Redis returns.
-    redis.stop();
+    redis.kill();
     let c = start_replica(&db.url, Backend::Postgres, &tls, &with(300)).await;
     let on_c = spawn(config(&c.app, "prod", &token, None));
     on_c.wait_revision(rev).await;
@@ -872,7 +803,7 @@ async fn replicas_share_commits_through_redis_and_the_store_poll() {
     assert!(on_b.revision() < rev || on_b.revision() == rev);
 
     // Redis back: the fast path resumes (B resubscribes and looks at once).
-    assert!(redis.resume());
+    assert!(redis.restart());
     on_b.wait_revision(rev).await;
     let rev = put_flag(&app_a, "prod", "c", true).await;
     on_b.wait_revision(rev).await;
@@ -887,7 +818,6 @@ async fn replicas_share_commits_through_redis_and_the_store_poll() {
         r.stop().await;
     }
     db.destroy().await;
-    let _ = std::fs::remove_dir_all(tls);
 }
 
 // ------------------------------------------------------------------ ordering ----
@@ -933,14 +863,14 @@ both_backends!(
         // kept across its restarts.
         struct Slot {
             env: usize,
-            dir: PathBuf,
+            dir: TempDir,
             log: Arc<Mutex<Vec<i64>>>,
             sidecar: Option<Sidecar>,
         }
         let mut slots: Vec<Slot> = (0..6)
             .map(|i| {
                 let env = i % 3;
-                let dir = temp_dir("vexil-order");
+                let dir = TempDir::new("vexil-order");
                 let log = Arc::new(Mutex::new(Vec::new()));
                 Slot {
                     env,
@@ -951,7 +881,7 @@ both_backends!(
             })
             .collect();
         let launch = |app: &App, slot: &Slot, token: &str| {
-            let mut cfg = config(app, envs[slot.env], token, Some(slot.dir.clone()));
+            let mut cfg = config(app, envs[slot.env], token, Some(slot.dir.to_path_buf()));
             let log = slot.log.clone();
             cfg.on_apply = Some(Arc::new(move |rev| log.lock().unwrap().push(rev)));
             let cell = Arc::new(SnapshotCell::new());
@@ -1033,7 +963,6 @@ both_backends!(
             if let Some(s) = slot.sidecar {
                 s.handle.shutdown().await;
             }
-            let _ = std::fs::remove_dir_all(slot.dir);
         }
     }
 );
@@ -1262,7 +1191,7 @@ fn reissue_server_cert(dir: &std::path::Path, not_before: (i32, u8, u8), not_aft
 async fn an_expired_server_certificate_is_refused_by_the_sidecar() {
     let db = Db::create(Backend::Sqlite).await.unwrap();
     seed_admin(&db.url).await;
-    let tls = temp_dir("vexil-tls");
+    let tls = TempDir::new("vexil-tls");
     vexil_control::tls::ensure_dev_tls(&tls, &[]).unwrap();
     // Expired last year; then, in a second round, valid (same CA, same names): only the dates differ.
     let cases = [
@@ -1308,7 +1237,6 @@ async fn an_expired_server_certificate_is_refused_by_the_sidecar() {
         replica.stop().await;
     }
     db.destroy().await;
-    let _ = std::fs::remove_dir_all(tls);
 }
 
 /// A QUIC client trusting `app`'s CA and offering exactly `alpn`.

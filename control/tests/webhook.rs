@@ -408,7 +408,7 @@ async fn post_inject(
 }
 
 async fn serves_reviews_over_https(app: App) {
-    let dir = std::env::temp_dir().join(format!("vexil-webhook-{:016x}", rand::random::<u64>()));
+    let dir = common::TempDir::new("vexil-webhook");
     let files = vexil_control::tls::ensure_dev_tls(&dir, &[]).unwrap();
     let listener = webhook::bind("127.0.0.1:0".parse().unwrap(), &files.cert, &files.key)
         .await
@@ -454,7 +454,6 @@ async fn serves_reviews_over_https(app: App) {
         .expect("the webhook stops on shutdown")
         .unwrap()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,12 +13,12 @@
 //! cleanly. It also checks that every command of the tour is one `vexil-dev` prints, so the README
 //! and the printed tour say the same thing.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use vexil_testkit::{Process, TempDir, http_status_blocking, loopback};
 
 /// The ports `vexil-dev` uses (TCP), and its QUIC port (UDP).
 const TCP_PORTS: &[(u16, &str)] = &[
@@ -183,129 +183,70 @@ fn require_free_ports() {
 
 /// The status code of `GET path` on `127.0.0.1:port`, if it answers.
 fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
+    http_status_blocking(loopback(port), path)
 }
 
 /// The running `vexil-dev`: stopped (SIGINT, then SIGKILL) and its directory removed on drop.
 struct Dev {
-    child: Child,
-    dir: PathBuf,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
+    process: Process,
+    _dir: TempDir,
 }
 
 impl Dev {
-    fn start(dir: &Path) -> Dev {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vexil-dev"))
-            .current_dir(repo_root())
-            .env("VEXIL_DEV_DIR", dir)
-            .env("VEXIL_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting vexil-dev");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
+    fn start(dir: TempDir) -> Dev {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vexil-dev"));
+        cmd.current_dir(repo_root())
+            .env("VEXIL_DEV_DIR", dir.path())
+            .env("VEXIL_LOG", "warn");
         Dev {
-            child,
-            dir: dir.to_path_buf(),
-            stdout,
-            stderr,
+            process: Process::spawn("vexil-dev", cmd),
+            _dir: dir,
         }
     }
 
     fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
+        self.process.stdout()
     }
 
     fn logs(&self) -> String {
         format!(
             "--- vexil-dev stdout:\n{}\n--- vexil-dev stderr:\n{}",
             self.stdout(),
-            self.stderr.lock().unwrap()
+            self.process.stderr()
         )
     }
 
     /// Waits until the tour is printed and the sidecar has its flags.
     fn wait_ready(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("polling vexil-dev") {
-                panic!(
-                    "vexil-dev exited while starting ({status})\n{}",
-                    self.logs()
-                );
-            }
-            if self.stdout().contains(TOUR_END) && http_status(8014, "/readyz") == Some(200) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "vexil-dev not ready after {limit:?}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process
+            .wait_until_blocking(limit, "ready (tour printed, sidecar ready)", |p| {
+                (p.stdout().contains(TOUR_END) && http_status(8014, "/readyz") == Some(200))
+                    .then_some(())
+            });
     }
 
     /// Ctrl-C; returns whether it exited successfully within `limit`.
     fn interrupt(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args(["-INT", &self.process.pid().to_string()])
             .status();
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().ok().flatten() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        self.process.wait_timeout(limit)
     }
 }
 
 impl Drop for Dev {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none()
-            && self.interrupt(Duration::from_secs(10)).is_none()
-        {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        // Ctrl-C first, so it stops cleanly; the kit kills it if that is not enough.
+        if self.process.try_wait().is_none() {
+            self.interrupt(Duration::from_secs(10));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Reads a pipe to the end in a thread, into a shared string.
-fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    text
 }
 
 /// Runs `script` with bash from the repository root; returns (success, stdout, stderr).
 fn run_bash(script: &str, dev_dir: &Path, limit: Duration) -> (bool, String, String) {
-    let mut child = Command::new("bash")
-        .arg("-c")
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
         .arg(script)
         .current_dir(repo_root())
         .env("VEXIL_DEV_DIR", dev_dir)
@@ -315,31 +256,17 @@ fn run_bash(script: &str, dev_dir: &Path, limit: Duration) -> (bool, String, Str
         .env_remove("https_proxy")
         .env_remove("HTTPS_PROXY")
         .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bash");
-    let stdout = collect(child.stdout.take().expect("stdout"));
-    let stderr = collect(child.stderr.take().expect("stderr"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("polling bash") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // Let the reader threads drain the pipes.
-    std::thread::sleep(Duration::from_millis(100));
-    let out = stdout.lock().unwrap().clone();
-    let err = stderr.lock().unwrap().clone();
-    (status.is_some_and(|s| s.success()), out, err)
+        .env_remove("ALL_PROXY");
+    let mut bash = Process::spawn("bash (the quickstart)", cmd);
+    let status = bash.wait_timeout(limit);
+    if status.is_none() {
+        bash.kill9();
+    }
+    (
+        status.is_some_and(|s| s.success()),
+        bash.stdout(),
+        bash.stderr(),
+    )
 }
 
 fn marker(i: usize) -> String {
@@ -361,15 +288,9 @@ fn the_readme_quickstart_works() {
     );
 
     require_free_ports();
-    let dir = std::env::temp_dir().join(format!(
-        "vexil-quickstart-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let mut dev = Dev::start(&dir);
+    let dir = TempDir::new("vexil-quickstart");
+    let dir_path = dir.to_path_buf();
+    let mut dev = Dev::start(dir);
     dev.wait_ready(Duration::from_secs(60));
     assert_eq!(
         http_status(8080, "/readyz"),
@@ -393,7 +314,8 @@ fn the_readme_quickstart_works() {
             );
         }
     }
-    let token = std::fs::read_to_string(dir.join("admin-token")).expect("the admin-token file");
+    let token =
+        std::fs::read_to_string(dir_path.join("admin-token")).expect("the admin-token file");
     assert!(
         tour.contains(&format!("export ADMIN_TOKEN={}", token.trim())),
         "vexil-dev prints the token of its admin-token file"
@@ -405,7 +327,7 @@ fn the_readme_quickstart_works() {
         script.push_str(&format!("printf '\\n%s\\n' '{}'\n", marker(i)));
         script.push_str(&blocks[i].text);
     }
-    let (ok, out, err) = run_bash(&script, &dir, Duration::from_secs(30));
+    let (ok, out, err) = run_bash(&script, &dir_path, Duration::from_secs(30));
     assert!(
         ok,
         "the README's quickstart failed\n--- script:\n{script}\n--- stdout:\n{out}\n--- stderr:\n{err}\n{}",

@@ -18,7 +18,7 @@ pub type Metadata = Map<String, Value>;
 /// flagd) or `"v2"` (flagd before testbed 3.9, for fleets sharing buckets with older flagd).
 pub const FRACTIONAL_VERSION_KEY: &str = "vexil.fractional";
 
-/// Limits applied while compiling a document (design §9).
+/// Limits applied while compiling a document (docs/architecture.md#limits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Deepest JsonLogic nesting accepted in a rule, `$ref` evaluators included.

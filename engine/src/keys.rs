@@ -1,4 +1,4 @@
-//! Flag keys as header dictionary keys (design §6).
+//! Flag keys as header dictionary keys (docs/adr/0012-vexil-flags-structured-field-dictionary.md).
 //!
 //! Decisions travel in the `vexil-flags` header, an RFC 8941 dictionary, whose keys are
 //! `( lcalpha / "*" ) *( lcalpha / DIGIT / "_" / "-" / "." / "*" )`. A flag whose key does not fit is

@@ -28,6 +28,8 @@
 //! `&self` and a borrowed [`EvaluationContext`], takes no lock, does no I/O and, for a boolean flag,
 //! allocates nothing.
 
+#![warn(missing_docs)]
+
 mod context;
 mod error;
 mod flagset;

@@ -442,7 +442,8 @@ fn extractors() -> &'static [ContextExtractor] {
         };
         [
             plain.to_string(),
-            jwt("jwt_verify = false\n"),
+            // Unverified claims without `exp` too (the seed corpus has such tokens).
+            jwt("jwt_verify = false\njwt_require_exp = false\n"),
             jwt(&format!("jwt_hs256_secret = \"{FUZZ_JWT_SECRET}\"\n")),
         ]
         .iter()

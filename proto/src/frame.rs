@@ -61,7 +61,8 @@ pub const FLAG_ZSTD: u8 = 0b0000_0001;
 /// Every flag bit this version understands; a frame with any other bit set is refused.
 pub const KNOWN_FLAGS: u8 = FLAG_ZSTD;
 
-/// Default payload limit after decompression: 64 MiB (design §9).
+/// Default payload limit after decompression: 64 MiB, room for a whole large flag set
+/// (docs/adr/0003-quic-sync-framing.md).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Default size from which payloads are compressed: 64 KiB.
 pub const DEFAULT_COMPRESS_THRESHOLD: usize = 64 * 1024;

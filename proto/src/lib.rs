@@ -20,7 +20,7 @@ pub use prost;
 pub use prost_types;
 pub use tonic;
 
-/// ALPN protocol identifier of the QUIC sync stream (design §5).
+/// ALPN protocol identifier of the QUIC sync stream (docs/sync-protocol.md).
 pub const SYNC_ALPN: &[u8] = b"vexil-sync/1";
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every `.proto` file of this crate, imports
@@ -30,7 +30,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// Vexil's own protocols.
 pub mod sync {
-    /// `vexil.sync.v1`: the frames of the control → sidecar snapshot push (design §5).
+    /// `vexil.sync.v1`: the frames of the control → sidecar snapshot push (docs/sync-protocol.md).
     ///
     /// The sidecar sends [`ClientFrame`](v1::ClientFrame)s (`Subscribe` first, then `Ack` / `Resync`); control
     /// answers with [`ServerFrame`](v1::ServerFrame)s (`Welcome` or `Error`, then `Full`, `Delta`, `Ping`).

@@ -1,6 +1,6 @@
-//! Wire compatibility of the generated code with the flagd specification
-//! (shared/conformance/flagd-protocols.txt): exact bytes, descriptors, gRPC method paths, and a
-//! loopback call through the generated server and client.
+//! Wire compatibility of the generated code with flagd's interface (see
+//! docs/adr/0016-own-flagd-proto-files-and-protox.md): exact bytes, descriptors, gRPC method
+//! paths, and a loopback call through the generated server and client.
 
 use std::{
     collections::BTreeMap,

@@ -11,6 +11,8 @@
 //! - [`metrics`]: the Prometheus registry every part adds to.
 //! - [`config`], [`server`]: the sidecar's configuration and the wiring of its parts.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod config;
 pub mod dataplane;

@@ -1,5 +1,5 @@
-//! Giving the heap pages freed by a snapshot change back to the operating system (design §10,
-//! sidecar RSS).
+//! Giving the heap pages freed by a snapshot change back to the operating system (the sidecar RSS
+//! budget; docs/adr/0015-sidecar-memory-jemalloc-purge-and-compact-definitions.md).
 //!
 //! Compiling a flag set parses the whole document into a `serde_json::Value` first (about 4.4 KB
 //! per flag: every JSON object is a `BTreeMap` node of 640 bytes) and frees it as soon as the set
@@ -26,6 +26,8 @@ const SETTLE: Duration = Duration::from_millis(200);
 ///
 /// Only the binary allocates through jemalloc (its `#[global_allocator]`); elsewhere (library
 /// tests) this purges an empty jemalloc and has no effect.
+// jemalloc's controls are reached only through its C `mallctl`.
+#[allow(unsafe_code)]
 pub fn release_freed_memory() -> bool {
     // MALLCTL_ARENAS_ALL is 4096 in jemalloc 5.
     const PURGE_ALL: &std::ffi::CStr = c"arena.4096.purge";
@@ -48,6 +50,8 @@ pub fn release_freed_memory() -> bool {
 /// clock only advances with allocation activity: the buffers of a burst of connections, closed
 /// since, stayed resident in an idle sidecar (1,200 connections: +39 MiB for good). True when
 /// jemalloc accepted the request.
+// jemalloc's controls are reached only through its C `mallctl`.
+#[allow(unsafe_code)]
 pub fn start_background_purge() -> bool {
     let mut enable = true;
     // SAFETY: `background_thread` is a documented read-write bool control; `newp` points to a bool

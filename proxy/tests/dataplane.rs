@@ -11,13 +11,15 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls::pki_types::pem::PemObject as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use vexil_engine::FlagSet;
 use vexil_proxy::dataplane::{self, DataPlaneConfig, DataPlaneHandle, Inbound, Listeners};
 use vexil_proxy::metrics::Metrics;
 use vexil_proxy::snapshot::{Snapshot, SnapshotCell, Source};
+use vexil_testkit::echo::{Echo, EchoServer};
+use vexil_testkit::free_addr;
 
 const SECRET: &str = "test-secret";
 
@@ -50,50 +52,6 @@ fn flags() -> Value {
     }})
 }
 
-/// A free loopback port (pingora cannot report a port-0 binding).
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// The echo upstream: answers every request with `{method, uri, headers}`; `/slow` counts its
-/// arrival in the returned counter, then waits 800 ms.
-async fn echo_server() -> (SocketAddr, Arc<AtomicUsize>) {
-    async fn echo(
-        axum::extract::State(slow): axum::extract::State<Arc<AtomicUsize>>,
-        req: axum::extract::Request,
-    ) -> axum::Json<Value> {
-        if req.uri().path() == "/slow" {
-            slow.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(800)).await;
-        }
-        let mut headers = Map::new();
-        for (name, value) in req.headers() {
-            let value = value.to_str().unwrap_or("<binary>");
-            match headers.get_mut(name.as_str()) {
-                Some(Value::String(s)) => {
-                    s.push_str(", ");
-                    s.push_str(value);
-                }
-                _ => {
-                    headers.insert(name.as_str().into(), value.into());
-                }
-            }
-        }
-        axum::Json(json!({
-            "method": req.method().as_str(),
-            "uri": req.uri().to_string(),
-            "headers": headers,
-        }))
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let slow = Arc::new(AtomicUsize::new(0));
-    let app = axum::Router::new().fallback(echo).with_state(slow.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, slow)
-}
-
 /// A running data plane with its echo upstream.
 struct Env {
     dp: Option<DataPlaneHandle>,
@@ -103,6 +61,8 @@ struct Env {
     echo: SocketAddr,
     /// How many `/slow` requests reached the upstream.
     slow_arrivals: Arc<AtomicUsize>,
+    /// The echo upstream (stopped on drop).
+    _upstream: EchoServer,
     proxy: SocketAddr,
     inbound: Option<SocketAddr>,
 }
@@ -113,7 +73,12 @@ impl Env {
     }
 
     async fn start_with(config: &str, inbound: bool) -> Env {
-        let (echo, slow_arrivals) = echo_server().await;
+        // `/slow` requests are counted on arrival, then answered after 800 ms.
+        let upstream = Echo::new()
+            .slow("/slow", Duration::from_millis(800))
+            .start()
+            .await;
+        let (echo, slow_arrivals) = (upstream.addr(), upstream.slow_arrivals());
         let cell = Arc::new(SnapshotCell::new());
         let set = FlagSet::from_json(&flags()).unwrap();
         cell.publish(Snapshot::new("test", 1, set, Source::File("t".into())));
@@ -142,6 +107,7 @@ impl Env {
             metrics,
             echo,
             slow_arrivals,
+            _upstream: upstream,
             proxy: listeners.outbound,
             inbound: listeners.inbound.map(|i| i.addr),
         }
@@ -225,13 +191,18 @@ async fn contexts_from_header_cookie_jwt_and_baggage() {
     let vip = "checkout=?1, country-banner=\"none\", layout=grid, limit=20, ratio=0.5";
     assert_eq!(env.flags_seen(&[("x-user-id", "vip")]).await, vip);
     assert_eq!(env.flags_seen(&[("cookie", "a=b; uid=vip")]).await, vip);
-    let token = jwt(SECRET, &json!({"sub": "vip", "tier": "gold"}));
+    // `exp` is required ([context_options] jwt_require_exp).
+    let exp = 4_000_000_000u64;
+    let token = jwt(SECRET, &json!({"sub": "vip", "tier": "gold", "exp": exp}));
     assert_eq!(
         env.flags_seen(&[("authorization", &format!("Bearer {token}"))])
             .await,
         "checkout=?1, country-banner=\"none\", layout=grid, limit=100, ratio=0.5"
     );
-    let forged = jwt("not-the-secret", &json!({"sub": "vip", "tier": "gold"}));
+    let forged = jwt(
+        "not-the-secret",
+        &json!({"sub": "vip", "tier": "gold", "exp": exp}),
+    );
     assert_eq!(
         env.flags_seen(&[("authorization", &format!("Bearer {forged}"))])
             .await,

@@ -7,12 +7,11 @@
 //! `tests/clients/openfeature_clients.py`; the clients are installed, pinned, by
 //! `scripts/ensure-deps.sh` (run by the test command).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Proxy, client, temp_dir};
+use vexil_testkit::TempDir;
+use vexil_testkit::proxy::ProxyProcess;
 
 /// The virtualenv's python, or `None` (with a notice) outside CI when it is missing.
 fn python() -> Option<PathBuf> {
@@ -28,15 +27,10 @@ fn python() -> Option<PathBuf> {
     if python.exists() {
         return Some(python);
     }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{} is missing: run scripts/ensure-deps.sh",
+    vexil_testkit::skip(format!(
+        "{} is missing (run scripts/ensure-deps.sh)",
         python.display()
-    );
-    eprintln!(
-        "NOTICE: skipping: {} is missing (run scripts/ensure-deps.sh)",
-        python.display()
-    );
+    ));
     None
 }
 
@@ -44,13 +38,13 @@ fn python() -> Option<PathBuf> {
 async fn python_openfeature_clients_work_unchanged() {
     let Some(python) = python() else { return };
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = temp_dir("vexil-openfeature");
+    let dir = TempDir::new("vexil-openfeature");
     let flags = dir.join("flags.json");
     std::fs::copy(manifest.join("tests/clients/flags.json"), &flags).unwrap();
-    let proxy = Proxy::start(&["--flags-file", flags.to_str().unwrap()]);
-    proxy.wait_healthy(&client()).await;
+    let mut proxy = ProxyProcess::start(&["--flags-file", flags.to_str().unwrap()]);
+    proxy.wait_healthy().await;
     let script = manifest.join("tests/clients/openfeature_clients.py");
-    let (grpc, sync, ofrep) = (proxy.ports[1], proxy.ports[3], proxy.ports[4]);
+    let (grpc, sync, ofrep) = (proxy.ports.grpc, proxy.ports.sync, proxy.ports.ofrep);
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
@@ -71,8 +65,7 @@ async fn python_openfeature_clients_work_unchanged() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
-    assert_eq!(proxy.terminate(), Some(0));
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(proxy.process.terminate(15), Some(0));
 }
 
 /// The repository root.
@@ -86,15 +79,10 @@ fn build_rust_client() -> Option<PathBuf> {
     let root = repo_root();
     let protoc = root.join(".tools/bin/protox");
     if !protoc.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{} is missing: run scripts/ensure-deps.sh",
+        vexil_testkit::skip(format!(
+            "{} is missing (run scripts/ensure-deps.sh)",
             protoc.display()
-        );
-        eprintln!(
-            "NOTICE: skipping: {} is missing (run scripts/ensure-deps.sh)",
-            protoc.display()
-        );
+        ));
         return None;
     }
     let target = std::env::var("CARGO_TARGET_DIR")
@@ -125,12 +113,12 @@ async fn the_rust_openfeature_flagd_provider_works_unchanged() {
         return;
     };
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = temp_dir("vexil-openfeature-rust");
+    let dir = TempDir::new("vexil-openfeature-rust");
     let flags = dir.join("flags.json");
     std::fs::copy(manifest.join("tests/clients/flags.json"), &flags).unwrap();
-    let proxy = Proxy::start(&["--flags-file", flags.to_str().unwrap()]);
-    proxy.wait_healthy(&client()).await;
-    let (grpc, sync, ofrep) = (proxy.ports[1], proxy.ports[3], proxy.ports[4]);
+    let mut proxy = ProxyProcess::start(&["--flags-file", flags.to_str().unwrap()]);
+    proxy.wait_healthy().await;
+    let (grpc, sync, ofrep) = (proxy.ports.grpc, proxy.ports.sync, proxy.ports.ofrep);
     let output = tokio::task::spawn_blocking(move || {
         Command::new(binary)
             .arg(&flags)
@@ -150,6 +138,5 @@ async fn the_rust_openfeature_flagd_provider_works_unchanged() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
-    assert_eq!(proxy.terminate(), Some(0));
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(proxy.process.terminate(15), Some(0));
 }

@@ -1,26 +1,26 @@
 //! The real `vexil-proxy` binary: offline mode, readiness with and without a persisted snapshot
 //! while control is unreachable, and a clean exit on SIGTERM.
 
-mod common;
-
-use common::{Proxy, client, free_port, temp_dir};
 use serde_json::{Value, json};
+use vexil_testkit::echo::Echo;
+use vexil_testkit::proxy::ProxyProcess;
+use vexil_testkit::{TempDir, free_tcp_port};
 
 #[tokio::test]
 async fn offline_mode_serves_a_flags_file_and_exits_cleanly_on_sigterm() {
-    let dir = temp_dir("vexil-offline");
+    let dir = TempDir::new("vexil-offline");
     let file = dir.join("flags.json");
     let doc = json!({"flags": {"checkout": {"state": "ENABLED",
         "variants": {"on": true, "off": false}, "defaultVariant": "on"}}});
     std::fs::write(&file, doc.to_string()).unwrap();
-    let proxy = Proxy::start(&["--flags-file", file.to_str().unwrap()]);
-    let c = client();
-    proxy.wait_healthy(&c).await;
+    let mut proxy = ProxyProcess::start(&["--flags-file", file.to_str().unwrap()]);
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    proxy.wait_healthy().await;
     // Healthy implies the data plane accepts: the admin listener is served after it.
-    tokio::net::TcpStream::connect(("127.0.0.1", proxy.ports[0]))
+    tokio::net::TcpStream::connect(("127.0.0.1", proxy.ports.outbound))
         .await
         .expect("the outbound listener accepts once /healthz answers");
-    assert_eq!(proxy.ready(&c).await, 200);
+    assert_eq!(proxy.ready().await, 200);
     let r: Value = c
         .post(format!("{}/ofrep/v1/evaluate/flags/checkout", proxy.ofrep))
         .json(&json!({"context": {"targetingKey": "u1"}}))
@@ -42,19 +42,10 @@ async fn offline_mode_serves_a_flags_file_and_exits_cleanly_on_sigterm() {
     assert!(metrics.contains("file"), "{metrics}");
 
     // Through the data plane: the upstream sees the decision as a header.
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
-            headers
-                .get("vexil-flags")
-                .map(|v| v.to_str().unwrap().to_string())
-                .unwrap_or_default()
-        });
-        axum::serve(upstream, app).await.unwrap();
-    });
+    let upstream = Echo::new().header_as_body("vexil-flags").start().await;
+    let upstream_addr = upstream.addr();
     let via = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", proxy.ports[0])).unwrap())
+        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", proxy.ports.outbound)).unwrap())
         .build()
         .unwrap();
     let seen = via
@@ -66,13 +57,12 @@ async fn offline_mode_serves_a_flags_file_and_exits_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(seen, "checkout=?1");
-    assert_eq!(proxy.terminate(), Some(0));
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(proxy.process.terminate(15), Some(0));
 }
 
 #[tokio::test]
 async fn with_control_down_readiness_follows_the_persisted_snapshot() {
-    let dir = temp_dir("vexil-cold");
+    let dir = TempDir::new("vexil-cold");
     // A CA that nothing presents, and a port where nothing listens: control is unreachable.
     let ca = dir.join("ca.pem");
     let key = rcgen::KeyPair::generate().unwrap();
@@ -81,7 +71,7 @@ async fn with_control_down_readiness_follows_the_persisted_snapshot() {
         .self_signed(&key)
         .unwrap();
     std::fs::write(&ca, cert.pem()).unwrap();
-    let control = format!("quic://127.0.0.1:{}", free_port());
+    let control = format!("quic://127.0.0.1:{}", free_tcp_port());
     let args = |state: &str| {
         vec![
             "--control".to_string(),
@@ -96,15 +86,15 @@ async fn with_control_down_readiness_follows_the_persisted_snapshot() {
             state.to_string(),
         ]
     };
-    let c = client();
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
 
     // Nothing persisted: alive, not ready.
     let empty = dir.join("empty");
     let a = args(empty.to_str().unwrap());
-    let proxy = Proxy::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    proxy.wait_healthy(&c).await;
-    assert_eq!(proxy.ready(&c).await, 503);
-    assert_eq!(proxy.terminate(), Some(0));
+    let mut proxy = ProxyProcess::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    proxy.wait_healthy().await;
+    assert_eq!(proxy.ready().await, 503);
+    assert_eq!(proxy.process.terminate(15), Some(0));
 
     // A persisted snapshot: ready from it, before control ever answers.
     let state = dir.join("state");
@@ -112,9 +102,9 @@ async fn with_control_down_readiness_follows_the_persisted_snapshot() {
         "variants": {"on": true, "off": false}, "defaultVariant": "off"}}});
     vexil_proxy::sync::persist::save(&state, "prod", 41, &doc.to_string()).unwrap();
     let a = args(state.to_str().unwrap());
-    let proxy = Proxy::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    proxy.wait_healthy(&c).await;
-    assert_eq!(proxy.ready(&c).await, 200);
+    let mut proxy = ProxyProcess::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    proxy.wait_healthy().await;
+    assert_eq!(proxy.ready().await, 200);
     let snap: Value = c
         .get(format!("{}/debug/snapshot", proxy.admin))
         .send()
@@ -146,8 +136,7 @@ async fn with_control_down_readiness_follows_the_persisted_snapshot() {
         .await
         .unwrap();
     assert_eq!(r["value"], false);
-    assert_eq!(proxy.terminate(), Some(0));
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(proxy.process.terminate(15), Some(0));
 }
 
 /// The listening TCP sockets of `pid`'s network namespace: (address as in /proc, port).
@@ -174,18 +163,16 @@ fn listening(pid: u32) -> Vec<(String, u16)> {
 /// with anything else on the machine, and its sockets are read from `/proc/PID/net/tcp{,6}`.
 #[tokio::test]
 async fn every_listener_binds_to_loopback_by_default() {
-    let dir = temp_dir("vexil-defaults");
+    let dir = TempDir::new("vexil-defaults");
     let file = dir.join("flags.json");
     std::fs::write(&file, r#"{"flags": {}}"#).unwrap();
     let probe = std::process::Command::new("unshare")
         .args(["--net", "true"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var("CI").is_err(),
-            "unshare --net is required under CI (root, util-linux)"
+        vexil_testkit::skip(
+            "cannot create a network namespace here (unshare --net: root, util-linux)",
         );
-        eprintln!("NOTICE: cannot create a network namespace here (unshare --net); skipping");
         return;
     }
     let mut child = std::process::Command::new("unshare")
@@ -227,5 +214,4 @@ async fn every_listener_binds_to_loopback_by_default() {
     assert_eq!(listening(pid), expected);
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn estimates_are_read_from_criterions_layout() {
-        let dir = crate::sys::temp_dir("vexil-criterion");
+        let dir = vexil_testkit::TempDir::new("vexil-criterion");
         let d = dir.join("targeted/vexil/new");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(
@@ -195,6 +195,5 @@ mod tests {
             (e[0].median_ns, e[0].median_low_ns, e[0].median_high_ns),
             (97.0, 95.0, 99.0)
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -18,12 +18,14 @@ use crate::http1::{HttpCall, Pool, post_json};
 use crate::load::closed_loop;
 use crate::report::{Report, Section, Table, fmt_kib, fmt_rate, ratio};
 use crate::scenarios::lookup::single_flag;
-use crate::sys::{free_udp_port, hwm_kib, rss_kib};
+use vexil_testkit::free_udp_port;
+
+use crate::sys::{hwm_kib, rss_kib};
 use crate::{context, generate_flag_set};
 
-/// Design §10: sidecar RSS with 1,000 flags.
+/// Budget (docs/architecture.md#budgets): sidecar RSS with 1,000 flags.
 const BUDGET_RSS_KIB: f64 = 20.0 * 1024.0;
-/// Design §10: cold start with a persisted snapshot and control down.
+/// Budget (docs/architecture.md#budgets): cold start with a persisted snapshot and control down.
 const BUDGET_READY_MS: f64 = 50.0;
 
 /// Memory with `flags` flags.

@@ -7,7 +7,7 @@
 //! and its peak throughput, each as a ratio to nginx.
 //!
 //! The data plane is the sidecar's `--outbound-addr` listener with `[context]` and `[[routes]]`
-//! in its `--config` file (design §3, §6, §7). A binary without it (it refuses those sections, or
+//! in its `--config` file (docs/headers.md). A binary without it (it refuses those sections, or
 //! nothing answers on the outbound port) is reported as "data plane not available".
 
 use std::net::SocketAddr;
@@ -23,9 +23,11 @@ use crate::hist::fmt_us;
 use crate::http1::{Conn, HttpCall, Pool, get, serve_echo};
 use crate::load::{LoadResult, OpenLoop, closed_loop, open_loop};
 use crate::report::{Report, Section, Table, fmt_rate, ratio};
-use crate::sys::{CpuMeter, MachineMeter, Spawned, free_port, loopback};
+use vexil_testkit::{free_tcp_port, loopback};
 
-/// Flags injected per request (design §10).
+use crate::sys::{CpuMeter, MachineMeter, Spawned};
+
+/// Flags injected per request (the budget's workload, docs/architecture.md#budgets).
 pub const INJECTED: usize = 20;
 /// Flags in the sidecar's set.
 const SET_SIZE: usize = 50;
@@ -33,7 +35,7 @@ const SET_SIZE: usize = 50;
 const PEAK_CONNECTIONS: usize = 64;
 /// Open loop: most requests in flight.
 const MAX_IN_FLIGHT: usize = 4096;
-/// Design §10 at 5,000 req/s.
+/// The budget at 5,000 req/s (docs/architecture.md#budgets).
 const BUDGET_P50_US: f64 = 50.0;
 const BUDGET_P99_US: f64 = 250.0;
 
@@ -223,7 +225,7 @@ impl Nginx {
     async fn start(ctx: &Ctx, bin: &Path, upstream: SocketAddr) -> anyhow::Result<Nginx> {
         let dir = ctx.work.join("nginx");
         std::fs::create_dir_all(dir.join("tmp"))?;
-        let addr = loopback(free_port());
+        let addr = loopback(free_tcp_port());
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, nginx_conf(&dir, addr, upstream))?;
         let mut cmd = ctx.pinning.server_command(bin);

@@ -18,7 +18,7 @@ use crate::report::{Report, Section, Table, fmt_rate, ratio};
 use crate::sys::{CpuMeter, MachineMeter};
 use crate::{RuleKind, context, generate_flag_set, unleash};
 
-/// The budget of design §10: single-flag evaluations per second on one core.
+/// The budget (docs/architecture.md#budgets): single-flag evaluations per second on one core.
 pub const BUDGET_RPS: f64 = 40_000.0;
 
 /// Requests in flight at peak over gRPC (spread over [`GRPC_CONNECTIONS`]).

@@ -13,22 +13,23 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::Connection as _;
 use vexil_control::sync::endpoint::{UDP_BUFFER_BYTES, bind_udp, endpoint_on};
 use vexil_proto::sync::v1::{Delta, Entry};
 use vexil_proxy::snapshot::{Snapshot, SnapshotCell, Source};
 use vexil_proxy::sync::{
     Backoff, Held, SyncClient, SyncConfig, SyncHandle, apply_delta, compile, compile_after,
 };
+use vexil_testkit::pg::PgDb;
+use vexil_testkit::{free_tcp_port, free_udp_port, loopback};
 
 use crate::harness::{Ctx, status};
 use crate::hist::{Latencies, Summary, fmt_us};
 use crate::report::{Report, Section, Table, fmt_kib, ratio};
-use crate::sys::{Spawned, free_port, free_udp_port, loopback, rss_kib};
+use crate::sys::{Spawned, rss_kib};
 
-/// Design §10: p99 commit → applied on 1,000 sidecars.
+/// Budget (docs/architecture.md#budgets): p99 commit → applied on 1,000 sidecars.
 const BUDGET_P99_MS: f64 = 100.0;
-/// Design §10: control memory per connected sidecar.
+/// Budget (docs/architecture.md#budgets): control memory per connected sidecar.
 const BUDGET_KIB_PER_SIDECAR: f64 = 50.0;
 /// Sidecars per quinn endpoint (UDP socket).
 const PER_ENDPOINT: usize = 1000;
@@ -227,7 +228,7 @@ fn toggle(on: bool) -> Value {
 /// A database for one run, removed afterwards.
 pub(crate) struct Database {
     url: String,
-    pg: Option<(String, String)>,
+    pg: Option<PgDb>,
 }
 
 impl Database {
@@ -239,36 +240,18 @@ impl Database {
                 pg: None,
             });
         }
-        let name = format!("vexil_bench_{id}");
-        let mut conn = tokio::time::timeout(
-            Duration::from_secs(5),
-            sqlx::PgConnection::connect(&ctx.pg_url),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("PostgreSQL at {} did not answer", redact(&ctx.pg_url)))?
-        .map_err(|e| anyhow::anyhow!("PostgreSQL at {}: {e}", redact(&ctx.pg_url)))?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await?;
-        let _ = conn.close().await;
-        let base = ctx.pg_url.split('?').next().unwrap_or(&ctx.pg_url);
-        let root = base.rsplit_once('/').map_or(base, |(root, _)| root);
+        let db = PgDb::create_on(&ctx.pg_url, &format!("vexil_bench_{id}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("PostgreSQL at {}: {e}", redact(&ctx.pg_url)))?;
         Ok(Database {
-            url: format!("{root}/{name}"),
-            pg: Some((ctx.pg_url.clone(), name)),
+            url: db.url(),
+            pg: Some(db),
         })
     }
 
     pub(crate) async fn drop_it(self) {
-        if let Some((admin, name)) = self.pg
-            && let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await
-        {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
-            let _ = conn.close().await;
+        if let Some(db) = self.pg {
+            db.destroy().await;
         }
     }
 }
@@ -284,7 +267,7 @@ pub(crate) struct Control {
 
 impl Control {
     pub(crate) async fn start(ctx: &Ctx, db: &Database, id: &str) -> anyhow::Result<Control> {
-        let admin = loopback(free_port());
+        let admin = loopback(free_tcp_port());
         let sync = loopback(free_udp_port());
         let tls = ctx.work.join(format!("tls-{id}"));
         let mut cmd = ctx.pinning.server_command(&ctx.control_bin);

@@ -10,7 +10,7 @@
 //! revision, and a revision that had been committed. Meanwhile the sidecar's RSS is sampled every
 //! second.
 //!
-//! Pass (design: "zero failed requests, every response carries a decision consistent with a
+//! Pass (the budget: "zero failed requests, every response carries a decision consistent with a
 //! revision the sidecar held, RSS flat"): no failed request, no inconsistent or missing decision,
 //! the rate sustained, and the mean RSS of the last minute within 10 % of the mean of the first
 //! minute after the warm-up.

@@ -155,7 +155,7 @@ async fn query_audit(
     Query(p): Query<AuditParams>,
 ) -> Result<axum::Json<Value>, Problem> {
     caller.require(Permission::Read, p.environment.as_deref())?;
-    if p.environment.is_none() && !caller.principal.environments.is_empty() {
+    if p.environment.is_none() && caller.principal.is_limited() {
         return Err(Problem::forbidden(
             "this token is limited to some environments: pass ?environment=",
         ));

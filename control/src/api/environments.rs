@@ -201,6 +201,9 @@ async fn promote(
     caller.require(Permission::Read, Some(&env))?;
     caller.require(Permission::WriteFlags, Some(&body.to))?;
     Ok(axum::Json(
-        state.store.promote(&caller.actor(), &env, &body.to).await?,
+        state
+            .store
+            .promote(&caller.actor(), &env, &body.to, state.config.write_limits())
+            .await?,
     ))
 }

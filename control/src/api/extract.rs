@@ -35,7 +35,7 @@ impl Caller {
             // Administration of no one environment (creating environments, managing tokens)
             // concerns all of them: a token limited to some may not, or it could mint itself an
             // unlimited token.
-            None if p == Permission::Admin && !self.principal.environments.is_empty() => {
+            None if p == Permission::Admin && self.principal.is_limited() => {
                 Err(Problem::forbidden(
                     "this token is limited to some environments; this action concerns all of them",
                 ))

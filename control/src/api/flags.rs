@@ -1,10 +1,10 @@
-//! Flags, evaluators (segments), whole flag sets and evaluation previews of one environment.
+//! `/api/v1/environments/{env}/flags` and the evaluation preview of one environment.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -12,19 +12,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vexil_engine::EvaluationContext;
 
-use super::extract::{Caller, IfMatch, Json, LargeJson};
-use super::{AppState, Problem, compiled_set, etag, page_limit};
+use super::extract::{Caller, IfMatch, Json};
+use super::{AppState, Problem, compiled_set, page_limit, with_etag};
 use crate::auth::Permission;
-use crate::model::{Environment, EvaluatorRecord, FlagRecord};
+use crate::model::FlagRecord;
 use crate::store::FlagQuery;
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list_flags))
         .routes(routes!(get_flag, put_flag, patch_flag, delete_flag))
-        .routes(routes!(list_evaluators))
-        .routes(routes!(get_evaluator, put_evaluator, delete_evaluator))
-        .routes(routes!(get_flagset, put_flagset))
         .routes(routes!(evaluate))
 }
 
@@ -64,28 +61,13 @@ pub struct EvaluateRequest {
     pub(super) flag: Option<String>,
 }
 
-fn with_etag(version: i64, status: StatusCode, body: impl serde::Serialize) -> Response {
-    let mut response = (status, axum::Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
-        response.headers_mut().insert(header::ETAG, v);
-    }
-    response
-}
-
-/// A flag's key must be usable as a header dictionary key (design §6).
+/// A flag's key must be usable as a key of the `vexil-flags` header, an RFC 9651 structured-field
+/// dictionary (docs/adr/0012-vexil-flags-structured-field-dictionary.md): a lowercase letter or `*` first, then lowercase letters, digits, `_`, `-`, `.`, `*`.
 pub(super) fn check_flag_key(key: &str) -> Result<(), Problem> {
     match vexil_engine::header_key_problem(key) {
         None => Ok(()),
         Some(problem) => Err(Problem::bad_request(format!("key: {problem}"))),
     }
-}
-
-/// An evaluator's name: 1 to 200 characters.
-pub(super) fn check_evaluator_key(key: &str) -> Result<(), Problem> {
-    if key.is_empty() || key.len() > 200 {
-        return Err(Problem::bad_request("key: 1 to 200 characters"));
-    }
-    Ok(())
 }
 
 /// List flags, filtered and paginated by key.
@@ -152,7 +134,7 @@ async fn get_flag(
            ("If-Match" = Option<String>, Header, description = "ETag of the version being replaced")),
     request_body(content = Object, description = "flagd flag definition"),
     responses((status = 201, body = FlagRecord), (status = 200, body = FlagRecord),
-               (status = 400, description = "Invalid definition: every problem with its JSON path", body = Problem),
+               (status = 400, description = "Invalid definition, or a limit the environment would exceed: every problem with its JSON path", body = Problem),
                (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem),
                (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem)))]
 async fn put_flag(
@@ -172,7 +154,7 @@ async fn put_flag(
             &key,
             definition,
             precondition,
-            state.config.limits,
+            state.config.write_limits(),
         )
         .await?;
     let status = if created {
@@ -201,7 +183,14 @@ async fn patch_flag(
     caller.require(Permission::WriteFlags, Some(&env))?;
     let flag = state
         .store
-        .set_flag_state(&caller.actor(), &env, &key, &body.state, precondition)
+        .set_flag_state(
+            &caller.actor(),
+            &env,
+            &key,
+            &body.state,
+            precondition,
+            state.config.write_limits(),
+        )
         .await?;
     Ok(with_etag(flag.version, StatusCode::OK, flag))
 }
@@ -222,139 +211,15 @@ async fn delete_flag(
     caller.require(Permission::WriteFlags, Some(&env))?;
     state
         .store
-        .delete_flag(&caller.actor(), &env, &key, precondition)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// List evaluators (segments).
-#[utoipa::path(get, path = "/api/v1/environments/{env}/evaluators", tag = "evaluators",
-    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
-    responses((status = 200, description = "`{items, next_cursor}`", body = Object),
-               (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn list_evaluators(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(env): Path<String>,
-) -> Result<axum::Json<Value>, Problem> {
-    caller.require(Permission::Read, Some(&env))?;
-    let items = state.store.list_evaluators(&env).await?;
-    Ok(axum::Json(json!({"items": items, "next_cursor": null})))
-}
-
-/// One evaluator, with its `ETag`.
-#[utoipa::path(get, path = "/api/v1/environments/{env}/evaluators/{key}", tag = "evaluators",
-    security(("bearer" = [])),
-    params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Evaluator name")),
-    responses((status = 200, body = EvaluatorRecord), (status = 404, body = Problem),
-               (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn get_evaluator(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path((env, key)): Path<(String, String)>,
-) -> Result<Response, Problem> {
-    caller.require(Permission::Read, Some(&env))?;
-    let e = state.store.get_evaluator(&env, &key).await?;
-    Ok(with_etag(e.version, StatusCode::OK, e))
-}
-
-/// Create or replace an evaluator (a JsonLogic rule). Every flag must stay valid.
-#[utoipa::path(put, path = "/api/v1/environments/{env}/evaluators/{key}", tag = "evaluators",
-    security(("bearer" = [])),
-    params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Evaluator name"),
-           ("If-Match" = Option<String>, Header, description = "ETag of the version being replaced")),
-    request_body(content = Object, description = "JsonLogic rule"),
-    responses((status = 201, body = EvaluatorRecord), (status = 200, body = EvaluatorRecord),
-               (status = 400, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem),
-               (status = 428, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn put_evaluator(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path((env, key)): Path<(String, String)>,
-    IfMatch(precondition): IfMatch,
-    Json(definition): Json<Value>,
-) -> Result<Response, Problem> {
-    caller.require(Permission::WriteFlags, Some(&env))?;
-    check_evaluator_key(&key)?;
-    let (e, created) = state
-        .store
-        .put_evaluator(
+        .delete_flag(
             &caller.actor(),
             &env,
             &key,
-            definition,
             precondition,
-            state.config.limits,
+            state.config.write_limits(),
         )
         .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(with_etag(e.version, status, e))
-}
-
-/// Delete an evaluator; refused (409) while a flag uses it, with the list of users.
-#[utoipa::path(delete, path = "/api/v1/environments/{env}/evaluators/{key}", tag = "evaluators",
-    security(("bearer" = [])),
-    params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Evaluator name"),
-           ("If-Match" = Option<String>, Header, description = "Optional ETag")),
-    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem),
-               (status = 412, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn delete_evaluator(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path((env, key)): Path<(String, String)>,
-    IfMatch(precondition): IfMatch,
-) -> Result<StatusCode, Problem> {
-    caller.require(Permission::WriteFlags, Some(&env))?;
-    state
-        .store
-        .delete_evaluator(&caller.actor(), &env, &key, precondition)
-        .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Export the environment as one flagd flag-set document (`ETag`: the revision).
-#[utoipa::path(get, path = "/api/v1/environments/{env}/flagset", tag = "flagsets",
-    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
-    responses((status = 200, description = "flagd document", body = Object, headers(("ETag" = String), ("Vexil-Revision" = i64))),
-               (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn get_flagset(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(env): Path<String>,
-) -> Result<Response, Problem> {
-    caller.require(Permission::Read, Some(&env))?;
-    let (environment, doc) = state.store.export(&env).await?;
-    let mut response = with_etag(environment.revision, StatusCode::OK, doc);
-    response
-        .headers_mut()
-        .insert("vexil-revision", HeaderValue::from(environment.revision));
-    Ok(response)
-}
-
-/// Replace the environment's whole flag set atomically: all valid or nothing changes.
-#[utoipa::path(put, path = "/api/v1/environments/{env}/flagset", tag = "flagsets",
-    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
-    request_body(content = Object, description = "flagd flag-set document"),
-    responses((status = 200, description = "The environment at its new revision", body = Environment),
-               (status = 400, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
-               (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn put_flagset(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(env): Path<String>,
-    LargeJson(doc): LargeJson<Value>,
-) -> Result<axum::Json<Environment>, Problem> {
-    caller.require(Permission::WriteFlags, Some(&env))?;
-    Ok(axum::Json(
-        state
-            .store
-            .replace_flagset(&caller.actor(), &env, doc, state.config.limits)
-            .await?,
-    ))
 }
 
 /// Preview: evaluate one flag or all flags for a context, with the engine's full details.

@@ -9,8 +9,9 @@ use vexil_engine::{EvaluationContext, FlagSet, Limits};
 use super::Problem;
 use super::admin::NewToken;
 use super::environments::{EnvironmentUpdate, NewEnvironment, Promotion, check_key, check_name};
+use super::evaluators::check_evaluator_key;
 use super::extract::decode_json;
-use super::flags::{EvaluateRequest, StatePatch, check_evaluator_key, check_flag_key};
+use super::flags::{EvaluateRequest, StatePatch, check_flag_key};
 use crate::store::{check_state, validate_document};
 
 /// Which request body.

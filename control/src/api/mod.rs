@@ -5,8 +5,11 @@
 
 mod admin;
 mod environments;
+mod evaluators;
 pub mod extract;
 mod flags;
+mod flagsets;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
@@ -18,7 +21,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::request_id::{
@@ -33,17 +36,20 @@ pub use problem::Problem;
 
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, WriteLimits};
 use crate::sync::Sidecars;
 
 /// API settings.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
-    /// Largest request body, in bytes (design §9: 1 MiB).
+    /// Largest request body, in bytes (1 MiB: a flag, an evaluator or any other single item is far
+    /// smaller; more is a client's mistake or abuse, refused before it is read).
     pub max_body_bytes: usize,
-    /// Largest flag-set import, in bytes (design §9: 32 MiB).
+    /// Largest flag-set import, in bytes (32 MiB: a whole environment's document, which every
+    /// sidecar also receives as one snapshot). Also the largest flag set an environment may hold
+    /// after any write, so that every export can be imported again.
     pub max_import_bytes: usize,
-    /// Flag-set limits enforced on every write.
+    /// Flag-set limits (rule depth, flag count) enforced on every write.
     pub limits: Limits,
     /// How long a client may take to send a request's head, and separately its body: a client that
     /// sends part of a request and stalls is disconnected (head) or answered `408` (body) after it.
@@ -57,6 +63,16 @@ impl Default for ApiConfig {
             max_import_bytes: 32 << 20,
             limits: Limits::default(),
             read_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The limits the store checks every write against.
+    pub fn write_limits(&self) -> WriteLimits {
+        WriteLimits {
+            engine: self.limits,
+            max_document_bytes: self.max_import_bytes,
         }
     }
 }
@@ -120,6 +136,8 @@ fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(environments::routes())
         .merge(flags::routes())
+        .merge(evaluators::routes())
+        .merge(flagsets::routes())
         .merge(admin::routes())
         .merge(health::routes())
 }
@@ -214,6 +232,15 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
 /// The `ETag` of a version.
 pub fn etag(version: i64) -> String {
     format!("\"{version}\"")
+}
+
+/// A JSON answer with `status` and the `ETag` of `version`.
+fn with_etag(version: i64, status: StatusCode, body: impl serde::Serialize) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
 }
 
 /// A cached compilation: revision, document, compiled set.

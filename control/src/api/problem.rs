@@ -22,7 +22,8 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong, for a human.
     pub detail: String,
-    /// For invalid definitions: each problem with its JSON path.
+    /// For invalid definitions, and for a `409` refusing to remove what is still used: each problem
+    /// (that the change would cause) with its JSON path.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub errors: Option<Vec<ValidationError>>,
@@ -97,6 +98,10 @@ impl From<StoreError> for Problem {
             StoreError::Invalid(errors) => Problem {
                 errors: Some(errors.0),
                 ..Problem::bad_request("the definition is invalid")
+            },
+            StoreError::InUse { detail, errors } => Problem {
+                errors: Some(errors.0),
+                ..Problem::new(StatusCode::CONFLICT, detail)
             },
             StoreError::BadRequest(detail) => Problem::bad_request(detail),
             StoreError::Unavailable(e) => {

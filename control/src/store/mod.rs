@@ -5,14 +5,17 @@
 //! JSON is kept as text and times as Unix milliseconds so nothing above the SQL cares which database
 //! it is talking to.
 //!
-//! Every write is one transaction that first bumps the environment's revision (`UPDATE ... RETURNING`,
-//! which takes the row lock on PostgreSQL and the write lock on SQLite, so concurrent writers queue
-//! up), then checks its preconditions, writes the row, appends the change-log entry and the audit
-//! entry, and commits. Anything that fails rolls the whole transaction back: revisions have no gaps
-//! and nothing is ever half-written.
+//! Every change of an environment's flag set (flags, evaluators, imports, promotions) goes through
+//! the one write path in [`write`], which keeps the invariant: revision + 1 first, precondition,
+//! validation of the whole resulting environment, the row, the change-log row, the audit row,
+//! commit, announce. Environments and tokens are written in their own transactions with an audit
+//! row; they do not move a revision.
 
+mod evaluators;
 mod flags;
+mod flagsets;
 mod tokens;
+mod write;
 
 use std::time::Duration;
 
@@ -26,8 +29,12 @@ use crate::model::{
     AuditEntry, Change, ChangeKind, Environment, Millis, Page, now_millis, rfc3339,
 };
 
-pub use flags::{FlagQuery, Precondition};
-pub(crate) use flags::{check_state, validate_document};
+pub use flags::FlagQuery;
+#[cfg(feature = "fuzzing")]
+pub(crate) use flags::check_state;
+#[cfg(feature = "fuzzing")]
+pub(crate) use write::validate_document;
+pub use write::{Precondition, WriteLimits};
 
 /// Which database is behind the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +66,15 @@ pub enum StoreError {
     /// The definition is invalid; every problem with its JSON path.
     #[error("invalid definition: {0}")]
     Invalid(vexil_engine::ValidationErrors),
+    /// Removing the item would break what still uses it: `detail` names the users, `errors` are
+    /// the problems the environment would have, with their JSON paths.
+    #[error("{detail}")]
+    InUse {
+        /// What still uses it.
+        detail: String,
+        /// What would break.
+        errors: vexil_engine::ValidationErrors,
+    },
     /// A request field is invalid.
     #[error("{0}")]
     BadRequest(String),
@@ -497,54 +513,6 @@ impl Store {
     }
 }
 
-/// Bumps `environment`'s revision inside `tx`: the first statement of every flag-set write, so the
-/// write lock is taken before anything is read.
-pub(crate) async fn bump_revision(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    environment: &str,
-) -> StoreResult<(i64, i64)> {
-    let row = sqlx::query(
-        "UPDATE environments SET revision = revision + 1, updated_at = $1 WHERE key = $2 \
-         RETURNING id, revision",
-    )
-    .bind(now_millis())
-    .bind(environment)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or_else(|| not_found_env(environment))?;
-    Ok((row.try_get("id")?, row.try_get("revision")?))
-}
-
-/// Appends the change-log entry of `revision`.
-pub(crate) async fn record_change(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    environment_id: i64,
-    revision: i64,
-    kind: ChangeKind,
-    key: Option<&str>,
-    definition: Option<&Value>,
-) -> StoreResult<()> {
-    let op = if definition.is_some() {
-        "upsert"
-    } else {
-        "delete"
-    };
-    sqlx::query(
-        "INSERT INTO changes (environment_id, revision, kind, key, op, definition, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(environment_id)
-    .bind(revision)
-    .bind(kind.as_str())
-    .bind(key.map(str::to_string))
-    .bind(op)
-    .bind(definition.map(Value::to_string))
-    .bind(now_millis())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// Appends an audit entry.
 pub(crate) async fn audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -571,6 +539,17 @@ pub(crate) async fn audit(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The id of environment `key`, read on `conn` (a pool connection or a transaction).
+pub(crate) async fn environment_id(conn: &mut sqlx::AnyConnection, key: &str) -> StoreResult<i64> {
+    sqlx::query("SELECT id FROM environments WHERE key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| not_found_env(key))?
+        .try_get("id")
+        .map_err(Into::into)
 }
 
 /// Environment `key`, read on `conn` (a pool connection or a transaction).

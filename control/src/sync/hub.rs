@@ -121,7 +121,9 @@ impl Hub {
             .authenticate(Some(&format!("Bearer {token}")))
             .await
             .map_err(|e| match e {
-                AuthError::Missing | AuthError::Invalid => Refusal::Unauthenticated,
+                AuthError::Missing | AuthError::Invalid | AuthError::Jwt(_) => {
+                    Refusal::Unauthenticated
+                }
                 AuthError::Store(e) => Refusal::Internal(e.to_string()),
             })?;
         let role_ok = matches!(principal.role, Role::Sidecar | Role::Admin);

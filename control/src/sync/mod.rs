@@ -1,5 +1,5 @@
 //! The sync hub: pushes each environment's flag set, then a delta per commit, to every connected
-//! sidecar over QUIC (`vexil-sync/1`, design §5).
+//! sidecar over QUIC (`vexil-sync/1`, docs/sync-protocol.md).
 //!
 //! - [`endpoint`]: the QUIC endpoint and its TLS (optionally mutual).
 //! - [`session`]: one sidecar's conversation (Subscribe → Welcome → catch-up → deltas, acks).

@@ -1,7 +1,8 @@
 //! Shared harness of the control plane's integration tests.
 //!
 //! Every test gets its own database (a temp SQLite file, or a fresh PostgreSQL database on
-//! 127.0.0.1:5432 that is dropped afterwards) and its own in-process API server on a free port.
+//! 127.0.0.1:5432 that is dropped afterwards, both from `vexil-testkit`) and its own in-process API
+//! server on a free port.
 //! [`both_backends!`] turns one test body into a SQLite test and a PostgreSQL test. Without a
 //! reachable PostgreSQL the PostgreSQL half prints a notice and passes, except under `CI=true` where it
 //! fails.
@@ -14,7 +15,6 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use sqlx::Connection as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -24,24 +24,11 @@ use vexil_control::model::Role;
 use vexil_control::server::Control;
 use vexil_control::store::{AuditQuery, Store};
 use vexil_settings::{Secret, SecretUrl};
+pub use vexil_testkit::TempDir;
+use vexil_testkit::pg::PgDb;
 
 /// The secret of the admin token every test server starts with.
 pub const ADMIN: &str = "vxl_integration-test-admin-secret";
-
-/// Where PostgreSQL test databases are created from, unless `VEXIL_TEST_PG_URL` says otherwise.
-pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// The server test databases are created on (a URL of an existing database, trust auth).
-fn pg_admin_url() -> String {
-    std::env::var("VEXIL_TEST_PG_URL").unwrap_or_else(|_| PG_ADMIN_URL.to_string())
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let base = url.split('?').next().unwrap_or(url);
-    let root = base.rsplit_once('/').map_or(base, |(root, _)| root);
-    format!("{root}/{name}")
-}
 
 /// Generates `$name::sqlite` and `$name::postgres` from one async test body taking an [`App`],
 /// optionally with server [`Options`].
@@ -103,23 +90,12 @@ pub struct Options {
     pub read_timeout_ms: Option<u64>,
 }
 
-fn random_suffix() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
-fn is_ci() -> bool {
-    matches!(
-        std::env::var("CI").as_deref(),
-        Ok("true" | "TRUE" | "True" | "1" | "yes")
-    )
-}
-
 /// One test's database.
 pub struct Db {
     /// The URL the server uses.
     pub url: String,
-    pg_name: Option<String>,
-    sqlite_path: Option<PathBuf>,
+    pg: Option<PgDb>,
+    sqlite_dir: Option<TempDir>,
 }
 
 impl Db {
@@ -127,56 +103,19 @@ impl Db {
     pub async fn create(backend: Backend) -> Option<Db> {
         match backend {
             Backend::Sqlite => {
-                let path = std::env::temp_dir().join(format!("vexil-test-{}.db", random_suffix()));
+                let dir = TempDir::new("vexil-test-db");
                 Some(Db {
-                    url: format!("sqlite://{}", path.display()),
-                    pg_name: None,
-                    sqlite_path: Some(path),
+                    url: format!("sqlite://{}", dir.join("vexil.db").display()),
+                    pg: None,
+                    sqlite_dir: Some(dir),
                 })
             }
             Backend::Postgres => {
-                let mut conn = match pg_admin().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        if is_ci() {
-                            panic!(
-                                "PostgreSQL is required under CI=true but {} is unreachable: {e}",
-                                pg_admin_url()
-                            );
-                        }
-                        eprintln!(
-                            "NOTICE: skipping the PostgreSQL half of this test: {} is unreachable ({e})",
-                            pg_admin_url()
-                        );
-                        return None;
-                    }
-                };
-                let name = format!("vexil_t_{}", random_suffix());
-                let mut last = None;
-                for _ in 0..10 {
-                    match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                        .execute(&mut conn)
-                        .await
-                    {
-                        Ok(_) => {
-                            last = None;
-                            break;
-                        }
-                        // Concurrent CREATE DATABASE can collide on template1; retry.
-                        Err(e) => {
-                            last = Some(e);
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                    }
-                }
-                if let Some(e) = last {
-                    panic!("CREATE DATABASE {name}: {e}");
-                }
-                let _ = conn.close().await;
+                let db = PgDb::create("vexil_t").await?;
                 Some(Db {
-                    url: with_database(&pg_admin_url(), &name),
-                    pg_name: Some(name),
-                    sqlite_path: None,
+                    url: db.url(),
+                    pg: Some(db),
+                    sqlite_dir: None,
                 })
             }
         }
@@ -184,34 +123,10 @@ impl Db {
 
     /// Removes the database (best effort).
     pub async fn destroy(self) {
-        if let Some(name) = &self.pg_name
-            && let Ok(mut conn) = pg_admin().await
-        {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
-            let _ = conn.close().await;
+        if let Some(db) = self.pg {
+            db.destroy().await;
         }
-        if let Some(path) = &self.sqlite_path {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-        }
-    }
-}
-
-async fn pg_admin() -> Result<sqlx::PgConnection, String> {
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        sqlx::PgConnection::connect(&pg_admin_url()),
-    )
-    .await
-    {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
+        drop(self.sqlite_dir);
     }
 }
 
@@ -358,13 +273,7 @@ pub struct Server {
     pub app: App,
     replica: Replica,
     db: Db,
-}
-
-/// A fresh temporary directory.
-pub fn temp_dir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}", random_suffix()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    tls_dir: TempDir,
 }
 
 /// Creates the admin token every test server starts with, before the server opens the store (so
@@ -382,21 +291,22 @@ pub async fn seed_admin(db_url: &str) {
 pub async fn start(backend: Backend, options: Options) -> Option<Server> {
     let db = Db::create(backend).await?;
     seed_admin(&db.url).await;
-    let replica = start_replica(&db.url, backend, &temp_dir("vexil-tls"), &options).await;
+    let tls_dir = TempDir::new("vexil-tls");
+    let replica = start_replica(&db.url, backend, &tls_dir, &options).await;
     Some(Server {
         app: replica.app.clone(),
         replica,
         db,
+        tls_dir,
     })
 }
 
 impl Server {
     /// Stops the server and removes its database.
     pub async fn stop(self) {
-        let tls_dir = self.app.tls_dir.clone();
         self.replica.stop().await;
         self.db.destroy().await;
-        let _ = std::fs::remove_dir_all(tls_dir);
+        drop(self.tls_dir);
     }
 }
 

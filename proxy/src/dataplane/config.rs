@@ -75,13 +75,35 @@ vexil_settings::settings! {
             jwt_verify: bool = true, key "jwt_verify";
             /// HS256 shared secret; not empty.
             jwt_hs256_secret: Option<Secret>, key "jwt_hs256_secret";
-            /// RS256 public key: a PEM file with a `PUBLIC KEY` (SubjectPublicKeyInfo) block.
+            /// The HS256 secret read from this file (without a final newline).
+            jwt_hs256_secret_file: Option<PathBuf>, key "jwt_hs256_secret_file";
+            /// RS256 public key: a PEM file with a `PUBLIC KEY` (SubjectPublicKeyInfo) or
+            /// `RSA PUBLIC KEY` (PKCS#1) block.
             jwt_rs256_public_key: Option<PathBuf>, key "jwt_rs256_public_key";
-            /// A JWKS file (`{"keys": [...]}`): RSA keys (RS256) and `oct` keys (HS256), chosen
-            /// by `kid`.
+            /// ES256 public key: a PEM file with a `PUBLIC KEY` block of an EC P-256 key.
+            jwt_es256_public_key: Option<PathBuf>, key "jwt_es256_public_key";
+            /// A JWKS file (`{"keys": [...]}`): RSA (RS256), EC P-256 (ES256) and `oct` (HS256)
+            /// keys, chosen by `kid`; other keys are skipped.
             jwt_jwks_file: Option<PathBuf>, key "jwt_jwks_file";
-            /// Clock skew tolerated on `exp` and `nbf` (seconds).
+            /// A JWKS URL (`https://`, or `http://` on a trusted network only: a warning is
+            /// logged), fetched at start (the sidecar does not start when it fails) and then every
+            /// `jwt_jwks_refresh_secs`; a failed refresh keeps the last good keys.
+            jwt_jwks_url: Option<String>, key "jwt_jwks_url";
+            /// How often `jwt_jwks_file` and `jwt_jwks_url` are read again (seconds; 0: only at
+            /// start).
+            jwt_jwks_refresh: Duration as Seconds = secs(300), key "jwt_jwks_refresh_secs";
+            /// For an `https` `jwt_jwks_url`: trust only the CA certificates of this PEM file
+            /// (default: the public web roots).
+            jwt_jwks_ca_file: Option<PathBuf>, key "jwt_jwks_ca_file";
+            /// Clock skew tolerated on `exp`, `nbf` and `iat` (seconds).
             jwt_leeway: Duration as Seconds = secs(30), key "jwt_leeway_secs";
+            /// Ignore tokens without `exp`.
+            jwt_require_exp: bool = true, key "jwt_require_exp";
+            /// When not empty, a token's `aud` (a string or an array of strings) must name one of
+            /// these.
+            jwt_audiences: Vec<String>, key "jwt_audiences", default_doc "none (not checked)";
+            /// When not empty, a token's `iss` must be one of these.
+            jwt_issuers: Vec<String>, key "jwt_issuers", default_doc "none (not checked)";
             /// A longer bearer token (bytes) is ignored.
             jwt_max_bytes: usize = 8192, key "jwt_max_bytes";
         }
@@ -230,15 +252,19 @@ fn check_dataplane(config: &DataPlaneConfig, r: &mut Resolver<'_>, prefix: &str)
         uses_jwt |= sources.iter().any(ContextSource::is_jwt);
     }
     let has_key = opts.jwt_hs256_secret.is_some()
+        || opts.jwt_hs256_secret_file.is_some()
         || opts.jwt_rs256_public_key.is_some()
-        || opts.jwt_jwks_file.is_some();
+        || opts.jwt_es256_public_key.is_some()
+        || opts.jwt_jwks_file.is_some()
+        || opts.jwt_jwks_url.is_some();
     if uses_jwt && opts.jwt_verify && !has_key {
         r.problem(
             &join_key(prefix, "context_options"),
             "jwt_verify",
             "",
-            "jwt: sources need a key to verify tokens: set jwt_hs256_secret, jwt_rs256_public_key \
-             or jwt_jwks_file (or jwt_verify = false to read claims unverified)",
+            "jwt: sources need a key to verify tokens: set jwt_hs256_secret, \
+             jwt_hs256_secret_file, jwt_rs256_public_key, jwt_es256_public_key, jwt_jwks_file \
+             or jwt_jwks_url (or jwt_verify = false to read claims unverified)",
         );
     }
 }
@@ -406,6 +432,7 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 /// A route's host match: exact, or a `*.suffix`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostPattern {
+    /// One host name (lowercased).
     Exact(Box<str>),
     /// `*.example.com` stored as `.example.com`.
     Suffix(Box<str>),

@@ -325,7 +325,11 @@ groups = ["jwt:groups"]
 jwt_hs256_secret = "k"
 "#,
         );
-        let token = hs256("k", &json!({"sub": "u1", "tier": 3, "groups": ["a", "b"]}));
+        let exp = 4_000_000_000u64; // `exp` is required (jwt_require_exp)
+        let token = hs256(
+            "k",
+            &json!({"sub": "u1", "tier": 3, "groups": ["a", "b"], "exp": exp}),
+        );
         let auth = format!("Bearer {token}");
         let h = headers(&[("authorization", &auth)]);
         let ctx = m.extract(&view(&h, None));
@@ -333,7 +337,10 @@ jwt_hs256_secret = "k"
             ctx.as_value(),
             &json!({"targetingKey": "u1", "tier": 3, "groups": ["a", "b"]})
         );
-        let bad = format!("Bearer {}", hs256("wrong", &json!({"sub": "u1"})));
+        let bad = format!(
+            "Bearer {}",
+            hs256("wrong", &json!({"sub": "u1", "exp": exp}))
+        );
         let h = headers(&[("authorization", &bad)]);
         assert!(m.extract(&view(&h, None)).is_empty());
     }

@@ -1,10 +1,10 @@
-//! Encoding decisions as headers (design §6).
+//! Encoding decisions as headers (docs/headers.md).
 //!
 //! `vexil-flags` is an RFC 8941 dictionary, one member per decision:
 //!
 //! | flag value | member | note |
 //! |---|---|---|
-//! | `true` / `false` | `key=?1` / `key=?0` | `?1` is written out, as the design's contract shows; RFC 8941 parsers read it exactly like the canonical bare `key` |
+//! | `true` / `false` | `key=?1` / `key=?0` | `?1` is written out, as docs/headers.md shows; RFC 8941 parsers read it exactly like the canonical bare `key` |
 //! | integer | `key=20` | RFC 8941 integers have at most 15 digits; a larger value is not sent |
 //! | float | `key=0.5` | a decimal: rounded to 3 fractional digits, at most 12 integer digits, else not sent |
 //! | string | `key="dark"` | printable ASCII only; another string is not sent |

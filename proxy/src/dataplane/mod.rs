@@ -1,6 +1,6 @@
 //! The sidecar's HTTP data plane (pingora): an outbound proxy for the application's calls and an
 //! optional inbound reverse proxy in front of it, both injecting the flag decisions of each
-//! request as headers.
+//! request as headers (docs/architecture.md, docs/headers.md).
 //!
 //! For each request: build the evaluation context from the configured mapping ([`context`]),
 //! evaluate the flags its route selects against the current [`Snapshot`](crate::snapshot::Snapshot)
@@ -23,6 +23,7 @@
 
 pub mod config;
 mod context;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;

@@ -1,7 +1,7 @@
 //! `flagd.evaluation.v1` and `flagd.evaluation.v2` on one tonic server (default 127.0.0.1:8013):
 //! what RPC-mode flagd providers call. One implementation, [`EvaluationService`], serves both.
 //!
-//! Answers follow `flagd-protocols.txt`:
+//! Answers follow flagd's protocol (docs/adr/0016-own-flagd-proto-files-and-protox.md):
 //!
 //! - Reasons `STATIC`, `TARGETING_MATCH`, `DEFAULT`, `DISABLED` as the engine decides them; the
 //!   response's `metadata` is the flag's metadata overlaid on the flag set's.

@@ -24,7 +24,7 @@ use vexil_engine::EvaluationContext;
 
 use crate::snapshot::{Snapshot, SnapshotCell};
 
-/// Request limits shared by the lookup surfaces (design §9).
+/// Request limits shared by the lookup surfaces (docs/architecture.md#limits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request accepted: an OFREP body, or a decoded gRPC message (bytes).

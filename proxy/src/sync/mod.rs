@@ -1,5 +1,5 @@
-//! The sync client: follows one environment on control over QUIC (`vexil-sync/1`, design §5) and
-//! keeps the [`SnapshotCell`](crate::snapshot::SnapshotCell) current.
+//! The sync client: follows one environment on control over QUIC (`vexil-sync/1`) and
+//! keeps the [`SnapshotCell`](crate::snapshot::SnapshotCell) current (docs/sync-protocol.md).
 //!
 //! - Connects, subscribes with the revision it holds, applies `Full` and `Delta` frames (a delta
 //!   only on top of its `from`; anything out of step asks for a full snapshot), swaps each new

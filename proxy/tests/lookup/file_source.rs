@@ -11,26 +11,9 @@ use vexil_proto::flagd::evaluation::v2;
 use vexil_proxy::file_source::{FileSource, FileSourceConfig, LoadError, Reload};
 use vexil_proxy::metrics::Metrics;
 use vexil_proxy::snapshot::{SnapshotCell, Source};
+use vexil_testkit::TempDir;
 
 use crate::common::*;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("vexil-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn flags(checkout: &str) -> Value {
     json!({"flags": {
@@ -48,8 +31,8 @@ fn write(path: &PathBuf, text: &str) {
 
 #[test]
 fn loads_publishes_and_keeps_the_last_good_set() {
-    let dir = TempDir::new("file-source-load");
-    let path = dir.0.join("flags.json");
+    let dir = TempDir::new("vexil-file-source-load");
+    let path = dir.join("flags.json");
     write(&path, &flags("on").to_string());
     let cell = Arc::new(SnapshotCell::new());
     let metrics = Metrics::new(cell.clone());
@@ -130,8 +113,8 @@ fn loads_publishes_and_keeps_the_last_good_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_file_reaches_event_stream_clients() {
-    let dir = TempDir::new("file-source-watch");
-    let path = dir.0.join("flags.json");
+    let dir = TempDir::new("vexil-file-source-watch");
+    let path = dir.join("flags.json");
     write(&path, &flags("on").to_string());
     let cell = Arc::new(SnapshotCell::new());
     let mut config = FileSourceConfig::new(&path);

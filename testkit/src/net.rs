@@ -1,0 +1,79 @@
+//! Loopback ports and the one HTTP request readiness checks need.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A free TCP port on loopback (bound, read and released: another process may take it, rarely).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free TCP port on loopback")
+        .port()
+}
+
+/// A free UDP port on loopback (for a QUIC endpoint, e.g. one that must come back on the same
+/// port after a restart).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port on loopback")
+        .port()
+}
+
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `127.0.0.1:` a free TCP port (for servers that must be given an address to bind, not a
+/// listener).
+pub fn free_addr() -> SocketAddr {
+    loopback(free_tcp_port())
+}
+
+/// The request of [`http_status`]: `GET path`, no body, connection closed after the answer.
+fn request(addr: SocketAddr, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+}
+
+/// The status code of an HTTP/1 response (its first line), if it is one.
+fn status_of(response: &[u8]) -> Option<u16> {
+    let line = response.split(|&b| b == b'\n').next()?;
+    std::str::from_utf8(line)
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The status of `GET path` on `addr`; `None` when nothing answers within a few seconds.
+pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(request(addr, path).as_bytes())
+            .await
+            .ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        status_of(&response)
+    };
+    tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// [`http_status`] for code outside an async runtime.
+pub fn http_status_blocking(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(request(addr, path).as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    status_of(&response)
+}
