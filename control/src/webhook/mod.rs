@@ -80,30 +80,6 @@ impl Default for InjectConfig {
     }
 }
 
-impl InjectConfig {
-    /// Refuses settings that would inject broken sidecars.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if self.sidecar_image.trim().is_empty() {
-            anyhow::bail!("webhook: the sidecar image is empty");
-        }
-        if !self.control_url.starts_with("quic://") {
-            anyhow::bail!(
-                "webhook: the sidecar control URL {:?} must be quic://HOST:PORT",
-                self.control_url
-            );
-        }
-        if self.token_secret.is_empty() || self.ca_secret.is_empty() {
-            anyhow::bail!("webhook: the sidecar Secret names must not be empty");
-        }
-        if let Some(env) = &self.default_environment
-            && !crate::model::is_valid_environment_key(env)
-        {
-            anyhow::bail!("webhook: the default environment {env:?} is not a valid key");
-        }
-        Ok(())
-    }
-}
-
 /// What the webhook's handler shares.
 pub struct WebhookState {
     /// What injected pods get.
