@@ -64,6 +64,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: ControlConfig) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let control = Control::open(&config).await?;
     let listener = TcpListener::bind(config.admin_addr)
         .await
@@ -78,7 +79,7 @@ async fn serve(config: ControlConfig) -> anyhow::Result<()> {
     let stopping = control.clone();
     control
         .serve_api(listener, async move {
-            shutdown_signal().await;
+            shutdown.await;
             tracing::info!(
                 grace_secs = grace.as_secs(),
                 "shutting down: draining requests"
@@ -134,20 +135,26 @@ async fn start_webhook(
     })))
 }
 
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or Ctrl-C. The handlers are installed when this is called, before any listener is
+/// bound, not when the future is first polled: a SIGTERM that follows the first answered request
+/// (a readiness probe, then an orchestrator stopping the pod) must drain, not kill the process.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
