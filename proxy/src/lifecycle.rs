@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::snapshot::{Snapshot, SnapshotCell, Source};
 use crate::sync::{SyncState, SyncStatus};
 
 /// Where the sidecar stands.
@@ -198,9 +198,15 @@ pub fn spawn(
     let mut machine = Machine::new(policy, Instant::now(), status.is_some());
     let mut status = status;
     tokio::spawn(async move {
+        // A snapshot just received from control is contact, even before the client reports
+        // itself synced (it publishes, then acknowledges).
+        let mut from_control = false;
         loop {
             let now = Instant::now();
             machine.flag_set(cell.has_flag_set());
+            if std::mem::take(&mut from_control) {
+                machine.contact(true, now);
+            }
             if let Some(status) = &status {
                 machine.contact(status.borrow().state == SyncState::Synced, now);
             }
@@ -233,7 +239,9 @@ pub fn spawn(
             };
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                _ = published.recv() => {}
+                received = published.recv() => {
+                    from_control = received.is_ok_and(|s| matches!(s.source, Source::Control(_)));
+                }
                 alive = status_changed => {
                     if !alive {
                         // The sync client is gone (shutting down): no more contact to follow.

@@ -23,6 +23,7 @@ fn control_cmd(dir: &Path, sync_port: u16) -> ControlCmd {
     ControlCmd::new(&format!("sqlite://{}", dir.join("vexil.db").display()))
         .dev_tls(&dir.join("tls"))
         .sync_port(sync_port)
+        .args(["--webhook-addr", "off"])
         .env("VEXIL_ADMIN_TOKEN", ADMIN)
 }
 
