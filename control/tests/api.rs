@@ -888,7 +888,10 @@ both_backends!(
             .get("/api/v1/environments/prod/flagset", &prod_sidecar)
             .await
             .status;
-        assert_eq!(sidecar, flagset, "a sidecar token reads it as it reads the flag set");
+        assert_eq!(
+            sidecar, flagset,
+            "a sidecar token reads it as it reads the flag set"
+        );
         assert_problem(
             &app.get("/api/v1/environments/nope/bootstrap", &admin).await,
             404,

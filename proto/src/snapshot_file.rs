@@ -70,8 +70,8 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, String> {
         .iter()
         .position(|&b| b == b'\n')
         .ok_or_else(|| "no header line".to_string())?;
-    let header: Header = serde_json::from_slice(&bytes[..newline])
-        .map_err(|e| format!("unreadable header: {e}"))?;
+    let header: Header =
+        serde_json::from_slice(&bytes[..newline]).map_err(|e| format!("unreadable header: {e}"))?;
     if header.format != FORMAT {
         return Err(format!("unknown format {:?}", header.format));
     }
@@ -106,6 +106,10 @@ mod tests {
         let other = String::from_utf8(bytes)
             .unwrap()
             .replace(FORMAT, "vexil-snapshot/9");
-        assert!(decode(other.as_bytes()).unwrap_err().contains("unknown format"));
+        assert!(
+            decode(other.as_bytes())
+                .unwrap_err()
+                .contains("unknown format")
+        );
     }
 }

@@ -107,7 +107,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         if snapshot.is_flag_set() {
             (StatusCode::OK, "ready\n").into_response()
         } else {
-            let text = format!("ready, serving without flags: {}\n", snapshot.source.location());
+            let text = format!(
+                "ready, serving without flags: {}\n",
+                snapshot.source.location()
+            );
             (StatusCode::OK, text).into_response()
         }
     } else {
@@ -131,7 +134,9 @@ async fn debug_snapshot(State(state): State<AdminState>) -> Response {
         }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "error": NOT_READY, "sync_state": sync_state, "lifecycle": lifecycle })),
+            axum::Json(
+                json!({ "error": NOT_READY, "sync_state": sync_state, "lifecycle": lifecycle }),
+            ),
         )
             .into_response(),
     }

@@ -207,7 +207,10 @@ impl SnapshotCell {
 
     /// True when a flag set is served (not nothing, not the stand-in of [`Snapshot::nothing`]).
     pub fn has_flag_set(&self) -> bool {
-        self.current.load().as_ref().is_some_and(|s| s.is_flag_set())
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|s| s.is_flag_set())
     }
 
     /// Publishes `next` only when nothing was published yet (the init timeout's stand-in must never

@@ -81,7 +81,14 @@ fn sidecar(
     extra: &[&str],
 ) -> ProxyProcess {
     ProxyCmd::new()
-        .args(["--control", control_url, "--environment", env, "--token", token])
+        .args([
+            "--control",
+            control_url,
+            "--environment",
+            env,
+            "--token",
+            token,
+        ])
         .arg("--ca-file")
         .arg(tls.join("ca.pem"))
         .arg("--state-dir")
@@ -133,7 +140,9 @@ async fn proxied_headers(proxy: &ProxyProcess, upstream: std::net::SocketAddr) -
     echoed["headers"].clone()
 }
 
-async fn grpc(proxy: &ProxyProcess) -> v2::service_client::ServiceClient<tonic::transport::Channel> {
+async fn grpc(
+    proxy: &ProxyProcess,
+) -> v2::service_client::ServiceClient<tonic::transport::Channel> {
     v2::service_client::ServiceClient::connect(format!("http://127.0.0.1:{}", proxy.ports.grpc))
         .await
         .unwrap()
@@ -195,7 +204,11 @@ async fn with_control_down_a_fresh_sidecar_serves_without_flags_until_control_an
         &["--init-timeout", "1", "--stale-grace-secs", "1"],
     );
     proxy.wait_healthy().await;
-    assert_eq!(proxy.ready().await, 503, "not ready during the init timeout");
+    assert_eq!(
+        proxy.ready().await,
+        503,
+        "not ready during the init timeout"
+    );
     let mut grpc_client = grpc(&proxy).await;
     let mut events = grpc_client
         .event_stream(v2::EventStreamRequest {})
@@ -383,7 +396,12 @@ async fn a_bootstrap_file_is_served_until_control_delivers() {
         &token,
         &dir.join("tls"),
         &state,
-        &["--init-timeout", "0", "--bootstrap-file", bootstrap.to_str().unwrap()],
+        &[
+            "--init-timeout",
+            "0",
+            "--bootstrap-file",
+            bootstrap.to_str().unwrap(),
+        ],
     );
     proxy.wait_ready().await;
     let snap = debug_snapshot(&proxy).await;

@@ -599,7 +599,15 @@ mod tests {
         let e = bootstrap_document(&file, "dev").unwrap_err();
         assert!(e.contains("not \"dev\""), "{e}");
         let damaged = &file[..file.len() - 1];
-        assert!(bootstrap_document(damaged, "prod").unwrap_err().contains("checksum"));
-        assert!(bootstrap_document(b"nope", "prod").unwrap_err().contains("not valid JSON"));
+        assert!(
+            bootstrap_document(damaged, "prod")
+                .unwrap_err()
+                .contains("checksum")
+        );
+        assert!(
+            bootstrap_document(b"nope", "prod")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
     }
 }
