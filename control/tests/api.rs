@@ -850,6 +850,55 @@ both_backends!(flagset_export_and_atomic_replace, |app: App| async move {
     );
 });
 
+both_backends!(
+    the_bootstrap_export_is_a_persisted_snapshot_file,
+    |app: App| async move {
+        use vexil_proto::snapshot_file;
+        let admin = app.admin.clone();
+        app.create_env("prod").await;
+        app.create_env("dev").await;
+        let path = "/api/v1/environments/prod/bootstrap";
+        // Never written: an empty set at revision 0.
+        let empty = app.get(path, &admin).await;
+        assert_eq!(empty.status, 200, "{}", empty.text);
+        let file = snapshot_file::decode(empty.text.as_bytes()).unwrap();
+        assert_eq!((file.environment.as_str(), file.revision), ("prod", 0));
+        assert_eq!(file.document, json!({"flags": {}}));
+
+        app.create_flag("prod", "checkout", &bool_flag()).await;
+        let r = app.get(path, &admin).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(r.header("vexil-revision"), Some("1"));
+        assert_eq!(r.etag(), "\"1\"");
+        let file = snapshot_file::decode(r.text.as_bytes()).unwrap();
+        assert_eq!(file.revision, 1);
+        let exported = app.get("/api/v1/environments/prod/flagset", &admin).await;
+        assert_eq!(&file.document, exported.expect(200));
+
+        // Authenticated and authorized like the other reads.
+        let (_, prod_viewer) = app.token("pv", "viewer", &["prod"]).await;
+        let (_, dev_viewer) = app.token("dv", "viewer", &["dev"]).await;
+        let (_, prod_sidecar) = app.token("ps", "sidecar", &["prod"]).await;
+        assert_eq!(app.get(path, &prod_viewer).await.status, 200);
+        assert_problem(&app.get(path, &dev_viewer).await, 403);
+        assert_problem(&app.req("GET", path).send().await, 401);
+        let sidecar = app.get(path, &prod_sidecar).await.status;
+        let flagset = app
+            .get("/api/v1/environments/prod/flagset", &prod_sidecar)
+            .await
+            .status;
+        assert_eq!(
+            sidecar, flagset,
+            "a sidecar token reads it as it reads the flag set"
+        );
+        assert_problem(
+            &app.get("/api/v1/environments/nope/bootstrap", &admin).await,
+            404,
+        );
+    }
+);
+
 both_backends!(body_size_limits, |app: App| async move {
     let admin = app.admin.clone();
     app.create_env("prod").await;
@@ -1405,6 +1454,7 @@ const SERVED: &[(&str, &str)] = &[
     ("delete", "/api/v1/environments/{env}/evaluators/{key}"),
     ("get", "/api/v1/environments/{env}/flagset"),
     ("put", "/api/v1/environments/{env}/flagset"),
+    ("get", "/api/v1/environments/{env}/bootstrap"),
     ("post", "/api/v1/environments/{env}/evaluate"),
     ("get", "/api/v1/tokens"),
     ("post", "/api/v1/tokens"),

@@ -220,9 +220,11 @@ both_backends!(a_flagset_import_arrives_whole, |app: App| async move {
     app.create_env("prod").await;
     let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
     let sidecar = spawn(config(&app, "prod", &token, None));
-    // An empty environment at revision 0: the sidecar is welcomed but holds nothing yet.
+    // An empty environment at revision 0: an empty flag set, served and synced.
+    let empty = sidecar.wait_revision(0).await;
+    assert!(empty.flags.is_empty());
     sidecar
-        .wait_status("connected", |s| s.server_id.is_some())
+        .wait_status("synced", |s| s.state == SyncState::Synced)
         .await;
     let flags: serde_json::Map<String, Value> = (0..10_000)
         .map(|i| (format!("flag-{i:05}"), flag(i % 2 == 0)))
@@ -963,6 +965,55 @@ both_backends!(
             if let Some(s) = slot.sidecar {
                 s.handle.shutdown().await;
             }
+        }
+    }
+);
+
+// A never-written environment (revision 0) is an empty, valid flag set: a client holding
+// nothing (`last_revision` 0) gets the `Welcome` and a `Full` at revision 0, and may ack it.
+both_backends!(
+    a_never_written_environment_sends_an_empty_full_at_revision_0,
+    |app: App| async move {
+        use futures_util::StreamExt;
+        use vexil_proto::frame::{FrameCodec, MessageCodec};
+        use vexil_proto::sync::v1::{
+            Ack, ClientFrame, ServerFrame, client_frame, server_frame::Kind,
+        };
+        app.create_env("prod").await;
+        let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+        let (_conn, mut send, recv) = subscribe_raw(&app, "prod", &token).await;
+        let mut frames =
+            tokio_util::codec::FramedRead::new(recv, MessageCodec::<ServerFrame>::default());
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(10), frames.next())
+                .await
+                .expect("a frame in time")
+                .expect("the stream stays open")
+                .expect("a valid frame")
+                .kind
+        };
+        match next().await {
+            Some(Kind::Welcome(w)) => assert_eq!(w.revision, 0),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        match next().await {
+            Some(Kind::Full(full)) => {
+                assert_eq!(full.revision, 0);
+                let doc: Value = serde_json::from_str(&full.flag_set).unwrap();
+                assert_eq!(doc["flags"], json!({}));
+            }
+            other => panic!("expected a Full at revision 0, got {other:?}"),
+        }
+        let ack = ClientFrame {
+            kind: Some(client_frame::Kind::Ack(Ack { revision: 0 })),
+        };
+        send.write_all(&FrameCodec::default().encode_frame(&ack).unwrap())
+            .await
+            .unwrap();
+        // Acknowledged, not refused: the next frame is a Ping at revision 0, not an Error.
+        match next().await {
+            Some(Kind::Ping(p)) => assert_eq!(p.revision, 0),
+            other => panic!("expected a Ping, got {other:?}"),
         }
     }
 );

@@ -6,6 +6,8 @@
 //!   flagd gRPC services, wire-compatible with flagd, each with a tonic server (`service_server` /
 //!   `flag_sync_service_server`) and client (`service_client` / `flag_sync_service_client`).
 //! - [`convert`]: JSON ⇄ `google.protobuf.Struct` / `Value` ([`prost_types::Struct`]).
+//! - [`snapshot_file`]: the persisted-snapshot format (`vexil-snapshot/1`) that sidecars write to
+//!   disk and read back (also as a bootstrap file), and that control exports per environment.
 //!
 //! The `.proto` sources live in `proto/proto/`; `build.rs` compiles them with `protox` and
 //! `tonic-prost-build` (no system `protoc`). Well-known types map to [`prost_types`], which is
@@ -15,6 +17,7 @@
 
 pub mod convert;
 pub mod frame;
+pub mod snapshot_file;
 
 pub use prost;
 pub use prost_types;

@@ -1,13 +1,16 @@
 //! The admin endpoints (default 127.0.0.1:8014).
 //!
 //! - `GET /healthz`: `200 ok` while the process serves at all (liveness).
-//! - `GET /readyz`: `200 ready` once a flag set is loaded, else `503` with a one-line reason
-//!   (readiness: a sidecar without flags must not receive traffic).
+//! - `GET /readyz`: `200 ready` once a flag set is loaded, or once the init timeout passed without
+//!   one (then it serves without flags, state `ERROR`, and says so); else `503` with a one-line
+//!   reason (readiness: a starting sidecar must not receive traffic).
 //! - `GET /metrics`: every metric of the [`Metrics`] registry, in the OpenMetrics text format.
 //! - `GET /debug/snapshot`: the snapshot being served, as JSON: `environment`, `revision`,
-//!   `source` (`kind`, `location`), `loaded_at` (RFC 3339), `sync_state`, `flag_count`, `flags`
-//!   (the keys) and `problems` (what lenient compilation tolerated, with JSON paths); `503` with
-//!   `{error, sync_state}` before one is loaded.
+//!   `source` (`kind`, `location`), `loaded_at` (RFC 3339), `sync_state`, `lifecycle` (`READY`,
+//!   `STALE`, `ERROR`: [`crate::lifecycle`]), `flag_count`, `flags` (the keys) and `problems`
+//!   (what lenient compilation tolerated, with JSON paths); serving without flags, `source.kind`
+//!   is `none` and `lifecycle` `ERROR`. `503` with `{error, sync_state, lifecycle}` before
+//!   anything is loaded.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +26,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use crate::lifecycle::Lifecycle;
 use crate::lookup::NOT_READY;
 use crate::metrics::{self, Metrics};
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -34,6 +39,7 @@ pub struct AdminState {
     cell: Arc<SnapshotCell>,
     metrics: Arc<Metrics>,
     read_timeout: Duration,
+    lifecycle: Option<watch::Receiver<Lifecycle>>,
 }
 
 impl AdminState {
@@ -43,6 +49,22 @@ impl AdminState {
             cell,
             metrics,
             read_timeout: vexil_http::DEFAULT_HEADER_TIMEOUT,
+            lifecycle: None,
+        }
+    }
+
+    /// Reports this lifecycle state in `/debug/snapshot` (without it: `READY` once a snapshot is
+    /// loaded, `NOT_READY` before).
+    pub fn with_lifecycle(mut self, lifecycle: watch::Receiver<Lifecycle>) -> Self {
+        self.lifecycle = Some(lifecycle);
+        self
+    }
+
+    fn lifecycle(&self) -> Lifecycle {
+        match &self.lifecycle {
+            Some(rx) => *rx.borrow(),
+            None if self.cell.is_loaded() => Lifecycle::Ready,
+            None => Lifecycle::NotReady,
         }
     }
 
@@ -81,8 +103,16 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    if state.cell.is_loaded() {
-        (StatusCode::OK, "ready\n").into_response()
+    if let Some(snapshot) = state.cell.load() {
+        if snapshot.is_flag_set() {
+            (StatusCode::OK, "ready\n").into_response()
+        } else {
+            let text = format!(
+                "ready, serving without flags: {}\n",
+                snapshot.source.location()
+            );
+            (StatusCode::OK, text).into_response()
+        }
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{NOT_READY}\n")).into_response()
     }
@@ -95,11 +125,18 @@ async fn render_metrics(State(state): State<AdminState>) -> Response {
 
 async fn debug_snapshot(State(state): State<AdminState>) -> Response {
     let sync_state = state.metrics.sync_state(&state.cell);
+    let lifecycle = state.lifecycle().as_str();
     match state.cell.load() {
-        Some(snapshot) => axum::Json(describe(&snapshot, &sync_state)).into_response(),
+        Some(snapshot) => {
+            let mut doc = describe(&snapshot, &sync_state);
+            doc["lifecycle"] = Value::from(lifecycle);
+            axum::Json(doc).into_response()
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "error": NOT_READY, "sync_state": sync_state })),
+            axum::Json(
+                json!({ "error": NOT_READY, "sync_state": sync_state, "lifecycle": lifecycle }),
+            ),
         )
             .into_response(),
     }

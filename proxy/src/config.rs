@@ -74,6 +74,23 @@ vexil_settings::settings! {
             /// reloaded when it changes.
             flags_file: Option<PathBuf>, flag "flags-file", env "VEXIL_FLAGS_FILE",
                 key "flags_file";
+            /// With `--control`: a flag set served at start when no snapshot is persisted, until
+            /// control delivers its own: a flagd document, or a snapshot file as the sidecar
+            /// persists it or control exports it (`GET /api/v1/environments/{env}/bootstrap`).
+            bootstrap_file: Option<PathBuf>, flag "bootstrap-file", env "VEXIL_BOOTSTRAP_FILE",
+                key "bootstrap_file";
+            /// Seconds allowed to load a first flag set at start. When none is loaded by then the
+            /// sidecar turns ready and serves without flags (state `ERROR`): requests are proxied
+            /// without decisions and lookups answer "flag not found", so OpenFeature providers
+            /// use the code defaults, until the first snapshot arrives (no restart needed). `0`
+            /// waits for ever: not ready until flags are loaded.
+            init_timeout: Duration as Seconds = secs(10), flag "init-timeout",
+                env "VEXIL_INIT_TIMEOUT", key "init_timeout";
+            /// Seconds control may be out of reach (since the last sync, or since start) before
+            /// the flag set served is reported `STALE` (`/metrics`, `/debug/snapshot`, flagd
+            /// `provider_stale`); it is served all the same.
+            stale_grace: Duration as Seconds = secs(30), flag "stale-grace-secs",
+                env "VEXIL_STALE_GRACE_SECS", key "stale_grace_secs";
         }
         group "proxy-listeners" {
             /// Outbound HTTP proxy: the application's `HTTP_PROXY`.
@@ -133,6 +150,14 @@ impl vexil_settings::Value for ControlAddresses {
 fn check_proxy(c: &ProxyConfig, r: &mut Resolver<'_>, p: &str) {
     // A value given but refused is reported already: not missing as well.
     let missing = |r: &Resolver<'_>, names: &[&str]| !names.iter().any(|n| r.failed(p, n));
+    if c.bootstrap_file.is_some() && c.control.is_none() && missing(r, &["control"]) {
+        r.problem(
+            p,
+            "bootstrap_file",
+            "",
+            "goes with --control (it stands in for control's flag set at start)",
+        );
+    }
     match (&c.control, &c.flags_file) {
         (Some(_), Some(_)) => {
             let file = r.location(p, "flags_file");
@@ -295,6 +320,14 @@ impl ProxyConfig {
         }))
     }
 
+    /// The start policy: the init timeout (`0`: none, wait for ever) and the stale grace period.
+    pub fn start_policy(&self) -> crate::lifecycle::StartPolicy {
+        crate::lifecycle::StartPolicy {
+            init_timeout: (!self.init_timeout.is_zero()).then_some(self.init_timeout),
+            stale_grace: self.stale_grace,
+        }
+    }
+
     /// The data plane's listeners: outbound, and inbound mode when both of its addresses are set.
     pub fn listeners(&self) -> Listeners {
         Listeners {
@@ -345,6 +378,32 @@ mod tests {
         assert!(c.listeners().inbound.is_none());
         assert_eq!(c.shutdown_grace, Duration::from_secs(25));
         assert!(matches!(c.source().unwrap(), FlagSource::File(p) if p == Path::new("flags.json")));
+        let policy = c.start_policy();
+        assert_eq!(policy.init_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(policy.stale_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_start_policy_and_the_bootstrap_file() {
+        let c = ProxyConfig::resolve(offline().flag("init-timeout", "0")).unwrap();
+        assert_eq!(c.start_policy().init_timeout, None, "0 waits for ever");
+        let e = err(offline().flag("bootstrap-file", "b.json"));
+        assert_eq!(
+            e,
+            "--bootstrap-file: goes with --control (it stands in for control's flag set at start)"
+        );
+        let c = ProxyConfig::resolve(
+            Layers::new()
+                .flag("control", "quic://c:7443")
+                .flag("environment", "prod")
+                .flag("token", "vxl_x")
+                .flag("ca-file", "ca.pem")
+                .flag("bootstrap-file", "b.json")
+                .flag("stale-grace-secs", "5"),
+        )
+        .unwrap();
+        assert_eq!(c.bootstrap_file.as_deref(), Some(Path::new("b.json")));
+        assert_eq!(c.start_policy().stale_grace, Duration::from_secs(5));
     }
 
     #[test]

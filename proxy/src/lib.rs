@@ -7,6 +7,7 @@
 //! - [`lookup`]: what OpenFeature clients call: flagd gRPC evaluation (v1 and v2), OFREP, flagd sync.
 //! - [`dataplane`]: the HTTP data plane (pingora): outbound proxy and inbound mode, injecting the
 //!   decisions of each request as headers.
+//! - [`lifecycle`]: the start policy and the `READY` / `STALE` / `ERROR` state providers see.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`.
 //! - [`metrics`]: the Prometheus registry every part adds to.
 //! - [`config`], [`server`]: the sidecar's configuration and the wiring of its parts.
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod config;
 pub mod dataplane;
 pub mod file_source;
+pub mod lifecycle;
 pub mod lookup;
 pub mod memory;
 pub mod metrics;

@@ -213,8 +213,9 @@ impl Collector for SnapshotCollector {
         gauge(
             &mut encoder,
             "snapshot_loaded",
-            "1 once a flag set is loaded (readiness), else 0",
-            i64::from(snapshot.is_some()),
+            "1 while a flag set is served, else 0 (none loaded yet, or serving without flags \
+             after the init timeout: see lifecycle_state)",
+            i64::from(snapshot.as_ref().is_some_and(|s| s.is_flag_set())),
         )?;
         let one = ConstGauge::new(1i64);
         let mut metric = encoder.encode_descriptor(

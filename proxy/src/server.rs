@@ -126,6 +126,7 @@ fn sync_config(c: &ControlSource, config: &ProxyConfig, metrics: &Metrics) -> Sy
         s.client_id = id.clone();
     }
     s.state_dir = Some(config.state_dir.clone());
+    s.bootstrap_file = config.bootstrap_file.clone();
     s.keep_alive = c.keep_alive;
     s.idle_timeout = c.idle_timeout;
     let applied = Family::<FrameLabels, Counter>::default();
@@ -162,6 +163,17 @@ async fn start_dataplane(
     Ok(handle)
 }
 
+/// The environment a snapshot of this sidecar names: control's, or the flags file's name.
+fn environment(config: &ProxyConfig) -> String {
+    match (&config.environment, &config.flags_file) {
+        (Some(env), _) => env.clone(),
+        (None, Some(file)) => file
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        (None, None) => String::new(),
+    }
+}
+
 /// Resolves when `stop` turns true.
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -180,10 +192,22 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(cell.clone()));
     let (stop_tx, stop) = watch::channel(false);
     let source = start_source(&config, &cell, &metrics, &stop)?;
+    let lifecycle = crate::lifecycle::spawn(
+        config.start_policy(),
+        cell.clone(),
+        environment(&config),
+        match &source {
+            Running::Control(handle) => Some(handle.status()),
+            Running::File(_) => None,
+        },
+        &metrics,
+        stop.clone(),
+    );
 
-    let grpc_service = EvaluationService::new(cell.clone(), metrics.clone(), GrpcConfig::default());
+    let grpc_service = EvaluationService::new(cell.clone(), metrics.clone(), GrpcConfig::default())
+        .with_lifecycle(lifecycle.clone());
     let ofrep_state = OfrepState::new(cell.clone(), metrics.clone(), Limits::default());
-    let admin_state = AdminState::new(cell.clone(), metrics.clone());
+    let admin_state = AdminState::new(cell.clone(), metrics.clone()).with_lifecycle(lifecycle);
     let sync_service = flagd_sync::SyncService::new(cell.clone());
     // The data plane first: `/healthz` and `/readyz` answer only once the outbound (and inbound)
     // listeners accept, so a pod marked ready never refuses the application's requests.

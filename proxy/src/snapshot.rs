@@ -25,23 +25,42 @@ pub enum Source {
     Persisted(String),
     /// Read from a flagd flag-set file (offline mode).
     File(String),
+    /// The `--bootstrap-file` (a flagd document or a persisted snapshot), served until control
+    /// delivers, when no snapshot was persisted.
+    Bootstrap(String),
+    /// No flag set at all: the init timeout passed before any snapshot was loaded, and the sidecar
+    /// serves without flags (the location says why). Never persisted; replaced by the first real
+    /// snapshot.
+    Nothing(String),
 }
 
 impl Source {
-    /// A short label for logs, metrics and `/debug/snapshot`: `control`, `persisted` or `file`.
+    /// A short label for logs, metrics and `/debug/snapshot`: `control`, `persisted`, `file`,
+    /// `bootstrap` or `none`.
     pub fn kind(&self) -> &'static str {
         match self {
             Source::Control(_) => "control",
             Source::Persisted(_) => "persisted",
             Source::File(_) => "file",
+            Source::Bootstrap(_) => "bootstrap",
+            Source::Nothing(_) => "none",
         }
     }
 
-    /// The address or path behind the source.
+    /// The address or path behind the source (for [`Source::Nothing`], why there is none).
     pub fn location(&self) -> &str {
         match self {
-            Source::Control(s) | Source::Persisted(s) | Source::File(s) => s,
+            Source::Control(s)
+            | Source::Persisted(s)
+            | Source::File(s)
+            | Source::Bootstrap(s)
+            | Source::Nothing(s) => s,
         }
+    }
+
+    /// False only for [`Source::Nothing`]: the sidecar serves without flags.
+    pub fn is_flag_set(&self) -> bool {
+        !matches!(self, Source::Nothing(_))
     }
 }
 
@@ -79,6 +98,19 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
             changed: Vec::new(),
         }
+    }
+
+    /// The empty stand-in published when the init timeout passes with nothing loaded: no flags,
+    /// revision 0, source [`Source::Nothing`] with `why`.
+    pub fn nothing(environment: impl Into<String>, why: impl Into<String>) -> Self {
+        let flags = FlagSet::from_json(&serde_json::json!({"flags": {}}))
+            .expect("the empty flag set is valid");
+        Snapshot::new(environment, 0, flags, Source::Nothing(why.into()))
+    }
+
+    /// True when this is a flag set (possibly empty), not the stand-in of [`Snapshot::nothing`].
+    pub fn is_flag_set(&self) -> bool {
+        self.source.is_flag_set()
     }
 
     /// The whole flag set as one flagd document (for flagd sync and persistence).
@@ -167,9 +199,33 @@ impl SnapshotCell {
         self.current.load_full()
     }
 
-    /// True once a snapshot has been published (readiness).
+    /// True once a snapshot has been published (readiness), the stand-in of
+    /// [`Snapshot::nothing`] included.
     pub fn is_loaded(&self) -> bool {
         self.current.load().is_some()
+    }
+
+    /// True when a flag set is served (not nothing, not the stand-in of [`Snapshot::nothing`]).
+    pub fn has_flag_set(&self) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|s| s.is_flag_set())
+    }
+
+    /// Publishes `next` only when nothing was published yet (the init timeout's stand-in must never
+    /// replace a snapshot that arrived meanwhile); true when it was.
+    pub fn publish_if_empty(&self, mut next: Snapshot) -> bool {
+        next.changed = changed_keys(None, &next.flags);
+        let next = Arc::new(next);
+        let before = self
+            .current
+            .compare_and_swap(&None::<Arc<Snapshot>>, Some(next.clone()));
+        if before.is_some() {
+            return false;
+        }
+        let _ = self.published.send(next);
+        true
     }
 
     /// Publishes `next` (computing its changed keys against the current one) and announces it.
@@ -240,6 +296,24 @@ mod tests {
         assert_eq!(cell.load().unwrap().revision, 4);
         assert_eq!(rx.try_recv().unwrap().revision, 1);
         assert_eq!(rx.try_recv().unwrap().revision, 2);
+    }
+
+    #[test]
+    fn the_stand_in_is_published_only_into_an_empty_cell() {
+        let cell = SnapshotCell::new();
+        assert!(cell.publish_if_empty(Snapshot::nothing("prod", "init timeout")));
+        assert!(cell.is_loaded() && !cell.has_flag_set());
+        assert_eq!(cell.load().unwrap().source.kind(), "none");
+        let real = cell.publish(Snapshot::new(
+            "prod",
+            3,
+            set(json!({"flags": {"a": flag("on")}})),
+            Source::Control("c".into()),
+        ));
+        assert_eq!(real.changed, ["a"]);
+        assert!(cell.has_flag_set());
+        assert!(!cell.publish_if_empty(Snapshot::nothing("prod", "late")));
+        assert_eq!(cell.load().unwrap().revision, 3);
     }
 
     #[test]

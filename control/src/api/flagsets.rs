@@ -1,10 +1,13 @@
 //! `/api/v1/environments/{env}/flagset`: the whole environment as one flagd document (export,
-//! import).
+//! import); `/api/v1/environments/{env}/bootstrap`: the same as a sidecar's persisted-snapshot
+//! file, for its `--bootstrap-file`.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
@@ -16,7 +19,9 @@ use crate::auth::Permission;
 use crate::model::Environment;
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::new().routes(routes!(get_flagset, put_flagset))
+    OpenApiRouter::new()
+        .routes(routes!(get_flagset, put_flagset))
+        .routes(routes!(get_bootstrap))
 }
 
 /// Export the environment as one flagd flag-set document (`ETag`: the revision).
@@ -35,6 +40,44 @@ async fn get_flagset(
     response
         .headers_mut()
         .insert("vexil-revision", HeaderValue::from(environment.revision));
+    Ok(response)
+}
+
+/// Export the environment as a sidecar bootstrap file: the persisted-snapshot format
+/// (`vexil-snapshot/1`: a JSON header line with the environment, revision and SHA-256 of the body,
+/// then the flagd document), for `vexil-proxy --bootstrap-file`.
+#[utoipa::path(get, path = "/api/v1/environments/{env}/bootstrap", tag = "flagsets",
+    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
+    responses((status = 200, description = "Persisted-snapshot file (vexil-snapshot/1)", content_type = "application/octet-stream", body = String,
+                headers(("ETag" = String), ("Vexil-Revision" = i64))),
+               (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn get_bootstrap(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(env): Path<String>,
+) -> Result<Response, Problem> {
+    caller.require(Permission::Read, Some(&env))?;
+    let (environment, doc) = state.store.export(&env).await?;
+    let revision = environment.revision;
+    let body = vexil_proto::snapshot_file::encode(
+        &env,
+        revision,
+        &doc.to_string(),
+        vexil_proto::snapshot_file::now_ms(),
+    );
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"snapshot-{env}.json\"")) {
+        headers.insert(CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&super::etag(revision)) {
+        headers.insert(axum::http::header::ETAG, v);
+    }
+    headers.insert("vexil-revision", HeaderValue::from(revision));
     Ok(response)
 }
 

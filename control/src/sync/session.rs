@@ -187,7 +187,9 @@ impl Session {
             .await
             .map_err(super::feed::SyncError::from)?
             .revision;
-        if self.sent == current {
+        // Revision 0 held means nothing held: a never-written environment (revision 0) still gets
+        // its (empty) flag set as a Full, so the sidecar has a valid snapshot to serve.
+        if self.sent == current && current > 0 {
             return Ok(());
         }
         let max = self.hub.settings().max_catch_up;

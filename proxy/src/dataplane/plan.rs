@@ -209,8 +209,8 @@ impl Plan {
             .map(|r| with_targeting(r.selection.indices(&snapshot)))
             .collect();
         let all = with_targeting(Selection::All.indices(&snapshot));
-        let revision = headers
-            .revision
+        // Serving without flags (after the init timeout): no decisions, no revision either.
+        let revision = (headers.revision && snapshot.is_flag_set())
             .then(|| {
                 HeaderValue::from_str(&format!("{}@{}", snapshot.environment, snapshot.revision))
                     .ok()

@@ -6,6 +6,10 @@
 //!   behind gets the current document, never a stale one. Every message carries a non-empty
 //!   `sync_context` (see [`sync_context`]): the Python provider falls back to `GetMetadata` when it
 //!   is missing and fails when that is empty.
+//!   After the init timeout with no flag set, the document sent is the empty flag set
+//!   `{"flags": {}}` (`vexil.source` `none`): what flagd sends before its first sync, so in-process
+//!   providers initialise and evaluate to "flag not found" (code defaults) instead of failing their
+//!   init deadline; the first real snapshot follows as soon as it arrives.
 //! - `FetchAllFlags` returns the current document; `UNAVAILABLE` before any flag set is loaded.
 //! - `GetMetadata` returns the same context as `sync_context`, loaded or not.
 //!

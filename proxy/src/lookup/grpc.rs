@@ -20,14 +20,24 @@
 //! - `ResolveAll` (v1 only) returns the flags that have a value. Like flagd, it leaves out disabled
 //!   flags and flags whose evaluation failed: `AnyFlag` can carry neither an error nor "no value".
 //!   Object flags holding an array are left out too.
-//! - `EventStream` sends `provider_ready` as soon as a flag set is loaded (at once when one is),
-//!   `configuration_change` with `data.flags.<key> = {"type": "write" | "update" | "delete"}` for
-//!   every published snapshot that changed flags, and `keep_alive` every
-//!   [`GrpcConfig::keep_alive`]. The stream ends when the server shuts down.
+//! - After the init timeout with no flag set (state `ERROR`, [`crate::lifecycle`]) the sidecar
+//!   serves without flags: every evaluation answers `NOT_FOUND` (`FLAG_NOT_FOUND`, what flagd
+//!   answers before its first sync), so providers return the caller's default.
+//! - `EventStream` sends `provider_ready` as soon as the sidecar serves (a flag set is loaded, or
+//!   it serves without flags after the init timeout; at once when it does), as flagd does on every
+//!   new stream; `configuration_change` with `data.flags.<key> = {"type": "write" | "update" |
+//!   "delete"}` for every published snapshot that changed flags; and `keep_alive` every
+//!   [`GrpcConfig::keep_alive`]. With a lifecycle ([`EvaluationService::with_lifecycle`]) it also
+//!   sends each change of state: `provider_stale` (control lost for longer than the grace
+//!   period), `provider_error` (serving without flags; `data.message` says why; sent right after
+//!   the first `provider_ready` when a stream opens in that state) and `provider_ready` again on
+//!   recovery. flagd itself sends none of the first two; the flagd providers ignore event types
+//!   they do not know, and the others map them to the OpenFeature events of the same name. The
+//!   stream ends when the server shuts down.
 //!
 //! The `flagd-selector` header is accepted and ignored: the sidecar serves one flag set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +47,7 @@ use futures_util::Stream;
 use futures_util::stream;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
@@ -46,6 +57,7 @@ use vexil_proto::flagd::evaluation::{v1, v2};
 use vexil_proto::prost_types::Struct;
 
 use super::{Limits, NOT_READY, StreamShutdown, Update, Watcher, check_attribute_count};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{Api, Metrics};
 use crate::snapshot::{Snapshot, SnapshotCell};
 
@@ -78,6 +90,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     config: GrpcConfig,
     shutdown: StreamShutdown,
+    lifecycle: Option<watch::Receiver<Lifecycle>>,
 }
 
 /// The outcome of one typed evaluation, before it becomes a v1 or v2 response.
@@ -106,8 +119,18 @@ impl EvaluationService {
                 metrics,
                 config,
                 shutdown: StreamShutdown::new(),
+                lifecycle: None,
             }),
         }
+    }
+
+    /// Announces the sidecar's lifecycle on `EventStream` (`provider_stale`, `provider_error`,
+    /// `provider_ready`). Call it before the service is cloned or served.
+    pub fn with_lifecycle(mut self, lifecycle: watch::Receiver<Lifecycle>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_lifecycle is called on a new service")
+            .lifecycle = Some(lifecycle);
+        self
     }
 
     /// The signal that ends this service's event streams ([`serve`] triggers it on shutdown).
@@ -179,6 +202,10 @@ impl Inner {
         if let Some(error) = &r.error {
             if error.code == ErrorCode::FlagNotFound {
                 self.metrics.flag_not_found(api);
+                if !snapshot.is_flag_set() {
+                    let why = snapshot.source.location();
+                    return Err(Status::not_found(format!("{}: {why}", error.message)));
+                }
             } else {
                 self.metrics.evaluation(api, key, None, r.reason.as_str());
             }
@@ -264,6 +291,10 @@ impl Inner {
         keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let state = EventState {
             watcher: Watcher::new(self.cell.clone()),
+            lifecycle: self.lifecycle.clone(),
+            loaded: false,
+            reported: None,
+            pending: VecDeque::new(),
             keep_alive,
             shutdown: Box::pin(self.shutdown.wait()),
         };
@@ -276,23 +307,112 @@ impl Inner {
 
 struct EventState {
     watcher: Watcher,
+    /// The sidecar's state, when the service has one.
+    lifecycle: Option<watch::Receiver<Lifecycle>>,
+    /// The watcher has reported its first snapshot.
+    loaded: bool,
+    /// The last state announced on this stream.
+    reported: Option<Lifecycle>,
+    /// Events to send before waiting again.
+    pending: VecDeque<Event>,
     keep_alive: Interval,
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// What woke an event stream.
+enum Woke {
+    Shutdown,
+    Lifecycle(bool),
+    Update(Option<Update>),
+    KeepAlive,
+}
+
+/// Resolves when the lifecycle changes (`false`: its sender is gone); never without one.
+async fn lifecycle_changed(lifecycle: &mut Option<watch::Receiver<Lifecycle>>) -> bool {
+    match lifecycle {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 impl EventState {
     /// The next event; `None` ends the stream (shutdown).
     async fn next(&mut self) -> Option<Event> {
-        tokio::select! {
-            biased;
-            () = &mut self.shutdown => None,
-            update = self.watcher.next() => update.map(event_for),
-            _ = self.keep_alive.tick() => Some(Event { kind: "keep_alive", data: None }),
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let woke = tokio::select! {
+                biased;
+                () = &mut self.shutdown => Woke::Shutdown,
+                alive = lifecycle_changed(&mut self.lifecycle) => Woke::Lifecycle(alive),
+                update = self.watcher.next() => Woke::Update(update),
+                _ = self.keep_alive.tick() => Woke::KeepAlive,
+            };
+            match woke {
+                Woke::Shutdown => return None,
+                Woke::KeepAlive => {
+                    return Some(Event {
+                        kind: "keep_alive",
+                        data: None,
+                    });
+                }
+                Woke::Lifecycle(false) => self.lifecycle = None,
+                Woke::Lifecycle(true) => self.report(),
+                Woke::Update(None) => return None,
+                Woke::Update(Some(Update::Ready(_))) => {
+                    self.loaded = true;
+                    self.report();
+                }
+                Woke::Update(Some(changed)) => self.pending.push_back(event_for(changed)),
+            }
         }
+    }
+
+    /// The state to announce: the lifecycle's, or `READY` once a snapshot is loaded.
+    fn current(&self) -> Lifecycle {
+        let state = self
+            .lifecycle
+            .as_ref()
+            .map_or(Lifecycle::NotReady, |rx| *rx.borrow());
+        if state == Lifecycle::NotReady && self.loaded {
+            Lifecycle::Ready
+        } else {
+            state
+        }
+    }
+
+    /// Queues the events of a change of state: `provider_ready` first on a new stream (as flagd
+    /// sends it), then the state's own event when it is another.
+    fn report(&mut self) {
+        let state = self.current();
+        let Some(kind) = state.event() else {
+            return;
+        };
+        if self.reported == Some(state) {
+            return;
+        }
+        if self.reported.is_none() && state != Lifecycle::Ready {
+            self.pending.push_back(Event {
+                kind: "provider_ready",
+                data: None,
+            });
+        }
+        let data = (state == Lifecycle::Error).then(|| {
+            let mut data = Map::new();
+            data.insert(
+                "message".into(),
+                Value::from("no flag set loaded within the init timeout: serving without flags"),
+            );
+            json_to_struct(&data)
+        });
+        self.pending.push_back(Event { kind, data });
+        self.reported = Some(state);
     }
 }
 
-/// `provider_ready` or `configuration_change` for an update.
+/// `provider_ready` or `configuration_change` for an update (a `Ready` is reported through
+/// [`EventState::report`]).
 fn event_for(update: Update) -> Event {
     match update {
         Update::Ready(_) => Event {

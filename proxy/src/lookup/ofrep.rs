@@ -12,7 +12,10 @@
 //! - Request body: `{"context": {...}}`; an empty body or a missing `context` is the empty context.
 //!   Unknown members are ignored; the content type is not checked. A body over the limit answers
 //!   `413`, and before any flag set is loaded every evaluation answers `503` (with `Retry-After`),
-//!   both with OFREP's general error body `{errorDetails}`.
+//!   both with OFREP's general error body `{errorDetails}`. After the init timeout with no flag set
+//!   (serving without flags, [`crate::lifecycle`]) the set is empty: a flag answers `404`
+//!   `FLAG_NOT_FOUND` (OFREP's answer that makes providers use the code default; OFREP defines no
+//!   "not ready" code) and the bulk evaluation `200` with no flags.
 //!
 //! A disabled flag is not a missing flag: it answers `200` with reason `DISABLED`, no `value`
 //! (OFREP's "code default": the provider uses the caller's default) and `"variant": null`, and the

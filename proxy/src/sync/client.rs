@@ -83,6 +83,10 @@ impl SyncClient {
     /// control answers), then follows control in a background task.
     pub fn spawn(self, cell: Arc<SnapshotCell>) -> SyncHandle {
         let held = self.load_persisted(&cell);
+        if held.is_none() {
+            // Served, but not held: the subscription asks for a whole set, which replaces it.
+            self.load_bootstrap(&cell);
+        }
         let (status_tx, status) = watch::channel(SyncStatus {
             revision: held.as_ref().map_or(0, |h| h.revision),
             ..SyncStatus::default()
@@ -103,6 +107,37 @@ impl SyncClient {
             cancel,
             task,
         }
+    }
+
+    /// Publishes the bootstrap file, if there is one and it is usable (else logs why not).
+    fn load_bootstrap(&self, cell: &SnapshotCell) {
+        let Some(path) = self.config.bootstrap_file.as_deref() else {
+            return;
+        };
+        let env = &self.config.environment;
+        let loaded = std::fs::read(path)
+            .map_err(|e| format!("reading it: {e}"))
+            .and_then(|bytes| bootstrap_document(&bytes, env));
+        let (revision, flags) = match loaded.and_then(|(revision, doc)| {
+            compile(&doc)
+                .map(|flags| (revision, flags))
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e,
+                    "bootstrap file unusable; waiting for control");
+                return;
+            }
+        };
+        cell.publish(Snapshot::new(
+            env,
+            revision,
+            flags,
+            Source::Bootstrap(path.display().to_string()),
+        ));
+        tracing::info!(environment = %env, revision, file = %path.display(),
+            "no persisted snapshot: serving the bootstrap file until control answers");
     }
 
     /// The persisted snapshot, if there is a valid one; a damaged one is set aside.
@@ -143,6 +178,24 @@ impl SyncClient {
             }
         }
     }
+}
+
+/// The revision and flagd document of a bootstrap file: a persisted-snapshot file (checked, and
+/// of `environment`) or a bare flagd document (revision 0).
+fn bootstrap_document(bytes: &[u8], environment: &str) -> Result<(i64, serde_json::Value), String> {
+    use vexil_proto::snapshot_file;
+    if snapshot_file::looks_like(bytes) {
+        let file = snapshot_file::decode(bytes)?;
+        if file.environment != environment {
+            return Err(format!(
+                "a snapshot of environment {:?}, not {environment:?}",
+                file.environment
+            ));
+        }
+        return Ok((file.revision, file.document));
+    }
+    let doc = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    Ok((0, doc))
 }
 
 /// Why a session ended.
@@ -491,8 +544,11 @@ impl Runner {
     }
 
     fn mark_synced_if_caught_up(&self, stream: &Stream) {
-        let held = self.held.as_ref().map_or(0, |h| h.revision);
-        if held >= stream.target && held > 0 && !stream.resync_pending {
+        // Revision 0 counts once held: a never-written environment is an empty set.
+        let Some(held) = self.held.as_ref().map(|h| h.revision) else {
+            return;
+        };
+        if held >= stream.target && !stream.resync_pending {
             self.status.send_if_modified(|s| {
                 let changed = s.state != SyncState::Synced;
                 s.state = SyncState::Synced;
@@ -524,4 +580,34 @@ async fn send_frame(stream: &mut Stream, kind: client_frame::Kind) -> Result<(),
         .write_all(&bytes)
         .await
         .map_err(|e| SessionError::Transport(format!("writing to control: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bootstrap_document;
+    use serde_json::json;
+
+    #[test]
+    fn a_bootstrap_file_is_a_flagd_document_or_a_snapshot_file() {
+        let doc = json!({"flags": {}});
+        assert_eq!(
+            bootstrap_document(doc.to_string().as_bytes(), "prod").unwrap(),
+            (0, doc.clone())
+        );
+        let file = vexil_proto::snapshot_file::encode("prod", 12, &doc.to_string(), 0);
+        assert_eq!(bootstrap_document(&file, "prod").unwrap(), (12, doc));
+        let e = bootstrap_document(&file, "dev").unwrap_err();
+        assert!(e.contains("not \"dev\""), "{e}");
+        let damaged = &file[..file.len() - 1];
+        assert!(
+            bootstrap_document(damaged, "prod")
+                .unwrap_err()
+                .contains("checksum")
+        );
+        assert!(
+            bootstrap_document(b"nope", "prod")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+    }
 }

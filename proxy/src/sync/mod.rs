@@ -5,7 +5,8 @@
 //!   only on top of its `from`; anything out of step asks for a full snapshot), swaps each new
 //!   compiled flag set in atomically, persists it, then acknowledges it.
 //! - Reconnects with capped exponential backoff and jitter and resumes from the revision it holds.
-//! - Loads the persisted snapshot at start, so it serves while control is away.
+//! - Loads the persisted snapshot at start, so it serves while control is away; without one, the
+//!   bootstrap file if it has one (served until control delivers).
 //! - Reports its state ([`SyncState`]): `STARTING`, `SYNCED`, or `STALE` (disconnected, still
 //!   serving the last snapshot).
 //!
@@ -104,6 +105,9 @@ pub struct SyncConfig {
     pub client_id: String,
     /// Directory of the persisted snapshot (`None`: nothing persisted).
     pub state_dir: Option<PathBuf>,
+    /// A flag set to serve at start when no snapshot is persisted (`--bootstrap-file`: a flagd
+    /// document or a persisted-snapshot file), until control delivers.
+    pub bootstrap_file: Option<PathBuf>,
     /// QUIC keep-alive interval.
     pub keep_alive: Duration,
     /// QUIC idle timeout: a control silent this long is considered gone.
@@ -136,6 +140,7 @@ impl SyncConfig {
             client_cert: None,
             client_id: default_client_id(),
             state_dir: None,
+            bootstrap_file: None,
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),

@@ -11,22 +11,11 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use vexil_proto::snapshot_file;
 
-/// The format tag of the header.
-pub const FORMAT: &str = "vexil-snapshot/1";
-
-/// The header line.
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    format: String,
-    environment: String,
-    revision: i64,
-    sha256: String,
-    saved_at_ms: u64,
-}
+/// The format tag of the header (`vexil_proto::snapshot_file`).
+pub use vexil_proto::snapshot_file::FORMAT;
 
 /// A snapshot read back from disk.
 #[derive(Debug)]
@@ -78,22 +67,12 @@ pub fn path(dir: &Path, environment: &str) -> PathBuf {
 /// Writes `document` (JSON text) as `environment`'s snapshot at `revision`, atomically.
 pub fn save(dir: &Path, environment: &str, revision: i64, document: &str) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
-    let header = Header {
-        format: FORMAT.into(),
-        environment: environment.into(),
-        revision,
-        sha256: hex::encode(Sha256::digest(document.as_bytes())),
-        saved_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    };
+    let bytes = snapshot_file::encode(environment, revision, document, snapshot_file::now_ms());
     let target = path(dir, environment);
     let tmp = target.with_extension(format!("tmp-{}", std::process::id()));
     {
         let mut file = fs::File::create(&tmp)?;
-        serde_json::to_writer(&mut file, &header)?;
-        file.write_all(b"\n")?;
-        file.write_all(document.as_bytes())?;
+        file.write_all(&bytes)?;
         file.sync_all()?;
     }
     fs::rename(&tmp, &target)?;
@@ -114,31 +93,17 @@ pub fn load(dir: &Path, environment: &str) -> Result<Option<Persisted>, LoadErro
         path: path.clone(),
         reason,
     };
-    let newline = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| corrupt("no header line".into()))?;
-    let header: Header = serde_json::from_slice(&bytes[..newline])
-        .map_err(|e| corrupt(format!("unreadable header: {e}")))?;
-    if header.format != FORMAT {
-        return Err(corrupt(format!("unknown format {:?}", header.format)));
-    }
-    if header.environment != environment {
+    let file = snapshot_file::decode(&bytes).map_err(corrupt)?;
+    if file.environment != environment {
         return Err(corrupt(format!(
             "snapshot of environment {:?}, not {environment:?}",
-            header.environment
+            file.environment
         )));
     }
-    let body = &bytes[newline + 1..];
-    if hex::encode(Sha256::digest(body)) != header.sha256 {
-        return Err(corrupt("checksum mismatch (truncated or modified)".into()));
-    }
-    let document: Value =
-        serde_json::from_slice(body).map_err(|e| corrupt(format!("invalid JSON body: {e}")))?;
     Ok(Some(Persisted {
-        environment: header.environment,
-        revision: header.revision,
-        document,
+        environment: file.environment,
+        revision: file.revision,
+        document: file.document,
     }))
 }
 
