@@ -5,8 +5,10 @@
 //! For each request: build the evaluation context from the configured mapping ([`context`]),
 //! evaluate the flags its route selects against the current [`Snapshot`](crate::snapshot::Snapshot)
 //! (one lock-free load), and write `vexil-flags` (plus the optional per-flag, `baggage` and
-//! `vexil-revision` headers, [`headers`]). Decisions already on the request are kept unless the
-//! route overrides them; inbound mode first strips `vexil-*` headers from untrusted peers.
+//! `vexil-revision` headers, [`headers`]). Decisions already on the request are kept when they could
+//! be this sidecar's own (a variant value of a flag of its snapshot, `incoming`) unless the route
+//! overrides them; inbound mode first strips `vexil-*` headers and `vexil.` baggage members from
+//! untrusted peers.
 //!
 //! The binary calls [`start`] with the parsed [`DataPlaneConfig`] and the [`Listeners`]; pingora
 //! then runs its `Server` on a thread of its own (it builds its own tokio runtimes and must never run
@@ -27,6 +29,7 @@ mod context;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
+mod incoming;
 mod inject;
 mod jwt;
 pub mod metrics;
@@ -348,6 +351,8 @@ mod tests {
             .insert_header("vexil-flags", forwarded.join(", "))
             .unwrap();
         let (per, clone) = cost(&chained);
-        println!("inject, 10 decisions forwarded: {per:?} per request (of which {clone:?} cloning)");
+        println!(
+            "inject, 10 decisions forwarded: {per:?} per request (of which {clone:?} cloning)"
+        );
     }
 }
