@@ -139,6 +139,11 @@ impl Injector {
             req.remove_header(name);
         }
         stripped |= !names.is_empty();
+        if !all_text(req, BAGGAGE_HEADER) {
+            // Not W3C baggage (which is ASCII), and not readable: none of it passes.
+            req.remove_header(BAGGAGE_HEADER);
+            return true;
+        }
         if let Some(rest) = joined(req, BAGGAGE_HEADER)
             .and_then(|b| baggage_without_prefix(&b, &self.headers.baggage_prefix))
         {
@@ -202,6 +207,8 @@ impl Injector {
         ctx: &EvaluationContext,
     ) -> Decisions {
         let incoming = joined(req, FLAGS_HEADER);
+        // A line that is not text cannot be read, so it cannot be kept: the header is malformed.
+        let unreadable = !all_text(req, FLAGS_HEADER);
         let mut flags = FlagsBuilder::new(self.headers.max_bytes, selected.len() * 16);
         let mut per_flag = Vec::new();
         let mut baggage = String::new();
@@ -218,7 +225,7 @@ impl Injector {
                     }
                 }
             });
-            if !valid {
+            if !valid || unreadable {
                 flags.clear();
                 per_flag.clear();
                 baggage.clear();
@@ -227,6 +234,11 @@ impl Injector {
                 self.metrics.invalid_incoming(listener);
             }
             self.metrics.incoming_dropped(listener, &read.drops);
+        } else if unreadable {
+            self.metrics.invalid_incoming(listener);
+            let mut drops = [0; DropReason::ALL.len()];
+            drops[DropReason::Malformed as usize] = 1;
+            self.metrics.incoming_dropped(listener, &drops);
         }
         let mut evaluated = 0;
         if let Some(plan) = plan {
@@ -252,10 +264,11 @@ impl Injector {
         }
         let dropped = flags.dropped;
         let value = flags.finish();
-        let unchanged = match incoming.as_deref() {
-            None => value.is_empty(),
-            Some(text) => text.trim() == value,
-        };
+        let unchanged = !unreadable
+            && match incoming.as_deref() {
+                None => value.is_empty(),
+                Some(text) => text.trim() == value,
+            };
         Decisions {
             dropped,
             flags: (!unchanged).then_some(value),
@@ -379,7 +392,8 @@ fn set_baggage(req: &mut RequestHeader, prefix: &str, members: &str) -> usize {
     let without = existing
         .as_deref()
         .and_then(|b| baggage_without_prefix(b, prefix));
-    if members.is_empty() && without.is_none() {
+    // Lines that are not text (not W3C baggage) are left out of the rewritten header.
+    if members.is_empty() && without.is_none() && all_text(req, BAGGAGE_HEADER) {
         return 0;
     }
     let base = match (&without, existing.as_deref()) {
@@ -449,7 +463,13 @@ fn unnominate(req: &mut RequestHeader, ours: impl Fn(&str) -> bool) -> bool {
     true
 }
 
-/// Every value of header `name`, joined with `", "` (borrowed when there is one).
+/// True when every line of header `name` is visible ASCII (what [`joined`] reads).
+fn all_text(req: &RequestHeader, name: &str) -> bool {
+    req.headers.get_all(name).iter().all(|v| v.to_str().is_ok())
+}
+
+/// Every value of header `name` that is visible ASCII, joined with `", "` (borrowed when there is
+/// one).
 fn joined<'r>(req: &'r RequestHeader, name: &str) -> Option<std::borrow::Cow<'r, str>> {
     let mut values = req
         .headers
@@ -598,6 +618,23 @@ mod tests {
         inj.inject(Listener::Outbound, &mut req, &TARGET, None);
         assert_eq!(header(&req, "vexil-flags"), None);
         assert_eq!(header(&req, "vexil-revision"), None);
+    }
+
+    #[test]
+    fn lines_that_are_not_text_do_not_pass() {
+        let inj = injector("[headers]\nbaggage = true\n[[routes]]\nhost = \"pay\"\n");
+        let binary = HeaderValue::from_bytes(b"limit=99\xff").unwrap();
+        // An unmatched route adds nothing, yet the unreadable line does not stay.
+        let mut req = request(&[("vexil-flags", "limit=100")]);
+        req.append_header("vexil-flags", binary.clone()).unwrap();
+        req.append_header("baggage", binary.clone()).unwrap();
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(header(&req, "vexil-flags"), None);
+        assert_eq!(header(&req, "baggage"), None);
+        let mut req = request(&[("baggage", "k=v")]);
+        req.append_header("baggage", binary).unwrap();
+        assert!(inj.strip(&mut req));
+        assert_eq!(header(&req, "baggage"), None);
     }
 
     #[test]
