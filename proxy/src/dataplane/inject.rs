@@ -1,10 +1,17 @@
-//! The per-request work: choose the flags of the request's route, evaluate the ones not already
-//! decided, and write the headers.
+//! The per-request work: keep the incoming decisions that could be this sidecar's own
+//! ([`incoming`]), choose the flags of the request's route, evaluate the ones not already decided,
+//! and write the headers (ADR 0024).
 //!
 //! One snapshot load per request ([`SnapshotCell::load`]) and one plan load; the context is
 //! extracted only when a selected flag is targeted; members, per-flag values and baggage members
-//! are copied from the [`Plan`]. The only allocations are the context's values and the new header
-//! values.
+//! (for kept decisions too) are copied from the [`Plan`]. The only allocations are the context's
+//! values and the new header values (and, rarely, the names of headers to remove).
+//!
+//! The `vexil` namespace is the sidecar's: incoming per-flag headers never pass, `vexil.` baggage
+//! members are replaced by the sidecar's (when it writes baggage), `vexil-revision` is set or
+//! removed, and a `Connection` nomination of a `vexil-*` header is removed with the header.
+//! [`Injector::strip`] removes all of it, and every `vexil.` baggage member, from untrusted inbound
+//! peers.
 
 use std::net::IpAddr;
 use std::sync::Arc;
