@@ -782,9 +782,9 @@ async fn trust_proxy(
     proxy_toml: &str,
     upstream: SocketAddr,
 ) -> (vexil_testkit::proxy::ProxyProcess, SocketAddr) {
-    let file = dir.join(&format!("{name}.json"));
+    let file = dir.join(format!("{name}.json"));
     std::fs::write(&file, flags_with_discount().to_string()).unwrap();
-    let config = dir.join(&format!("{name}.toml"));
+    let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, proxy_toml).unwrap();
     let inbound = free_addr();
     let mut proxy = vexil_testkit::proxy::ProxyCmd::new()

@@ -303,12 +303,11 @@ mod tests {
         )
     }
 
-    /// (kept members as the sidecar writes them, drops by reason label) or `None` when invalid.
-    fn read_all(
-        plan: Option<&Plan>,
-        text: &str,
-        skip: impl Fn(u32) -> bool,
-    ) -> Option<(Vec<String>, Vec<(&'static str, u32)>)> {
+    /// Kept members as the sidecar writes them, and drops by reason label.
+    type Read = (Vec<String>, Vec<(&'static str, u32)>);
+
+    /// What [`read`] keeps and drops, or `None` when the header is invalid.
+    fn read_all(plan: Option<&Plan>, text: &str, skip: impl Fn(u32) -> bool) -> Option<Read> {
         let mut kept = Vec::new();
         let mut incoming = Incoming::new();
         let ok = read(text, plan, skip, &mut incoming, |f, v| {
