@@ -146,12 +146,14 @@ impl Injector {
             req.remove_header(name);
         }
         stripped |= !names.is_empty();
-        if !all_text(req, BAGGAGE_HEADER) {
+        let baggage = joined(req, BAGGAGE_HEADER);
+        if baggage.unreadable {
             // Not W3C baggage (which is ASCII), and not readable: none of it passes.
             req.remove_header(BAGGAGE_HEADER);
             return true;
         }
-        if let Some(rest) = joined(req, BAGGAGE_HEADER)
+        if let Some(rest) = baggage
+            .text
             .and_then(|b| baggage_without_prefix(&b, &self.headers.baggage_prefix))
         {
             set_or_remove(req, BAGGAGE_HEADER, rest);
@@ -213,9 +215,11 @@ impl Injector {
         req: &RequestHeader,
         ctx: &EvaluationContext,
     ) -> Decisions {
-        let incoming = joined(req, FLAGS_HEADER);
         // A line that is not text cannot be read, so it cannot be kept: the header is malformed.
-        let unreadable = !all_text(req, FLAGS_HEADER);
+        let Lines {
+            text: incoming,
+            unreadable,
+        } = joined(req, FLAGS_HEADER);
         let mut flags = FlagsBuilder::new(self.headers.max_bytes, selected.len() * 16);
         let mut per_flag = Vec::new();
         let mut baggage = String::new();
@@ -394,13 +398,16 @@ fn remove_per_flag_headers(req: &mut RequestHeader, prefix: &str, plan: Option<&
 /// Replaces the baggage members with the sidecar's prefix by `members` (comma-separated), keeping
 /// every other member, within the W3C size limit; returns the bytes added.
 fn set_baggage(req: &mut RequestHeader, prefix: &str, members: &str) -> usize {
-    let existing = joined(req, BAGGAGE_HEADER);
+    let Lines {
+        text: existing,
+        unreadable,
+    } = joined(req, BAGGAGE_HEADER);
     let existing_len = existing.as_deref().map_or(0, str::len);
     let without = existing
         .as_deref()
         .and_then(|b| baggage_without_prefix(b, prefix));
     // Lines that are not text (not W3C baggage) are left out of the rewritten header.
-    if members.is_empty() && without.is_none() && all_text(req, BAGGAGE_HEADER) {
+    if members.is_empty() && without.is_none() && !unreadable {
         return 0;
     }
     let base = match (&without, existing.as_deref()) {
@@ -470,31 +477,36 @@ fn unnominate(req: &mut RequestHeader, ours: impl Fn(&str) -> bool) -> bool {
     true
 }
 
-/// True when every line of header `name` is visible ASCII (what [`joined`] reads).
-fn all_text(req: &RequestHeader, name: &str) -> bool {
-    req.headers.get_all(name).iter().all(|v| v.to_str().is_ok())
+/// The lines of a header as [`joined`] reads them.
+struct Lines<'r> {
+    /// Every line that is visible ASCII, joined with `", "` (borrowed when there is one).
+    text: Option<std::borrow::Cow<'r, str>>,
+    /// True when a line is not (it is left out of `text`).
+    unreadable: bool,
 }
 
-/// Every value of header `name` that is visible ASCII, joined with `", "` (borrowed when there is
-/// one).
-fn joined<'r>(req: &'r RequestHeader, name: &str) -> Option<std::borrow::Cow<'r, str>> {
-    let mut values = req
-        .headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    match values.next() {
-        None => Some(first.into()),
-        Some(second) => {
-            let mut all = format!("{first}, {second}");
-            for v in values {
+/// The lines of header `name`, each checked once.
+fn joined<'r>(req: &'r RequestHeader, name: &str) -> Lines<'r> {
+    let mut lines = Lines {
+        text: None,
+        unreadable: false,
+    };
+    for value in req.headers.get_all(name) {
+        let Ok(line) = value.to_str() else {
+            lines.unreadable = true;
+            continue;
+        };
+        lines.text = Some(match lines.text.take() {
+            None => line.into(),
+            Some(before) => {
+                let mut all = before.into_owned();
                 all.push_str(", ");
-                all.push_str(v);
+                all.push_str(line);
+                all.into()
             }
-            Some(all.into())
-        }
+        });
     }
+    lines
 }
 
 #[cfg(test)]
