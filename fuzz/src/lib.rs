@@ -312,6 +312,19 @@ const FLAGS_DOC: &str = r#"{"flags": {
 /// The keys of `FLAGS_DOC`.
 const FLAG_KEYS: &[&str] = &["checkout", "limit", "ratio", "theme", "layout", "off-flag"];
 
+/// Every member the data plane may send for `FLAGS_DOC`: a variant value of an enabled flag, as
+/// the sidecar writes it. Whatever arrives, nothing else leaves.
+const SIDECAR_MEMBERS: &[&str] = &[
+    "checkout=?1",
+    "checkout=?0",
+    "limit=20",
+    "limit=100",
+    "ratio=0.25",
+    "theme=\"dark\"",
+    "theme=\"light\"",
+    "layout=two-col",
+];
+
 /// The data plane's byte limit on `vexil-flags` in the fuzzed injectors (the smallest allowed, so
 /// the limit is hit often).
 const FUZZ_HEADER_LIMIT: usize = 64;
@@ -340,19 +353,22 @@ fn injectors() -> &'static [(HeaderInjector, bool)] {
     })
 }
 
-/// Sends a request carrying `data` as its `vexil-flags` (and `baggage`) header values through the
-/// data plane's injection: once keeping incoming decisions, once overriding them. The result is a
-/// valid header whose new members fit the byte limit; kept decisions are never re-evaluated.
+/// Sends a request carrying `data` as its `vexil-flags` (and `baggage`, `Connection`) header
+/// values through the data plane's injection: once keeping incoming decisions, once overriding
+/// them. The result is a valid header made only of members the sidecar itself could have written
+/// (variant values of enabled flags), whose new members fit the byte limit; kept decisions are
+/// never re-evaluated. Stripping leaves no `vexil-*` header and no `vexil.` baggage member.
 pub fn flags_header(data: &[u8]) {
-    // Lines are header values: up to 3 `vexil-flags`, then `baggage`, then `x-user`.
+    // Lines are header values: up to 3 `vexil-flags`, then `baggage`, `x-user`, `connection`.
     let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
     for (inj, overrides) in injectors() {
         let mut req = RequestHeader::build("GET", b"/checkout", None).expect("a request");
-        for (i, line) in lines.iter().enumerate().take(5) {
+        for (i, line) in lines.iter().enumerate().take(6) {
             let name = match i {
                 0..=2 => "vexil-flags",
                 3 => "baggage",
-                _ => "x-user",
+                4 => "x-user",
+                _ => "connection",
             };
             if let Ok(v) = http::HeaderValue::from_bytes(line) {
                 req.append_header(name, v).expect("a valid header");
@@ -366,18 +382,28 @@ pub fn flags_header(data: &[u8]) {
                 sfv_check::is_dictionary(text),
                 "injected an invalid vexil-flags: {text:?} (incoming {incoming:?})"
             );
+            for member in text.split(", ") {
+                assert!(
+                    SIDECAR_MEMBERS.contains(&member),
+                    "{member:?} is not a decision of this sidecar (incoming {incoming:?})"
+                );
+            }
             if text.len() > FUZZ_HEADER_LIMIT {
                 // Only kept incoming members may exceed the limit, never added ones.
+                let dict = sfv_check::parse(text).expect("checked above");
                 if *overrides {
-                    let dict = sfv_check::parse(text).expect("checked above");
                     assert!(
                         dict.keys().all(|k| !FLAG_KEYS.contains(&k.as_str())),
                         "members added past the {FUZZ_HEADER_LIMIT}-byte limit: {text:?}"
                     );
                 } else {
-                    assert_eq!(
-                        outgoing, incoming,
-                        "members added past the {FUZZ_HEADER_LIMIT}-byte limit"
+                    let kept = incoming
+                        .as_deref()
+                        .and_then(|i| sfv_check::parse(i).ok())
+                        .expect("members past the limit were kept from a valid incoming header");
+                    assert!(
+                        dict.keys().all(|k| kept.contains_key(k)),
+                        "members added past the {FUZZ_HEADER_LIMIT}-byte limit: {text:?}"
                     );
                 }
             }
@@ -389,6 +415,14 @@ pub fn flags_header(data: &[u8]) {
                 .keys()
                 .all(|n| !n.as_str().starts_with("vexil-"))
         );
+        if let Some(baggage) = joined(&req, "baggage") {
+            assert!(
+                baggage
+                    .split(',')
+                    .all(|m| !m.trim().to_ascii_lowercase().starts_with("vexil.")),
+                "a vexil. baggage member survived stripping: {baggage:?}"
+            );
+        }
     }
 }
 

@@ -243,10 +243,10 @@ async fn existing_decisions_are_kept_or_overridden() {
     assert_eq!(
         env.flags_seen(&[
             ("x-user-id", "vip"),
-            ("vexil-flags", "checkout=?0, extra=7")
+            ("vexil-flags", "checkout=?0, limit=100")
         ])
         .await,
-        "checkout=?0, extra=7, country-banner=\"none\", layout=grid, limit=20, ratio=0.5"
+        "checkout=?0, limit=100, country-banner=\"none\", layout=grid, ratio=0.5"
     );
     // An invalid incoming header is replaced (and counted).
     assert_eq!(
@@ -259,17 +259,18 @@ async fn existing_decisions_are_kept_or_overridden() {
             .contains("vexil_proxy_dataplane_invalid_incoming_total{listener=\"outbound\"} 1")
     );
 
+    // The route's flags are evaluated again; the other decisions are kept.
     let env = Env::start(&format!(
-        "{MAPPING}\n[[routes]]\npath_prefix = \"/\"\noverride = true\n"
+        "{MAPPING}\n[[routes]]\npath_prefix = \"/\"\nflags = [\"checkout\"]\noverride = true\n"
     ))
     .await;
     assert_eq!(
         env.flags_seen(&[
             ("x-user-id", "vip"),
-            ("vexil-flags", "checkout=?0, extra=7")
+            ("vexil-flags", "checkout=?0, limit=100")
         ])
         .await,
-        "extra=7, checkout=?1, country-banner=\"none\", layout=grid, limit=20, ratio=0.5"
+        "limit=100, checkout=?1"
     );
 }
 
@@ -628,8 +629,12 @@ async fn inbound_mode_strips_spoofed_headers_from_untrusted_peers() {
         assert!(seen["headers"].get(name).is_none(), "{name}: {seen}");
     }
 
+    // A trusted peer's decisions are kept (they are variant values), and the per-flag headers
+    // follow them.
     let trusted = Env::start_with(
-        &format!("{MAPPING}\n[inbound]\ntrusted_cidrs = [\"127.0.0.0/8\"]\n"),
+        &format!(
+            "{MAPPING}\n[headers]\nper_flag = true\n[inbound]\ntrusted_cidrs = [\"127.0.0.0/8\"]\n"
+        ),
         true,
     )
     .await;
@@ -706,8 +711,8 @@ async fn start_reports_a_busy_port() {
 }
 
 /// Oversized headers have a defined outcome and never break the proxy: an incoming `vexil-flags`
-/// larger than the injection limit (8 KiB) is kept verbatim and nothing is added to it (the drops
-/// are counted); an invalid one that large is replaced; a context header or bearer token over its
+/// larger than the injection limit (8 KiB) whose member is no flag of the snapshot is dropped
+/// (counted) and the sidecar's own decisions are sent; an invalid one that large is replaced; a context header or bearer token over its
 /// limit counts as absent (the next source, or the flag default, applies); a request head over
 /// pingora's 1 MiB limit is refused without a response reaching the upstream, and the proxy serves
 /// the next request.
@@ -717,9 +722,14 @@ async fn oversized_headers_have_a_clear_outcome() {
     let big_value = "x".repeat(32 << 10);
     let incoming = format!("other=\"{big_value}\"");
     let seen = env.seen(&[("vexil-flags", &incoming)]).await;
-    assert_eq!(seen["headers"]["vexil-flags"], incoming.as_str());
-    env.metric("vexil_proxy_dataplane_dropped_decisions_total{listener=\"outbound\"} 5")
-        .await;
+    assert_eq!(seen["headers"]["vexil-flags"], DEFAULTS);
+    env.metric(
+        "vexil_proxy_dataplane_incoming_decisions_dropped_total{listener=\"outbound\",reason=\"unknown_flag\"} 1",
+    )
+    .await;
+    // A forged value of a known flag that large: not a variant, dropped too.
+    let forged = format!("country-banner=\"{big_value}\"");
+    assert_eq!(env.flags_seen(&[("vexil-flags", &forged)]).await, DEFAULTS);
 
     let garbage = format!("NOT A DICT {big_value}");
     assert_eq!(env.flags_seen(&[("vexil-flags", &garbage)]).await, DEFAULTS);
@@ -749,5 +759,238 @@ async fn oversized_headers_have_a_clear_outcome() {
     assert_eq!(
         env.flags_seen(&[("x-user-id", "vip")]).await,
         DEFAULTS.replace("checkout=?0", "checkout=?1")
+    );
+}
+
+/// The flags of [`flags`] plus a decimal flag a caller would like to choose itself.
+fn flags_with_discount() -> Value {
+    let mut doc = flags();
+    doc["flags"]["discount-rate"] = json!({"state": "ENABLED",
+        "variants": {"none": 0.0, "ten": 0.1}, "defaultVariant": "none"});
+    doc
+}
+
+/// [`DEFAULTS`] with `discount-rate`.
+const DISCOUNT_DEFAULTS: &str =
+    "checkout=?0, country-banner=\"none\", discount-rate=0.0, layout=grid, limit=20, ratio=0.5";
+
+/// The real `vexil-proxy` serving [`flags_with_discount`] with `proxy_toml`, with an inbound
+/// listener in front of `upstream`.
+async fn trust_proxy(
+    dir: &vexil_testkit::TempDir,
+    name: &str,
+    proxy_toml: &str,
+    upstream: SocketAddr,
+) -> (vexil_testkit::proxy::ProxyProcess, SocketAddr) {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, flags_with_discount().to_string()).unwrap();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, proxy_toml).unwrap();
+    let inbound = free_addr();
+    let mut proxy = vexil_testkit::proxy::ProxyCmd::new()
+        .arg("--flags-file")
+        .arg(&file)
+        .arg("--config")
+        .arg(&config)
+        .arg("--inbound-addr")
+        .arg(inbound.to_string())
+        .arg("--inbound-upstream")
+        .arg(upstream.to_string())
+        .start();
+    proxy.wait_ready().await;
+    (proxy, inbound)
+}
+
+/// What the upstream saw of `request` (raw bytes, `Connection: close`) sent to `addr`.
+async fn raw_seen(addr: SocketAddr, request: &str) -> Value {
+    let (status, _, body) = raw(addr, request).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// No flag value a caller can forge reaches the upstream (issue 18, ADR 0024), against the real
+/// binary: outbound, an incoming `vexil-flags` member is kept only when it is one of the flag's
+/// variant values of the right type in the sidecar's snapshot, anything else is dropped, counted
+/// by reason and evaluated anew; per-flag headers, `vexil.` baggage members and `vexil-revision`
+/// are only ever the sidecar's; header names match in any case and repeated lines are one
+/// dictionary; a `Connection` nomination cannot smuggle a header past the rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_decisions_never_reach_the_upstream() {
+    let upstream = Echo::new().start().await;
+    let echo = upstream.addr();
+    let dir = vexil_testkit::TempDir::new("vexil-trust");
+    let (proxy, _) = trust_proxy(
+        &dir,
+        "outbound",
+        "[headers]\nper_flag = true\nbaggage = true\n",
+        echo,
+    )
+    .await;
+    let via = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", proxy.ports.outbound)).unwrap())
+        .build()
+        .unwrap();
+    let seen = async |headers: &[(&str, &str)]| -> Value {
+        let mut req = via.get(format!("http://{echo}/trust"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    };
+    let flags_of = |seen: &Value| seen["headers"]["vexil-flags"].as_str().unwrap().to_owned();
+
+    // A forged value is replaced by the evaluated one, in every header that carries it.
+    let s = seen(&[
+        ("vexil-flags", "discount-rate=99.0"),
+        ("vexil-flag-discount-rate", "99.0"),
+        ("vexil-revision", "forged@999"),
+        ("baggage", "userId=alice,vexil.discount-rate=99.0"),
+    ])
+    .await;
+    assert_eq!(flags_of(&s), DISCOUNT_DEFAULTS);
+    assert_eq!(s["headers"]["vexil-flag-discount-rate"], "0.0");
+    assert_eq!(s["headers"]["vexil-revision"], "outbound.json@1");
+    let baggage = s["headers"]["baggage"].as_str().unwrap();
+    assert!(baggage.starts_with("userId=alice,"), "{baggage}");
+    assert!(baggage.contains("vexil.discount-rate=0.0"), "{baggage}");
+    assert!(!baggage.contains("99"), "{baggage}");
+
+    // A variant value of the right type is kept (call-chain consistency), and mirrored.
+    let s = seen(&[("vexil-flags", "discount-rate=0.1")]).await;
+    assert_eq!(
+        flags_of(&s),
+        "discount-rate=0.1, checkout=?0, country-banner=\"none\", layout=grid, limit=20, ratio=0.5"
+    );
+    assert_eq!(s["headers"]["vexil-flag-discount-rate"], "0.1");
+    assert!(
+        s["headers"]["baggage"]
+            .as_str()
+            .unwrap()
+            .starts_with("vexil.discount-rate=0.1,")
+    );
+
+    // Wrong types (a string for a decimal, an integer for a boolean) and unknown flags: dropped.
+    let s = seen(&[(
+        "vexil-flags",
+        "discount-rate=\"0.1\", checkout=1, admin-mode=?1",
+    )])
+    .await;
+    assert_eq!(flags_of(&s), DISCOUNT_DEFAULTS);
+    assert!(s["headers"].get("vexil-flag-admin-mode").is_none());
+
+    // Mixed-case names and repeated lines are one dictionary, and leave as one header.
+    let s = raw_seen(
+        proxy_addr(&proxy),
+        &format!(
+            "GET http://{echo}/raw HTTP/1.1\r\nHost: {echo}\r\nVEXIL-FLAGS: discount-rate=99.0\r\n\
+             Vexil-Flags: limit=100\r\nvexil-flags: ratio=0.5;src=me\r\n\
+             BAGGAGE: VEXIL.limit=1\r\nbaggage: k=v\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(
+        flags_of(&s),
+        "limit=100, checkout=?0, country-banner=\"none\", discount-rate=0.0, layout=grid, ratio=0.5"
+    );
+    let baggage = s["headers"]["baggage"].as_str().unwrap();
+    assert!(baggage.starts_with("k=v,vexil.limit=100,"), "{baggage}");
+    assert!(!baggage.contains("limit=1,"), "{baggage}");
+
+    // `Connection: vexil-flags` makes the incoming header hop-by-hop: it does not pass (nor
+    // does the nomination), and the sidecar's own decisions go upstream.
+    let s = raw_seen(
+        proxy_addr(&proxy),
+        &format!(
+            "GET http://{echo}/raw HTTP/1.1\r\nHost: {echo}\r\nvexil-flags: limit=100\r\n\
+             Connection: close, VEXIL-FLAGS\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(flags_of(&s), DISCOUNT_DEFAULTS);
+    assert!(
+        s["headers"]
+            .get("connection")
+            .is_none_or(|c| { !c.as_str().unwrap().to_ascii_lowercase().contains("vexil") })
+    );
+
+    // Each drop counted by reason.
+    let metrics = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", proxy.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (reason, count) in [
+        ("not_a_variant", 2),
+        ("wrong_type", 2),
+        ("unknown_flag", 1),
+        ("malformed", 1),
+        ("duplicate", 0),
+    ] {
+        let line = format!(
+            "vexil_proxy_dataplane_incoming_decisions_dropped_total{{listener=\"outbound\",reason=\"{reason}\"}} {count}"
+        );
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+}
+
+fn proxy_addr(proxy: &vexil_testkit::proxy::ProxyProcess) -> SocketAddr {
+    vexil_testkit::loopback(proxy.ports.outbound)
+}
+
+/// Inbound mode, untrusted peer (the default: nobody is trusted), against the real binary: every
+/// `vexil-*` header goes, even a valid decision and even one nominated in `Connection`; the
+/// `vexil.` baggage members go, in any spelling, and the other baggage members stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_inbound_peers_lose_vexil_headers_and_baggage_members() {
+    let upstream = Echo::new().start().await;
+    let dir = vexil_testkit::TempDir::new("vexil-trust-in");
+    let (proxy, inbound) = trust_proxy(&dir, "inbound", "", upstream.addr()).await;
+    let s = raw_seen(
+        inbound,
+        "GET /in HTTP/1.1\r\nHost: app\r\nvexil-flags: discount-rate=0.1\r\n\
+         Vexil-Flag-Discount-Rate: 99.0\r\nVEXIL-REVISION: forged@1\r\n\
+         baggage: userId=alice, vexil.discount-rate=99.0\r\n\
+         Baggage: VEXIL.admin-mode=true;p=1, vexil%2Echeckout=true, country=de\r\n\
+         x-other: kept\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(s["headers"]["vexil-flags"], DISCOUNT_DEFAULTS);
+    assert_eq!(s["headers"]["vexil-revision"], "inbound.json@1");
+    assert!(
+        s["headers"].get("vexil-flag-discount-rate").is_none(),
+        "{s}"
+    );
+    assert_eq!(s["headers"]["baggage"], "userId=alice,country=de");
+    assert_eq!(s["headers"]["x-other"], "kept");
+
+    // A nomination alone is stripped too (and counted).
+    let s = raw_seen(
+        inbound,
+        "GET /in HTTP/1.1\r\nHost: app\r\nvexil-debug: 1\r\nConnection: close, vexil-debug\r\n\r\n",
+    )
+    .await;
+    assert!(s["headers"].get("vexil-debug").is_none(), "{s}");
+    let metrics = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", proxy.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vexil_proxy_dataplane_stripped_total{listener=\"inbound\"} 2"),
+        "{metrics}"
     );
 }

@@ -1,16 +1,24 @@
-//! The per-request work: choose the flags of the request's route, evaluate the ones not already
-//! decided, and write the headers.
+//! The per-request work: keep the incoming decisions that could be this sidecar's own
+//! ([`incoming`]), choose the flags of the request's route, evaluate the ones not already decided,
+//! and write the headers (ADR 0026).
 //!
 //! One snapshot load per request ([`SnapshotCell::load`]) and one plan load; the context is
 //! extracted only when a selected flag is targeted; members, per-flag values and baggage members
-//! are copied from the [`Plan`]. The only allocations are the context's values and the new header
-//! values.
+//! (for kept decisions too) are copied from the [`Plan`]. The only allocations are the context's
+//! values and the new header values (and, rarely, the names of headers to remove).
+//!
+//! The `vexil` namespace is the sidecar's: incoming per-flag headers never pass, `vexil.` baggage
+//! members are replaced by the sidecar's (when it writes baggage), `vexil-revision` is set or
+//! removed, and a `Connection` nomination of a `vexil-*` header is removed with the header.
+//! [`Injector::strip`] removes all of it, and every `vexil.` baggage member, from untrusted inbound
+//! peers.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use http::header::CONNECTION;
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use vexil_engine::EvaluationContext;
@@ -21,10 +29,11 @@ use crate::dataplane::config::{Cidr, DataPlaneConfig, HeadersConfig};
 use crate::dataplane::context::{ContextMapping, RequestView};
 use crate::dataplane::headers::{
     BAGGAGE_HEADER, BAGGAGE_MAX_BYTES, FLAGS_HEADER, FlagsBuilder, REVISION_HEADER,
-    dictionary_keys, members_except,
+    baggage_without_prefix,
 };
-use crate::dataplane::metrics::{DataPlaneMetrics, Listener};
-use crate::dataplane::plan::{Plan, Router};
+use crate::dataplane::incoming::{self, Incoming};
+use crate::dataplane::metrics::{DataPlaneMetrics, DropReason, Listener};
+use crate::dataplane::plan::{Plan, PlannedFlag, PlannedVariant, Route, Router};
 use crate::snapshot::SnapshotCell;
 
 /// Where a request goes, as routing and the `request:` sources see it (the path and query are
@@ -115,19 +124,42 @@ impl Injector {
         peer.is_some_and(|ip| self.trusted.iter().any(|c| c.contains(ip)))
     }
 
-    /// Removes every `vexil-*` header (and the per-flag prefix's); true when any was present.
+    /// True when header `name` (any case) is in the sidecar's namespace: `vexil-*` or the per-flag
+    /// prefix.
+    fn is_ours(&self, name: &str) -> bool {
+        starts_with_ignore_case(name, VEXIL_PREFIX)
+            || starts_with_ignore_case(name, &self.headers.per_flag_prefix)
+    }
+
+    /// Removes, from an untrusted peer's request, every `vexil-*` header (and the per-flag
+    /// prefix's), any `Connection` nomination of one, and the `baggage` members whose key has the
+    /// baggage prefix (the other members stay); true when any was present.
     pub(crate) fn strip(&self, req: &mut RequestHeader) -> bool {
-        let prefix = self.headers.per_flag_prefix.as_str();
+        let mut stripped = unnominate(req, |n| self.is_ours(n));
         let names: Vec<HeaderName> = req
             .headers
             .keys()
-            .filter(|n| n.as_str().starts_with("vexil-") || n.as_str().starts_with(prefix))
+            .filter(|n| self.is_ours(n.as_str()))
             .cloned()
             .collect();
         for name in &names {
             req.remove_header(name);
         }
-        !names.is_empty()
+        stripped |= !names.is_empty();
+        let baggage = joined(req, BAGGAGE_HEADER);
+        if baggage.unreadable {
+            // Not W3C baggage (which is ASCII), and not readable: none of it passes.
+            req.remove_header(BAGGAGE_HEADER);
+            return true;
+        }
+        if let Some(rest) = baggage
+            .text
+            .and_then(|b| baggage_without_prefix(&b, &self.headers.baggage_prefix))
+        {
+            set_or_remove(req, BAGGAGE_HEADER, rest);
+            stripped = true;
+        }
+        stripped
     }
 
     /// Decides the request's flags and writes the headers.
@@ -138,14 +170,13 @@ impl Injector {
         target: &Target<'_>,
         peer: Option<IpAddr>,
     ) -> Injected {
-        let Some(plan) = self.plan() else {
-            return Injected::default();
-        };
+        // A header the previous hop nominated in `Connection` was for that hop only (pingora drops
+        // it too); the sidecar's own headers must never be nominated on the way out.
+        unnominate(req, |n| self.is_ours(n));
+        let plan = self.plan();
+        let plan = plan.as_deref();
         let route = self.router.route(target.host, req.uri.path());
-        let (selected, targeted) = plan.selected(route);
-        if selected.is_empty() {
-            return Injected::default();
-        }
+        let (selected, targeted) = plan.map_or((&[][..], false), |p| p.selected(route));
         let ctx = if targeted && !self.mapping.is_empty() {
             self.mapping.extract(&RequestView {
                 headers: &req.headers,
@@ -160,82 +191,99 @@ impl Injector {
             EvaluationContext::new()
         };
         let overrides = self.router.overrides(route);
-        let out = self.decide(listener, &plan, selected, overrides, req, &ctx);
-        let injected = out.apply(req, &plan);
+        let out = self.decide(listener, plan, route, selected, overrides, req, &ctx);
+        // `vexil-revision` names the snapshot of the decisions this sidecar made.
+        let revision = plan
+            .filter(|_| !selected.is_empty())
+            .and_then(|p| p.revision.as_ref());
+        let injected = out.apply(req, plan, revision, &self.headers);
         self.metrics
             .injected(listener, injected.bytes, injected.dropped);
         injected
     }
 
-    /// Evaluates the selected flags that are not already decided.
+    /// Keeps the incoming decisions that could be this sidecar's and evaluates the selected flags
+    /// that are not decided.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         listener: Listener,
-        plan: &Plan,
+        plan: Option<&Plan>,
+        route: Route,
         selected: &[u32],
         overrides: bool,
         req: &RequestHeader,
         ctx: &EvaluationContext,
     ) -> Decisions {
-        let incoming = joined(req, FLAGS_HEADER);
-        let invalid = || {
-            self.metrics.invalid_incoming(listener);
-            (std::borrow::Cow::Borrowed(""), Vec::new(), true)
-        };
-        // (members kept, keys already decided, whether the header must be rewritten)
-        let (existing, present, rewrite) = match incoming.as_deref() {
-            None => ("".into(), Vec::new(), false),
-            Some(text) if overrides => {
-                let is_selected =
-                    |k: &str| selected.iter().any(|&i| &*plan.flags[i as usize].key == k);
-                match members_except(text, is_selected) {
-                    Some(kept) => (kept.into(), Vec::new(), true),
-                    None => invalid(),
-                }
-            }
-            Some(text) => match dictionary_keys(text) {
-                Some(keys) => (text.into(), keys, false),
-                None => invalid(),
-            },
-        };
-        let existing_len = incoming.as_deref().map_or(0, str::len);
-        let mut flags = FlagsBuilder::new(&existing, self.headers.max_bytes, selected.len() * 16);
+        // A line that is not text cannot be read, so it cannot be kept: the header is malformed.
+        let Lines {
+            text: incoming,
+            unreadable,
+        } = joined(req, FLAGS_HEADER);
+        let mut flags = FlagsBuilder::new(self.headers.max_bytes, selected.len() * 16);
         let mut per_flag = Vec::new();
         let mut baggage = String::new();
-        let mut evaluated = 0;
-        for &index in selected {
-            let flag = &plan.flags[index as usize];
-            if present.contains(&&*flag.key) {
-                continue;
-            }
-            let resolution = plan.snapshot.flags.resolve(&flag.key, ctx);
-            evaluated += 1;
-            let variant = resolution
-                .variant
-                .and_then(|name| flag.variants.iter().position(|v| &*v.name == name));
-            plan.count_evaluation(listener, index as usize, variant);
-            let Some(v) = variant.map(|v| &flag.variants[v]) else {
-                continue;
-            };
-            let Some(member) = &v.member else { continue };
-            if !flags.push(member) {
-                continue;
-            }
-            if let (Some(name), Some(item)) = (&flag.header_name, &v.item) {
-                per_flag.push((name.clone(), item.clone()));
-            }
-            if let Some(b) = &v.baggage {
-                if !baggage.is_empty() {
-                    baggage.push(',');
+        let mut read = Incoming::new();
+        if let Some(text) = incoming.as_deref() {
+            let skip = |f: u32| overrides && plan.is_some_and(|p| p.selects(route, f));
+            let valid = incoming::read(text, plan, skip, &mut read, |f, v| {
+                if let Some(plan) = plan {
+                    let flag = &plan.flags[f as usize];
+                    let variant = &flag.variants[v as usize];
+                    if let Some(member) = &variant.member {
+                        flags.push_kept(member);
+                        extras(flag, variant, &mut per_flag, &mut baggage);
+                    }
                 }
-                baggage.push_str(b);
+            });
+            if !valid || unreadable {
+                flags.clear();
+                per_flag.clear();
+                baggage.clear();
+                read = Incoming::new();
+                read.drops[DropReason::Malformed as usize] = 1;
+                self.metrics.invalid_incoming(listener);
+            }
+            self.metrics.incoming_dropped(listener, &read.drops);
+        } else if unreadable {
+            self.metrics.invalid_incoming(listener);
+            let mut drops = [0; DropReason::ALL.len()];
+            drops[DropReason::Malformed as usize] = 1;
+            self.metrics.incoming_dropped(listener, &drops);
+        }
+        let mut evaluated = 0;
+        if let Some(plan) = plan {
+            for &index in selected {
+                if read.kept.contains(index) {
+                    continue;
+                }
+                let flag = &plan.flags[index as usize];
+                let resolution = plan.snapshot.flags.resolve(&flag.key, ctx);
+                evaluated += 1;
+                let variant = resolution
+                    .variant
+                    .and_then(|name| flag.variants.iter().position(|v| &*v.name == name));
+                plan.count_evaluation(listener, index as usize, variant);
+                let Some(v) = variant.map(|v| &flag.variants[v]) else {
+                    continue;
+                };
+                let Some(member) = &v.member else { continue };
+                if flags.push(member) {
+                    extras(flag, v, &mut per_flag, &mut baggage);
+                }
             }
         }
-        let changed = rewrite || flags.as_str().len() != existing.trim().len();
+        let dropped = flags.dropped;
+        let value = flags.finish();
+        let unchanged = !unreadable
+            && match incoming.as_deref() {
+                None => value.is_empty(),
+                Some(text) => text.trim() == value,
+            };
         Decisions {
-            dropped: flags.dropped,
-            flags: changed.then(|| flags.finish()),
-            existing_len,
+            dropped,
+            flags: (!unchanged).then_some(value),
+            existing_len: incoming.as_deref().map_or(0, str::len),
             per_flag,
             baggage,
             evaluated,
@@ -243,39 +291,75 @@ impl Injector {
     }
 }
 
+/// The sidecar's header namespace.
+const VEXIL_PREFIX: &str = "vexil-";
+
+fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Adds the per-flag header and baggage member of a decision (when enabled).
+fn extras(
+    flag: &PlannedFlag,
+    v: &PlannedVariant,
+    per_flag: &mut Vec<(HeaderName, HeaderValue)>,
+    baggage: &mut String,
+) {
+    if let (Some(name), Some(item)) = (&flag.header_name, &v.item) {
+        per_flag.push((name.clone(), item.clone()));
+    }
+    if let Some(b) = &v.baggage {
+        if !baggage.is_empty() {
+            baggage.push(',');
+        }
+        baggage.push_str(b);
+    }
+}
+
 /// The headers one request gets, computed before the request is changed.
 struct Decisions {
-    /// The new `vexil-flags` value, when it differs from the incoming one.
+    /// The new `vexil-flags` value (empty: none), when it differs from the incoming one.
     flags: Option<String>,
     existing_len: usize,
     dropped: u32,
+    /// A per-flag header for each decision in `vexil-flags` (when enabled).
     per_flag: Vec<(HeaderName, HeaderValue)>,
-    /// New baggage members, comma-separated.
+    /// A baggage member for each decision in `vexil-flags` (when enabled), comma-separated.
     baggage: String,
     evaluated: u32,
 }
 
 impl Decisions {
-    fn apply(self, req: &mut RequestHeader, plan: &Plan) -> Injected {
+    fn apply(
+        self,
+        req: &mut RequestHeader,
+        plan: Option<&Plan>,
+        revision: Option<&HeaderValue>,
+        config: &HeadersConfig,
+    ) -> Injected {
         let mut bytes = 0;
         if let Some(flags) = self.flags {
             bytes += flags.len().saturating_sub(self.existing_len);
-            if flags.is_empty() {
-                req.remove_header(FLAGS_HEADER);
-            } else if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(flags)) {
-                let _ = req.insert_header(FLAGS_HEADER, v);
-            }
+            set_or_remove(req, FLAGS_HEADER, flags);
         }
+        // Per-flag headers are only ever the sidecar's: incoming ones never pass.
+        remove_per_flag_headers(req, &config.per_flag_prefix, plan);
         for (name, value) in self.per_flag {
             bytes += value.len();
             let _ = req.insert_header(name, value);
         }
-        if !self.baggage.is_empty() {
-            bytes += add_baggage(req, &self.baggage);
+        if config.baggage {
+            bytes += set_baggage(req, &config.baggage_prefix, &self.baggage);
         }
-        if let Some(revision) = &plan.revision {
-            bytes += revision.len();
-            let _ = req.insert_header(REVISION_HEADER, revision.clone());
+        match revision {
+            Some(revision) => {
+                bytes += revision.len();
+                let _ = req.insert_header(REVISION_HEADER, revision.clone());
+            }
+            None => {
+                req.remove_header(REVISION_HEADER);
+            }
         }
         Injected {
             bytes,
@@ -285,19 +369,55 @@ impl Decisions {
     }
 }
 
-/// Appends baggage members (skipping keys already present), within the W3C size limit.
-fn add_baggage(req: &mut RequestHeader, members: &str) -> usize {
-    let existing = joined(req, BAGGAGE_HEADER).map(|s| s.into_owned());
-    let existing = existing.as_deref().unwrap_or("").trim();
-    let present = |m: &str| {
-        let key = m.split('=').next().unwrap_or(m);
-        existing
-            .split(',')
-            .any(|e| e.split('=').next().is_some_and(|k| k.trim() == key))
+/// Removes the incoming per-flag headers: every header with the prefix when the prefix is in the
+/// `vexil-` namespace (the default `vexil-flag-`), else those naming a flag of the snapshot.
+fn remove_per_flag_headers(req: &mut RequestHeader, prefix: &str, plan: Option<&Plan>) {
+    let ours_by_name = starts_with_ignore_case(prefix, VEXIL_PREFIX);
+    let is_per_flag = |name: &str| {
+        let Some(key) = name.strip_prefix(prefix) else {
+            return false;
+        };
+        name != FLAGS_HEADER
+            && name != REVISION_HEADER
+            && (ours_by_name || plan.is_some_and(|p| p.find(key).is_some()))
     };
-    let mut out = String::with_capacity(existing.len() + members.len() + 1);
-    out.push_str(existing);
-    for m in members.split(',').filter(|m| !present(m)) {
+    if !req.headers.keys().any(|n| is_per_flag(n.as_str())) {
+        return;
+    }
+    let names: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| is_per_flag(n.as_str()))
+        .cloned()
+        .collect();
+    for name in &names {
+        req.remove_header(name);
+    }
+}
+
+/// Replaces the baggage members with the sidecar's prefix by `members` (comma-separated), keeping
+/// every other member, within the W3C size limit; returns the bytes added.
+fn set_baggage(req: &mut RequestHeader, prefix: &str, members: &str) -> usize {
+    let Lines {
+        text: existing,
+        unreadable,
+    } = joined(req, BAGGAGE_HEADER);
+    let existing_len = existing.as_deref().map_or(0, str::len);
+    let without = existing
+        .as_deref()
+        .and_then(|b| baggage_without_prefix(b, prefix));
+    // Lines that are not text (not W3C baggage) are left out of the rewritten header.
+    if members.is_empty() && without.is_none() && !unreadable {
+        return 0;
+    }
+    let base = match (&without, existing.as_deref()) {
+        (Some(rest), _) => rest.as_str(),
+        (None, Some(all)) => all.trim(),
+        (None, None) => "",
+    };
+    let mut out = String::with_capacity(base.len() + members.len() + 1);
+    out.push_str(base);
+    for m in members.split(',').filter(|m| !m.is_empty()) {
         if out.len() + 1 + m.len() > BAGGAGE_MAX_BYTES {
             break;
         }
@@ -306,34 +426,87 @@ fn add_baggage(req: &mut RequestHeader, members: &str) -> usize {
         }
         out.push_str(m);
     }
-    let added = out.len() - existing.len();
-    if added > 0
-        && let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(out))
-    {
-        let _ = req.insert_header(BAGGAGE_HEADER, v);
-    }
+    let added = out.len().saturating_sub(existing_len);
+    drop(existing);
+    set_or_remove(req, BAGGAGE_HEADER, out);
     added
 }
 
-/// Every value of header `name`, joined with `", "` (borrowed when there is one).
-fn joined<'r>(req: &'r RequestHeader, name: &str) -> Option<std::borrow::Cow<'r, str>> {
-    let mut values = req
-        .headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    match values.next() {
-        None => Some(first.into()),
-        Some(second) => {
-            let mut all = format!("{first}, {second}");
-            for v in values {
-                all.push_str(", ");
-                all.push_str(v);
-            }
-            Some(all.into())
-        }
+/// Sets header `name` to `value` (replacing every line of it), or removes it when `value` is empty.
+fn set_or_remove(req: &mut RequestHeader, name: &'static str, value: String) {
+    if value.is_empty() {
+        req.remove_header(name);
+    } else if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+        let _ = req.insert_header(name, v);
     }
+}
+
+/// Removes the `Connection` tokens `ours` accepts (any case) and the headers they name; true when
+/// there was one. (A nominated header is hop-by-hop: it is for this hop only, and a nomination of
+/// the sidecar's own headers would have the next hop drop them.)
+fn unnominate(req: &mut RequestHeader, ours: impl Fn(&str) -> bool) -> bool {
+    let tokens = |req: &RequestHeader| -> Vec<String> {
+        req.headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    let nominated = req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| ours(t.trim()));
+    if !nominated {
+        return false;
+    }
+    let (named, kept): (Vec<String>, Vec<String>) = tokens(req).into_iter().partition(|t| ours(t));
+    for name in named {
+        req.remove_header(name.to_ascii_lowercase().as_str());
+    }
+    if kept.is_empty() {
+        req.remove_header(&CONNECTION);
+    } else {
+        let _ = req.insert_header(CONNECTION, kept.join(", "));
+    }
+    true
+}
+
+/// The lines of a header as [`joined`] reads them.
+struct Lines<'r> {
+    /// Every line that is visible ASCII, joined with `", "` (borrowed when there is one).
+    text: Option<std::borrow::Cow<'r, str>>,
+    /// True when a line is not (it is left out of `text`).
+    unreadable: bool,
+}
+
+/// The lines of header `name`, each checked once.
+fn joined<'r>(req: &'r RequestHeader, name: &str) -> Lines<'r> {
+    let mut lines = Lines {
+        text: None,
+        unreadable: false,
+    };
+    for value in req.headers.get_all(name) {
+        let Ok(line) = value.to_str() else {
+            lines.unreadable = true;
+            continue;
+        };
+        lines.text = Some(match lines.text.take() {
+            None => line.into(),
+            Some(before) => {
+                let mut all = before.into_owned();
+                all.push_str(", ");
+                all.push_str(line);
+                all.into()
+            }
+        });
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -351,7 +524,8 @@ mod tests {
                 "targeting": {"if": [{"==": [{"var": "targetingKey"}, "vip"]}, "on", null]}},
             "limit": {"state": "ENABLED", "variants": {"low": 20, "high": 100}, "defaultVariant": "low"},
             "off-flag": {"state": "DISABLED", "variants": {"on": true}, "defaultVariant": "on"},
-            "theme": {"state": "ENABLED", "variants": {"dark": "dark", "light": "light"},
+            "theme": {"state": "ENABLED", "variants": {"dark": "dark", "light": "light",
+                    "long": "0123456789012345678901234567890123456789"},
                 "defaultVariant": "dark"}
         }}))
         .unwrap();
@@ -402,21 +576,172 @@ mod tests {
     #[test]
     fn keeps_existing_decisions_unless_overridden() {
         let inj = injector(MAPPING);
-        let mut req = request(&[("x-user", "vip"), ("vexil-flags", "checkout=?0, other=1")]);
+        let mut req = request(&[("x-user", "vip"), ("vexil-flags", "checkout=?0, limit=100")]);
         let out = inj.inject(Listener::Outbound, &mut req, &TARGET, None);
         assert_eq!(
             header(&req, "vexil-flags"),
-            Some("checkout=?0, other=1, limit=20, theme=\"dark\"")
+            Some("checkout=?0, limit=100, theme=\"dark\"")
         );
-        assert_eq!(out.evaluated, 3);
+        assert_eq!(out.evaluated, 2);
 
-        let inj = injector(&format!("{MAPPING}[[routes]]\noverride = true\n"));
-        let mut req = request(&[("x-user", "vip"), ("vexil-flags", "checkout=?0, other=1")]);
+        // The route's flags are evaluated again; the other decisions are kept.
+        let inj = injector(&format!(
+            "{MAPPING}[[routes]]\nflags = [\"checkout\", \"theme\"]\noverride = true\n"
+        ));
+        let mut req = request(&[("x-user", "vip"), ("vexil-flags", "checkout=?0, limit=100")]);
         inj.inject(Listener::Outbound, &mut req, &TARGET, None);
         assert_eq!(
             header(&req, "vexil-flags"),
-            Some("other=1, checkout=?1, limit=20, theme=\"dark\"")
+            Some("limit=100, checkout=?1, theme=\"dark\"")
         );
+    }
+
+    #[test]
+    fn forged_decisions_are_dropped_and_evaluated_anew() {
+        let inj = injector(MAPPING);
+        for (incoming, sent) in [
+            // Not a variant value: the caller cannot choose a limit of its own.
+            ("limit=99", "checkout=?0, limit=20, theme=\"dark\""),
+            // A variant value of the right type is kept (a caller may forward a real decision).
+            ("limit=100", "limit=100, checkout=?0, theme=\"dark\""),
+            // Wrong types: an integer for a boolean, a token for a string, a decimal.
+            (
+                "checkout=1, theme=dark, limit=20.0",
+                "checkout=?0, limit=20, theme=\"dark\"",
+            ),
+            // Unknown and disabled flags, parameters.
+            (
+                "other=5, off-flag, theme=\"light\";p=1",
+                "checkout=?0, limit=20, theme=\"dark\"",
+            ),
+            // Written the sidecar's way, whatever the incoming spelling.
+            (
+                "theme=\"light\" ,checkout",
+                "theme=\"light\", checkout=?1, limit=20",
+            ),
+        ] {
+            let mut req = request(&[("vexil-flags", incoming)]);
+            inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+            assert_eq!(header(&req, "vexil-flags"), Some(sent), "{incoming}");
+        }
+        // Only dropped members: the header is the sidecar's own.
+        let inj = injector("[[routes]]\nhost = \"pay\"\nflags = [\"limit\"]\n");
+        let mut req = request(&[("vexil-flags", "limit=99, checkout=?1")]);
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(
+            header(&req, "vexil-flags"),
+            Some("checkout=?1"),
+            "an unmatched route still checks what passes"
+        );
+        let mut req = request(&[("vexil-flags", "limit=99"), ("vexil-revision", "x@1")]);
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(header(&req, "vexil-flags"), None);
+        assert_eq!(header(&req, "vexil-revision"), None);
+    }
+
+    #[test]
+    fn lines_that_are_not_text_do_not_pass() {
+        let inj = injector("[headers]\nbaggage = true\n[[routes]]\nhost = \"pay\"\n");
+        let binary = HeaderValue::from_bytes(b"limit=99\xff").unwrap();
+        // An unmatched route adds nothing, yet the unreadable line does not stay.
+        let mut req = request(&[("vexil-flags", "limit=100")]);
+        req.append_header("vexil-flags", binary.clone()).unwrap();
+        req.append_header("baggage", binary.clone()).unwrap();
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(header(&req, "vexil-flags"), None);
+        assert_eq!(header(&req, "baggage"), None);
+        let mut req = request(&[("baggage", "k=v")]);
+        req.append_header("baggage", binary).unwrap();
+        assert!(inj.strip(&mut req));
+        assert_eq!(header(&req, "baggage"), None);
+    }
+
+    #[test]
+    fn repeated_and_mixed_case_lines_are_one_dictionary() {
+        let inj = injector(MAPPING);
+        let mut req = request(&[
+            ("VEXIL-FLAGS", "limit=99"),
+            ("Vexil-Flags", "theme=\"light\""),
+            ("vexil-flags", "checkout=7"),
+        ]);
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        let values: Vec<_> = req.headers.get_all("vexil-flags").iter().collect();
+        assert_eq!(values, ["theme=\"light\", checkout=?0, limit=20"]);
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert_eq!(
+            wire.to_ascii_lowercase().matches("vexil-flags:").count(),
+            1,
+            "{wire}"
+        );
+    }
+
+    #[test]
+    fn per_flag_headers_and_revision_are_only_the_sidecars() {
+        let inj = injector(&format!("{MAPPING}[headers]\nper_flag = true\n"));
+        let mut req = request(&[
+            ("vexil-flags", "limit=100"),
+            ("Vexil-Flag-Limit", "99"),
+            ("vexil-flag-checkout", "?1"),
+            ("vexil-flag-unknown", "1"),
+            ("vexil-revision", "forged@999"),
+        ]);
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(
+            header(&req, "vexil-flag-limit"),
+            Some("100"),
+            "the kept decision"
+        );
+        assert_eq!(header(&req, "vexil-flag-checkout"), Some("?0"), "evaluated");
+        assert_eq!(header(&req, "vexil-flag-unknown"), None);
+        assert_eq!(header(&req, "vexil-revision"), Some("prod@9"));
+        // Without per-flag headers, incoming ones do not pass either.
+        let inj = injector(MAPPING);
+        let mut req = request(&[("vexil-flag-limit", "99")]);
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(header(&req, "vexil-flag-limit"), None);
+        // With a prefix outside `vexil-`, only headers naming a flag are the sidecar's.
+        let inj = injector("[headers]\nper_flag_prefix = \"x-\"\n");
+        let mut req = request(&[("x-limit", "99"), ("x-user", "alice")]);
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(header(&req, "x-limit"), None);
+        assert_eq!(header(&req, "x-user"), Some("alice"));
+    }
+
+    #[test]
+    fn connection_nominations_of_vexil_headers() {
+        let inj = injector(MAPPING);
+        let mut req = request(&[
+            ("vexil-flags", "limit=100"),
+            ("connection", "keep-alive, VEXIL-FLAGS"),
+        ]);
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(
+            header(&req, "vexil-flags"),
+            Some("checkout=?0, limit=20, theme=\"dark\""),
+            "a nominated header was for the previous hop only"
+        );
+        assert_eq!(header(&req, "connection"), Some("keep-alive"));
+        let mut req = request(&[("connection", "vexil-revision"), ("x", "y")]);
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(header(&req, "connection"), None);
+        assert_eq!(header(&req, "vexil-revision"), Some("prod@9"));
+        // Untrusted inbound: the nomination goes with the header it names.
+        let mut req = request(&[
+            ("Connection", "close, Vexil-Debug"),
+            ("vexil-debug", "1"),
+            ("x", "y"),
+        ]);
+        assert!(inj.strip(&mut req));
+        assert_eq!(header(&req, "connection"), Some("close"));
+        assert_eq!(header(&req, "vexil-debug"), None);
+        let mut req = request(&[("connection", "vexil-flags")]);
+        assert!(
+            inj.strip(&mut req),
+            "a nomination alone is stripped and counted"
+        );
+        assert!(req.headers.is_empty());
     }
 
     #[test]
@@ -433,13 +758,24 @@ mod tests {
     #[test]
     fn byte_limit_drops_whole_members() {
         let inj = injector(&format!("{MAPPING}[headers]\nmax_bytes = 68\n"));
-        let existing = "a=\"0123456789012345678901234567890123456789\"";
+        let existing = "theme=\"0123456789012345678901234567890123456789\"";
         let mut req = request(&[("vexil-flags", existing)]);
         let out = inj.inject(Listener::Outbound, &mut req, &TARGET, None);
         let v = header(&req, "vexil-flags").unwrap();
         assert!(v.len() <= 68, "{v}");
-        assert_eq!(v, format!("{existing}, checkout=?0, limit=20"));
+        assert_eq!(v, format!("{existing}, checkout=?0"));
         assert_eq!(out.dropped, 1);
+        // Kept members stay even past the limit; nothing is added after them.
+        let inj = injector(&format!("{MAPPING}[headers]\nmax_bytes = 64\n"));
+        let existing = format!("{existing}, limit=100, checkout=?1");
+        let mut req = request(&[("vexil-flags", &existing)]);
+        let out = inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        assert_eq!(header(&req, "vexil-flags"), Some(existing.as_str()));
+        assert_eq!(
+            (out.dropped, out.bytes),
+            (0, 6),
+            "only the revision was added"
+        );
     }
 
     #[test]
@@ -451,11 +787,24 @@ mod tests {
         inj.inject(Listener::Outbound, &mut req, &TARGET, None);
         assert_eq!(header(&req, "vexil-flag-checkout"), Some("?0"));
         assert_eq!(header(&req, "vexil-flag-theme"), Some("\"dark\""));
+        // The sidecar's baggage members replace same-named ones; the others stay.
         assert_eq!(
             header(&req, "baggage"),
-            Some("vexil.limit=5,k=v,vexil.checkout=false,vexil.theme=dark")
+            Some("k=v,vexil.checkout=false,vexil.limit=20,vexil.theme=dark")
         );
         assert_eq!(header(&req, "vexil-revision"), None);
+        // Several baggage lines, forged members in any spelling, a kept decision.
+        let mut req = request(&[
+            ("baggage", "a=1, VEXIL.limit=99"),
+            ("Baggage", "vexil%2Echeckout=true;p=1,b=2"),
+            ("vexil-flags", "theme=\"light\""),
+        ]);
+        inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+        let values: Vec<_> = req.headers.get_all("baggage").iter().collect();
+        assert_eq!(
+            values,
+            ["a=1,b=2,vexil.theme=light,vexil.checkout=false,vexil.limit=20"]
+        );
     }
 
     #[test]
@@ -496,5 +845,31 @@ mod tests {
         assert!(inj.strip(&mut req));
         assert_eq!(req.headers.len(), 1);
         assert!(!inj.strip(&mut req));
+    }
+
+    #[test]
+    fn strips_vexil_baggage_members_and_keeps_the_others() {
+        // Stripped whether or not this sidecar writes baggage itself.
+        let inj = injector("");
+        let mut req = request(&[
+            ("VEXIL-FLAGS", "limit=100"),
+            ("baggage", "userId=alice, vexil.limit=100"),
+            ("baggage", "Vexil.checkout=true;p, country=de"),
+        ]);
+        assert!(inj.strip(&mut req));
+        assert_eq!(header(&req, "vexil-flags"), None);
+        let values: Vec<_> = req.headers.get_all("baggage").iter().collect();
+        assert_eq!(values, ["userId=alice,country=de"]);
+        let mut req = request(&[("baggage", "vexil.limit=100")]);
+        assert!(inj.strip(&mut req));
+        assert_eq!(header(&req, "baggage"), None);
+        let mut req = request(&[("baggage", "userId=alice")]);
+        assert!(!inj.strip(&mut req));
+        assert_eq!(header(&req, "baggage"), Some("userId=alice"));
+        // A configured prefix.
+        let inj = injector("[headers]\nbaggage_prefix = \"ff_\"\n");
+        let mut req = request(&[("baggage", "ff_limit=100,vexil.x=1")]);
+        assert!(inj.strip(&mut req));
+        assert_eq!(header(&req, "baggage"), Some("vexil.x=1"));
     }
 }

@@ -9,6 +9,7 @@
 //! | `dataplane_dropped_decisions_total` | `listener` | decisions left out of `vexil-flags` by the byte limit |
 //! | `dataplane_evaluations_total` | `listener`, `flag`, `variant` | flag evaluations for injection (`variant=""`: no value) |
 //! | `dataplane_invalid_incoming_total` | `listener` | incoming `vexil-flags` that were not a valid dictionary (replaced) |
+//! | `dataplane_incoming_decisions_dropped_total` | `listener`, `reason` | incoming `vexil-flags` members dropped because they could not be this sidecar's decisions ([`DropReason`]) |
 //! | `dataplane_stripped_total` | `listener` | requests whose `vexil-*` headers came from an untrusted peer and were removed |
 //!
 //! The hot path touches only atomics: counters by status and by (flag, variant) are looked up in
@@ -55,6 +56,54 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+/// Why an incoming `vexil-flags` member was dropped (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The header is not a valid dictionary (one count for the header), or the member has
+    /// parameters or is an inner list: never what a sidecar writes.
+    Malformed = 0,
+    /// No flag of that key in the current snapshot (or no snapshot yet).
+    UnknownFlag = 1,
+    /// The flag is disabled (or could not be compiled): this sidecar gives it no value.
+    Disabled = 2,
+    /// The value's type is not the type of any of the flag's variants.
+    WrongType = 3,
+    /// The value has the right type but is none of the flag's variant values.
+    NotAVariant = 4,
+    /// The key appeared earlier in the same header: only its first member is considered.
+    Duplicate = 5,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Malformed,
+        DropReason::UnknownFlag,
+        DropReason::Disabled,
+        DropReason::WrongType,
+        DropReason::NotAVariant,
+        DropReason::Duplicate,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownFlag => "unknown_flag",
+            DropReason::Disabled => "disabled",
+            DropReason::WrongType => "wrong_type",
+            DropReason::NotAVariant => "not_a_variant",
+            DropReason::Duplicate => "duplicate",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EvaluationLabels {
     listener: &'static str,
     flag: String,
@@ -71,6 +120,7 @@ struct PerListener {
     dropped: Counter,
     invalid_incoming: Counter,
     stripped: Counter,
+    incoming_dropped: [Counter; DropReason::ALL.len()],
     statuses: Box<[OnceLock<Counter>]>,
 }
 
@@ -82,6 +132,7 @@ struct Inner {
     dropped: Family<ListenerLabels, Counter>,
     invalid_incoming: Family<ListenerLabels, Counter>,
     stripped: Family<ListenerLabels, Counter>,
+    incoming_dropped: Family<DropLabels, Counter>,
     listeners: [PerListener; 2],
 }
 
@@ -136,6 +187,12 @@ impl DataPlaneMetrics {
             i.invalid_incoming.clone(),
         );
         metrics.register(
+            "dataplane_incoming_decisions_dropped",
+            "Incoming vexil-flags members dropped because they could not be this sidecar's \
+             decisions, by reason (the flags are evaluated anew)",
+            i.incoming_dropped.clone(),
+        );
+        metrics.register(
             "dataplane_stripped",
             "Requests whose vexil-* headers came from an untrusted peer and were removed",
             i.stripped.clone(),
@@ -152,6 +209,7 @@ impl DataPlaneMetrics {
         let dropped = Family::<ListenerLabels, Counter>::default();
         let invalid_incoming = Family::<ListenerLabels, Counter>::default();
         let stripped = Family::<ListenerLabels, Counter>::default();
+        let incoming_dropped = Family::<DropLabels, Counter>::default();
         let per_listener = |l: Listener| {
             let labels = ListenerLabels {
                 listener: l.as_str(),
@@ -162,6 +220,14 @@ impl DataPlaneMetrics {
                 dropped: dropped.get_or_create(&labels).clone(),
                 invalid_incoming: invalid_incoming.get_or_create(&labels).clone(),
                 stripped: stripped.get_or_create(&labels).clone(),
+                incoming_dropped: DropReason::ALL.map(|reason| {
+                    incoming_dropped
+                        .get_or_create(&DropLabels {
+                            listener: l.as_str(),
+                            reason: reason.as_str(),
+                        })
+                        .clone()
+                }),
                 statuses: (0..STATUS_SLOTS).map(|_| OnceLock::new()).collect(),
             }
         };
@@ -177,6 +243,7 @@ impl DataPlaneMetrics {
             dropped,
             invalid_incoming,
             stripped,
+            incoming_dropped,
             listeners,
         }))
     }
@@ -227,6 +294,20 @@ impl DataPlaneMetrics {
         self.at(listener).invalid_incoming.inc();
     }
 
+    /// Counts incoming `vexil-flags` members dropped, by reason (`drops[reason as usize]`).
+    pub(crate) fn incoming_dropped(
+        &self,
+        listener: Listener,
+        drops: &[u32; DropReason::ALL.len()],
+    ) {
+        let p = self.at(listener);
+        for (counter, &n) in p.incoming_dropped.iter().zip(drops) {
+            if n > 0 {
+                counter.inc_by(u64::from(n));
+            }
+        }
+    }
+
     /// Counts a request whose `vexil-*` headers were stripped.
     pub(crate) fn stripped(&self, listener: Listener) {
         self.at(listener).stripped.inc();
@@ -267,6 +348,7 @@ mod tests {
         m.upstream_latency(Listener::Outbound, Duration::from_micros(300));
         m.evaluation_counter(Listener::Outbound, "a", "on").inc();
         m.stripped(Listener::Inbound);
+        m.incoming_dropped(Listener::Outbound, &[0, 2, 0, 1, 0, 0]);
         let text = metrics.render();
         for want in [
             "vexil_proxy_dataplane_requests_total{listener=\"outbound\",status=\"200\"} 2",
@@ -276,6 +358,9 @@ mod tests {
             "vexil_proxy_dataplane_upstream_latency_seconds_count{listener=\"outbound\"} 1",
             "vexil_proxy_dataplane_evaluations_total{listener=\"outbound\",flag=\"a\",variant=\"on\"} 1",
             "vexil_proxy_dataplane_stripped_total{listener=\"inbound\"} 1",
+            "vexil_proxy_dataplane_incoming_decisions_dropped_total{listener=\"outbound\",reason=\"unknown_flag\"} 2",
+            "vexil_proxy_dataplane_incoming_decisions_dropped_total{listener=\"outbound\",reason=\"wrong_type\"} 1",
+            "vexil_proxy_dataplane_incoming_decisions_dropped_total{listener=\"inbound\",reason=\"malformed\"} 0",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

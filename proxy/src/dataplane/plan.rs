@@ -1,20 +1,23 @@
 //! What the data plane precomputes once per snapshot, so a request only evaluates and copies.
 //!
 //! A [`Plan`] holds, for every flag of the snapshot and every variant, the serialized
-//! `vexil-flags` member (`key=value`), the per-flag header value and the baggage member; for every
-//! configured route, the indices of the flags it selects (explicit keys resolved, metadata
-//! selectors applied); whether any of them is targeted (when none is, no context is extracted);
-//! and the `vexil-revision` value. It is rebuilt by the first request that sees a new snapshot.
+//! `vexil-flags` member (`key=value`), the value it carries (to recognize an incoming member as one
+//! of the flag's variants without allocating), the per-flag header value and the baggage member;
+//! for every configured route, the indices of the flags it selects (explicit keys resolved,
+//! metadata selectors applied) as a list and as a bit set; whether any of them is targeted (when
+//! none is, no context is extracted); and the `vexil-revision` value. It is rebuilt by the first
+//! request that sees a new snapshot.
 
 use std::sync::{Arc, OnceLock};
 
 use http::{HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
-use vexil_engine::Flag;
+use vexil_engine::{Flag, FlagState};
 
 use crate::dataplane::config::{DataPlaneConfig, HeadersConfig, HostPattern, RouteConfig};
-use crate::dataplane::headers::{baggage_value, item_text};
+use crate::dataplane::headers::{Carried, baggage_value};
+use crate::dataplane::incoming::FlagBits;
 use crate::dataplane::metrics::{DataPlaneMetrics, Listener};
 use crate::snapshot::Snapshot;
 
@@ -131,6 +134,8 @@ impl Router {
 pub(crate) struct PlannedVariant {
     /// The variant's name.
     pub name: Box<str>,
+    /// The value as `vexil-flags` carries it; `None` when it cannot be carried.
+    pub carried: Option<Carried>,
     /// `key=item` for `vexil-flags`; `None` when the value cannot be carried.
     pub member: Option<Box<str>>,
     /// The value of the per-flag header (when enabled).
@@ -146,6 +151,10 @@ pub(crate) struct PlannedFlag {
     pub key: Box<str>,
     /// True when it has a targeting rule (needs a context).
     pub targeted: bool,
+    /// True when the sidecar can give it a value (enabled and compiled).
+    pub decided: bool,
+    /// The item types of its carried variants ([`kind`](crate::dataplane::headers::kind) bits).
+    pub kinds: u8,
     /// `<per_flag_prefix><key>` (when enabled).
     pub header_name: Option<HeaderName>,
     /// Variants in document order.
@@ -163,6 +172,8 @@ pub(crate) struct Plan {
     /// Per route (`Route::Rule(i)` → `rules[i]`): selected flag indices, and whether one is
     /// targeted.
     rules: Box<[(Box<[u32]>, bool)]>,
+    /// Per route, the selected flags as a bit set (routes that override incoming decisions).
+    masks: Box<[FlagBits]>,
     /// Every flag (the default route) and whether one is targeted.
     all: (Box<[u32]>, bool),
     /// `vexil-revision` (when enabled).
@@ -203,10 +214,20 @@ impl Plan {
             let targeted = indices.iter().any(|&i| flags[i as usize].targeted);
             (indices, targeted)
         };
-        let rules = router
+        let rules: Box<[(Box<[u32]>, bool)]> = router
             .rules
             .iter()
             .map(|r| with_targeting(r.selection.indices(&snapshot)))
+            .collect();
+        let masks = rules
+            .iter()
+            .map(|(indices, _)| {
+                let mut bits = FlagBits::new();
+                for &i in indices {
+                    bits.insert(i);
+                }
+                bits
+            })
             .collect();
         let all = with_targeting(Selection::All.indices(&snapshot));
         // Serving without flags (after the init timeout): no decisions, no revision either.
@@ -221,6 +242,7 @@ impl Plan {
             snapshot,
             flags,
             rules,
+            masks,
             all,
             revision,
             counters: [slots(), slots()],
@@ -235,6 +257,23 @@ impl Plan {
             Route::Rule(i) => (&self.rules[i].0, self.rules[i].1),
             Route::Unmatched => (&[], false),
         }
+    }
+
+    /// True when `route` selects flag `index`.
+    pub(crate) fn selects(&self, route: Route, index: u32) -> bool {
+        match route {
+            Route::Default => true,
+            Route::Rule(i) => self.masks[i].contains(index),
+            Route::Unmatched => false,
+        }
+    }
+
+    /// The index of flag `key` (the snapshot lists its flags sorted by key).
+    pub(crate) fn find(&self, key: &str) -> Option<u32> {
+        self.flags
+            .binary_search_by(|f| (*f.key).cmp(key))
+            .ok()
+            .map(|i| i as u32)
     }
 
     /// Counts one evaluation of flag `index` that chose `variant` (`None`: no value).
@@ -262,18 +301,20 @@ fn plan_flag(flag: &Flag, headers: &HeadersConfig, slot: usize) -> PlannedFlag {
             HeaderName::from_bytes(format!("{}{key}", headers.per_flag_prefix).as_bytes()).ok()
         })
         .flatten();
-    let variants = flag
+    let variants: Box<[PlannedVariant]> = flag
         .variants()
         .map(|(name, value)| {
-            let item = match item_text(value, name) {
-                Ok(item) => Some(item),
+            let carried = match Carried::of(value, name) {
+                Ok(carried) => Some(carried),
                 Err(why) => {
                     tracing::warn!(flag = key, variant = name, "not injected in headers: {why}");
                     None
                 }
             };
+            let item = carried.as_ref().map(Carried::text);
             PlannedVariant {
                 name: name.into(),
+                carried,
                 member: item.as_ref().map(|i| format!("{key}={i}").into()),
                 item: item
                     .as_ref()
@@ -290,6 +331,11 @@ fn plan_flag(flag: &Flag, headers: &HeadersConfig, slot: usize) -> PlannedFlag {
     PlannedFlag {
         key: key.into(),
         targeted: flag.is_targeted(),
+        decided: flag.state() == FlagState::Enabled && !flag.is_broken(),
+        kinds: variants
+            .iter()
+            .filter_map(|v| v.carried.as_ref())
+            .fold(0, |kinds, c| kinds | c.kind()),
         header_name,
         variants,
         slot,

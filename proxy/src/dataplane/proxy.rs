@@ -259,6 +259,14 @@ impl ProxyHttp for Sidecar {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(self.timeouts.downstream_idle_secs));
         }
+        // Untrusted inbound peers lose their `vexil-*` headers here, before pingora removes the
+        // hop-by-hop ones (a `Connection: vexil-flags` nomination is stripped and counted too).
+        if matches!(self.mode, Mode::Inbound { .. })
+            && !self.injector.trusts(Self::peer_ip(session))
+            && self.injector.strip(session.req_header_mut())
+        {
+            self.injector.metrics().stripped(self.listener);
+        }
         match self.destination(session, ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => {
@@ -299,12 +307,6 @@ impl ProxyHttp for Sidecar {
             req.insert_header(header::HOST, authority.as_str())?;
         }
         let peer = Self::peer_ip(session);
-        if matches!(self.mode, Mode::Inbound { .. })
-            && !self.injector.trusts(peer)
-            && self.injector.strip(req)
-        {
-            self.injector.metrics().stripped(self.listener);
-        }
         let target = Target {
             host: ctx.host.as_deref(),
             scheme: "http",
