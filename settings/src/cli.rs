@@ -62,9 +62,22 @@ impl<S: Settings> Cli<S> {
 
 impl<S: Settings> clap::Args for Cli<S> {
     fn augment_args(mut cmd: Command) -> Command {
+        // Settings read from a variable but given no flag (a secret such as the first admin token)
+        // are listed after the options, so that `--help` names every variable the binary reads.
+        let mut env_only = String::new();
         for d in S::declared() {
             let s = d.setting;
-            let Some(flag) = s.flag else { continue };
+            let Some(flag) = s.flag else {
+                if let Some(env) = s.env {
+                    let doc = s.doc_text();
+                    let short = doc
+                        .split_once(". ")
+                        .map_or(doc.as_str(), |(first, _)| first)
+                        .trim_end_matches('.');
+                    env_only.push_str(&format!("  {env}\n          {short} [env: {env}]\n"));
+                }
+                continue;
+            };
             let doc = s.doc_text();
             let short = doc
                 .split_once(". ")
@@ -83,6 +96,9 @@ impl<S: Settings> clap::Args for Cli<S> {
                     .value_name(value_name(flag))
             };
             cmd = cmd.arg(arg);
+        }
+        if !env_only.is_empty() {
+            cmd = cmd.after_help(format!("Variables without a flag:\n{env_only}"));
         }
         cmd.arg(
             Arg::new(PRINT_CONFIG)
