@@ -17,9 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngExt as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use vexil_jwt::{
-    Algorithm, JwtError, KeySource, KeySpec, ListClaim, LoadError, Verifier, VerifierConfig,
-};
+use vexil_jwt::{JwtError, KeySources, ListClaim, LoadError, Verifier, VerifierConfig};
 
 use crate::model::{Millis, Role, now_millis};
 use crate::store::{Store, StoreError};
@@ -175,58 +173,26 @@ impl Default for JwtConfig {
 }
 
 impl JwtConfig {
+    /// The key sources this configuration names.
+    fn key_sources(&self) -> KeySources<'_> {
+        KeySources {
+            hs256_secret: self.hs256_secret.as_deref().map(str::as_bytes),
+            hs256_secret_file: self.hs256_secret_file.as_ref(),
+            rs256_public_key: self.rs256_public_key.as_ref(),
+            es256_public_key: self.es256_public_key.as_ref(),
+            jwks_file: self.jwks_file.as_ref(),
+            jwks_url: self.jwks_url.as_deref(),
+        }
+    }
+
     /// True when some key is configured (JWTs are accepted only then).
     pub fn has_key(&self) -> bool {
-        self.hs256_secret.is_some()
-            || self.hs256_secret_file.is_some()
-            || self.rs256_public_key.is_some()
-            || self.es256_public_key.is_some()
-            || self.jwks_file.is_some()
-            || self.jwks_url.is_some()
+        self.key_sources().any()
     }
 
     /// The verifier settings, each key source labelled with its `[jwt]` key.
     pub fn verifier_config(&self) -> VerifierConfig {
-        let mut keys = Vec::new();
-        let mut add = |label: &str, source: Option<KeySource>| {
-            if let Some(source) = source {
-                keys.push(KeySpec::new(label, source));
-            }
-        };
-        let pem = |path: &Option<PathBuf>, alg| {
-            path.clone().map(|path| KeySource::PublicKeyFile {
-                path,
-                algorithm: Some(alg),
-            })
-        };
-        add(
-            "jwt.hs256_secret",
-            self.hs256_secret
-                .as_ref()
-                .map(|s| KeySource::HmacSecret(s.as_bytes().to_vec())),
-        );
-        add(
-            "jwt.hs256_secret_file",
-            self.hs256_secret_file
-                .clone()
-                .map(KeySource::HmacSecretFile),
-        );
-        add(
-            "jwt.rs256_public_key",
-            pem(&self.rs256_public_key, Algorithm::RS256),
-        );
-        add(
-            "jwt.es256_public_key",
-            pem(&self.es256_public_key, Algorithm::ES256),
-        );
-        add(
-            "jwt.jwks_file",
-            self.jwks_file.clone().map(KeySource::JwksFile),
-        );
-        add(
-            "jwt.jwks_url",
-            self.jwks_url.clone().map(KeySource::JwksUrl),
-        );
+        let keys = self.key_sources().specs(|name| format!("jwt.{name}"));
         VerifierConfig {
             keys,
             leeway: Duration::from_secs(self.leeway_secs),
@@ -365,6 +331,7 @@ mod tests {
     use super::*;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::{Value, json};
+    use vexil_jwt::{Algorithm, KeySource};
 
     const NOW: i64 = 1_700_000_000;
 

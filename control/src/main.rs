@@ -29,20 +29,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command;
-    let resolved = match args.resolve() {
-        Ok(resolved) => resolved,
-        Err(problems) => {
-            eprintln!("error: invalid configuration:\n{problems}");
-            return ExitCode::FAILURE;
-        }
+    let config = match args.settings_or_exit("vexil-control serve") {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    if args.print_config {
-        print!(
-            "{}",
-            vexil_settings::print_config(&resolved.effective, "vexil-control serve")
-        );
-        return ExitCode::SUCCESS;
-    }
     // rustls (webhook TLS) on ring, never one picked at random (docs/adr/0006-ring-only-tls.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
@@ -53,7 +43,7 @@ fn main() -> ExitCode {
         .init();
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(serve(resolved.settings)));
+        .and_then(|runtime| runtime.block_on(serve(config)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -46,7 +46,7 @@ mod verifier;
 pub use claims::{Claims, ListClaim};
 pub use error::{AlgName, JwtError, LoadError};
 pub use key::{Algorithm, Key, KeySet, parse_jwks};
-pub use source::{KeySource, KeySpec};
+pub use source::{KeySource, KeySources, KeySpec};
 pub use verifier::{
     DEFAULT_JWKS_FETCH_TIMEOUT, DEFAULT_JWKS_REFRESH, DEFAULT_LEEWAY, Limits, Verifier,
     VerifierConfig, bearer_token, unix_now,

@@ -81,6 +81,79 @@ impl KeySpec {
     }
 }
 
+/// The key sources a configuration can name, each optional: what control's `[jwt]` and the
+/// sidecar's `[context_options] jwt_*` settings both offer, turned into labelled [`KeySpec`]s in one
+/// place.
+#[derive(Clone, Debug, Default)]
+pub struct KeySources<'a> {
+    /// HS256 shared secret.
+    pub hs256_secret: Option<&'a [u8]>,
+    /// A file holding the HS256 secret.
+    pub hs256_secret_file: Option<&'a PathBuf>,
+    /// RS256 public key (PEM file).
+    pub rs256_public_key: Option<&'a PathBuf>,
+    /// ES256 public key (PEM file).
+    pub es256_public_key: Option<&'a PathBuf>,
+    /// A JWKS file.
+    pub jwks_file: Option<&'a PathBuf>,
+    /// A JWKS URL.
+    pub jwks_url: Option<&'a str>,
+}
+
+impl KeySources<'_> {
+    /// True when at least one source is set.
+    pub fn any(&self) -> bool {
+        self.hs256_secret.is_some()
+            || self.hs256_secret_file.is_some()
+            || self.rs256_public_key.is_some()
+            || self.es256_public_key.is_some()
+            || self.jwks_file.is_some()
+            || self.jwks_url.is_some()
+    }
+
+    /// The sources that are set, in this order, each labelled `label(name)` where `name` is the
+    /// field's name (`hs256_secret`, ..., `jwks_url`), so that errors name the setting.
+    pub fn specs(&self, label: impl Fn(&str) -> String) -> Vec<KeySpec> {
+        let pem = |path: Option<&PathBuf>, alg| {
+            path.map(|path| KeySource::PublicKeyFile {
+                path: path.clone(),
+                algorithm: Some(alg),
+            })
+        };
+        [
+            (
+                "hs256_secret",
+                self.hs256_secret.map(|s| KeySource::HmacSecret(s.to_vec())),
+            ),
+            (
+                "hs256_secret_file",
+                self.hs256_secret_file
+                    .cloned()
+                    .map(KeySource::HmacSecretFile),
+            ),
+            (
+                "rs256_public_key",
+                pem(self.rs256_public_key, Algorithm::RS256),
+            ),
+            (
+                "es256_public_key",
+                pem(self.es256_public_key, Algorithm::ES256),
+            ),
+            (
+                "jwks_file",
+                self.jwks_file.cloned().map(KeySource::JwksFile),
+            ),
+            (
+                "jwks_url",
+                self.jwks_url.map(|u| KeySource::JwksUrl(u.to_string())),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, source)| source.map(|s| KeySpec::new(label(name), s)))
+        .collect()
+    }
+}
+
 /// What loading needs besides the source.
 pub(crate) struct Loader {
     pub(crate) limits: Limits,

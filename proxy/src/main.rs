@@ -71,21 +71,10 @@ fn main() -> ExitCode {
 /// (an invalid configuration: every problem listed). With `--print-config`, prints the effective
 /// configuration and exits.
 fn serve(args: &vexil_settings::Cli<ProxyConfig>) -> ExitCode {
-    let resolved = match args.resolve() {
-        Ok(resolved) => resolved,
-        Err(problems) => {
-            eprintln!("error: invalid configuration:\n{problems}");
-            return ExitCode::FAILURE;
-        }
+    let config = match args.settings_or_exit("vexil-proxy") {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    if args.print_config {
-        print!(
-            "{}",
-            vexil_settings::print_config(&resolved.effective, "vexil-proxy")
-        );
-        return ExitCode::SUCCESS;
-    }
-    let config = resolved.settings;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VEXIL_LOG")

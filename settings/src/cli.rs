@@ -58,6 +58,24 @@ impl<S: Settings> Cli<S> {
     pub fn resolve(&self) -> Result<Resolved<S>, Problems> {
         resolve(self.layers())
     }
+
+    /// What a binary's `main` does first: the settings to run with, or the exit code when there
+    /// is nothing to run — every problem printed on standard error (failure), or, with
+    /// `--print-config`, the effective configuration printed under `program`'s name (success).
+    pub fn settings_or_exit(&self, program: &str) -> Result<S, std::process::ExitCode> {
+        let resolved = match self.resolve() {
+            Ok(resolved) => resolved,
+            Err(problems) => {
+                eprintln!("error: invalid configuration:\n{problems}");
+                return Err(std::process::ExitCode::FAILURE);
+            }
+        };
+        if self.print_config {
+            print!("{}", crate::print_config(&resolved.effective, program));
+            return Err(std::process::ExitCode::SUCCESS);
+        }
+        Ok(resolved.settings)
+    }
 }
 
 impl<S: Settings> clap::Args for Cli<S> {

@@ -13,7 +13,7 @@
 //! [`ContextOptions::jwt_verify`]: crate::dataplane::config::ContextOptions::jwt_verify
 
 use serde_json::{Map, Value};
-use vexil_jwt::{Algorithm, KeySource, KeySpec, Limits, Verifier, VerifierConfig};
+use vexil_jwt::{KeySources, Limits, Verifier, VerifierConfig};
 
 use vexil_settings::Problems;
 
@@ -25,46 +25,18 @@ pub(crate) struct JwtVerifier(Verifier);
 
 /// The crate's settings for `opts`, each key source labelled with its `[context_options]` key.
 pub(crate) fn verifier_config(opts: &ContextOptions) -> VerifierConfig {
-    let mut keys = Vec::new();
-    let mut add = |label: &str, source: Option<KeySource>| {
-        if let Some(source) = source {
-            keys.push(KeySpec::new(format!("context_options.{label}"), source));
-        }
-    };
-    let pem = |path: &Option<std::path::PathBuf>, alg| {
-        path.clone().map(|path| KeySource::PublicKeyFile {
-            path,
-            algorithm: Some(alg),
-        })
-    };
-    add(
-        "jwt_hs256_secret",
-        opts.jwt_hs256_secret
+    let keys = KeySources {
+        hs256_secret: opts
+            .jwt_hs256_secret
             .as_ref()
-            .map(|s| KeySource::HmacSecret(s.expose().as_bytes().to_vec())),
-    );
-    add(
-        "jwt_hs256_secret_file",
-        opts.jwt_hs256_secret_file
-            .clone()
-            .map(KeySource::HmacSecretFile),
-    );
-    add(
-        "jwt_rs256_public_key",
-        pem(&opts.jwt_rs256_public_key, Algorithm::RS256),
-    );
-    add(
-        "jwt_es256_public_key",
-        pem(&opts.jwt_es256_public_key, Algorithm::ES256),
-    );
-    add(
-        "jwt_jwks_file",
-        opts.jwt_jwks_file.clone().map(KeySource::JwksFile),
-    );
-    add(
-        "jwt_jwks_url",
-        opts.jwt_jwks_url.clone().map(KeySource::JwksUrl),
-    );
+            .map(|s| s.expose().as_bytes()),
+        hs256_secret_file: opts.jwt_hs256_secret_file.as_ref(),
+        rs256_public_key: opts.jwt_rs256_public_key.as_ref(),
+        es256_public_key: opts.jwt_es256_public_key.as_ref(),
+        jwks_file: opts.jwt_jwks_file.as_ref(),
+        jwks_url: opts.jwt_jwks_url.as_deref(),
+    }
+    .specs(|name| format!("context_options.jwt_{name}"));
     let d = Limits::default();
     VerifierConfig {
         keys,
