@@ -413,7 +413,9 @@ impl SecretUrl {
         &self.0
     }
 
-    /// The URL with its password replaced by `<redacted>`.
+    /// The URL with its password replaced by `<redacted>`: the one in the userinfo
+    /// (`user:password@`) and any query parameter that names one (`?password=`, `sslpassword=`,
+    /// `pass=`, `pwd=`, in any case), which libpq-style URLs accept too.
     pub fn redacted(&self) -> String {
         let url = &self.0;
         let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -423,18 +425,48 @@ impl SecretUrl {
             .find(['/', '?', '#'])
             .map_or(url.len(), |i| scheme_end + i);
         let authority = &url[scheme_end..authority_end];
-        match authority.rfind('@') {
+        let mut out = match authority.rfind('@') {
             Some(at) => match authority[..at].split_once(':') {
                 Some((user, _password)) => format!(
                     "{}{user}:{REDACTED}{}",
                     &url[..scheme_end],
-                    &url[scheme_end + at..]
+                    &url[scheme_end + at..authority_end]
                 ),
-                None => url.clone(),
+                None => url[..authority_end].to_string(),
             },
-            None => url.clone(),
+            None => url[..authority_end].to_string(),
+        };
+        let rest = &url[authority_end..];
+        let (before_fragment, fragment) = rest.split_at(rest.find('#').unwrap_or(rest.len()));
+        match before_fragment.split_once('?') {
+            Some((path, query)) => {
+                out.push_str(path);
+                out.push('?');
+                for (i, pair) in query.split('&').enumerate() {
+                    if i > 0 {
+                        out.push('&');
+                    }
+                    match pair.split_once('=') {
+                        Some((key, _)) if names_a_password(key) => {
+                            out.push_str(key);
+                            out.push('=');
+                            out.push_str(REDACTED);
+                        }
+                        _ => out.push_str(pair),
+                    }
+                }
+            }
+            None => out.push_str(before_fragment),
         }
+        out.push_str(fragment);
+        out
     }
+}
+
+/// Query parameters that carry a password.
+fn names_a_password(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password") || key == "pass" || key == "pwd"
 }
 
 impl std::ops::Deref for SecretUrl {
@@ -583,6 +615,36 @@ mod tests {
             assert_eq!(SecretUrl::from(plain).redacted(), plain);
         }
         assert!(SecretUrl::from_text("vexil.db").is_err());
+    }
+
+    #[test]
+    fn passwords_in_the_query_are_redacted_too() {
+        for (url, shown) in [
+            (
+                "postgres://db/vexil?user=vexil&password=hunter2&sslmode=require",
+                "postgres://db/vexil?user=vexil&password=<redacted>&sslmode=require",
+            ),
+            (
+                "postgres://u:p@db/v?sslpassword=hunter2#frag",
+                "postgres://u:<redacted>@db/v?sslpassword=<redacted>#frag",
+            ),
+            (
+                "redis://h:6379/0?PASSWORD=hunter2",
+                "redis://h:6379/0?PASSWORD=<redacted>",
+            ),
+            (
+                "postgres://db?pwd=hunter2&pass=hunter2",
+                "postgres://db?pwd=<redacted>&pass=<redacted>",
+            ),
+            (
+                "postgres://db/v?passport=x&application_name=a",
+                "postgres://db/v?passport=x&application_name=a",
+            ),
+        ] {
+            let u = SecretUrl::from(url);
+            assert_eq!(u.redacted(), shown);
+            assert!(!format!("{u} {u:?}").contains("hunter2"));
+        }
     }
 
     #[test]

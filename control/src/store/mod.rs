@@ -598,16 +598,10 @@ pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// A database URL without its password, for messages.
+/// A database URL without its password (userinfo or query), for messages: one redaction for the
+/// whole code base, `vexil_settings::SecretUrl`'s.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
+    vexil_settings::SecretUrl::from(url).redacted()
 }
 
 #[cfg(test)]
