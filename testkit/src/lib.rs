@@ -21,6 +21,7 @@ pub mod pg;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 
 mod cmd;
 mod dir;
