@@ -43,5 +43,5 @@ RUN groupadd --system --gid 65532 vexil \
 COPY --from=build /out/vexil-proxy /usr/local/bin/vexil-proxy
 USER 65532:65532
 WORKDIR /var/lib/vexil
-EXPOSE 15001/tcp 8013/tcp 8014/tcp 8016/tcp
+EXPOSE 15101/tcp 8013/tcp 8014/tcp 8016/tcp
 ENTRYPOINT ["vexil-proxy"]

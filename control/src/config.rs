@@ -231,8 +231,18 @@ vexil_settings::settings! {
             default_environment: Option<String>, flag "sidecar-default-environment",
                 env "VEXIL_SIDECAR_DEFAULT_ENVIRONMENT", key "default_environment",
                 default_doc "the pod's namespace", check environment_key;
+            /// ConfigMap whose key `proxy.toml` configures the sidecars of a namespace's pods
+            /// that have no `vexil.io/config` annotation; mounted as optional (a namespace
+            /// without it gives its sidecars no file).
+            namespace_config: String = InjectConfig::default().namespace_config,
+                flag "sidecar-namespace-config", env "VEXIL_SIDECAR_NAMESPACE_CONFIG",
+                key "namespace_config", check kubernetes_name;
         }
     }
+}
+
+fn kubernetes_name(name: &String) -> Result<(), String> {
+    crate::webhook::inject::check_dns_subdomain(name)
 }
 
 fn database_url(url: &SecretUrl) -> Result<(), String> {
@@ -440,6 +450,7 @@ impl ControlConfig {
             ca_secret: w.ca_secret.clone(),
             no_proxy: w.no_proxy.clone(),
             default_environment: w.default_environment.clone(),
+            namespace_config: w.namespace_config.clone(),
         }
     }
 

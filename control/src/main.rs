@@ -24,12 +24,20 @@ struct Cli {
 enum Command {
     /// Run the control plane: admin API, QUIC sync hub and injection webhook.
     Serve(vexil_settings::Cli<ControlConfig>),
+    /// Run only the injection webhook (HTTPS `/inject` on --webhook-addr; `/healthz`, `/readyz`,
+    /// `/metrics` on --admin-addr): no database, no QUIC, so injection does not depend on the
+    /// store's health. Takes the same settings as `serve`; only the listeners, TLS and
+    /// `[webhook]` ones are used.
+    Webhook(vexil_settings::Cli<ControlConfig>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
-    let config = match args.settings_or_exit("vexil-control serve") {
+    let (args, program, standalone) = match &cli.command {
+        Command::Serve(args) => (args, "vexil-control serve", false),
+        Command::Webhook(args) => (args, "vexil-control webhook", true),
+    };
+    let config = match args.settings_or_exit(program) {
         Ok(config) => config,
         Err(code) => return code,
     };
@@ -43,7 +51,15 @@ fn main() -> ExitCode {
         .init();
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(serve(config)));
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                if standalone {
+                    webhook::serve_standalone(&config, shutdown_signal()?).await
+                } else {
+                    serve(config).await
+                }
+            })
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

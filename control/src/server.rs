@@ -102,7 +102,8 @@ impl Control {
     ) -> anyhow::Result<()> {
         let state = Arc::new(WebhookState {
             inject,
-            app: self.state.clone(),
+            metrics: self.state.metrics.clone(),
+            read_timeout: self.state.config.read_timeout,
         });
         crate::webhook::serve(listener, state, shutdown).await
     }

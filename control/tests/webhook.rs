@@ -31,6 +31,7 @@ fn config() -> InjectConfig {
         ca_secret: "vexil-ca".into(),
         no_proxy: vec![".svc.cluster.local".into()],
         default_environment: None,
+        namespace_config: "vexil-sidecar".into(),
     }
 }
 
@@ -126,8 +127,11 @@ fn assert_sidecar(sidecar: &Value, environment: &str) {
             "/var/run/vexil/ca.pem",
             "--state-dir",
             "/var/lib/vexil",
+            "--config",
+            "/etc/vexil/proxy.toml",
             "--admin-addr",
-            "0.0.0.0:8014"
+            "0.0.0.0:8014",
+            "--config-optional"
         ])
     );
     let probe = &sidecar["startupProbe"]["httpGet"];
@@ -141,12 +145,22 @@ fn assert_sidecar(sidecar: &Value, environment: &str) {
         mounts,
         &json!([
             {"name": "vexil-credentials", "mountPath": "/var/run/vexil", "readOnly": true},
-            {"name": "vexil-state", "mountPath": "/var/lib/vexil"}
+            {"name": "vexil-state", "mountPath": "/var/lib/vexil"},
+            {"name": "vexil-config", "mountPath": "/etc/vexil", "readOnly": true}
         ])
     );
 }
 
-/// The two volumes the sidecar mounts, from the configured Secrets.
+/// What stock flagd and OFREP providers read to find the sidecar.
+fn assert_providers(container: &Value) {
+    assert_eq!(env(container, "FLAGD_HOST"), Some("127.0.0.1"));
+    assert_eq!(env(container, "FLAGD_PORT"), Some("8013"));
+    assert_eq!(env(container, "FLAGD_SYNC_PORT"), Some("8015"));
+    assert_eq!(env(container, "FLAGD_RESOLVER"), Some("rpc"));
+    assert_eq!(env(container, "OFREP_ENDPOINT"), Some("http://127.0.0.1:8016"));
+}
+
+/// The volumes the sidecar mounts, from the configured Secrets and ConfigMap.
 fn assert_volumes(volumes: &[Value]) {
     let credentials = volumes
         .iter()
@@ -164,6 +178,16 @@ fn assert_volumes(volumes: &[Value]) {
         .find(|v| v["name"] == "vexil-state")
         .expect("state volume");
     assert_eq!(state["emptyDir"], json!({}));
+    let config = volumes
+        .iter()
+        .find(|v| v["name"] == "vexil-config")
+        .expect("config volume");
+    assert_eq!(
+        config["configMap"],
+        json!({"name": "vexil-sidecar", "optional": true,
+            "items": [{"key": "proxy.toml", "path": "proxy.toml"}]}),
+        "the namespace's default ConfigMap, when it exists"
+    );
 }
 
 #[test]
@@ -183,15 +207,16 @@ fn a_minimal_pod_gets_every_array_and_map_it_lacks() {
     assert_sidecar(&init[0], "shop"); // no annotation, no default: the namespace
     assert!(init[0].get("env").is_none(), "no routes, no VEXIL_ROUTES");
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
-    assert_eq!(volumes.len(), 2);
+    assert_eq!(volumes.len(), 3);
     assert_volumes(volumes);
 
     let web = container(&pod, "/spec/containers", "web");
-    assert_eq!(env(web, "HTTP_PROXY"), Some("http://127.0.0.1:15001"));
-    assert_eq!(env(web, "http_proxy"), Some("http://127.0.0.1:15001"));
+    assert_providers(web);
+    assert_eq!(env(web, "HTTP_PROXY"), Some("http://127.0.0.1:15101"));
+    assert_eq!(env(web, "http_proxy"), Some("http://127.0.0.1:15101"));
     assert_eq!(env(web, "NO_PROXY"), Some(NO_PROXY));
     assert_eq!(env(web, "no_proxy"), Some(NO_PROXY));
-    assert_eq!(web["env"].as_array().unwrap().len(), 4);
+    assert_eq!(web["env"].as_array().unwrap().len(), 9);
     // Nothing else of the container changed.
     let mut without_env = web.clone();
     without_env.as_object_mut().unwrap().remove("env");
@@ -224,7 +249,7 @@ fn a_full_pod_keeps_what_it_has_and_gets_the_sidecar_first() {
     );
 
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
-    assert_eq!(volumes.len(), 3);
+    assert_eq!(volumes.len(), 4);
     assert_eq!(volumes[0], a.original["spec"]["volumes"][0]);
     assert_volumes(volumes);
 
@@ -234,9 +259,10 @@ fn a_full_pod_keeps_what_it_has_and_gets_the_sidecar_first() {
         app["env"][0]["name"], "LOG_LEVEL",
         "existing variables stay first"
     );
-    assert_eq!(env(app, "HTTP_PROXY"), Some("http://127.0.0.1:15001"));
+    assert_eq!(env(app, "HTTP_PROXY"), Some("http://127.0.0.1:15101"));
     assert_eq!(env(app, "NO_PROXY"), Some(NO_PROXY));
-    assert_eq!(app["env"].as_array().unwrap().len(), 5);
+    assert_providers(app);
+    assert_eq!(app["env"].as_array().unwrap().len(), 10);
     assert_eq!(
         app["volumeMounts"],
         a.original["spec"]["containers"][0]["volumeMounts"]
@@ -245,11 +271,11 @@ fn a_full_pod_keeps_what_it_has_and_gets_the_sidecar_first() {
         let c = container(&pod, "/spec/containers", name);
         assert_eq!(
             env(c, "http_proxy"),
-            Some("http://127.0.0.1:15001"),
+            Some("http://127.0.0.1:15101"),
             "{name}"
         );
         assert_eq!(env(c, "no_proxy"), Some(NO_PROXY), "{name}");
-        assert_eq!(c["env"].as_array().unwrap().len(), 4, "{name}");
+        assert_eq!(c["env"].as_array().unwrap().len(), 9, "{name}");
     }
 
     let annotations = pod["metadata"]["annotations"].as_object().unwrap();
@@ -267,17 +293,25 @@ fn a_container_with_its_own_proxy_keeps_it() {
     let a = answer("own-proxy.json", &config());
     assert_eq!(a.outcome, Outcome::Injected);
     let pod = a.pod.expect("a patch");
-    // An app that chose a proxy keeps its whole proxy setup, untouched.
+    // An app that chose a proxy keeps its whole proxy setup, untouched, and gets only what its
+    // OpenFeature providers read.
     let legacy = container(&pod, "/spec/containers", "legacy");
-    assert_eq!(legacy, &a.original["spec"]["containers"][0]);
+    let original = &a.original["spec"]["containers"][0];
+    let original_env = original["env"].as_array().unwrap();
+    assert_eq!(
+        &legacy["env"].as_array().unwrap()[..original_env.len()],
+        &original_env[..]
+    );
+    assert_eq!(legacy["env"].as_array().unwrap().len(), original_env.len() + 5);
+    assert_providers(legacy);
     assert_eq!(env(legacy, "HTTP_PROXY"), Some("http://squid.infra:3128"));
     assert_eq!(env(legacy, "http_proxy"), None);
     // An app with only its own NO_PROXY gets the proxy and keeps its NO_PROXY.
     let app = container(&pod, "/spec/containers", "app");
-    assert_eq!(env(app, "HTTP_PROXY"), Some("http://127.0.0.1:15001"));
+    assert_eq!(env(app, "HTTP_PROXY"), Some("http://127.0.0.1:15101"));
     assert_eq!(env(app, "no_proxy"), Some("localhost,.internal"));
     assert_eq!(env(app, "NO_PROXY"), None);
-    assert_eq!(app["env"].as_array().unwrap().len(), 3);
+    assert_eq!(app["env"].as_array().unwrap().len(), 8);
     // The empty annotation map is added to, not replaced.
     let record = record(&pod);
     assert_eq!(record["proxied"], json!(["app"]));

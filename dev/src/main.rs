@@ -2,7 +2,7 @@
 //!
 //! - control on an embedded SQLite file, with development TLS generated (`.vexil-dev/`),
 //! - the demo flags of `config/flags/demo.json` loaded into the environment `demo` (first run),
-//! - one sidecar following `demo` over QUIC, on the default ports (15001, 8013–8016),
+//! - one sidecar following `demo` over QUIC, on the default ports (15101, 8013–8016),
 //! - a demo upstream on 127.0.0.1:9000 that echoes the headers it receives,
 //!
 //! then it prints the admin token and the lines to try. Ctrl-C stops everything.
@@ -189,14 +189,14 @@ fn print_tour(admin: &str, config: &ControlConfig, dir: &Path) {
     // command of the README's quickstart section is printed here.
     println!(
         r#"
-Vexil is running: control {api} (QUIC sync udp://{sync}), a sidecar on 127.0.0.1:15001 (proxy),
+Vexil is running: control {api} (QUIC sync udp://{sync}), a sidecar on 127.0.0.1:15101 (proxy),
 :8013 (gRPC), :8014 (admin), :8015 (flagd sync), :8016 (OFREP), and a demo upstream on {UPSTREAM}.
 
 Admin token:  {admin}
   export ADMIN_TOKEN={admin}
 
 1. A request through the sidecar: the upstream echoes the vexil-flags header it received
-  curl -s -x http://127.0.0.1:15001 http://{UPSTREAM}/hello -H 'x-user-id: alice' | python3 -m json.tool
+  curl -s -x http://127.0.0.1:15101 http://{UPSTREAM}/hello -H 'x-user-id: alice' | python3 -m json.tool
 
 2. An OFREP lookup, and a gRPC one (flagd.evaluation.v2; needs grpcurl, run from the repository root)
   curl -s -w '\n' -X POST http://127.0.0.1:8016/ofrep/v1/evaluate/flags/new-checkout -d '{{"context":{{"targetingKey":"alice"}}}}'
@@ -207,7 +207,7 @@ Admin token:  {admin}
   curl -s -w '\n' -X PUT {api}/api/v1/environments/{ENVIRONMENT}/flags/new-checkout -H "authorization: Bearer $ADMIN_TOKEN" \
        -H 'if-match: *' -H 'content-type: application/json' \
        -d '{{"state":"ENABLED","variants":{{"on":true,"off":false}},"defaultVariant":"on"}}'
-  curl -s -x http://127.0.0.1:15001 http://{UPSTREAM}/hello -H 'x-user-id: alice' | python3 -m json.tool | grep vexil-
+  curl -s -x http://127.0.0.1:15101 http://{UPSTREAM}/hello -H 'x-user-id: alice' | python3 -m json.tool | grep vexil-
 
 4. Who is connected
   curl -s -w '\n' {api}/api/v1/sidecars -H "authorization: Bearer $ADMIN_TOKEN"

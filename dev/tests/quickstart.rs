@@ -23,7 +23,7 @@ use vexil_testkit::{Process, TempDir, http_status_blocking, loopback};
 /// The ports `vexil-dev` uses (TCP), and its QUIC port (UDP).
 const TCP_PORTS: &[(u16, &str)] = &[
     (8080, "control's admin API"),
-    (15001, "the sidecar's outbound proxy"),
+    (15101, "the sidecar's outbound proxy"),
     (8013, "the sidecar's gRPC evaluation"),
     (8014, "the sidecar's admin endpoints"),
     (8015, "the sidecar's flagd sync"),

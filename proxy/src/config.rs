@@ -30,6 +30,9 @@ vexil_settings::settings! {
         group "proxy-source" {
             /// The TOML configuration file; variables and flags override it.
             config: Option<PathBuf>, flag "config", env "VEXIL_CONFIG";
+            /// A `--config` file that does not exist is no error (one that exists must be valid).
+            /// The injection webhook sets it when it mounts the namespace's optional ConfigMap.
+            config_optional: bool, flag "config-optional", env "VEXIL_CONFIG_OPTIONAL";
             /// Control's QUIC sync address: `quic://HOST:PORT` (also `HOST:PORT`,
             /// `quic://[IPv6]:PORT`). `HOST` is also the name checked in control's certificate.
             /// Several replicas: separate them with commas (`quic://a:7443,quic://b:7443`); after
@@ -94,10 +97,10 @@ vexil_settings::settings! {
         }
         group "proxy-listeners" {
             /// Outbound HTTP proxy: the application's `HTTP_PROXY`.
-            outbound_addr: SocketAddr = loopback(15001), flag "outbound-addr",
+            outbound_addr: SocketAddr = loopback(15101), flag "outbound-addr",
                 env "VEXIL_OUTBOUND_ADDR", key "outbound_addr";
             /// Inbound mode: a reverse proxy in front of the application (conventionally
-            /// `127.0.0.1:15006`); needs `--inbound-upstream`.
+            /// `127.0.0.1:15106`); needs `--inbound-upstream`.
             inbound_addr: Option<SocketAddr>, flag "inbound-addr", env "VEXIL_INBOUND_ADDR",
                 key "inbound_addr", default_doc "off";
             /// The application's own address behind the inbound listener; needs
@@ -374,7 +377,7 @@ mod tests {
         for addr in addrs {
             assert!(addr.ip().is_loopback(), "{addr}");
         }
-        assert_eq!(addrs.map(|a| a.port()), [15001, 8013, 8014, 8015, 8016]);
+        assert_eq!(addrs.map(|a| a.port()), [15101, 8013, 8014, 8015, 8016]);
         assert!(c.listeners().inbound.is_none());
         assert_eq!(c.shutdown_grace, Duration::from_secs(25));
         assert!(matches!(c.source().unwrap(), FlagSource::File(p) if p == Path::new("flags.json")));
@@ -484,6 +487,27 @@ mod tests {
     }
 
     #[test]
+    fn an_optional_config_file_may_be_missing_but_not_broken() {
+        let missing = "/nonexistent/vexil/proxy.toml";
+        let e = err(offline().flag("config", missing));
+        assert!(e.contains("cannot read"), "{e}");
+        let c = ProxyConfig::resolve(
+            offline()
+                .flag("config", missing)
+                .flag("config-optional", "true"),
+        )
+        .unwrap();
+        assert!(c.config_optional);
+        let dir = vexil_testkit::TempDir::new("config-optional");
+        let broken = dir.path().join("proxy.toml");
+        std::fs::write(&broken, "outbound_addr = 12\n").unwrap();
+        let e = err(offline()
+            .flag("config", broken.display().to_string())
+            .flag("config-optional", "true"));
+        assert!(e.contains("proxy.toml:1") && e.contains("outbound_addr"), "{e}");
+    }
+
+    #[test]
     fn the_example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/proxy.toml");
         let c = ProxyConfig::resolve(offline().flag("config", path.display().to_string())).unwrap();
@@ -556,7 +580,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("outbound_addr = \"127.0.0.1:15001\"  # default\n"),
+            text.contains("outbound_addr = \"127.0.0.1:15101\"  # default\n"),
             "{text}"
         );
         assert!(
@@ -567,14 +591,14 @@ mod tests {
 
     #[test]
     fn inbound_needs_its_upstream() {
-        let e = err(offline().flag("inbound-addr", "127.0.0.1:15006"));
+        let e = err(offline().flag("inbound-addr", "127.0.0.1:15106"));
         assert_eq!(
             e,
             "--inbound-addr: needs --inbound-upstream (the application's address)"
         );
         let c = ProxyConfig::resolve(
             offline()
-                .flag("inbound-addr", "127.0.0.1:15006")
+                .flag("inbound-addr", "127.0.0.1:15106")
                 .flag("inbound-upstream", "127.0.0.1:8080"),
         )
         .unwrap();

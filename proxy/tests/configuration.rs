@@ -97,7 +97,7 @@ fn print_config_shows_origins_and_redacts_the_token() {
         format!("control = \"quic://control:7443\"  # {f}:1"),
         "ca_file = \"ca.pem\"  # --ca-file".into(),
         "threads = 3  # VEXIL_THREADS".into(),
-        "outbound_addr = \"127.0.0.1:15001\"  # default".into(),
+        "outbound_addr = \"127.0.0.1:15101\"  # default".into(),
         format!("jwt_hs256_secret = \"<redacted>\"  # {f}:6"),
     ] {
         assert!(

@@ -192,7 +192,7 @@ async fn every_listener_binds_to_loopback_by_default() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let expected: Vec<(String, u16)> = [8013u16, 8014, 8015, 8016, 15001]
+    let expected: Vec<(String, u16)> = [8013u16, 8014, 8015, 8016, 15101]
         .into_iter()
         .map(|p| ("0100007F".to_string(), p))
         .collect();

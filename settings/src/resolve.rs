@@ -347,6 +347,9 @@ impl Layers {
             .and_then(|f| Some((Origin::Flag(f), self.flags.get(f)?.last()?.clone())))
             .or_else(|| s.env.and_then(|e| Some((Origin::Env(e), self.var(e)?))));
         if let Some((origin, path)) = given {
+            if self.config_optional(declared) && !Path::new(&path).exists() {
+                return Ok(self);
+            }
             // Unreadable: the flag or variable that named it; not TOML: the file and line.
             let file = File::read(Path::new(&path)).map_err(|p| {
                 p.map_paths(|at| {
@@ -360,6 +363,23 @@ impl Layers {
             self.file = Some(file);
         }
         Ok(self)
+    }
+}
+
+impl Layers {
+    /// Whether a declared `config_optional` switch is on (flag, then variable): a `config` file
+    /// that does not exist is then no error (one that exists is read and checked as always).
+    /// An injected sidecar mounts its namespace's optional ConfigMap this way.
+    fn config_optional(&self, declared: &[Declared]) -> bool {
+        let Some(d) = declared.iter().find(|d| d.setting.name == "config_optional") else {
+            return false;
+        };
+        let s = d.setting;
+        let text = s
+            .flag
+            .and_then(|f| self.flags.get(f)?.last().cloned())
+            .or_else(|| s.env.and_then(|e| self.var(e)));
+        text.is_some_and(|t| bool::from_text(&t).unwrap_or(false))
     }
 }
 

@@ -86,7 +86,7 @@ pub struct AppState {
     /// Settings.
     pub config: ApiConfig,
     /// Prometheus metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Sidecars connected to this replica's sync hub.
     pub sidecars: Arc<Sidecars>,
     /// Compiled flag sets for `evaluate`, by environment, with the revision and document they were
@@ -101,7 +101,7 @@ impl AppState {
             store,
             auth,
             config,
-            metrics,
+            metrics: Arc::new(metrics),
             sidecars: Arc::new(Sidecars::new()),
             compiled: Mutex::new(HashMap::new()),
         }

@@ -20,17 +20,21 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::post;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 pub use listener::TlsListener;
 pub use review::{Outcome, review};
 
-use crate::api::AppState;
+use crate::config::ControlConfig;
+use crate::metrics::Metrics;
 
 /// The pod annotation (or label) that opts a pod in (`enabled`) or out (`disabled`).
 pub const ANNOTATION_INJECT: &str = "vexil.io/inject";
@@ -40,10 +44,15 @@ pub const ANNOTATION_ENVIRONMENT: &str = "vexil.io/environment";
 pub const ANNOTATION_ROUTES: &str = "vexil.io/routes";
 /// The annotation the webhook adds: what it injected (JSON).
 pub const ANNOTATION_INJECTED: &str = "vexil.io/injected";
+/// The pod annotation naming a ConfigMap (in the pod's namespace) whose key `proxy.toml` is the
+/// sidecar's configuration file.
+pub const ANNOTATION_CONFIG: &str = "vexil.io/config";
+/// The pod annotation for inbound mode: `"LISTEN_PORT:APP_PORT"`.
+pub const ANNOTATION_INBOUND: &str = "vexil.io/inbound";
 /// The sidecar container's name.
 pub const SIDECAR_NAME: &str = "vexil-proxy";
-/// The sidecar's outbound HTTP proxy port (on the pod's loopback).
-pub const PROXY_PORT: u16 = 15001;
+/// The sidecar's outbound HTTP proxy port (on the pod's loopback) unless the pod says otherwise.
+pub const PROXY_PORT: u16 = 15101;
 /// The sidecar's admin port (`/healthz`, `/readyz`, `/metrics`), probed by the kubelet.
 pub const ADMIN_PORT: u16 = 8014;
 
@@ -65,6 +74,9 @@ pub struct InjectConfig {
     pub no_proxy: Vec<String>,
     /// The environment of pods without `vexil.io/environment`; `None`: the pod's namespace.
     pub default_environment: Option<String>,
+    /// The ConfigMap (key `proxy.toml`) mounted, when it exists, into sidecars of pods without
+    /// `vexil.io/config`: a namespace's defaults.
+    pub namespace_config: String,
 }
 
 impl Default for InjectConfig {
@@ -76,6 +88,7 @@ impl Default for InjectConfig {
             ca_secret: "vexil-sidecar".into(),
             no_proxy: vec![".svc.cluster.local".into()],
             default_environment: None,
+            namespace_config: "vexil-sidecar".into(),
         }
     }
 }
@@ -84,8 +97,10 @@ impl Default for InjectConfig {
 pub struct WebhookState {
     /// What injected pods get.
     pub inject: InjectConfig,
-    /// The control plane's state (for its metrics).
-    pub app: Arc<AppState>,
+    /// Metrics (control's own, or the standalone webhook's).
+    pub metrics: Arc<Metrics>,
+    /// How long a client may take to send a request head.
+    pub read_timeout: Duration,
 }
 
 /// The webhook's routes: `POST /inject`.
@@ -114,9 +129,76 @@ pub async fn serve(
     state: Arc<WebhookState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let header_timeout = state.app.config.read_timeout;
+    let header_timeout = state.read_timeout;
     vexil_http::serve_http1_on(listener, router(state), header_timeout, shutdown).await;
     Ok(())
+}
+
+/// `vexil-control webhook`: the injection webhook on its own (no store, no QUIC), so that pods
+/// are injected while the control plane or its database is down. Serves `/inject` (HTTPS) on
+/// `webhook_addr` and `/healthz`, `/readyz`, `/metrics` (plain HTTP) on `admin_addr` until
+/// `shutdown` completes.
+pub async fn serve_standalone(
+    config: &ControlConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = config.webhook_addr.addr().ok_or_else(|| {
+        anyhow::anyhow!("--webhook-addr is off: the standalone webhook has nothing to serve")
+    })?;
+    let tls = config.webhook_tls();
+    if config.dev_tls {
+        crate::tls::ensure_dev_tls(&config.tls_dir, &config.dev_tls_names)?;
+    }
+    let listener = bind(addr, &tls.cert, &tls.key).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#} (the webhook's certificate: --webhook-tls-cert and --webhook-tls-key)"
+        )
+    })?;
+    let admin = TcpListener::bind(config.admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.admin_addr))?;
+    tracing::info!(%addr, admin = %config.admin_addr,
+        "injection webhook listening (HTTPS, /inject); no store, no sync");
+    let state = Arc::new(WebhookState {
+        inject: config.inject_config(),
+        metrics: Arc::new(Metrics::new()),
+        read_timeout: config.api_config().read_timeout,
+    });
+    let health = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(standalone_metrics))
+        .with_state(state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let read_timeout = state.read_timeout;
+    let admin = tokio::spawn(vexil_http::serve_http1(
+        admin,
+        health,
+        read_timeout,
+        wait(stop_rx.clone()),
+    ));
+    let webhook = tokio::spawn(serve(listener, state, wait(stop_rx)));
+    shutdown.await;
+    tracing::info!("shutting down: draining reviews");
+    let _ = stop_tx.send(true);
+    let _ = admin.await;
+    webhook.await??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn standalone_metrics(State(state): State<Arc<WebhookState>>) -> axum::response::Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// `POST /inject`: one `AdmissionReview`.
@@ -135,6 +217,6 @@ async fn inject_pod(
         }
         outcome => tracing::debug!(%uid, outcome = outcome.label(), "webhook: review"),
     }
-    state.app.metrics.webhook_review(reviewed.outcome.label());
+    state.metrics.webhook_review(reviewed.outcome.label());
     axum::Json(reviewed.review)
 }

@@ -28,9 +28,9 @@ use crate::metrics::Metrics;
 /// Which listener handled a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Listener {
-    /// The outbound HTTP proxy (127.0.0.1:15001).
+    /// The outbound HTTP proxy (127.0.0.1:15101).
     Outbound = 0,
-    /// Inbound mode, in front of the application (127.0.0.1:15006).
+    /// Inbound mode, in front of the application (127.0.0.1:15106).
     Inbound = 1,
 }
 

@@ -59,7 +59,7 @@ use proxy::{Connections, Front, Mode, Resolver, Sidecar, Timeouts};
 /// Inbound mode: a reverse proxy on `addr` in front of the application at `upstream`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Inbound {
-    /// Where the inbound listener listens (conventionally `127.0.0.1:15006`).
+    /// Where the inbound listener listens (conventionally `127.0.0.1:15106`).
     pub addr: SocketAddr,
     /// The application's own address.
     pub upstream: SocketAddr,

@@ -661,11 +661,11 @@ mod tests {
 
     #[test]
     fn self_targets() {
-        let own: SocketAddr = "127.0.0.1:15001".parse().unwrap();
+        let own: SocketAddr = "127.0.0.1:15101".parse().unwrap();
         assert!(is_self(own, own));
         assert!(!is_self("127.0.0.1:80".parse().unwrap(), own));
-        let any: SocketAddr = "0.0.0.0:15001".parse().unwrap();
-        assert!(is_self("127.0.0.1:15001".parse().unwrap(), any));
+        let any: SocketAddr = "0.0.0.0:15101".parse().unwrap();
+        assert!(is_self("127.0.0.1:15101".parse().unwrap(), any));
     }
 
     #[tokio::test]
