@@ -157,7 +157,10 @@ fn assert_providers(container: &Value) {
     assert_eq!(env(container, "FLAGD_PORT"), Some("8013"));
     assert_eq!(env(container, "FLAGD_SYNC_PORT"), Some("8015"));
     assert_eq!(env(container, "FLAGD_RESOLVER"), Some("rpc"));
-    assert_eq!(env(container, "OFREP_ENDPOINT"), Some("http://127.0.0.1:8016"));
+    assert_eq!(
+        env(container, "OFREP_ENDPOINT"),
+        Some("http://127.0.0.1:8016")
+    );
 }
 
 /// The volumes the sidecar mounts, from the configured Secrets and ConfigMap.
@@ -302,7 +305,10 @@ fn a_container_with_its_own_proxy_keeps_it() {
         &legacy["env"].as_array().unwrap()[..original_env.len()],
         &original_env[..]
     );
-    assert_eq!(legacy["env"].as_array().unwrap().len(), original_env.len() + 5);
+    assert_eq!(
+        legacy["env"].as_array().unwrap().len(),
+        original_env.len() + 5
+    );
     assert_providers(legacy);
     assert_eq!(env(legacy, "HTTP_PROXY"), Some("http://squid.infra:3128"));
     assert_eq!(env(legacy, "http_proxy"), None);

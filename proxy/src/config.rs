@@ -504,7 +504,10 @@ mod tests {
         let e = err(offline()
             .flag("config", broken.display().to_string())
             .flag("config-optional", "true"));
-        assert!(e.contains("proxy.toml:1") && e.contains("outbound_addr"), "{e}");
+        assert!(
+            e.contains("proxy.toml:1") && e.contains("outbound_addr"),
+            "{e}"
+        );
     }
 
     #[test]

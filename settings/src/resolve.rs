@@ -371,7 +371,10 @@ impl Layers {
     /// that does not exist is then no error (one that exists is read and checked as always).
     /// An injected sidecar mounts its namespace's optional ConfigMap this way.
     fn config_optional(&self, declared: &[Declared]) -> bool {
-        let Some(d) = declared.iter().find(|d| d.setting.name == "config_optional") else {
+        let Some(d) = declared
+            .iter()
+            .find(|d| d.setting.name == "config_optional")
+        else {
             return false;
         };
         let s = d.setting;

@@ -842,7 +842,11 @@ mod tests {
     }
 
     fn invalid(annotations: Value) -> String {
-        match plan(&pod_with(annotations), Some("shop"), &InjectConfig::default()) {
+        match plan(
+            &pod_with(annotations),
+            Some("shop"),
+            &InjectConfig::default(),
+        ) {
             Err(Skip::Invalid(why)) => why,
             other => panic!("expected Invalid, got {other:?}"),
         }
@@ -879,8 +883,14 @@ mod tests {
         assert!(args.contains("--outbound-addr 127.0.0.1:16001"), "{args}");
         assert!(args.contains("--inbound-addr 0.0.0.0:15106 --inbound-upstream 127.0.0.1:8080"));
         assert!(args.contains("--config /etc/vexil/proxy.toml"), "{args}");
-        assert!(!args.contains("--config-optional"), "a named ConfigMap must exist");
-        assert!(!args.contains("--grpc-addr"), "defaults are not repeated: {args}");
+        assert!(
+            !args.contains("--config-optional"),
+            "a named ConfigMap must exist"
+        );
+        assert!(
+            !args.contains("--grpc-addr"),
+            "defaults are not repeated: {args}"
+        );
     }
 
     #[test]
@@ -935,17 +945,30 @@ mod tests {
         let containers = pod["spec"]["containers"].as_array().unwrap();
         let names = |vars: Vec<Value>| -> Vec<String> {
             vars.iter()
-                .map(|v| format!("{}={}", v["name"].as_str().unwrap(), v["value"].as_str().unwrap()))
+                .map(|v| {
+                    format!(
+                        "{}={}",
+                        v["name"].as_str().unwrap(),
+                        v["value"].as_str().unwrap()
+                    )
+                })
                 .collect()
         };
         let app = names(app_env(&containers[0], &plan, true, &config));
-        assert!(app.contains(&"HTTP_PROXY=http://127.0.0.1:15101".to_string()), "{app:?}");
+        assert!(
+            app.contains(&"HTTP_PROXY=http://127.0.0.1:15101".to_string()),
+            "{app:?}"
+        );
         assert!(app.contains(&"FLAGD_HOST=127.0.0.1".to_string()));
         assert!(app.contains(&"FLAGD_PORT=8013".to_string()));
         assert!(app.contains(&"FLAGD_RESOLVER=rpc".to_string()));
         assert!(app.contains(&"OFREP_ENDPOINT=http://127.0.0.1:8016".to_string()));
         let worker = names(app_env(&containers[1], &plan, false, &config));
-        assert!(!worker.iter().any(|v| v.starts_with("HTTP_PROXY") || v.starts_with("OFREP")));
+        assert!(
+            !worker
+                .iter()
+                .any(|v| v.starts_with("HTTP_PROXY") || v.starts_with("OFREP"))
+        );
         assert!(!worker.iter().any(|v| v.starts_with("FLAGD_RESOLVER")));
         assert!(
             worker.contains(&"FLAGD_PORT=8015".to_string()),
