@@ -3,6 +3,7 @@
 #   - PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`)
 #   - Redis on 127.0.0.1:6379
 #   - protox (for the Rust OpenFeature test client) and the Python OpenFeature clients
+#   - Node.js with the JavaScript OpenFeature clients (the pod-in-a-box tests)
 # Either service is installed from the distribution's packages (apt-get, as root or with
 # passwordless sudo) when it is missing, and started when it is down. The build itself needs only
 # cargo and a C compiler (see shims/libz-ng-sys).
@@ -223,10 +224,40 @@ ensure_protox() {
     service_down "protox: cargo install failed"
 }
 
+# The stock JavaScript OpenFeature providers the pod-in-a-box tests run (control/tests/pod.rs),
+# pinned by control/tests/pod/package-lock.json, installed with `npm ci` into
+# ~/.cache/vexil/jstools (or $VEXIL_JSTOOLS); again only when the lock file changed.
+ensure_js_clients() {
+    local root dir
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    dir="${VEXIL_JSTOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/vexil/jstools}"
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        log "node: not found, installing nodejs and npm"
+        apt_install nodejs npm || true
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        service_down "javascript clients: node and npm are needed (apt-get install nodejs npm)"
+        return 0
+    fi
+    if [ -d "$dir/node_modules" ] && cmp -s "$root/control/tests/pod/package-lock.json" "$dir/package-lock.json"; then
+        log "javascript clients: $dir"
+        return 0
+    fi
+    log "javascript clients: npm ci into $dir"
+    mkdir -p "$dir"
+    cp "$root/control/tests/pod/package.json" "$root/control/tests/pod/package-lock.json" "$dir/"
+    if (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+        return 0
+    fi
+    rm -f "$dir/package-lock.json"
+    service_down "javascript clients: npm ci failed in $dir"
+}
+
 ensure_protox
 ensure_postgres
 ensure_redis
 ensure_openfeature_clients
+ensure_js_clients
 
 if [ "$failures" -gt 0 ]; then
     err "$failures required item(s) missing; see above"

@@ -241,7 +241,7 @@ vexil_settings::settings! {
     }
 }
 
-fn kubernetes_name(name: &String) -> Result<(), String> {
+fn kubernetes_name(name: &str) -> Result<(), String> {
     crate::webhook::inject::check_dns_subdomain(name)
 }
 

@@ -5,13 +5,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use vexil_control::webhook::{self, InjectConfig, Outcome};
 
 use common::{App, Backend};
@@ -405,48 +402,6 @@ fn assert_no_patch(a: &Answered, uid: &str) {
 
 // ---------------------------------------------------------------- HTTPS ----
 
-/// `POST /inject` over TLS, verified against `ca`; returns the status and the body.
-async fn post_inject(
-    addr: std::net::SocketAddr,
-    ca: &std::path::Path,
-    body: &[u8],
-) -> (u16, Value) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // What the Kubernetes API server (Go's HTTP client) offers: the server must pick HTTP/1.1, the
-    // only protocol it speaks.
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let head = format!(
-        "POST /inject HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 async fn serves_reviews_over_https(app: App) {
     let dir = common::TempDir::new("vexil-webhook");
     let files = vexil_control::tls::ensure_dev_tls(&dir, &[]).unwrap();
@@ -464,7 +419,7 @@ async fn serves_reviews_over_https(app: App) {
             .await
     });
 
-    let (status, review) = post_inject(addr, &files.ca_cert, &fixture("full.json")).await;
+    let (status, review) = common::post_inject(addr, &files.ca_cert, &fixture("full.json")).await;
     assert_eq!(status, 200, "{review}");
     assert_eq!(
         review["response"]["uid"],
@@ -477,7 +432,7 @@ async fn serves_reviews_over_https(app: App) {
     );
     assert_sidecar(&pod["spec"]["initContainers"][0], "checkout-prod");
     // Garbage is allowed, not refused.
-    let (status, review) = post_inject(addr, &files.ca_cert, b"{\"nonsense\": true").await;
+    let (status, review) = common::post_inject(addr, &files.ca_cert, b"{\"nonsense\": true").await;
     assert_eq!(status, 200);
     assert_eq!(review["response"]["allowed"], true);
     assert!(review["response"].get("patch").is_none());

@@ -1,7 +1,7 @@
 //! The real `vexil-control serve` as a child process.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ pub struct Control {
     database_url: String,
     tls_dir: Option<PathBuf>,
     sync_port: Option<u16>,
+    sync_ip: IpAddr,
     ready_path: String,
 }
 
@@ -37,6 +38,7 @@ impl ControlCmd {
                 database_url: database_url.to_string(),
                 tls_dir: None,
                 sync_port: None,
+                sync_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 ready_path: "/readyz".into(),
             },
         )
@@ -52,6 +54,14 @@ impl ControlCmd {
     /// The QUIC sync port (default: a free one).
     pub fn sync_port(mut self, port: u16) -> Self {
         self.own.sync_port = Some(port);
+        self
+    }
+
+    /// The address the QUIC sync endpoint binds (default 127.0.0.1), e.g. the host's end of a test
+    /// pod's veth pair. The development certificate (`dev_tls`) must then name it too
+    /// (`--dev-tls-names`).
+    pub fn sync_ip(mut self, ip: IpAddr) -> Self {
+        self.own.sync_ip = ip;
         self
     }
 
@@ -73,7 +83,9 @@ impl ControlCmd {
         first.extend(["--admin-addr".into(), admin.to_string().into()]);
         first.extend([
             "--sync-addr".into(),
-            format!("127.0.0.1:{sync_port}").into(),
+            SocketAddr::new(self.own.sync_ip, sync_port)
+                .to_string()
+                .into(),
         ]);
         if let Some(dir) = &self.own.tls_dir {
             first.extend(["--dev-tls".into(), "--tls-dir".into(), dir.into()]);
@@ -83,7 +95,7 @@ impl ControlCmd {
             process: Process::spawn(self.display_name(), cmd),
             admin,
             base: format!("http://{admin}"),
-            sync_url: format!("quic://127.0.0.1:{sync_port}"),
+            sync_url: format!("quic://{}", SocketAddr::new(self.own.sync_ip, sync_port)),
             tls_dir: self.own.tls_dir,
             ready_path: self.own.ready_path,
         }
@@ -112,7 +124,7 @@ pub struct ControlProcess {
     pub admin: SocketAddr,
     /// `http://127.0.0.1:PORT` of the admin API.
     pub base: String,
-    /// `quic://127.0.0.1:PORT` of the sync endpoint.
+    /// `quic://IP:PORT` of the sync endpoint (127.0.0.1 unless [`ControlCmd::sync_ip`] said).
     pub sync_url: String,
     /// The development TLS directory, if [`ControlCmd::dev_tls`] gave one (`ca.pem` for sidecars).
     pub tls_dir: Option<PathBuf>,

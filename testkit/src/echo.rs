@@ -1,6 +1,6 @@
 //! An HTTP/1 upstream that answers with what it received.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 pub struct Echo {
     slow: Option<(String, Duration)>,
     header_as_body: Option<String>,
+    ip: Option<IpAddr>,
 }
 
 impl Echo {
@@ -43,9 +44,16 @@ impl Echo {
         self
     }
 
-    /// Serves on a free loopback port, on the current runtime, until the server is dropped.
+    /// Listens on `ip` (e.g. the host's end of a test pod's veth pair) instead of 127.0.0.1.
+    pub fn bind(mut self, ip: IpAddr) -> Echo {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// Serves on a free loopback port (or one of [`Echo::bind`]'s address), on the current runtime, until the server is dropped.
     pub async fn start(self) -> EchoServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let ip = self.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
             .await
             .expect("binding the echo upstream");
         let addr = listener.local_addr().expect("the echo upstream's address");
