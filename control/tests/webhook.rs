@@ -184,8 +184,7 @@ fn assert_volumes(volumes: &[Value]) {
         .expect("config volume");
     assert_eq!(
         config["configMap"],
-        json!({"name": "vexil-sidecar", "optional": true,
-            "items": [{"key": "proxy.toml", "path": "proxy.toml"}]}),
+        json!({"name": "vexil-sidecar", "optional": true}),
         "the namespace's default ConfigMap, when it exists"
     );
 }

@@ -677,6 +677,8 @@ fn resources_json(r: &Resources) -> Value {
 
 /// The token and CA (one projected volume from the two Secrets), the state directory, and the
 /// configuration ConfigMap (optional when it is the namespace's default).
+/// The sidecar's volumes. The configuration ConfigMap is mounted whole: besides `proxy.toml` it may
+/// hold what the file names, e.g. a bootstrap flag set (`bootstrap_file = "/etc/vexil/bootstrap.json"`).
 fn volumes(plan: &Plan, config: &InjectConfig) -> [Value; 3] {
     let (config_map, optional) = match &plan.config {
         ConfigSource::Named(name) => (name, false),
@@ -695,8 +697,7 @@ fn volumes(plan: &Plan, config: &InjectConfig) -> [Value; 3] {
             "name": CONFIG_VOLUME,
             "configMap": {
                 "name": config_map,
-                "optional": optional,
-                "items": [{"key": "proxy.toml", "path": "proxy.toml"}]
+                "optional": optional
             }
         }),
     ]
