@@ -505,3 +505,47 @@ async fn a_bad_proxy_toml_keeps_the_sidecar_from_turning_ready_and_its_log_says_
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_control_down_a_bootstrap_flag_set_from_the_pods_configmap_is_served_at_once() {
+    let Some(mut world) = World::new(checkout_flags()).await else {
+        return;
+    };
+    let upstream = vexil_testkit::echo::Echo::new()
+        .bind(world.netns.host())
+        .start()
+        .await;
+    world.control.take().unwrap().process.terminate(10);
+    // The workload's ConfigMap: its proxy.toml and, beside it, the flag set to start on.
+    let bootstrap = checkout_flags().to_string();
+    world.objects.config_maps.insert(
+        "checkout-vexil".into(),
+        BTreeMap::from([
+            (
+                "proxy.toml".to_string(),
+                "bootstrap_file = \"/etc/vexil/bootstrap.json\"\n\
+                 [context]\ntargetingKey = [\"header:x-user-id\"]\n"
+                    .to_string(),
+            ),
+            ("bootstrap.json".to_string(), bootstrap),
+        ]),
+    );
+    let url = world.upstream_url(upstream.addr().port(), "/orders");
+    let started = Instant::now();
+    let (_, mut pod) = world
+        .run(&pod(
+            json!({"vexil.io/environment": ENV, "vexil.io/config": "checkout-vexil"}),
+            json!([app("app", "python", &["/app/app.py", "http", &url])]),
+        ))
+        .await;
+    assert_started(&mut pod);
+    let took = started.elapsed();
+    // Ready on the bootstrap set, well before the 10 s init timeout.
+    assert!(took < Duration::from_secs(5), "started after {took:?}");
+    let output = finished(&mut pod, "app", Duration::from_secs(30)).await;
+    let echo = echoed(&output);
+    assert_eq!(
+        echo["headers"]["vexil-flags"], "checkout=?1, new-checkout=?1",
+        "{echo:#}"
+    );
+}
