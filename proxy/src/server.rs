@@ -220,9 +220,9 @@ pub async fn run(
         let (g, o, f, ad) = (s(), s(), s(), s());
         async move {
             let (r1, r2, r3, r4) = tokio::join!(
-                grpc::serve(bound.grpc, grpc_service, g),
+                grpc::serve_with_sync(bound.grpc, grpc_service.clone(), sync_service.clone(), g),
                 ofrep::serve(bound.ofrep, ofrep_state, o),
-                flagd_sync::serve(bound.sync, sync_service, f),
+                grpc::serve_with_sync(bound.sync, grpc_service, sync_service, f),
                 admin::serve(bound.admin, admin_state, ad),
             );
             r1.context("gRPC server")?;

@@ -72,7 +72,12 @@ impl SyncService {
 
     /// The `flagd.sync.v1.FlagSyncService` service, to serve alone ([`serve`]) or with others.
     pub fn routes(&self) -> Routes {
-        Routes::new(FlagSyncServiceServer::new(self.clone()))
+        Routes::new(self.server())
+    }
+
+    /// The tonic server of `flagd.sync.v1.FlagSyncService`.
+    pub fn server(&self) -> FlagSyncServiceServer<SyncService> {
+        FlagSyncServiceServer::new(self.clone())
     }
 }
 

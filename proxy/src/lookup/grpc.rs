@@ -165,12 +165,40 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let signal = service.stream_shutdown().after(shutdown);
     let read_timeout = service.inner.config.limits.read_timeout;
+    serve_routes(listener, service.routes(), read_timeout, signal).await
+}
+
+/// `routes` on `listener` with the deadlines of [`serve`].
+async fn serve_routes(
+    listener: TcpListener,
+    routes: Routes,
+    read_timeout: Duration,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(read_timeout))
         .http2_keepalive_timeout(Some(read_timeout))
-        .add_routes(service.routes())
+        .add_routes(routes)
         .serve_with_incoming_shutdown(super::incoming(listener, read_timeout), signal)
         .await
+}
+
+/// Serves flagd's evaluation services and `flagd.sync.v1` together on `listener` (both of the
+/// sidecar's gRPC listeners do): a stock provider reaches whatever it asks for on either port. The
+/// JavaScript flagd provider (0.16), for one, sends its RPC calls to `FLAGD_SYNC_PORT` when that
+/// is set, and an in-process provider told only `FLAGD_PORT` syncs from there.
+pub async fn serve_with_sync(
+    listener: TcpListener,
+    service: EvaluationService,
+    sync: super::flagd_sync::SyncService,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let signal = sync
+        .stream_shutdown()
+        .after(service.stream_shutdown().after(shutdown));
+    let read_timeout = service.inner.config.limits.read_timeout;
+    let routes = service.routes().add_service(sync.server());
+    serve_routes(listener, routes, read_timeout, signal).await
 }
 
 impl Inner {
