@@ -54,24 +54,9 @@ fn app_file(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn cache_dir(var: &str, name: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"))
-            .join("vexil")
-            .join(name)
-    })
-}
-
-/// The stock JavaScript clients (`scripts/ensure-deps.sh` installs them).
-fn js_modules() -> PathBuf {
-    cache_dir("VEXIL_JSTOOLS", "jstools").join("node_modules")
-}
-
 /// What the containers' programs are here.
 fn programs() -> BTreeMap<String, PathBuf> {
-    let python = cache_dir("VEXIL_PYTOOLS", "pytools").join("bin/python");
+    let python = vexil_testkit::tools::cache_dir("VEXIL_PYTOOLS", "pytools").join("bin/python");
     let node = which("node");
     BTreeMap::from([
         ("vexil-proxy".to_string(), binary("vexil-proxy")),
@@ -104,7 +89,7 @@ fn pod(annotations: Value, containers: Value) -> Value {
         "spec": {
             "volumes": [
                 {"name": "app", "configMap": {"name": "checkout-app"}},
-                {"name": "js", "hostPath": {"path": js_modules().display().to_string()}},
+                {"name": "js", "hostPath": {"path": vexil_testkit::tools::js_modules().display().to_string()}},
             ],
             "containers": containers,
         }
@@ -321,10 +306,13 @@ async fn stock_python_and_javascript_providers_find_the_sidecar_by_its_environme
     let Some(world) = World::new(serde_json::from_str(&flags).unwrap()).await else {
         return;
     };
-    if !js_modules().join("@openfeature/flagd-provider").is_dir() {
+    if !vexil_testkit::tools::js_modules()
+        .join("@openfeature/flagd-provider")
+        .is_dir()
+    {
         vexil_testkit::skip(format!(
             "the JavaScript OpenFeature clients in {} (scripts/ensure-deps.sh installs them)",
-            js_modules().display()
+            vexil_testkit::tools::js_modules().display()
         ));
         return;
     }

@@ -73,6 +73,11 @@ impl Env {
     }
 
     async fn start_with(config: &str, inbound: bool) -> Env {
+        Self::start_inbound_to(config, inbound, None).await
+    }
+
+    /// With inbound mode (when `inbound`) in front of `app` (default: the echo upstream).
+    async fn start_inbound_to(config: &str, inbound: bool, app: Option<SocketAddr>) -> Env {
         // `/slow` requests are counted on arrival, then answered after 800 ms.
         let upstream = Echo::new()
             .slow("/slow", Duration::from_millis(800))
@@ -88,7 +93,7 @@ impl Env {
             outbound: free_addr(),
             inbound: inbound.then(|| Inbound {
                 addr: free_addr(),
-                upstream: echo,
+                upstream: app.unwrap_or(echo),
             }),
         };
         let m = metrics.clone();
@@ -974,4 +979,444 @@ async fn untrusted_inbound_peers_lose_vexil_headers_and_baggage_members() {
         metrics.contains("vexil_proxy_dataplane_stripped_total{listener=\"inbound\"} 2"),
         "{metrics}"
     );
+}
+
+// ------------------------------------------------------------- protocols ----
+
+/// Reads one response (head and a `content-length` body) from `s`.
+async fn read_head_and_body(s: &mut TcpStream) -> (String, String) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {}",
+            String::from_utf8_lossy(&data)
+        );
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return (head.to_owned(), body.to_owned());
+            }
+        }
+    }
+}
+
+/// Opens a `CONNECT` tunnel to `target` through `proxy`; panics unless it is answered 200.
+async fn tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(proxy).await.unwrap();
+    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_inside_a_connect_tunnel_gets_decisions_on_every_request() {
+    let env = Env::start(MAPPING).await;
+    let mut tcp = tunnel(env.proxy, &env.echo.to_string()).await;
+    for path in ["/first", "/second"] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nvexil-flags: checkout=?1, forged=?1\r\n\r\n",
+            env.echo
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let (head, body) = read_head_and_body(&mut tcp).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let seen: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["uri"], path, "{seen:#}");
+        // checkout=?1 is one of checkout's values: kept (call-chain consistency); forged is not.
+        assert_eq!(
+            seen["headers"]["vexil-flags"],
+            DEFAULTS.replace("checkout=?0", "checkout=?1"),
+            "{seen:#}"
+        );
+    }
+    env.metric("vexil_proxy_dataplane_tunnels_total{listener=\"outbound\",protocol=\"http1\"} 1")
+        .await;
+}
+
+/// `tests/clients/grpc_through_proxy.py ARGS`, with `envs`; its JSON lines (panics unless it
+/// exits 0).
+fn grpc_script(python: &std::path::Path, args: &[&str], envs: &[(&str, String)]) -> Vec<Value> {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/grpc_through_proxy.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every call of the script passed through unchanged (payloads, streams, status, trailers,
+/// deadline), and the server saw `flags` in each call's metadata.
+fn assert_grpc(lines: &[Value], flags: &str) {
+    let by = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {lines:#?}"))
+            .clone()
+    };
+    for name in [
+        "unary",
+        "server_stream_0",
+        "server_stream_1",
+        "server_stream_2",
+        "client_stream",
+        "bidi_0",
+        "bidi_1",
+    ] {
+        let md = &by(name)["metadata"];
+        assert_eq!(md["vexil-flags"], flags, "{name}: {md:#}");
+        assert_eq!(md["x-user-id"], "alice", "{name}: {md:#}");
+    }
+    assert_eq!(by("unary")["request"], "hello");
+    assert_eq!(by("client_stream")["parts"], json!(["a", "b", "c"]));
+    assert_eq!(by("bidi_1")["echo"], "two");
+    let status = by("status");
+    assert_eq!(status["code"], "FAILED_PRECONDITION", "{status}");
+    assert_eq!(status["details"], "refused on purpose", "{status}");
+    assert_eq!(status["trailers"]["why"], "told-to", "{status}");
+    assert_eq!(by("deadline")["code"], "DEADLINE_EXCEEDED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_through_http_proxy_tunnels_h2c_with_decisions_in_its_metadata() {
+    let Some(python) = vexil_testkit::tools::python() else {
+        return;
+    };
+    let env = Env::start(MAPPING).await;
+    let proxy = format!("http://{}", env.proxy);
+    let lines =
+        tokio::task::spawn_blocking(move || grpc_script(&python, &[], &[("http_proxy", proxy)]))
+            .await
+            .unwrap();
+    assert_grpc(&lines, DEFAULTS);
+    env.metric("vexil_proxy_dataplane_tunnels_total{listener=\"outbound\",protocol=\"h2c\"} 1")
+        .await;
+}
+
+/// A `grpc_through_proxy.py serve` process: its port; killed on drop.
+struct GrpcServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GrpcServer {
+    fn start(python: &std::path::Path) -> GrpcServer {
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/clients/grpc_through_proxy.py");
+        let mut child = std::process::Command::new(python)
+            .arg(&script)
+            .arg("serve")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = serde_json::from_str::<Value>(&line).unwrap()["port"]
+            .as_u64()
+            .unwrap() as u16;
+        GrpcServer { child, port }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_with_prior_knowledge_is_proxied_outbound_and_inbound() {
+    let Some(python) = vexil_testkit::tools::python() else {
+        return;
+    };
+    let server = GrpcServer::start(&python);
+    let app = SocketAddr::from(([127, 0, 0, 1], server.port));
+    let env = Env::start_inbound_to(MAPPING, true, Some(app)).await;
+    // Outbound without CONNECT (redirected traffic): routed by :authority.
+    let (proxy, authority) = (env.proxy.to_string(), app.to_string());
+    let py = python.clone();
+    let lines =
+        tokio::task::spawn_blocking(move || grpc_script(&py, &["call", &proxy, &authority], &[]))
+            .await
+            .unwrap();
+    assert_grpc(&lines, DEFAULTS);
+    // Inbound, in front of the gRPC server: the untrusted caller's vexil-flags are stripped and
+    // the sidecar's own decisions sent instead.
+    let inbound = env.inbound.unwrap().to_string();
+    let lines = tokio::task::spawn_blocking(move || grpc_script(&python, &["call", &inbound], &[]))
+        .await
+        .unwrap();
+    assert_grpc(&lines, DEFAULTS);
+    env.metric("vexil_proxy_dataplane_stripped_total{listener=\"inbound\"}")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_per_connection_are_bounded() {
+    let env = Env::start(&format!("{MAPPING}\n[downstream]\nmax_h2_streams = 7\n")).await;
+    let mut tcp = TcpStream::connect(env.proxy).await.unwrap();
+    // The preface and an empty SETTINGS frame; the server's SETTINGS frame comes first.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut header = [0u8; 9];
+    tcp.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], 0x4, "a SETTINGS frame first");
+    let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.unwrap();
+    let max_streams = payload
+        .chunks(6)
+        .find(|s| s[..2] == [0, 3])
+        .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+    assert_eq!(max_streams, Some(7), "SETTINGS_MAX_CONCURRENT_STREAMS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_sent_a_byte_at_a_time_is_cut_off() {
+    let env = Env::start(&format!(
+        "{MAPPING}\n[downstream]\nrequest_head_timeout_ms = 600\n"
+    ))
+    .await;
+    let mut slow = TcpStream::connect(env.proxy).await.unwrap();
+    let request = format!("GET http://{0}/x HTTP/1.1\r\nhost: {0}\r\n\r\n", env.echo);
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    for b in request.bytes() {
+        if slow.write_all(&[b]).await.is_err() {
+            break;
+        }
+        // Meanwhile, a normal request is served.
+        if b == b'h' {
+            assert_eq!(env.flags_seen(&[]).await, DEFAULTS);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+        .await
+        .expect("closed")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    env.metric(
+        "vexil_proxy_dataplane_connections_closed_total{listener=\"outbound\",reason=\"request_head_timeout\"} 1",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_and_others_still_served() {
+    let env = Env::start(&format!("{MAPPING}\n[downstream]\nmax_connections = 3\n")).await;
+    // Three connections that have sent nothing hold the three places.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(env.proxy).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(env.proxy).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut rest))
+        .await
+        .expect("the fourth connection is closed at once")
+        .ok();
+    assert!(rest.is_empty());
+    env.metric(
+        "vexil_proxy_dataplane_connections_closed_total{listener=\"outbound\",reason=\"max_connections\"} 1",
+    )
+    .await;
+    // One place freed: a request goes through again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(env.flags_seen(&[]).await, DEFAULTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_opaque_tunnel_is_closed() {
+    let env = Env::start(&format!(
+        "{MAPPING}\n[downstream]\ntunnel_idle_timeout_ms = 500\n"
+    ))
+    .await;
+    // A server that reads and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let _accepting = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            kept.push(s);
+        }
+    });
+    let mut tcp = tunnel(env.proxy, &addr.to_string()).await;
+    // A TLS record header: not HTTP, so the tunnel is opaque.
+    tcp.write_all(b"\x16\x03\x01\x00\x05hello").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest))
+        .await
+        .expect("the idle tunnel is closed")
+        .ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    env.metric("vexil_proxy_dataplane_tunnels_total{listener=\"outbound\",protocol=\"opaque\"} 1")
+        .await;
+    env.metric(
+        "vexil_proxy_dataplane_connections_closed_total{listener=\"outbound\",reason=\"tunnel_idle_timeout\"} 1",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_to_a_server_that_speaks_first_is_opaque() {
+    let env = Env::start(MAPPING).await;
+    // An SMTP-like server: greets, then echoes lines.
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = server.accept().await.unwrap();
+        let (r, mut w) = tokio::io::split(s);
+        w.write_all(b"220 ready\r\n").await.unwrap();
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            w.write_all(format!("250 {line}\r\n").as_bytes())
+                .await
+                .unwrap();
+        }
+    });
+    let tcp = tunnel(env.proxy, &addr.to_string()).await;
+    let (r, mut w) = tokio::io::split(tcp);
+    let mut lines = BufReader::new(r).lines();
+    let greeting = tokio::time::timeout(Duration::from_secs(3), lines.next_line())
+        .await
+        .expect("the greeting within the sniffing grace")
+        .unwrap();
+    assert_eq!(greeting.as_deref(), Some("220 ready"));
+    w.write_all(b"HELO x\r\n").await.unwrap();
+    assert_eq!(
+        lines.next_line().await.unwrap().as_deref(),
+        Some("250 HELO x")
+    );
+    env.metric("vexil_proxy_dataplane_tunnels_total{listener=\"outbound\",protocol=\"opaque\"} 1")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_request_carries_decisions_and_the_upgraded_connection_passes_through() {
+    let env = Env::start(MAPPING).await;
+    // A WebSocket-like server: answers the upgrade with the decisions it saw, then echoes bytes.
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let flags = head
+            .lines()
+            .find_map(|l| l.strip_prefix("vexil-flags: "))
+            .unwrap_or("none")
+            .to_string();
+        s.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nx-seen-flags: {flags}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+    let mut tcp = TcpStream::connect(env.proxy).await.unwrap();
+    let request = format!(
+        "GET http://{addr}/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains(&format!("x-seen-flags: {DEFAULTS}")),
+        "{head}"
+    );
+    for msg in [&b"ping"[..], &b"\x81\x05hello"[..]] {
+        tcp.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(3), tcp.read_exact(&mut back))
+            .await
+            .expect("echoed")
+            .unwrap();
+        assert_eq!(back, msg);
+    }
 }

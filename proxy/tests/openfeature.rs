@@ -13,30 +13,11 @@ use std::process::Command;
 use vexil_testkit::TempDir;
 use vexil_testkit::proxy::ProxyProcess;
 
-/// The virtualenv's python, or `None` (with a notice) outside CI when it is missing.
-fn python() -> Option<PathBuf> {
-    let venv = std::env::var("VEXIL_PYTOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let cache = std::env::var("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
-            cache.join("vexil/pytools")
-        });
-    let python = venv.join("bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    vexil_testkit::skip(format!(
-        "{} is missing (run scripts/ensure-deps.sh)",
-        python.display()
-    ));
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_openfeature_clients_work_unchanged() {
-    let Some(python) = python() else { return };
+    let Some(python) = vexil_testkit::tools::python() else {
+        return;
+    };
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = TempDir::new("vexil-openfeature");
     let flags = dir.join("flags.json");

@@ -10,6 +10,7 @@
 //!   test fails), killed on drop; [`control::ControlCmd`] and [`proxy::ProxyCmd`] start the real
 //!   `vexil-control` and `vexil-proxy` on free ports and wait until they answer.
 //! - [`wait_for`]: polls a probe until it succeeds, or fails with what it saw last.
+//! - [`tools`]: the pinned Python and JavaScript test clients `scripts/ensure-deps.sh` installs.
 //!
 //! A test that needs a service (PostgreSQL, Redis) or a tool it cannot find calls [`skip`]: under
 //! CI ([`is_ci`]) that fails the test, elsewhere it prints a notice and the test returns.
@@ -22,6 +23,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod tls;
+pub mod tools;
 
 mod cmd;
 mod dir;

@@ -200,6 +200,21 @@ vexil_settings::settings! {
             /// of buffers in the sidecar, so connections opened in a burst must not stay open for
             /// ever.
             idle_timeout: Duration as Millis = ms(60_000), key "idle_timeout_ms", check nonzero;
+            /// Most connections open at once on each listener; a connection beyond it is closed
+            /// at once (counted in `vexil_proxy_dataplane_connections_refused_total`).
+            max_connections: usize = 4096, key "max_connections", check nonzero;
+            /// A request head (request line and headers, HTTP/1) must arrive whole within this
+            /// long of its first byte (milliseconds); a client sending it a byte at a time is
+            /// closed.
+            request_head_timeout: Duration as Millis = ms(10_000), key "request_head_timeout_ms",
+                check nonzero;
+            /// A `CONNECT` tunnel (or a connection left opaque) with no byte in either direction
+            /// for this long is closed (milliseconds).
+            tunnel_idle_timeout: Duration as Millis = ms(300_000), key "tunnel_idle_timeout_ms",
+                check nonzero;
+            /// Most HTTP/2 streams open at once on one connection (h2c: gRPC and HTTP/2 with
+            /// prior knowledge).
+            max_h2_streams: u32 = 128, key "max_h2_streams", check nonzero;
         }
     }
 }

@@ -11,6 +11,8 @@
 //! | `dataplane_invalid_incoming_total` | `listener` | incoming `vexil-flags` that were not a valid dictionary (replaced) |
 //! | `dataplane_incoming_decisions_dropped_total` | `listener`, `reason` | incoming `vexil-flags` members dropped because they could not be this sidecar's decisions ([`DropReason`]) |
 //! | `dataplane_stripped_total` | `listener` | requests whose `vexil-*` headers came from an untrusted peer and were removed |
+//! | `dataplane_tunnels_total` | `listener`, `protocol` | `CONNECT` tunnels by what they carried: `http1` and `h2c` (proxied with decisions), `opaque` (bytes copied: TLS, anything else) |
+//! | `dataplane_connections_closed_total` | `listener`, `reason` | connections the sidecar closed for a limit: `max_connections`, `request_head_timeout`, `tunnel_idle_timeout` |
 //!
 //! The hot path touches only atomics: counters by status and by (flag, variant) are looked up in
 //! the registry's family once and kept in slots.
@@ -53,6 +55,18 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TunnelLabels {
+    listener: &'static str,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    listener: &'static str,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +147,8 @@ struct Inner {
     invalid_incoming: Family<ListenerLabels, Counter>,
     stripped: Family<ListenerLabels, Counter>,
     incoming_dropped: Family<DropLabels, Counter>,
+    tunnels: Family<TunnelLabels, Counter>,
+    closed: Family<ClosedLabels, Counter>,
     listeners: [PerListener; 2],
 }
 
@@ -197,6 +213,18 @@ impl DataPlaneMetrics {
             "Requests whose vexil-* headers came from an untrusted peer and were removed",
             i.stripped.clone(),
         );
+        metrics.register(
+            "dataplane_tunnels",
+            "CONNECT tunnels by what they carried: http1 and h2c (proxied with decisions) or \
+             opaque (bytes copied)",
+            i.tunnels.clone(),
+        );
+        metrics.register(
+            "dataplane_connections_closed",
+            "Connections closed by the sidecar for a limit, by reason (max_connections, \
+             request_head_timeout, tunnel_idle_timeout)",
+            i.closed.clone(),
+        );
         m
     }
 
@@ -244,6 +272,8 @@ impl DataPlaneMetrics {
             invalid_incoming,
             stripped,
             incoming_dropped,
+            tunnels: Family::default(),
+            closed: Family::default(),
             listeners,
         }))
     }
@@ -306,6 +336,24 @@ impl DataPlaneMetrics {
                 counter.inc_by(u64::from(n));
             }
         }
+    }
+
+    /// Counts a tunnel by the protocol it carried (not on the hot path: once per tunnel).
+    pub(crate) fn tunnel(&self, listener: Listener, protocol: &'static str) {
+        let labels = TunnelLabels {
+            listener: listener.as_str(),
+            protocol,
+        };
+        self.0.tunnels.get_or_create(&labels).inc();
+    }
+
+    /// Counts a connection closed for the limit `reason`.
+    pub(crate) fn closed(&self, listener: Listener, reason: &'static str) {
+        let labels = ClosedLabels {
+            listener: listener.as_str(),
+            reason,
+        };
+        self.0.closed.get_or_create(&labels).inc();
     }
 
     /// Counts a request whose `vexil-*` headers were stripped.

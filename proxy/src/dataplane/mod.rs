@@ -54,7 +54,8 @@ pub use metrics::Listener;
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotCell;
 use inject::Injector;
-use proxy::{Connections, Front, Mode, Resolver, Sidecar, Timeouts};
+use pingora::apps::HttpServerOptions;
+use proxy::{Connections, Front, FrontLimits, Mode, Resolver, Sidecar, Timeouts};
 
 /// Inbound mode: a reverse proxy on `addr` in front of the application at `upstream`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +172,15 @@ pub fn start(
     server.bootstrap();
     let shared = Shared {
         conf: server.configuration.clone(),
+        limits: Limits {
+            front: FrontLimits {
+                max_connections: config.downstream.max_connections,
+                first_byte: Duration::from_secs(config.downstream.idle_timeout_secs()),
+                head: config.downstream.request_head_timeout,
+                tunnel_idle: config.downstream.tunnel_idle_timeout,
+            },
+            max_h2_streams: config.downstream.max_h2_streams,
+        },
         injector,
         resolver: Arc::new(Resolver::default()),
         connections: Arc::new(Connections::default()),
@@ -209,9 +219,17 @@ pub fn start(
     Ok(handle)
 }
 
+/// The `[downstream]` limits of every listener.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    front: FrontLimits,
+    max_h2_streams: u32,
+}
+
 /// What every listener's proxy shares.
 struct Shared {
     conf: Arc<ServerConf>,
+    limits: Limits,
     injector: Arc<Injector>,
     resolver: Arc<Resolver>,
     connections: Arc<Connections>,
@@ -228,10 +246,22 @@ impl Shared {
             resolver: self.resolver.clone(),
             timeouts: self.timeouts,
         };
+        let http = pingora::proxy::http_proxy(&self.conf, sidecar.clone());
+        let mut h2c = pingora::proxy::http_proxy(&self.conf, sidecar);
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        options.h2_idle_timeout = Some(self.timeouts.downstream_idle());
+        h2c.server_options = Some(options);
+        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+        h2.max_concurrent_streams(self.limits.max_h2_streams);
+        h2c.h2_options = Some(h2);
         let front = Front {
-            http: Arc::new(pingora::proxy::http_proxy(&self.conf, sidecar)),
+            http: Arc::new(http),
+            h2c: Arc::new(h2c),
             connect: matches!(mode, Mode::Outbound),
             connections: self.connections.clone(),
+            open: Arc::new(Connections::default()),
+            limits: self.limits.front,
             resolver: self.resolver.clone(),
             injector: self.injector.clone(),
             listener,

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +28,8 @@ use bytes::Bytes;
 use http::header;
 use pingora::apps::ServerApp;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::Stream;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{ALPN, GetSocketDigest, SocketDigest, Stream};
 use pingora::proxy::{FailToProxy, HttpProxy, ProxyHttp, Session};
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
@@ -55,6 +57,13 @@ pub(crate) struct Timeouts {
     pub idle: Duration,
     /// `[downstream] idle_timeout_ms`, in whole seconds.
     pub downstream_idle_secs: u64,
+}
+
+impl Timeouts {
+    /// The downstream idle timeout as a duration.
+    pub fn downstream_idle(&self) -> Duration {
+        Duration::from_secs(self.downstream_idle_secs)
+    }
 }
 
 /// Why a request could not be forwarded: a status and a short reason.
@@ -157,6 +166,7 @@ pub(crate) enum Mode {
 }
 
 /// The pingora proxy of one listener.
+#[derive(Clone)]
 pub(crate) struct Sidecar {
     pub listener: Listener,
     pub mode: Mode,
@@ -278,7 +288,7 @@ impl ProxyHttp for Sidecar {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
         let addr = ctx
@@ -290,6 +300,10 @@ impl ProxyHttp for Sidecar {
         o.total_connection_timeout = Some(self.timeouts.connect);
         o.read_timeout = Some(self.timeouts.read);
         o.idle_timeout = Some(self.timeouts.idle);
+        if session.is_http2() {
+            // h2c to the upstream (gRPC): prior knowledge, as the client spoke to us.
+            o.alpn = ALPN::H2;
+        }
         Ok(Box::new(peer))
     }
 
@@ -438,10 +452,12 @@ fn absolute_target(raw: &[u8]) -> Result<Option<Destination>, Refusal> {
     }))
 }
 
-/// The request's `Host`: lowercase host without port, and the port.
+/// The request's `Host` (HTTP/2: its `:authority`): lowercase host without port, and the port.
 fn host_header(req: &RequestHeader) -> Option<(String, Option<u16>)> {
-    let value = req.headers.get(header::HOST)?.to_str().ok()?;
-    let authority = http::uri::Authority::try_from(value).ok()?;
+    let authority = match req.headers.get(header::HOST) {
+        Some(value) => http::uri::Authority::try_from(value.to_str().ok()?).ok()?,
+        None => req.uri.authority()?.clone(),
+    };
     let host = authority.host();
     (!host.is_empty()).then(|| (host.to_ascii_lowercase(), authority.port_u16()))
 }
@@ -462,13 +478,27 @@ fn is_self(addr: SocketAddr, own: SocketAddr) -> bool {
                 && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
 }
 
-/// The connection front: counts connections and serves `CONNECT` tunnels; hands every other
-/// connection to the HTTP proxy.
+/// The connection front, one per listener: bounds open connections, reads the start of each
+/// request itself (so that a head must arrive whole within `[downstream] request_head_timeout_ms`),
+/// serves `CONNECT` tunnels, and hands HTTP/1 to the HTTP proxy and connections opening with the
+/// HTTP/2 preface (h2c with prior knowledge: plaintext gRPC) to its HTTP/2 twin.
+///
+/// Inside a tunnel the first bytes decide: the HTTP/2 preface or an HTTP/1 request line are
+/// proxied like any request, with decisions, to the tunnel's target (set as the connection's
+/// original destination); a TLS ClientHello, anything else, or an upstream that speaks first is
+/// an untouched byte tunnel.
 pub(crate) struct Front {
+    /// HTTP/1 (pingora's h2c detection would wait for 24 bytes, longer than a short request).
     pub http: Arc<HttpProxy<Sidecar>>,
+    /// The same proxy with h2c on, for connections that open with the HTTP/2 preface.
+    pub h2c: Arc<HttpProxy<Sidecar>>,
     /// Tunnels allowed (outbound only).
     pub connect: bool,
+    /// Every listener's open connections (graceful shutdown waits for them).
     pub connections: Arc<Connections>,
+    /// This listener's.
+    pub open: Arc<Connections>,
+    pub limits: FrontLimits,
     pub resolver: Arc<Resolver>,
     pub injector: Arc<Injector>,
     pub listener: Listener,
@@ -476,56 +506,175 @@ pub(crate) struct Front {
     pub connect_timeout: Duration,
 }
 
+/// The `[downstream]` limits the front enforces.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrontLimits {
+    pub max_connections: usize,
+    /// How long a connection may wait for its (next) request's first byte.
+    pub first_byte: Duration,
+    /// From a request's first byte to the end of its head.
+    pub head: Duration,
+    /// A tunnel with no byte either way for this long is closed.
+    pub tunnel_idle: Duration,
+}
+
+/// What a connection (or a tunnel) starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// A whole HTTP/1 request head (not `CONNECT`), or inside a tunnel a request line's method.
+    Http1,
+    /// A whole `CONNECT` request head.
+    Connect,
+    /// The HTTP/2 connection preface.
+    H2,
+    /// Inside a tunnel: anything else (TLS, another protocol).
+    Opaque,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The request methods that make a tunnel's bytes HTTP/1.
+const METHODS: [&[u8]; 8] = [
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"TRACE", b"PATCH",
+];
+/// How long a tunnel's client may stay silent after the upstream spoke before the tunnel is
+/// taken as opaque.
+const SNIFF_GRACE: Duration = Duration::from_millis(300);
+/// A head longer than this is handed to pingora as it is (which answers it as too large).
+const MAX_HEAD_READ: usize = 65_536;
+
+/// What a connection's first bytes are, once they tell (`None`: not yet).
+fn connection_start(b: &[u8]) -> Option<Start> {
+    let n = b.len().min(H2_PREFACE.len());
+    if n > 0 && b[..n] == H2_PREFACE[..n] {
+        return (b.len() >= H2_PREFACE.len()).then_some(Start::H2);
+    }
+    let complete = b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n");
+    if !complete {
+        return None;
+    }
+    if b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"CONNECT ") {
+        Some(Start::Connect)
+    } else {
+        Some(Start::Http1)
+    }
+}
+
+/// What a tunnel carries, once its first bytes tell (`None`: not yet).
+fn tunnel_start(b: &[u8]) -> Option<Start> {
+    if b.is_empty() {
+        return None;
+    }
+    let n = b.len().min(H2_PREFACE.len());
+    if b[..n] == H2_PREFACE[..n] {
+        return (b.len() >= H2_PREFACE.len()).then_some(Start::H2);
+    }
+    match b.iter().position(|&c| c == b' ') {
+        Some(i) if METHODS.contains(&&b[..i]) => Some(Start::Http1),
+        Some(_) => Some(Start::Opaque),
+        None if b.len() < 8 && b.iter().all(u8::is_ascii_uppercase) => None,
+        None => Some(Start::Opaque),
+    }
+}
+
 #[async_trait]
 impl ServerApp for Front {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = self.connections.enter();
-        if self.connect {
-            let mut first = [0u8; 8];
-            let mut stop = shutdown.clone();
-            let peeked = tokio::select! {
-                r = tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.try_peek(&mut first)) => {
-                    matches!(r, Ok(Ok(true)))
-                }
-                _ = stop.wait_for(|s| *s) => false,
-            };
-            if !peeked {
-                return None;
-            }
-            if first.eq_ignore_ascii_case(b"CONNECT ") {
-                self.tunnel(stream).await;
-                return None;
-            }
+        let _mine = self.open.enter();
+        if self.open.open() > self.limits.max_connections {
+            self.injector
+                .metrics()
+                .closed(self.listener, "max_connections");
+            return None;
         }
-        self.http.process_new(stream, shutdown).await
+        // Only pingora's own TCP streams can be read ahead and put back; nothing else reaches a
+        // plain TCP listener.
+        if !stream.as_any().is::<L4Stream>() {
+            return self.http.process_new(stream, shutdown).await;
+        }
+        let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
+        let start = self.read_start(&mut l4, shutdown).await?;
+        match start {
+            Start::Connect if self.connect => self.tunnel(l4, shutdown).await,
+            Start::H2 => self.h2c.process_new(l4, shutdown).await,
+            _ => self.http.process_new(l4, shutdown).await,
+        }
     }
 
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.http).await;
+        ServerApp::cleanup(&*self.h2c).await;
     }
 }
 
 impl Front {
-    /// Serves one `CONNECT`: resolve, connect, answer 200, then copy bytes both ways.
-    async fn tunnel(&self, mut client: Stream) {
-        let status = match self.open_tunnel(&mut client).await {
-            Ok((upstream, leftover)) => {
-                self.injector.metrics().request(self.listener, 200);
-                splice(client, upstream, leftover).await;
-                return;
+    /// Reads the start of the connection's next request and puts it back: its first byte within
+    /// [`FrontLimits::first_byte`], then the whole head (or the HTTP/2 preface) within
+    /// [`FrontLimits::head`] (else `408` and the connection closed). `None`: nothing to serve.
+    async fn read_start(&self, l4: &mut L4Stream, shutdown: &ShutdownWatch) -> Option<Start> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 2048];
+        let mut stop = shutdown.clone();
+        let first = tokio::select! {
+            r = tokio::time::timeout(self.limits.first_byte, l4.read(&mut chunk)) => r,
+            _ = stop.wait_for(|s| *s) => return None,
+        };
+        match first {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+        let deadline = tokio::time::Instant::now() + self.limits.head;
+        loop {
+            if let Some(start) = connection_start(&buf) {
+                l4.rewind(&buf);
+                return Some(start);
             }
-            Err(refusal) if refusal.status == 0 => return, // the client is gone
+            if buf.len() > MAX_HEAD_READ {
+                l4.rewind(&buf);
+                return Some(Start::Http1);
+            }
+            match tokio::time::timeout_at(deadline, l4.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => return None,
+                Err(_) => {
+                    self.injector
+                        .metrics()
+                        .closed(self.listener, "request_head_timeout");
+                    let _ = l4
+                        .write_all(
+                            b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = l4.flush().await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Serves one `CONNECT`: resolve, connect, answer 200, then look at what the client sends.
+    async fn tunnel(
+        self: &Arc<Self>,
+        mut client: Box<L4Stream>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let refusal = match self.open_tunnel(&mut client).await {
+            Ok((upstream, addr, leftover)) => {
+                self.injector.metrics().request(self.listener, 200);
+                return self.carry(client, upstream, addr, leftover, shutdown).await;
+            }
+            Err(refusal) if refusal.status == 0 => return None, // the client is gone
             Err(refusal) => refusal,
         };
-        let body = format!("vexil-proxy: {}\n", status.reason);
+        let body = format!("vexil-proxy: {}\n", refusal.reason);
         let head = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            status.status,
-            http::StatusCode::from_u16(status.status)
+            refusal.status,
+            http::StatusCode::from_u16(refusal.status)
                 .ok()
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or(""),
@@ -536,10 +685,74 @@ impl Front {
         let _ = client.flush().await;
         self.injector
             .metrics()
-            .request(self.listener, status.status);
+            .request(self.listener, refusal.status);
+        None
     }
 
-    async fn open_tunnel(&self, client: &mut Stream) -> Result<(TcpStream, Vec<u8>), Refusal> {
+    /// What an open tunnel carries: HTTP goes through the proxy with decisions, to `addr`;
+    /// anything else is copied byte for byte.
+    async fn carry(
+        self: &Arc<Self>,
+        mut client: Box<L4Stream>,
+        upstream: TcpStream,
+        addr: SocketAddr,
+        mut prefix: Vec<u8>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut chunk = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + self.limits.tunnel_idle;
+        // When the upstream speaks first, the client has a short grace to speak too: an HTTP/2
+        // server sends its SETTINGS at once, while the client of a server-first protocol (SMTP,
+        // a database) waits for the greeting, which must not wait long.
+        let mut upstream_spoke = None;
+        let start = loop {
+            if let Some(start) = tunnel_start(&prefix) {
+                break start;
+            }
+            let until = upstream_spoke.map_or(deadline, |at| at + SNIFF_GRACE);
+            tokio::select! {
+                r = tokio::time::timeout_at(until, client.read(&mut chunk)) => match r {
+                    Ok(Ok(n)) if n > 0 => prefix.extend_from_slice(&chunk[..n]),
+                    Ok(_) => return None,
+                    Err(_) if upstream_spoke.is_some() => break Start::Opaque,
+                    Err(_) => return None,
+                },
+                _ = upstream.readable(), if upstream_spoke.is_none() => {
+                    upstream_spoke = Some(tokio::time::Instant::now());
+                }
+            }
+        };
+        let metrics = self.injector.metrics();
+        if start == Start::Opaque {
+            metrics.tunnel(self.listener, "opaque");
+            if splice(client, upstream, prefix, self.limits.tunnel_idle).await {
+                metrics.closed(self.listener, "tunnel_idle_timeout");
+            }
+            return None;
+        }
+        // pingora opens (and pools) its own connection to the target.
+        drop(upstream);
+        client.rewind(&prefix);
+        let digest = SocketDigest::from_raw_fd(client.as_raw_fd());
+        let _ = digest
+            .original_dst
+            .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(addr)));
+        client.set_socket_digest(digest);
+        if start == Start::H2 {
+            metrics.tunnel(self.listener, "h2c");
+            self.h2c.process_new(client, shutdown).await
+        } else {
+            metrics.tunnel(self.listener, "http1");
+            // Back through the front: the head deadline applies, then the HTTP proxy routes to
+            // the original destination, the tunnel's target.
+            Some(client)
+        }
+    }
+
+    async fn open_tunnel(
+        &self,
+        client: &mut L4Stream,
+    ) -> Result<(TcpStream, SocketAddr, Vec<u8>), Refusal> {
         let (head, leftover) = read_head(client).await?;
         let (host, port) = connect_authority(&head)?;
         let addr = self
@@ -567,22 +780,109 @@ impl Front {
             .await
             .and(client.flush().await)
             .map_err(|_| Refusal::new(0, "client gone"))?;
-        Ok((upstream, leftover))
+        Ok((upstream, addr, leftover))
     }
 }
 
-/// Copies bytes both ways until either side closes.
-async fn splice(mut client: Stream, mut upstream: TcpStream, leftover: Vec<u8>) {
-    if !leftover.is_empty() && upstream.write_all(&leftover).await.is_err() {
-        return;
+/// A stream that notes when bytes last moved through it.
+struct Watched<'a, T> {
+    inner: T,
+    last: &'a std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+impl<T> Watched<'_, T> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
     }
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!("tunnel closed: {e}");
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<'_, T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<'_, T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Copies bytes both ways until either side closes, or nothing moves for `idle` (then returns
+/// true).
+async fn splice(
+    client: Box<L4Stream>,
+    upstream: TcpStream,
+    prefix: Vec<u8>,
+    idle: Duration,
+) -> bool {
+    let epoch = Instant::now();
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let mut client = Watched {
+        inner: client,
+        last: &last,
+        epoch,
+    };
+    let mut upstream = Watched {
+        inner: upstream,
+        last: &last,
+        epoch,
+    };
+    if !prefix.is_empty() && upstream.inner.write_all(&prefix).await.is_err() {
+        return false;
+    }
+    let watchdog = async {
+        loop {
+            let since = Duration::from_millis(last.load(Ordering::Relaxed));
+            let quiet = epoch.elapsed().saturating_sub(since);
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = r {
+                tracing::debug!("tunnel closed: {e}");
+            }
+            false
+        }
+        () = watchdog => true,
     }
 }
 
 /// Reads a request head up to its blank line: (head, bytes after it).
-async fn read_head(client: &mut Stream) -> Result<(String, Vec<u8>), Refusal> {
+async fn read_head(client: &mut L4Stream) -> Result<(String, Vec<u8>), Refusal> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {
