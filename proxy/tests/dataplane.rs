@@ -1420,3 +1420,52 @@ async fn an_upgrade_request_carries_decisions_and_the_upgraded_connection_passes
         assert_eq!(back, msg);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_forced_to_tunnel_plain_http_still_gets_decisions() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        vexil_testkit::skip("curl (apt-get install curl)");
+        return;
+    }
+    let env = Env::start(MAPPING).await;
+    let (proxy, url) = (
+        format!("http://{}", env.proxy),
+        format!("http://{}/tunnelled", env.echo),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--proxytunnel",
+                "--proxy",
+                &proxy,
+            ])
+            .args(["-H", "x-user-id: u-1", &url])
+            .env_clear()
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["uri"], "/tunnelled", "{seen:#}");
+    assert!(
+        seen["headers"]["vexil-flags"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("checkout=")),
+        "{seen:#}"
+    );
+    env.metric("vexil_proxy_dataplane_tunnels_total{listener=\"outbound\",protocol=\"http1\"} 1")
+        .await;
+}
