@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,11 +20,18 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use vexil_jwt::{JwtError, KeySources, ListClaim, LoadError, Verifier, VerifierConfig};
 
+use crate::auth_limit::FailureLimiter;
 use crate::model::{Millis, Role, now_millis};
 use crate::store::{Store, StoreError};
 
 /// Prefix of every token secret we issue (makes leaked secrets easy to scan for).
 pub const TOKEN_PREFIX: &str = "vxl_";
+
+/// Failed authentications a peer may make in a burst, by default.
+pub const DEFAULT_FAILURE_BURST: u32 = 20;
+
+/// A peer regains one failed authentication this often, by default (10 a minute).
+pub const DEFAULT_FAILURE_REFILL: Duration = Duration::from_secs(6);
 
 /// How often `last_used_at` is written for one token, at most.
 const TOUCH_INTERVAL_MS: Millis = 60_000;
@@ -32,6 +40,58 @@ const TOUCH_INTERVAL_MS: Millis = 60_000;
 pub fn generate_secret() -> String {
     let bytes: [u8; 32] = rand::rng().random();
     format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Why `secret`, given as the first admin token (`VEXIL_ADMIN_TOKEN`), could never authenticate, if
+/// it could not: it must have our tokens' form (`vxl_` then base64url characters, as
+/// [`generate_secret`] makes them). Without the prefix it would be read as a JWT when JWT keys are
+/// configured, and never be looked up; with a space, a line break or anything else outside that
+/// alphabet a client could not send it intact in an `Authorization` header (surrounding whitespace
+/// is trimmed there, so a secret read from a file with its trailing newline would never match).
+pub fn check_admin_secret(secret: &str, jwt_configured: bool) -> Result<(), String> {
+    let Some(body) = secret.strip_prefix(TOKEN_PREFIX) else {
+        return Err(if jwt_configured {
+            format!(
+                "does not start with {TOKEN_PREFIX}: with JWT keys configured ([jwt]), a bearer \
+                 token without that prefix is verified as a JWT, so this one would never be \
+                 checked against the stored token"
+            )
+        } else {
+            format!(
+                "does not start with {TOKEN_PREFIX}: Vexil tokens are {TOKEN_PREFIX} followed by \
+                 base64url characters (A-Z a-z 0-9 - _)"
+            )
+        });
+    };
+    if body.is_empty() {
+        return Err(format!("has nothing after {TOKEN_PREFIX}"));
+    }
+    if let Some((i, c)) = body
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        let at = i + TOKEN_PREFIX.len();
+        let alphabet = format!(
+            "Vexil tokens are {TOKEN_PREFIX} followed by base64url characters (A-Z a-z 0-9 - _)"
+        );
+        return Err(match c {
+            ' ' | '\t' | '\n' | '\r' => format!(
+                "has {} at position {at}: it would not survive an Authorization header (surrounding \
+                 whitespace is trimmed there); {alphabet}",
+                if c == ' ' || c == '\t' {
+                    "a space"
+                } else {
+                    "a line break"
+                }
+            ),
+            c if c.is_ascii_graphic() => format!("has {c:?} at position {at}: {alphabet}"),
+            _ => format!(
+                "has a character outside printable ASCII at position {at}: an HTTP header cannot \
+                 carry it as text; {alphabet}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The stored form of a secret: hex SHA-256.
@@ -113,6 +173,18 @@ pub enum AuthError {
     /// The store could not be asked.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Too many failed authentications from this peer: refused without looking at the
+    /// credentials until it may try again.
+    #[error("too many failed authentications from this address; retry in {} s", retry_secs(*.retry_after))]
+    RateLimited {
+        /// When the peer may try again.
+        retry_after: Duration,
+    },
+}
+
+/// Whole seconds to wait, rounded up (at least 1): what `Retry-After` says.
+pub fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// JWT settings, as configured (`[jwt]`); the keys are loaded by [`Authenticator::new`].
@@ -218,6 +290,7 @@ pub struct Authenticator {
     store: Store,
     jwt: Option<JwtAuth>,
     last_touch: Mutex<HashMap<i64, Millis>>,
+    failures: FailureLimiter,
 }
 
 impl Authenticator {
@@ -236,7 +309,35 @@ impl Authenticator {
             store,
             jwt,
             last_touch: Mutex::new(HashMap::new()),
+            failures: FailureLimiter::new(DEFAULT_FAILURE_BURST, DEFAULT_FAILURE_REFILL),
         })
+    }
+
+    /// Limits failed authentications per peer (see [`crate::auth_limit`]) to `burst`, one regained
+    /// every `refill`; `burst` 0 switches the limit off. The default: 20, one every 6 s.
+    pub fn with_failure_limit(mut self, burst: u32, refill: Duration) -> Self {
+        self.failures = FailureLimiter::new(burst, refill);
+        self
+    }
+
+    /// [`Authenticator::authenticate`] for a caller at `peer`: refused at once
+    /// ([`AuthError::RateLimited`]) while that peer has used up its failed authentications; a
+    /// refused token or JWT spends one. Without a peer (not known), unlimited.
+    pub async fn authenticate_from(
+        &self,
+        peer: Option<IpAddr>,
+        header: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        if let Some(ip) = peer {
+            self.failures
+                .check(ip)
+                .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        }
+        let result = self.authenticate(header).await;
+        if let (Some(ip), Err(AuthError::Invalid | AuthError::Jwt(_))) = (peer, &result) {
+            self.failures.failed(ip);
+        }
+        result
     }
 
     /// Authenticates an `Authorization` header value.
@@ -565,6 +666,37 @@ mod tests {
         assert!(
             e.to_string()
                 .starts_with("jwt.rs256_public_key: /nonexistent.pem:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn admin_secrets_that_could_never_authenticate_are_refused() {
+        assert_eq!(check_admin_secret(&generate_secret(), true), Ok(()));
+        assert_eq!(
+            check_admin_secret("vxl_compose-admin_token-09", false),
+            Ok(())
+        );
+        let e = check_admin_secret("s3cret-admin", true).unwrap_err();
+        assert!(e.contains("verified as a JWT"), "{e}");
+        let e = check_admin_secret("s3cret-admin", false).unwrap_err();
+        assert!(
+            e.starts_with("does not start with vxl_: Vexil tokens are"),
+            "{e}"
+        );
+        assert_eq!(
+            check_admin_secret("vxl_", false).unwrap_err(),
+            "has nothing after vxl_"
+        );
+        let e = check_admin_secret("vxl_abc\n", false).unwrap_err();
+        assert!(e.starts_with("has a line break at position 7:"), "{e}");
+        let e = check_admin_secret("vxl_a b", false).unwrap_err();
+        assert!(e.starts_with("has a space at position 5:"), "{e}");
+        let e = check_admin_secret("vxl_abc.def", false).unwrap_err();
+        assert!(e.starts_with("has '.' at position 7:"), "{e}");
+        let e = check_admin_secret("vxl_é", false).unwrap_err();
+        assert!(
+            e.starts_with("has a character outside printable ASCII"),
             "{e}"
         );
     }

@@ -81,10 +81,27 @@ vexil_settings::settings! {
                 key "tls_client_ca";
         }
         group "control-auth" {
-            /// On the first start (no token in the store), the secret of the first admin token;
-            /// without it a random one is printed once on standard output. Ignored once any token
-            /// exists.
+            /// On the first start (no token in the store), the secret of the first admin token:
+            /// `vxl_` followed by base64url characters (`A-Z a-z 0-9 - _`), like the tokens control
+            /// generates; any other value stops the start. Without it a random one is written to
+            /// `admin_token_file`. Ignored once any token exists.
             admin_token: Option<Secret>, env "VEXIL_ADMIN_TOKEN";
+            /// Where a generated first admin token is written (a new file, mode 0600; its path is
+            /// printed and logged, the secret nowhere). A start that cannot write it fails and
+            /// creates no token.
+            admin_token_file: Option<PathBuf>, flag "admin-token-file",
+                env "VEXIL_ADMIN_TOKEN_FILE", key "admin_token_file",
+                default_doc "`admin-token` beside the SQLite database file; in the working directory with PostgreSQL";
+            /// Failed authentications (a token or JWT presented and refused) one peer (an IP
+            /// address; an IPv6 /64) may make in a burst, on the admin API and QUIC `Subscribe`
+            /// together; then its requests answer `429` with `Retry-After`, and its `Subscribe`s
+            /// `UNAUTHENTICATED`, until it regains some. `0` switches the limit off. Behind a
+            /// proxy that hides client addresses, every client counts as the proxy.
+            auth_failure_burst: u32 = crate::auth::DEFAULT_FAILURE_BURST,
+                key "auth_failure_burst";
+            /// A peer regains one failed authentication this often (milliseconds).
+            auth_failure_refill: Duration as Millis = crate::auth::DEFAULT_FAILURE_REFILL,
+                key "auth_failure_refill_ms", check nonzero;
         }
         /// `[jwt]`: JWT bearer tokens.
         section jwt in "jwt": JwtSettings;
@@ -94,6 +111,17 @@ vexil_settings::settings! {
         section limits in "limits": LimitsConfig;
         /// `[webhook]`: what the injection webhook gives every injected pod.
         section webhook in "webhook": WebhookSettings;
+    }
+    validate check_control;
+}
+
+/// What no single setting can check: a `VEXIL_ADMIN_TOKEN` that could never authenticate.
+fn check_control(c: &ControlConfig, r: &mut vexil_settings::Resolver<'_>, p: &str) {
+    if let Some(token) = &c.admin_token
+        && let Err(reason) =
+            crate::auth::check_admin_secret(token.expose(), c.jwt_config().is_some())
+    {
+        r.problem(p, "admin_token", "", reason);
     }
 }
 
@@ -404,6 +432,24 @@ impl ControlConfig {
         vexil_settings::resolve(layers).map(|r| r.settings)
     }
 
+    /// Where a generated first admin token goes: `admin_token_file`, else `admin-token` beside the
+    /// SQLite database file, else (PostgreSQL, in-memory SQLite) in the working directory.
+    pub fn admin_token_path(&self) -> PathBuf {
+        if let Some(path) = &self.admin_token_file {
+            return path.clone();
+        }
+        let url: &str = &self.database_url;
+        let file = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|rest| rest.split('?').next().unwrap_or(""))
+            .filter(|f| !f.is_empty() && !f.starts_with(':'));
+        match file.and_then(|f| std::path::Path::new(f).parent()) {
+            Some(dir) => dir.join("admin-token"),
+            None => PathBuf::from("admin-token"),
+        }
+    }
+
     /// JWT verification, when a key is configured.
     pub fn jwt_config(&self) -> Option<JwtConfig> {
         let jwt = &self.jwt;
@@ -501,6 +547,33 @@ mod tests {
         assert_eq!(c.inject_config(), InjectConfig::default());
         assert_eq!(c.sync.poll_interval, Duration::from_secs(1));
         assert_eq!(c.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(c.auth_failure_burst, 20);
+        assert_eq!(c.auth_failure_refill, Duration::from_secs(6));
+        assert_eq!(c.admin_token_path(), Path::new("admin-token"));
+    }
+
+    #[test]
+    fn the_generated_admin_token_goes_beside_the_sqlite_file() {
+        let path = |url: &str, file: Option<&str>| {
+            let mut layers = Layers::new().flag("database-url", url);
+            if let Some(f) = file {
+                layers = layers.flag("admin-token-file", f);
+            }
+            ControlConfig::resolve(layers).unwrap().admin_token_path()
+        };
+        assert_eq!(
+            path("sqlite:///var/lib/vexil/vexil.db?mode=rwc", None),
+            Path::new("/var/lib/vexil/admin-token")
+        );
+        assert_eq!(
+            path("sqlite://data/v.db", None),
+            Path::new("data/admin-token")
+        );
+        assert_eq!(path("postgres://db/vexil", None), Path::new("admin-token"));
+        assert_eq!(
+            path("postgres://db/vexil", Some("/run/vexil/token")),
+            Path::new("/run/vexil/token")
+        );
     }
 
     #[test]

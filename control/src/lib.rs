@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod auth_limit;
 pub mod config;
 pub mod metrics;
 pub mod model;

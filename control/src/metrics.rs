@@ -38,6 +38,11 @@ struct CodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -53,6 +58,7 @@ pub struct Metrics {
     sync_frames: Family<KindLabels, Counter>,
     sync_refused: Family<CodeLabels, Counter>,
     webhook_reviews: Family<OutcomeLabels, Counter>,
+    auth_rate_limited: Family<ListenerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -115,8 +121,16 @@ impl Metrics {
             "Pod admission reviews answered by the injection webhook, by outcome",
             webhook_reviews.clone(),
         );
+        let auth_rate_limited = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "auth_rate_limited",
+            "Requests (api) and Subscribes (sync) refused because their peer had too many failed \
+             authentications",
+            auth_rate_limited.clone(),
+        );
         Metrics {
             registry,
+            auth_rate_limited,
             requests,
             latency,
             store_errors,
@@ -160,6 +174,14 @@ impl Metrics {
     pub fn sync_refused(&self, code: &str) {
         self.sync_refused
             .get_or_create(&CodeLabels { code: code.into() })
+            .inc();
+    }
+
+    /// Counts a request or Subscribe refused for its peer's failed authentications (`api`,
+    /// `sync`).
+    pub fn auth_rate_limited(&self, listener: &'static str) {
+        self.auth_rate_limited
+            .get_or_create(&ListenerLabels { listener })
             .inc();
     }
 

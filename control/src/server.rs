@@ -2,6 +2,7 @@
 //! the QUIC endpoint and the injection webhook until shutdown.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -34,14 +35,20 @@ impl Control {
             .await
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", redact_url(&config.database_url)))?;
         tracing::info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "store ready");
-        bootstrap_admin_token(&store, config.admin_token.as_ref()).await?;
+        bootstrap_admin_token(
+            &store,
+            config.admin_token.as_ref(),
+            &config.admin_token_path(),
+        )
+        .await?;
         if config.dev_tls {
             let files = crate::tls::ensure_dev_tls(&config.tls_dir, &config.dev_tls_names)?;
             tracing::info!(ca = %files.ca_cert.display(), cert = %files.cert.display(),
                 "development TLS ready (give ca.pem to sidecars)");
         }
         let auth = Authenticator::new(store.clone(), config.jwt_config().as_ref())
-            .map_err(|e| anyhow::anyhow!("loading the JWT keys: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("loading the JWT keys: {e}"))?
+            .with_failure_limit(config.auth_failure_burst, config.auth_failure_refill);
         let state = Arc::new(AppState::new(
             store,
             auth,
@@ -136,24 +143,83 @@ fn quic_tls(config: &ControlConfig) -> anyhow::Result<QuicTls> {
 }
 
 /// On first start (no token at all), creates the admin token: `admin_token` (`VEXIL_ADMIN_TOKEN`),
-/// or a random one printed once on standard output (never logged).
-async fn bootstrap_admin_token(store: &Store, admin_token: Option<&Secret>) -> anyhow::Result<()> {
+/// or a random one written to a new file at `token_file` (mode 0600) whose path, never the secret,
+/// goes to standard output and the log. The file is written before the token is stored: a start
+/// that cannot write it fails without leaving behind a token nobody knows.
+async fn bootstrap_admin_token(
+    store: &Store,
+    admin_token: Option<&Secret>,
+    token_file: &Path,
+) -> anyhow::Result<()> {
     if store.count_tokens().await? > 0 {
         return Ok(());
     }
-    let (secret, generated) = match admin_token {
-        Some(s) => (s.expose().to_string(), false),
-        None => (generate_secret(), true),
-    };
-    store
-        .create_token(None, "admin", Role::Admin, &[], &hash_secret(&secret))
-        .await?;
-    if generated {
-        println!(
-            "vexil-control: created the first admin token (shown once, store it now):\n{secret}"
-        );
-    } else {
+    if let Some(secret) = admin_token {
+        store
+            .create_token(
+                None,
+                "admin",
+                Role::Admin,
+                &[],
+                &hash_secret(secret.expose()),
+            )
+            .await?;
         tracing::info!("created the first admin token from VEXIL_ADMIN_TOKEN");
+        return Ok(());
     }
+    let secret = generate_secret();
+    let path = std::path::absolute(token_file).unwrap_or_else(|_| token_file.to_path_buf());
+    write_private(&path, &secret).map_err(|e| {
+        anyhow::anyhow!(
+            "writing the first admin token to {} (admin_token_file, VEXIL_ADMIN_TOKEN_FILE): {e}; \
+             point admin_token_file at a writable directory, or set VEXIL_ADMIN_TOKEN",
+            path.display()
+        )
+    })?;
+    if let Err(e) = store
+        .create_token(None, "admin", Role::Admin, &[], &hash_secret(&secret))
+        .await
+    {
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
+    println!(
+        "vexil-control: created the first admin token; its secret is in {} (mode 0600, shown \
+         nowhere else)",
+        path.display()
+    );
+    tracing::info!(file = %path.display(), "created the first admin token");
     Ok(())
+}
+
+/// Writes `text` to `path` readable by its owner only: a new temporary file beside it (mode 0600
+/// from its creation, so the secret is never readable by others), synced, then renamed over
+/// `path` (which replaces a symbolic link there instead of writing through it).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let tmp = dir.join(format!(
+        ".{}.{:08x}.tmp",
+        name.to_string_lossy(),
+        rand::random::<u32>()
+    ));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

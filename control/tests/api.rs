@@ -1368,6 +1368,62 @@ both_backends!(tokens_create_list_revoke, |app: App| async move {
     assert_eq!(r.expect(201)["role"], "sidecar");
 });
 
+// Revocations of one token racing each other: exactly one wins (200), every other one answers
+// `409` as problem+json, and the audit log has exactly one `token.revoke` for the token. Several
+// rounds, so the race really happens on PostgreSQL (where both could read "not revoked" before
+// either commits) and not only by luck.
+both_backends!(concurrent_revocations_of_one_token, |app: App| async move {
+    const ROUNDS: usize = 8;
+    const RACERS: usize = 4;
+    for round in 0..ROUNDS {
+        let (id, secret) = app.token(&format!("raced-{round}"), "viewer", &[]).await;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(RACERS));
+        let mut racers = Vec::new();
+        for _ in 0..RACERS {
+            let (app, barrier) = (app.clone(), barrier.clone());
+            racers.push(tokio::spawn(async move {
+                barrier.wait().await;
+                app.delete(&format!("/api/v1/tokens/{id}"), &app.admin)
+                    .await
+            }));
+        }
+        let mut statuses = Vec::new();
+        for racer in racers {
+            let r = racer.await.expect("racer");
+            if r.status == 409 {
+                let p = assert_problem(&r, 409);
+                assert!(
+                    p["detail"].as_str().unwrap().contains("already revoked"),
+                    "{p}"
+                );
+            } else {
+                assert!(r.expect(200)["revoked_at"].is_string());
+            }
+            statuses.push(r.status);
+        }
+        statuses.sort();
+        let mut expected = vec![409; RACERS - 1];
+        expected.insert(0, 200);
+        assert_eq!(statuses, expected, "round {round}: one revocation wins");
+        let audit = app
+            .store
+            .audit(&vexil_control::store::AuditQuery {
+                target: Some(format!("raced-{round}")),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("audit");
+        let revokes = audit
+            .items
+            .iter()
+            .filter(|e| e.action == "token.revoke")
+            .count();
+        assert_eq!(revokes, 1, "round {round}: one audit row");
+        assert_problem(&app.get("/api/v1/environments", &secret).await, 401);
+    }
+});
+
 // ----------------------------------------------------------------- operations ----
 
 both_backends!(health_ready_metrics, |app: App| async move {

@@ -502,3 +502,84 @@ both_backends!(
         }
     }
 );
+
+// -------------------------------------------------------- failed authentications ----
+
+// A peer that fails to authenticate `burst` times is refused (`429`, `Retry-After`, problem+json)
+// until it regains an attempt, even with a good token (its guesses are not checked at all);
+// successful requests cost nothing; another peer (127.0.0.2) is not affected; the refusals are
+// counted in `vexil_control_auth_rate_limited_total{listener="api"}`.
+both_backends!(
+    failed_authentications_are_limited_per_peer,
+    options = Options {
+        auth_failures: Some((5, std::time::Duration::from_secs(3))),
+        ..Options::default()
+    },
+    |app: App| async move {
+        let (_, viewer) = app.token("v", "viewer", &[]).await;
+        let path = "/api/v1/environments";
+        for _ in 0..20 {
+            app.get(path, &viewer).await.expect(200);
+        }
+        // Requests without any token are not guesses: they cost nothing either.
+        for _ in 0..10 {
+            assert_problem(&app.req("GET", path).send().await, 401);
+        }
+        for i in 0..5 {
+            let r = app.get(path, &format!("vxl_guess{i}")).await;
+            assert_eq!(
+                assert_problem(&r, 401)["detail"],
+                "invalid or revoked token"
+            );
+        }
+        let r = app.get(path, &viewer).await;
+        let p = assert_problem(&r, 429);
+        assert!(
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("too many failed authentications from this address; retry in "),
+            "{p}"
+        );
+        let retry: u64 = r
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
+        assert!((1..=3).contains(&retry), "{retry}");
+        assert!(r.header("www-authenticate").is_none());
+        assert_problem(&app.get(path, "vxl_guess-again").await, 429);
+
+        // Another peer: its good token works, its bad one is a plain 401.
+        let other = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap();
+        let from_other = |token: String| {
+            let other = other.clone();
+            let url = format!("{}{path}", app.base);
+            async move {
+                other
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(from_other(viewer.clone()).await, 200);
+        assert_eq!(from_other("vxl_guess".into()).await, 401);
+
+        let metrics = app.req("GET", "/metrics").send().await.text;
+        assert!(
+            metrics.contains("vexil_control_auth_rate_limited_total{listener=\"api\"} 2"),
+            "{metrics}"
+        );
+        // Once the peer has regained an attempt, its good token works again.
+        tokio::time::sleep(std::time::Duration::from_secs(retry)).await;
+        app.get(path, &viewer).await.expect(200);
+    }
+);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use vexil_testkit::control::ControlCmd;
 use vexil_testkit::{Process, TempDir, free_addr};
 
-const BANNER: &str = "created the first admin token (shown once, store it now)";
+const BANNER: &str = "vexil-control: created the first admin token; its secret is in ";
 
 /// A running `vexil-control serve`, its output collected as it comes.
 struct Proc {
@@ -127,22 +127,36 @@ fn secret_lines(out: &str) -> Vec<String> {
         .collect()
 }
 
+/// The first start on an empty store writes a generated admin token to `admin-token` beside the
+/// SQLite file, mode 0600, and prints (and logs) only that path: the secret is in no output.
 #[test]
-fn first_start_prints_an_admin_token_once() {
+fn first_start_writes_the_admin_token_to_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
     let db = TempDir::new("vexil-process");
+    let file = db.join("admin-token");
     let p = Proc::start(&db, &[]);
     let out = p.process.stdout();
     assert_eq!(out.matches(BANNER).count(), 1, "{}", p.process.output());
-    let lines = secret_lines(&out);
-    assert_eq!(
-        lines.len(),
-        1,
-        "the secret is printed once: {}",
+    assert!(
+        out.contains(&format!("its secret is in {}", file.display())),
+        "the path is printed: {out}"
+    );
+    assert!(
+        out.contains(&format!("file={}", file.display())),
+        "and logged: {out}"
+    );
+    let mode = std::fs::metadata(&file)
+        .expect("the token file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(token.starts_with("vxl_") && token.len() == 47, "{token}");
+    assert!(
+        secret_lines(&p.process.output()).is_empty(),
+        "{}",
         p.process.output()
     );
-    let token = lines[0].clone();
-    assert!(token.starts_with("vxl_") && !token.contains(' '), "{token}");
-    assert!(!p.process.stderr().contains(&token));
     assert_eq!(
         p.http("GET", "/api/v1/environments", Some(&token), None),
         200
@@ -153,13 +167,14 @@ fn first_start_prints_an_admin_token_once() {
     );
     let (status, output) = p.stop(20);
     assert!(status.success(), "{status}: {output}");
-    assert_eq!(
-        output.matches(&token).count(),
-        1,
-        "nothing else shows it: {output}"
+    assert!(!output.contains(&token), "nothing shows it: {output}");
+    assert!(
+        !output.contains(token.trim_start_matches("vxl_")),
+        "{output}"
     );
 
-    // A second start on the same store prints nothing new; the token still works.
+    // A second start on the same store writes and prints nothing new; the token still works.
+    std::fs::remove_file(&file).unwrap();
     let p = Proc::start(&db, &[]);
     assert_eq!(
         p.http("GET", "/api/v1/environments", Some(&token), None),
@@ -168,7 +183,53 @@ fn first_start_prints_an_admin_token_once() {
     let (status, output) = p.stop(20);
     assert!(status.success(), "{status}: {output}");
     assert!(!output.contains(BANNER), "{output}");
-    assert!(secret_lines(&output).is_empty(), "{output}");
+    assert!(!file.exists(), "no new token file");
+}
+
+/// A generated token that cannot be written (no such directory) stops the start, naming the path
+/// and the setting, and leaves no token behind: the next start with a writable path creates it.
+#[test]
+fn an_unwritable_admin_token_file_stops_the_first_start() {
+    let db = TempDir::new("vexil-process");
+    let bad = db.join("missing-dir").join("admin-token");
+    let tls = vexil_control::tls::ensure_dev_tls(&db.join("cert"), &[]).expect("certificate");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vexil-control"))
+        .env_clear()
+        .env("NO_COLOR", "1")
+        .args(["serve", "--database-url"])
+        .arg(format!("sqlite://{}", db.join("vexil.db").display()))
+        .arg("--admin-token-file")
+        .arg(&bad)
+        .args([
+            "--admin-addr",
+            &free_addr().to_string(),
+            "--webhook-addr",
+            "off",
+        ])
+        .env("VEXIL_TLS_CERT", &tls.cert)
+        .env("VEXIL_TLS_KEY", &tls.key)
+        .output()
+        .expect("vexil-control runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "writing the first admin token to {}",
+            bad.display()
+        )) && stderr.contains("admin_token_file"),
+        "{stderr}"
+    );
+    assert!(secret_lines(&String::from_utf8_lossy(&out.stdout)).is_empty());
+    // No token was stored: the next start (default path) creates one.
+    let p = Proc::start(&db, &[]);
+    assert!(
+        p.process.stdout().contains(BANNER),
+        "{}",
+        p.process.output()
+    );
+    assert!(db.join("admin-token").exists());
+    let (status, output) = p.stop(20);
+    assert!(status.success(), "{status}: {output}");
 }
 
 #[test]

@@ -423,6 +423,14 @@ async fn a_wrong_ca_is_refused_by_the_client() {
 
 /// A raw QUIC client speaking whatever bytes a test wants.
 async fn raw_stream(app: &App) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    raw_stream_from(app, [127, 0, 0, 1]).await
+}
+
+/// [`raw_stream`] from the local address `ip` (any of 127.0.0.0/8 on Linux: another peer).
+async fn raw_stream_from(
+    app: &App,
+    ip: [u8; 4],
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
     let config = vexil_proxy::sync::client_config(
         &app.ca_file(),
         None,
@@ -430,7 +438,7 @@ async fn raw_stream(app: &App) -> (quinn::Connection, quinn::SendStream, quinn::
         Duration::from_secs(5),
     )
     .unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::from(ip), 0).into()).unwrap();
     let conn = endpoint
         .connect_with(config, app.sync_addr, "localhost")
         .unwrap()
@@ -1026,9 +1034,19 @@ async fn subscribe_raw(
     env: &str,
     token: &str,
 ) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    subscribe_raw_from(app, [127, 0, 0, 1], env, token).await
+}
+
+/// [`subscribe_raw`] from the local address `ip`.
+async fn subscribe_raw_from(
+    app: &App,
+    ip: [u8; 4],
+    env: &str,
+    token: &str,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
     use vexil_proto::frame::FrameCodec;
     use vexil_proto::sync::v1::{ClientFrame, Subscribe, client_frame::Kind};
-    let (conn, mut send, recv) = raw_stream(app).await;
+    let (conn, mut send, recv) = raw_stream_from(app, ip).await;
     let subscribe = ClientFrame {
         kind: Some(Kind::Subscribe(Subscribe {
             token: token.into(),
@@ -1127,6 +1145,76 @@ both_backends!(
         }
     }
 );
+
+/// The first frame control answers a `Subscribe` with.
+async fn first_frame(recv: quinn::RecvStream) -> vexil_proto::sync::v1::ServerFrame {
+    use futures_util::StreamExt;
+    let mut frames = tokio_util::codec::FramedRead::new(
+        recv,
+        vexil_proto::frame::MessageCodec::<vexil_proto::sync::v1::ServerFrame>::default(),
+    );
+    tokio::time::timeout(Duration::from_secs(20), frames.next())
+        .await
+        .expect("an answer")
+        .expect("a frame")
+        .expect("a valid frame")
+}
+
+/// Failed `Subscribe`s are limited per peer, with the API's failures (one allowance per address):
+/// after `burst` refused tokens, the peer's next `Subscribe`, even with a good token, gets
+/// `UNAUTHENTICATED` saying when to retry, and so does its next API call (`429`); a sidecar at
+/// another address subscribes; good `Subscribe`s cost nothing; the refusal is counted in
+/// `vexil_control_auth_rate_limited_total{listener="sync"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_subscribes_are_limited_per_peer() {
+    use vexil_proto::sync::v1::{ErrorCode, server_frame::Kind};
+    let options = Options {
+        auth_failures: Some((3, Duration::from_secs(60))),
+        ..Options::default()
+    };
+    let Some(server) = start(Backend::Sqlite, options).await else {
+        return;
+    };
+    let app = server.app.clone();
+    app.create_env("prod").await;
+    let (_, good) = app.token("sidecar", "sidecar", &["prod"]).await;
+    for _ in 0..5 {
+        let (_conn, _send, recv) = subscribe_raw(&app, "prod", &good).await;
+        let first = first_frame(recv).await;
+        assert!(matches!(first.kind, Some(Kind::Welcome(_))), "{first:?}");
+    }
+    let error = |frame: vexil_proto::sync::v1::ServerFrame| match frame.kind {
+        Some(Kind::Error(e)) => e,
+        other => panic!("expected an Error frame, got {other:?}"),
+    };
+    for i in 0..3 {
+        let (_conn, _send, recv) = subscribe_raw(&app, "prod", &format!("vxl_guess{i}")).await;
+        let e = error(first_frame(recv).await);
+        assert_eq!(e.code, ErrorCode::Unauthenticated as i32);
+        assert_eq!(e.message, "invalid or revoked token");
+    }
+    let (_conn, _send, recv) = subscribe_raw(&app, "prod", &good).await;
+    let e = error(first_frame(recv).await);
+    assert_eq!(e.code, ErrorCode::Unauthenticated as i32, "{e:?}");
+    assert!(
+        e.message
+            .starts_with("too many failed authentications from this address; retry in "),
+        "{e:?}"
+    );
+    assert_problem(&app.get("/api/v1/environments", &app.admin).await, 429);
+    // Another address is not affected.
+    let (_conn, _send, recv) = subscribe_raw_from(&app, [127, 0, 0, 2], "prod", &good).await;
+    let first = first_frame(recv).await;
+    assert!(matches!(first.kind, Some(Kind::Welcome(_))), "{first:?}");
+    assert_eq!(
+        metric(
+            &app,
+            "vexil_control_auth_rate_limited_total{listener=\"sync\"}"
+        ),
+        1.0
+    );
+    server.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_token_gets_an_unauthenticated_frame_within_the_reauth_interval() {

@@ -40,12 +40,17 @@ pub async fn serve_http1(
 }
 
 /// [`serve_http1`] on any axum [`Listener`], e.g. one that completes a TLS handshake first.
+///
+/// Every request carries the peer's address as an [`axum::extract::ConnectInfo`] extension (for
+/// per-peer limits).
 pub async fn serve_http1_on<L: Listener>(
     mut listener: L,
     app: axum::Router,
     header_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+) where
+    L::Addr: Clone + Sync + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -55,14 +60,17 @@ pub async fn serve_http1_on<L: Listener>(
     loop {
         // `Listener::accept` retries failed accepts itself (with a pause on errors such as
         // running out of file descriptors).
-        let (io, _) = tokio::select! {
+        let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
         let service = app
             .clone()
-            .map_request(|req: hyper::Request<hyper::body::Incoming>| {
-                req.map(axum::body::Body::new)
+            .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer.clone()));
+                req
             });
         let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);

@@ -1,14 +1,15 @@
 //! Request extractors that fail with problem+json: the caller, JSON bodies with size limits and
 //! field paths in their errors, `If-Match`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 
 use super::{AppState, Problem};
-use crate::auth::{Permission, Principal};
+use crate::auth::{AuthError, Permission, Principal};
 use crate::store::{Actor, Precondition};
 
 /// The authenticated caller, with the request id for the audit log.
@@ -64,7 +65,19 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let principal = state.auth.authenticate(header).await?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let principal = match state.auth.authenticate_from(peer, header).await {
+            Ok(p) => p,
+            Err(e) => {
+                if matches!(e, AuthError::RateLimited { .. }) {
+                    state.metrics.auth_rate_limited("api");
+                }
+                return Err(e.into());
+            }
+        };
         let request_id = parts
             .headers
             .get("x-request-id")

@@ -30,6 +30,9 @@ pub struct Problem {
     /// For 412: the current `ETag`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_etag: Option<String>,
+    /// For 429: seconds until the client may try again (sent as `Retry-After`, not in the body).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -42,6 +45,7 @@ impl Problem {
             detail: detail.into(),
             errors: None,
             current_etag: None,
+            retry_after: None,
         }
     }
 
@@ -70,6 +74,11 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -120,6 +129,15 @@ impl From<AuthError> for Problem {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Store(e) => e.into(),
+            AuthError::RateLimited { retry_after } => Problem {
+                retry_after: Some(
+                    u32::try_from(crate::auth::retry_secs(retry_after)).unwrap_or(u32::MAX),
+                ),
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    AuthError::RateLimited { retry_after }.to_string(),
+                )
+            },
             other => Problem::new(StatusCode::UNAUTHORIZED, other.to_string()),
         }
     }

@@ -104,32 +104,36 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes token `id` (it stays listed, marked revoked).
+    /// Revokes token `id` (it stays listed, marked revoked). Of several revocations racing, one
+    /// wins and the others find it revoked (`Conflict`): the update itself only matches a token
+    /// not revoked yet, so a second transaction that read "not revoked" before the first committed
+    /// (PostgreSQL, read committed) re-checks the row after waiting for its lock and changes
+    /// nothing. One revocation, one audit row.
     pub async fn revoke_token(&self, actor: &Actor, id: i64) -> StoreResult<TokenRecord> {
         let mut tx = self.begin_write().await?;
-        let before = sqlx::query(
-            "SELECT id, name, hash, role, environments, created_at, last_used_at, revoked_at \
-             FROM tokens WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
-        let before = token_from_row(&before)?;
-        if before.is_revoked() {
-            return Err(StoreError::Conflict(format!(
-                "token {id} is already revoked"
-            )));
-        }
         let row = sqlx::query(
-            "UPDATE tokens SET revoked_at = $1 WHERE id = $2 \
+            "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
              RETURNING id, name, hash, role, environments, created_at, last_used_at, revoked_at",
         )
         .bind(now_millis())
         .bind(id)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(row) = row else {
+            let exists = sqlx::query("SELECT 1 FROM tokens WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(match exists {
+                Some(_) => StoreError::Conflict(format!("token {id} is already revoked")),
+                None => StoreError::NotFound(format!("token {id}")),
+            });
+        };
         let after = token_from_row(&row)?;
+        let before = TokenRecord {
+            revoked_at: None,
+            ..after.clone()
+        };
         audit(
             &mut tx,
             actor,

@@ -114,16 +114,29 @@ impl Hub {
     }
 
     /// Checks a sync token for `environment`: a `sidecar` token bound to it, or an admin token.
+    /// For a stream already admitted (the periodic re-check): no per-peer limit.
     pub async fn authorize(&self, token: &str, environment: &str) -> Result<Principal, Refusal> {
+        self.authorize_from(None, token, environment).await
+    }
+
+    /// [`Hub::authorize`] for a `Subscribe` from `peer`: refused at once while that peer has used
+    /// up its failed authentications (see [`crate::auth_limit`]); a refused token spends one.
+    pub async fn authorize_from(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        token: &str,
+        environment: &str,
+    ) -> Result<Principal, Refusal> {
         let principal = self
             .state
             .auth
-            .authenticate(Some(&format!("Bearer {token}")))
+            .authenticate_from(peer, Some(&format!("Bearer {token}")))
             .await
             .map_err(|e| match e {
                 AuthError::Missing | AuthError::Invalid | AuthError::Jwt(_) => {
                     Refusal::Unauthenticated
                 }
+                AuthError::RateLimited { retry_after } => Refusal::RateLimited(retry_after),
                 AuthError::Store(e) => Refusal::Internal(e.to_string()),
             })?;
         let role_ok = matches!(principal.role, Role::Sidecar | Role::Admin);
@@ -228,6 +241,10 @@ pub enum Refusal {
     /// Missing, unknown or revoked token.
     #[error("invalid or revoked token")]
     Unauthenticated,
+    /// Too many failed authentications from this peer: refused with `UNAUTHENTICATED` (a sidecar
+    /// retries that slowly) and a message saying when to retry.
+    #[error("too many failed authentications from this address; retry in {} s", crate::auth::retry_secs(*.0))]
+    RateLimited(Duration),
     /// The token may not sync this environment.
     #[error("the token may not sync this environment")]
     PermissionDenied,
@@ -250,7 +267,7 @@ impl Refusal {
     pub fn code(&self) -> vexil_proto::sync::v1::ErrorCode {
         use vexil_proto::sync::v1::ErrorCode;
         match self {
-            Refusal::Unauthenticated => ErrorCode::Unauthenticated,
+            Refusal::Unauthenticated | Refusal::RateLimited(_) => ErrorCode::Unauthenticated,
             Refusal::PermissionDenied => ErrorCode::PermissionDenied,
             Refusal::UnknownEnvironment => ErrorCode::UnknownEnvironment,
             Refusal::Malformed(_) => ErrorCode::MalformedFrame,

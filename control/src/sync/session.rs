@@ -70,6 +70,9 @@ pub async fn serve_connection(hub: Arc<Hub>, incoming: quinn::Incoming) {
         Err(Ended::Refused(refusal)) => {
             tracing::info!(%remote, code = ?refusal.code(), reason = %refusal, "sync stream refused");
             hub.metrics().sync_refused(refusal.code().as_str_name());
+            if matches!(refusal, Refusal::RateLimited(_)) {
+                hub.metrics().auth_rate_limited("sync");
+            }
             session.refuse(&refusal).await;
             conn.close(
                 close::REFUSED.into(),
@@ -116,7 +119,9 @@ impl Session {
     async fn converse(&mut self, frames: &mut Frames, remote: SocketAddr) -> Result<(), Ended> {
         let subscribe = self.read_subscribe(frames).await?;
         let env = subscribe.environment.as_str();
-        self.hub.authorize(&subscribe.token, env).await?;
+        self.hub
+            .authorize_from(Some(remote.ip()), &subscribe.token, env)
+            .await?;
         let current = match self.hub.store().get_environment(env).await {
             Ok(e) => e.revision,
             Err(crate::store::StoreError::NotFound(_)) => {

@@ -88,6 +88,9 @@ pub struct Options {
     pub client_ca: Option<PathBuf>,
     /// The API's read timeout for request heads and bodies (ms).
     pub read_timeout_ms: Option<u64>,
+    /// The per-peer limit of failed authentications: burst and refill. Off unless set: every
+    /// test talks from 127.0.0.1, and many try bad tokens on purpose.
+    pub auth_failures: Option<(u32, Duration)>,
 }
 
 /// One test's database.
@@ -209,6 +212,9 @@ pub async fn start_replica(
     if let Some(ms) = options.read_timeout_ms {
         config.limits.read_timeout = Duration::from_millis(ms);
     }
+    (config.auth_failure_burst, config.auth_failure_refill) = options
+        .auth_failures
+        .unwrap_or((0, config.auth_failure_refill));
     let control = Control::open(&config).await.expect("control opens");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
