@@ -53,6 +53,12 @@ pub struct Metrics {
     sync_frames: Family<KindLabels, Counter>,
     sync_refused: Family<CodeLabels, Counter>,
     webhook_reviews: Family<OutcomeLabels, Counter>,
+    pruned: Family<LogLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LogLabels {
+    log: &'static str,
 }
 
 impl Default for Metrics {
@@ -115,7 +121,14 @@ impl Metrics {
             "Pod admission reviews answered by the injection webhook, by outcome",
             webhook_reviews.clone(),
         );
+        let pruned = Family::<LogLabels, Counter>::default();
+        registry.register(
+            "log_rows_pruned",
+            "Rows pruned by retention, by log (changes, audit)",
+            pruned.clone(),
+        );
         Metrics {
+            pruned,
             registry,
             requests,
             latency,
@@ -182,6 +195,13 @@ impl Metrics {
         self.webhook_reviews
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Counts the rows a retention pass pruned.
+    pub fn pruned(&self, pruned: crate::store::Pruned) {
+        for (log, n) in [("changes", pruned.changes), ("audit", pruned.audit)] {
+            self.pruned.get_or_create(&LogLabels { log }).inc_by(n);
+        }
     }
 
     /// The registry, to add more metrics (the sync hub's).

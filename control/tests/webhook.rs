@@ -405,12 +405,11 @@ fn assert_no_patch(a: &Answered, uid: &str) {
 
 // ---------------------------------------------------------------- HTTPS ----
 
-/// `POST /inject` over TLS, verified against `ca`; returns the status and the body.
-async fn post_inject(
+/// A TLS connection to the webhook at `addr`, verified against `ca`, speaking HTTP/1.1.
+async fn connect_tls(
     addr: std::net::SocketAddr,
     ca: &std::path::Path,
-    body: &[u8],
-) -> (u16, Value) {
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -430,8 +429,18 @@ async fn post_inject(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    let stream = connector.connect(name, tcp).await.expect("TLS handshake");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    stream
+}
+
+/// `POST /inject` over TLS, verified against `ca`; returns the status and the body.
+async fn post_inject(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    body: &[u8],
+) -> (u16, Value) {
+    let mut stream = connect_tls(addr, ca).await;
     let head = format!(
         "POST /inject HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -503,6 +512,73 @@ async fn the_webhook_answers_over_https_with_the_dev_ca() {
         Default::default(),
         serves_reviews_over_https,
     )
+    .await;
+}
+
+// A review whose body trickles in a byte every 100 ms is answered `408` at the read timeout (1 s),
+// not held for the 20 s it would take; a normal review is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trickled_review_gets_408_at_the_read_timeout() {
+    let options = common::Options {
+        read_timeout_ms: Some(1000),
+        ..Default::default()
+    };
+    common::run(Backend::Sqlite, options, |app: App| async move {
+        let dir = common::TempDir::new("vexil-webhook");
+        let files = vexil_control::tls::ensure_dev_tls(&dir, &[]).unwrap();
+        let listener = webhook::bind("127.0.0.1:0".parse().unwrap(), &files.cert, &files.key)
+            .await
+            .unwrap();
+        let addr = axum::serve::Listener::local_addr(&listener).unwrap();
+        let control = app.control.clone();
+        tokio::spawn(async move {
+            control
+                .serve_webhook(listener, config(), std::future::pending())
+                .await
+        });
+        let stream = connect_tls(addr, &files.ca_cert).await;
+        let (mut read, mut write) = tokio::io::split(stream);
+        write
+            .write_all(
+                b"POST /inject HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                  Content-Length: 200\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..200 {
+                if write.write_all(b" ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let (status, review) = post_inject(addr, &files.ca_cert, &fixture("full.json")).await;
+        assert_eq!(status, 200, "{review}");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(15), async {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        })
+        .await;
+        let took = started.elapsed();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+            "answered after {took:?}"
+        );
+        trickle.abort();
+    })
     .await;
 }
 

@@ -14,6 +14,7 @@
 mod evaluators;
 mod flags;
 mod flagsets;
+mod retention;
 mod tokens;
 mod write;
 
@@ -32,6 +33,7 @@ use crate::model::{
 pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
+pub use retention::{Pruned, Retention};
 #[cfg(feature = "fuzzing")]
 pub(crate) use write::validate_document;
 pub use write::{Precondition, WriteLimits};
@@ -73,6 +75,16 @@ pub enum StoreError {
         /// What still uses it.
         detail: String,
         /// What would break.
+        errors: vexil_engine::ValidationErrors,
+    },
+    /// The environment the write would leave crosses a whole-environment limit (flag count,
+    /// document size): `detail` names each limit and figure, `errors` lists them (and any rule
+    /// problem the write also has) with their JSON paths.
+    #[error("{detail}")]
+    OverLimit {
+        /// Each limit crossed, with the figure it would reach and the one it has now.
+        detail: String,
+        /// The problems, with their JSON paths.
         errors: vexil_engine::ValidationErrors,
     },
     /// A request field is invalid.
@@ -152,6 +164,9 @@ pub struct AuditQuery {
     pub before_id: Option<i64>,
     /// Page size.
     pub limit: i64,
+    /// Byte budget of a page (the entries' text): a page stops before the entry that would take it
+    /// past this (it always holds at least one entry) and still gives a cursor. `None`: rows only.
+    pub max_bytes: Option<usize>,
 }
 
 /// The store. Cheap to clone (a pool handle).
@@ -468,10 +483,13 @@ impl Store {
 
     // ---- audit ----
 
-    /// Audit entries, newest first.
+    /// Audit entries, newest first: at most `q.limit`, and no more than `q.max_bytes` of text
+    /// beyond the first. Rows are read as a stream and the read stops with the page, so a page of
+    /// large entries (whole flag sets before and after) is never all in memory.
     pub async fn audit(&self, q: &AuditQuery) -> StoreResult<Page<AuditEntry>> {
+        use futures_util::TryStreamExt;
         // Optional filters as `($n IS NULL OR column = $n)`, so the statement text stays fixed.
-        let rows = sqlx::query(
+        let mut rows = sqlx::query(
             "SELECT id, at, actor, action, environment, target, before, after, request_id \
              FROM audit WHERE ($1 IS NULL OR environment = $1) AND ($2 IS NULL OR target = $2) \
              AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR at >= $4) \
@@ -485,32 +503,58 @@ impl Store {
         .bind(q.until)
         .bind(q.before_id)
         .bind(q.limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut items = rows
-            .iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: r.try_get("id")?,
-                    at: rfc3339(r.try_get("at")?),
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    environment: r.try_get("environment")?,
-                    target: r.try_get("target")?,
-                    before: json_opt(r.try_get("before")?)?.unwrap_or(Value::Null),
-                    after: json_opt(r.try_get("after")?)?.unwrap_or(Value::Null),
-                    request_id: r.try_get("request_id")?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = if items.len() as i64 > q.limit {
-            items.truncate(q.limit as usize);
-            items.last().map(|e| e.id.to_string())
-        } else {
-            None
-        };
+        .fetch(&self.pool);
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        while let Some(r) = rows.try_next().await? {
+            let before: Option<String> = r.try_get("before")?;
+            let after: Option<String> = r.try_get("after")?;
+            let entry = AuditEntry {
+                id: r.try_get("id")?,
+                at: rfc3339(r.try_get("at")?),
+                actor: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                environment: r.try_get("environment")?,
+                target: r.try_get("target")?,
+                before: Value::Null,
+                after: Value::Null,
+                request_id: r.try_get("request_id")?,
+            };
+            let size = entry_size(&entry)
+                + before.as_ref().map_or(0, String::len)
+                + after.as_ref().map_or(0, String::len);
+            let full = items.len() as i64 >= q.limit
+                || q.max_bytes
+                    .is_some_and(|max| !items.is_empty() && bytes + size > max);
+            if full {
+                more = true;
+                break;
+            }
+            bytes += size;
+            items.push(AuditEntry {
+                before: json_opt(before)?.unwrap_or(Value::Null),
+                after: json_opt(after)?.unwrap_or(Value::Null),
+                ..entry
+            });
+        }
+        let next_cursor = more
+            .then(|| items.last().map(|e: &AuditEntry| e.id.to_string()))
+            .flatten();
         Ok(Page { items, next_cursor })
     }
+}
+
+/// The bytes of an audit entry's fields other than `before` and `after`, with room for the JSON
+/// around them.
+fn entry_size(e: &AuditEntry) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    128 + e.at.len()
+        + e.actor.len()
+        + e.action.len()
+        + text(&e.environment)
+        + text(&e.target)
+        + text(&e.request_id)
 }
 
 /// Appends an audit entry.

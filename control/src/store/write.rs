@@ -18,7 +18,8 @@
 //! 3. **Validate the whole result.** The environment the write would leave is checked as a whole,
 //!    with the engine's strict validation and against every limit ([`WriteLimits`]): every rule
 //!    compiles and every `$ref` names an evaluator, every flag key is a header dictionary key, at
-//!    most `max_flags` flags, at most `max_document_bytes` of JSON. A write is refused only for what
+//!    most `max_flags` flags, at most `max_document_bytes` of JSON (crossing one of these two is
+//!    [`StoreError::OverLimit`], `422`; a rule problem is `400`). A write is refused only for what
 //!    it would add: a problem the stored set already has (a limit lowered after it was written) does
 //!    not block a write that does not add to it, so the kill switch and deletes keep working in
 //!    such an environment and can bring it back under its limits.
@@ -87,9 +88,9 @@ impl Precondition {
 pub struct WriteLimits {
     /// Rule depth and flag count (`[limits] max_rule_depth`, `[limits] max_flags`).
     pub engine: Limits,
-    /// Largest flag set an environment may hold, as compact JSON (the export document). It is the
-    /// import limit (`[limits] max_import_bytes`): whatever an environment holds can be exported
-    /// and imported again, and reaches sidecars as one snapshot frame.
+    /// Largest flag set an environment may hold, as compact JSON (the export document,
+    /// `[limits] max_environment_bytes`): it reaches every sidecar as one snapshot frame, so it
+    /// must stay below the frame limit.
     pub max_document_bytes: usize,
 }
 
@@ -97,7 +98,7 @@ impl Default for WriteLimits {
     fn default() -> Self {
         WriteLimits {
             engine: Limits::default(),
-            max_document_bytes: 32 << 20,
+            max_document_bytes: 16 << 20,
         }
     }
 }
@@ -382,11 +383,33 @@ impl Store {
             Covered::FlagSet(stored) => stored.clone(),
         };
         if let Err(problems) = check(&doc, &stored_doc, limits) {
-            return Err(match explain {
-                Some(explain) => {
-                    explain(&SetRows::from_document(doc).unwrap_or_default(), problems)
+            return Err(if problems.over_limit.is_empty() {
+                let rules = ValidationErrors(problems.rules);
+                match explain {
+                    Some(explain) => {
+                        explain(&SetRows::from_document(doc).unwrap_or_default(), rules)
+                    }
+                    None => StoreError::Invalid(rules),
                 }
-                None => StoreError::Invalid(problems),
+            } else {
+                StoreError::OverLimit {
+                    detail: format!(
+                        "the environment would be over its limits: {}",
+                        problems
+                            .over_limit
+                            .iter()
+                            .map(|p| p.message.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                    errors: ValidationErrors(
+                        problems
+                            .over_limit
+                            .into_iter()
+                            .chain(problems.rules)
+                            .collect(),
+                    ),
+                }
             });
         }
         let after = SetRows::from_document(doc).map_err(|_| corrupt("the flag set written"))?;
@@ -540,37 +563,49 @@ fn with_item(
     set.into_document()
 }
 
+/// What [`check`] found: the whole-environment limits crossed (flag count, document size) and the
+/// rule and key problems.
+#[derive(Debug, Default)]
+struct Problems {
+    over_limit: Vec<ValidationError>,
+    rules: Vec<ValidationError>,
+}
+
 /// Checks the document a write would leave (`after`) against `limits`: every problem it has that
 /// the stored document (built by `stored` only when needed) did not, or `Ok`.
 ///
 /// The flag count and the document size are problems when over their limit and larger than as
 /// stored; a rule or key problem when the stored document did not have it at the same path.
-fn check(
-    after: &Value,
-    stored: &dyn Fn() -> Value,
-    limits: WriteLimits,
-) -> Result<(), ValidationErrors> {
+fn check(after: &Value, stored: &dyn Fn() -> Value, limits: WriteLimits) -> Result<(), Problems> {
     let stored_doc = OnceCell::new();
     let stored = || stored_doc.get_or_init(stored);
     let count = |doc: &Value| doc["flags"].as_object().map_or(0, Map::len);
-    let mut problems = Vec::new();
+    let mut over_limit = Vec::new();
     let (flags, max_flags) = (count(after), limits.engine.max_flags);
-    if flags > max_flags && flags > count(stored()) {
-        problems.push(ValidationError {
+    let held = || count(stored());
+    if flags > max_flags && flags > held() {
+        over_limit.push(ValidationError {
             path: "flags".into(),
-            message: format!("{flags} flags, more than the limit of {max_flags}"),
-        });
-    }
-    let (size, max_size) = (json_len(after), limits.max_document_bytes);
-    if size > max_size && size > json_len(stored()) {
-        problems.push(ValidationError {
-            path: String::new(),
             message: format!(
-                "the flag set would be {size} bytes of JSON, more than the limit of {max_size} \
-                 ([limits] max_import_bytes)"
+                "{flags} flags, more than the limit of {max_flags} ([limits] max_flags; it has {} now)",
+                held()
             ),
         });
     }
+    let (size, max_size) = (json_len(after), limits.max_document_bytes);
+    if size > max_size {
+        let held = json_len(stored());
+        if size > held {
+            over_limit.push(ValidationError {
+                path: String::new(),
+                message: format!(
+                    "the flag set would be {size} bytes of JSON, more than the limit of {max_size} \
+                     ([limits] max_environment_bytes; it is {held} bytes now)"
+                ),
+            });
+        }
+    }
+    let mut problems = Vec::new();
     let found = rule_problems(after, limits.engine.max_depth);
     if !found.is_empty() {
         let known = rule_problems(stored(), limits.engine.max_depth);
@@ -584,10 +619,13 @@ fn check(
                 .filter(|p| !known.contains(&(p.path.as_str(), p.message.as_str()))),
         );
     }
-    if problems.is_empty() {
+    if problems.is_empty() && over_limit.is_empty() {
         Ok(())
     } else {
-        Err(ValidationErrors(problems))
+        Err(Problems {
+            over_limit,
+            rules: problems,
+        })
     }
 }
 
@@ -680,7 +718,12 @@ mod tests {
     fn problems(after: &Value, stored: &Value, limits: WriteLimits) -> Vec<(String, String)> {
         match check(after, &|| stored.clone(), limits) {
             Ok(()) => Vec::new(),
-            Err(e) => e.0.into_iter().map(|p| (p.path, p.message)).collect(),
+            Err(e) => e
+                .over_limit
+                .into_iter()
+                .chain(e.rules)
+                .map(|p| (p.path, p.message))
+                .collect(),
         }
     }
 
@@ -692,7 +735,7 @@ mod tests {
             problems(&doc(&["a", "b", "c"]), &doc(&["a", "b"]), roomy),
             [(
                 "flags".to_string(),
-                "3 flags, more than the limit of 2".to_string()
+                "3 flags, more than the limit of 2 ([limits] max_flags; it has 2 now)".to_string()
             )]
         );
         // Already over (the limit was lowered): the same count or fewer is no new problem.
@@ -714,7 +757,11 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, "", "the whole document");
         assert!(
-            p[0].1.contains(&format!("{size} bytes")) && p[0].1.contains("max_import_bytes"),
+            p[0].1.contains(&format!("{size} bytes"))
+                && p[0].1.contains("max_environment_bytes")
+                && p[0]
+                    .1
+                    .contains(&format!("it is {} bytes now", json_len(&doc(&["a"])))),
             "{p:?}"
         );
         // Smaller than stored, though still over: no new problem.

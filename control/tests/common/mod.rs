@@ -88,6 +88,8 @@ pub struct Options {
     pub client_ca: Option<PathBuf>,
     /// The API's read timeout for request heads and bodies (ms).
     pub read_timeout_ms: Option<u64>,
+    /// Any other change of the configuration, applied last.
+    pub configure: Option<fn(&mut ControlConfig)>,
 }
 
 /// One test's database.
@@ -208,6 +210,9 @@ pub async fn start_replica(
     }
     if let Some(ms) = options.read_timeout_ms {
         config.limits.read_timeout = Duration::from_millis(ms);
+    }
+    if let Some(configure) = options.configure {
+        configure(&mut config);
     }
     let control = Control::open(&config).await.expect("control opens");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -634,4 +639,70 @@ pub fn assert_problem(resp: &Resp, status: u16) -> &Value {
         "problem.detail: {p}"
     );
     p
+}
+
+// ------------------------------------------------------------------- sync ----
+
+/// Server frames as they arrive on a raw sync stream.
+pub type ServerFrames = tokio_util::codec::FramedRead<
+    quinn::RecvStream,
+    vexil_proto::frame::MessageCodec<vexil_proto::sync::v1::ServerFrame>,
+>;
+
+/// A raw sync stream to `app` (QUIC, the development CA, keep-alive every second) that has sent a
+/// `Subscribe` for `env` with `token`, holding `last_revision`. Nothing is read until the test
+/// reads `frames`.
+pub async fn subscribe_stream(
+    app: &App,
+    env: &str,
+    token: &str,
+    last_revision: i64,
+) -> (quinn::Connection, quinn::SendStream, ServerFrames) {
+    use vexil_proto::frame::FrameCodec;
+    use vexil_proto::sync::v1::{ClientFrame, Subscribe, client_frame::Kind};
+    let config = vexil_proxy::sync::client_config(
+        &app.ca_file(),
+        None,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    )
+    .expect("client config");
+    let endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    let conn = endpoint
+        .connect_with(config, app.sync_addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("QUIC handshake");
+    let (mut send, recv) = conn.open_bi().await.expect("a stream");
+    let subscribe = ClientFrame {
+        kind: Some(Kind::Subscribe(Subscribe {
+            token: token.into(),
+            environment: env.into(),
+            last_revision,
+            client_id: "raw-test".into(),
+            version: "0.0.0".into(),
+        })),
+    };
+    send.write_all(
+        &FrameCodec::default()
+            .encode_frame(&subscribe)
+            .expect("encode"),
+    )
+    .await
+    .expect("send Subscribe");
+    let frames =
+        tokio_util::codec::FramedRead::new(recv, vexil_proto::frame::MessageCodec::default());
+    (conn, send, frames)
+}
+
+/// The next server frame's message within 20 s; `None` when the stream ended.
+pub async fn next_frame(
+    frames: &mut ServerFrames,
+) -> Option<vexil_proto::sync::v1::server_frame::Kind> {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(20), frames.next())
+        .await
+        .expect("a frame within 20 s")
+        .map(|f| f.expect("a valid frame").kind.expect("a message"))
 }
