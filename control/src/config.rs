@@ -17,6 +17,7 @@ use vexil_settings::{
 
 use crate::api::ApiConfig;
 use crate::auth::JwtConfig;
+use crate::store::StoreOptions;
 use crate::webhook::InjectConfig;
 
 /// A port on 127.0.0.1: every listener is loopback-only unless configured otherwise.
@@ -94,6 +95,8 @@ vexil_settings::settings! {
         section limits in "limits": LimitsConfig;
         /// `[retention]`: how much of the change log and the audit log is kept.
         section retention in "retention": RetentionConfig;
+        /// `[database]`: timeouts and retries of the store's database.
+        section database in "database": DatabaseConfig;
         /// `[webhook]`: what the injection webhook gives every injected pod.
         section webhook in "webhook": WebhookSettings;
     }
@@ -231,6 +234,44 @@ vexil_settings::settings! {
             audit_max_count: u64 = 1_000_000, key "audit_max_count";
             /// How often both logs are pruned (seconds).
             interval: Duration as Seconds = secs(3600), key "interval_secs", check nonzero;
+        }
+    }
+}
+
+vexil_settings::settings! {
+    /// `[database]`: timeouts and retries of the store's database.
+    #[derive(Clone, Debug)]
+    pub struct DatabaseConfig {
+        group "control-database" {
+            /// PostgreSQL: `statement_timeout` of every connection (milliseconds), and the
+            /// deadline of a whole write on control's side: a database that stops answering
+            /// mid-transaction makes the write answer `503` after it.
+            statement_timeout: Duration as Millis = StoreOptions::default().statement_timeout,
+                key "statement_timeout_ms", check nonzero;
+            /// PostgreSQL: `idle_in_transaction_session_timeout` of every connection
+            /// (milliseconds): the server ends a transaction whose client went silent.
+            idle_in_transaction_timeout: Duration as Millis =
+                StoreOptions::default().idle_in_transaction_timeout,
+                key "idle_in_transaction_timeout_ms", check nonzero;
+            /// PostgreSQL: TCP keepalive of the server's end of every connection
+            /// (`tcp_keepalives_idle`, seconds; then 3 probes `idle / 3` apart).
+            keepalive_idle: Duration as Seconds = StoreOptions::default().keepalive_idle,
+                key "keepalive_idle_secs", check nonzero;
+            /// A write refused for a serialization failure (`40001`) or a deadlock (`40P01`) is
+            /// tried again this many times.
+            write_retries: u32 = StoreOptions::default().write_retries, key "write_retries";
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The store's options.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            statement_timeout: self.statement_timeout,
+            idle_in_transaction_timeout: self.idle_in_transaction_timeout,
+            keepalive_idle: self.keepalive_idle,
+            write_retries: self.write_retries,
         }
     }
 }

@@ -30,7 +30,7 @@ pub struct Control {
 impl Control {
     /// Opens the store and prepares the API.
     pub async fn open(config: &ControlConfig) -> anyhow::Result<Control> {
-        let store = Store::connect(&config.database_url)
+        let store = Store::connect_with(&config.database_url, config.database.store_options())
             .await
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", redact_url(&config.database_url)))?;
         tracing::info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "store ready");

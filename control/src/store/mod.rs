@@ -34,6 +34,7 @@ pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use retention::{Pruned, Retention};
+
 #[cfg(feature = "fuzzing")]
 pub(crate) use write::validate_document;
 pub use write::{Precondition, WriteLimits};
@@ -126,8 +127,64 @@ fn is_unavailable_code(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300"))
 }
 
+/// A write the database refused because of a conflict with another transaction, which succeeds
+/// when tried again: a serialization failure (`40001`) or a deadlock (`40P01`).
+pub(crate) fn is_retryable(e: &StoreError) -> bool {
+    matches!(e, StoreError::Internal(sqlx::Error::Database(db))
+        if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How the store talks to its database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// PostgreSQL: `statement_timeout` of every connection, and the deadline of a whole write
+    /// transaction on control's side (a server that stops answering cannot enforce its own).
+    pub statement_timeout: Duration,
+    /// PostgreSQL: `idle_in_transaction_session_timeout` of every connection: the server ends a
+    /// transaction whose client went silent, releasing its locks.
+    pub idle_in_transaction_timeout: Duration,
+    /// PostgreSQL: TCP keepalive of the server's end of every connection (`tcp_keepalives_idle`;
+    /// probes every `idle / 3`, 3 of them), so the server drops connections of a vanished
+    /// replica.
+    pub keepalive_idle: Duration,
+    /// How often a write refused for a serialization failure or a deadlock is tried again.
+    pub write_retries: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            statement_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(15),
+            keepalive_idle: Duration::from_secs(30),
+            write_retries: 3,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The deadline of one write transaction on control's side: PostgreSQL's statement timeout
+    /// (SQLite is local: its writer lock wait is bounded by `busy_timeout`).
+    pub(crate) fn write_deadline(&self, backend: Backend) -> Option<Duration> {
+        (backend == Backend::Postgres).then_some(self.statement_timeout)
+    }
+
+    /// The `SET` statements every PostgreSQL connection starts with.
+    fn postgres_session(&self) -> String {
+        let secs = self.keepalive_idle.as_secs().max(1);
+        format!(
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; \
+             SET tcp_keepalives_idle = {secs}; SET tcp_keepalives_interval = {}; \
+             SET tcp_keepalives_count = 3;",
+            self.statement_timeout.as_millis().max(1),
+            self.idle_in_transaction_timeout.as_millis().max(1),
+            (secs / 3).max(1),
+        )
+    }
+}
 
 /// Who is writing, for the audit log.
 #[derive(Clone, Debug)]
@@ -175,6 +232,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     committed: broadcast::Sender<Committed>,
+    options: StoreOptions,
 }
 
 const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(
@@ -189,8 +247,15 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(
 )];
 
 impl Store {
-    /// Connects to `url` (`sqlite://path`, `postgres://...`) and applies pending migrations.
+    /// Connects to `url` (`sqlite://path`, `postgres://...`) with the default [`StoreOptions`] and
+    /// applies pending migrations.
     pub async fn connect(url: &str) -> StoreResult<Store> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Connects to `url` with `options` and applies pending migrations.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> StoreResult<Store> {
+        let store_options = options;
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -225,11 +290,24 @@ impl Store {
                 })
             });
         }
+        if backend == Backend::Postgres {
+            let session = store_options.postgres_session();
+            options = options.after_connect(move |conn, _| {
+                let session = session.clone();
+                Box::pin(async move {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(session))
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
         let pool = options.connect(&url).await?;
         let store = Store {
             pool,
             backend,
             committed: broadcast::channel(1024).0,
+            options: store_options,
         };
         store.migrate().await?;
         Ok(store)
@@ -256,10 +334,20 @@ impl Store {
             migrations: migrations.into(),
             ..Migrator::DEFAULT
         };
-        migrator
-            .run(&self.pool)
+        // On a connection of its own without the statement timeout (a migration of a large table
+        // may take longer), closed afterwards rather than returned to the pool.
+        let mut conn = self.pool.acquire().await?.detach();
+        if self.backend == Backend::Postgres {
+            sqlx::raw_sql("SET statement_timeout = 0")
+                .execute(&mut conn)
+                .await?;
+        }
+        let migrated = migrator
+            .run(&mut conn)
             .await
-            .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))))
+            .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))));
+        let _ = sqlx::Connection::close(conn).await;
+        migrated
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`,

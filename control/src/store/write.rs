@@ -266,8 +266,9 @@ impl Draft {
 }
 
 /// An operation's edit: checks its precondition against the draft, changes `draft.set`, and names
-/// the audit action.
-type Edit<'a> = Box<dyn FnOnce(&mut Draft) -> StoreResult<&'static str> + Send + 'a>;
+/// the audit action. It may run more than once: a write the database refuses for a serialization
+/// failure or a deadlock is tried again from the start, with a fresh draft.
+type Edit<'a> = Box<dyn FnMut(&mut Draft) -> StoreResult<&'static str> + Send + 'a>;
 
 /// How an operation explains a refusal by validation, given the set the write would have left
 /// (by default: `400` with the problems).
@@ -287,7 +288,7 @@ impl<'a> EnvWrite<'a> {
     pub(crate) fn new(
         environment: &'a str,
         scope: Scope,
-        edit: impl FnOnce(&mut Draft) -> StoreResult<&'static str> + Send + 'a,
+        edit: impl FnMut(&mut Draft) -> StoreResult<&'static str> + Send + 'a,
     ) -> Self {
         EnvWrite {
             environment,
@@ -331,6 +332,12 @@ impl Store {
     /// Applies `write` with the invariant described in this module: revision + 1, read and edit,
     /// validate the whole result against `limits`, write the rows, the change-log row and the audit
     /// row, commit, announce.
+    ///
+    /// On PostgreSQL the whole transaction has a deadline (`statement_timeout`): a database that
+    /// stops answering mid-transaction (a silent partition) ends the write with
+    /// [`StoreError::Unavailable`] instead of holding the request for ever; the server rolls the
+    /// transaction back (`idle_in_transaction_session_timeout`). A serialization failure (`40001`)
+    /// or a deadlock (`40P01`) is retried, from the start, up to `write_retries` times.
     pub(crate) async fn write(
         &self,
         actor: &Actor,
@@ -341,9 +348,59 @@ impl Store {
             environment: env,
             scope,
             source,
-            edit,
-            explain,
+            mut edit,
+            mut explain,
         } = write;
+        let mut attempt = 0;
+        loop {
+            let once = self.write_once(
+                actor,
+                limits,
+                env,
+                scope.clone(),
+                source,
+                &mut edit,
+                &mut explain,
+            );
+            let result = match self.options.write_deadline(self.backend) {
+                Some(deadline) => match tokio::time::timeout(deadline, once).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the database did not finish the write within {deadline:?}"),
+                        ),
+                    ))),
+                },
+                None => once.await,
+            };
+            match result {
+                Err(e) if attempt < self.options.write_retries && super::is_retryable(&e) => {
+                    attempt += 1;
+                    tracing::info!(environment = env, attempt, error = %e,
+                        "write refused by the database for a conflict; trying again");
+                    // A short, growing, jittered pause, so the writers in conflict do not meet
+                    // again at once.
+                    let pause = 5 * u64::from(attempt) + rand::random::<u64>() % 10;
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One attempt of [`Store::write`].
+    #[allow(clippy::too_many_arguments)]
+    async fn write_once(
+        &self,
+        actor: &Actor,
+        limits: WriteLimits,
+        env: &str,
+        scope: Scope,
+        source: Option<&str>,
+        edit: &mut Edit<'_>,
+        explain: &mut Option<Explain<'_>>,
+    ) -> StoreResult<Written> {
         let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
 
@@ -385,7 +442,7 @@ impl Store {
         if let Err(problems) = check(&doc, &stored_doc, limits) {
             return Err(if problems.over_limit.is_empty() {
                 let rules = ValidationErrors(problems.rules);
-                match explain {
+                match explain.take() {
                     Some(explain) => {
                         explain(&SetRows::from_document(doc).unwrap_or_default(), rules)
                     }
