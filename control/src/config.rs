@@ -17,6 +17,7 @@ use vexil_settings::{
 
 use crate::api::ApiConfig;
 use crate::auth::JwtConfig;
+use crate::store::StoreOptions;
 use crate::webhook::InjectConfig;
 
 /// A port on 127.0.0.1: every listener is loopback-only unless configured otherwise.
@@ -109,6 +110,10 @@ vexil_settings::settings! {
         section sync in "sync": SyncConfig;
         /// `[limits]`: the admin API's limits.
         section limits in "limits": LimitsConfig;
+        /// `[retention]`: how much of the change log and the audit log is kept.
+        section retention in "retention": RetentionConfig;
+        /// `[database]`: timeouts and retries of the store's database.
+        section database in "database": DatabaseConfig;
         /// `[webhook]`: what the injection webhook gives every injected pod.
         section webhook in "webhook": WebhookSettings;
     }
@@ -210,7 +215,17 @@ vexil_settings::settings! {
             /// Largest body of `PUT .../flagset` (bytes).
             max_import_bytes: usize = ApiConfig::default().max_import_bytes,
                 key "max_import_bytes", default_doc "`33554432` (32 MiB)", check nonzero;
-            /// Flags per environment.
+            /// Largest flag set an environment may hold after any write (bytes of compact JSON,
+            /// the export document). Every sidecar receives it as one snapshot frame, so it must
+            /// stay below the sync frame limit (64 MiB); a write that would cross it is `422`.
+            max_environment_bytes: usize = ApiConfig::default().max_environment_bytes,
+                key "max_environment_bytes", default_doc "`16777216` (16 MiB)",
+                check below_frame_limit;
+            /// Largest page of `GET /audit` (bytes of entries): a page stops before the entry that
+            /// would take it past this (it holds at least one) and gives a `next_cursor`.
+            max_audit_page_bytes: usize = ApiConfig::default().max_audit_page_bytes,
+                key "max_audit_page_bytes", default_doc "`4194304` (4 MiB)", check nonzero;
+            /// Flags per environment (after any write; more is `422`).
             max_flags: usize = ApiConfig::default().limits.max_flags, key "max_flags",
                 check nonzero;
             /// JsonLogic nesting depth of a rule, `$ref` evaluators included.
@@ -221,6 +236,84 @@ vexil_settings::settings! {
             /// `408`).
             read_timeout: Duration as Millis = ApiConfig::default().read_timeout,
                 key "read_timeout_ms", check nonzero;
+            /// Connections the admin API serves at once (and, separately, the webhook); one more
+            /// is answered `503` with `Retry-After: 1` and closed.
+            max_connections: usize = ApiConfig::default().max_connections,
+                key "max_connections", check nonzero;
+        }
+    }
+}
+
+vexil_settings::settings! {
+    /// `[retention]`: how much of the change log and the audit log is kept (0: no bound of that
+    /// kind). A background task prunes every `interval_secs`.
+    #[derive(Clone, Debug)]
+    pub struct RetentionConfig {
+        group "control-retention" {
+            /// Change-log entries older than this are pruned (days; the newest change of each
+            /// environment is always kept). A sidecar whose revision is older than the oldest
+            /// change kept gets one full snapshot instead of the deltas. 0: no age bound.
+            changes_max_age_days: u64 = 30, key "changes_max_age_days";
+            /// Change-log entries kept per environment, at most (the newest). 0: no count bound.
+            changes_max_count: u64 = 10_000, key "changes_max_count";
+            /// Audit entries older than this are pruned (days). 0: no age bound.
+            audit_max_age_days: u64 = 400, key "audit_max_age_days";
+            /// Audit entries kept, at most (the newest). 0: no count bound.
+            audit_max_count: u64 = 1_000_000, key "audit_max_count";
+            /// How often both logs are pruned (seconds).
+            interval: Duration as Seconds = secs(3600), key "interval_secs", check nonzero;
+        }
+    }
+}
+
+vexil_settings::settings! {
+    /// `[database]`: timeouts and retries of the store's database.
+    #[derive(Clone, Debug)]
+    pub struct DatabaseConfig {
+        group "control-database" {
+            /// PostgreSQL: `statement_timeout` of every connection (milliseconds), and the
+            /// deadline of a whole write on control's side: a database that stops answering
+            /// mid-transaction makes the write answer `503` after it.
+            statement_timeout: Duration as Millis = StoreOptions::default().statement_timeout,
+                key "statement_timeout_ms", check nonzero;
+            /// PostgreSQL: `idle_in_transaction_session_timeout` of every connection
+            /// (milliseconds): the server ends a transaction whose client went silent.
+            idle_in_transaction_timeout: Duration as Millis =
+                StoreOptions::default().idle_in_transaction_timeout,
+                key "idle_in_transaction_timeout_ms", check nonzero;
+            /// PostgreSQL: TCP keepalive of the server's end of every connection
+            /// (`tcp_keepalives_idle`, seconds; then 3 probes `idle / 3` apart).
+            keepalive_idle: Duration as Seconds = StoreOptions::default().keepalive_idle,
+                key "keepalive_idle_secs", check nonzero;
+            /// A write refused for a serialization failure (`40001`) or a deadlock (`40P01`) is
+            /// tried again this many times.
+            write_retries: u32 = StoreOptions::default().write_retries, key "write_retries";
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The store's options.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            statement_timeout: self.statement_timeout,
+            idle_in_transaction_timeout: self.idle_in_transaction_timeout,
+            keepalive_idle: self.keepalive_idle,
+            write_retries: self.write_retries,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// What the store keeps.
+    pub fn retention(&self) -> crate::store::Retention {
+        let days = |d: u64| (d > 0).then(|| Duration::from_secs(d.saturating_mul(86_400)));
+        let count = |n: u64| (n > 0).then(|| i64::try_from(n).unwrap_or(i64::MAX));
+        crate::store::Retention {
+            changes_max_age: days(self.changes_max_age_days),
+            changes_max_count: count(self.changes_max_count),
+            audit_max_age: days(self.audit_max_age_days),
+            audit_max_count: count(self.audit_max_count),
         }
     }
 }
@@ -266,6 +359,22 @@ vexil_settings::settings! {
                 flag "sidecar-namespace-config", env "VEXIL_SIDECAR_NAMESPACE_CONFIG",
                 key "namespace_config", check kubernetes_name;
         }
+    }
+}
+
+/// The largest `[limits] max_environment_bytes`: the sync frame limit less room for the `Full`
+/// frame's envelope (revision, field tags), which is a few bytes.
+pub const MAX_ENVIRONMENT_BYTES_CEILING: usize = vexil_proto::frame::DEFAULT_MAX_FRAME - (1 << 20);
+
+fn below_frame_limit(n: &usize) -> Result<(), String> {
+    match *n {
+        0 => Err("must be at least 1".into()),
+        n if n > MAX_ENVIRONMENT_BYTES_CEILING => Err(format!(
+            "{n} is more than {MAX_ENVIRONMENT_BYTES_CEILING} bytes: every sidecar receives the \
+             whole flag set as one sync frame, at most {} bytes",
+            vexil_proto::frame::DEFAULT_MAX_FRAME
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -478,11 +587,14 @@ impl ControlConfig {
         ApiConfig {
             max_body_bytes: l.max_body_bytes,
             max_import_bytes: l.max_import_bytes,
+            max_environment_bytes: l.max_environment_bytes,
+            max_audit_page_bytes: l.max_audit_page_bytes,
             limits: vexil_engine::Limits {
                 max_flags: l.max_flags,
                 max_depth: l.max_rule_depth,
             },
             read_timeout: l.read_timeout,
+            max_connections: l.max_connections,
         }
     }
 

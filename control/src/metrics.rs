@@ -59,6 +59,12 @@ pub struct Metrics {
     sync_refused: Family<CodeLabels, Counter>,
     webhook_reviews: Family<OutcomeLabels, Counter>,
     auth_rate_limited: Family<ListenerLabels, Counter>,
+    pruned: Family<LogLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LogLabels {
+    log: &'static str,
 }
 
 impl Default for Metrics {
@@ -128,7 +134,14 @@ impl Metrics {
              authentications",
             auth_rate_limited.clone(),
         );
+        let pruned = Family::<LogLabels, Counter>::default();
+        registry.register(
+            "log_rows_pruned",
+            "Rows pruned by retention, by log (changes, audit)",
+            pruned.clone(),
+        );
         Metrics {
+            pruned,
             registry,
             auth_rate_limited,
             requests,
@@ -204,6 +217,13 @@ impl Metrics {
         self.webhook_reviews
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Counts the rows a retention pass pruned.
+    pub fn pruned(&self, pruned: crate::store::Pruned) {
+        for (log, n) in [("changes", pruned.changes), ("audit", pruned.audit)] {
+            self.pruned.get_or_create(&LogLabels { log }).inc_by(n);
+        }
     }
 
     /// The registry, to add more metrics (the sync hub's).

@@ -31,7 +31,7 @@ pub struct Control {
 impl Control {
     /// Opens the store and prepares the API.
     pub async fn open(config: &ControlConfig) -> anyhow::Result<Control> {
-        let store = Store::connect(&config.database_url)
+        let store = Store::connect_with(&config.database_url, config.database.store_options())
             .await
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", redact_url(&config.database_url)))?;
         tracing::info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "store ready");
@@ -63,6 +63,15 @@ impl Control {
             max_catch_up: config.sync.max_catch_up,
             ..SyncSettings::default()
         };
+        tokio::spawn(state.store.clone().run_retention(
+            config.retention.retention(),
+            config.retention.interval,
+            {
+                let metrics = state.metrics.clone();
+                move |pruned| metrics.pruned(pruned)
+            },
+            cancel.clone(),
+        ));
         let hub = Hub::new(state.clone(), settings, cancel.clone());
         tokio::spawn(hub.clone().follow_local_commits());
         if let Some(url) = &config.redis_url {
@@ -95,7 +104,7 @@ impl Control {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let app = api::router(self.state.clone());
-        vexil_http::serve_http1(listener, app, self.state.config.read_timeout, shutdown).await;
+        vexil_http::serve_http1(listener, app, self.state.config.http_bounds(), shutdown).await;
         Ok(())
     }
 
@@ -111,6 +120,7 @@ impl Control {
             inject,
             metrics: self.state.metrics.clone(),
             read_timeout: self.state.config.read_timeout,
+            max_connections: self.state.config.max_connections,
         });
         crate::webhook::serve(listener, state, shutdown).await
     }

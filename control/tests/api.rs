@@ -1913,7 +1913,14 @@ both_backends!(
         let r = small
             .put_json(&flag_path("prod", "c"), &bool_flag(), &admin)
             .await;
-        let p = assert_problem(&r, 400);
+        let p = assert_problem(&r, 422);
+        assert!(
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .contains("3 flags, more than the limit of 2"),
+            "{p}"
+        );
         assert_eq!(p["errors"][0]["path"], "flags", "{p}");
         let message = p["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains("limit of 2"), "{p}");
@@ -1949,12 +1956,12 @@ fn single_error(p: &Value) -> (&str, &str) {
     )
 }
 
-// The whole environment's JSON is limited to `[limits] max_import_bytes` after every write, not only
-// an import's body: what an environment holds can always be exported and imported again.
+// The whole environment's JSON is limited to `[limits] max_environment_bytes` after every write, not
+// only an import's body: what an environment holds always reaches a sidecar in one frame.
 both_backends!(
     writes_past_the_document_size_limit_are_refused,
     |app: App| async move {
-        let small = with_config(&app, config(|c| c.max_import_bytes = 4096)).await;
+        let small = with_config(&app, config(|c| c.max_environment_bytes = 4096)).await;
         let admin = app.admin.clone();
         app.create_env("prod").await;
         let mut note = bool_flag();
@@ -1965,10 +1972,10 @@ both_backends!(
 
         // A third flag would take the document past 4096 bytes.
         let r = small.put_json(&flag_path("prod", "c"), &note, &admin).await;
-        let (path, message) = single_error(assert_problem(&r, 400));
+        let (path, message) = single_error(assert_problem(&r, 422));
         assert_eq!(path, "", "the whole document");
         assert!(
-            message.contains("limit of 4096") && message.contains("max_import_bytes"),
+            message.contains("limit of 4096") && message.contains("max_environment_bytes"),
             "{message}"
         );
         // So would growing a flag, or an evaluator.
@@ -1978,7 +1985,7 @@ both_backends!(
             .put_json_if(&flag_path("prod", "a"), &longer, &admin, "\"1\"")
             .await;
         assert!(
-            single_error(assert_problem(&r, 400))
+            single_error(assert_problem(&r, 422))
                 .1
                 .contains("limit of 4096")
         );
@@ -1991,7 +1998,7 @@ both_backends!(
             )
             .await;
         assert!(
-            single_error(assert_problem(&r, 400))
+            single_error(assert_problem(&r, 422))
                 .1
                 .contains("limit of 4096")
         );
@@ -2015,7 +2022,7 @@ both_backends!(
             )
             .await;
         assert!(
-            single_error(assert_problem(&r, 400))
+            single_error(assert_problem(&r, 422))
                 .1
                 .contains("limit of 4096")
         );
@@ -2076,10 +2083,13 @@ both_backends!(
         let r = strict
             .put_json(&flag_path("prod", "d"), &bool_flag(), &admin)
             .await;
-        let (path, message) = single_error(assert_problem(&r, 400));
+        let (path, message) = single_error(assert_problem(&r, 422));
         assert_eq!(
             (path, message),
-            ("flags", "4 flags, more than the limit of 2")
+            (
+                "flags",
+                "4 flags, more than the limit of 2 ([limits] max_flags; it has 3 now)"
+            )
         );
         // A new rule deeper than max_rule_depth.
         let r = strict
@@ -2103,8 +2113,8 @@ both_backends!(
             .put_json(&flag_path("prod", "d"), &bool_flag(), &admin)
             .await;
         assert_eq!(
-            single_error(assert_problem(&r, 400)).1,
-            "3 flags, more than the limit of 2"
+            single_error(assert_problem(&r, 422)).1,
+            "3 flags, more than the limit of 2 ([limits] max_flags; it has 2 now)"
         );
         assert_eq!(
             strict.delete(&flag_path("prod", "a"), &admin).await.status,

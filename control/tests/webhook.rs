@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vexil_control::webhook::{self, InjectConfig, Outcome};
 
 use common::{App, Backend};
@@ -457,6 +458,74 @@ async fn the_webhook_answers_over_https_with_the_dev_ca() {
         Default::default(),
         serves_reviews_over_https,
     )
+    .await;
+}
+
+// A review whose body trickles in a byte every 100 ms is answered `408` at the read timeout (1 s),
+// not held for the 20 s it would take; a normal review is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trickled_review_gets_408_at_the_read_timeout() {
+    let options = common::Options {
+        read_timeout_ms: Some(1000),
+        ..Default::default()
+    };
+    common::run(Backend::Sqlite, options, |app: App| async move {
+        let dir = common::TempDir::new("vexil-webhook");
+        let files = vexil_control::tls::ensure_dev_tls(&dir, &[]).unwrap();
+        let listener = webhook::bind("127.0.0.1:0".parse().unwrap(), &files.cert, &files.key)
+            .await
+            .unwrap();
+        let addr = axum::serve::Listener::local_addr(&listener).unwrap();
+        let control = app.control.clone();
+        tokio::spawn(async move {
+            control
+                .serve_webhook(listener, config(), std::future::pending())
+                .await
+        });
+        let stream = common::connect_tls(addr, &files.ca_cert).await;
+        let (mut read, mut write) = tokio::io::split(stream);
+        write
+            .write_all(
+                b"POST /inject HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                  Content-Length: 200\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..200 {
+                if write.write_all(b" ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let (status, review) =
+            common::post_inject(addr, &files.ca_cert, &fixture("full.json")).await;
+        assert_eq!(status, 200, "{review}");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(15), async {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        })
+        .await;
+        let took = started.elapsed();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+            "answered after {took:?}"
+        );
+        trickle.abort();
+    })
     .await;
 }
 

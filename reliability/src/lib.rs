@@ -9,14 +9,13 @@
 //! they are missing.
 
 pub mod control;
-pub mod fault_proxy;
 pub mod http;
 pub mod sidecar;
 
 pub use control::{Control, ControlOptions, flag_path, string_flag};
-pub use fault_proxy::FaultProxy;
 pub use http::{Resp, http_client, metric_value, send};
 pub use sidecar::{Sidecar, SidecarOptions, default_values};
+pub use vexil_testkit::FaultProxy;
 
 /// The admin token every control started here is bootstrapped with (`VEXIL_ADMIN_TOKEN`).
 pub const ADMIN: &str = "vxl_reliability-test-admin-secret";

@@ -6,6 +6,8 @@
 //! - [`pg::PgDb`]: a fresh PostgreSQL database, dropped afterwards; [`redis::Redis`]: a private
 //!   `redis-server` a test can kill and start again.
 //! - [`echo::Echo`]: an HTTP/1 upstream that answers with the request it received.
+//! - [`FaultProxy`]: a TCP proxy that can cut or freeze a link (to PostgreSQL), at once or when the
+//!   client sends given bytes (mid-transaction).
 //! - [`process::Process`]: a child process, its output captured (and its tail printed when the
 //!   test fails), killed on drop; [`control::ControlCmd`] and [`proxy::ProxyCmd`] start the real
 //!   `vexil-control` and `vexil-proxy` on free ports and wait until they answer.
@@ -17,6 +19,7 @@
 
 pub mod control;
 pub mod echo;
+pub mod fault_proxy;
 pub mod net;
 pub mod pg;
 pub mod process;
@@ -31,6 +34,7 @@ mod wait;
 
 pub use cmd::BinaryCmd;
 pub use dir::TempDir;
+pub use fault_proxy::FaultProxy;
 pub use net::{
     free_addr, free_tcp_port, free_udp_port, http_status, http_status_blocking, loopback,
 };

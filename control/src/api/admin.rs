@@ -185,6 +185,7 @@ async fn query_audit(
                 .transpose()?,
             before_id,
             limit: page_limit(p.limit),
+            max_bytes: Some(state.config.max_audit_page_bytes),
         })
         .await?;
     Ok(axum::Json(json!(page)))

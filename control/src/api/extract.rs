@@ -139,12 +139,6 @@ async fn read_json<T: DeserializeOwned>(
             format!("expected Content-Type: application/json, got {content_type:?}"),
         ));
     }
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {limit} bytes"),
-        )
-    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -155,18 +149,36 @@ async fn read_json<T: DeserializeOwned>(
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue && declared.is_some_and(|n| n > limit) {
         // Refused before the client sends it.
-        return Err(too_large());
+        return Err(too_large(limit));
     }
-    let bytes = tokio::time::timeout(read_timeout, read_body(req.into_body(), limit))
+    let bytes = read_body_within(req.into_body(), limit, read_timeout).await?;
+    decode_json(&bytes)
+}
+
+fn too_large(limit: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than {limit} bytes"),
+    )
+}
+
+/// A request body of at most `limit` bytes that arrives whole within `deadline`: else `408` (a
+/// client that stalls, or trickles a byte at a time, holds a connection no longer than that) or
+/// `413`.
+pub(crate) async fn read_body_within(
+    body: axum::body::Body,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Vec<u8>, Problem> {
+    tokio::time::timeout(deadline, read_body(body, limit))
         .await
         .map_err(|_| {
             Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
-                format!("the request body did not arrive within {read_timeout:?}"),
+                format!("the request body did not arrive within {deadline:?}"),
             )
         })??
-        .ok_or_else(too_large)?;
-    decode_json(&bytes)
+        .ok_or_else(|| too_large(limit))
 }
 
 /// Decodes a JSON request body as `T`, naming the JSON path of the first problem.

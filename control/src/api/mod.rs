@@ -45,15 +45,24 @@ pub struct ApiConfig {
     /// Largest request body, in bytes (1 MiB: a flag, an evaluator or any other single item is far
     /// smaller; more is a client's mistake or abuse, refused before it is read).
     pub max_body_bytes: usize,
-    /// Largest flag-set import, in bytes (32 MiB: a whole environment's document, which every
-    /// sidecar also receives as one snapshot). Also the largest flag set an environment may hold
-    /// after any write, so that every export can be imported again.
+    /// Largest flag-set import body, in bytes (32 MiB: a whole environment's document, with room
+    /// for whitespace).
     pub max_import_bytes: usize,
+    /// Largest flag set an environment may hold after any write, as compact JSON (16 MiB): every
+    /// sidecar receives it as one snapshot frame, whose limit is 64 MiB; a write that would cross
+    /// it is refused (`422`) instead of leaving an environment no new sidecar can load.
+    pub max_environment_bytes: usize,
+    /// Largest page of `GET /audit`, in bytes of entries (4 MiB): an entry can hold two whole flag
+    /// sets, so a page of rows alone has no useful bound.
+    pub max_audit_page_bytes: usize,
     /// Flag-set limits (rule depth, flag count) enforced on every write.
     pub limits: Limits,
     /// How long a client may take to send a request's head, and separately its body: a client that
     /// sends part of a request and stalls is disconnected (head) or answered `408` (body) after it.
     pub read_timeout: std::time::Duration,
+    /// Connections served at once (by the admin API, and by the webhook); one more is answered
+    /// `503` and closed.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -61,18 +70,29 @@ impl Default for ApiConfig {
         ApiConfig {
             max_body_bytes: 1 << 20,
             max_import_bytes: 32 << 20,
+            max_environment_bytes: 16 << 20,
+            max_audit_page_bytes: 4 << 20,
             limits: Limits::default(),
             read_timeout: std::time::Duration::from_secs(30),
+            max_connections: vexil_http::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
 
 impl ApiConfig {
+    /// The bounds of the listener serving the API: request-head deadline, connection cap.
+    pub fn http_bounds(&self) -> vexil_http::Bounds {
+        vexil_http::Bounds {
+            header_timeout: self.read_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+
     /// The limits the store checks every write against.
     pub fn write_limits(&self) -> WriteLimits {
         WriteLimits {
             engine: self.limits,
-            max_document_bytes: self.max_import_bytes,
+            max_document_bytes: self.max_environment_bytes,
         }
     }
 }

@@ -56,7 +56,10 @@ impl Store {
         let write = EnvWrite::new(env, Scope::Evaluator(key.into()), move |draft| {
             let current = draft.versions().evaluator(key);
             precondition.check(current, Some("evaluator"))?;
-            draft.set.evaluators.insert(key.to_string(), definition);
+            draft
+                .set
+                .evaluators
+                .insert(key.to_string(), definition.clone());
             Ok(if current.is_some() {
                 "evaluator.update"
             } else {

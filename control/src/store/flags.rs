@@ -130,7 +130,7 @@ impl Store {
         let write = EnvWrite::new(env, Scope::Flag(key.into()), move |draft| {
             let current = draft.versions().flag(key);
             precondition.check(current, Some("flag"))?;
-            draft.set.flags.insert(key.to_string(), definition);
+            draft.set.flags.insert(key.to_string(), definition.clone());
             Ok(if current.is_some() {
                 "flag.update"
             } else {

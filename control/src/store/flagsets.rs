@@ -49,7 +49,7 @@ impl Store {
             }
         };
         let write = EnvWrite::new(env, Scope::FlagSet, move |draft| {
-            draft.set = rows;
+            draft.set = rows.clone();
             Ok("flagset.replace")
         });
         Ok(self.write(actor, limits, write).await?.environment)

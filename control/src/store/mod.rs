@@ -14,6 +14,7 @@
 mod evaluators;
 mod flags;
 mod flagsets;
+mod retention;
 mod tokens;
 mod write;
 
@@ -32,6 +33,8 @@ use crate::model::{
 pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
+pub use retention::{Pruned, Retention};
+
 #[cfg(feature = "fuzzing")]
 pub(crate) use write::validate_document;
 pub use write::{Precondition, WriteLimits};
@@ -75,6 +78,16 @@ pub enum StoreError {
         /// What would break.
         errors: vexil_engine::ValidationErrors,
     },
+    /// The environment the write would leave crosses a whole-environment limit (flag count,
+    /// document size): `detail` names each limit and figure, `errors` lists them (and any rule
+    /// problem the write also has) with their JSON paths.
+    #[error("{detail}")]
+    OverLimit {
+        /// Each limit crossed, with the figure it would reach and the one it has now.
+        detail: String,
+        /// The problems, with their JSON paths.
+        errors: vexil_engine::ValidationErrors,
+    },
     /// A request field is invalid.
     #[error("{0}")]
     BadRequest(String),
@@ -114,8 +127,64 @@ fn is_unavailable_code(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300"))
 }
 
+/// A write the database refused because of a conflict with another transaction, which succeeds
+/// when tried again: a serialization failure (`40001`) or a deadlock (`40P01`).
+pub(crate) fn is_retryable(e: &StoreError) -> bool {
+    matches!(e, StoreError::Internal(sqlx::Error::Database(db))
+        if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How the store talks to its database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// PostgreSQL: `statement_timeout` of every connection, and the deadline of a whole write
+    /// transaction on control's side (a server that stops answering cannot enforce its own).
+    pub statement_timeout: Duration,
+    /// PostgreSQL: `idle_in_transaction_session_timeout` of every connection: the server ends a
+    /// transaction whose client went silent, releasing its locks.
+    pub idle_in_transaction_timeout: Duration,
+    /// PostgreSQL: TCP keepalive of the server's end of every connection (`tcp_keepalives_idle`;
+    /// probes every `idle / 3`, 3 of them), so the server drops connections of a vanished
+    /// replica.
+    pub keepalive_idle: Duration,
+    /// How often a write refused for a serialization failure or a deadlock is tried again.
+    pub write_retries: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            statement_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(15),
+            keepalive_idle: Duration::from_secs(30),
+            write_retries: 3,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The deadline of one write transaction on control's side: PostgreSQL's statement timeout
+    /// (SQLite is local: its writer lock wait is bounded by `busy_timeout`).
+    pub(crate) fn write_deadline(&self, backend: Backend) -> Option<Duration> {
+        (backend == Backend::Postgres).then_some(self.statement_timeout)
+    }
+
+    /// The `SET` statements every PostgreSQL connection starts with.
+    fn postgres_session(&self) -> String {
+        let secs = self.keepalive_idle.as_secs().max(1);
+        format!(
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; \
+             SET tcp_keepalives_idle = {secs}; SET tcp_keepalives_interval = {}; \
+             SET tcp_keepalives_count = 3;",
+            self.statement_timeout.as_millis().max(1),
+            self.idle_in_transaction_timeout.as_millis().max(1),
+            (secs / 3).max(1),
+        )
+    }
+}
 
 /// Who is writing, for the audit log.
 #[derive(Clone, Debug)]
@@ -152,6 +221,9 @@ pub struct AuditQuery {
     pub before_id: Option<i64>,
     /// Page size.
     pub limit: i64,
+    /// Byte budget of a page (the entries' text): a page stops before the entry that would take it
+    /// past this (it always holds at least one entry) and still gives a cursor. `None`: rows only.
+    pub max_bytes: Option<usize>,
 }
 
 /// The store. Cheap to clone (a pool handle).
@@ -160,6 +232,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     committed: broadcast::Sender<Committed>,
+    options: StoreOptions,
 }
 
 const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(
@@ -174,8 +247,15 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(
 )];
 
 impl Store {
-    /// Connects to `url` (`sqlite://path`, `postgres://...`) and applies pending migrations.
+    /// Connects to `url` (`sqlite://path`, `postgres://...`) with the default [`StoreOptions`] and
+    /// applies pending migrations.
     pub async fn connect(url: &str) -> StoreResult<Store> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Connects to `url` with `options` and applies pending migrations.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> StoreResult<Store> {
+        let store_options = options;
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -210,11 +290,24 @@ impl Store {
                 })
             });
         }
+        if backend == Backend::Postgres {
+            let session = store_options.postgres_session();
+            options = options.after_connect(move |conn, _| {
+                let session = session.clone();
+                Box::pin(async move {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(session))
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
         let pool = options.connect(&url).await?;
         let store = Store {
             pool,
             backend,
             committed: broadcast::channel(1024).0,
+            options: store_options,
         };
         store.migrate().await?;
         Ok(store)
@@ -241,10 +334,20 @@ impl Store {
             migrations: migrations.into(),
             ..Migrator::DEFAULT
         };
-        migrator
-            .run(&self.pool)
+        // On a connection of its own without the statement timeout (a migration of a large table
+        // may take longer), closed afterwards rather than returned to the pool.
+        let mut conn = self.pool.acquire().await?.detach();
+        if self.backend == Backend::Postgres {
+            sqlx::raw_sql("SET statement_timeout = 0")
+                .execute(&mut conn)
+                .await?;
+        }
+        let migrated = migrator
+            .run(&mut conn)
             .await
-            .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))))
+            .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))));
+        let _ = sqlx::Connection::close(conn).await;
+        migrated
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`,
@@ -468,10 +571,13 @@ impl Store {
 
     // ---- audit ----
 
-    /// Audit entries, newest first.
+    /// Audit entries, newest first: at most `q.limit`, and no more than `q.max_bytes` of text
+    /// beyond the first. Rows are read as a stream and the read stops with the page, so a page of
+    /// large entries (whole flag sets before and after) is never all in memory.
     pub async fn audit(&self, q: &AuditQuery) -> StoreResult<Page<AuditEntry>> {
+        use futures_util::TryStreamExt;
         // Optional filters as `($n IS NULL OR column = $n)`, so the statement text stays fixed.
-        let rows = sqlx::query(
+        let mut rows = sqlx::query(
             "SELECT id, at, actor, action, environment, target, before, after, request_id \
              FROM audit WHERE ($1 IS NULL OR environment = $1) AND ($2 IS NULL OR target = $2) \
              AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR at >= $4) \
@@ -485,32 +591,58 @@ impl Store {
         .bind(q.until)
         .bind(q.before_id)
         .bind(q.limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut items = rows
-            .iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: r.try_get("id")?,
-                    at: rfc3339(r.try_get("at")?),
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    environment: r.try_get("environment")?,
-                    target: r.try_get("target")?,
-                    before: json_opt(r.try_get("before")?)?.unwrap_or(Value::Null),
-                    after: json_opt(r.try_get("after")?)?.unwrap_or(Value::Null),
-                    request_id: r.try_get("request_id")?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next_cursor = if items.len() as i64 > q.limit {
-            items.truncate(q.limit as usize);
-            items.last().map(|e| e.id.to_string())
-        } else {
-            None
-        };
+        .fetch(&self.pool);
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        while let Some(r) = rows.try_next().await? {
+            let before: Option<String> = r.try_get("before")?;
+            let after: Option<String> = r.try_get("after")?;
+            let entry = AuditEntry {
+                id: r.try_get("id")?,
+                at: rfc3339(r.try_get("at")?),
+                actor: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                environment: r.try_get("environment")?,
+                target: r.try_get("target")?,
+                before: Value::Null,
+                after: Value::Null,
+                request_id: r.try_get("request_id")?,
+            };
+            let size = entry_size(&entry)
+                + before.as_ref().map_or(0, String::len)
+                + after.as_ref().map_or(0, String::len);
+            let full = items.len() as i64 >= q.limit
+                || q.max_bytes
+                    .is_some_and(|max| !items.is_empty() && bytes + size > max);
+            if full {
+                more = true;
+                break;
+            }
+            bytes += size;
+            items.push(AuditEntry {
+                before: json_opt(before)?.unwrap_or(Value::Null),
+                after: json_opt(after)?.unwrap_or(Value::Null),
+                ..entry
+            });
+        }
+        let next_cursor = more
+            .then(|| items.last().map(|e: &AuditEntry| e.id.to_string()))
+            .flatten();
         Ok(Page { items, next_cursor })
     }
+}
+
+/// The bytes of an audit entry's fields other than `before` and `after`, with room for the JSON
+/// around them.
+fn entry_size(e: &AuditEntry) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    128 + e.at.len()
+        + e.actor.len()
+        + e.action.len()
+        + text(&e.environment)
+        + text(&e.target)
+        + text(&e.request_id)
 }
 
 /// Appends an audit entry.

@@ -18,7 +18,8 @@
 //! 3. **Validate the whole result.** The environment the write would leave is checked as a whole,
 //!    with the engine's strict validation and against every limit ([`WriteLimits`]): every rule
 //!    compiles and every `$ref` names an evaluator, every flag key is a header dictionary key, at
-//!    most `max_flags` flags, at most `max_document_bytes` of JSON. A write is refused only for what
+//!    most `max_flags` flags, at most `max_document_bytes` of JSON (crossing one of these two is
+//!    [`StoreError::OverLimit`], `422`; a rule problem is `400`). A write is refused only for what
 //!    it would add: a problem the stored set already has (a limit lowered after it was written) does
 //!    not block a write that does not add to it, so the kill switch and deletes keep working in
 //!    such an environment and can bring it back under its limits.
@@ -87,9 +88,9 @@ impl Precondition {
 pub struct WriteLimits {
     /// Rule depth and flag count (`[limits] max_rule_depth`, `[limits] max_flags`).
     pub engine: Limits,
-    /// Largest flag set an environment may hold, as compact JSON (the export document). It is the
-    /// import limit (`[limits] max_import_bytes`): whatever an environment holds can be exported
-    /// and imported again, and reaches sidecars as one snapshot frame.
+    /// Largest flag set an environment may hold, as compact JSON (the export document,
+    /// `[limits] max_environment_bytes`): it reaches every sidecar as one snapshot frame, so it
+    /// must stay below the frame limit.
     pub max_document_bytes: usize,
 }
 
@@ -97,7 +98,7 @@ impl Default for WriteLimits {
     fn default() -> Self {
         WriteLimits {
             engine: Limits::default(),
-            max_document_bytes: 32 << 20,
+            max_document_bytes: 16 << 20,
         }
     }
 }
@@ -265,8 +266,9 @@ impl Draft {
 }
 
 /// An operation's edit: checks its precondition against the draft, changes `draft.set`, and names
-/// the audit action.
-type Edit<'a> = Box<dyn FnOnce(&mut Draft) -> StoreResult<&'static str> + Send + 'a>;
+/// the audit action. It may run more than once: a write the database refuses for a serialization
+/// failure or a deadlock is tried again from the start, with a fresh draft.
+type Edit<'a> = Box<dyn FnMut(&mut Draft) -> StoreResult<&'static str> + Send + 'a>;
 
 /// How an operation explains a refusal by validation, given the set the write would have left
 /// (by default: `400` with the problems).
@@ -286,7 +288,7 @@ impl<'a> EnvWrite<'a> {
     pub(crate) fn new(
         environment: &'a str,
         scope: Scope,
-        edit: impl FnOnce(&mut Draft) -> StoreResult<&'static str> + Send + 'a,
+        edit: impl FnMut(&mut Draft) -> StoreResult<&'static str> + Send + 'a,
     ) -> Self {
         EnvWrite {
             environment,
@@ -330,6 +332,12 @@ impl Store {
     /// Applies `write` with the invariant described in this module: revision + 1, read and edit,
     /// validate the whole result against `limits`, write the rows, the change-log row and the audit
     /// row, commit, announce.
+    ///
+    /// On PostgreSQL the whole transaction has a deadline (`statement_timeout`): a database that
+    /// stops answering mid-transaction (a silent partition) ends the write with
+    /// [`StoreError::Unavailable`] instead of holding the request for ever; the server rolls the
+    /// transaction back (`idle_in_transaction_session_timeout`). A serialization failure (`40001`)
+    /// or a deadlock (`40P01`) is retried, from the start, up to `write_retries` times.
     pub(crate) async fn write(
         &self,
         actor: &Actor,
@@ -340,9 +348,59 @@ impl Store {
             environment: env,
             scope,
             source,
-            edit,
-            explain,
+            mut edit,
+            mut explain,
         } = write;
+        let mut attempt = 0;
+        loop {
+            let once = self.write_once(
+                actor,
+                limits,
+                env,
+                scope.clone(),
+                source,
+                &mut edit,
+                &mut explain,
+            );
+            let result = match self.options.write_deadline(self.backend) {
+                Some(deadline) => match tokio::time::timeout(deadline, once).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the database did not finish the write within {deadline:?}"),
+                        ),
+                    ))),
+                },
+                None => once.await,
+            };
+            match result {
+                Err(e) if attempt < self.options.write_retries && super::is_retryable(&e) => {
+                    attempt += 1;
+                    tracing::info!(environment = env, attempt, error = %e,
+                        "write refused by the database for a conflict; trying again");
+                    // A short, growing, jittered pause, so the writers in conflict do not meet
+                    // again at once.
+                    let pause = 5 * u64::from(attempt) + rand::random::<u64>() % 10;
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One attempt of [`Store::write`].
+    #[allow(clippy::too_many_arguments)]
+    async fn write_once(
+        &self,
+        actor: &Actor,
+        limits: WriteLimits,
+        env: &str,
+        scope: Scope,
+        source: Option<&str>,
+        edit: &mut Edit<'_>,
+        explain: &mut Option<Explain<'_>>,
+    ) -> StoreResult<Written> {
         let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
 
@@ -382,11 +440,33 @@ impl Store {
             Covered::FlagSet(stored) => stored.clone(),
         };
         if let Err(problems) = check(&doc, &stored_doc, limits) {
-            return Err(match explain {
-                Some(explain) => {
-                    explain(&SetRows::from_document(doc).unwrap_or_default(), problems)
+            return Err(if problems.over_limit.is_empty() {
+                let rules = ValidationErrors(problems.rules);
+                match explain.take() {
+                    Some(explain) => {
+                        explain(&SetRows::from_document(doc).unwrap_or_default(), rules)
+                    }
+                    None => StoreError::Invalid(rules),
                 }
-                None => StoreError::Invalid(problems),
+            } else {
+                StoreError::OverLimit {
+                    detail: format!(
+                        "the environment would be over its limits: {}",
+                        problems
+                            .over_limit
+                            .iter()
+                            .map(|p| p.message.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                    errors: ValidationErrors(
+                        problems
+                            .over_limit
+                            .into_iter()
+                            .chain(problems.rules)
+                            .collect(),
+                    ),
+                }
             });
         }
         let after = SetRows::from_document(doc).map_err(|_| corrupt("the flag set written"))?;
@@ -540,37 +620,49 @@ fn with_item(
     set.into_document()
 }
 
+/// What [`check`] found: the whole-environment limits crossed (flag count, document size) and the
+/// rule and key problems.
+#[derive(Debug, Default)]
+struct Problems {
+    over_limit: Vec<ValidationError>,
+    rules: Vec<ValidationError>,
+}
+
 /// Checks the document a write would leave (`after`) against `limits`: every problem it has that
 /// the stored document (built by `stored` only when needed) did not, or `Ok`.
 ///
 /// The flag count and the document size are problems when over their limit and larger than as
 /// stored; a rule or key problem when the stored document did not have it at the same path.
-fn check(
-    after: &Value,
-    stored: &dyn Fn() -> Value,
-    limits: WriteLimits,
-) -> Result<(), ValidationErrors> {
+fn check(after: &Value, stored: &dyn Fn() -> Value, limits: WriteLimits) -> Result<(), Problems> {
     let stored_doc = OnceCell::new();
     let stored = || stored_doc.get_or_init(stored);
     let count = |doc: &Value| doc["flags"].as_object().map_or(0, Map::len);
-    let mut problems = Vec::new();
+    let mut over_limit = Vec::new();
     let (flags, max_flags) = (count(after), limits.engine.max_flags);
-    if flags > max_flags && flags > count(stored()) {
-        problems.push(ValidationError {
+    let held = || count(stored());
+    if flags > max_flags && flags > held() {
+        over_limit.push(ValidationError {
             path: "flags".into(),
-            message: format!("{flags} flags, more than the limit of {max_flags}"),
-        });
-    }
-    let (size, max_size) = (json_len(after), limits.max_document_bytes);
-    if size > max_size && size > json_len(stored()) {
-        problems.push(ValidationError {
-            path: String::new(),
             message: format!(
-                "the flag set would be {size} bytes of JSON, more than the limit of {max_size} \
-                 ([limits] max_import_bytes)"
+                "{flags} flags, more than the limit of {max_flags} ([limits] max_flags; it has {} now)",
+                held()
             ),
         });
     }
+    let (size, max_size) = (json_len(after), limits.max_document_bytes);
+    if size > max_size {
+        let held = json_len(stored());
+        if size > held {
+            over_limit.push(ValidationError {
+                path: String::new(),
+                message: format!(
+                    "the flag set would be {size} bytes of JSON, more than the limit of {max_size} \
+                     ([limits] max_environment_bytes; it is {held} bytes now)"
+                ),
+            });
+        }
+    }
+    let mut problems = Vec::new();
     let found = rule_problems(after, limits.engine.max_depth);
     if !found.is_empty() {
         let known = rule_problems(stored(), limits.engine.max_depth);
@@ -584,10 +676,13 @@ fn check(
                 .filter(|p| !known.contains(&(p.path.as_str(), p.message.as_str()))),
         );
     }
-    if problems.is_empty() {
+    if problems.is_empty() && over_limit.is_empty() {
         Ok(())
     } else {
-        Err(ValidationErrors(problems))
+        Err(Problems {
+            over_limit,
+            rules: problems,
+        })
     }
 }
 
@@ -680,7 +775,12 @@ mod tests {
     fn problems(after: &Value, stored: &Value, limits: WriteLimits) -> Vec<(String, String)> {
         match check(after, &|| stored.clone(), limits) {
             Ok(()) => Vec::new(),
-            Err(e) => e.0.into_iter().map(|p| (p.path, p.message)).collect(),
+            Err(e) => e
+                .over_limit
+                .into_iter()
+                .chain(e.rules)
+                .map(|p| (p.path, p.message))
+                .collect(),
         }
     }
 
@@ -692,7 +792,7 @@ mod tests {
             problems(&doc(&["a", "b", "c"]), &doc(&["a", "b"]), roomy),
             [(
                 "flags".to_string(),
-                "3 flags, more than the limit of 2".to_string()
+                "3 flags, more than the limit of 2 ([limits] max_flags; it has 2 now)".to_string()
             )]
         );
         // Already over (the limit was lowered): the same count or fewer is no new problem.
@@ -714,7 +814,11 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, "", "the whole document");
         assert!(
-            p[0].1.contains(&format!("{size} bytes")) && p[0].1.contains("max_import_bytes"),
+            p[0].1.contains(&format!("{size} bytes"))
+                && p[0].1.contains("max_environment_bytes")
+                && p[0]
+                    .1
+                    .contains(&format!("it is {} bytes now", json_len(&doc(&["a"])))),
             "{p:?}"
         );
         // Smaller than stored, though still over: no new problem.

@@ -337,12 +337,23 @@ impl Session {
         self.write_bytes(bytes, frame_kind(frame)).await
     }
 
+    /// Writes one frame. A write that cannot complete within the re-authentication interval (the
+    /// sidecar stopped reading and QUIC flow control holds the stream) ends the session: a blocked
+    /// write would otherwise keep it, and a revoked token's stream, open for ever, since the token
+    /// is re-checked only between writes.
     async fn write_bytes(&mut self, bytes: Bytes, kind: &'static str) -> Result<(), Ended> {
         self.hub.metrics().sync_frames_sent(kind, 1);
-        self.send
-            .write_chunk(bytes)
-            .await
-            .map_err(|e| Ended::Gone(format!("write failed: {e}")))?;
+        let limit = write_timeout(self.hub.settings().reauth_interval);
+        match timeout(limit, self.send.write_chunk(bytes)).await {
+            Ok(written) => written.map_err(|e| Ended::Gone(format!("write failed: {e}")))?,
+            Err(_) => {
+                tracing::warn!(timeout = ?limit, "a sync write did not complete in time: the \
+                    sidecar is not reading; ending its stream");
+                return Err(Ended::Gone(format!(
+                    "a {kind} frame could not be written within {limit:?}"
+                )));
+            }
+        }
         self.last_write = Instant::now();
         Ok(())
     }
@@ -361,6 +372,12 @@ impl Session {
             let _ = timeout(Duration::from_secs(2), self.send.stopped()).await;
         }
     }
+}
+
+/// How long one frame's write may take: the re-authentication interval, at least one second (so a
+/// short interval in tests does not cut off a large `Full` on a busy machine).
+fn write_timeout(reauth_interval: Duration) -> Duration {
+    reauth_interval.max(Duration::from_secs(1))
 }
 
 /// The metrics label of a frame.

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -99,15 +99,16 @@ pub struct WebhookState {
     pub inject: InjectConfig,
     /// Metrics (control's own, or the standalone webhook's).
     pub metrics: Arc<Metrics>,
-    /// How long a client may take to send a request head.
+    /// How long a client may take to send a request head, and separately its body (else `408`).
     pub read_timeout: Duration,
+    /// Connections served at once; one more is answered `503` and closed.
+    pub max_connections: usize,
 }
 
 /// The webhook's routes: `POST /inject`.
 pub fn router(state: Arc<WebhookState>) -> Router {
     Router::new()
         .route("/inject", post(inject_pod))
-        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .with_state(state)
 }
 
@@ -129,8 +130,11 @@ pub async fn serve(
     state: Arc<WebhookState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let header_timeout = state.read_timeout;
-    vexil_http::serve_http1_on(listener, router(state), header_timeout, shutdown).await;
+    let bounds = vexil_http::Bounds {
+        header_timeout: state.read_timeout,
+        max_connections: state.max_connections,
+    };
+    vexil_http::serve_http1_on(listener, router(state), bounds, shutdown).await;
     Ok(())
 }
 
@@ -163,6 +167,7 @@ pub async fn serve_standalone(
         inject: config.inject_config(),
         metrics: Arc::new(Metrics::new()),
         read_timeout: config.api_config().read_timeout,
+        max_connections: config.api_config().max_connections,
     });
     let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -204,8 +209,22 @@ async fn standalone_metrics(State(state): State<Arc<WebhookState>>) -> axum::res
 /// `POST /inject`: one `AdmissionReview`.
 async fn inject_pod(
     State(state): State<Arc<WebhookState>>,
-    body: Bytes,
-) -> axum::Json<review::AdmissionReviewResponse> {
+    body: Body,
+) -> axum::response::Response {
+    // The body within the read timeout (else `408`), at most MAX_REVIEW_BYTES (else `413`).
+    let body = match crate::api::extract::read_body_within(
+        body,
+        MAX_REVIEW_BYTES,
+        state.read_timeout,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(problem) => {
+            tracing::warn!(status = problem.status, detail = %problem.detail, "webhook: review not read");
+            return problem.into_response();
+        }
+    };
     let reviewed = review(&body, &state.inject);
     let uid = &reviewed.review.response.uid;
     match &reviewed.outcome {
@@ -218,5 +237,5 @@ async fn inject_pod(
         outcome => tracing::debug!(%uid, outcome = outcome.label(), "webhook: review"),
     }
     state.metrics.webhook_review(reviewed.outcome.label());
-    axum::Json(reviewed.review)
+    axum::Json(reviewed.review).into_response()
 }

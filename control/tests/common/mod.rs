@@ -91,6 +91,8 @@ pub struct Options {
     /// The per-peer limit of failed authentications: burst and refill. Off unless set: every
     /// test talks from 127.0.0.1, and many try bad tokens on purpose.
     pub auth_failures: Option<(u32, Duration)>,
+    /// Any other change of the configuration, applied last.
+    pub configure: Option<fn(&mut ControlConfig)>,
 }
 
 /// One test's database.
@@ -215,6 +217,9 @@ pub async fn start_replica(
     (config.auth_failure_burst, config.auth_failure_refill) = options
         .auth_failures
         .unwrap_or((0, config.auth_failure_refill));
+    if let Some(configure) = options.configure {
+        configure(&mut config);
+    }
     let control = Control::open(&config).await.expect("control opens");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
@@ -642,15 +647,13 @@ pub fn assert_problem(resp: &Resp, status: u16) -> &Value {
     p
 }
 
-/// `POST /inject` over TLS, verified against `ca`; returns the status and the body.
-pub async fn post_inject(
+/// A TLS connection to the webhook at `addr`, verified against `ca`, speaking HTTP/1.1.
+pub async fn connect_tls(
     addr: std::net::SocketAddr,
     ca: &std::path::Path,
-    body: &[u8],
-) -> (u16, Value) {
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
@@ -668,8 +671,20 @@ pub async fn post_inject(
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    let stream = connector.connect(name, tcp).await.expect("TLS handshake");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    stream
+}
+
+/// `POST /inject` over TLS, verified against `ca`; returns the status and the body.
+pub async fn post_inject(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    body: &[u8],
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = connect_tls(addr, ca).await;
     let head = format!(
         "POST /inject HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -683,4 +698,70 @@ pub async fn post_inject(
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+// ------------------------------------------------------------------- sync ----
+
+/// Server frames as they arrive on a raw sync stream.
+pub type ServerFrames = tokio_util::codec::FramedRead<
+    quinn::RecvStream,
+    vexil_proto::frame::MessageCodec<vexil_proto::sync::v1::ServerFrame>,
+>;
+
+/// A raw sync stream to `app` (QUIC, the development CA, keep-alive every second) that has sent a
+/// `Subscribe` for `env` with `token`, holding `last_revision`. Nothing is read until the test
+/// reads `frames`.
+pub async fn subscribe_stream(
+    app: &App,
+    env: &str,
+    token: &str,
+    last_revision: i64,
+) -> (quinn::Connection, quinn::SendStream, ServerFrames) {
+    use vexil_proto::frame::FrameCodec;
+    use vexil_proto::sync::v1::{ClientFrame, Subscribe, client_frame::Kind};
+    let config = vexil_proxy::sync::client_config(
+        &app.ca_file(),
+        None,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    )
+    .expect("client config");
+    let endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    let conn = endpoint
+        .connect_with(config, app.sync_addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("QUIC handshake");
+    let (mut send, recv) = conn.open_bi().await.expect("a stream");
+    let subscribe = ClientFrame {
+        kind: Some(Kind::Subscribe(Subscribe {
+            token: token.into(),
+            environment: env.into(),
+            last_revision,
+            client_id: "raw-test".into(),
+            version: "0.0.0".into(),
+        })),
+    };
+    send.write_all(
+        &FrameCodec::default()
+            .encode_frame(&subscribe)
+            .expect("encode"),
+    )
+    .await
+    .expect("send Subscribe");
+    let frames =
+        tokio_util::codec::FramedRead::new(recv, vexil_proto::frame::MessageCodec::default());
+    (conn, send, frames)
+}
+
+/// The next server frame's message within 20 s; `None` when the stream ended.
+pub async fn next_frame(
+    frames: &mut ServerFrames,
+) -> Option<vexil_proto::sync::v1::server_frame::Kind> {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(20), frames.next())
+        .await
+        .expect("a frame within 20 s")
+        .map(|f| f.expect("a valid frame").kind.expect("a message"))
 }
