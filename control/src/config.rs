@@ -802,7 +802,13 @@ mod tests {
         let file = File::parse("configmap control.toml", &kubernetes_control_toml()).unwrap();
         let c = ControlConfig::resolve(Layers::new().file(file)).unwrap();
         assert_eq!(c.admin_addr, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.webhook_addr.addr(), Some("0.0.0.0:9443".parse().unwrap()));
+        // Off for `serve`: the webhook has its own Deployment, which switches it on by flag.
+        assert_eq!(c.webhook_addr.addr(), None);
+        let webhook = Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/base/webhook.yaml");
+        let webhook = std::fs::read_to_string(webhook).unwrap();
+        assert!(webhook.contains(
+            r#"args: ["webhook", "--config", "/etc/vexil/control.toml", "--webhook-addr", "0.0.0.0:9443"]"#
+        ));
         assert_eq!(c.webhook_tls().cert, Path::new("/etc/vexil/tls/tls.crt"));
         assert!(c.webhook_tls().configured);
         // The QUIC endpoint has a certificate too (there is no server.pem in the Secret).
