@@ -1469,3 +1469,26 @@ async fn curl_forced_to_tunnel_plain_http_still_gets_decisions() {
     env.metric("vexil_proxy_dataplane_tunnels_total{listener=\"outbound\",protocol=\"http1\"} 1")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_sidecar_gives_grpcio_through_http_proxy_its_decisions() {
+    let Some(python) = vexil_testkit::tools::python() else {
+        return;
+    };
+    let flags =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/flags.json");
+    let mut sidecar =
+        vexil_testkit::proxy::ProxyProcess::start(&["--flags-file", &flags.display().to_string()]);
+    sidecar.wait_ready().await;
+    let proxy = format!("http://127.0.0.1:{}", sidecar.ports.outbound);
+    let lines =
+        tokio::task::spawn_blocking(move || grpc_script(&python, &[], &[("http_proxy", proxy)]))
+            .await
+            .unwrap();
+    // The caller's bool-static=?0 is one of the flag's values (kept); forged is no flag (dropped).
+    assert_grpc(
+        &lines,
+        "bool-static=?0, float-flag=1.0, int-flag=10, object-flag=a, string-targeted=\"#f00\"",
+    );
+    sidecar.process.assert_running();
+}
