@@ -1,0 +1,515 @@
+//! What each command does, in terms of the admin API (docs/api.md).
+
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::{Client, Exit, Failure};
+use crate::output::{self, pretty};
+use crate::{Command, Output};
+
+#[derive(Subcommand)]
+pub enum EnvCmd {
+    /// The environments the token may see.
+    List,
+    Get {
+        key: String,
+    },
+    Create {
+        key: String,
+        /// Display name (default: the key).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete an environment (`--force`: with its flags).
+    Delete {
+        key: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FlagCmd {
+    List {
+        env: String,
+        /// ENABLED or DISABLED.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    Get {
+        env: String,
+        key: String,
+    },
+    /// Create or replace a flag from a file holding its flagd definition (`-`: standard input).
+    /// Replacing sends the `ETag` just read (or `--if-match`), so a change made meanwhile is
+    /// never overwritten: it fails with exit code 4.
+    Set {
+        env: String,
+        key: String,
+        file: String,
+        /// The `ETag` of an earlier read, instead of reading now.
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    Enable {
+        env: String,
+        key: String,
+    },
+    /// The kill switch: the flag answers its callers' defaults at once.
+    #[command(alias = "kill")]
+    Disable {
+        env: String,
+        key: String,
+    },
+    Delete {
+        env: String,
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FlagsetCmd {
+    /// Print (or write) the environment's flagd document.
+    Export {
+        env: String,
+        #[arg(long, short = 'f', default_value = "-")]
+        file: String,
+    },
+    /// Replace the environment's flag set with a flagd document, after showing the difference
+    /// (`--dry-run`: only show it). Refused (exit 4) when the environment changed since the
+    /// difference was computed.
+    Apply {
+        env: String,
+        file: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    List,
+    /// Create a token; its secret is printed once.
+    Create {
+        name: String,
+        /// admin, editor, viewer or sidecar.
+        #[arg(long)]
+        role: String,
+        /// Limit it to these environments (repeat the option).
+        #[arg(long = "env")]
+        envs: Vec<String>,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        id: i64,
+    },
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v.get("items")
+        .or(Some(v))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn read_input(file: &str) -> Result<Value, Failure> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Failure::new(Exit::Error, format!("standard input: {e}")))?
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| Failure::new(Exit::Error, format!("{file}: {e}")))?
+    };
+    serde_json::from_str(&text).map_err(|e| Failure::new(Exit::Invalid, format!("{file}: {e}")))
+}
+
+fn write_output(file: &str, text: &str) -> Result<(), Failure> {
+    if file == "-" {
+        println!("{text}");
+        return Ok(());
+    }
+    std::fs::write(file, format!("{text}\n"))
+        .map_err(|e| Failure::new(Exit::Error, format!("{file}: {e}")))
+}
+
+pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failure> {
+    match command {
+        Command::Env(cmd) => env(c, cmd, out).await,
+        Command::Flag(cmd) => flag(c, cmd, out).await,
+        Command::Flagset(cmd) => flagset(c, cmd, out).await,
+        Command::Promote { from, to, dry_run } => {
+            let source = c.get(&format!("/environments/{from}/flagset")).await?.body;
+            let target = c.get(&format!("/environments/{to}/flagset")).await?.body;
+            print_diff(&diff(&target, &source), out);
+            if dry_run {
+                return Ok(());
+            }
+            let a = c
+                .call(
+                    Method::POST,
+                    &format!("/environments/{from}/promote"),
+                    Some(&json!({"to": to})),
+                    None,
+                )
+                .await?;
+            output::done(out, &a.body, &format!("promoted {from} to {to}"));
+            Ok(())
+        }
+        Command::Bootstrap { env, file } => {
+            let a = c.get(&format!("/environments/{env}/bootstrap")).await?;
+            write_output(&file, a.text.trim_end())
+        }
+        Command::Token(cmd) => token(c, cmd, out).await,
+        Command::Audit {
+            env,
+            flag,
+            actor,
+            limit,
+        } => {
+            let mut query = vec![format!("limit={limit}")];
+            for (k, v) in [("environment", env), ("flag", flag), ("actor", actor)] {
+                if let Some(v) = v {
+                    query.push(format!("{k}={v}"));
+                }
+            }
+            let a = c.get(&format!("/audit?{}", query.join("&"))).await?;
+            let columns = ["id", "at", "actor", "action", "environment", "target"];
+            output::list(out, &a.body, &items(&a.body), &columns);
+            Ok(())
+        }
+        Command::Sidecars { env } => {
+            let a = c.get("/sidecars").await?;
+            let list: Vec<Value> = items(&a.body)
+                .into_iter()
+                .filter(|s| env.as_deref().is_none_or(|e| s["environment"] == e))
+                .collect();
+            let columns = [
+                "id",
+                "environment",
+                "acked_revision",
+                "lag",
+                "version",
+                "connected_since",
+            ];
+            output::list(out, &json!({"items": list}), &list, &columns);
+            Ok(())
+        }
+        Command::Wait {
+            env,
+            revision,
+            min_sidecars,
+            timeout_secs,
+        } => wait(c, &env, revision, min_sidecars, timeout_secs, out).await,
+        Command::Completions { .. } => Ok(()), // handled before a client exists
+    }
+}
+
+async fn env(c: &Client, cmd: EnvCmd, out: Output) -> Result<(), Failure> {
+    match cmd {
+        EnvCmd::List => {
+            let a = c.get("/environments").await?;
+            output::list(
+                out,
+                &a.body,
+                &items(&a.body),
+                &["key", "name", "revision", "updated_at"],
+            );
+        }
+        EnvCmd::Get { key } => {
+            output::one(out, &c.get(&format!("/environments/{key}")).await?.body)
+        }
+        EnvCmd::Create { key, name } => {
+            let body = json!({"key": key, "name": name.unwrap_or_else(|| key.clone())});
+            let a = c
+                .call(Method::POST, "/environments", Some(&body), None)
+                .await?;
+            output::done(out, &a.body, &format!("created environment {key}"));
+        }
+        EnvCmd::Delete { key, force } => {
+            let path = format!(
+                "/environments/{key}{}",
+                if force { "?force=true" } else { "" }
+            );
+            let a = c.call(Method::DELETE, &path, None, None).await?;
+            output::done(out, &a.body, &format!("deleted environment {key}"));
+        }
+    }
+    Ok(())
+}
+
+async fn flag(c: &Client, cmd: FlagCmd, out: Output) -> Result<(), Failure> {
+    match cmd {
+        FlagCmd::List { env, state, prefix } => {
+            let mut query = Vec::new();
+            if let Some(s) = state {
+                query.push(format!("state={s}"));
+            }
+            if let Some(p) = prefix {
+                query.push(format!("prefix={p}"));
+            }
+            let mut path = format!("/environments/{env}/flags?{}", query.join("&"));
+            let mut all = Vec::new();
+            loop {
+                let a = c.get(&path).await?;
+                all.extend(items(&a.body));
+                match a.body["next_cursor"].as_str() {
+                    Some(cursor) => {
+                        path = format!(
+                            "/environments/{env}/flags?{}&cursor={cursor}",
+                            query.join("&")
+                        )
+                    }
+                    None => break,
+                }
+            }
+            output::list(
+                out,
+                &json!({"items": all}),
+                &all,
+                &["key", "state", "version", "updated_at"],
+            );
+        }
+        FlagCmd::Get { env, key } => output::one(
+            out,
+            &c.get(&format!("/environments/{env}/flags/{key}"))
+                .await?
+                .body,
+        ),
+        FlagCmd::Set {
+            env,
+            key,
+            file,
+            if_match,
+        } => {
+            let definition = read_input(&file)?;
+            let path = format!("/environments/{env}/flags/{key}");
+            let tag = match if_match {
+                Some(tag) => Some(tag),
+                None => match c.get(&path).await {
+                    Ok(a) => a.etag,
+                    Err(f) if f.exit == Exit::NotFound => None,
+                    Err(f) => return Err(f),
+                },
+            };
+            let a = c
+                .call(Method::PUT, &path, Some(&definition), tag.as_deref())
+                .await?;
+            let verb = if tag.is_some() { "replaced" } else { "created" };
+            output::done(out, &a.body, &format!("{verb} flag {key} in {env}"));
+        }
+        FlagCmd::Enable { env, key } => state(c, &env, &key, "ENABLED", out).await?,
+        FlagCmd::Disable { env, key } => state(c, &env, &key, "DISABLED", out).await?,
+        FlagCmd::Delete { env, key } => {
+            let path = format!("/environments/{env}/flags/{key}");
+            let a = c.call(Method::DELETE, &path, None, None).await?;
+            output::done(out, &a.body, &format!("deleted flag {key} in {env}"));
+        }
+    }
+    Ok(())
+}
+
+async fn state(c: &Client, env: &str, key: &str, state: &str, out: Output) -> Result<(), Failure> {
+    let path = format!("/environments/{env}/flags/{key}");
+    let a = c
+        .call(Method::PATCH, &path, Some(&json!({"state": state})), None)
+        .await?;
+    output::done(out, &a.body, &format!("{key} in {env}: {state}"));
+    Ok(())
+}
+
+async fn flagset(c: &Client, cmd: FlagsetCmd, out: Output) -> Result<(), Failure> {
+    match cmd {
+        FlagsetCmd::Export { env, file } => {
+            let a = c.get(&format!("/environments/{env}/flagset")).await?;
+            write_output(&file, &pretty(&a.body))
+        }
+        FlagsetCmd::Apply { env, file, dry_run } => {
+            let wanted = read_input(&file)?;
+            let path = format!("/environments/{env}/flagset");
+            let current = c.get(&path).await?;
+            let changes = diff(&current.body, &wanted);
+            print_diff(&changes, out);
+            if dry_run || changes.is_empty() {
+                return Ok(());
+            }
+            // The import takes no If-Match yet: check that nothing changed since the diff.
+            let now = c.get(&path).await?;
+            if now.etag != current.etag {
+                return Err(Failure::new(
+                    Exit::Conflict,
+                    format!("{env} changed since the difference was computed; run again"),
+                ));
+            }
+            let a = c
+                .call(Method::PUT, &path, Some(&wanted), current.etag.as_deref())
+                .await?;
+            output::done(out, &a.body, &format!("applied {file} to {env}"));
+            Ok(())
+        }
+    }
+}
+
+async fn token(c: &Client, cmd: TokenCmd, out: Output) -> Result<(), Failure> {
+    match cmd {
+        TokenCmd::List => {
+            let a = c.get("/tokens").await?;
+            let columns = [
+                "id",
+                "name",
+                "role",
+                "environments",
+                "last_used_at",
+                "revoked_at",
+            ];
+            output::list(out, &a.body, &items(&a.body), &columns);
+        }
+        TokenCmd::Create { name, role, envs } => {
+            let body = json!({"name": name, "role": role, "environments": envs});
+            let a = c.call(Method::POST, "/tokens", Some(&body), None).await?;
+            let secret = a.body["token"].as_str().unwrap_or_default();
+            output::done(
+                out,
+                &a.body,
+                &format!("{secret}\n(shown once: store it now)"),
+            );
+        }
+        TokenCmd::Revoke { id } => {
+            let a = c
+                .call(Method::DELETE, &format!("/tokens/{id}"), None, None)
+                .await?;
+            output::done(out, &a.body, &format!("revoked token {id}"));
+        }
+    }
+    Ok(())
+}
+
+async fn wait(
+    c: &Client,
+    env: &str,
+    revision: Option<i64>,
+    min_sidecars: usize,
+    timeout_secs: u64,
+    out: Output,
+) -> Result<(), Failure> {
+    let revision = match revision {
+        Some(r) => r,
+        None => c.get(&format!("/environments/{env}")).await?.body["revision"]
+            .as_i64()
+            .unwrap_or(0),
+    };
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        let a = c.get("/sidecars").await?;
+        let sidecars: Vec<Value> = items(&a.body)
+            .into_iter()
+            .filter(|s| s["environment"] == env)
+            .collect();
+        let lagging: Vec<&Value> = sidecars
+            .iter()
+            .filter(|s| s["acked_revision"].as_i64().unwrap_or(-1) < revision)
+            .collect();
+        if sidecars.len() >= min_sidecars && lagging.is_empty() {
+            let summary =
+                json!({"environment": env, "revision": revision, "sidecars": sidecars.len()});
+            output::done(
+                out,
+                &summary,
+                &format!(
+                    "{} sidecar(s) of {env} hold revision {revision}",
+                    sidecars.len()
+                ),
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<String> = lagging
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} (at {})",
+                        s["id"].as_str().unwrap_or("?"),
+                        s["acked_revision"]
+                    )
+                })
+                .collect();
+            return Err(Failure::new(
+                Exit::Timeout,
+                format!(
+                    "after {timeout_secs} s: {} sidecar(s) of {env} connected (at least {min_sidecars} wanted), \
+                     not at revision {revision}: {}",
+                    sidecars.len(),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What applying `to` over `from` (two flagd documents) changes: `+ flag a`, `- flag b`,
+/// `~ flag c`, the same for evaluators, and `~ metadata`.
+pub fn diff(from: &Value, to: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (section, label) in [("flags", "flag"), ("$evaluators", "evaluator")] {
+        let empty = serde_json::Map::new();
+        let a = from[section].as_object().unwrap_or(&empty);
+        let b = to[section].as_object().unwrap_or(&empty);
+        for (k, v) in b {
+            match a.get(k) {
+                None => out.push(format!("+ {label} {k}")),
+                Some(old) if old != v => out.push(format!("~ {label} {k}")),
+                Some(_) => {}
+            }
+        }
+        for k in a.keys().filter(|k| !b.contains_key(*k)) {
+            out.push(format!("- {label} {k}"));
+        }
+    }
+    let meta = |d: &Value| d.get("metadata").cloned().unwrap_or(json!({}));
+    if meta(from) != meta(to) {
+        out.push("~ metadata".into());
+    }
+    out
+}
+
+fn print_diff(changes: &[String], out: Output) {
+    match out {
+        Output::Json => println!("{}", pretty(&json!({"changes": changes}))),
+        Output::Table if changes.is_empty() => println!("no changes"),
+        Output::Table => changes.iter().for_each(|c| println!("{c}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffs_name_added_removed_and_changed_flags_and_evaluators() {
+        let from = json!({"flags": {"a": {"state": "ENABLED"}, "b": {}, "c": {}},
+                          "$evaluators": {"x": {}}, "metadata": {"v": 1}});
+        let to = json!({"flags": {"a": {"state": "DISABLED"}, "c": {}, "d": {}},
+                        "$evaluators": {"x": {}, "y": {}}, "metadata": {"v": 2}});
+        assert_eq!(
+            diff(&from, &to),
+            [
+                "~ flag a",
+                "+ flag d",
+                "- flag b",
+                "+ evaluator y",
+                "~ metadata"
+            ]
+        );
+        assert!(diff(&from, &from).is_empty());
+    }
+}
