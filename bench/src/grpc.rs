@@ -45,13 +45,36 @@ impl GrpcCall {
         context: &Value,
         expect_flags: usize,
     ) -> anyhow::Result<GrpcCall> {
+        Self::connect_via(
+            addr,
+            None,
+            connections,
+            kind,
+            flag_key,
+            context,
+            expect_flags,
+        )
+        .await
+    }
+
+    /// [`GrpcCall::connect`] to `addr` with `origin` (`host:port`) as every request's
+    /// `:authority`: through a proxy that routes HTTP/2 with prior knowledge by authority.
+    pub async fn connect_via(
+        addr: SocketAddr,
+        origin: Option<SocketAddr>,
+        connections: usize,
+        kind: GrpcKind,
+        flag_key: &str,
+        context: &Value,
+        expect_flags: usize,
+    ) -> anyhow::Result<GrpcCall> {
         let mut channels = Vec::with_capacity(connections);
         for _ in 0..connections.max(1) {
-            channels.push(
-                Channel::from_shared(format!("http://{addr}"))?
-                    .connect()
-                    .await?,
-            );
+            let mut endpoint = Channel::from_shared(format!("http://{addr}"))?;
+            if let Some(origin) = origin {
+                endpoint = endpoint.origin(format!("http://{origin}").parse()?);
+            }
+            channels.push(endpoint.connect().await?);
         }
         let context = match context {
             Value::Object(map) => vexil_proto::convert::json_to_struct(map),

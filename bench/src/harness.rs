@@ -27,6 +27,8 @@ pub struct Ctx {
     pub unleash_edge: Option<PathBuf>,
     /// The nginx binary, when installed.
     pub nginx: Option<PathBuf>,
+    /// The haproxy binary, when installed.
+    pub haproxy: Option<PathBuf>,
     /// Cargo's target directory (criterion's data is under `criterion/`).
     pub target_dir: PathBuf,
     /// Run the criterion benches (otherwise only read what they left).

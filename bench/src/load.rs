@@ -47,12 +47,25 @@ pub struct LoadResult {
     pub latency: Summary,
     /// Share of one core the measured server used during the run, when known.
     pub server_cores: Option<f64>,
+    /// The measured server's user-mode and system-mode shares of a core, when known.
+    pub server_user_system: Option<(f64, f64)>,
     /// Cores kept busy by other processes during the run: the machine's busy time less the
     /// measured server's and the harness's (noise from whatever else runs on the machine).
     pub other_cores: Option<f64>,
 }
 
 impl LoadResult {
+    /// The measured server's CPU per successful request, user and system (µs).
+    pub fn cpu_us_per_request(&self) -> Option<(f64, f64)> {
+        let (user, system) = self.server_user_system?;
+        (self.achieved_rps > 0.0).then(|| {
+            (
+                user * 1e6 / self.achieved_rps,
+                system * 1e6 / self.achieved_rps,
+            )
+        })
+    }
+
     /// Requests per second per core of the measured server: the throughput one fully used core
     /// would give at the same cost per request (`None` when its CPU use is unknown or tiny).
     pub fn per_server_core(&self) -> Option<f64> {
@@ -105,6 +118,7 @@ impl Tally {
             sustained: true,
             latency: self.latencies.lock().expect("tally").summary(),
             server_cores: None,
+            server_user_system: None,
             other_cores: None,
         }
     }

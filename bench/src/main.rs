@@ -106,6 +106,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         work: work.to_path_buf(),
         unleash_edge: cli.unleash_edge.filter(|p| p.exists()),
         nginx: find_nginx(),
+        haproxy: [
+            "/usr/sbin/haproxy",
+            "/usr/bin/haproxy",
+            "/usr/local/sbin/haproxy",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists()),
         target_dir: target_dir.clone(),
         run_criterion: !cli.no_criterion && !cli.smoke,
         pg_url: cli.pg_url,
@@ -184,6 +192,8 @@ fn build_binaries(target_dir: &Path) -> anyhow::Result<()> {
             "vexil-proxy",
             "-p",
             "vexil-control",
+            "-p",
+            "vexil-bench",
             "--bins",
         ]);
     if !cfg!(debug_assertions) {
@@ -193,7 +203,7 @@ fn build_binaries(target_dir: &Path) -> anyhow::Result<()> {
     let status = cmd.status()?;
     anyhow::ensure!(
         status.success(),
-        "building vexil-proxy and vexil-control failed"
+        "building vexil-proxy, vexil-control and bare-pingora failed"
     );
     Ok(())
 }

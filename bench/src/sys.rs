@@ -200,12 +200,20 @@ fn status_field(pid: u32, field: &str) -> Option<u64> {
 
 /// CPU time (user + system, every thread) `pid` has used.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    cpu_times(pid).map(|(user, system)| user + system)
+}
+
+/// User and system CPU time of `pid` so far.
+pub fn cpu_times(pid: u32) -> Option<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields are counted after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks()))
+    let ticks = |i: usize| -> Option<Duration> {
+        let t: u64 = fields.get(i)?.parse().ok()?;
+        Some(Duration::from_nanos(t * 1_000_000_000 / clock_ticks()))
+    };
+    Some((ticks(11)?, ticks(12)?))
 }
 
 fn clock_ticks() -> u64 {
@@ -221,17 +229,30 @@ fn clock_ticks() -> u64 {
 pub struct CpuMeter {
     pid: u32,
     start_cpu: Duration,
+    start_split: (Duration, Duration),
     start: Instant,
 }
 
 impl CpuMeter {
     /// Starts measuring `pid`.
     pub fn start(pid: u32) -> CpuMeter {
+        let split = cpu_times(pid).unwrap_or_default();
         CpuMeter {
             pid,
-            start_cpu: cpu_time(pid).unwrap_or_default(),
+            start_cpu: split.0 + split.1,
+            start_split: split,
             start: Instant::now(),
         }
+    }
+
+    /// Cores used in user and in system mode since the start.
+    pub fn user_system(&self) -> (f64, f64) {
+        let (user, system) = cpu_times(self.pid).unwrap_or_default();
+        let wall = self.start.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
+        (
+            user.saturating_sub(self.start_split.0).as_secs_f64() / wall,
+            system.saturating_sub(self.start_split.1).as_secs_f64() / wall,
+        )
     }
 
     /// Cores used on average since the start (1.0 = one core busy all the time).

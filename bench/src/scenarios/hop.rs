@@ -2,9 +2,12 @@
 //! (in the harness); requests sent straight to it, through `vexil-proxy`'s outbound HTTP proxy
 //! (absolute-form requests, as from an `HTTP_PROXY` client) injecting 20 flag decisions computed
 //! from a realistic context taken from request headers, and through nginx doing a plain
-//! `proxy_pass` with one added header (the harness writes its configuration and starts it). At
-//! fixed rates (open loop) and at peak (closed loop): the latency each proxy adds per percentile,
-//! and its peak throughput, each as a ratio to nginx.
+//! `proxy_pass` with one added header (the harness writes its configuration and starts it), through
+//! haproxy doing the same, and through a bare pingora proxy (`bare-pingora`: routing and one
+//! header), which shows pingora's own cost apart from vexil's. At fixed rates (open loop) and at
+//! peak (closed loop): the latency each proxy adds per percentile, its peak throughput as a ratio
+//! to nginx, and its CPU per request (user and system). Then gRPC unary over h2c, directly and
+//! through the sidecar.
 //!
 //! The data plane is the sidecar's `--outbound-addr` listener with `[context]` and `[[routes]]`
 //! in its `--config` file (docs/headers.md). A binary without it (it refuses those sections, or
@@ -80,6 +83,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             "vexil-proxy --flags-file FILE ({SET_SIZE} flags, generate_flag_set) --config proxy.toml --threads 1: \
              [context] from the request headers, one [[routes]] injecting {INJECTED} flags (all rule kinds)"
         ),
+        "pingora": "bench/src/bin/bare-pingora.rs: pingora's HttpProxy on one worker thread, every request to the upstream in origin form with one added header (vexil-flags: checkout=?1), pingora's defaults otherwise",
+        "haproxy": "haproxy (Debian package), nbthread 1, mode http, http-reuse always, http-request set-header vexil-flags \"checkout=?1\"",
+        "grpc": format!("flagd evaluation v2 ResolveBoolean over h2c, {GRPC_CONNECTIONS} connections, to an in-process gRPC server: direct, and through vexil-proxy's outbound listener with prior knowledge"),
         "nginx": "nginx (Debian package), master_process off, worker_processes 1, proxy_pass to the upstream (keepalive 64, keepalive_requests 1000000 on both sides so that no connection is closed mid-run, HTTP/1.1) with proxy_set_header vexil-flags \"checkout=?1\"",
         "rates": rates,
         "open_loop_seconds": ctx.time(5_000, 300).as_secs_f64(),
@@ -102,6 +108,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                         HttpCall::new(Pool::new(sidecar.outbound), request(upstream, true), 200);
                     let pid = sidecar.pid();
                     points.extend(measure(ctx, "vexil", &call, Some(pid), &rates).await?);
+                    match grpc_rows(ctx, &set, sidecar.outbound, pid, &rates).await {
+                        Ok(grpc) => points.extend(grpc),
+                        Err(e) => report.note(format!("gRPC (h2c) rows: {e:#}")),
+                    }
                 }
                 Err(e) => report.note(format!("vexil: data plane not available: {e:#}")),
             }
@@ -110,6 +120,34 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             }
         }
         Err(e) => report.note(format!("vexil: data plane not available: {e:#}")),
+    }
+    let bare = ctx.proxy_bin.with_file_name("bare-pingora");
+    let args = [loopback(free_tcp_port()).to_string(), upstream.to_string()];
+    match Server::start(ctx, &bare, &args, "bare-pingora").await {
+        Ok(server) => {
+            let call = HttpCall::new(Pool::new(server.addr), request(upstream, true), 200);
+            points
+                .extend(measure(ctx, "pingora", &call, Some(server.process.pid()), &rates).await?);
+        }
+        Err(e) => report.note(format!("bare pingora: could not start: {e:#}")),
+    }
+    match &ctx.haproxy {
+        None => report.note("haproxy: not available (install Debian's haproxy)"),
+        Some(bin) => {
+            let addr = loopback(free_tcp_port());
+            let conf = ctx.work.join("haproxy.cfg");
+            std::fs::write(&conf, haproxy_conf(addr, upstream))?;
+            let args = ["-f".to_string(), conf.display().to_string(), "-db".into()];
+            match Server::start_on(ctx, bin, &args, "haproxy", addr).await {
+                Ok(server) => {
+                    let call = HttpCall::new(Pool::new(server.addr), request(upstream, true), 200);
+                    points.extend(
+                        measure(ctx, "haproxy", &call, Some(server.process.pid()), &rates).await?,
+                    );
+                }
+                Err(e) => report.note(format!("haproxy: could not start: {e:#}")),
+            }
+        }
     }
     match &ctx.nginx {
         None => report.note("nginx: not available (install Debian's nginx-light or nginx)"),
@@ -130,6 +168,67 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     summarise(&mut report, &points);
     report.data = json!({ "points": points });
     Ok(report)
+}
+
+/// HTTP/2 streams per connection of the gRPC load (its channels).
+const GRPC_CONNECTIONS: usize = 4;
+
+/// gRPC unary over h2c: `ResolveBoolean` (flagd evaluation v2) against an in-process gRPC server on
+/// the harness core, directly (`grpc direct`) and through the sidecar's outbound listener with
+/// prior knowledge, routed by `:authority` (`grpc vexil`, which adds the decisions as metadata).
+async fn grpc_rows(
+    ctx: &Ctx,
+    set: &crate::GeneratedSet,
+    sidecar: SocketAddr,
+    pid: u32,
+    rates: &[f64],
+) -> anyhow::Result<Vec<Point>> {
+    use std::sync::Arc;
+    use vexil_proxy::lookup::grpc::{EvaluationService, GrpcConfig};
+    use vexil_proxy::snapshot::{Snapshot, SnapshotCell, Source};
+
+    let flags = vexil_engine::FlagSet::from_json(&set.document)
+        .map_err(|e| anyhow::anyhow!("the generated set: {e:?}"))?;
+    let key = set.document["flags"]
+        .as_object()
+        .and_then(|f| {
+            f.iter().find(|(_, d)| {
+                d["variants"]
+                    .as_object()
+                    .is_some_and(|v| v.values().all(serde_json::Value::is_boolean))
+            })
+        })
+        .map(|(k, _)| k.clone())
+        .ok_or_else(|| anyhow::anyhow!("no boolean flag in the generated set"))?;
+    let cell = Arc::new(SnapshotCell::new());
+    cell.publish(Snapshot::new("hop", 1, flags, Source::File("hop".into())));
+    let metrics = Arc::new(vexil_proxy::metrics::Metrics::new(cell.clone()));
+    let service = EvaluationService::new(cell, metrics, GrpcConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let upstream = listener.local_addr()?;
+    let server = tokio::spawn(vexil_proxy::lookup::grpc::serve(
+        listener,
+        service,
+        std::future::pending(),
+    ));
+    let context = crate::context();
+    let kind = crate::grpc::GrpcKind::V2Boolean;
+    let direct =
+        crate::grpc::GrpcCall::connect(upstream, GRPC_CONNECTIONS, kind, &key, &context, 0).await?;
+    let mut points = measure(ctx, "grpc direct", &direct, None, rates).await?;
+    let through = crate::grpc::GrpcCall::connect_via(
+        sidecar,
+        Some(upstream),
+        GRPC_CONNECTIONS,
+        kind,
+        &key,
+        &context,
+        0,
+    )
+    .await?;
+    points.extend(measure(ctx, "grpc vexil", &through, Some(pid), rates).await?);
+    server.abort();
+    Ok(points)
 }
 
 /// The request: to the upstream directly (origin form) or through a proxy (absolute form).
@@ -254,6 +353,63 @@ impl Nginx {
     }
 }
 
+/// A proxy the harness starts (bare pingora, haproxy) on a loopback port, pinned like the sidecar.
+struct Server {
+    process: Spawned,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// `program ARGS` whose first argument is the address it listens on.
+    async fn start(
+        ctx: &Ctx,
+        program: &Path,
+        args: &[String],
+        name: &str,
+    ) -> anyhow::Result<Server> {
+        let addr: SocketAddr = args[0].parse()?;
+        Self::start_on(ctx, program, args, name, addr).await
+    }
+
+    /// `program ARGS`, listening on `addr`.
+    async fn start_on(
+        ctx: &Ctx,
+        program: &Path,
+        args: &[String],
+        name: &str,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Server> {
+        anyhow::ensure!(program.exists(), "{} is not built", program.display());
+        let mut cmd = ctx.pinning.server_command(program);
+        cmd.args(args);
+        let mut process = Spawned::start(cmd, name, &ctx.work)?;
+        let started = Instant::now();
+        loop {
+            if Conn::connect(addr).await.is_ok() {
+                return Ok(Server { process, addr });
+            }
+            if let Some(exit) = process.exited() {
+                anyhow::bail!("{exit}");
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name} never listened on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// haproxy's configuration: one thread, keep-alive to the upstream, one added header.
+pub fn haproxy_conf(listen: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        "global\n  nbthread 1\n  maxconn 8000\n\ndefaults\n  mode http\n  timeout connect 5s\n  \
+         timeout client 60s\n  timeout server 60s\n  http-reuse always\n\n\
+         frontend hop\n  bind {listen}\n  http-request set-header vexil-flags \"checkout=?1\"\n  \
+         default_backend echo\n\nbackend echo\n  server echo {upstream}\n"
+    )
+}
+
 /// nginx's configuration: one process, a keep-alive upstream, one added header.
 pub fn nginx_conf(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
     let d = |p: &str| -> PathBuf { dir.join(p) };
@@ -273,14 +429,13 @@ pub fn nginx_conf(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> Strin
 }
 
 /// Warm-up, each rate, then the peak; the proxy's CPU measured when there is a proxy.
-async fn measure(
+async fn measure<C: crate::load::Call>(
     ctx: &Ctx,
     target: &'static str,
-    call: &HttpCall,
+    call: &C,
     pid: Option<u32>,
     rates: &[f64],
 ) -> anyhow::Result<Vec<Point>> {
-    use crate::load::Call;
     call.call().await?;
     closed_loop(call, PEAK_CONNECTIONS, ctx.time(1_000, 100)).await;
     let mut out = Vec::new();
@@ -293,14 +448,16 @@ async fn measure(
             max_in_flight: MAX_IN_FLIGHT,
         };
         let mut load = open_loop(call, spec).await;
-        load.server_cores = meter.map(|m| m.cores_used());
+        load.server_cores = meter.as_ref().map(|m| m.cores_used());
+        load.server_user_system = meter.map(|m| m.user_system());
         load.other_cores = Some(machine.other_cores());
         out.push(Point { target, load });
     }
     let meter = pid.map(CpuMeter::start);
     let machine = MachineMeter::start(pid);
     let mut load = closed_loop(call, PEAK_CONNECTIONS, ctx.time(5_000, 300)).await;
-    load.server_cores = meter.map(|m| m.cores_used());
+    load.server_cores = meter.as_ref().map(|m| m.cores_used());
+    load.server_user_system = meter.map(|m| m.user_system());
     load.other_cores = Some(machine.other_cores());
     out.push(Point { target, load });
     Ok(out)
@@ -314,11 +471,13 @@ fn same_load<'a>(points: &'a [Point], target: &str, like: &LoadResult) -> Option
 
 /// `target`'s latency minus direct's, per percentile.
 fn added(points: &[Point], target: &str, like: &LoadResult) -> Option<[f64; 5]> {
+    added_to(points, target, "direct", like)
+}
+
+/// `target`'s latency minus `base`'s at the same load, per percentile.
+fn added_to(points: &[Point], target: &str, base: &str, like: &LoadResult) -> Option<[f64; 5]> {
     let t = same_load(points, target, like)?.load.latency.percentiles();
-    let d = same_load(points, "direct", like)?
-        .load
-        .latency
-        .percentiles();
+    let d = same_load(points, base, like)?.load.latency.percentiles();
     Some(std::array::from_fn(|i| t[i] - d[i]))
 }
 
@@ -334,20 +493,27 @@ fn summarise(report: &mut Report, points: &[Point]) {
         "percentile",
         "direct",
         "vexil added",
+        "pingora added",
+        "haproxy added",
         "nginx added",
         "vexil / nginx",
     ]);
+    let shown = |a: Option<[f64; 5]>, i: usize| a.map_or("not available".into(), |a| fmt_us(a[i]));
     for l in &loads {
         let direct = l.latency.percentiles();
         let v = added(points, "vexil", l);
+        let p = added(points, "pingora", l);
+        let h = added(points, "haproxy", l);
         let n = added(points, "nginx", l);
         for (i, name) in names.iter().enumerate() {
             t.row(vec![
                 load_label(l),
                 (*name).into(),
                 fmt_us(direct[i]),
-                v.map_or("not available".into(), |v| fmt_us(v[i])),
-                n.map_or("not available".into(), |n| fmt_us(n[i])),
+                shown(v, i),
+                shown(p, i),
+                shown(h, i),
+                shown(n, i),
                 ratio(v.map(|v| v[i]), n.map(|n| n[i])),
             ]);
         }
@@ -409,7 +575,88 @@ fn summarise(report: &mut Report, points: &[Point]) {
         ],
         table: Some(t),
     });
+    let grpc: Vec<&LoadResult> = points
+        .iter()
+        .filter(|p| p.target == "grpc direct")
+        .map(|p| &p.load)
+        .collect();
+    if !grpc.is_empty() {
+        let mut t = Table::new(&["load", "percentile", "direct", "vexil added"]);
+        for l in &grpc {
+            let direct = l.latency.percentiles();
+            let v = added_to(points, "grpc vexil", "grpc direct", l);
+            for (i, name) in names.iter().enumerate() {
+                t.row(vec![
+                    load_label(l),
+                    (*name).into(),
+                    fmt_us(direct[i]),
+                    shown(v, i),
+                ]);
+            }
+        }
+        report.sections.push(Section {
+            title: "gRPC unary over h2c".into(),
+            text: vec![format!(
+                "flagd evaluation v2 `ResolveBoolean` against an in-process gRPC server (harness \
+                 core), {GRPC_CONNECTIONS} HTTP/2 connections: directly, and through vexil-proxy's \
+                 outbound listener with prior knowledge (routed by `:authority`, decisions added \
+                 as metadata)."
+            )],
+            table: Some(t),
+        });
+    }
+    cpu_per_request(report, points);
     budgets(report, points);
+}
+
+/// The server's CPU per request (user and system), per target and load, and vexil's own cost:
+/// vexil's total less bare pingora's at the same load.
+fn cpu_per_request(report: &mut Report, points: &[Point]) {
+    let mut t = Table::new(&[
+        "target",
+        "load",
+        "achieved",
+        "user µs/req",
+        "system µs/req",
+        "total µs/req",
+        "vexil − pingora",
+    ]);
+    let total = |p: &Point| p.load.cpu_us_per_request().map(|(u, s)| u + s);
+    for p in points
+        .iter()
+        .filter(|p| p.load.server_user_system.is_some())
+    {
+        let split = p.load.cpu_us_per_request();
+        let own = if p.target == "vexil" {
+            let bare = same_load(points, "pingora", &p.load).and_then(total);
+            match (total(p), bare) {
+                (Some(v), Some(b)) => format!("{:.1}", v - b),
+                _ => "—".into(),
+            }
+        } else {
+            "—".into()
+        };
+        t.row(vec![
+            p.target.into(),
+            load_label(&p.load),
+            fmt_rate(p.load.achieved_rps),
+            split.map_or("—".into(), |(u, _)| format!("{u:.1}")),
+            split.map_or("—".into(), |(_, s)| format!("{s:.1}")),
+            total(p).map_or("—".into(), |t| format!("{t:.1}")),
+            own,
+        ]);
+    }
+    report.sections.push(Section {
+        title: "CPU per request".into(),
+        text: vec![
+            "The measured proxy's user and system CPU time (`/proc/PID/stat`) over the run divided \
+             by the requests it answered. `pingora`: a bare pingora proxy (`bench/src/bin/\
+             bare-pingora.rs`: routing and one added header, one worker thread); `vexil − pingora`: \
+             what vexil-proxy adds above pingora's own request path at the same load."
+                .into(),
+        ],
+        table: Some(t),
+    });
 }
 
 fn load_label(l: &LoadResult) -> String {
@@ -484,6 +731,15 @@ mod tests {
             "{toml}"
         );
         assert!(toml.contains("flags = [\"a\", \"b\"]"), "{toml}");
+    }
+
+    #[test]
+    fn haproxy_gets_one_thread_keep_alive_and_one_header() {
+        let c = haproxy_conf(loopback(1), loopback(2));
+        assert!(c.contains("nbthread 1"), "{c}");
+        assert!(c.contains("http-reuse always"), "{c}");
+        assert!(c.contains("set-header vexil-flags \"checkout=?1\""), "{c}");
+        assert!(c.contains("server echo 127.0.0.1:2"), "{c}");
     }
 
     #[test]
