@@ -162,16 +162,30 @@ pub struct Store {
     committed: broadcast::Sender<Committed>,
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
-const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "incarnation",
+        include_str!("../../migrations/sqlite/0002_incarnation.sql"),
+    ),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "incarnation",
+        include_str!("../../migrations/postgres/0002_incarnation.sql"),
+    ),
+];
 
 impl Store {
     /// Connects to `url` (`sqlite://path`, `postgres://...`) and applies pending migrations.
@@ -244,7 +258,8 @@ impl Store {
         migrator
             .run(&self.pool)
             .await
-            .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))))
+            .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))))?;
+        self.bind_token_incarnations().await
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`,
@@ -292,7 +307,7 @@ impl Store {
     /// Every environment, by key.
     pub async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
         let rows = sqlx::query(
-            "SELECT key, name, revision, metadata, created_at, updated_at \
+            "SELECT key, name, revision, incarnation, metadata, created_at, updated_at \
              FROM environments ORDER BY key",
         )
         .fetch_all(&self.pool)
@@ -305,7 +320,9 @@ impl Store {
         find_environment(&mut *self.pool.acquire().await?, key).await
     }
 
-    /// Creates an environment at revision 0.
+    /// Creates an environment at revision 0, with a new incarnation (also when an environment of
+    /// the same key existed before: its revisions, tokens and sidecars' snapshots are not this
+    /// one's).
     pub async fn create_environment(
         &self,
         actor: &Actor,
@@ -324,12 +341,13 @@ impl Store {
             )));
         }
         let row = sqlx::query(
-            "INSERT INTO environments (key, name, revision, metadata, created_at, updated_at) \
-             VALUES ($1, $2, 0, '{}', $3, $4) \
-             RETURNING key, name, revision, metadata, created_at, updated_at",
+            "INSERT INTO environments (key, name, revision, incarnation, metadata, created_at, updated_at) \
+             VALUES ($1, $2, 0, $3, '{}', $4, $5) \
+             RETURNING key, name, revision, incarnation, metadata, created_at, updated_at",
         )
         .bind(key)
         .bind(name)
+        .bind(new_incarnation())
         .bind(now)
         .bind(now)
         .fetch_one(&mut *tx)
@@ -360,7 +378,7 @@ impl Store {
         let before = find_environment(&mut tx, key).await?;
         let row = sqlx::query(
             "UPDATE environments SET name = $1, updated_at = $2 WHERE key = $3 \
-             RETURNING key, name, revision, metadata, created_at, updated_at",
+             RETURNING key, name, revision, incarnation, metadata, created_at, updated_at",
         )
         .bind(name)
         .bind(now_millis())
@@ -394,7 +412,7 @@ impl Store {
         // commits before the flags are counted, or waits and then finds no environment.
         let row = sqlx::query(
             "UPDATE environments SET updated_at = updated_at WHERE key = $1 \
-             RETURNING id, key, name, revision, metadata, created_at, updated_at",
+             RETURNING id, key, name, revision, incarnation, metadata, created_at, updated_at",
         )
         .bind(key)
         .fetch_optional(&mut *tx)
@@ -443,12 +461,27 @@ impl Store {
         revision: i64,
         limit: i64,
     ) -> StoreResult<Vec<Change>> {
+        self.changes_in(environment, None, revision, limit).await
+    }
+
+    /// [`Store::changes_since`] of the incarnation `incarnation` of `environment` only: none when
+    /// the environment has another incarnation now (it was created again), so deltas of one
+    /// incarnation are never read as the continuation of another's revisions.
+    pub async fn changes_in(
+        &self,
+        environment: &str,
+        incarnation: Option<&str>,
+        revision: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Change>> {
         let rows = sqlx::query(
             "SELECT c.revision, c.kind, c.key, c.definition FROM changes c \
              JOIN environments e ON e.id = c.environment_id \
-             WHERE e.key = $1 AND c.revision > $2 ORDER BY c.revision LIMIT $3",
+             WHERE e.key = $1 AND ($2 IS NULL OR e.incarnation = $2) AND c.revision > $3 \
+             ORDER BY c.revision LIMIT $4",
         )
         .bind(environment)
+        .bind(incarnation.map(str::to_string))
         .bind(revision)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -558,7 +591,7 @@ pub(crate) async fn find_environment(
     key: &str,
 ) -> StoreResult<Environment> {
     let row = sqlx::query(
-        "SELECT key, name, revision, metadata, created_at, updated_at \
+        "SELECT key, name, revision, incarnation, metadata, created_at, updated_at \
          FROM environments WHERE key = $1",
     )
     .bind(key)
@@ -573,10 +606,16 @@ pub(crate) fn environment_from_row(r: &AnyRow) -> StoreResult<Environment> {
         key: r.try_get("key")?,
         name: r.try_get("name")?,
         revision: r.try_get("revision")?,
+        incarnation: r.try_get("incarnation")?,
         metadata: json_opt(Some(r.try_get("metadata")?))?.unwrap_or(Value::Null),
         created_at: rfc3339(r.try_get("created_at")?),
         updated_at: rfc3339(r.try_get("updated_at")?),
     })
+}
+
+/// A new incarnation id: 128 random bits, 32 lowercase hex digits.
+pub(crate) fn new_incarnation() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 pub(crate) fn not_found_env(key: &str) -> StoreError {
