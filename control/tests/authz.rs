@@ -75,6 +75,7 @@ fn rows() -> Vec<Row> {
         row("PATCH",  "/api/v1/environments/prod",                   Some(r#"{"name":"Production"}"#),       Nothing,     [200, 403, 403, 403, 403, 403, 401, 401, 401]),
         row("DELETE", "/api/v1/environments/gone-{i}",               None,                                   Environment, [204, 403, 403, 403, 403, 403, 401, 401, 401]),
         row("POST",   "/api/v1/environments/prod/promote",           Some(r#"{"to":"stage"}"#),              Nothing,     [200, 200, 403, 403, 403, 403, 401, 401, 401]),
+        row("POST",   "/api/v1/environments/prod/incarnation",       None,                                   Nothing,     [200, 403, 403, 403, 403, 403, 401, 401, 401]),
         row("GET",    "/api/v1/environments/prod/flags",             None,                                   Nothing,     [200, 200, 200, 403, 403, 403, 401, 401, 401]),
         row("GET",    "/api/v1/environments/prod/flags/shared",      None,                                   Nothing,     [200, 200, 200, 403, 403, 403, 401, 401, 401]),
         row("PUT",    "/api/v1/environments/prod/flags/new-{i}",     Some(FLAG),                             Nothing,     [201, 201, 403, 403, 403, 403, 401, 401, 401]),

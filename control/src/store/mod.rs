@@ -400,6 +400,57 @@ impl Store {
         Ok(env)
     }
 
+    /// Gives environment `key` a new incarnation, keeping its revision, flags and history: after a
+    /// restore from a backup or a failover to a replica that lost commits, the revision numbers
+    /// sidecars hold may name other contents than the store's, so every sidecar is made to take a
+    /// Full (its incarnation no longer matches). Tokens limited to the environment move to the new
+    /// incarnation with it (they were given this environment, not a deleted one).
+    pub async fn rotate_incarnation(&self, actor: &Actor, key: &str) -> StoreResult<Environment> {
+        let mut tx = self.begin_write().await?;
+        let before = find_environment(&mut tx, key).await?;
+        let incarnation = new_incarnation();
+        let row = sqlx::query(
+            "UPDATE environments SET incarnation = $1, updated_at = $2 WHERE key = $3 \
+             RETURNING key, name, revision, incarnation, metadata, created_at, updated_at",
+        )
+        .bind(&incarnation)
+        .bind(now_millis())
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        let env = environment_from_row(&row)?;
+        let tokens = sqlx::query("SELECT id, incarnations FROM tokens WHERE incarnations LIKE $1")
+            .bind(format!("%{}%", before.incarnation))
+            .fetch_all(&mut *tx)
+            .await?;
+        for token in tokens {
+            let id: i64 = token.try_get("id")?;
+            let mut map: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&token.try_get::<String, _>("incarnations")?)
+                    .map_err(|_| corrupt("tokens.incarnations"))?;
+            if map.get(key) == Some(&before.incarnation) {
+                map.insert(key.to_string(), incarnation.clone());
+                sqlx::query("UPDATE tokens SET incarnations = $1 WHERE id = $2")
+                    .bind(serde_json::json!(map).to_string())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        audit(
+            &mut tx,
+            actor,
+            "environment.incarnation",
+            Some(key),
+            None,
+            to_value(&before),
+            to_value(&env),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(env)
+    }
+
     /// Deletes an environment; refused while it has flags unless `force`.
     pub async fn delete_environment(
         &self,
