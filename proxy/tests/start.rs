@@ -1,7 +1,8 @@
 //! The start policy against the real binaries (docs/operations.md#start-policy): a fresh sidecar
 //! with control down turns ready after `--init-timeout` and serves without flags (state `ERROR`),
 //! then takes control's flags when it answers, without a restart; a never-written environment
-//! (revision 0) makes a sidecar ready; a `--bootstrap-file` is served until control delivers.
+//! (revision 0) makes a sidecar ready; a `--bootstrap-file` is served until control delivers; a
+//! persisted snapshot of a since deleted and re-created environment gives way to the new one.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -426,6 +427,77 @@ async fn a_bootstrap_file_is_served_until_control_delivers() {
     .await;
     assert_eq!(ofrep(&proxy, "checkout").await.1["value"], false);
     assert!(vexil_proxy::sync::persist::path(&state, "prod").exists());
+    assert_eq!(proxy.process.terminate(15), Some(0));
+    assert_eq!(control.process.terminate(20), Some(0));
+}
+
+/// A sidecar restarted after its environment was deleted and created again under the same key,
+/// and written back up to the very revision it holds, serves the new environment's flags, not the
+/// deleted ones it persisted: its snapshot names the old incarnation, so control sends a Full.
+/// Control then shows its acknowledged digest as matching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_restarted_after_its_environment_was_created_again_serves_the_new_one() {
+    let dir = TempDir::new("vexil-start-recreated");
+    let mut control = control_cmd(&dir, free_udp_port()).start().await;
+    let token = env_and_token(&control, "prod").await;
+    for key in ["old-a", "old-b", "old-c"] {
+        api(
+            &control,
+            "PUT",
+            &format!("/environments/prod/flags/{key}"),
+            Some(checkout(true)),
+        )
+        .await;
+    }
+    let state = dir.join("state");
+    let tls = dir.join("tls");
+    let mut proxy = sidecar(&control.sync_url, "prod", &token, &tls, &state, &[]);
+    proxy.wait_ready().await;
+    wait_for(
+        30,
+        "revision 3 of the first environment",
+        async || match ofrep(&proxy, "old-c").await {
+            (200, body) if body["value"] == true => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    assert_eq!(proxy.process.terminate(15), Some(0));
+
+    api(&control, "DELETE", "/environments/prod?force=true", None).await;
+    let token = env_and_token(&control, "prod").await;
+    for key in ["new-x", "new-y", "new-z"] {
+        api(
+            &control,
+            "PUT",
+            &format!("/environments/prod/flags/{key}"),
+            Some(checkout(false)),
+        )
+        .await;
+    }
+    let env = api(&control, "GET", "/environments/prod", None).await;
+    assert_eq!(env["revision"], 3, "the revision the sidecar holds: {env}");
+
+    let mut proxy = sidecar(&control.sync_url, "prod", &token, &tls, &state, &[]);
+    proxy.wait_ready().await;
+    wait_for(30, "the new environment's flags", async || {
+        match (ofrep(&proxy, "new-x").await, ofrep(&proxy, "old-a").await) {
+            ((200, new), (404, _)) if new["value"] == false => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let snap = debug_snapshot(&proxy).await;
+    assert_eq!(snap["revision"], 3, "{snap}");
+    assert_eq!(snap["flag_count"], 3, "{snap}");
+    wait_for(30, "a matching digest in /sidecars", async || {
+        let list = api(&control, "GET", "/sidecars", None).await;
+        match list["items"].as_array().map(Vec::as_slice) {
+            Some([one]) if one["digest_matches"] == true && one["digest_revision"] == 3 => Ok(()),
+            _ => Err(list.to_string()),
+        }
+    })
+    .await;
     assert_eq!(proxy.process.terminate(15), Some(0));
     assert_eq!(control.process.terminate(20), Some(0));
 }
