@@ -501,3 +501,79 @@ async fn a_sidecar_restarted_after_its_environment_was_created_again_serves_the_
     assert_eq!(proxy.process.terminate(15), Some(0));
     assert_eq!(control.process.terminate(20), Some(0));
 }
+
+/// The restore procedure of docs/operations.md, with the real binaries: control's SQLite file is
+/// restored from a backup taken at revision 2 while the sidecar had gone on to revision 4; new
+/// writes reuse revisions 3 and 4 with other flags. After `POST .../incarnation`, the sidecar,
+/// restarted on its state directory (revision 4 of the old incarnation), serves the restored flags
+/// plus the new ones, never the lost ones; its token, from before the backup, still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restore_and_a_new_incarnation_the_sidecar_serves_the_restored_history() {
+    let dir = TempDir::new("vexil-start-restore");
+    let sync_port = free_udp_port();
+    let put = async |control: &ControlProcess, key: &str| {
+        let path = format!("/environments/prod/flags/{key}");
+        api(control, "PUT", &path, Some(checkout(true))).await;
+    };
+    let mut control = control_cmd(&dir, sync_port).start().await;
+    let token = env_and_token(&control, "prod").await;
+    put(&control, "kept-a").await;
+    put(&control, "kept-b").await;
+    assert_eq!(control.process.terminate(20), Some(0));
+    let db = dir.join("vexil.db");
+    let backup = dir.join("backup.db");
+    std::fs::copy(&db, &backup).unwrap();
+    assert!(
+        !dir.join("vexil.db-wal").exists()
+            || std::fs::metadata(dir.join("vexil.db-wal")).unwrap().len() == 0
+    );
+
+    let mut control = control_cmd(&dir, sync_port).start().await;
+    put(&control, "lost-c").await;
+    put(&control, "lost-d").await;
+    let (tls, state) = (dir.join("tls"), dir.join("state"));
+    let mut proxy = sidecar(&control.sync_url, "prod", &token, &tls, &state, &[]);
+    proxy.wait_ready().await;
+    wait_for(30, "revision 4 before the restore", async || {
+        match ofrep(&proxy, "lost-d").await {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(proxy.process.terminate(15), Some(0));
+    assert_eq!(control.process.terminate(20), Some(0));
+
+    // Restore, start, rotate, write again up to revision 4.
+    for stale in ["vexil.db-wal", "vexil.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    std::fs::copy(&backup, &db).unwrap();
+    let mut control = control_cmd(&dir, sync_port).start().await;
+    let before = api(&control, "GET", "/environments/prod", None).await;
+    assert_eq!(before["revision"], 2, "{before}");
+    let rotated = api(&control, "POST", "/environments/prod/incarnation", None).await;
+    assert_ne!(rotated["incarnation"], before["incarnation"]);
+    put(&control, "new-e").await;
+    put(&control, "new-f").await;
+
+    let mut proxy = sidecar(&control.sync_url, "prod", &token, &tls, &state, &[]);
+    proxy.wait_ready().await;
+    wait_for(30, "the restored history", async || {
+        let got = [
+            ofrep(&proxy, "kept-a").await.0,
+            ofrep(&proxy, "new-f").await.0,
+            ofrep(&proxy, "lost-c").await.0,
+            ofrep(&proxy, "lost-d").await.0,
+        ];
+        if got == [200, 200, 404, 404] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    assert_eq!(debug_snapshot(&proxy).await["revision"], 4);
+    assert_eq!(proxy.process.terminate(15), Some(0));
+    assert_eq!(control.process.terminate(20), Some(0));
+}
