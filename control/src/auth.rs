@@ -362,14 +362,16 @@ impl Authenticator {
             return Err(AuthError::Invalid);
         }
         self.touch(record.id).await;
+        let environments = if record.environments.is_empty() {
+            Environments::All
+        } else {
+            // Only the environments that are still the ones it was given (same incarnation).
+            Environments::Only(self.store.live_environments(&record).await?)
+        };
         Ok(Principal {
             name: record.name,
             role: record.role,
-            environments: if record.environments.is_empty() {
-                Environments::All
-            } else {
-                Environments::Only(record.environments)
-            },
+            environments,
         })
     }
 

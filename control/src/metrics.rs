@@ -59,6 +59,7 @@ pub struct Metrics {
     sync_refused: Family<CodeLabels, Counter>,
     webhook_reviews: Family<OutcomeLabels, Counter>,
     auth_rate_limited: Family<ListenerLabels, Counter>,
+    sync_digest_mismatches: Counter,
     pruned: Family<LogLabels, Counter>,
 }
 
@@ -140,9 +141,17 @@ impl Metrics {
             "Rows pruned by retention, by log (changes, audit)",
             pruned.clone(),
         );
+        let sync_digest_mismatches = Counter::default();
+        registry.register(
+            "sync_digest_mismatches",
+            "Acks whose document digest differs from control's document at that revision (right \
+             revision, wrong content); each is answered with a Full, once per stream",
+            sync_digest_mismatches.clone(),
+        );
         Metrics {
             pruned,
             registry,
+            sync_digest_mismatches,
             auth_rate_limited,
             requests,
             latency,
@@ -196,6 +205,11 @@ impl Metrics {
         self.auth_rate_limited
             .get_or_create(&ListenerLabels { listener })
             .inc();
+    }
+
+    /// Counts an acknowledged digest that differs from control's.
+    pub fn sync_digest_mismatch(&self) {
+        self.sync_digest_mismatches.inc();
     }
 
     /// Replaces the per-environment sync gauges with `stats`.

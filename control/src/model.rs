@@ -45,6 +45,10 @@ pub struct Environment {
     pub name: String,
     /// Revision of the environment's flag set; +1 for every committed change, never a gap.
     pub revision: i64,
+    /// This incarnation of the environment: 32 hex digits, new when the environment is created
+    /// (again, under the same key) or rotated after a restore. A revision means something only
+    /// with it.
+    pub incarnation: String,
     /// Flag-set metadata (flagd's top-level `metadata`).
     #[schema(value_type = Object)]
     pub metadata: Value,
@@ -144,6 +148,11 @@ pub struct TokenRecord {
     pub revoked_at: Option<String>,
     #[serde(skip)]
     pub(crate) hash: String,
+    /// The incarnation of each of `environments` when the token was created: the token applies to
+    /// an environment only while it still has that incarnation (not to one created again under the
+    /// same key).
+    #[serde(skip)]
+    pub incarnations: std::collections::BTreeMap<String, String>,
 }
 
 impl TokenRecord {

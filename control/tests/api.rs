@@ -1499,6 +1499,7 @@ const SERVED: &[(&str, &str)] = &[
     ("patch", "/api/v1/environments/{env}"),
     ("delete", "/api/v1/environments/{env}"),
     ("post", "/api/v1/environments/{env}/promote"),
+    ("post", "/api/v1/environments/{env}/incarnation"),
     ("get", "/api/v1/environments/{env}/flags"),
     ("get", "/api/v1/environments/{env}/flags/{key}"),
     ("put", "/api/v1/environments/{env}/flags/{key}"),

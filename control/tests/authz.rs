@@ -75,6 +75,7 @@ fn rows() -> Vec<Row> {
         row("PATCH",  "/api/v1/environments/prod",                   Some(r#"{"name":"Production"}"#),       Nothing,     [200, 403, 403, 403, 403, 403, 401, 401, 401]),
         row("DELETE", "/api/v1/environments/gone-{i}",               None,                                   Environment, [204, 403, 403, 403, 403, 403, 401, 401, 401]),
         row("POST",   "/api/v1/environments/prod/promote",           Some(r#"{"to":"stage"}"#),              Nothing,     [200, 200, 403, 403, 403, 403, 401, 401, 401]),
+        row("POST",   "/api/v1/environments/prod/incarnation",       None,                                   Nothing,     [200, 403, 403, 403, 403, 403, 401, 401, 401]),
         row("GET",    "/api/v1/environments/prod/flags",             None,                                   Nothing,     [200, 200, 200, 403, 403, 403, 401, 401, 401]),
         row("GET",    "/api/v1/environments/prod/flags/shared",      None,                                   Nothing,     [200, 200, 200, 403, 403, 403, 401, 401, 401]),
         row("PUT",    "/api/v1/environments/prod/flags/new-{i}",     Some(FLAG),                             Nothing,     [201, 201, 403, 403, 403, 403, 401, 401, 401]),
@@ -581,5 +582,69 @@ both_backends!(
         // Once the peer has regained an attempt, its good token works again.
         tokio::time::sleep(std::time::Duration::from_secs(retry)).await;
         app.get(path, &viewer).await.expect(200);
+    }
+);
+
+// ------------------------------------------------------------------ incarnations ----
+
+// An environment created again under the key of a deleted one is another environment (a new
+// incarnation): a token limited to the deleted one does not get access to it; the token keeps
+// its other environments.
+both_backends!(
+    a_scoped_token_does_not_outlive_its_environment,
+    |app: App| async move {
+        app.create_env("prod").await;
+        app.create_env("dev").await;
+        let (_, viewer) = app.token("pv", "viewer", &["prod", "dev"]).await;
+        let (_, only_prod) = app.token("p", "editor", &["prod"]).await;
+        let first = app.get("/api/v1/environments/prod", &viewer).await;
+        let first = first.expect(200)["incarnation"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            first.len() == 32 && first.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{first}"
+        );
+        app.get(&flag_path("prod", "nope"), &only_prod)
+            .await
+            .expect(404);
+
+        app.delete("/api/v1/environments/prod", &app.admin)
+            .await
+            .expect(204);
+        let again = app.create_env("prod").await;
+        let second = again["incarnation"].as_str().unwrap();
+        assert_ne!(second, first, "a new incarnation");
+
+        for token in [&viewer, &only_prod] {
+            let r = app.get("/api/v1/environments/prod", token).await;
+            assert_eq!(
+                assert_problem(&r, 403)["detail"],
+                "this token is not valid for environment \"prod\""
+            );
+            assert_problem(
+                &app.put_json(&flag_path("prod", "x"), &bool_flag(), token)
+                    .await,
+                403,
+            );
+        }
+        // Its other environment still works; the listing no longer shows prod.
+        app.get("/api/v1/environments/dev", &viewer)
+            .await
+            .expect(200);
+        let list = app.get("/api/v1/environments", &viewer).await;
+        let keys: Vec<&str> = list.expect(200)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["dev"]);
+        // A token created now is valid for the new one.
+        let (_, fresh) = app.token("p2", "viewer", &["prod"]).await;
+        app.get("/api/v1/environments/prod", &fresh)
+            .await
+            .expect(200);
     }
 );

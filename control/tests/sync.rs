@@ -497,7 +497,10 @@ async fn malformed_and_oversized_frames_get_an_error_frame() {
     // A first frame that is not a Subscribe.
     let (_conn, mut send, recv) = raw_stream(&app).await;
     let ack = ClientFrame {
-        kind: Some(Kind::Ack(Ack { revision: 1 })),
+        kind: Some(Kind::Ack(Ack {
+            revision: 1,
+            ..Default::default()
+        })),
     };
     send.write_all(&FrameCodec::default().encode_frame(&ack).unwrap())
         .await
@@ -698,6 +701,7 @@ async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
                 server_id: "fake".into(),
                 revision: 9,
                 heartbeat_ms: 1000,
+                ..Default::default()
             })),
         })
         .unwrap()
@@ -707,6 +711,7 @@ async fn a_misbehaving_control_never_replaces_the_held_snapshot() {
             kind: Some(Kind::Full(Full {
                 revision: 9,
                 flag_set: "{not json".into(),
+                ..Default::default()
             })),
         })
         .unwrap()
@@ -1013,7 +1018,10 @@ both_backends!(
             other => panic!("expected a Full at revision 0, got {other:?}"),
         }
         let ack = ClientFrame {
-            kind: Some(client_frame::Kind::Ack(Ack { revision: 0 })),
+            kind: Some(client_frame::Kind::Ack(Ack {
+                revision: 0,
+                ..Default::default()
+            })),
         };
         send.write_all(&FrameCodec::default().encode_frame(&ack).unwrap())
             .await
@@ -1054,6 +1062,7 @@ async fn subscribe_raw_from(
             last_revision: 0,
             client_id: "raw-test".into(),
             version: "0.0.0".into(),
+            ..Default::default()
         })),
     };
     send.write_all(&FrameCodec::default().encode_frame(&subscribe).unwrap())
@@ -1470,4 +1479,229 @@ async fn a_stalled_subscribe_is_refused_after_the_handshake_timeout() {
     );
     assert_eq!(app.state.sidecars.len(), 0);
     server.stop().await;
+}
+
+// ------------------------------------------------------------------ incarnations ----
+
+fn flag_keys(s: &Snapshot) -> Vec<String> {
+    let doc = s.document();
+    let mut keys: Vec<String> = doc["flags"].as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
+// A sidecar that holds revision 3 of an environment that is then deleted and created again under
+// the same key, and written up to revision 3 again with other flags, ends up with the new flags:
+// whether it was stopped meanwhile (it comes back from its persisted snapshot, which names the old
+// incarnation) or stayed connected. Before incarnations, the restarted one was told it was up to
+// date and served the deleted flags for ever.
+both_backends!(
+    a_sidecar_of_a_deleted_environment_takes_the_new_one_created_under_its_key,
+    |app: App| async move {
+        app.create_env("prod").await;
+        for key in ["old-a", "old-b", "old-c"] {
+            put_flag(&app, "prod", key, true).await;
+        }
+        let old = app.store.get_environment("prod").await.unwrap();
+        assert_eq!(old.revision, 3);
+        let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+        let state = TempDir::new("vexil-state");
+        let stopped = spawn(config(&app, "prod", &token, Some(state.to_path_buf())));
+        stopped.wait_revision(3).await;
+        stopped.handle.shutdown().await;
+        let held = persist::load(&state, "prod").unwrap().unwrap();
+        assert_eq!(
+            (held.revision, held.incarnation.as_str()),
+            (3, old.incarnation.as_str())
+        );
+        // One that stays connected through it all (with an admin token, which outlives the
+        // environment; the sidecar token is bound to the old incarnation).
+        let connected = spawn(config(&app, "prod", &app.admin, None));
+        connected.wait_revision(3).await;
+
+        app.delete("/api/v1/environments/prod?force=true", &app.admin)
+            .await
+            .expect(204);
+        app.create_env("prod").await;
+        for key in ["new-x", "new-y", "new-z"] {
+            put_flag(&app, "prod", key, false).await;
+        }
+        let new = app.store.get_environment("prod").await.unwrap();
+        assert_eq!(new.revision, 3, "the same revision number");
+        assert_ne!(new.incarnation, old.incarnation);
+        // The old sidecar token is refused: it was bound to the deleted environment.
+        let (_conn, _send, recv) = subscribe_raw(&app, "prod", &token).await;
+        assert_eq!(error_code(&read_all(recv).await), Some("PERMISSION_DENIED"));
+        let (_, token) = app.token("sidecar-2", "sidecar", &["prod"]).await;
+        let expected = ["new-x", "new-y", "new-z"];
+        connected
+            .wait("the new environment's flags", |s| flag_keys(s) == expected)
+            .await;
+        // Now that the feed has restated everything to the connected one, the stopped one comes
+        // back: only its Subscribe (revision 3 of the old incarnation) tells control what it has.
+        let restarted = spawn(config(&app, "prod", &token, Some(state.to_path_buf())));
+        let s = restarted
+            .cell
+            .load()
+            .expect("the persisted snapshot at spawn");
+        assert_eq!(flag_keys(&s), ["old-a", "old-b", "old-c"]);
+        restarted
+            .wait("the new environment's flags", |s| flag_keys(s) == expected)
+            .await;
+        // Persisted (after the swap) with the new incarnation.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let held = persist::load(&state, "prod").unwrap().unwrap();
+            if (held.revision, held.incarnation.as_str()) == (3, new.incarnation.as_str()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "persisted: {held:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Both acknowledged the new document with the digest control computes.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let list = app.get("/api/v1/sidecars", &app.admin).await;
+            let items = list.expect(200)["items"].as_array().unwrap().clone();
+            if items.len() == 2
+                && items
+                    .iter()
+                    .all(|i| i["digest_matches"] == json!(true) && i["digest_revision"] == 3)
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "digests: {items:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        restarted.handle.shutdown().await;
+        connected.handle.shutdown().await;
+    }
+);
+
+// A sidecar whose snapshot has the right revision and incarnation but other content (restored
+// from elsewhere, edited) acknowledges its digest at Welcome; control sees the mismatch, counts it
+// (`vexil_control_sync_digest_mismatches_total`), and sends a Full: the sidecar ends up with
+// control's content and a matching digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_digest_mismatch_is_counted_and_repaired() {
+    let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    app.create_env("prod").await;
+    put_flag(&app, "prod", "real", true).await;
+    let env = app.store.get_environment("prod").await.unwrap();
+    let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+    let state = TempDir::new("vexil-state");
+    let wrong = json!({"flags": {"forged": flag(true)}});
+    persist::save_incarnation(&state, "prod", &env.incarnation, 1, &wrong.to_string()).unwrap();
+    assert_eq!(
+        metric(&app, "vexil_control_sync_digest_mismatches_total"),
+        0.0
+    );
+    let sidecar = spawn(config(&app, "prod", &token, Some(state.to_path_buf())));
+    sidecar
+        .wait("control's content", |s| flag_keys(s) == ["real"])
+        .await;
+    assert_eq!(sidecar.revision(), 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&app, "vexil_control_sync_digest_mismatches_total") < 1.0 {
+        assert!(Instant::now() < deadline, "the mismatch was not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, doc) = app.store.export("prod").await.unwrap();
+    let expected = vexil_proto::digest::document_digest(&doc);
+    loop {
+        let list = app.get("/api/v1/sidecars", &app.admin).await;
+        let item = list.expect(200)["items"][0].clone();
+        if item["digest_matches"] == json!(true) {
+            assert_eq!(item["digest"], json!(expected));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{item}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metric(&app, "vexil_control_sync_digest_mismatches_total"),
+        1.0
+    );
+    sidecar.handle.shutdown().await;
+    server.stop().await;
+}
+
+// After a restore, an operator gives the environment a new incarnation
+// (`POST /environments/{env}/incarnation`): revision and flags stay, the sidecar token limited to
+// it keeps working, and a connected sidecar takes a Full of the new incarnation (and persists
+// it), as does a sidecar coming back with the old one.
+both_backends!(
+    a_new_incarnation_makes_every_sidecar_take_a_full,
+    |app: App| async move {
+        app.create_env("prod").await;
+        put_flag(&app, "prod", "a", true).await;
+        put_flag(&app, "prod", "b", true).await;
+        let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+        let before = app.store.get_environment("prod").await.unwrap();
+        let state = TempDir::new("vexil-state");
+        let connected = spawn(config(&app, "prod", &token, Some(state.to_path_buf())));
+        connected.wait_revision(2).await;
+        let other_state = TempDir::new("vexil-state-2");
+        let stopped = spawn(config(
+            &app,
+            "prod",
+            &token,
+            Some(other_state.to_path_buf()),
+        ));
+        stopped.wait_revision(2).await;
+        stopped.handle.shutdown().await;
+        let fulls_before = metric(&app, "vexil_control_sync_frames_sent_total{kind=\"full\"}");
+
+        let r = app
+            .req("POST", "/api/v1/environments/prod/incarnation")
+            .token(&app.admin)
+            .send()
+            .await;
+        let after = r.expect(200).clone();
+        assert_eq!(after["revision"], 2);
+        let incarnation = after["incarnation"].as_str().unwrap().to_string();
+        assert_ne!(incarnation, before.incarnation);
+        let audit = app
+            .get("/api/v1/audit?environment=prod&limit=1", &app.admin)
+            .await;
+        assert_eq!(
+            audit.expect(200)["items"][0]["action"],
+            "environment.incarnation"
+        );
+
+        // Both sidecars end up holding revision 2 of the new incarnation, through a Full each
+        // (the same document: acknowledged and persisted with its incarnation, not reinstalled).
+        wait_persisted(&state, &incarnation).await;
+        let back = spawn(config(
+            &app,
+            "prod",
+            &token,
+            Some(other_state.to_path_buf()),
+        ));
+        wait_persisted(&other_state, &incarnation).await;
+        assert_eq!(back.revision(), 2);
+        back.handle.shutdown().await;
+        assert!(
+            metric(&app, "vexil_control_sync_frames_sent_total{kind=\"full\"}")
+                >= fulls_before + 2.0
+        );
+        assert_eq!(connected.revision(), 2);
+        connected.handle.shutdown().await;
+    }
+);
+
+/// Waits until the snapshot persisted in `dir` is of `incarnation`.
+async fn wait_persisted(dir: &std::path::Path, incarnation: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = persist::load(dir, "prod").unwrap().unwrap();
+        if held.incarnation == incarnation {
+            return;
+        }
+        assert!(Instant::now() < deadline, "persisted: {held:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -205,6 +205,7 @@ pub fn sync_frame(data: &[u8]) {
                 if let Ok(document) = parse_full(&full.flag_set) {
                     let next = Held {
                         revision: full.revision,
+                        incarnation: full.incarnation.clone(),
                         document,
                     };
                     if install(&next) {

@@ -119,10 +119,12 @@ fn write_seeds() {
             server_id: "control-0".into(),
             revision: 3,
             heartbeat_ms: 5000,
+            ..Default::default()
         })),
         kind(server_frame::Kind::Full(Full {
             revision: 3,
             flag_set: docs[0].1.clone(),
+            ..Default::default()
         })),
         kind(server_frame::Kind::Delta(Delta {
             from: 3,
@@ -145,6 +147,7 @@ fn write_seeds() {
     let big = kind(server_frame::Kind::Full(Full {
         revision: 9,
         flag_set: docs[2].1.clone(),
+        ..Default::default()
     }));
     let codec = FrameCodec::new(1 << 20, 64);
     let mut compressed = vec![3u8];
@@ -169,8 +172,12 @@ fn write_seeds() {
             last_revision: 3,
             client_id: "pod-1".into(),
             version: "0.1.0".into(),
+            ..Default::default()
         })),
-        client(client_frame::Kind::Ack(Ack { revision: 4 })),
+        client(client_frame::Kind::Ack(Ack {
+            revision: 4,
+            ..Default::default()
+        })),
         client(client_frame::Kind::Resync(Resync {
             reason: "delta out of step".into(),
         })),

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod convert;
+pub mod digest;
 pub mod frame;
 pub mod snapshot_file;
 

@@ -2,7 +2,8 @@
 //! environment, with a checksum.
 //!
 //! A header line (JSON: `format`, `environment`, `revision`, `sha256` of the body in hex,
-//! `saved_at_ms`), a `\n`, then the body: the flagd document as JSON text. Sidecars write it to
+//! `saved_at_ms`, and `incarnation`, the environment's incarnation, absent from files of older
+//! versions), a `\n`, then the body: the flagd document as JSON text. Sidecars write it to
 //! `STATE_DIR/snapshot-<environment>.json` after each applied revision and read it back at start;
 //! control exports it per environment (`GET /api/v1/environments/{env}/bootstrap`) for sidecars'
 //! `--bootstrap-file`.
@@ -22,6 +23,9 @@ struct Header {
     revision: i64,
     sha256: String,
     saved_at_ms: u64,
+    /// Empty (and left out) when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    incarnation: String,
 }
 
 /// A decoded snapshot file.
@@ -31,6 +35,8 @@ pub struct SnapshotFile {
     pub environment: String,
     /// Its revision.
     pub revision: i64,
+    /// The environment's incarnation the revision belongs to; empty when unknown (older files).
+    pub incarnation: String,
     /// The flagd document.
     pub document: Value,
 }
@@ -42,9 +48,22 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The bytes of a snapshot file holding `document` (JSON text) as `environment` at `revision`.
+/// The bytes of a snapshot file holding `document` (JSON text) as `environment` at `revision`, of
+/// an unknown incarnation.
 pub fn encode(environment: &str, revision: i64, document: &str, saved_at_ms: u64) -> Vec<u8> {
+    encode_incarnation(environment, "", revision, document, saved_at_ms)
+}
+
+/// [`encode`] for revision `revision` of incarnation `incarnation` of `environment`.
+pub fn encode_incarnation(
+    environment: &str,
+    incarnation: &str,
+    revision: i64,
+    document: &str,
+    saved_at_ms: u64,
+) -> Vec<u8> {
     let header = Header {
+        incarnation: incarnation.into(),
         format: FORMAT.into(),
         environment: environment.into(),
         revision,
@@ -84,6 +103,7 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, String> {
     Ok(SnapshotFile {
         environment: header.environment,
         revision: header.revision,
+        incarnation: header.incarnation,
         document,
     })
 }
@@ -99,6 +119,9 @@ mod tests {
         assert!(!looks_like(br#"{"flags":{}}"#));
         let file = decode(&bytes).unwrap();
         assert_eq!((file.environment.as_str(), file.revision), ("prod", 7));
+        assert_eq!(file.incarnation, "", "unknown");
+        let with = encode_incarnation("prod", "0123abcd", 7, r#"{"flags":{}}"#, 1);
+        assert_eq!(decode(&with).unwrap().incarnation, "0123abcd");
         assert_eq!(file.document, serde_json::json!({"flags": {}}));
         let e = decode(&bytes[..bytes.len() - 2]).unwrap_err();
         assert!(e.contains("checksum mismatch"), "{e}");

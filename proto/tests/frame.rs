@@ -25,8 +25,12 @@ fn client_frames() -> Vec<ClientFrame> {
             last_revision: 41,
             client_id: "checkout-7d9f8-abcde".into(),
             version: "0.1.0".into(),
+            ..Default::default()
         }),
-        client_frame::Kind::Ack(Ack { revision: 42 }),
+        client_frame::Kind::Ack(Ack {
+            revision: 42,
+            ..Default::default()
+        }),
         client_frame::Kind::Resync(Resync {
             reason: "delta from 40 does not apply on 41".into(),
         }),
@@ -42,6 +46,7 @@ fn server_frames() -> Vec<ServerFrame> {
             server_id: "control-0".into(),
             revision: 42,
             heartbeat_ms: 15_000,
+            ..Default::default()
         }),
         server_frame::Kind::Error(Error {
             code: ErrorCode::UnknownEnvironment.into(),
@@ -50,6 +55,7 @@ fn server_frames() -> Vec<ServerFrame> {
         server_frame::Kind::Full(Full {
             revision: 42,
             flag_set: r#"{"flags":{"checkout":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}}}"#.into(),
+            ..Default::default()
         }),
         server_frame::Kind::Delta(Delta {
             from: 42,
@@ -96,6 +102,7 @@ fn big_full(n: usize) -> ServerFrame {
         kind: Some(server_frame::Kind::Full(Full {
             revision: 7,
             flag_set: big_flag_set(n),
+            ..Default::default()
         })),
     }
 }
@@ -197,7 +204,10 @@ fn compression_threshold_and_fallback() {
     // Threshold 1: a tiny payload that zstd cannot shrink is sent uncompressed.
     let eager = FrameCodec::new(DEFAULT_MAX_FRAME, 1);
     let ack = ClientFrame {
-        kind: Some(client_frame::Kind::Ack(Ack { revision: 9 })),
+        kind: Some(client_frame::Kind::Ack(Ack {
+            revision: 9,
+            ..Default::default()
+        })),
     };
     let bytes = eager.encode_frame(&ack).unwrap();
     assert_eq!(flags_of(&bytes), 0);

@@ -161,6 +161,7 @@ fn vexil_sync_bytes() {
                 last_revision: 5,
                 client_id: "c".into(),
                 version: "v".into(),
+                ..Default::default()
             },
         )),
     };
@@ -453,9 +454,10 @@ fn vexil_sync_descriptor_matches_contract() {
                 "3 last_revision int64",
                 "4 client_id string",
                 "5 version string",
+                "6 incarnation string",
             ],
         ),
-        ("Ack", &["1 revision int64"]),
+        ("Ack", &["1 revision int64", "2 digest string"]),
         ("Resync", &["1 reason string"]),
         (
             "ServerFrame",
@@ -473,10 +475,18 @@ fn vexil_sync_descriptor_matches_contract() {
                 "1 server_id string",
                 "2 revision int64",
                 "3 heartbeat_ms uint32",
+                "4 incarnation string",
             ],
         ),
         ("Error", &["1 code ErrorCode", "2 message string"]),
-        ("Full", &["1 revision int64", "2 flag_set string"]),
+        (
+            "Full",
+            &[
+                "1 revision int64",
+                "2 flag_set string",
+                "3 incarnation string",
+            ],
+        ),
         (
             "Delta",
             &[

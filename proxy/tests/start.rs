@@ -1,7 +1,8 @@
 //! The start policy against the real binaries (docs/operations.md#start-policy): a fresh sidecar
 //! with control down turns ready after `--init-timeout` and serves without flags (state `ERROR`),
 //! then takes control's flags when it answers, without a restart; a never-written environment
-//! (revision 0) makes a sidecar ready; a `--bootstrap-file` is served until control delivers.
+//! (revision 0) makes a sidecar ready; a `--bootstrap-file` is served until control delivers; a
+//! persisted snapshot of a since deleted and re-created environment gives way to the new one.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -426,6 +427,153 @@ async fn a_bootstrap_file_is_served_until_control_delivers() {
     .await;
     assert_eq!(ofrep(&proxy, "checkout").await.1["value"], false);
     assert!(vexil_proxy::sync::persist::path(&state, "prod").exists());
+    assert_eq!(proxy.process.terminate(15), Some(0));
+    assert_eq!(control.process.terminate(20), Some(0));
+}
+
+/// A sidecar restarted after its environment was deleted and created again under the same key,
+/// and written back up to the very revision it holds, serves the new environment's flags, not the
+/// deleted ones it persisted: its snapshot names the old incarnation, so control sends a Full.
+/// Control then shows its acknowledged digest as matching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_restarted_after_its_environment_was_created_again_serves_the_new_one() {
+    let dir = TempDir::new("vexil-start-recreated");
+    let mut control = control_cmd(&dir, free_udp_port()).start().await;
+    let token = env_and_token(&control, "prod").await;
+    for key in ["old-a", "old-b", "old-c"] {
+        api(
+            &control,
+            "PUT",
+            &format!("/environments/prod/flags/{key}"),
+            Some(checkout(true)),
+        )
+        .await;
+    }
+    let state = dir.join("state");
+    let tls = dir.join("tls");
+    let mut proxy = sidecar(&control.sync_url, "prod", &token, &tls, &state, &[]);
+    proxy.wait_ready().await;
+    wait_for(
+        30,
+        "revision 3 of the first environment",
+        async || match ofrep(&proxy, "old-c").await {
+            (200, body) if body["value"] == true => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    assert_eq!(proxy.process.terminate(15), Some(0));
+
+    api(&control, "DELETE", "/environments/prod?force=true", None).await;
+    let token = env_and_token(&control, "prod").await;
+    for key in ["new-x", "new-y", "new-z"] {
+        api(
+            &control,
+            "PUT",
+            &format!("/environments/prod/flags/{key}"),
+            Some(checkout(false)),
+        )
+        .await;
+    }
+    let env = api(&control, "GET", "/environments/prod", None).await;
+    assert_eq!(env["revision"], 3, "the revision the sidecar holds: {env}");
+
+    let mut proxy = sidecar(&control.sync_url, "prod", &token, &tls, &state, &[]);
+    proxy.wait_ready().await;
+    wait_for(30, "the new environment's flags", async || {
+        match (ofrep(&proxy, "new-x").await, ofrep(&proxy, "old-a").await) {
+            ((200, new), (404, _)) if new["value"] == false => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let snap = debug_snapshot(&proxy).await;
+    assert_eq!(snap["revision"], 3, "{snap}");
+    assert_eq!(snap["flag_count"], 3, "{snap}");
+    wait_for(30, "a matching digest in /sidecars", async || {
+        let list = api(&control, "GET", "/sidecars", None).await;
+        match list["items"].as_array().map(Vec::as_slice) {
+            Some([one]) if one["digest_matches"] == true && one["digest_revision"] == 3 => Ok(()),
+            _ => Err(list.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(proxy.process.terminate(15), Some(0));
+    assert_eq!(control.process.terminate(20), Some(0));
+}
+
+/// The restore procedure of docs/operations.md, with the real binaries: control's SQLite file is
+/// restored from a backup taken at revision 2 while the sidecar had gone on to revision 4; new
+/// writes reuse revisions 3 and 4 with other flags. After `POST .../incarnation`, the sidecar,
+/// restarted on its state directory (revision 4 of the old incarnation), serves the restored flags
+/// plus the new ones, never the lost ones; its token, from before the backup, still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restore_and_a_new_incarnation_the_sidecar_serves_the_restored_history() {
+    let dir = TempDir::new("vexil-start-restore");
+    let sync_port = free_udp_port();
+    let put = async |control: &ControlProcess, key: &str| {
+        let path = format!("/environments/prod/flags/{key}");
+        api(control, "PUT", &path, Some(checkout(true))).await;
+    };
+    let mut control = control_cmd(&dir, sync_port).start().await;
+    let token = env_and_token(&control, "prod").await;
+    put(&control, "kept-a").await;
+    put(&control, "kept-b").await;
+    assert_eq!(control.process.terminate(20), Some(0));
+    let db = dir.join("vexil.db");
+    let backup = dir.join("backup.db");
+    std::fs::copy(&db, &backup).unwrap();
+    assert!(
+        !dir.join("vexil.db-wal").exists()
+            || std::fs::metadata(dir.join("vexil.db-wal")).unwrap().len() == 0
+    );
+
+    let mut control = control_cmd(&dir, sync_port).start().await;
+    put(&control, "lost-c").await;
+    put(&control, "lost-d").await;
+    let (tls, state) = (dir.join("tls"), dir.join("state"));
+    let mut proxy = sidecar(&control.sync_url, "prod", &token, &tls, &state, &[]);
+    proxy.wait_ready().await;
+    wait_for(30, "revision 4 before the restore", async || {
+        match ofrep(&proxy, "lost-d").await {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(proxy.process.terminate(15), Some(0));
+    assert_eq!(control.process.terminate(20), Some(0));
+
+    // Restore, start, rotate, write again up to revision 4.
+    for stale in ["vexil.db-wal", "vexil.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    std::fs::copy(&backup, &db).unwrap();
+    let mut control = control_cmd(&dir, sync_port).start().await;
+    let before = api(&control, "GET", "/environments/prod", None).await;
+    assert_eq!(before["revision"], 2, "{before}");
+    let rotated = api(&control, "POST", "/environments/prod/incarnation", None).await;
+    assert_ne!(rotated["incarnation"], before["incarnation"]);
+    put(&control, "new-e").await;
+    put(&control, "new-f").await;
+
+    let mut proxy = sidecar(&control.sync_url, "prod", &token, &tls, &state, &[]);
+    proxy.wait_ready().await;
+    wait_for(30, "the restored history", async || {
+        let got = [
+            ofrep(&proxy, "kept-a").await.0,
+            ofrep(&proxy, "new-f").await.0,
+            ofrep(&proxy, "lost-c").await.0,
+            ofrep(&proxy, "lost-d").await.0,
+        ];
+        if got == [200, 200, 404, 404] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    assert_eq!(debug_snapshot(&proxy).await["revision"], 4);
     assert_eq!(proxy.process.terminate(15), Some(0));
     assert_eq!(control.process.terminate(20), Some(0));
 }

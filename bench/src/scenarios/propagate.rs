@@ -496,6 +496,7 @@ fn apply_us(flags: usize) -> anyhow::Result<f64> {
     cell.publish(Snapshot::new(ENV, 1, compile(&document)?, source()));
     let mut held = Held {
         revision: 1,
+        incarnation: String::new(),
         document,
     };
     let rounds: u32 = 200;

@@ -24,6 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
             delete_environment
         ))
         .routes(routes!(promote))
+        .routes(routes!(rotate_incarnation))
 }
 
 /// Body of `POST /environments`.
@@ -183,6 +184,29 @@ async fn delete_environment(
         .delete_environment(&caller.actor(), &env, q.force)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Give the environment a new incarnation (after a restore from a backup or a database failover):
+/// revision, flags and history stay; every sidecar takes a Full on its next (re)connection or at
+/// once if connected, since the incarnation it holds no longer matches. Tokens limited to the
+/// environment keep working.
+#[utoipa::path(post, path = "/api/v1/environments/{env}/incarnation", tag = "environments",
+    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
+    responses((status = 200, description = "The environment with its new incarnation", body = Environment),
+               (status = 404, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem)))]
+async fn rotate_incarnation(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(env): Path<String>,
+) -> Result<axum::Json<Environment>, Problem> {
+    caller.require(Permission::Admin, Some(&env))?;
+    Ok(axum::Json(
+        state
+            .store
+            .rotate_incarnation(&caller.actor(), &env)
+            .await?,
+    ))
 }
 
 /// Copy this environment's whole flag set onto another, atomically (one revision of the target).

@@ -59,8 +59,9 @@ async fn get_bootstrap(
     caller.require(Permission::Read, Some(&env))?;
     let (environment, doc) = state.store.export(&env).await?;
     let revision = environment.revision;
-    let body = vexil_proto::snapshot_file::encode(
+    let body = vexil_proto::snapshot_file::encode_incarnation(
         &env,
+        &environment.incarnation,
         revision,
         &doc.to_string(),
         vexil_proto::snapshot_file::now_ms(),

@@ -15,7 +15,7 @@ impl Store {
         // One transaction so the document and the revision agree.
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "SELECT id, key, name, revision, metadata, created_at, updated_at \
+            "SELECT id, key, name, revision, incarnation, metadata, created_at, updated_at \
              FROM environments WHERE key = $1",
         )
         .bind(env)

@@ -235,16 +235,30 @@ pub struct Store {
     options: StoreOptions,
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
-const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "incarnation",
+        include_str!("../../migrations/sqlite/0002_incarnation.sql"),
+    ),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "incarnation",
+        include_str!("../../migrations/postgres/0002_incarnation.sql"),
+    ),
+];
 
 impl Store {
     /// Connects to `url` (`sqlite://path`, `postgres://...`) with the default [`StoreOptions`] and
@@ -347,7 +361,8 @@ impl Store {
             .await
             .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))));
         let _ = sqlx::Connection::close(conn).await;
-        migrated
+        migrated?;
+        self.bind_token_incarnations().await
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`,
@@ -395,7 +410,7 @@ impl Store {
     /// Every environment, by key.
     pub async fn list_environments(&self) -> StoreResult<Vec<Environment>> {
         let rows = sqlx::query(
-            "SELECT key, name, revision, metadata, created_at, updated_at \
+            "SELECT key, name, revision, incarnation, metadata, created_at, updated_at \
              FROM environments ORDER BY key",
         )
         .fetch_all(&self.pool)
@@ -408,7 +423,9 @@ impl Store {
         find_environment(&mut *self.pool.acquire().await?, key).await
     }
 
-    /// Creates an environment at revision 0.
+    /// Creates an environment at revision 0, with a new incarnation (also when an environment of
+    /// the same key existed before: its revisions, tokens and sidecars' snapshots are not this
+    /// one's).
     pub async fn create_environment(
         &self,
         actor: &Actor,
@@ -427,12 +444,13 @@ impl Store {
             )));
         }
         let row = sqlx::query(
-            "INSERT INTO environments (key, name, revision, metadata, created_at, updated_at) \
-             VALUES ($1, $2, 0, '{}', $3, $4) \
-             RETURNING key, name, revision, metadata, created_at, updated_at",
+            "INSERT INTO environments (key, name, revision, incarnation, metadata, created_at, updated_at) \
+             VALUES ($1, $2, 0, $3, '{}', $4, $5) \
+             RETURNING key, name, revision, incarnation, metadata, created_at, updated_at",
         )
         .bind(key)
         .bind(name)
+        .bind(new_incarnation())
         .bind(now)
         .bind(now)
         .fetch_one(&mut *tx)
@@ -463,7 +481,7 @@ impl Store {
         let before = find_environment(&mut tx, key).await?;
         let row = sqlx::query(
             "UPDATE environments SET name = $1, updated_at = $2 WHERE key = $3 \
-             RETURNING key, name, revision, metadata, created_at, updated_at",
+             RETURNING key, name, revision, incarnation, metadata, created_at, updated_at",
         )
         .bind(name)
         .bind(now_millis())
@@ -475,6 +493,57 @@ impl Store {
             &mut tx,
             actor,
             "environment.update",
+            Some(key),
+            None,
+            to_value(&before),
+            to_value(&env),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(env)
+    }
+
+    /// Gives environment `key` a new incarnation, keeping its revision, flags and history: after a
+    /// restore from a backup or a failover to a replica that lost commits, the revision numbers
+    /// sidecars hold may name other contents than the store's, so every sidecar is made to take a
+    /// Full (its incarnation no longer matches). Tokens limited to the environment move to the new
+    /// incarnation with it (they were given this environment, not a deleted one).
+    pub async fn rotate_incarnation(&self, actor: &Actor, key: &str) -> StoreResult<Environment> {
+        let mut tx = self.begin_write().await?;
+        let before = find_environment(&mut tx, key).await?;
+        let incarnation = new_incarnation();
+        let row = sqlx::query(
+            "UPDATE environments SET incarnation = $1, updated_at = $2 WHERE key = $3 \
+             RETURNING key, name, revision, incarnation, metadata, created_at, updated_at",
+        )
+        .bind(&incarnation)
+        .bind(now_millis())
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        let env = environment_from_row(&row)?;
+        let tokens = sqlx::query("SELECT id, incarnations FROM tokens WHERE incarnations LIKE $1")
+            .bind(format!("%{}%", before.incarnation))
+            .fetch_all(&mut *tx)
+            .await?;
+        for token in tokens {
+            let id: i64 = token.try_get("id")?;
+            let mut map: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&token.try_get::<String, _>("incarnations")?)
+                    .map_err(|_| corrupt("tokens.incarnations"))?;
+            if map.get(key) == Some(&before.incarnation) {
+                map.insert(key.to_string(), incarnation.clone());
+                sqlx::query("UPDATE tokens SET incarnations = $1 WHERE id = $2")
+                    .bind(serde_json::json!(map).to_string())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        audit(
+            &mut tx,
+            actor,
+            "environment.incarnation",
             Some(key),
             None,
             to_value(&before),
@@ -497,7 +566,7 @@ impl Store {
         // commits before the flags are counted, or waits and then finds no environment.
         let row = sqlx::query(
             "UPDATE environments SET updated_at = updated_at WHERE key = $1 \
-             RETURNING id, key, name, revision, metadata, created_at, updated_at",
+             RETURNING id, key, name, revision, incarnation, metadata, created_at, updated_at",
         )
         .bind(key)
         .fetch_optional(&mut *tx)
@@ -546,12 +615,27 @@ impl Store {
         revision: i64,
         limit: i64,
     ) -> StoreResult<Vec<Change>> {
+        self.changes_in(environment, None, revision, limit).await
+    }
+
+    /// [`Store::changes_since`] of the incarnation `incarnation` of `environment` only: none when
+    /// the environment has another incarnation now (it was created again), so deltas of one
+    /// incarnation are never read as the continuation of another's revisions.
+    pub async fn changes_in(
+        &self,
+        environment: &str,
+        incarnation: Option<&str>,
+        revision: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Change>> {
         let rows = sqlx::query(
             "SELECT c.revision, c.kind, c.key, c.definition FROM changes c \
              JOIN environments e ON e.id = c.environment_id \
-             WHERE e.key = $1 AND c.revision > $2 ORDER BY c.revision LIMIT $3",
+             WHERE e.key = $1 AND ($2 IS NULL OR e.incarnation = $2) AND c.revision > $3 \
+             ORDER BY c.revision LIMIT $4",
         )
         .bind(environment)
+        .bind(incarnation.map(str::to_string))
         .bind(revision)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -690,7 +774,7 @@ pub(crate) async fn find_environment(
     key: &str,
 ) -> StoreResult<Environment> {
     let row = sqlx::query(
-        "SELECT key, name, revision, metadata, created_at, updated_at \
+        "SELECT key, name, revision, incarnation, metadata, created_at, updated_at \
          FROM environments WHERE key = $1",
     )
     .bind(key)
@@ -705,10 +789,16 @@ pub(crate) fn environment_from_row(r: &AnyRow) -> StoreResult<Environment> {
         key: r.try_get("key")?,
         name: r.try_get("name")?,
         revision: r.try_get("revision")?,
+        incarnation: r.try_get("incarnation")?,
         metadata: json_opt(Some(r.try_get("metadata")?))?.unwrap_or(Value::Null),
         created_at: rfc3339(r.try_get("created_at")?),
         updated_at: rfc3339(r.try_get("updated_at")?),
     })
+}
+
+/// A new incarnation id: 128 random bits, 32 lowercase hex digits.
+pub(crate) fn new_incarnation() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 pub(crate) fn not_found_env(key: &str) -> StoreError {

@@ -4,7 +4,9 @@ use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Actor, Store, StoreError, StoreResult, audit, to_value};
+use std::collections::BTreeMap;
+
+use super::{Actor, Store, StoreError, StoreResult, audit, find_environment, to_value};
 use crate::model::{Millis, Role, TokenRecord, now_millis, rfc3339};
 
 fn token_from_row(r: &AnyRow) -> StoreResult<TokenRecord> {
@@ -18,6 +20,8 @@ fn token_from_row(r: &AnyRow) -> StoreResult<TokenRecord> {
         environments: serde_json::from_str(&envs)
             .map_err(|_| super::corrupt("tokens.environments"))?,
         created_at: rfc3339(r.try_get("created_at")?),
+        incarnations: serde_json::from_str(&r.try_get::<String, _>("incarnations")?)
+            .map_err(|_| super::corrupt("tokens.incarnations"))?,
         last_used_at: r.try_get::<Option<i64>, _>("last_used_at")?.map(rfc3339),
         revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(rfc3339),
     })
@@ -34,14 +38,23 @@ impl Store {
         hash: &str,
     ) -> StoreResult<TokenRecord> {
         let mut tx = self.begin_write().await?;
+        let mut incarnations = BTreeMap::new();
+        for env in environments {
+            incarnations.insert(
+                env.clone(),
+                find_environment(&mut tx, env).await?.incarnation,
+            );
+        }
         let row = sqlx::query(
-            "INSERT INTO tokens (name, hash, role, environments, created_at) VALUES ($1, $2, $3, $4, $5) \
-             RETURNING id, name, hash, role, environments, created_at, last_used_at, revoked_at",
+            "INSERT INTO tokens (name, hash, role, environments, incarnations, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             RETURNING id, name, hash, role, environments, incarnations, created_at, last_used_at, revoked_at",
         )
         .bind(name)
         .bind(hash)
         .bind(role.as_str())
         .bind(json!(environments).to_string())
+        .bind(json!(incarnations).to_string())
         .bind(now_millis())
         .fetch_one(&mut *tx)
         .await?;
@@ -66,7 +79,7 @@ impl Store {
 
     /// Every token (never the secrets), newest first.
     pub async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-        let sql = "SELECT id, name, hash, role, environments, created_at, last_used_at, revoked_at \
+        let sql = "SELECT id, name, hash, role, environments, incarnations, created_at, last_used_at, revoked_at \
                    FROM tokens ORDER BY id DESC";
         let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
         rows.iter().map(token_from_row).collect()
@@ -83,7 +96,7 @@ impl Store {
     /// The token whose secret hashes to `hash`.
     pub async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
         sqlx::query(
-            "SELECT id, name, hash, role, environments, created_at, last_used_at, revoked_at \
+            "SELECT id, name, hash, role, environments, incarnations, created_at, last_used_at, revoked_at \
              FROM tokens WHERE hash = $1",
         )
         .bind(hash)
@@ -92,6 +105,56 @@ impl Store {
         .as_ref()
         .map(token_from_row)
         .transpose()
+    }
+
+    /// Of the environments a token was limited to, those that still have the incarnation they had
+    /// when it was created (a deleted one, or one created again under the same key, drops out).
+    pub async fn live_environments(&self, token: &TokenRecord) -> StoreResult<Vec<String>> {
+        let mut live = Vec::new();
+        let mut conn = self.pool.acquire().await?;
+        for env in &token.environments {
+            let current = sqlx::query("SELECT incarnation FROM environments WHERE key = $1")
+                .bind(env)
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|r| r.try_get::<String, _>("incarnation"))
+                .transpose()?;
+            if current.is_some() && current.as_ref() == token.incarnations.get(env) {
+                live.push(env.clone());
+            }
+        }
+        Ok(live)
+    }
+
+    /// Tokens limited to environments but created before incarnations existed (migration 2) are
+    /// bound to the environments' incarnations of now, once, when the store opens.
+    pub(super) async fn bind_token_incarnations(&self) -> StoreResult<()> {
+        let rows = sqlx::query(
+            "SELECT id, environments FROM tokens WHERE incarnations = '{}' AND environments <> '[]'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let envs: Vec<String> =
+                serde_json::from_str(&row.try_get::<String, _>("environments")?)
+                    .map_err(|_| super::corrupt("tokens.environments"))?;
+            let mut incarnations = BTreeMap::new();
+            let mut conn = self.pool.acquire().await?;
+            for env in envs {
+                if let Ok(e) = find_environment(&mut conn, &env).await {
+                    incarnations.insert(env, e.incarnation);
+                }
+            }
+            sqlx::query(
+                "UPDATE tokens SET incarnations = $1 WHERE id = $2 AND incarnations = '{}'",
+            )
+            .bind(json!(incarnations).to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Records that token `id` was used at `at`.
@@ -113,7 +176,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
-             RETURNING id, name, hash, role, environments, created_at, last_used_at, revoked_at",
+             RETURNING id, name, hash, role, environments, incarnations, created_at, last_used_at, revoked_at",
         )
         .bind(now_millis())
         .bind(id)

@@ -33,6 +33,8 @@ pub enum Update {
         frame: Bytes,
         /// `delta` or `full` (for metrics).
         kind: &'static str,
+        /// The environment incarnation the revisions belong to.
+        incarnation: Arc<str>,
     },
     /// The environment was deleted: sessions end with `UNKNOWN_ENVIRONMENT`.
     Gone,
@@ -46,23 +48,70 @@ pub struct Feed {
     pub head: Arc<AtomicI64>,
     updates: broadcast::Sender<Arc<Update>>,
     wake: Notify,
-    /// The latest encoded `Full` frame and its revision, so a burst of (re)connecting sidecars
-    /// costs one export, not one each.
-    full: tokio::sync::Mutex<Option<(i64, Bytes)>>,
+    /// The environment incarnation whose revisions the feed follows; when the store names
+    /// another (the environment was created again, or rotated), the feed restates everything.
+    incarnation: std::sync::Mutex<Arc<str>>,
+    /// The latest encoded `Full` frame, its revision and incarnation, so a burst of (re)connecting
+    /// sidecars costs one export, not one each.
+    full: tokio::sync::Mutex<Option<(i64, Arc<str>, Bytes)>>,
+    /// Control's digest of the document at one revision of one incarnation, computed once for
+    /// every sidecar acknowledging it.
+    digest: tokio::sync::Mutex<Option<(i64, Arc<str>, String)>>,
     codec: FrameCodec,
 }
 
 impl Feed {
-    /// A feed for `environment`, starting at `head` (its revision now).
-    pub fn new(environment: &str, head: i64, codec: FrameCodec) -> Feed {
+    /// A feed for `environment`, starting at `head` (its revision now) of `incarnation`.
+    pub fn new(environment: &str, head: i64, incarnation: &str, codec: FrameCodec) -> Feed {
         Feed {
             environment: environment.to_string(),
             head: Arc::new(AtomicI64::new(head)),
             updates: broadcast::channel(1024).0,
             wake: Notify::new(),
+            incarnation: std::sync::Mutex::new(Arc::from(incarnation)),
             full: tokio::sync::Mutex::new(None),
+            digest: tokio::sync::Mutex::new(None),
             codec,
         }
+    }
+
+    /// The incarnation the feed follows.
+    pub fn incarnation(&self) -> Arc<str> {
+        self.incarnation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_incarnation(&self, incarnation: &str) {
+        let mut current = self.incarnation.lock().unwrap_or_else(|e| e.into_inner());
+        if &**current != incarnation {
+            *current = Arc::from(incarnation);
+        }
+    }
+
+    /// Control's digest (`vexil_proto::digest`) of the document at `revision` of `incarnation`, when
+    /// that is still the environment's current state (else `None`: it cannot be checked any more).
+    pub async fn digest_at(
+        &self,
+        store: &Store,
+        revision: i64,
+        incarnation: &str,
+    ) -> Result<Option<String>, SyncError> {
+        let mut cache = self.digest.lock().await;
+        if let Some((rev, inc, digest)) = cache.as_ref()
+            && *rev == revision
+            && &**inc == incarnation
+        {
+            return Ok(Some(digest.clone()));
+        }
+        let (env, doc) = store.export(&self.environment).await?;
+        if env.revision != revision || env.incarnation != incarnation {
+            return Ok(None);
+        }
+        let digest = vexil_proto::digest::document_digest(&doc);
+        *cache = Some((revision, Arc::from(incarnation), digest.clone()));
+        Ok(Some(digest))
     }
 
     /// Updates from now on. Subscribe *before* reading the store to catch up, so nothing committed
@@ -83,18 +132,32 @@ impl Feed {
         }
     }
 
-    /// The encoded `Full` frame of the environment at its latest revision, with that revision.
-    pub async fn full_frame(&self, store: &Store) -> Result<(i64, Bytes), SyncError> {
+    /// The encoded `Full` frame of the environment at its latest revision, with that revision and
+    /// its incarnation. The cached frame serves only while it is of the incarnation the feed
+    /// follows and not behind its head.
+    ///
+    /// `current` is the incarnation the caller just read from the store, if it did: a cached frame
+    /// of another one is not used even before the feed's next poll has noticed the change.
+    pub async fn full_frame(
+        &self,
+        store: &Store,
+        current: Option<&str>,
+    ) -> Result<(i64, Arc<str>, Bytes), SyncError> {
         let mut cache = self.full.lock().await;
-        if let Some((rev, bytes)) = cache.as_ref()
+        let wanted = current.map_or_else(|| self.incarnation(), Arc::from);
+        if let Some((rev, inc, bytes)) = cache.as_ref()
             && *rev >= self.head.load(Ordering::SeqCst)
+            && *inc == wanted
         {
-            return Ok((*rev, bytes.clone()));
+            return Ok((*rev, inc.clone(), bytes.clone()));
         }
         let (env, doc) = store.export(&self.environment).await?;
-        let bytes = self.codec.encode_frame(&frames::full(env.revision, &doc))?;
-        *cache = Some((env.revision, bytes.clone()));
-        Ok((env.revision, bytes))
+        let bytes = self
+            .codec
+            .encode_frame(&frames::full(env.revision, &env.incarnation, &doc))?;
+        let inc: Arc<str> = Arc::from(env.incarnation.as_str());
+        *cache = Some((env.revision, inc.clone(), bytes.clone()));
+        Ok((env.revision, inc, bytes))
     }
 
     /// Drives the feed until `cancel`: reads and broadcasts new revisions when woken and every
@@ -133,10 +196,12 @@ impl Feed {
 
     /// The periodic check: the environment's revision, then the change log when it moved.
     async fn poll(&self, store: &Store) -> Result<(), SyncError> {
-        let current = store.get_environment(&self.environment).await?.revision;
+        let env = store.get_environment(&self.environment).await?;
+        let current = env.revision;
         let head = self.head.load(Ordering::SeqCst);
-        if current < head {
-            // Deleted and created again: its revisions started over. Everyone gets a full set.
+        if env.incarnation != *self.incarnation() || current < head {
+            // Created again (or rotated after a restore): its revisions are not the ones the feed
+            // followed, whatever their numbers. Everyone gets a full set.
             return self.broadcast_full(store).await;
         }
         if current > head {
@@ -149,7 +214,11 @@ impl Feed {
     async fn advance(&self, store: &Store) -> Result<(), SyncError> {
         loop {
             let head = self.head.load(Ordering::SeqCst);
-            let changes = store.changes_since(&self.environment, head, BATCH).await?;
+            let incarnation = self.incarnation();
+            // Only this incarnation's changes: another's are found by the poll, which restates.
+            let changes = store
+                .changes_in(&self.environment, Some(&incarnation), head, BATCH)
+                .await?;
             let Some(first) = changes.first() else {
                 return Ok(());
             };
@@ -159,7 +228,7 @@ impl Feed {
             }
             let mut from = head;
             for change in &changes {
-                let frame = frames::for_change(from, change);
+                let frame = frames::for_change(from, &incarnation, change);
                 let kind = if frames::is_full(&frame) {
                     "full"
                 } else {
@@ -170,6 +239,7 @@ impl Feed {
                     change.revision,
                     self.codec.encode_frame(&frame)?,
                     kind,
+                    incarnation.clone(),
                 );
                 from = change.revision;
             }
@@ -183,20 +253,22 @@ impl Feed {
         let from = self.head.load(Ordering::SeqCst);
         // Invalidate the cache: its revision may be from the old incarnation.
         *self.full.lock().await = None;
-        let (to, frame) = self.full_frame(store).await?;
-        self.publish(from, to, frame, "full");
+        let (to, incarnation, frame) = self.full_frame(store, None).await?;
+        self.set_incarnation(&incarnation);
+        self.publish(from, to, frame, "full", incarnation);
         Ok(())
     }
 
     /// Moves the head, then broadcasts: a session that reads the head after subscribing either
     /// sees the new head or receives the update.
-    fn publish(&self, from: i64, to: i64, frame: Bytes, kind: &'static str) {
+    fn publish(&self, from: i64, to: i64, frame: Bytes, kind: &'static str, incarnation: Arc<str>) {
         self.head.store(to, Ordering::SeqCst);
         let _ = self.updates.send(Arc::new(Update::Frame {
             from,
             to,
             frame,
             kind,
+            incarnation,
         }));
     }
 }

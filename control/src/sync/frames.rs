@@ -5,19 +5,20 @@ use vexil_proto::sync::v1::{Delta, Entry, Full, ServerFrame, server_frame::Kind}
 
 use crate::model::{Change, ChangeKind};
 
-/// A `Full` frame: the whole flag set at `revision`.
-pub fn full(revision: i64, document: &Value) -> ServerFrame {
+/// A `Full` frame: the whole flag set at `revision` of incarnation `incarnation`.
+pub fn full(revision: i64, incarnation: &str, document: &Value) -> ServerFrame {
     ServerFrame {
         kind: Some(Kind::Full(Full {
             revision,
             flag_set: document.to_string(),
+            incarnation: incarnation.to_string(),
         })),
     }
 }
 
 /// The frame that takes a sidecar from `from` to `change.revision`: a `Delta` for a flag or
 /// evaluator change, a `Full` for a whole-set change (import, promotion, metadata).
-pub fn for_change(from: i64, change: &Change) -> ServerFrame {
+pub fn for_change(from: i64, incarnation: &str, change: &Change) -> ServerFrame {
     let key = change.key.clone().unwrap_or_default();
     let upsert = change.definition.as_ref().map(|d| Entry {
         key: key.clone(),
@@ -33,6 +34,7 @@ pub fn for_change(from: i64, change: &Change) -> ServerFrame {
             let empty = Value::Object(Default::default());
             return full(
                 change.revision,
+                incarnation,
                 change.definition.as_ref().unwrap_or(&empty),
             );
         }
@@ -73,6 +75,7 @@ mod tests {
     fn flag_and_evaluator_changes_are_deltas() {
         let f = for_change(
             7,
+            "i1",
             &change(ChangeKind::Flag, Some("a"), Some(json!({"x": 1}))),
         );
         let Some(Kind::Delta(d)) = f.kind else {
@@ -80,7 +83,7 @@ mod tests {
         };
         assert_eq!((d.from, d.to), (7, 8));
         assert_eq!(d.flag_upserts[0].definition, r#"{"x":1}"#);
-        let f = for_change(7, &change(ChangeKind::Evaluator, Some("seg"), None));
+        let f = for_change(7, "i1", &change(ChangeKind::Evaluator, Some("seg"), None));
         let Some(Kind::Delta(d)) = f.kind else {
             panic!("{f:?}")
         };
@@ -91,7 +94,7 @@ mod tests {
     #[test]
     fn a_whole_set_change_is_a_full_snapshot() {
         let doc = json!({"flags": {}});
-        let f = for_change(7, &change(ChangeKind::FlagSet, None, Some(doc)));
+        let f = for_change(7, "i1", &change(ChangeKind::FlagSet, None, Some(doc)));
         let Some(Kind::Full(full)) = f.kind else {
             panic!("{f:?}")
         };
@@ -99,5 +102,6 @@ mod tests {
             (full.revision, full.flag_set.as_str()),
             (8, r#"{"flags":{}}"#)
         );
+        assert_eq!(full.incarnation, "i1");
     }
 }

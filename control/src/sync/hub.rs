@@ -152,12 +152,18 @@ impl Hub {
         self: &Arc<Self>,
         environment: &str,
         head: i64,
+        incarnation: &str,
     ) -> (Arc<Feed>, broadcast::Receiver<Arc<Update>>) {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(feed) = feeds.get(environment) {
             return (feed.clone(), feed.subscribe());
         }
-        let feed = Arc::new(Feed::new(environment, head, self.settings.frames));
+        let feed = Arc::new(Feed::new(
+            environment,
+            head,
+            incarnation,
+            self.settings.frames,
+        ));
         let rx = feed.subscribe();
         feeds.insert(environment.to_string(), feed.clone());
         drop(feeds);

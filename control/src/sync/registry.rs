@@ -35,12 +35,32 @@ pub struct SidecarEntry {
     pub acked: AtomicI64,
     /// The environment's latest revision known to this replica (shared with its feed).
     pub head: Arc<AtomicI64>,
+    /// The digest of the latest acknowledged document that carried one: its revision, the digest,
+    /// and whether it matched control's document at that revision (`None`: not checked, e.g. the
+    /// environment moved on before it could be).
+    pub digest: Mutex<Option<AckedDigest>>,
+}
+
+/// A digest a sidecar acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckedDigest {
+    /// The revision acknowledged.
+    pub revision: i64,
+    /// `sha256:<hex>` of the document it holds.
+    pub digest: String,
+    /// Whether it equals control's digest of that revision.
+    pub matches: Option<bool>,
 }
 
 impl SidecarEntry {
     /// Records an acknowledgement; acks never move backwards.
     pub fn ack(&self, revision: i64) {
         self.acked.fetch_max(revision, Ordering::Relaxed);
+    }
+
+    /// Records the digest of an acknowledged document.
+    pub fn acked_digest(&self, digest: AckedDigest) {
+        *self.digest.lock().unwrap_or_else(|e| e.into_inner()) = Some(digest);
     }
 
     /// Revisions the sidecar is behind this replica's view of its environment.
@@ -72,6 +92,14 @@ pub struct SidecarInfo {
     pub connected_since: String,
     /// Its software version.
     pub version: String,
+    /// Digest (`sha256:<hex>`) of the document it last acknowledged with one, if any.
+    pub digest: Option<String>,
+    /// The revision that digest is of.
+    pub digest_revision: Option<i64>,
+    /// Whether that digest equals control's document at that revision: `false` is a sidecar
+    /// holding the right revision number with the wrong content (it is sent a Full); absent when
+    /// not checked.
+    pub digest_matches: Option<bool>,
 }
 
 /// Per-environment aggregates for metrics.
@@ -116,6 +144,7 @@ impl Sidecars {
             sent: AtomicI64::new(0),
             acked: AtomicI64::new(0),
             head,
+            digest: Mutex::new(None),
         });
         self.lock().insert(session, entry.clone());
         Registration {
@@ -167,6 +196,7 @@ impl Sidecars {
 }
 
 fn info(e: &SidecarEntry) -> SidecarInfo {
+    let digest = e.digest.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let acked = e.acked.load(Ordering::Relaxed);
     let current = e.head.load(Ordering::Relaxed).max(acked);
     SidecarInfo {
@@ -180,6 +210,9 @@ fn info(e: &SidecarEntry) -> SidecarInfo {
         address: e.address.to_string(),
         connected_since: rfc3339(e.connected_since),
         version: e.version.clone(),
+        digest_revision: digest.as_ref().map(|d| d.revision),
+        digest_matches: digest.as_ref().and_then(|d| d.matches),
+        digest: digest.map(|d| d.digest),
     }
 }
 

@@ -19,7 +19,7 @@ use vexil_proto::sync::v1::{
 use super::feed::{Feed, Update};
 use super::frames;
 use super::hub::{Hub, Refusal};
-use super::registry::SidecarEntry;
+use super::registry::{AckedDigest, SidecarEntry};
 
 type Frames = FramedRead<quinn::RecvStream, MessageCodec<ClientFrame>>;
 
@@ -61,6 +61,8 @@ pub async fn serve_connection(hub: Arc<Hub>, incoming: quinn::Incoming) {
         send,
         codec: hub.settings().frames,
         sent: 0,
+        incarnation: Arc::from(""),
+        repaired: false,
         last_write: Instant::now(),
     };
     let mut frames = FramedRead::new(recv, MessageCodec::<ClientFrame>::new(codec));
@@ -112,6 +114,11 @@ struct Session {
     codec: FrameCodec,
     /// Latest revision written on the stream.
     sent: i64,
+    /// The environment incarnation `sent` counts in: the sidecar's (from its `Subscribe`) until a
+    /// Full of the current one is written.
+    incarnation: Arc<str>,
+    /// A Full was sent to repair a digest mismatch (once per stream: never a loop).
+    repaired: bool,
     last_write: Instant,
 }
 
@@ -122,15 +129,15 @@ impl Session {
         self.hub
             .authorize_from(Some(remote.ip()), &subscribe.token, env)
             .await?;
-        let current = match self.hub.store().get_environment(env).await {
-            Ok(e) => e.revision,
+        let (current, incarnation) = match self.hub.store().get_environment(env).await {
+            Ok(e) => (e.revision, e.incarnation),
             Err(crate::store::StoreError::NotFound(_)) => {
                 return Err(Refusal::UnknownEnvironment.into());
             }
             Err(e) => return Err(Refusal::Internal(e.to_string()).into()),
         };
         // Subscribe to the feed before catching up from the store: nothing falls in between.
-        let (feed, mut updates) = self.hub.follow(env, current);
+        let (feed, mut updates) = self.hub.follow(env, current, &incarnation);
         let registration = self.hub.sidecars().register(
             &subscribe.client_id,
             &subscribe.version,
@@ -140,16 +147,19 @@ impl Session {
         );
         let entry = registration.entry();
         tracing::info!(%remote, client_id = %subscribe.client_id, environment = env,
-            last_revision = subscribe.last_revision, revision = current, "sidecar subscribed");
+            last_revision = subscribe.last_revision, held_incarnation = %subscribe.incarnation,
+            revision = current, %incarnation, "sidecar subscribed");
         self.write_message(&ServerFrame {
             kind: Some(Kind::Welcome(Welcome {
                 server_id: self.hub.settings().server_id.clone(),
                 revision: current,
                 heartbeat_ms: self.hub.settings().heartbeat.as_millis() as u32,
+                incarnation: incarnation.clone(),
             })),
         })
         .await?;
         self.sent = subscribe.last_revision;
+        self.incarnation = Arc::from(subscribe.incarnation.as_str());
         self.catch_up(&feed).await?;
         entry.sent.store(self.sent, Ordering::Relaxed);
         self.stream(frames, &feed, &mut updates, entry, &subscribe)
@@ -184,37 +194,47 @@ impl Session {
     }
 
     /// Brings the sidecar from `self.sent` to the environment's current revision: the deltas from
-    /// the change log when they line up and are not too many, else one `Full`.
+    /// the change log when they line up, are of the incarnation the sidecar holds and are not too
+    /// many, else one `Full`. A sidecar holding another incarnation (the environment was deleted
+    /// and created again, or restored and rotated), or one it cannot name, always gets a Full: its
+    /// revision number counts another history.
     async fn catch_up(&mut self, feed: &Feed) -> Result<(), Ended> {
         let store = self.hub.store().clone();
-        let current = store
+        let env = store
             .get_environment(&feed.environment)
             .await
-            .map_err(super::feed::SyncError::from)?
-            .revision;
+            .map_err(super::feed::SyncError::from)?;
+        let current = env.revision;
+        let same = *self.incarnation == *env.incarnation;
         // Revision 0 held means nothing held: a never-written environment (revision 0) still gets
         // its (empty) flag set as a Full, so the sidecar has a valid snapshot to serve.
-        if self.sent == current && current > 0 {
+        if same && self.sent == current && current > 0 {
             return Ok(());
         }
         let max = self.hub.settings().max_catch_up;
-        if self.sent > 0 && self.sent < current && current - self.sent <= max {
+        if same && self.sent > 0 && self.sent < current && current - self.sent <= max {
             let changes = store
-                .changes_since(&feed.environment, self.sent, max)
+                .changes_in(&feed.environment, Some(&env.incarnation), self.sent, max)
                 .await
                 .map_err(super::feed::SyncError::from)?;
             if changes.first().is_some_and(|c| c.revision == self.sent + 1) {
                 for change in &changes {
-                    let frame = frames::for_change(self.sent, change);
+                    let frame = frames::for_change(self.sent, &env.incarnation, change);
                     self.write_message(&frame).await?;
                     self.sent = change.revision;
                 }
                 return Ok(());
             }
         }
-        let (revision, frame) = feed.full_frame(&store).await?;
+        self.send_full(feed, Some(&env.incarnation)).await
+    }
+
+    /// Writes the environment's current Full; the sidecar holds its incarnation from then on.
+    async fn send_full(&mut self, feed: &Feed, current: Option<&str>) -> Result<(), Ended> {
+        let (revision, incarnation, frame) = feed.full_frame(self.hub.store(), current).await?;
         self.write_bytes(frame, "full").await?;
         self.sent = revision;
+        self.incarnation = incarnation;
         Ok(())
     }
 
@@ -290,20 +310,60 @@ impl Session {
                     .into());
                 }
                 entry.ack(ack.revision);
+                if !ack.digest.is_empty() {
+                    self.check_digest(feed, entry, ack.revision, ack.digest)
+                        .await?;
+                }
                 Ok(())
             }
             Some(client_frame::Kind::Resync(r)) => {
                 tracing::info!(environment = %feed.environment, reason = %r.reason, "sidecar asked for a full snapshot");
-                let (revision, frame) = feed.full_frame(self.hub.store()).await?;
-                self.write_bytes(frame, "full").await?;
-                self.sent = revision;
-                Ok(())
+                self.send_full(feed, None).await
             }
             Some(client_frame::Kind::Subscribe(_)) => {
                 Err(Refusal::Malformed("Subscribe sent twice".into()).into())
             }
             None => Err(Refusal::Malformed("a ClientFrame without a message".into()).into()),
         }
+    }
+
+    /// Compares an acknowledged digest with control's document at that revision: a mismatch (the
+    /// right revision number, other content) is counted, shown in `/api/v1/sidecars`, and answered
+    /// with a Full, once per stream.
+    async fn check_digest(
+        &mut self,
+        feed: &Feed,
+        entry: &SidecarEntry,
+        revision: i64,
+        digest: String,
+    ) -> Result<(), Ended> {
+        let expected = match feed
+            .digest_at(self.hub.store(), revision, &self.incarnation)
+            .await
+        {
+            Ok(expected) => expected,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not compute the document digest; not checked");
+                None
+            }
+        };
+        let matches = expected.as_ref().map(|e| *e == digest);
+        entry.acked_digest(AckedDigest {
+            revision,
+            digest: digest.clone(),
+            matches,
+        });
+        if matches == Some(false) {
+            self.hub.metrics().sync_digest_mismatch();
+            tracing::warn!(environment = %feed.environment, client_id = %entry.client_id, revision,
+                sidecar = %digest, control = ?expected, repairing = !self.repaired,
+                "a sidecar holds the acknowledged revision with other content");
+            if !self.repaired {
+                self.repaired = true;
+                self.send_full(feed, None).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn on_update(&mut self, update: &Update, feed: &Feed) -> Result<(), Ended> {
@@ -314,12 +374,20 @@ impl Session {
                 to,
                 frame,
                 kind,
+                incarnation,
             } => {
-                if *from == self.sent {
+                let same = **incarnation == *self.incarnation;
+                if *kind == "full" && (!same || *to > self.sent) {
+                    // A whole set replaces anything, of any incarnation.
+                    self.write_bytes(frame.clone(), kind).await?;
+                    self.sent = *to;
+                    self.incarnation = incarnation.clone();
+                    Ok(())
+                } else if same && *from == self.sent {
                     self.write_bytes(frame.clone(), kind).await?;
                     self.sent = *to;
                     Ok(())
-                } else if *to <= self.sent {
+                } else if same && *to <= self.sent {
                     // Already sent while catching up from the store.
                     Ok(())
                 } else {

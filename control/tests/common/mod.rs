@@ -741,6 +741,8 @@ pub async fn subscribe_stream(
             last_revision,
             client_id: "raw-test".into(),
             version: "0.0.0".into(),
+            // No incarnation: as a sidecar that holds nothing (or predates incarnations).
+            incarnation: String::new(),
         })),
     };
     send.write_all(

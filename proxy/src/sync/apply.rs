@@ -13,6 +13,8 @@ use vexil_proto::sync::v1::{Delta, Entry};
 pub struct Held {
     /// The revision.
     pub revision: i64,
+    /// The environment's incarnation the revision belongs to (empty: unknown).
+    pub incarnation: String,
     /// The flagd document (`flags`, `$evaluators`, `metadata`), always a JSON object.
     pub document: Value,
 }
@@ -173,6 +175,7 @@ mod tests {
     fn held() -> Held {
         Held {
             revision: 3,
+            incarnation: String::new(),
             document: parse_full(
                 r#"{"flags":{"a":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}}}"#,
             )
@@ -248,6 +251,7 @@ mod tests {
         let flag = |v: &str| json!({"state":"ENABLED","variants":{"v":v},"defaultVariant":"v"});
         let mut h = Held {
             revision: 3,
+            incarnation: String::new(),
             document: json!({"flags": {"a": flag("a"), "b": flag("b")}}),
         };
         let base = compile(&h.document).unwrap();

@@ -169,6 +169,7 @@ impl SyncClient {
                     "serving the persisted snapshot until control answers");
                 Some(Held {
                     revision: loaded.revision,
+                    incarnation: loaded.incarnation,
                     document: loaded.document,
                 })
             }
@@ -252,6 +253,8 @@ struct Stream {
     frames: Frames,
     /// The revision control said it had at Welcome: synced once we hold it.
     target: i64,
+    /// The environment's incarnation control named at Welcome (empty from an older control).
+    incarnation: String,
     heartbeat: Duration,
     /// A Resync was sent and no Full has arrived since.
     resync_pending: bool,
@@ -355,6 +358,7 @@ impl Runner {
             send,
             frames: FramedRead::new(recv, MessageCodec::<ServerFrame>::new(codec)),
             target: 0,
+            incarnation: String::new(),
             heartbeat: Duration::from_secs(5),
             resync_pending: false,
         };
@@ -364,6 +368,11 @@ impl Runner {
             last_revision: self.held.as_ref().map_or(0, |h| h.revision),
             client_id: config.client_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            incarnation: self
+                .held
+                .as_ref()
+                .map(|h| h.incarnation.clone())
+                .unwrap_or_default(),
         };
         send_frame(&mut stream, client_frame::Kind::Subscribe(subscribe)).await?;
         let first = timeout(limit, stream.frames.next())
@@ -374,11 +383,26 @@ impl Runner {
                 kind: Some(Kind::Welcome(w)),
             })) => {
                 stream.target = w.revision;
+                stream.incarnation = w.incarnation.clone();
                 stream.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms.max(100)));
                 tracing::info!(control = %self.current, server = %w.server_id, revision = w.revision,
                     "subscribed to control");
                 self.contact(|s| s.server_id = Some(w.server_id.clone()));
                 self.mark_synced_if_caught_up(&stream);
+                // Already at control's revision of the same incarnation: nothing will follow, so
+                // acknowledge what is held now, with its digest, for control to check the content
+                // (a snapshot restored or edited behind our back has the right number only).
+                if let Some(held) = &self.held
+                    && held.revision == w.revision
+                    && held.revision > 0
+                    && held.incarnation == w.incarnation
+                {
+                    let ack = Ack {
+                        revision: held.revision,
+                        digest: vexil_proto::digest::document_digest(&held.document),
+                    };
+                    send_frame(&mut stream, client_frame::Kind::Ack(ack)).await?;
+                }
                 Ok((conn, stream))
             }
             Some(Ok(ServerFrame {
@@ -419,19 +443,31 @@ impl Runner {
             match frame.kind {
                 Some(Kind::Full(full)) => {
                     stream.resync_pending = false;
+                    // The Full names its incarnation; one from an older control, the Welcome's.
+                    let incarnation = if full.incarnation.is_empty() {
+                        stream.incarnation.clone()
+                    } else {
+                        full.incarnation.clone()
+                    };
+                    stream.incarnation = incarnation.clone();
                     let applied = parse_full(&full.flag_set).and_then(|doc| {
                         // The very snapshot already served (a resync answered after the
                         // missing delta arrived, or a reconnect): acknowledge, do not reinstall.
-                        if let Some(held) = &self.held
+                        if let Some(held) = &mut self.held
                             && held.revision == full.revision
                             && held.document == doc
                         {
+                            if held.incarnation != incarnation {
+                                held.incarnation = incarnation;
+                                self.persist();
+                            }
                             return Ok(full.revision);
                         }
                         let flags = compile(&doc)?;
                         self.install(
                             Held {
                                 revision: full.revision,
+                                incarnation,
                                 document: doc,
                             },
                             flags,
@@ -446,6 +482,22 @@ impl Runner {
                             .await?;
                         continue;
                     };
+                    // Revisions of another incarnation of the environment (deleted and created
+                    // again, restored) are not ours: only a Full can replace what is held.
+                    if !held.incarnation.is_empty()
+                        && !stream.incarnation.is_empty()
+                        && held.incarnation != stream.incarnation
+                    {
+                        let reason = format!(
+                            "a delta of incarnation {} but the snapshot held is of {}",
+                            stream.incarnation, held.incarnation
+                        );
+                        self.held = Some(held);
+                        if !stream.resync_pending {
+                            self.resync(stream, &reason).await?;
+                        }
+                        continue;
+                    }
                     // The set compiled at the delta's base, when that is what is being served.
                     let base = self.cell.load().filter(|s| s.revision == delta.from);
                     let applied = match apply_delta(&mut held, &delta) {
@@ -487,7 +539,12 @@ impl Runner {
     ) -> Result<(), SessionError> {
         match applied {
             Ok(revision) => {
-                send_frame(stream, client_frame::Kind::Ack(Ack { revision })).await?;
+                let digest = self
+                    .held
+                    .as_ref()
+                    .map(|h| vexil_proto::digest::document_digest(&h.document))
+                    .unwrap_or_default();
+                send_frame(stream, client_frame::Kind::Ack(Ack { revision, digest })).await?;
                 self.mark_synced_if_caught_up(stream);
                 Ok(())
             }
@@ -526,13 +583,8 @@ impl Runner {
         let source = Source::Control(self.current.clone());
         self.cell
             .publish(Snapshot::new(&config.environment, revision, flags, source));
-        if let Some(dir) = &config.state_dir {
-            let text = held.document.to_string();
-            if let Err(e) = persist::save(dir, &config.environment, revision, &text) {
-                tracing::error!(error = %e, dir = %dir.display(), "could not persist the snapshot");
-            }
-        }
         self.held = Some(held);
+        self.persist();
         self.status.send_modify(|s| s.revision = revision);
         if let Some(f) = &config.on_frame {
             f(kind, revision);
@@ -541,6 +593,23 @@ impl Runner {
             f(revision);
         }
         Ok(revision)
+    }
+
+    /// Writes the held snapshot (with its incarnation) to the state directory, if there is one.
+    fn persist(&self) {
+        let config = &self.client.config;
+        if let (Some(dir), Some(held)) = (&config.state_dir, &self.held) {
+            let text = held.document.to_string();
+            if let Err(e) = persist::save_incarnation(
+                dir,
+                &config.environment,
+                &held.incarnation,
+                held.revision,
+                &text,
+            ) {
+                tracing::error!(error = %e, dir = %dir.display(), "could not persist the snapshot");
+            }
+        }
     }
 
     fn mark_synced_if_caught_up(&self, stream: &Stream) {

@@ -24,6 +24,8 @@ pub struct Persisted {
     pub environment: String,
     /// Its revision.
     pub revision: i64,
+    /// The environment's incarnation it belongs to (empty: unknown, a file of an older version).
+    pub incarnation: String,
     /// The flagd document.
     pub document: Value,
 }
@@ -64,10 +66,28 @@ pub fn path(dir: &Path, environment: &str) -> PathBuf {
     dir.join(format!("snapshot-{safe}.json"))
 }
 
-/// Writes `document` (JSON text) as `environment`'s snapshot at `revision`, atomically.
+/// Writes `document` (JSON text) as `environment`'s snapshot at `revision`, of an unknown
+/// incarnation, atomically.
 pub fn save(dir: &Path, environment: &str, revision: i64, document: &str) -> std::io::Result<()> {
+    save_incarnation(dir, environment, "", revision, document)
+}
+
+/// [`save`] of revision `revision` of incarnation `incarnation`.
+pub fn save_incarnation(
+    dir: &Path,
+    environment: &str,
+    incarnation: &str,
+    revision: i64,
+    document: &str,
+) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
-    let bytes = snapshot_file::encode(environment, revision, document, snapshot_file::now_ms());
+    let bytes = snapshot_file::encode_incarnation(
+        environment,
+        incarnation,
+        revision,
+        document,
+        snapshot_file::now_ms(),
+    );
     let target = path(dir, environment);
     let tmp = target.with_extension(format!("tmp-{}", std::process::id()));
     {
@@ -103,6 +123,7 @@ pub fn load(dir: &Path, environment: &str) -> Result<Option<Persisted>, LoadErro
     Ok(Some(Persisted {
         environment: file.environment,
         revision: file.revision,
+        incarnation: file.incarnation,
         document: file.document,
     }))
 }
