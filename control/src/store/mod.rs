@@ -213,6 +213,9 @@ pub struct AuditQuery {
     pub target: Option<String>,
     /// Only this actor.
     pub actor: Option<String>,
+    /// Only the entry of the request with this `x-request-id` (after a lost answer: did it
+    /// commit?).
+    pub request_id: Option<String>,
     /// Not before (Unix ms).
     pub since: Option<Millis>,
     /// Not after (Unix ms).
@@ -582,7 +585,8 @@ impl Store {
              FROM audit WHERE ($1 IS NULL OR environment = $1) AND ($2 IS NULL OR target = $2) \
              AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR at >= $4) \
              AND ($5 IS NULL OR at <= $5) AND ($6 IS NULL OR id < $6) \
-             ORDER BY id DESC LIMIT $7",
+             AND ($7 IS NULL OR request_id = $7) \
+             ORDER BY id DESC LIMIT $8",
         )
         .bind(q.environment.clone())
         .bind(q.target.clone())
@@ -590,6 +594,7 @@ impl Store {
         .bind(q.since)
         .bind(q.until)
         .bind(q.before_id)
+        .bind(q.request_id.clone())
         .bind(q.limit + 1)
         .fetch(&self.pool);
         let mut items = Vec::new();
