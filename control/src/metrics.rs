@@ -54,6 +54,7 @@ pub struct Metrics {
     sync_refused: Family<CodeLabels, Counter>,
     webhook_reviews: Family<OutcomeLabels, Counter>,
     pruned: Family<LogLabels, Counter>,
+    sync_write_timeouts: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -127,8 +128,15 @@ impl Metrics {
             "Rows pruned by retention, by log (changes, audit)",
             pruned.clone(),
         );
+        let sync_write_timeouts = Counter::default();
+        registry.register(
+            "sync_write_timeouts",
+            "Sync streams ended because a write to the sidecar did not complete in time",
+            sync_write_timeouts.clone(),
+        );
         Metrics {
             pruned,
+            sync_write_timeouts,
             registry,
             requests,
             latency,
@@ -195,6 +203,11 @@ impl Metrics {
         self.webhook_reviews
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Counts a sync stream ended by a write that did not complete in time.
+    pub fn sync_write_timeout(&self) {
+        self.sync_write_timeouts.inc();
     }
 
     /// Counts the rows a retention pass pruned.
