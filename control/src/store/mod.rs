@@ -369,6 +369,12 @@ impl Store {
         self.backend
     }
 
+    /// The statement timeout when the database is PostgreSQL (a remote server that can go silent),
+    /// `None` on SQLite: the bound a caller adds for the store's part of its work.
+    pub fn statement_deadline(&self) -> Option<Duration> {
+        self.options.write_deadline(self.backend)
+    }
+
     /// Checks the database answers (readiness).
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
