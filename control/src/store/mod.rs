@@ -122,9 +122,14 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// PostgreSQL error codes that mean "not now" rather than "wrong": connection exceptions (class
-/// 08), a server shutting down or starting up (57P01-57P03), too many connections (53300).
+/// 08), a server shutting down or starting up (57P01-57P03), too many connections (53300), a
+/// statement cancelled by `statement_timeout` (57014, e.g. a write queued too long behind others
+/// for an environment's row lock), a lock not available (55P03).
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    code.is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300"))
+    code.is_some_and(|c| {
+        c.starts_with("08")
+            || matches!(c, "57P01" | "57P02" | "57P03" | "53300" | "57014" | "55P03")
+    })
 }
 
 /// A write the database refused because of a conflict with another transaction, which succeeds
@@ -765,6 +770,7 @@ mod tests {
         assert!(!unavailable(sqlx::Error::RowNotFound));
         assert!(is_unavailable_code(Some("08006")));
         assert!(is_unavailable_code(Some("57P03")));
+        assert!(is_unavailable_code(Some("57014")), "statement timeout");
         assert!(!is_unavailable_code(Some("23505")));
         assert!(!is_unavailable_code(None));
     }
