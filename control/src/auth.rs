@@ -33,8 +33,8 @@ pub const DEFAULT_FAILURE_BURST: u32 = 20;
 /// A peer regains one failed authentication this often, by default (10 a minute).
 pub const DEFAULT_FAILURE_REFILL: Duration = Duration::from_secs(6);
 
-/// How often `last_used_at` is written for one token, at most.
-const TOUCH_INTERVAL_MS: Millis = 60_000;
+/// How often the token uses seen since the last flush are written ([`Authenticator::flush_uses`]).
+pub const USE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A new random token secret.
 pub fn generate_secret() -> String {
@@ -289,7 +289,10 @@ struct JwtAuth {
 pub struct Authenticator {
     store: Store,
     jwt: Option<JwtAuth>,
-    last_touch: Mutex<HashMap<i64, Millis>>,
+    /// The latest use of each token since the last flush: authentication writes nothing to the
+    /// store, so it never waits for the writer (SQLite has one) nor holds a pool connection for a
+    /// write; a background task writes these in one transaction.
+    uses: Mutex<HashMap<i64, Millis>>,
     failures: FailureLimiter,
 }
 
@@ -308,7 +311,7 @@ impl Authenticator {
         Ok(Authenticator {
             store,
             jwt,
-            last_touch: Mutex::new(HashMap::new()),
+            uses: Mutex::new(HashMap::new()),
             failures: FailureLimiter::new(DEFAULT_FAILURE_BURST, DEFAULT_FAILURE_REFILL),
         })
     }
@@ -361,7 +364,7 @@ impl Authenticator {
         if !bool::from(record.hash.as_bytes().ct_eq(hash.as_bytes())) || record.is_revoked() {
             return Err(AuthError::Invalid);
         }
-        self.touch(record.id).await;
+        self.touch(record.id);
         let environments = if record.environments.is_empty() {
             Environments::All
         } else {
@@ -375,21 +378,44 @@ impl Authenticator {
         })
     }
 
-    /// Writes `last_used_at`, at most once a minute per token.
-    async fn touch(&self, id: i64) {
-        let now = now_millis();
-        {
-            let mut seen = self.last_touch.lock().expect("touch map");
-            match seen.get(&id) {
-                Some(&t) if now - t < TOUCH_INTERVAL_MS => return,
-                _ => {
-                    seen.insert(id, now);
-                }
+    /// Notes that token `id` was used now; [`Authenticator::flush_uses`] writes it.
+    fn touch(&self, id: i64) {
+        self.uses
+            .lock()
+            .expect("token uses")
+            .insert(id, now_millis());
+    }
+
+    /// Writes the token uses noted since the last flush (`last_used_at`) in one transaction. When
+    /// the store refuses, they are kept for the next flush (a later use of a token wins).
+    pub async fn flush_uses(&self) {
+        let uses = std::mem::take(&mut *self.uses.lock().expect("token uses"));
+        if uses.is_empty() {
+            return;
+        }
+        let list: Vec<(i64, Millis)> = uses.iter().map(|(id, at)| (*id, *at)).collect();
+        if let Err(e) = self.store.touch_tokens(&list).await {
+            tracing::warn!(tokens = list.len(), error = %e,
+                "could not record token uses; keeping them for the next flush");
+            let mut pending = self.uses.lock().expect("token uses");
+            for (id, at) in uses {
+                let latest = pending.entry(id).or_insert(at);
+                *latest = (*latest).max(at);
             }
         }
-        if let Err(e) = self.store.touch_token(id, now).await {
-            tracing::warn!(token_id = id, error = %e, "could not record token use");
+    }
+
+    /// Flushes token uses every [`USE_FLUSH_INTERVAL`] until `cancel`, and once more then.
+    pub async fn run_use_flush(&self, cancel: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(USE_FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => self.flush_uses().await,
+            }
         }
+        self.flush_uses().await;
     }
 }
 

@@ -61,6 +61,7 @@ pub struct Metrics {
     auth_rate_limited: Family<ListenerLabels, Counter>,
     sync_digest_mismatches: Counter,
     pruned: Family<LogLabels, Counter>,
+    sync_write_timeouts: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,8 +149,15 @@ impl Metrics {
              revision, wrong content); each is answered with a Full, once per stream",
             sync_digest_mismatches.clone(),
         );
+        let sync_write_timeouts = Counter::default();
+        registry.register(
+            "sync_write_timeouts",
+            "Sync streams ended because a write to the sidecar did not complete in time",
+            sync_write_timeouts.clone(),
+        );
         Metrics {
             pruned,
+            sync_write_timeouts,
             registry,
             sync_digest_mismatches,
             auth_rate_limited,
@@ -231,6 +239,11 @@ impl Metrics {
         self.webhook_reviews
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Counts a sync stream ended by a write that did not complete in time.
+    pub fn sync_write_timeout(&self) {
+        self.sync_write_timeouts.inc();
     }
 
     /// Counts the rows a retention pass pruned.

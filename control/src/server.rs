@@ -72,6 +72,10 @@ impl Control {
             },
             cancel.clone(),
         ));
+        tokio::spawn({
+            let (state, cancel) = (state.clone(), cancel.clone());
+            async move { state.auth.run_use_flush(cancel).await }
+        });
         let hub = Hub::new(state.clone(), settings, cancel.clone());
         tokio::spawn(hub.clone().follow_local_commits());
         if let Some(url) = &config.redis_url {

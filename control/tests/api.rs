@@ -1306,7 +1306,8 @@ both_backends!(tokens_create_list_revoke, |app: App| async move {
         .await
         .expect(201);
 
-    // Listed without secret or hash.
+    // Listed without secret or hash (uses are written by a background flush).
+    app.state.auth.flush_uses().await;
     let list = app.get("/api/v1/tokens", &admin).await;
     let items = list.expect(200)["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 2, "admin and deployer");

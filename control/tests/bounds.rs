@@ -225,6 +225,13 @@ async fn a_sidecar_that_stops_reading_is_cut_off_within_the_reauth_interval() {
             .unwrap(),
         11
     );
+    assert!(
+        app.state
+            .metrics
+            .render()
+            .contains("vexil_control_sync_write_timeouts_total 1"),
+        "the ended stream is counted"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.state.sidecars.len() != 1 {
         assert!(

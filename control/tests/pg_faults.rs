@@ -218,6 +218,43 @@ async fn a_database_that_hangs_mid_transaction_ends_the_write_at_the_statement_t
     s.stop().await;
 }
 
+// A link that goes silent in the middle of a read (here the token lookup of authentication, whose
+// parameter is the token's hash) still ends the request: `503` after the read timeout plus twice
+// the statement timeout (a backstop: the server's timeout cannot end a query whose answer never
+// arrives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_that_hangs_mid_read_still_ends_the_request() {
+    let options = Options {
+        read_timeout_ms: Some(1000),
+        configure: Some(|c| c.database.statement_timeout = Duration::from_secs(1)),
+        ..Options::default()
+    };
+    let Some(s) = behind_a_proxy(options).await else {
+        return;
+    };
+    let app = s.app.clone();
+    app.create_env("prod").await;
+    let (_, token) = app.token("reader", "viewer", &[]).await;
+    s.proxy
+        .freeze_when_sent(vexil_control::auth::hash_secret(&token).as_bytes());
+    let (r, took) = ends_within(
+        "a read into a frozen query",
+        Duration::from_secs(15),
+        app.req("GET", "/api/v1/environments/prod").token(&token),
+    )
+    .await;
+    let p = assert_problem(&r, 503);
+    assert!(
+        p["detail"].as_str().unwrap().contains("did not answer"),
+        "{p}"
+    );
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(6),
+        "answered after {took:?}"
+    );
+    s.stop().await;
+}
+
 /// `count` writers at once, `rounds` times, each writing its own flag of `env`; the statuses.
 async fn concurrent_writes(app: &App, env: &str, count: usize, rounds: usize) -> Vec<u16> {
     let mut statuses = Vec::new();

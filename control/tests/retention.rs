@@ -277,3 +277,32 @@ both_backends!(audit_pages_are_bounded_in_bytes, |app: App| async move {
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     assert_eq!(page["next_cursor"], json!(seen[1].to_string()));
 });
+
+// After a lost answer (a 503 while the commit may have happened), the client finds out whether its
+// write committed by its own `x-request-id`.
+both_backends!(
+    an_audit_entry_is_found_by_request_id,
+    |app: App| async move {
+        app.create_env("prod").await;
+        let r = app
+            .req("PUT", &flag_path("prod", "a"))
+            .token(&app.admin)
+            .header("x-request-id", "client-chosen-42")
+            .json(&bool_flag())
+            .send()
+            .await;
+        r.expect(201);
+        app.create_flag("prod", "b", &bool_flag()).await;
+        let found = app
+            .get("/api/v1/audit?request_id=client-chosen-42", &app.admin)
+            .await;
+        let items = found.expect(200)["items"].as_array().unwrap().clone();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0]["target"], "a");
+        assert_eq!(items[0]["action"], "flag.create");
+        let none = app
+            .get("/api/v1/audit?request_id=never-sent", &app.admin)
+            .await;
+        assert_eq!(none.expect(200)["items"], json!([]));
+    }
+);

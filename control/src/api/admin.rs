@@ -126,6 +126,8 @@ pub struct AuditParams {
     flag: Option<String>,
     /// Actor (token name, or `jwt:<sub>`).
     actor: Option<String>,
+    /// The `x-request-id` of the request that made the change.
+    request_id: Option<String>,
     /// RFC 3339 time: entries at or after it.
     since: Option<String>,
     /// RFC 3339 time: entries at or before it.
@@ -173,6 +175,7 @@ async fn query_audit(
             environment: p.environment,
             target: p.flag,
             actor: p.actor,
+            request_id: p.request_id,
             since: p
                 .since
                 .as_deref()

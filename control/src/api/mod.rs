@@ -168,6 +168,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     router
         .fallback(|| async { Problem::not_found("no such route") })
         .layer(axum::middleware::from_fn(problem_everywhere))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
@@ -225,6 +229,31 @@ impl MakeRequestId for RandomRequestId {
         HeaderValue::from_str(&format!("{id:032x}"))
             .ok()
             .map(RequestId::new)
+    }
+}
+
+/// The backstop of every request on PostgreSQL: its body's read timeout plus twice the statement
+/// timeout (a read and a write), else `503`. Writes have their own deadline; this bounds the reads
+/// (authentication's token lookup included) on a link that goes silent in the middle of a query,
+/// which the server's own timeout cannot end and TCP would end only after many minutes.
+async fn deadline(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(store) = state.store.statement_deadline() else {
+        return next.run(req).await;
+    };
+    let limit = state.config.read_timeout + store * 2;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(
+                ?limit,
+                "a request did not finish in time: the database is not answering"
+            );
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the store did not answer within {limit:?}"),
+            )
+            .into_response()
+        }
     }
 }
 

@@ -122,9 +122,14 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// PostgreSQL error codes that mean "not now" rather than "wrong": connection exceptions (class
-/// 08), a server shutting down or starting up (57P01-57P03), too many connections (53300).
+/// 08), a server shutting down or starting up (57P01-57P03), too many connections (53300), a
+/// statement cancelled by `statement_timeout` (57014, e.g. a write queued too long behind others
+/// for an environment's row lock), a lock not available (55P03).
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    code.is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300"))
+    code.is_some_and(|c| {
+        c.starts_with("08")
+            || matches!(c, "57P01" | "57P02" | "57P03" | "53300" | "57014" | "55P03")
+    })
 }
 
 /// A write the database refused because of a conflict with another transaction, which succeeds
@@ -213,6 +218,9 @@ pub struct AuditQuery {
     pub target: Option<String>,
     /// Only this actor.
     pub actor: Option<String>,
+    /// Only the entry of the request with this `x-request-id` (after a lost answer: did it
+    /// commit?).
+    pub request_id: Option<String>,
     /// Not before (Unix ms).
     pub since: Option<Millis>,
     /// Not after (Unix ms).
@@ -379,6 +387,12 @@ impl Store {
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The statement timeout when the database is PostgreSQL (a remote server that can go silent),
+    /// `None` on SQLite: the bound a caller adds for the store's part of its work.
+    pub fn statement_deadline(&self) -> Option<Duration> {
+        self.options.write_deadline(self.backend)
     }
 
     /// Checks the database answers (readiness).
@@ -666,7 +680,8 @@ impl Store {
              FROM audit WHERE ($1 IS NULL OR environment = $1) AND ($2 IS NULL OR target = $2) \
              AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR at >= $4) \
              AND ($5 IS NULL OR at <= $5) AND ($6 IS NULL OR id < $6) \
-             ORDER BY id DESC LIMIT $7",
+             AND ($7 IS NULL OR request_id = $7) \
+             ORDER BY id DESC LIMIT $8",
         )
         .bind(q.environment.clone())
         .bind(q.target.clone())
@@ -674,6 +689,7 @@ impl Store {
         .bind(q.since)
         .bind(q.until)
         .bind(q.before_id)
+        .bind(q.request_id.clone())
         .bind(q.limit + 1)
         .fetch(&self.pool);
         let mut items = Vec::new();
@@ -844,6 +860,7 @@ mod tests {
         assert!(!unavailable(sqlx::Error::RowNotFound));
         assert!(is_unavailable_code(Some("08006")));
         assert!(is_unavailable_code(Some("57P03")));
+        assert!(is_unavailable_code(Some("57014")), "statement timeout");
         assert!(!is_unavailable_code(Some("23505")));
         assert!(!is_unavailable_code(None));
     }

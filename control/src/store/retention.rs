@@ -29,7 +29,8 @@ pub struct Retention {
     pub changes_max_count: Option<i64>,
     /// Audit entries older than this are pruned.
     pub audit_max_age: Option<Duration>,
-    /// At most this many audit entries are kept (the newest).
+    /// At most this many audit entries are kept (the newest). Counted by id: where ids have gaps
+    /// (a PostgreSQL sequence keeps the ids of rolled-back writes), somewhat fewer are kept.
     pub audit_max_count: Option<i64>,
 }
 

@@ -157,13 +157,21 @@ impl Store {
         Ok(())
     }
 
-    /// Records that token `id` was used at `at`.
-    pub async fn touch_token(&self, id: i64, at: Millis) -> StoreResult<()> {
-        sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
+    /// Records that each token `id` was used at `at` (a later use already recorded stays), in
+    /// one transaction.
+    pub async fn touch_tokens(&self, uses: &[(i64, Millis)]) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(*at)
+            .bind(*id)
+            .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

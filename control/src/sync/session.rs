@@ -417,6 +417,7 @@ impl Session {
             Err(_) => {
                 tracing::warn!(timeout = ?limit, "a sync write did not complete in time: the \
                     sidecar is not reading; ending its stream");
+                self.hub.metrics().sync_write_timeout();
                 return Err(Ended::Gone(format!(
                     "a {kind} frame could not be written within {limit:?}"
                 )));
