@@ -709,8 +709,8 @@ pub type ServerFrames = tokio_util::codec::FramedRead<
 >;
 
 /// A raw sync stream to `app` (QUIC, the development CA, keep-alive every second) that has sent a
-/// `Subscribe` for `env` with `token`, holding `last_revision`. Nothing is read until the test
-/// reads `frames`.
+/// `Subscribe` for `env` with `token`, holding `last_revision` of the environment's current
+/// incarnation (none when `last_revision` is 0). Nothing is read until the test reads `frames`.
 pub async fn subscribe_stream(
     app: &App,
     env: &str,
@@ -719,6 +719,15 @@ pub async fn subscribe_stream(
 ) -> (quinn::Connection, quinn::SendStream, ServerFrames) {
     use vexil_proto::frame::FrameCodec;
     use vexil_proto::sync::v1::{ClientFrame, Subscribe, client_frame::Kind};
+    let incarnation = if last_revision > 0 {
+        app.store
+            .get_environment(env)
+            .await
+            .expect("the environment")
+            .incarnation
+    } else {
+        String::new()
+    };
     let config = vexil_proxy::sync::client_config(
         &app.ca_file(),
         None,
@@ -741,8 +750,7 @@ pub async fn subscribe_stream(
             last_revision,
             client_id: "raw-test".into(),
             version: "0.0.0".into(),
-            // No incarnation: as a sidecar that holds nothing (or predates incarnations).
-            incarnation: String::new(),
+            incarnation,
         })),
     };
     send.write_all(
