@@ -358,10 +358,33 @@ impl ProxyHttp for Sidecar {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        // A client that went away (closed, reset, or cancelled a gRPC call at its deadline) is
+        // not the sidecar's failure: debug, not pingora's ERROR line for each.
+        let gone = client_went_away(e);
+        if gone {
+            tracing::debug!("client went away: {e}");
+        }
+        gone
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, _ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.injector.metrics().request(self.listener, status);
     }
+}
+
+/// Whether `e` is the downstream client leaving: its connection closed or reset, or an HTTP/2
+/// stream it cancelled.
+fn client_went_away(e: &Error) -> bool {
+    matches!(e.esource(), ErrorSource::Downstream)
+        && matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed
+                | ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::H2Error
+        )
 }
 
 /// Status and reason for a proxying error (0: the client is gone, answer nothing).
@@ -989,6 +1012,19 @@ mod tests {
         );
         let e = r.resolve("no-such-host.invalid", 80, t).await.unwrap_err();
         assert_eq!(e.status, 502);
+    }
+
+    #[test]
+    fn a_client_going_away_is_not_an_error_to_log() {
+        let gone = Error::explain(ErrorType::H2Error, "Client closed H2").into_down();
+        assert!(client_went_away(&gone));
+        let closed = Error::new(ErrorType::ConnectionClosed).into_down();
+        assert!(client_went_away(&closed));
+        // The upstream failing is.
+        let refused = Error::new(ErrorType::ConnectRefused).into_up();
+        assert!(!client_went_away(&refused));
+        let h2_upstream = Error::new(ErrorType::H2Error).into_up();
+        assert!(!client_went_away(&h2_upstream));
     }
 
     #[test]
