@@ -200,6 +200,10 @@ vexil_settings::settings! {
             /// the deltas.
             max_catch_up: i64 = 1000, key "max_catch_up",
                 check |n: &i64| if *n > 0 { Ok(()) } else { Err("must be at least 1".into()) };
+            /// An environment's key for signing decisions is rotated when it is this old (days;
+            /// the key before it is still accepted until the next rotation). 0: only when an
+            /// operator rotates it (`POST /api/v1/environments/{env}/signing-keys/rotate`).
+            signing_key_max_age_days: u64 = 30, key "signing_key_max_age_days";
         }
     }
 }

@@ -216,6 +216,10 @@ pub enum ChangeKind {
     Evaluator,
     /// The whole flag set (import, promotion, metadata).
     FlagSet,
+    /// The environment's signing keys were rotated: sidecars get a `Full` carrying the new keys
+    /// (the change-log row holds no secret).
+    #[serde(rename = "signing_keys")]
+    SigningKeys,
 }
 
 impl ChangeKind {
@@ -224,6 +228,7 @@ impl ChangeKind {
             ChangeKind::Flag => "flag",
             ChangeKind::Evaluator => "evaluator",
             ChangeKind::FlagSet => "flagset",
+            ChangeKind::SigningKeys => "signing_keys",
         }
     }
 
@@ -232,6 +237,7 @@ impl ChangeKind {
             "flag" => ChangeKind::Flag,
             "evaluator" => ChangeKind::Evaluator,
             "flagset" => ChangeKind::FlagSet,
+            "signing_keys" => ChangeKind::SigningKeys,
             _ => return None,
         })
     }

@@ -76,6 +76,17 @@ impl Control {
             let (state, cancel) = (state.clone(), cancel.clone());
             async move { state.auth.run_use_flush(cancel).await }
         });
+        if config.sync.signing_key_max_age_days > 0 {
+            let max_age = i64::try_from(config.sync.signing_key_max_age_days)
+                .unwrap_or(i64::MAX / 86_400_000)
+                .min(i64::MAX / 86_400_000)
+                * 86_400_000;
+            tokio::spawn(state.store.clone().run_signing_key_rotation(
+                max_age,
+                std::time::Duration::from_secs(3600),
+                cancel.clone(),
+            ));
+        }
         let hub = Hub::new(state.clone(), settings, cancel.clone());
         tokio::spawn(hub.clone().follow_local_commits());
         if let Some(url) = &config.redis_url {

@@ -23,5 +23,6 @@ pub mod lookup;
 pub mod memory;
 pub mod metrics;
 pub mod server;
+pub mod signing;
 pub mod snapshot;
 pub mod sync;

@@ -11,6 +11,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::signing::SigningKeys;
 use arc_swap::ArcSwapOption;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -80,6 +81,8 @@ pub struct Snapshot {
     /// Keys of the flags that differ from the previous snapshot (added, changed or removed); every
     /// key for the first snapshot.
     pub changed: Vec<String>,
+    /// The environment's keys for signing decisions (none from a file or a bootstrap).
+    pub signing: Arc<SigningKeys>,
 }
 
 impl Snapshot {
@@ -97,7 +100,14 @@ impl Snapshot {
             source,
             loaded_at: SystemTime::now(),
             changed: Vec::new(),
+            signing: SigningKeys::none(),
         }
+    }
+
+    /// The snapshot with the environment's signing keys.
+    pub fn with_signing(mut self, signing: Arc<SigningKeys>) -> Self {
+        self.signing = signing;
+        self
     }
 
     /// The empty stand-in published when the init timeout passes with nothing loaded: no flags,

@@ -1,11 +1,11 @@
-//! `/api/v1/environments`: list, create, get, rename, delete, promote.
+//! `/api/v1/environments`: list, create, get, rename, delete, promote, incarnation, signing keys.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,6 +14,7 @@ use super::extract::{Caller, Json};
 use super::{AppState, Problem};
 use crate::auth::Permission;
 use crate::model::Environment;
+use crate::store::{Rotate, SigningKeyInfo};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -25,6 +26,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         ))
         .routes(routes!(promote))
         .routes(routes!(rotate_incarnation))
+        .routes(routes!(list_signing_keys))
+        .routes(routes!(rotate_signing_key))
 }
 
 /// Body of `POST /environments`.
@@ -230,4 +233,66 @@ async fn promote(
             .promote(&caller.actor(), &env, &body.to, state.config.write_limits())
             .await?,
     ))
+}
+
+/// An environment's keys for signing decisions: ids and ages, never the secrets.
+#[derive(Serialize, ToSchema)]
+pub struct SigningKeys {
+    /// The environment key.
+    pub environment: String,
+    /// The environment's revision (a rotation is a revision).
+    pub revision: i64,
+    /// Newest first: sidecars sign with the current key and accept signatures by either.
+    pub keys: Vec<SigningKeyInfo>,
+}
+
+/// The environment's keys for signing decisions (`vexil-signature`): ids and creation times.
+#[utoipa::path(get, path = "/api/v1/environments/{env}/signing-keys", tag = "environments",
+    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
+    responses((status = 200, body = SigningKeys), (status = 404, body = Problem),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn list_signing_keys(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(env): Path<String>,
+) -> Result<axum::Json<SigningKeys>, Problem> {
+    caller.require(Permission::Read, Some(&env))?;
+    let environment = state.store.get_environment(&env).await?;
+    let keys = state.store.signing_key_infos(&env).await?;
+    Ok(axum::Json(SigningKeys {
+        environment: env,
+        revision: environment.revision,
+        keys,
+    }))
+}
+
+/// Rotate the environment's key for signing decisions: a new key signs from now on, the previous
+/// one is still accepted, older ones no longer are. One revision; every sidecar receives the keys
+/// in a full snapshot.
+#[utoipa::path(post, path = "/api/v1/environments/{env}/signing-keys/rotate", tag = "environments",
+    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
+    responses((status = 200, description = "The keys after the rotation", body = SigningKeys),
+               (status = 404, body = Problem), (status = 401, body = Problem),
+               (status = 403, body = Problem)))]
+async fn rotate_signing_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(env): Path<String>,
+) -> Result<axum::Json<SigningKeys>, Problem> {
+    caller.require(Permission::Admin, Some(&env))?;
+    let (environment, keys) = state
+        .store
+        .rotate_signing_key(&caller.actor(), &env, Rotate::Always)
+        .await?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the rotation did not happen",
+            )
+        })?;
+    Ok(axum::Json(SigningKeys {
+        environment: env,
+        revision: environment.revision,
+        keys,
+    }))
 }

@@ -15,6 +15,7 @@ mod evaluators;
 mod flags;
 mod flagsets;
 mod retention;
+mod signing;
 mod tokens;
 mod write;
 
@@ -34,6 +35,7 @@ pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use retention::{Pruned, Retention};
+pub use signing::{Rotate, SigningKey, SigningKeyInfo};
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use write::validate_document;
@@ -254,6 +256,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "incarnation",
         include_str!("../../migrations/sqlite/0002_incarnation.sql"),
     ),
+    (
+        3,
+        "signing_keys",
+        include_str!("../../migrations/sqlite/0003_signing_keys.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -265,6 +272,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "incarnation",
         include_str!("../../migrations/postgres/0002_incarnation.sql"),
+    ),
+    (
+        3,
+        "signing_keys",
+        include_str!("../../migrations/postgres/0003_signing_keys.sql"),
     ),
 ];
 
@@ -370,7 +382,8 @@ impl Store {
             .map_err(|e| StoreError::Internal(sqlx::Error::Migrate(Box::new(e))));
         let _ = sqlx::Connection::close(conn).await;
         migrated?;
-        self.bind_token_incarnations().await
+        self.bind_token_incarnations().await?;
+        self.give_signing_keys().await
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`,
@@ -458,8 +471,8 @@ impl Store {
             )));
         }
         let row = sqlx::query(
-            "INSERT INTO environments (key, name, revision, incarnation, metadata, created_at, updated_at) \
-             VALUES ($1, $2, 0, $3, '{}', $4, $5) \
+            "INSERT INTO environments (key, name, revision, incarnation, metadata, created_at, updated_at, signing_keys) \
+             VALUES ($1, $2, 0, $3, '{}', $4, $5, $6) \
              RETURNING key, name, revision, incarnation, metadata, created_at, updated_at",
         )
         .bind(key)
@@ -467,6 +480,7 @@ impl Store {
         .bind(new_incarnation())
         .bind(now)
         .bind(now)
+        .bind(signing::first_keys(now))
         .fetch_one(&mut *tx)
         .await?;
         let env = environment_from_row(&row)?;

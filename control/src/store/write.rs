@@ -553,7 +553,7 @@ impl Store {
 
 /// Bumps `environment`'s revision inside `tx`: the first statement of every write, so the write
 /// lock is taken before anything is read. Returns the environment's id and its new revision.
-async fn bump_revision(tx: &mut Tx, environment: &str) -> StoreResult<(i64, i64)> {
+pub(super) async fn bump_revision(tx: &mut Tx, environment: &str) -> StoreResult<(i64, i64)> {
     let row = sqlx::query(
         "UPDATE environments SET revision = revision + 1, updated_at = $1 WHERE key = $2 \
          RETURNING id, revision",
@@ -567,7 +567,7 @@ async fn bump_revision(tx: &mut Tx, environment: &str) -> StoreResult<(i64, i64)
 }
 
 /// Appends the change-log entry of `revision`: what sidecars follow.
-async fn record_change(
+pub(super) async fn record_change(
     tx: &mut Tx,
     environment_id: i64,
     revision: i64,

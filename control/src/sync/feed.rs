@@ -152,9 +152,15 @@ impl Feed {
             return Ok((*rev, inc.clone(), bytes.clone()));
         }
         let (env, doc) = store.export(&self.environment).await?;
-        let bytes = self
-            .codec
-            .encode_frame(&frames::full(env.revision, &env.incarnation, &doc))?;
+        // Read after the document: keys at least as new as its revision (a rotation in between
+        // is followed by its own Full).
+        let keys = store.signing_keys(&self.environment).await?;
+        let bytes = self.codec.encode_frame(&frames::full(
+            env.revision,
+            &env.incarnation,
+            &doc,
+            Some(&keys),
+        ))?;
         let inc: Arc<str> = Arc::from(env.incarnation.as_str());
         *cache = Some((env.revision, inc.clone(), bytes.clone()));
         Ok((env.revision, inc, bytes))
@@ -228,7 +234,11 @@ impl Feed {
             }
             let mut from = head;
             for change in &changes {
-                let frame = frames::for_change(from, &incarnation, change);
+                let Some(frame) = frames::for_change(from, &incarnation, change) else {
+                    // A key rotation: the store's Full at its latest revision covers it and every
+                    // change after it.
+                    return self.broadcast_full(store).await;
+                };
                 let kind = if frames::is_full(&frame) {
                     "full"
                 } else {

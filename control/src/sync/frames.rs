@@ -1,24 +1,45 @@
 //! Turning the change log into `vexil.sync.v1` server frames.
 
 use serde_json::Value;
-use vexil_proto::sync::v1::{Delta, Entry, Full, ServerFrame, server_frame::Kind};
+use vexil_proto::sync::v1::{
+    Delta, Entry, Full, ServerFrame, SigningKey, SigningKeys, server_frame::Kind,
+};
 
 use crate::model::{Change, ChangeKind};
+use crate::store::SigningKey as StoredKey;
 
-/// A `Full` frame: the whole flag set at `revision` of incarnation `incarnation`.
-pub fn full(revision: i64, incarnation: &str, document: &Value) -> ServerFrame {
+/// A `Full` frame: the whole flag set at `revision` of incarnation `incarnation`, with the
+/// environment's signing keys when `keys` is given (else the sidecar keeps those it holds).
+pub fn full(
+    revision: i64,
+    incarnation: &str,
+    document: &Value,
+    keys: Option<&[StoredKey]>,
+) -> ServerFrame {
     ServerFrame {
         kind: Some(Kind::Full(Full {
             revision,
             flag_set: document.to_string(),
             incarnation: incarnation.to_string(),
+            signing_keys: keys.map(|keys| SigningKeys {
+                keys: keys
+                    .iter()
+                    .map(|k| SigningKey {
+                        id: k.id.clone(),
+                        secret: k.secret_bytes(),
+                        created_at_ms: k.created_at,
+                    })
+                    .collect(),
+            }),
         })),
     }
 }
 
 /// The frame that takes a sidecar from `from` to `change.revision`: a `Delta` for a flag or
-/// evaluator change, a `Full` for a whole-set change (import, promotion, metadata).
-pub fn for_change(from: i64, incarnation: &str, change: &Change) -> ServerFrame {
+/// evaluator change, a `Full` for a whole-set change (import, promotion, metadata). `None` for a
+/// change that needs the environment's current `Full` from the store (a signing-key rotation:
+/// the change log holds no secret).
+pub fn for_change(from: i64, incarnation: &str, change: &Change) -> Option<ServerFrame> {
     let key = change.key.clone().unwrap_or_default();
     let upsert = change.definition.as_ref().map(|d| Entry {
         key: key.clone(),
@@ -32,12 +53,14 @@ pub fn for_change(from: i64, incarnation: &str, change: &Change) -> ServerFrame 
     match change.kind {
         ChangeKind::FlagSet => {
             let empty = Value::Object(Default::default());
-            return full(
+            return Some(full(
                 change.revision,
                 incarnation,
                 change.definition.as_ref().unwrap_or(&empty),
-            );
+                None,
+            ));
         }
+        ChangeKind::SigningKeys => return None,
         ChangeKind::Flag => match upsert {
             Some(e) => delta.flag_upserts.push(e),
             None => delta.flag_removals.push(key),
@@ -47,9 +70,9 @@ pub fn for_change(from: i64, incarnation: &str, change: &Change) -> ServerFrame 
             None => delta.evaluator_removals.push(key),
         },
     }
-    ServerFrame {
+    Some(ServerFrame {
         kind: Some(Kind::Delta(delta)),
-    }
+    })
 }
 
 /// True for a `Full` frame.
@@ -77,13 +100,14 @@ mod tests {
             7,
             "i1",
             &change(ChangeKind::Flag, Some("a"), Some(json!({"x": 1}))),
-        );
+        )
+        .unwrap();
         let Some(Kind::Delta(d)) = f.kind else {
             panic!("{f:?}")
         };
         assert_eq!((d.from, d.to), (7, 8));
         assert_eq!(d.flag_upserts[0].definition, r#"{"x":1}"#);
-        let f = for_change(7, "i1", &change(ChangeKind::Evaluator, Some("seg"), None));
+        let f = for_change(7, "i1", &change(ChangeKind::Evaluator, Some("seg"), None)).unwrap();
         let Some(Kind::Delta(d)) = f.kind else {
             panic!("{f:?}")
         };
@@ -94,7 +118,7 @@ mod tests {
     #[test]
     fn a_whole_set_change_is_a_full_snapshot() {
         let doc = json!({"flags": {}});
-        let f = for_change(7, "i1", &change(ChangeKind::FlagSet, None, Some(doc)));
+        let f = for_change(7, "i1", &change(ChangeKind::FlagSet, None, Some(doc))).unwrap();
         let Some(Kind::Full(full)) = f.kind else {
             panic!("{f:?}")
         };
@@ -103,5 +127,12 @@ mod tests {
             (8, r#"{"flags":{}}"#)
         );
         assert_eq!(full.incarnation, "i1");
+        // From the change log: no keys, the sidecar keeps those it holds.
+        assert!(full.signing_keys.is_none());
+    }
+
+    #[test]
+    fn a_key_rotation_needs_the_stores_full() {
+        assert!(for_change(7, "i1", &change(ChangeKind::SigningKeys, None, None)).is_none());
     }
 }

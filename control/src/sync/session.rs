@@ -219,7 +219,11 @@ impl Session {
                 .map_err(super::feed::SyncError::from)?;
             if changes.first().is_some_and(|c| c.revision == self.sent + 1) {
                 for change in &changes {
-                    let frame = frames::for_change(self.sent, &env.incarnation, change);
+                    // A key rotation needs the store's Full (below), which covers the rest too.
+                    let Some(frame) = frames::for_change(self.sent, &env.incarnation, change)
+                    else {
+                        return self.send_full(feed, Some(&env.incarnation)).await;
+                    };
                     self.write_message(&frame).await?;
                     self.sent = change.revision;
                 }

@@ -155,8 +155,18 @@ vexil_settings::settings! {
             baggage_prefix: String = "vexil.".into(), key "baggage_prefix", check baggage_prefix;
             /// Send `vexil-revision: <environment>@<revision>`.
             revision: bool = true, key "revision";
+            /// Sign the `vexil-flags` written with the environment's current key from control
+            /// (`vexil-signature`), so sidecars in inbound mode keep these decisions from peers
+            /// they do not trust by address. Needs control: nothing is signed with
+            /// `--flags-file` or before control delivered the keys.
+            sign: bool, key "sign";
         }
     }
+}
+
+/// `[inbound] signature_max_age_secs`: 1 s to a day.
+fn signature_age(d: &Seconds) -> Result<(), String> {
+    between(1, 86_400)(&d.0.as_secs())
 }
 
 vexil_settings::settings! {
@@ -167,6 +177,16 @@ vexil_settings::settings! {
             /// Peers (`10.0.0.0/8`, `fd00::/8`, or single addresses) whose `vexil-*` headers
             /// inbound mode keeps; from anyone else they are stripped before injection.
             trusted_cidrs: Vec<Cidr>, key "trusted_cidrs", default_doc "`[]` (trust nobody)";
+            /// Keep the `vexil-flags` of any peer whose `vexil-signature` verifies with a key of
+            /// this sidecar's environment (the decisions still pass the rules of call-chain
+            /// consistency); the rest of its `vexil-*` headers are stripped as from any untrusted
+            /// peer.
+            accept_signed: bool = true, key "accept_signed";
+            /// A signature made longer ago than this (or this far in the future: clocks differ)
+            /// is refused (seconds, 1 to 86400): it bounds how long a captured header can be
+            /// replayed.
+            signature_max_age: Duration as Seconds = secs(300), key "signature_max_age_secs",
+                check signature_age;
         }
     }
 }

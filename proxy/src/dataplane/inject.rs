@@ -34,6 +34,7 @@ use crate::dataplane::headers::{
 use crate::dataplane::incoming::{self, Incoming};
 use crate::dataplane::metrics::{DataPlaneMetrics, DropReason, Listener};
 use crate::dataplane::plan::{Plan, PlannedFlag, PlannedVariant, Route, Router};
+use crate::signing::{Rejected, SIGNATURE_HEADER, now_secs};
 use crate::snapshot::SnapshotCell;
 
 /// Where a request goes, as routing and the `request:` sources see it (the path and query are
@@ -65,6 +66,10 @@ pub(crate) struct Injector {
     mapping: ContextMapping,
     headers: HeadersConfig,
     trusted: Box<[Cidr]>,
+    /// `[inbound] accept_signed`.
+    accept_signed: bool,
+    /// `[inbound] signature_max_age_secs`.
+    signature_max_age: u64,
     metrics: DataPlaneMetrics,
 }
 
@@ -92,6 +97,8 @@ impl Injector {
             mapping: ContextMapping::new(config)?,
             headers: config.headers.clone(),
             trusted: config.inbound.trusted_cidrs.clone().into(),
+            accept_signed: config.inbound.accept_signed,
+            signature_max_age: config.inbound.signature_max_age.as_secs(),
             metrics,
         })
     }
@@ -133,13 +140,20 @@ impl Injector {
 
     /// Removes, from an untrusted peer's request, every `vexil-*` header (and the per-flag
     /// prefix's), any `Connection` nomination of one, and the `baggage` members whose key has the
-    /// baggage prefix (the other members stay); true when any was present.
-    pub(crate) fn strip(&self, req: &mut RequestHeader) -> bool {
+    /// baggage prefix (the other members stay); true when any was present. A `vexil-flags` whose
+    /// `vexil-signature` verifies with a key of this sidecar's environment stays (with
+    /// `[inbound] accept_signed`); its members then pass the rules of [`incoming`] like anyone's.
+    pub(crate) fn strip(&self, listener: Listener, req: &mut RequestHeader) -> bool {
         let mut stripped = unnominate(req, |n| self.is_ours(n));
+        let signed = self.accept_signed && self.signed(listener, req);
+        if req.headers.contains_key(SIGNATURE_HEADER) {
+            req.remove_header(SIGNATURE_HEADER);
+            stripped |= !signed;
+        }
         let names: Vec<HeaderName> = req
             .headers
             .keys()
-            .filter(|n| self.is_ours(n.as_str()))
+            .filter(|n| self.is_ours(n.as_str()) && !(signed && n.as_str() == FLAGS_HEADER))
             .cloned()
             .collect();
         for name in &names {
@@ -160,6 +174,41 @@ impl Injector {
             stripped = true;
         }
         stripped
+    }
+
+    /// True when the request's `vexil-flags` carries a `vexil-signature` (one line) that verifies
+    /// with a key of the current snapshot; a signature present is counted by its verdict.
+    fn signed(&self, listener: Listener, req: &RequestHeader) -> bool {
+        let mut lines = req.headers.get_all(SIGNATURE_HEADER).iter();
+        let Some(first) = lines.next() else {
+            return false;
+        };
+        let verdict = (|| {
+            let signature = first.to_str().map_err(|_| Rejected::Malformed)?;
+            if lines.next().is_some() {
+                return Err(Rejected::Malformed);
+            }
+            let flags = joined(req, FLAGS_HEADER);
+            let (Some(flags), false) = (flags.text, flags.unreadable) else {
+                return Err(Rejected::Malformed);
+            };
+            let snapshot = self.cell.load().ok_or(Rejected::UnknownKey)?;
+            snapshot.signing.verify(
+                &snapshot.environment,
+                signature,
+                flags.trim(),
+                now_secs(),
+                self.signature_max_age,
+            )
+        })();
+        self.metrics.signature(
+            listener,
+            match verdict {
+                Ok(()) => "valid",
+                Err(r) => r.label(),
+            },
+        );
+        verdict.is_ok()
     }
 
     /// Decides the request's flags and writes the headers.
@@ -280,8 +329,19 @@ impl Injector {
                 None => value.is_empty(),
                 Some(text) => text.trim() == value,
             };
+        // The value that goes upstream is `value` (an unchanged header equals it), signed when
+        // asked and control gave keys; any other signature on the request is removed.
+        let signature = match plan {
+            Some(plan) if self.headers.sign && !value.is_empty() => {
+                let s = &plan.snapshot;
+                s.signing
+                    .sign(&s.environment, s.revision, now_secs(), &value)
+            }
+            _ => None,
+        };
         Decisions {
             dropped,
+            signature,
             flags: (!unchanged).then_some(value),
             existing_len: incoming.as_deref().map_or(0, str::len),
             per_flag,
@@ -327,6 +387,8 @@ struct Decisions {
     per_flag: Vec<(HeaderName, HeaderValue)>,
     /// A baggage member for each decision in `vexil-flags` (when enabled), comma-separated.
     baggage: String,
+    /// The `vexil-signature` of the value sent (none: any incoming one is removed).
+    signature: Option<String>,
     evaluated: u32,
 }
 
@@ -351,6 +413,15 @@ impl Decisions {
         }
         if config.baggage {
             bytes += set_baggage(req, &config.baggage_prefix, &self.baggage);
+        }
+        match self.signature {
+            Some(signature) => {
+                bytes += signature.len();
+                set_or_remove(req, SIGNATURE_HEADER, signature);
+            }
+            None => {
+                req.remove_header(SIGNATURE_HEADER);
+            }
         }
         match revision {
             Some(revision) => {
@@ -512,11 +583,16 @@ fn joined<'r>(req: &'r RequestHeader, name: &str) -> Lines<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signing::SigningKeys;
     use crate::snapshot::{Snapshot, Source};
     use serde_json::json;
     use vexil_engine::FlagSet;
 
     fn injector(toml: &str) -> Injector {
+        injector_with_keys(toml, SigningKeys::none())
+    }
+
+    fn injector_with_keys(toml: &str, keys: Arc<SigningKeys>) -> Injector {
         let cell = Arc::new(SnapshotCell::new());
         let set = FlagSet::from_json(&json!({"flags": {
             "checkout": {"state": "ENABLED", "variants": {"on": true, "off": false},
@@ -529,9 +605,20 @@ mod tests {
                 "defaultVariant": "dark"}
         }}))
         .unwrap();
-        cell.publish(Snapshot::new("prod", 9, set, Source::File("f".into())));
+        cell.publish(Snapshot::new("prod", 9, set, Source::File("f".into())).with_signing(keys));
         let config = DataPlaneConfig::from_toml_str(toml).unwrap();
         Injector::new(&config, cell, DataPlaneMetrics::unregistered()).unwrap()
+    }
+
+    fn keys(ids: &[(&str, u8)]) -> Arc<SigningKeys> {
+        Arc::new(
+            SigningKeys::from_parts(
+                ids.iter()
+                    .map(|(id, fill)| (id.to_string(), vec![*fill; 32], 0))
+                    .collect(),
+            )
+            .unwrap(),
+        )
     }
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
@@ -652,7 +739,7 @@ mod tests {
         assert_eq!(header(&req, "baggage"), None);
         let mut req = request(&[("baggage", "k=v")]);
         req.append_header("baggage", binary).unwrap();
-        assert!(inj.strip(&mut req));
+        assert!(inj.strip(Listener::Inbound, &mut req));
         assert_eq!(header(&req, "baggage"), None);
     }
 
@@ -733,12 +820,12 @@ mod tests {
             ("vexil-debug", "1"),
             ("x", "y"),
         ]);
-        assert!(inj.strip(&mut req));
+        assert!(inj.strip(Listener::Inbound, &mut req));
         assert_eq!(header(&req, "connection"), Some("close"));
         assert_eq!(header(&req, "vexil-debug"), None);
         let mut req = request(&[("connection", "vexil-flags")]);
         assert!(
-            inj.strip(&mut req),
+            inj.strip(Listener::Inbound, &mut req),
             "a nomination alone is stripped and counted"
         );
         assert!(req.headers.is_empty());
@@ -842,9 +929,9 @@ mod tests {
         assert!(!inj.trusts(Some("192.168.1.1".parse().unwrap())));
         assert!(!inj.trusts(None));
         let mut req = request(&[("vexil-flags", "a=1"), ("vexil-flag-a", "1"), ("x", "y")]);
-        assert!(inj.strip(&mut req));
+        assert!(inj.strip(Listener::Inbound, &mut req));
         assert_eq!(req.headers.len(), 1);
-        assert!(!inj.strip(&mut req));
+        assert!(!inj.strip(Listener::Inbound, &mut req));
     }
 
     #[test]
@@ -856,20 +943,116 @@ mod tests {
             ("baggage", "userId=alice, vexil.limit=100"),
             ("baggage", "Vexil.checkout=true;p, country=de"),
         ]);
-        assert!(inj.strip(&mut req));
+        assert!(inj.strip(Listener::Inbound, &mut req));
         assert_eq!(header(&req, "vexil-flags"), None);
         let values: Vec<_> = req.headers.get_all("baggage").iter().collect();
         assert_eq!(values, ["userId=alice,country=de"]);
         let mut req = request(&[("baggage", "vexil.limit=100")]);
-        assert!(inj.strip(&mut req));
+        assert!(inj.strip(Listener::Inbound, &mut req));
         assert_eq!(header(&req, "baggage"), None);
         let mut req = request(&[("baggage", "userId=alice")]);
-        assert!(!inj.strip(&mut req));
+        assert!(!inj.strip(Listener::Inbound, &mut req));
         assert_eq!(header(&req, "baggage"), Some("userId=alice"));
         // A configured prefix.
         let inj = injector("[headers]\nbaggage_prefix = \"ff_\"\n");
         let mut req = request(&[("baggage", "ff_limit=100,vexil.x=1")]);
-        assert!(inj.strip(&mut req));
+        assert!(inj.strip(Listener::Inbound, &mut req));
         assert_eq!(header(&req, "baggage"), Some("vexil.x=1"));
+    }
+
+    #[test]
+    fn signs_what_it_sends_only_when_asked_and_with_keys() {
+        let k = keys(&[("new1", 2), ("old1", 1)]);
+        let signer = injector_with_keys("[headers]\nsign = true\n", k.clone());
+        // A signature from the application is never forwarded as is.
+        let mut req = request(&[("vexil-signature", "key=\"x\", rev=1, t=1, mac=:AAAA:")]);
+        signer.inject(Listener::Outbound, &mut req, &TARGET, None);
+        let flags = header(&req, "vexil-flags").unwrap().to_string();
+        let sig = header(&req, "vexil-signature").unwrap();
+        assert!(sig.starts_with("key=\"new1\", rev=9, t="), "{sig}");
+        assert_eq!(
+            k.verify("prod", sig, &flags, now_secs(), 300),
+            Ok(()),
+            "{sig} over {flags}"
+        );
+        // Kept incoming decisions are signed with the rest (the value sent is what is signed).
+        let mut req = request(&[("vexil-flags", "limit=100")]);
+        signer.inject(Listener::Outbound, &mut req, &TARGET, None);
+        let flags = header(&req, "vexil-flags").unwrap().to_string();
+        assert!(flags.starts_with("limit=100, "), "{flags}");
+        let sig = header(&req, "vexil-signature").unwrap();
+        assert_eq!(k.verify("prod", sig, &flags, now_secs(), 300), Ok(()));
+        // Not asked, or no keys: no signature, and the application's is removed.
+        for inj in [
+            injector_with_keys("", k.clone()),
+            injector("[headers]\nsign = true\n"),
+        ] {
+            let mut req = request(&[("vexil-signature", "key=\"x\", rev=1, t=1, mac=:AAAA:")]);
+            inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+            assert!(header(&req, "vexil-flags").is_some());
+            assert_eq!(header(&req, "vexil-signature"), None);
+        }
+    }
+
+    #[test]
+    fn inbound_keeps_decisions_whose_signature_verifies() {
+        let k = keys(&[("new1", 2), ("old1", 1)]);
+        let inj = injector_with_keys("", k.clone());
+        let flags = "limit=100, theme=\"light\"";
+        let now = now_secs();
+        let good = k.sign("prod", 3, now, flags).unwrap();
+        let mut req = request(&[
+            ("vexil-flags", flags),
+            ("vexil-signature", &good),
+            ("vexil-revision", "prod@3"),
+            ("x", "y"),
+        ]);
+        // The revision header is still the peer's to lose; the signed decisions stay.
+        assert!(inj.strip(Listener::Inbound, &mut req));
+        assert_eq!(header(&req, "vexil-flags"), Some(flags));
+        assert_eq!(header(&req, "vexil-signature"), None);
+        assert_eq!(header(&req, "vexil-revision"), None);
+        // ... and pass the rules of call-chain consistency when decided.
+        inj.inject(Listener::Inbound, &mut req, &TARGET, None);
+        let sent = header(&req, "vexil-flags").unwrap();
+        assert!(sent.starts_with("limit=100, theme=\"light\""), "{sent}");
+
+        // Refused: another value, another environment's key, an old or unknown key, a second
+        // signature line, a forged MAC. Everything is stripped then.
+        let other_env = k.sign("staging", 3, now, flags).unwrap();
+        let stale = k.sign("prod", 3, now - 301, flags).unwrap();
+        let unknown = keys(&[("gone", 7)]).sign("prod", 3, now, flags).unwrap();
+        let forged = format!("key=\"new1\", rev=3, t={now}, mac=:{}:", "A".repeat(44));
+        let cases: [&[(&str, &str)]; 6] = [
+            &[("vexil-flags", "limit=100"), ("vexil-signature", &good)],
+            &[("vexil-flags", flags), ("vexil-signature", &other_env)],
+            &[("vexil-flags", flags), ("vexil-signature", &stale)],
+            &[("vexil-flags", flags), ("vexil-signature", &unknown)],
+            &[
+                ("vexil-flags", flags),
+                ("vexil-signature", &good),
+                ("vexil-signature", &good),
+            ],
+            &[("vexil-flags", flags), ("vexil-signature", &forged)],
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let mut req = request(case);
+            assert!(inj.strip(Listener::Inbound, &mut req), "case {i}");
+            assert_eq!(header(&req, "vexil-flags"), None, "case {i}");
+            assert_eq!(header(&req, "vexil-signature"), None, "case {i}");
+        }
+        // A sidecar that does not accept signed decisions strips them like any.
+        let strict = injector_with_keys("[inbound]\naccept_signed = false\n", k.clone());
+        let mut req = request(&[("vexil-flags", flags), ("vexil-signature", &good)]);
+        assert!(strict.strip(Listener::Inbound, &mut req));
+        assert_eq!(header(&req, "vexil-flags"), None);
+        // A Connection nomination makes the pair hop-by-hop: gone before anything is verified.
+        let mut req = request(&[
+            ("vexil-flags", flags),
+            ("vexil-signature", &good),
+            ("connection", "vexil-flags"),
+        ]);
+        assert!(inj.strip(Listener::Inbound, &mut req));
+        assert_eq!(header(&req, "vexil-flags"), None);
     }
 }

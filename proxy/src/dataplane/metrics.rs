@@ -13,6 +13,7 @@
 //! | `dataplane_stripped_total` | `listener` | requests whose `vexil-*` headers came from an untrusted peer and were removed |
 //! | `dataplane_tunnels_total` | `listener`, `protocol` | `CONNECT` tunnels by what they carried: `http1` and `h2c` (proxied with decisions), `opaque` (bytes copied: TLS, anything else) |
 //! | `dataplane_connections_closed_total` | `listener`, `reason` | connections the sidecar closed for a limit: `max_connections`, `request_head_timeout`, `tunnel_idle_timeout` |
+//! | `dataplane_signatures_total` | `listener`, `result` | incoming `vexil-signature` headers from untrusted peers: `valid` (decisions kept), `malformed`, `unknown_key`, `expired`, `invalid` |
 //!
 //! The hot path touches only atomics: counters by status and by (flag, variant) are looked up in
 //! the registry's family once and kept in slots.
@@ -61,6 +62,12 @@ struct ListenerLabels {
 struct TunnelLabels {
     listener: &'static str,
     protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignatureLabels {
+    listener: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -149,6 +156,7 @@ struct Inner {
     incoming_dropped: Family<DropLabels, Counter>,
     tunnels: Family<TunnelLabels, Counter>,
     closed: Family<ClosedLabels, Counter>,
+    signatures: Family<SignatureLabels, Counter>,
     listeners: [PerListener; 2],
 }
 
@@ -225,6 +233,12 @@ impl DataPlaneMetrics {
              request_head_timeout, tunnel_idle_timeout)",
             i.closed.clone(),
         );
+        metrics.register(
+            "dataplane_signatures",
+            "Incoming vexil-signature headers from untrusted peers, by result (valid: the \
+             decisions were kept; malformed, unknown_key, expired, invalid: stripped)",
+            i.signatures.clone(),
+        );
         m
     }
 
@@ -274,6 +288,7 @@ impl DataPlaneMetrics {
             incoming_dropped,
             tunnels: Family::default(),
             closed: Family::default(),
+            signatures: Family::default(),
             listeners,
         }))
     }
@@ -354,6 +369,17 @@ impl DataPlaneMetrics {
             reason,
         };
         self.0.closed.get_or_create(&labels).inc();
+    }
+
+    /// Counts an incoming signature by its verdict (`valid` or a [`Rejected`] label).
+    ///
+    /// [`Rejected`]: crate::signing::Rejected
+    pub(crate) fn signature(&self, listener: Listener, result: &'static str) {
+        let labels = SignatureLabels {
+            listener: listener.as_str(),
+            result,
+        };
+        self.0.signatures.get_or_create(&labels).inc();
     }
 
     /// Counts a request whose `vexil-*` headers were stripped.

@@ -273,7 +273,7 @@ impl ProxyHttp for Sidecar {
         // hop-by-hop ones (a `Connection: vexil-flags` nomination is stripped and counted too).
         if matches!(self.mode, Mode::Inbound { .. })
             && !self.injector.trusts(Self::peer_ip(session))
-            && self.injector.strip(session.req_header_mut())
+            && self.injector.strip(self.listener, session.req_header_mut())
         {
             self.injector.metrics().stripped(self.listener);
         }

@@ -4,9 +4,13 @@
 //! edits it in place, only when its `from` is the held revision. Either way the result is
 //! compiled into a new [`FlagSet`] that is swapped in whole.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use vexil_engine::{CompileOptions, FlagSet, Mode};
 use vexil_proto::sync::v1::{Delta, Entry};
+
+use crate::signing::SigningKeys;
 
 /// The document at one revision.
 #[derive(Debug, Clone)]
@@ -17,6 +21,8 @@ pub struct Held {
     pub incarnation: String,
     /// The flagd document (`flags`, `$evaluators`, `metadata`), always a JSON object.
     pub document: Value,
+    /// The environment's signing keys (the last `Full` that carried them).
+    pub signing: Arc<SigningKeys>,
 }
 
 /// Why a frame could not be applied.
@@ -174,6 +180,7 @@ mod tests {
 
     fn held() -> Held {
         Held {
+            signing: SigningKeys::none(),
             revision: 3,
             incarnation: String::new(),
             document: parse_full(
@@ -250,6 +257,7 @@ mod tests {
     fn flags_only_deltas_compile_only_their_flags() {
         let flag = |v: &str| json!({"state":"ENABLED","variants":{"v":v},"defaultVariant":"v"});
         let mut h = Held {
+            signing: SigningKeys::none(),
             revision: 3,
             incarnation: String::new(),
             document: json!({"flags": {"a": flag("a"), "b": flag("b")}}),

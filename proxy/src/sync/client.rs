@@ -18,6 +18,7 @@ use vexil_proto::sync::v1::{
 
 use super::apply::{ApplyError, Held, apply_delta, compile, compile_after, parse_full};
 use super::{SyncConfig, SyncState, SyncStatus, persist};
+use crate::signing::SigningKeys;
 use crate::snapshot::{Snapshot, SnapshotCell, Source};
 
 type Frames = FramedRead<quinn::RecvStream, MessageCodec<ServerFrame>>;
@@ -159,18 +160,25 @@ impl SyncClient {
         match compile(&loaded.document) {
             Ok(flags) => {
                 let path = persist::path(dir, env).display().to_string();
-                cell.publish(Snapshot::new(
-                    env,
-                    loaded.revision,
-                    flags,
-                    Source::Persisted(path),
-                ));
+                // The keys saved with this incarnation (an unusable file: none, control resends).
+                let signing = match persist::load_keys(dir, env, &loaded.incarnation) {
+                    Ok(keys) => Arc::new(keys),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "persisted signing keys unusable; signing waits for control");
+                        SigningKeys::none()
+                    }
+                };
+                cell.publish(
+                    Snapshot::new(env, loaded.revision, flags, Source::Persisted(path))
+                        .with_signing(signing.clone()),
+                );
                 tracing::info!(environment = %env, revision = loaded.revision,
                     "serving the persisted snapshot until control answers");
                 Some(Held {
                     revision: loaded.revision,
                     incarnation: loaded.incarnation,
                     document: loaded.document,
+                    signing,
                 })
             }
             Err(e) => {
@@ -450,16 +458,29 @@ impl Runner {
                         full.incarnation.clone()
                     };
                     stream.incarnation = incarnation.clone();
-                    let applied = parse_full(&full.flag_set).and_then(|doc| {
+                    // Keys when the Full carries them, else those held.
+                    let signing = match &full.signing_keys {
+                        Some(keys) => SigningKeys::from_proto(keys)
+                            .map(Arc::new)
+                            .map_err(ApplyError::Invalid),
+                        None => Ok(self
+                            .held
+                            .as_ref()
+                            .map_or_else(SigningKeys::none, |h| h.signing.clone())),
+                    };
+                    let applied = signing.and_then(|signing| {
+                        let doc = parse_full(&full.flag_set)?;
                         // The very snapshot already served (a resync answered after the
                         // missing delta arrived, or a reconnect): acknowledge, do not reinstall.
                         if let Some(held) = &mut self.held
                             && held.revision == full.revision
                             && held.document == doc
+                            && held.signing == signing
                         {
                             if held.incarnation != incarnation {
                                 held.incarnation = incarnation;
                                 self.persist();
+                                self.persist_keys();
                             }
                             return Ok(full.revision);
                         }
@@ -469,6 +490,7 @@ impl Runner {
                                 revision: full.revision,
                                 incarnation,
                                 document: doc,
+                                signing,
                             },
                             flags,
                             "full",
@@ -581,9 +603,16 @@ impl Runner {
         let config = &self.client.config;
         let revision = held.revision;
         let source = Source::Control(self.current.clone());
-        self.cell
-            .publish(Snapshot::new(&config.environment, revision, flags, source));
+        let keys_changed = self.held.as_ref().is_none_or(|h| h.signing != held.signing)
+            || self.cell.load().is_none_or(|s| s.signing != held.signing);
+        self.cell.publish(
+            Snapshot::new(&config.environment, revision, flags, source)
+                .with_signing(held.signing.clone()),
+        );
         self.held = Some(held);
+        if keys_changed {
+            self.persist_keys();
+        }
         self.persist();
         self.status.send_modify(|s| s.revision = revision);
         if let Some(f) = &config.on_frame {
@@ -609,6 +638,17 @@ impl Runner {
             ) {
                 tracing::error!(error = %e, dir = %dir.display(), "could not persist the snapshot");
             }
+        }
+    }
+
+    /// Writes the held signing keys (readable by the sidecar's user only) beside the snapshot.
+    fn persist_keys(&self) {
+        let config = &self.client.config;
+        if let (Some(dir), Some(held)) = (&config.state_dir, &self.held)
+            && let Err(e) =
+                persist::save_keys(dir, &config.environment, &held.incarnation, &held.signing)
+        {
+            tracing::error!(error = %e, dir = %dir.display(), "could not persist the signing keys");
         }
     }
 

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use vexil_proto::snapshot_file;
 
+use crate::signing::SigningKeys;
+
 /// The format tag of the header (`vexil_proto::snapshot_file`).
 pub use vexil_proto::snapshot_file::FORMAT;
 
@@ -80,7 +82,6 @@ pub fn save_incarnation(
     revision: i64,
     document: &str,
 ) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
     let bytes = snapshot_file::encode_incarnation(
         environment,
         incarnation,
@@ -88,17 +89,115 @@ pub fn save_incarnation(
         document,
         snapshot_file::now_ms(),
     );
-    let target = path(dir, environment);
+    write_atomic(dir, &path(dir, environment), &bytes, 0o644)
+}
+
+/// Writes `bytes` to `target` in `dir` through a temporary file of mode `mode`, fsynced, renamed
+/// over it, and the directory fsynced: a crash leaves the old file or the new one.
+fn write_atomic(dir: &Path, target: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::create_dir_all(dir)?;
     let tmp = target.with_extension(format!("tmp-{}", std::process::id()));
     {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
     }
-    fs::rename(&tmp, &target)?;
+    fs::rename(&tmp, target)?;
     // Make the rename itself durable.
     fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+/// The file of `environment`'s signing keys in `dir` (mode 0600: a key lets its holder sign
+/// decisions other sidecars believe).
+pub fn keys_path(dir: &Path, environment: &str) -> PathBuf {
+    let snapshot = path(dir, environment);
+    let name = snapshot
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("snapshot-"))
+        .unwrap_or("environment.json");
+    dir.join(format!("signing-keys-{name}"))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeysFile {
+    environment: String,
+    incarnation: String,
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyEntry {
+    id: String,
+    /// Base64.
+    secret: String,
+    created_at_ms: i64,
+}
+
+/// Writes `environment`'s signing keys (of `incarnation`) to `dir`, readable by the sidecar's
+/// user only; no keys: the file is removed.
+pub fn save_keys(
+    dir: &Path,
+    environment: &str,
+    incarnation: &str,
+    keys: &SigningKeys,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    let target = keys_path(dir, environment);
+    if keys.is_empty() {
+        return match fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let file = KeysFile {
+        environment: environment.to_string(),
+        incarnation: incarnation.to_string(),
+        keys: keys
+            .parts()
+            .into_iter()
+            .map(|(id, secret, created_at_ms)| KeyEntry {
+                id,
+                secret: base64::engine::general_purpose::STANDARD.encode(secret),
+                created_at_ms,
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+    write_atomic(dir, &target, &bytes, 0o600)
+}
+
+/// The signing keys saved for `incarnation` of `environment` in `dir`: none when there is no
+/// file or it is of another incarnation; an error when it is damaged.
+pub fn load_keys(dir: &Path, environment: &str, incarnation: &str) -> Result<SigningKeys, String> {
+    use base64::Engine as _;
+    let target = keys_path(dir, environment);
+    let bytes = match fs::read(&target) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SigningKeys::default()),
+        Err(e) => return Err(format!("reading {}: {e}", target.display())),
+    };
+    let file: KeysFile =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", target.display()))?;
+    if file.environment != environment || file.incarnation != incarnation || incarnation.is_empty()
+    {
+        return Ok(SigningKeys::default());
+    }
+    let mut parts = Vec::with_capacity(file.keys.len());
+    for k in file.keys {
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(&k.secret)
+            .map_err(|e| format!("{}: key {:?}: {e}", target.display(), k.id))?;
+        parts.push((k.id, secret, k.created_at_ms));
+    }
+    SigningKeys::from_parts(parts).map_err(|e| format!("{}: {e}", target.display()))
 }
 
 /// Reads `environment`'s snapshot from `dir`: `Ok(None)` when there is none.
