@@ -1501,6 +1501,8 @@ const SERVED: &[(&str, &str)] = &[
     ("delete", "/api/v1/environments/{env}"),
     ("post", "/api/v1/environments/{env}/promote"),
     ("post", "/api/v1/environments/{env}/incarnation"),
+    ("get", "/api/v1/environments/{env}/signing-keys"),
+    ("post", "/api/v1/environments/{env}/signing-keys/rotate"),
     ("get", "/api/v1/environments/{env}/flags"),
     ("get", "/api/v1/environments/{env}/flags/{key}"),
     ("put", "/api/v1/environments/{env}/flags/{key}"),

@@ -231,6 +231,7 @@ fn type_name(t: Type) -> &'static str {
         Type::Double => "double",
         Type::Int64 => "int64",
         Type::Uint32 => "uint32",
+        Type::Bytes => "bytes",
         other => panic!("unexpected type {other:?}"),
     }
 }
@@ -485,7 +486,13 @@ fn vexil_sync_descriptor_matches_contract() {
                 "1 revision int64",
                 "2 flag_set string",
                 "3 incarnation string",
+                "4 signing_keys SigningKeys optional",
             ],
+        ),
+        ("SigningKeys", &["1 keys repeated SigningKey"]),
+        (
+            "SigningKey",
+            &["1 id string", "2 secret bytes", "3 created_at_ms int64"],
         ),
         (
             "Delta",
