@@ -170,6 +170,17 @@ impl FlagSet {
         self.resolve_typed(key, ctx, "any", Some)
     }
 
+    /// The variant the flag at position `index` (in key order, as [`FlagSet::flags`] lists them)
+    /// chooses for `ctx`: its position in the flag's variants ([`Flag::variants`] order), or `None`
+    /// when the flag gives no value (disabled, an error, no default variant) or there is no such
+    /// flag. What [`FlagSet::resolve`] decides, for callers that planned the flag's position ahead
+    /// (the sidecar's data plane): no key is looked up, no variant name compared, nothing
+    /// allocated.
+    pub fn variant_at(&self, index: usize, ctx: &EvaluationContext) -> Option<usize> {
+        let flag = self.flags.get(index)?;
+        self.outcome(flag, ctx).variant
+    }
+
     /// Resolves every flag of the set for one context, in key order (disabled flags included, with
     /// reason `DISABLED`). Lazy: nothing is evaluated until the iterator is advanced.
     pub fn resolve_all<'a, 'c>(

@@ -216,6 +216,21 @@ proptest! {
         }
     }
 
+    /// `variant_at` (the data plane's planned evaluation) chooses what `resolve` chooses, for
+    /// every flag, named by position.
+    #[test]
+    fn variant_at_agrees_with_resolve(doc in document(), ctx in context()) {
+        let set = FlagSet::compile(&doc, &LENIENT).unwrap();
+        for (i, flag) in set.flags().enumerate() {
+            let by_key = set.resolve(flag.key(), &ctx).variant;
+            let by_index = set
+                .variant_at(i, &ctx)
+                .map(|v| flag.variants().nth(v).unwrap().0);
+            prop_assert_eq!(by_key, by_index, "{}", flag.key());
+        }
+        prop_assert_eq!(set.variant_at(set.len(), &ctx), None);
+    }
+
     #[test]
     fn compile_then_evaluate_is_deterministic(doc in document(), ctx in context()) {
         let a = FlagSet::compile(&doc, &LENIENT).unwrap();

@@ -207,6 +207,7 @@ pub fn sync_frame(data: &[u8]) {
                         revision: full.revision,
                         incarnation: full.incarnation.clone(),
                         document,
+                        signing: vexil_proxy::signing::SigningKeys::none(),
                     };
                     if install(&next) {
                         held = Some(next);

@@ -33,7 +33,7 @@ use crate::sys::{CpuMeter, MachineMeter, Spawned};
 /// Flags injected per request (the budget's workload, docs/architecture.md#budgets).
 pub const INJECTED: usize = 20;
 /// Flags in the sidecar's set.
-const SET_SIZE: usize = 50;
+pub const SET_SIZE: usize = 50;
 /// Connections of the closed-loop peak.
 const PEAK_CONNECTIONS: usize = 64;
 /// Open loop: most requests in flight.

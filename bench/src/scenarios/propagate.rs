@@ -498,6 +498,7 @@ fn apply_us(flags: usize) -> anyhow::Result<f64> {
         revision: 1,
         incarnation: String::new(),
         document,
+        signing: vexil_proxy::signing::SigningKeys::none(),
     };
     let rounds: u32 = 200;
     let start = Instant::now();

@@ -100,6 +100,7 @@ impl HeaderInjector {
 
     /// Removes the `vexil-*` headers of an untrusted peer (inbound mode); true when any was there.
     pub fn strip(&self, req: &mut RequestHeader) -> bool {
-        self.0.strip(req)
+        self.0
+            .strip(crate::dataplane::metrics::Listener::Inbound, req)
     }
 }

@@ -307,11 +307,9 @@ impl Injector {
                     continue;
                 }
                 let flag = &plan.flags[index as usize];
-                let resolution = plan.snapshot.flags.resolve(&flag.key, ctx);
+                // The plan lists the snapshot's flags and variants in the engine's order.
+                let variant = plan.snapshot.flags.variant_at(index as usize, ctx);
                 evaluated += 1;
-                let variant = resolution
-                    .variant
-                    .and_then(|name| flag.variants.iter().position(|v| &*v.name == name));
                 plan.count_evaluation(listener, index as usize, variant);
                 let Some(v) = variant.map(|v| &flag.variants[v]) else {
                     continue;

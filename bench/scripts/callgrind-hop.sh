@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind (repeatable whatever else the machine
+# does): vexil-proxy with `hop`'s configuration (50 flags, 20 injected, context from 6 headers)
+# beside bare pingora (bench/src/bin/bare-pingora.rs), each proxying GET requests in absolute form
+# on one keep-alive connection to a local upstream. Each proxy runs twice, with N1 and N2
+# requests; per request = (I(N2) - I(N1)) / (N2 - N1), so start-up and shutdown cancel out.
+#
+#   bench/scripts/callgrind-hop.sh            # builds the release binaries first
+#   N1=500 N2=2500 OUT=/tmp/cg bench/scripts/callgrind-hop.sh
+#
+# Leaves the callgrind files in $OUT (callgrind_annotate --inclusive=yes $OUT/vexil-2500.out).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+N1=${N1:-500}
+N2=${N2:-2500}
+OUT=${OUT:-$root/target/callgrind-hop}
+T=${CARGO_TARGET_DIR:-$root/target}/release
+here="$root/bench/scripts"
+mkdir -p "$OUT"
+if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release --manifest-path "$root/Cargo.toml" -p vexil-proxy -p vexil-bench \
+        --bin vexil-proxy --bin bare-pingora --example hop_config >&2
+fi
+"$T/examples/hop_config" "$OUT"
+python3 "$here/callgrind-upstream.py" 19100 &
+up=$!
+trap 'kill $up 2>/dev/null || true' EXIT
+sleep 0.5
+
+# one NAME N CMD...: runs CMD under callgrind, sends N requests, prints the instructions counted.
+one() {
+    local name=$1 n=$2
+    shift 2
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/$name-$n.out" "$@" >"$OUT/$name-$n.log" 2>&1 &
+    local p=$!
+    for _ in $(seq 1 600); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', 19101), 0.2)" 2>/dev/null && break
+        sleep 0.2
+    done
+    sleep 2
+    python3 "$here/callgrind-load.py" 19101 127.0.0.1:19100 "$n" >&2
+    kill -INT "$p"
+    wait "$p" || true
+    grep -h "^summary:\|^totals:" "$OUT/$name-$n.out" | tail -1 | awk '{print $2}'
+}
+
+for who in vexil pingora; do
+    if [ "$who" = vexil ]; then
+        cmd=("$T/vexil-proxy" --flags-file "$OUT/flags.json" --config "$OUT/proxy.toml" --threads 1
+            --outbound-addr 127.0.0.1:19101 --admin-addr 127.0.0.1:19102 --grpc-addr 127.0.0.1:19103
+            --sync-addr 127.0.0.1:19104 --ofrep-addr 127.0.0.1:19105 --shutdown-grace-secs 0)
+    else
+        cmd=("$T/bare-pingora" 127.0.0.1:19101 127.0.0.1:19100)
+    fi
+    a=$(one "$who" "$N1" "${cmd[@]}")
+    b=$(one "$who" "$N2" "${cmd[@]}")
+    echo "$who: $(((b - a) / (N2 - N1))) instructions per request ($a at $N1, $b at $N2)"
+done
