@@ -7,12 +7,14 @@
 #
 #   bench/scripts/callgrind-hop.sh            # builds the release binaries first
 #   N1=500 N2=2500 OUT=/tmp/cg bench/scripts/callgrind-hop.sh
+#   USERS=10000 bench/scripts/callgrind-hop.sh   # a new x-user-id per request (decision cache misses)
 #
 # Leaves the callgrind files in $OUT (callgrind_annotate --inclusive=yes $OUT/vexil-2500.out).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 N1=${N1:-500}
 N2=${N2:-2500}
+USERS=${USERS:-1}
 OUT=${OUT:-$root/target/callgrind-hop}
 T=${CARGO_TARGET_DIR:-$root/target}/release
 here="$root/bench/scripts"
@@ -31,20 +33,20 @@ sleep 0.5
 one() {
     local name=$1 n=$2
     shift 2
-    valgrind --tool=callgrind --callgrind-out-file="$OUT/$name-$n.out" "$@" >"$OUT/$name-$n.log" 2>&1 &
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/$name-$n-$USERS.out" "$@" >"$OUT/$name-$n-$USERS.log" 2>&1 &
     local p=$!
     for _ in $(seq 1 600); do
         python3 -c "import socket; socket.create_connection(('127.0.0.1', 19101), 0.2)" 2>/dev/null && break
         sleep 0.2
     done
     sleep 2
-    python3 "$here/callgrind-load.py" 19101 127.0.0.1:19100 "$n" >&2
+    python3 "$here/callgrind-load.py" 19101 127.0.0.1:19100 "$n" "$USERS" >&2
     kill -INT "$p"
     wait "$p" || true
-    grep -h "^summary:\|^totals:" "$OUT/$name-$n.out" | tail -1 | awk '{print $2}'
+    grep -h "^summary:\|^totals:" "$OUT/$name-$n-$USERS.out" | tail -1 | awk '{print $2}'
 }
 
-for who in vexil pingora; do
+for who in ${WHO:-vexil pingora}; do
     if [ "$who" = vexil ]; then
         cmd=("$T/vexil-proxy" --flags-file "$OUT/flags.json" --config "$OUT/proxy.toml" --threads 1
             --outbound-addr 127.0.0.1:19101 --admin-addr 127.0.0.1:19102 --grpc-addr 127.0.0.1:19103

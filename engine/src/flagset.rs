@@ -203,6 +203,20 @@ impl Flag {
         matches!(self.targeting, Targeting::Rule(_))
     }
 
+    /// The top-level context attributes the flag's evaluation can read, sorted: its result is a
+    /// function of their values alone (and of the flag set). `None` when that cannot be known
+    /// from the rule: a `var` with a computed path or of the whole context, `$flagd.timestamp`
+    /// (the clock), `missing` and `missing_some` (computed names). A flag without a rule reads
+    /// nothing. The sidecar keys its decision cache on these values.
+    pub fn context_reads(&self) -> Option<Vec<&str>> {
+        let mut out = std::collections::BTreeSet::new();
+        match &self.targeting {
+            Targeting::Rule(expr) => crate::logic::reads(expr, &mut out).then_some(())?,
+            Targeting::Static | Targeting::Broken(_) => {}
+        }
+        Some(out.into_iter().collect())
+    }
+
     pub(crate) fn variant_index(&self, name: &str) -> Option<usize> {
         self.variants.iter().position(|(k, _)| &**k == name)
     }

@@ -231,6 +231,33 @@ proptest! {
         prop_assert_eq!(set.variant_at(set.len(), &ctx), None);
     }
 
+    /// A flag whose context reads are known decides the same on the context cut down to them
+    /// (and on that context with other attributes added): what the sidecar's decision cache
+    /// relies on.
+    #[test]
+    fn a_flag_decides_on_the_attributes_it_reads_alone(
+        doc in document(), ctx in context(), other in context()
+    ) {
+        let set = FlagSet::compile(&doc, &LENIENT).unwrap();
+        for (i, flag) in set.flags().enumerate() {
+            let Some(reads) = flag.context_reads() else { continue };
+            let only = |from: &EvaluationContext, base: &EvaluationContext| {
+                let mut m = base.attributes().clone();
+                m.retain(|k, _| !reads.contains(&k.as_str()));
+                for k in &reads {
+                    match from.attributes().get(*k) {
+                        Some(v) => { m.insert(k.to_string(), v.clone()); }
+                        None => { m.remove(*k); }
+                    }
+                }
+                EvaluationContext::from_map(m)
+            };
+            let want = set.variant_at(i, &ctx);
+            prop_assert_eq!(want, set.variant_at(i, &only(&ctx, &EvaluationContext::new())), "{}", flag.key());
+            prop_assert_eq!(want, set.variant_at(i, &only(&ctx, &other)), "{}", flag.key());
+        }
+    }
+
     #[test]
     fn compile_then_evaluate_is_deterministic(doc in document(), ctx in context()) {
         let a = FlagSet::compile(&doc, &LENIENT).unwrap();

@@ -26,6 +26,42 @@ pub(crate) enum Expr {
     Call(Op, Box<[Expr]>),
 }
 
+/// Collects into `out` the first path segment of every context `var` that `expr` can read; false
+/// when what it reads cannot be known from the rule ([`crate::Flag::context_reads`]). A `var`
+/// inside `map`, `filter`, `reduce`, `all`, `none` or `some` may read the item rather than the
+/// context: its name is collected all the same (a superset is safe), and a whole-item `var` (empty
+/// path) counts as unknown.
+pub(crate) fn reads<'e>(expr: &'e Expr, out: &mut std::collections::BTreeSet<&'e str>) -> bool {
+    match expr {
+        Expr::Lit(_) => true,
+        Expr::Array(items) => items.iter().all(|e| reads(e, out)),
+        Expr::Var(var) => {
+            let path = match &var.path {
+                VarPath::Dynamic(_) => return false,
+                VarPath::Static(path) => path,
+            };
+            match (path.special, path.segs.first()) {
+                (Some(Special::Timestamp), _) | (None, None) => return false,
+                (Some(Special::FlagKey), _) => {}
+                (None, Some(first)) => {
+                    out.insert(&first.key);
+                }
+            }
+            var.default.as_ref().is_none_or(|d| reads(d, out))
+        }
+        Expr::Fractional(f) => {
+            if f.bucket_by.is_none() {
+                // The shorthand buckets by flag key and `targetingKey`.
+                out.insert("targetingKey");
+            }
+            f.bucket_by.as_ref().is_none_or(|e| reads(e, out))
+                && f.buckets.iter().all(|e| reads(e, out))
+        }
+        Expr::Call(Op::Missing | Op::MissingSome, _) => false,
+        Expr::Call(_, args) => args.iter().all(|e| reads(e, out)),
+    }
+}
+
 /// The operators, besides `var` and `fractional` which have their own nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {

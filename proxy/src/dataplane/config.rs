@@ -55,6 +55,8 @@ vexil_settings::settings! {
         section upstream in "upstream": UpstreamConfig;
         /// `[downstream]`: the application's connections to the sidecar.
         section downstream in "downstream": DownstreamConfig;
+        /// `[cache]`: the decision cache.
+        section cache in "cache": CacheConfig;
     }
     validate check_dataplane;
 }
@@ -167,6 +169,19 @@ vexil_settings::settings! {
 /// `[inbound] signature_max_age_secs`: 1 s to a day.
 fn signature_age(d: &Seconds) -> Result<(), String> {
     between(1, 86_400)(&d.0.as_secs())
+}
+
+vexil_settings::settings! {
+    /// `[cache]`: finished decisions kept per worker thread, by snapshot, route and the values of
+    /// exactly the context attributes the route's flags read.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct CacheConfig {
+        group "cache" {
+            /// Decisions kept per worker thread (least recently used first out); 0 turns the
+            /// cache off. About 1 KiB each with 20 flags.
+            max_entries: usize = 1024, key "max_entries", check between(0, 1_000_000);
+        }
+    }
 }
 
 vexil_settings::settings! {

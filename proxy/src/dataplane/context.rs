@@ -116,13 +116,62 @@ impl ContextMapping {
         EvaluationContext::from_map(map)
     }
 
+    /// The index of attribute `name`, when the mapping has it and it can be part of a decision
+    /// cache key (`Err(())`: it has a `jwt:` source, whose claims are only known once the token is
+    /// verified, and whose validity depends on the clock).
+    pub(crate) fn key_attribute(&self, name: &str) -> Result<Option<usize>, ()> {
+        match self.attributes.iter().position(|a| &*a.name == name) {
+            Some(i) if self.attributes[i].sources.iter().any(Source::is_jwt) => Err(()),
+            found => Ok(found),
+        }
+    }
+
+    /// Appends to `key` the value attribute `index` takes on `req` exactly as [`Self::extract`]
+    /// would find it (the first source present, within `max_value_bytes`), length-prefixed, or a
+    /// marker for "absent". Borrows from the request; allocates only for decoded cookies, query
+    /// parameters and baggage members. Not for attributes [`Self::key_attribute`] refused.
+    pub(crate) fn write_key(&self, index: usize, req: &RequestView<'_>, key: &mut Vec<u8>) {
+        let attribute = &self.attributes[index];
+        for source in attribute.sources.iter() {
+            if let Source::PeerIp = source {
+                if let Some(ip) = req.peer {
+                    key.push(b'i');
+                    match ip {
+                        IpAddr::V4(v4) => key.extend_from_slice(&v4.octets()),
+                        IpAddr::V6(v6) => key.extend_from_slice(&v6.octets()),
+                    }
+                    return;
+                }
+                continue;
+            }
+            if let Some(text) = self.text(source, req) {
+                key.push(b's');
+                key.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                key.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
+        key.push(b'-');
+    }
+
     fn lookup(&self, source: &Source, req: &RequestView<'_>, claims: &mut Claims) -> Option<Value> {
         match source {
             Source::Jwt(claim) => return self.claim(claim, req, claims),
             Source::PeerIp => return req.peer.map(|ip| Value::String(ip.to_string())),
             _ => {}
         }
-        let text: std::borrow::Cow<'_, str> = match source {
+        self.text(source, req)
+            .map(|text| Value::String(text.into_owned()))
+    }
+
+    /// The text of a source that is not `jwt:` or `peer:ip`, when present and within
+    /// `max_value_bytes`.
+    fn text<'a>(
+        &self,
+        source: &'a Source,
+        req: &RequestView<'a>,
+    ) -> Option<std::borrow::Cow<'a, str>> {
+        let text: std::borrow::Cow<'a, str> = match source {
             Source::Header(name) => req.headers.get(name)?.to_str().ok()?.into(),
             Source::Cookie(name) => cookie(req.headers, name)?.into(),
             Source::Query(name) => query_param(req.query?, name)?,
@@ -132,9 +181,9 @@ impl ContextMapping {
             Source::Host => req.host?.into(),
             Source::Scheme => req.scheme.into(),
             Source::Static(v) => v.as_ref().into(),
-            Source::Jwt(_) | Source::PeerIp => unreachable!("handled above"),
+            Source::Jwt(_) | Source::PeerIp => return None,
         };
-        (text.len() <= self.max_value_bytes).then(|| Value::String(text.into_owned()))
+        (text.len() <= self.max_value_bytes).then_some(text)
     }
 
     fn claim(&self, name: &str, req: &RequestView<'_>, claims: &mut Claims) -> Option<Value> {

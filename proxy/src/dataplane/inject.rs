@@ -25,6 +25,7 @@ use vexil_engine::EvaluationContext;
 
 use vexil_settings::{Problems, Settings as _};
 
+use crate::dataplane::cache::{self, Cached, Lookup};
 use crate::dataplane::config::{Cidr, DataPlaneConfig, HeadersConfig};
 use crate::dataplane::context::{ContextMapping, RequestView};
 use crate::dataplane::headers::{
@@ -70,6 +71,8 @@ pub(crate) struct Injector {
     accept_signed: bool,
     /// `[inbound] signature_max_age_secs`.
     signature_max_age: u64,
+    /// `[cache] max_entries` (0: no decision cache).
+    cache_entries: usize,
     metrics: DataPlaneMetrics,
 }
 
@@ -99,6 +102,7 @@ impl Injector {
             trusted: config.inbound.trusted_cidrs.clone().into(),
             accept_signed: config.inbound.accept_signed,
             signature_max_age: config.inbound.signature_max_age.as_secs(),
+            cache_entries: config.cache.max_entries,
             metrics,
         })
     }
@@ -116,12 +120,10 @@ impl Injector {
         {
             return Some(plan.clone());
         }
-        let plan = Arc::new(Plan::build(
-            snapshot,
-            &self.router,
-            &self.headers,
-            &self.metrics,
-        ));
+        let plan = Arc::new(
+            Plan::build(snapshot, &self.router, &self.headers, &self.metrics)
+                .with_cache_keys(&self.mapping),
+        );
         self.plan.store(Some(plan.clone()));
         Some(plan)
     }
@@ -226,21 +228,103 @@ impl Injector {
         let plan = plan.as_deref();
         let route = self.router.route(target.host, req.uri.path());
         let (selected, targeted) = plan.map_or((&[][..], false), |p| p.selected(route));
-        let ctx = if targeted && !self.mapping.is_empty() {
-            self.mapping.extract(&RequestView {
-                headers: &req.headers,
-                method: req.method.as_str(),
-                path: req.uri.path(),
-                query: req.uri.query(),
-                host: target.host,
-                scheme: target.scheme,
-                peer,
-            })
-        } else {
-            EvaluationContext::new()
+        let view = RequestView {
+            headers: &req.headers,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            host: target.host,
+            scheme: target.scheme,
+            peer,
+        };
+        let extract = || {
+            if targeted && !self.mapping.is_empty() {
+                self.mapping.extract(&view)
+            } else {
+                EvaluationContext::new()
+            }
         };
         let overrides = self.router.overrides(route);
-        let out = self.decide(listener, plan, route, selected, overrides, req, &ctx);
+        // Decisions already on the request change the outcome: those requests are not cached.
+        let cached = plan
+            .filter(|_| self.cache_entries > 0 && !req.headers.contains_key(FLAGS_HEADER))
+            .and_then(|p| Some((p, p.cache_key(route)?)));
+        let entries = |n: i64| self.metrics.cache_entries(n);
+        let mut out = match cached {
+            Some((p, attributes)) => {
+                let write = |key: &mut Vec<u8>| {
+                    match route {
+                        Route::Rule(i) => {
+                            key.push(1);
+                            key.extend_from_slice(&(i as u32).to_le_bytes());
+                        }
+                        Route::Default | Route::Unmatched => key.push(0),
+                    }
+                    for &a in attributes {
+                        self.mapping.write_key(a, &view, key);
+                    }
+                };
+                match cache::lookup(p.id, self.cache_entries, write, entries) {
+                    Lookup::Hit(c) => {
+                        self.metrics.cache(listener, true);
+                        for &(flag, variant) in c.decisions.iter() {
+                            p.count_evaluation(
+                                listener,
+                                flag as usize,
+                                variant.map(|v| v as usize),
+                            );
+                        }
+                        Decisions::from_cached(&c)
+                    }
+                    Lookup::Miss => {
+                        self.metrics.cache(listener, false);
+                        let mut record = Vec::with_capacity(selected.len());
+                        let d = self.decide(
+                            listener,
+                            plan,
+                            route,
+                            selected,
+                            overrides,
+                            req,
+                            &extract(),
+                            Some(&mut record),
+                        );
+                        cache::store(p.id, self.cache_entries, d.to_cached(record), entries);
+                        d
+                    }
+                }
+            }
+            None => self.decide(
+                listener,
+                plan,
+                route,
+                selected,
+                overrides,
+                req,
+                &extract(),
+                None,
+            ),
+        };
+        // The value that goes upstream, signed when asked and control gave keys; any other
+        // signature on the request is removed.
+        if self.headers.sign
+            && let Some(p) = plan
+            && !p.snapshot.signing.is_empty()
+        {
+            let s = &p.snapshot;
+            let sign = |text: &str| {
+                (!text.is_empty())
+                    .then(|| s.signing.sign(&s.environment, s.revision, now_secs(), text))
+                    .flatten()
+            };
+            out.signature = match &out.flags {
+                FlagsOut::Set(value) => value.to_str().ok().and_then(sign),
+                FlagsOut::Remove => None,
+                FlagsOut::Unchanged => joined(req, FLAGS_HEADER)
+                    .text
+                    .and_then(|text| sign(text.trim())),
+            };
+        }
         // `vexil-revision` names the snapshot of the decisions this sidecar made.
         let revision = plan
             .filter(|_| !selected.is_empty())
@@ -252,7 +336,7 @@ impl Injector {
     }
 
     /// Keeps the incoming decisions that could be this sidecar's and evaluates the selected flags
-    /// that are not decided.
+    /// that are not decided; `record` gets the `(flag, variant)` of every decision made.
     #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
@@ -263,6 +347,7 @@ impl Injector {
         overrides: bool,
         req: &RequestHeader,
         ctx: &EvaluationContext,
+        mut record: Option<&mut Vec<(u32, Option<u32>)>>,
     ) -> Decisions {
         // A line that is not text cannot be read, so it cannot be kept: the header is malformed.
         let Lines {
@@ -311,6 +396,9 @@ impl Injector {
                 let variant = plan.snapshot.flags.variant_at(index as usize, ctx);
                 evaluated += 1;
                 plan.count_evaluation(listener, index as usize, variant);
+                if let Some(record) = record.as_deref_mut() {
+                    record.push((index, variant.map(|v| v as u32)));
+                }
                 let Some(v) = variant.map(|v| &flag.variants[v]) else {
                     continue;
                 };
@@ -327,20 +415,19 @@ impl Injector {
                 None => value.is_empty(),
                 Some(text) => text.trim() == value,
             };
-        // The value that goes upstream is `value` (an unchanged header equals it), signed when
-        // asked and control gave keys; any other signature on the request is removed.
-        let signature = match plan {
-            Some(plan) if self.headers.sign && !value.is_empty() => {
-                let s = &plan.snapshot;
-                s.signing
-                    .sign(&s.environment, s.revision, now_secs(), &value)
-            }
-            _ => None,
+        let flags = if unchanged {
+            FlagsOut::Unchanged
+        } else if value.is_empty() {
+            FlagsOut::Remove
+        } else {
+            // Members are header-safe by construction (RFC 8941 items).
+            HeaderValue::from_maybe_shared(Bytes::from(value))
+                .map_or(FlagsOut::Remove, FlagsOut::Set)
         };
         Decisions {
             dropped,
-            signature,
-            flags: (!unchanged).then_some(value),
+            signature: None,
+            flags,
             existing_len: incoming.as_deref().map_or(0, str::len),
             per_flag,
             baggage,
@@ -375,10 +462,20 @@ fn extras(
     }
 }
 
+/// What becomes of `vexil-flags`.
+enum FlagsOut {
+    /// The incoming value is exactly the decisions: left as it is.
+    Unchanged,
+    /// No decision: the header is removed.
+    Remove,
+    /// The new value.
+    Set(HeaderValue),
+}
+
 /// The headers one request gets, computed before the request is changed.
 struct Decisions {
-    /// The new `vexil-flags` value (empty: none), when it differs from the incoming one.
-    flags: Option<String>,
+    /// The new `vexil-flags`.
+    flags: FlagsOut,
     existing_len: usize,
     dropped: u32,
     /// A per-flag header for each decision in `vexil-flags` (when enabled).
@@ -391,6 +488,36 @@ struct Decisions {
 }
 
 impl Decisions {
+    /// The decisions of a cached request (which carried no `vexil-flags`).
+    fn from_cached(c: &Cached) -> Decisions {
+        Decisions {
+            flags: match &c.flags {
+                Some(v) => FlagsOut::Set(v.clone()),
+                None => FlagsOut::Remove,
+            },
+            existing_len: 0,
+            dropped: c.dropped,
+            per_flag: c.per_flag.to_vec(),
+            baggage: c.baggage.to_string(),
+            signature: None,
+            evaluated: 0,
+        }
+    }
+
+    /// What the cache keeps of decisions made for a request without `vexil-flags`.
+    fn to_cached(&self, decisions: Vec<(u32, Option<u32>)>) -> Cached {
+        Cached {
+            flags: match &self.flags {
+                FlagsOut::Set(v) => Some(v.clone()),
+                FlagsOut::Remove | FlagsOut::Unchanged => None,
+            },
+            per_flag: self.per_flag.clone().into(),
+            baggage: self.baggage.as_str().into(),
+            dropped: self.dropped,
+            decisions: decisions.into(),
+        }
+    }
+
     fn apply(
         self,
         req: &mut RequestHeader,
@@ -399,9 +526,15 @@ impl Decisions {
         config: &HeadersConfig,
     ) -> Injected {
         let mut bytes = 0;
-        if let Some(flags) = self.flags {
-            bytes += flags.len().saturating_sub(self.existing_len);
-            set_or_remove(req, FLAGS_HEADER, flags);
+        match self.flags {
+            FlagsOut::Unchanged => {}
+            FlagsOut::Remove => {
+                req.remove_header(FLAGS_HEADER);
+            }
+            FlagsOut::Set(value) => {
+                bytes += value.len().saturating_sub(self.existing_len);
+                let _ = req.insert_header(FLAGS_HEADER, value);
+            }
         }
         // Per-flag headers are only ever the sidecar's: incoming ones never pass.
         remove_per_flag_headers(req, &config.per_flag_prefix, plan);
@@ -1052,5 +1185,107 @@ mod tests {
         ]);
         assert!(inj.strip(Listener::Inbound, &mut req));
         assert_eq!(header(&req, "vexil-flags"), None);
+    }
+
+    /// The same decisions come from the cache exactly when the attributes the route's flags read
+    /// have the same values; anything else is decided anew.
+    #[test]
+    fn the_decision_cache_reuses_exactly_what_would_be_decided_again() {
+        let toml =
+            "[context]\ntargetingKey = [\"header:x-user-id\"]\nother = [\"header:x-other\"]\n";
+        let inj = injector(toml);
+        let send = |headers: &[(&str, &str)]| {
+            let mut req = request(headers);
+            let injected = inj.inject(Listener::Outbound, &mut req, &TARGET, None);
+            (
+                header(&req, "vexil-flags").map(str::to_owned),
+                injected.evaluated,
+            )
+        };
+        let vip = send(&[("x-user-id", "vip")]);
+        assert!(vip.0.as_deref().unwrap().contains("checkout=?1"), "{vip:?}");
+        assert_eq!(vip.1, 4, "decided");
+        // Same user: reused, nothing evaluated. Another value of an attribute no flag reads: the
+        // same.
+        assert_eq!(send(&[("x-user-id", "vip")]), (vip.0.clone(), 0));
+        assert_eq!(
+            send(&[("x-user-id", "vip"), ("x-other", "z")]),
+            (vip.0.clone(), 0)
+        );
+        // Another user: decided, differently.
+        let other = send(&[("x-user-id", "someone")]);
+        assert_eq!(other.1, 4);
+        assert!(
+            other.0.as_deref().unwrap().contains("checkout=?0"),
+            "{other:?}"
+        );
+        // No user at all is a value of its own.
+        assert_eq!(send(&[]).1, 4);
+        assert_eq!(send(&[]).1, 0);
+        // Decisions on the request: never from the cache.
+        let mut req = request(&[("x-user-id", "vip"), ("vexil-flags", "limit=100")]);
+        assert_eq!(
+            inj.inject(Listener::Outbound, &mut req, &TARGET, None)
+                .evaluated,
+            3
+        );
+        assert!(
+            header(&req, "vexil-flags")
+                .unwrap()
+                .starts_with("limit=100")
+        );
+        // A new snapshot: nothing of the old one is reused.
+        let set = FlagSet::from_json(&json!({"flags": {
+            "checkout": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                "defaultVariant": "off"}}}))
+        .unwrap();
+        inj.cell
+            .publish(Snapshot::new("prod", 10, set, Source::File("f".into())));
+        assert_eq!(
+            send(&[("x-user-id", "vip")]),
+            (Some("checkout=?0".into()), 1)
+        );
+        // Off: every request decides.
+        let off = injector(&format!("{toml}[cache]\nmax_entries = 0\n"));
+        for _ in 0..2 {
+            let mut req = request(&[("x-user-id", "vip")]);
+            assert_eq!(
+                off.inject(Listener::Outbound, &mut req, &TARGET, None)
+                    .evaluated,
+                4
+            );
+        }
+    }
+
+    /// Flags whose reads cannot be keyed (the clock, a claim of a token) are decided every time.
+    #[test]
+    fn what_cannot_be_keyed_is_never_cached() {
+        let cell = Arc::new(SnapshotCell::new());
+        let set = FlagSet::from_json(&json!({"flags": {
+            "late": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                "defaultVariant": "off",
+                "targeting": {"if": [{">": [{"var": "$flagd.timestamp"}, 0]}, "on", "off"]}},
+            "plan": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                "defaultVariant": "off",
+                "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", "off"]}}
+        }}))
+        .unwrap();
+        cell.publish(Snapshot::new("prod", 1, set, Source::File("f".into())));
+        let toml = "[context]\nplan = [\"jwt:plan\"]\n[context_options]\njwt_verify = false\n\n\
+                    [[routes]]\npath_prefix = \"/late\"\nflags = [\"late\"]\n\
+                    [[routes]]\npath_prefix = \"/plan\"\nflags = [\"plan\"]\n";
+        let config = DataPlaneConfig::from_toml_str(toml).unwrap();
+        let inj = Injector::new(&config, cell, DataPlaneMetrics::unregistered()).unwrap();
+        for path in ["/late", "/plan"] {
+            for _ in 0..2 {
+                let mut req = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+                assert_eq!(
+                    inj.inject(Listener::Outbound, &mut req, &TARGET, None)
+                        .evaluated,
+                    1,
+                    "{path}"
+                );
+            }
+        }
     }
 }

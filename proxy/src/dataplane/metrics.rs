@@ -13,6 +13,8 @@
 //! | `dataplane_stripped_total` | `listener` | requests whose `vexil-*` headers came from an untrusted peer and were removed |
 //! | `dataplane_tunnels_total` | `listener`, `protocol` | `CONNECT` tunnels by what they carried: `http1` and `h2c` (proxied with decisions), `opaque` (bytes copied: TLS, anything else) |
 //! | `dataplane_connections_closed_total` | `listener`, `reason` | connections the sidecar closed for a limit: `max_connections`, `request_head_timeout`, `tunnel_idle_timeout` |
+//! | `dataplane_decision_cache_total` | `listener`, `result` | requests whose decisions were looked up in the decision cache: `hit` (reused) or `miss` (decided and kept) |
+//! | `dataplane_decision_cache_entries` | | decisions held by the caches of all worker threads |
 //! | `dataplane_signatures_total` | `listener`, `result` | incoming `vexil-signature` headers from untrusted peers: `valid` (decisions kept), `malformed`, `unknown_key`, `expired`, `invalid` |
 //!
 //! The hot path touches only atomics: counters by status and by (flag, variant) are looked up in
@@ -62,6 +64,12 @@ struct ListenerLabels {
 struct TunnelLabels {
     listener: &'static str,
     protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    listener: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,6 +165,10 @@ struct Inner {
     tunnels: Family<TunnelLabels, Counter>,
     closed: Family<ClosedLabels, Counter>,
     signatures: Family<SignatureLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
+    cache_entries: prometheus_client::metrics::gauge::Gauge,
+    /// `cache` by listener and result (0 miss, 1 hit), resolved once.
+    cache_slots: [[Counter; 2]; 2],
     listeners: [PerListener; 2],
 }
 
@@ -239,6 +251,17 @@ impl DataPlaneMetrics {
              decisions were kept; malformed, unknown_key, expired, invalid: stripped)",
             i.signatures.clone(),
         );
+        metrics.register(
+            "dataplane_decision_cache",
+            "Requests whose decisions were looked up in the decision cache, by result (hit: \
+             reused; miss: decided and kept)",
+            i.cache.clone(),
+        );
+        metrics.register(
+            "dataplane_decision_cache_entries",
+            "Decisions held by the decision caches of all worker threads",
+            i.cache_entries.clone(),
+        );
         m
     }
 
@@ -251,6 +274,7 @@ impl DataPlaneMetrics {
         let dropped = Family::<ListenerLabels, Counter>::default();
         let invalid_incoming = Family::<ListenerLabels, Counter>::default();
         let stripped = Family::<ListenerLabels, Counter>::default();
+        let cache = Family::<CacheLabels, Counter>::default();
         let incoming_dropped = Family::<DropLabels, Counter>::default();
         let per_listener = |l: Listener| {
             let labels = ListenerLabels {
@@ -289,6 +313,18 @@ impl DataPlaneMetrics {
             tunnels: Family::default(),
             closed: Family::default(),
             signatures: Family::default(),
+            cache_slots: [Listener::Outbound, Listener::Inbound].map(|l| {
+                ["miss", "hit"].map(|result| {
+                    cache
+                        .get_or_create(&CacheLabels {
+                            listener: l.as_str(),
+                            result,
+                        })
+                        .clone()
+                })
+            }),
+            cache,
+            cache_entries: Default::default(),
             listeners,
         }))
     }
@@ -369,6 +405,18 @@ impl DataPlaneMetrics {
             reason,
         };
         self.0.closed.get_or_create(&labels).inc();
+    }
+
+    /// Counts a decision cache lookup.
+    pub(crate) fn cache(&self, listener: Listener, hit: bool) {
+        self.0.cache_slots[listener as usize][usize::from(hit)].inc();
+    }
+
+    /// Adds `n` (negative: removes) to the entries held by the decision caches.
+    pub(crate) fn cache_entries(&self, n: i64) {
+        if n != 0 {
+            self.0.cache_entries.inc_by(n);
+        }
     }
 
     /// Counts an incoming signature by its verdict (`valid` or a [`Rejected`] label).

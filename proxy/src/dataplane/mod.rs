@@ -23,6 +23,7 @@
 //! ~2 µs of a hop budgeted at 50 µs. Run `inject_cost` in this module's tests
 //! (`--release -- --ignored --nocapture`) to repeat the measurement.
 
+mod cache;
 pub mod config;
 mod context;
 #[cfg(feature = "fuzzing")]

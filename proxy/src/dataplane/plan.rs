@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use vexil_engine::{Flag, FlagState};
 
 use crate::dataplane::config::{DataPlaneConfig, HeadersConfig, HostPattern, RouteConfig};
+use crate::dataplane::context::ContextMapping;
 use crate::dataplane::headers::{Carried, baggage_value};
 use crate::dataplane::incoming::FlagBits;
 use crate::dataplane::metrics::{DataPlaneMetrics, Listener};
@@ -181,7 +182,22 @@ pub(crate) struct Plan {
     /// Lazily created evaluation counters by listener and slot.
     counters: [Box<[OnceLock<Counter>]>; 2],
     metrics: DataPlaneMetrics,
+    /// Unique per plan built in this process: the decision cache's generation.
+    pub id: u64,
+    /// Per route, the context attributes (indices of the `[context]` mapping) a decision cache key
+    /// holds; `None`: the route's decisions are not cached. Set by [`Plan::with_cache_keys`].
+    cache_keys: CacheKeys,
 }
+
+/// The decision cache's key attributes of every route.
+#[derive(Debug, Default)]
+struct CacheKeys {
+    rules: Box<[Option<Box<[usize]>>]>,
+    all: Option<Box<[usize]>>,
+}
+
+/// Source of [`Plan::id`].
+static PLANS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -247,6 +263,49 @@ impl Plan {
             revision,
             counters: [slots(), slots()],
             metrics: metrics.clone(),
+            id: PLANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            cache_keys: CacheKeys::default(),
+        }
+    }
+
+    /// Works out, for every route, which context attributes decide its flags: the union of what
+    /// the selected flags read ([`Flag::context_reads`]), as indices of `mapping` (attributes it
+    /// does not define are absent on every request and need no place in the key). A route is not
+    /// cached when one of its flags reads what cannot be known, or an attribute with a `jwt:`
+    /// source.
+    pub(crate) fn with_cache_keys(mut self, mapping: &ContextMapping) -> Self {
+        let flags: Vec<&Flag> = self.snapshot.flags.flags().collect();
+        let keys = |indices: &[u32]| -> Option<Box<[usize]>> {
+            let mut attributes = Vec::new();
+            for &i in indices {
+                for name in flags[i as usize].context_reads()? {
+                    if let Some(a) = mapping.key_attribute(name).ok()? {
+                        attributes.push(a);
+                    }
+                }
+            }
+            attributes.sort_unstable();
+            attributes.dedup();
+            Some(attributes.into())
+        };
+        self.cache_keys = CacheKeys {
+            rules: self
+                .rules
+                .iter()
+                .map(|(indices, _)| keys(indices))
+                .collect(),
+            all: keys(&self.all.0),
+        };
+        self
+    }
+
+    /// The attributes a decision cache key of `route` holds (`None`: not cached).
+    pub(crate) fn cache_key(&self, route: Route) -> Option<&[usize]> {
+        match route {
+            Route::Default => self.cache_keys.all.as_deref(),
+            Route::Rule(i) => self.cache_keys.rules.get(i)?.as_deref(),
+            // Nothing to decide.
+            Route::Unmatched => None,
         }
     }
 
