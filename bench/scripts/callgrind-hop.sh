@@ -8,6 +8,7 @@
 #   bench/scripts/callgrind-hop.sh            # builds the release binaries first
 #   N1=500 N2=2500 OUT=/tmp/cg bench/scripts/callgrind-hop.sh
 #   USERS=10000 bench/scripts/callgrind-hop.sh   # a new x-user-id per request (decision cache misses)
+#   CACHE_ENTRIES=0 WHO=vexil bench/scripts/callgrind-hop.sh   # the decision cache off
 #
 # Leaves the callgrind files in $OUT (callgrind_annotate --inclusive=yes $OUT/vexil-2500.out).
 set -euo pipefail
@@ -24,6 +25,10 @@ if [ -z "${NO_BUILD:-}" ]; then
         --bin vexil-proxy --bin bare-pingora --example hop_config >&2
 fi
 "$T/examples/hop_config" "$OUT"
+# CACHE_ENTRIES=0: the decision cache off.
+if [ -n "${CACHE_ENTRIES:-}" ]; then
+    printf '\n[cache]\nmax_entries = %s\n' "$CACHE_ENTRIES" >>"$OUT/proxy.toml"
+fi
 python3 "$here/callgrind-upstream.py" 19100 &
 up=$!
 trap 'kill $up 2>/dev/null || true' EXIT

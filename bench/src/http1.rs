@@ -198,16 +198,25 @@ impl Pool {
 #[derive(Clone)]
 pub struct HttpCall {
     pool: Arc<Pool>,
-    request: Arc<[u8]>,
+    /// The requests sent in turn (one, usually).
+    requests: Arc<[Arc<[u8]>]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
     expect: u16,
 }
 
 impl HttpCall {
     /// `request` (complete bytes) to `pool`, expecting `expect`.
     pub fn new(pool: Arc<Pool>, request: Vec<u8>, expect: u16) -> HttpCall {
+        Self::rotating(pool, vec![request], expect)
+    }
+
+    /// Each of `requests` in turn, over and over (e.g. as many users), expecting `expect`.
+    pub fn rotating(pool: Arc<Pool>, requests: Vec<Vec<u8>>, expect: u16) -> HttpCall {
+        assert!(!requests.is_empty(), "no request to send");
         HttpCall {
             pool,
-            request: request.into(),
+            requests: requests.into_iter().map(Arc::from).collect(),
+            next: Arc::default(),
             expect,
         }
     }
@@ -215,7 +224,12 @@ impl HttpCall {
 
 impl Call for HttpCall {
     async fn call(&self) -> anyhow::Result<()> {
-        let answer = self.pool.exchange(&self.request, &[]).await?;
+        let i = if self.requests.len() == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.requests.len()
+        };
+        let answer = self.pool.exchange(&self.requests[i], &[]).await?;
         anyhow::ensure!(
             answer.status == self.expect,
             "status {} (expected {}): {}",

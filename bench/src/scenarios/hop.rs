@@ -108,6 +108,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                         HttpCall::new(Pool::new(sidecar.outbound), request(upstream, true), 200);
                     let pid = sidecar.pid();
                     points.extend(measure(ctx, "vexil", &call, Some(pid), &rates).await?);
+                    // The decision cache mostly missing: a user of 10,000 per request.
+                    let users = HttpCall::rotating(
+                        Pool::new(sidecar.outbound),
+                        (0..USERS).map(|u| user_request(upstream, u)).collect(),
+                        200,
+                    );
+                    points
+                        .extend(measure(ctx, "vexil 10k users", &users, Some(pid), &rates).await?);
                     match grpc_rows(ctx, &set, sidecar.outbound, pid, &rates).await {
                         Ok(grpc) => points.extend(grpc),
                         Err(e) => report.note(format!("gRPC (h2c) rows: {e:#}")),
@@ -229,6 +237,21 @@ async fn grpc_rows(
     points.extend(measure(ctx, "grpc vexil", &through, Some(pid), rates).await?);
     server.abort();
     Ok(points)
+}
+
+/// Distinct users of the `vexil 10k users` row (more than the decision cache holds).
+const USERS: usize = 10_000;
+
+/// The request through a proxy with user `u` as `x-user-id`.
+fn user_request(upstream: SocketAddr, u: usize) -> Vec<u8> {
+    let user = format!("user-{u:08x}");
+    let mut headers = HEADERS;
+    headers[0].1 = &user;
+    get(
+        &upstream.to_string(),
+        &format!("http://{upstream}{PATH}"),
+        &headers,
+    )
 }
 
 /// The request: to the upstream directly (origin form) or through a proxy (absolute form).
@@ -627,7 +650,7 @@ fn cpu_per_request(report: &mut Report, points: &[Point]) {
         .filter(|p| p.load.server_user_system.is_some())
     {
         let split = p.load.cpu_us_per_request();
-        let own = if p.target == "vexil" {
+        let own = if p.target.starts_with("vexil") {
             let bare = same_load(points, "pingora", &p.load).and_then(total);
             match (total(p), bare) {
                 (Some(v), Some(b)) => format!("{:.1}", v - b),
@@ -652,7 +675,9 @@ fn cpu_per_request(report: &mut Report, points: &[Point]) {
             "The measured proxy's user and system CPU time (`/proc/PID/stat`) over the run divided \
              by the requests it answered. `pingora`: a bare pingora proxy (`bench/src/bin/\
              bare-pingora.rs`: routing and one added header, one worker thread); `vexil − pingora`: \
-             what vexil-proxy adds above pingora's own request path at the same load."
+             what vexil-proxy adds above pingora's own request path at the same load. `vexil`: one \
+             user, every request's decisions from the decision cache after the first; `vexil 10k \
+             users`: a user of 10,000 in turn per request, more than the cache holds (it misses)."
                 .into(),
         ],
         table: Some(t),
@@ -717,6 +742,44 @@ fn budgets(report: &mut Report, points: &[Point]) {
         met,
         "closed loop, 64 connections",
     );
+    // CPU per request at peak, against nginx's in the same run (issue 17).
+    let cpu = |target| {
+        points
+            .iter()
+            .find(|p| p.target == target && p.load.mode == "closed")
+            .and_then(|p| p.load.cpu_us_per_request())
+            .map(|(u, s)| u + s)
+    };
+    for (target, factor, budget, label) in [
+        (
+            "vexil",
+            1.0,
+            "≤ nginx's",
+            "hop, CPU per request, one user (decision cache hits)",
+        ),
+        (
+            "vexil 10k users",
+            1.2,
+            "≤ 1.2 × nginx's",
+            "hop, CPU per request, 10,000 users (decision cache misses)",
+        ),
+    ] {
+        let (figure, met) = match (cpu(target), cpu("nginx")) {
+            (Some(v), Some(n)) => (
+                format!("{v:.1} µs vs nginx {n:.1} µs ({:.2}×)", v / n),
+                Some(v <= factor * n),
+            ),
+            (None, _) => ("data plane not available".into(), None),
+            (Some(v), None) => (format!("{v:.1} µs (nginx not available)"), None),
+        };
+        report.budget(
+            label,
+            budget,
+            figure,
+            met,
+            "closed loop, 64 connections, server CPU",
+        );
+    }
 }
 
 #[cfg(test)]
