@@ -138,7 +138,13 @@ async fn prepare(store: &Store) -> anyhow::Result<String> {
             .context("reading config/flags/demo.json (run vexil-dev from the repository root)")?;
         let doc = serde_json::from_str(&text)?;
         store
-            .replace_flagset(&actor, ENVIRONMENT, doc, Default::default())
+            .replace_flagset(
+                &actor,
+                ENVIRONMENT,
+                doc,
+                vexil_control::store::Precondition::None,
+                Default::default(),
+            )
             .await?;
     }
     for t in store.list_tokens().await? {

@@ -251,12 +251,19 @@ pub(crate) struct Draft {
     pub set: SetRows,
     versions: Versions,
     source: Option<SetRows>,
+    previous_revision: i64,
 }
 
 impl Draft {
     /// The stored versions, for preconditions.
     pub(crate) fn versions(&self) -> &Versions {
         &self.versions
+    }
+
+    /// The environment's revision before this write: the version (ETag) of its whole flag set,
+    /// for the preconditions of whole-set writes.
+    pub(crate) fn previous_revision(&self) -> i64 {
+        self.previous_revision
     }
 
     /// The set of the environment named by [`EnvWrite::copying`] (read in the same transaction).
@@ -429,6 +436,7 @@ impl Store {
             set,
             versions,
             source: source_rows,
+            previous_revision: revision - 1,
         };
         let action = edit(&mut draft)?;
         let Draft { set, versions, .. } = draft;
