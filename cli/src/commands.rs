@@ -195,7 +195,11 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
             Ok(())
         }
         Command::Sidecars { env } => {
-            let a = c.get("/sidecars").await?;
+            let path = match &env {
+                Some(env) => format!("/sidecars?environment={env}"),
+                None => "/sidecars".to_string(),
+            };
+            let a = c.get(&path).await?;
             let list: Vec<Value> = items(&a.body)
                 .into_iter()
                 .filter(|s| env.as_deref().is_none_or(|e| s["environment"] == e))
@@ -203,10 +207,12 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
             let columns = [
                 "id",
                 "environment",
+                "connected",
                 "acked_revision",
                 "lag",
                 "version",
                 "connected_since",
+                "disconnected_at",
             ];
             output::list(out, &json!({"items": list}), &list, &columns);
             Ok(())
@@ -436,10 +442,12 @@ async fn wait(
     };
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     loop {
-        let a = c.get("/sidecars").await?;
+        let a = c.get(&format!("/sidecars?environment={env}")).await?;
+        // The fleet lists disconnected sessions too; a control without the field lists only
+        // connected ones.
         let sidecars: Vec<Value> = items(&a.body)
             .into_iter()
-            .filter(|s| s["environment"] == env)
+            .filter(|s| s["environment"] == env && s["connected"] != false)
             .collect();
         let lagging: Vec<&Value> = sidecars
             .iter()

@@ -1562,7 +1562,14 @@ both_backends!(
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let list = app.get("/api/v1/sidecars", &app.admin).await;
-            let items = list.expect(200)["items"].as_array().unwrap().clone();
+            // The fleet lists the restarted sidecar's first session too, disconnected.
+            let items: Vec<Value> = list.expect(200)["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["connected"] == json!(true))
+                .cloned()
+                .collect();
             if items.len() == 2
                 && items
                     .iter()
@@ -1704,4 +1711,164 @@ async fn wait_persisted(dir: &std::path::Path, incarnation: &str) {
         assert!(Instant::now() < deadline, "persisted: {held:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// ------------------------------------------------------------------- fleet ----
+
+/// `GET /api/v1/sidecars` of `app` as admin (with `query`), its items.
+async fn fleet(app: &App, query: &str) -> Vec<Value> {
+    let r = app
+        .get(&format!("/api/v1/sidecars{query}"), &app.admin)
+        .await;
+    r.expect(200)["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fleet_is_listed_by_every_replica_from_the_store() {
+    let Some(db) = Db::create(Backend::Postgres).await else {
+        return;
+    };
+    seed_admin(&db.url).await;
+    let tls = TempDir::new("vexil-tls");
+    let options = Options {
+        sync_poll_ms: Some(200),
+        ..Options::default()
+    };
+    let a = start_replica(&db.url, Backend::Postgres, &tls, &options).await;
+    let b = start_replica(&db.url, Backend::Postgres, &tls, &options).await;
+    let (app_a, app_b) = (a.app.clone(), b.app.clone());
+    app_a.create_env("prod").await;
+    app_a.create_env("dev").await;
+    let rev = put_flag(&app_a, "prod", "a", true).await;
+    let (_, token) = app_a.token("sidecar", "sidecar", &["prod"]).await;
+    let mut c = config(&app_a, "prod", &token, None);
+    c.client_id = "pod-1".into();
+    let sidecar = spawn(c);
+    sidecar.wait_revision(rev).await;
+
+    // Connected to A, listed by B, with what A saw: the acknowledged revision and A as replica.
+    let replica_a = a.control.hub.settings().server_id.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let items = fleet(&app_b, "").await;
+        if let [one] = items.as_slice()
+            && one["acked_revision"] == rev
+        {
+            break one.clone();
+        }
+        assert!(Instant::now() < deadline, "B's list: {items:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed["id"], "pod-1", "{listed}");
+    assert_eq!(listed["environment"], "prod");
+    assert_eq!(listed["replica"], json!(replica_a), "{listed}");
+    assert_eq!(listed["connected"], true);
+    assert_eq!(listed["stale"], false);
+    assert_eq!(listed["disconnected_at"], Value::Null);
+    assert_eq!(listed["lag"], 0);
+    assert!(listed["session_id"].as_str().is_some_and(|s| s.len() == 32));
+    assert!(
+        listed["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+
+    // A write on B: the acknowledgement, through A, is seen by B.
+    let rev = put_flag(&app_b, "prod", "b", true).await;
+    sidecar.wait_revision(rev).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet(&app_b, "").await[0]["acked_revision"] != rev {
+        assert!(Instant::now() < deadline, "the ack never reached B's list");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Filters and scoping: ?environment=, a token limited to another environment sees nothing,
+    // a bad key is a 400 naming the parameter.
+    assert_eq!(fleet(&app_b, "?environment=prod").await.len(), 1);
+    assert!(fleet(&app_b, "?environment=dev").await.is_empty());
+    let (_, dev_viewer) = app_a.token("dev-viewer", "viewer", &["dev"]).await;
+    let r = app_b.get("/api/v1/sidecars", &dev_viewer).await;
+    assert_eq!(r.expect(200)["items"], json!([]));
+    let r = app_b
+        .get("/api/v1/sidecars?environment=prod", &dev_viewer)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = app_b
+        .get("/api/v1/sidecars?environment=Not%20A%20Key", &app_b.admin)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.json["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("environment: ")
+    );
+
+    // It leaves: B lists it as disconnected, with when.
+    sidecar.handle.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let gone = loop {
+        let items = fleet(&app_b, "").await;
+        if items.len() == 1 && items[0]["disconnected_at"].is_string() {
+            break items[0].clone();
+        }
+        assert!(Instant::now() < deadline, "B's list: {items:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(gone["connected"], false, "{gone}");
+    assert_eq!(gone["stale"], false, "{gone}");
+    assert_eq!(gone["id"], "pod-1");
+
+    // A replica that died leaves its rows "connected": one whose last_seen is older than three
+    // heartbeats is listed as stale and disconnected since then.
+    let long_ago = vexil_control::model::now_millis() - 60_000;
+    app_a
+        .store
+        .record_sessions(&[vexil_control::store::SessionRow {
+            id: "dead-replica-session".into(),
+            replica: "dead-replica".into(),
+            session: 1,
+            environment: "prod".into(),
+            client_id: "pod-2".into(),
+            version: "0.1.0".into(),
+            address: "127.0.0.1:2".into(),
+            sent_revision: 1,
+            acked_revision: 1,
+            digest: None,
+            digest_revision: None,
+            digest_matches: None,
+            connected_since: long_ago - 1000,
+            last_seen: long_ago,
+            disconnected_at: None,
+        }])
+        .await
+        .unwrap();
+    let items = fleet(&app_b, "?environment=prod").await;
+    let stale = items.iter().find(|i| i["id"] == "pod-2").expect("listed");
+    assert_eq!(stale["stale"], true, "{stale}");
+    assert_eq!(stale["connected"], false, "{stale}");
+    assert_eq!(stale["disconnected_at"], stale["last_seen"], "{stale}");
+
+    // A replica that stops marks its sessions disconnected.
+    let sidecar = spawn(config(&app_b, "prod", &token, None));
+    sidecar.wait_revision(rev).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fleet(&app_a, "")
+        .await
+        .iter()
+        .any(|i| i["connected"] == true)
+    {
+        assert!(Instant::now() < deadline, "the new session is not listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.stop().await;
+    let items = fleet(&app_a, "").await;
+    assert!(
+        items.iter().all(|i| i["connected"] == false),
+        "after B stopped: {items:?}"
+    );
+    sidecar.handle.shutdown().await;
+    a.stop().await;
+    db.destroy().await;
 }

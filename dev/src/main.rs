@@ -89,6 +89,7 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     let _ = api_task.await;
     let _ = sync_task.await;
     let _ = upstream.await;
+    control.finish().await;
     control.state.store.close().await;
     Ok(())
 }

@@ -63,6 +63,9 @@ pub struct ApiConfig {
     /// Connections served at once (by the admin API, and by the webhook); one more is answered
     /// `503` and closed.
     pub max_connections: usize,
+    /// A sidecar session whose replica has not vouched for it this long is read as disconnected
+    /// (three sync heartbeats).
+    pub fleet_stale_after: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -75,6 +78,7 @@ impl Default for ApiConfig {
             limits: Limits::default(),
             read_timeout: std::time::Duration::from_secs(30),
             max_connections: vexil_http::DEFAULT_MAX_CONNECTIONS,
+            fleet_stale_after: std::time::Duration::from_secs(15),
         }
     }
 }

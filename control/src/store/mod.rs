@@ -15,6 +15,7 @@ mod evaluators;
 mod flags;
 mod flagsets;
 mod retention;
+mod sessions;
 mod tokens;
 mod write;
 
@@ -34,6 +35,7 @@ pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use retention::{Pruned, Retention};
+pub use sessions::{SessionRow, SessionState};
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use write::validate_document;
@@ -254,6 +256,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "incarnation",
         include_str!("../../migrations/sqlite/0002_incarnation.sql"),
     ),
+    (
+        4,
+        "sidecar sessions",
+        include_str!("../../migrations/sqlite/0004_sidecar_sessions.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -265,6 +272,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "incarnation",
         include_str!("../../migrations/postgres/0002_incarnation.sql"),
+    ),
+    (
+        4,
+        "sidecar sessions",
+        include_str!("../../migrations/postgres/0004_sidecar_sessions.sql"),
     ),
 ];
 
