@@ -1872,3 +1872,210 @@ async fn the_fleet_is_listed_by_every_replica_from_the_store() {
     a.stop().await;
     db.destroy().await;
 }
+
+// -------------------------------------------------------------------- ?wait= ----
+
+/// A real `vexil-proxy` following `env` on `app`, named `client_id`.
+fn proxy_process(
+    app: &App,
+    env: &str,
+    token: &str,
+    client_id: &str,
+    state: &std::path::Path,
+) -> vexil_testkit::proxy::ProxyProcess {
+    vexil_testkit::proxy::ProxyCmd::new()
+        .name(client_id)
+        .args([
+            "--control",
+            &app.sync_url(),
+            "--environment",
+            env,
+            "--token",
+            token,
+            "--client-id",
+            client_id,
+        ])
+        .arg("--ca-file")
+        .arg(app.ca_file())
+        .arg("--state-dir")
+        .arg(state.join(client_id))
+        .start()
+}
+
+/// Waits until `n` sidecars of `env` are listed connected.
+async fn wait_connected(app: &App, env: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let items = fleet(app, &format!("?environment={env}")).await;
+        if items.iter().filter(|i| i["connected"] == true).count() == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} connected wanted: {items:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// Not `both_backends!`: the body waits on sidecar processes (testkit's readiness waits are not
+// `Send`), so it runs on the test's own task.
+mod writes_with_wait_answer_once_every_sidecar_acked {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+            return;
+        };
+        writes_with_wait(server.app.clone()).await;
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        let Some(server) = start(Backend::Postgres, Options::default()).await else {
+            return;
+        };
+        writes_with_wait(server.app.clone()).await;
+        server.stop().await;
+    }
+}
+
+async fn writes_with_wait(app: App) {
+    {
+        app.create_env("prod").await;
+        app.create_env("stage").await;
+        put_flag(&app, "prod", "seed", true).await;
+        let (_, token) = app.token("sidecars", "sidecar", &["prod"]).await;
+        let state = TempDir::new("vexil-wait");
+        let mut p1 = proxy_process(&app, "prod", &token, "p1", &state);
+        let mut p2 = proxy_process(&app, "prod", &token, "p2", &state);
+        p1.wait_ready().await;
+        p2.wait_ready().await;
+        wait_connected(&app, "prod", 2).await;
+        let all = json!({"connected": 2, "acked": 2, "lagging": [], "timed_out": false});
+
+        // Every write kind answers with `sync` once both acknowledged its revision.
+        let path = flag_path("prod", "a");
+        let r = app
+            .req("PUT", &format!("{path}?wait=10s"))
+            .token(&app.admin)
+            .json(&flag(true))
+            .send()
+            .await;
+        assert_eq!(r.expect(201)["sync"], all, "{}", r.text);
+        assert_eq!(r.json["key"], "a");
+        assert!(r.header("etag").is_some());
+        let r = app
+            .req("PATCH", &format!("{path}?wait=10s"))
+            .token(&app.admin)
+            .json(&json!({"state": "DISABLED"}))
+            .send()
+            .await;
+        assert_eq!(r.expect(200)["sync"], all, "{}", r.text);
+        let r = app
+            .req(
+                "PUT",
+                "/api/v1/environments/prod/evaluators/beta?wait=5000ms",
+            )
+            .token(&app.admin)
+            .json(&json!({"in": [{"var": "email"}, ["a@example.com"]]}))
+            .send()
+            .await;
+        assert_eq!(r.expect(201)["sync"], all, "{}", r.text);
+        let r = app
+            .req(
+                "DELETE",
+                "/api/v1/environments/prod/evaluators/beta?wait=1m",
+            )
+            .token(&app.admin)
+            .send()
+            .await;
+        assert_eq!(r.expect(200)["sync"], all, "{}", r.text);
+        let r = app
+            .req("DELETE", &format!("{path}?wait=10s"))
+            .token(&app.admin)
+            .send()
+            .await;
+        let body = r.expect(200);
+        assert_eq!(body["sync"], all, "{}", r.text);
+        let revision = body["revision"].as_i64().expect("the revision");
+        assert_eq!(
+            revision,
+            app.store.get_environment("prod").await.unwrap().revision
+        );
+        // Without ?wait=, a delete is still 204 and nothing else changed.
+        put_flag(&app, "prod", "b", true).await;
+        let r = app.delete(&flag_path("prod", "b"), &app.admin).await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        let r = app
+            .req("PUT", "/api/v1/environments/prod/flagset?wait=10s")
+            .token(&app.admin)
+            .json(&json!({"flags": {"c": flag(false)}}))
+            .send()
+            .await;
+        assert_eq!(r.expect(200)["sync"], all, "{}", r.text);
+        // Promotion waits for the target's sidecars.
+        let r = app
+            .req("POST", "/api/v1/environments/prod/promote?wait=10s")
+            .token(&app.admin)
+            .json(&json!({"to": "stage"}))
+            .send()
+            .await;
+        assert_eq!(
+            r.expect(200)["sync"],
+            json!({"connected": 0, "acked": 0, "lagging": [], "timed_out": false}),
+            "{}",
+            r.text
+        );
+        let r = app
+            .req("POST", "/api/v1/environments/stage/promote?wait=10s")
+            .token(&app.admin)
+            .json(&json!({"to": "prod"}))
+            .send()
+            .await;
+        assert_eq!(r.expect(200)["sync"], all, "{}", r.text);
+
+        // A bad duration is a 400 naming the parameter, and nothing is written.
+        let before = app.snapshot("prod").await;
+        for bad in ["5", "1.5s", "2h", "61s", "soon"] {
+            let r = app
+                .req("PUT", &format!("{}?wait={bad}", flag_path("prod", "d")))
+                .token(&app.admin)
+                .json(&flag(true))
+                .send()
+                .await;
+            let p = assert_problem(&r, 400);
+            assert!(p["detail"].as_str().unwrap().starts_with("wait: "), "{p}");
+        }
+        app.assert_unchanged(&before, &app.snapshot("prod").await, "bad ?wait=");
+
+        // A sidecar that cannot acknowledge (stopped): the wait ends at its deadline and names it.
+        p2.process.signal("STOP");
+        let started = Instant::now();
+        let r = app
+            .req("PUT", &format!("{}?wait=2s", flag_path("prod", "e")))
+            .token(&app.admin)
+            .json(&flag(true))
+            .send()
+            .await;
+        let waited = started.elapsed();
+        p2.process.signal("CONT");
+        assert_eq!(
+            r.expect(201)["sync"],
+            json!({"connected": 2, "acked": 1, "lagging": ["p2"], "timed_out": true}),
+            "{}",
+            r.text
+        );
+        assert!(waited >= Duration::from_secs(2), "{waited:?}");
+        assert!(waited < Duration::from_secs(8), "{waited:?}");
+        // Resumed, it catches up: the next wait is whole again.
+        let r = app
+            .req("PUT", &format!("{}?wait=20s", flag_path("prod", "f")))
+            .token(&app.admin)
+            .json(&flag(true))
+            .send()
+            .await;
+        assert_eq!(r.expect(201)["sync"], all, "{}", r.text);
+        assert_eq!(p1.process.terminate(15), Some(0));
+        assert_eq!(p2.process.terminate(15), Some(0));
+    }
+}

@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Caller, IfMatch, Json};
+use super::wait::{Wait, answer};
 use super::{AppState, Problem, with_etag};
 use crate::auth::Permission;
 use crate::model::Environment;
@@ -215,7 +216,8 @@ async fn rotate_incarnation(
 /// `GET /environments/{to}/flagset`), only if the target is still at that revision.
 #[utoipa::path(post, path = "/api/v1/environments/{env}/promote", tag = "environments",
     security(("bearer" = [])), params(("env" = String, Path, description = "Source environment key"),
-           ("If-Match" = Option<String>, Header, description = "Optional ETag (revision) of the target environment being replaced")),
+           ("If-Match" = Option<String>, Header, description = "Optional ETag (revision) of the target environment being replaced"),
+           ("wait" = Option<String>, Query, description = "Wait, at most this long (5s, 500ms, 1m; at most 60s), until every connected sidecar of the target environment acknowledged this write; the body then has `sync`")),
     request_body = Promotion,
     responses((status = 200, description = "The target environment", body = Environment, headers(("ETag" = String))),
                (status = 400, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem),
@@ -225,6 +227,7 @@ async fn promote(
     caller: Caller,
     Path(env): Path<String>,
     IfMatch(precondition): IfMatch,
+    wait: Wait,
     Json(body): Json<Promotion>,
 ) -> Result<Response, Problem> {
     caller.require(Permission::Read, Some(&env))?;
@@ -239,5 +242,15 @@ async fn promote(
             state.config.write_limits(),
         )
         .await?;
-    Ok(with_etag(target.revision, StatusCode::OK, target))
+    let revision = target.revision;
+    answer(
+        &state,
+        wait,
+        &body.to,
+        revision,
+        StatusCode::OK,
+        Some(revision),
+        target,
+    )
+    .await
 }

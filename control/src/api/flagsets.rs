@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Caller, IfMatch, LargeJson};
+use super::wait::{Wait, answer};
 use super::{AppState, Problem, with_etag};
 use crate::auth::Permission;
 use crate::model::Environment;
@@ -87,7 +88,8 @@ async fn get_bootstrap(
 /// that revision.
 #[utoipa::path(put, path = "/api/v1/environments/{env}/flagset", tag = "flagsets",
     security(("bearer" = [])), params(("env" = String, Path, description = "Environment key"),
-           ("If-Match" = Option<String>, Header, description = "Optional ETag of the flag set (its revision) being replaced")),
+           ("If-Match" = Option<String>, Header, description = "Optional ETag of the flag set (its revision) being replaced"),
+           ("wait" = Option<String>, Query, description = "Wait, at most this long (5s, 500ms, 1m; at most 60s), until every connected sidecar of the environment acknowledged this write; the body then has `sync`")),
     request_body(content = Object, description = "flagd flag-set document"),
     responses((status = 200, description = "The environment at its new revision", body = Environment, headers(("ETag" = String))),
                (status = 400, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem),
@@ -97,6 +99,7 @@ async fn put_flagset(
     caller: Caller,
     Path(env): Path<String>,
     IfMatch(precondition): IfMatch,
+    wait: Wait,
     LargeJson(doc): LargeJson<Value>,
 ) -> Result<Response, Problem> {
     caller.require(Permission::WriteFlags, Some(&env))?;
@@ -110,5 +113,15 @@ async fn put_flagset(
             state.config.write_limits(),
         )
         .await?;
-    Ok(with_etag(environment.revision, StatusCode::OK, environment))
+    let revision = environment.revision;
+    answer(
+        &state,
+        wait,
+        &env,
+        revision,
+        StatusCode::OK,
+        Some(revision),
+        environment,
+    )
+    .await
 }

@@ -14,6 +14,7 @@ mod flagsets;
 pub mod fuzzing;
 mod health;
 mod problem;
+pub mod wait;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -116,6 +117,8 @@ pub struct AppState {
     /// Compiled flag sets for `evaluate`, by environment, with the revision and document they were
     /// compiled from.
     compiled: Mutex<HashMap<String, CompiledSet>>,
+    /// Writes waiting for the fleet (`?wait=`), at most [`wait::MAX_WAITERS`].
+    waiters: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -128,6 +131,7 @@ impl AppState {
             metrics: Arc::new(metrics),
             sidecars: Arc::new(Sidecars::new()),
             compiled: Mutex::new(HashMap::new()),
+            waiters: tokio::sync::Semaphore::new(wait::MAX_WAITERS),
         }
     }
 }

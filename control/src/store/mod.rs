@@ -193,6 +193,17 @@ impl StoreOptions {
     }
 }
 
+/// What a write of one item stored.
+#[derive(Clone, Debug)]
+pub struct Saved<T> {
+    /// The item as stored.
+    pub record: T,
+    /// It did not exist before.
+    pub created: bool,
+    /// The environment's revision the write made.
+    pub revision: i64,
+}
+
 /// Who is writing, for the audit log.
 #[derive(Clone, Debug)]
 pub struct Actor {

@@ -321,3 +321,61 @@ pub async fn list(
         .map(|s| SidecarInfo::of(s, now, stale_after))
         .collect())
 }
+
+/// Where the fleet of an environment stands on a revision, in the answer of a write made with
+/// `?wait=`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SyncReport {
+    /// Sidecars of the environment connected (to any replica, not stale) when the wait ended.
+    pub connected: usize,
+    /// How many of them acknowledged the revision (or a later one).
+    pub acked: usize,
+    /// Client ids of the connected sidecars that had not, sorted.
+    pub lagging: Vec<String>,
+    /// The wait ended at its deadline rather than with every connected sidecar acknowledged.
+    pub timed_out: bool,
+    /// Why the fleet was not waited for (too many writes waiting, the store unreadable); absent
+    /// when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How often a waiting write reads the fleet's rows again.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until every connected sidecar of `environment` (fleet-wide, from the store) has
+/// acknowledged `revision`, or `limit` has passed; what was seen last either way.
+pub async fn wait_for_acks(
+    store: &Store,
+    environment: &str,
+    revision: i64,
+    limit: Duration,
+    stale_after: Duration,
+) -> StoreResult<SyncReport> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let now = now_millis();
+        let sessions = store.sessions(Some(environment)).await?;
+        let live: Vec<&SessionState> = sessions
+            .iter()
+            .filter(|s| s.is_live(now, stale_after))
+            .collect();
+        let mut lagging: Vec<String> = live
+            .iter()
+            .filter(|s| s.row.acked_revision < revision)
+            .map(|s| s.row.client_id.clone())
+            .collect();
+        lagging.sort();
+        if lagging.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(SyncReport {
+                connected: live.len(),
+                acked: live.len() - lagging.len(),
+                // Ended at the deadline exactly when someone still lags.
+                timed_out: !lagging.is_empty(),
+                lagging,
+                error: None,
+            });
+        }
+        tokio::time::sleep_until((tokio::time::Instant::now() + WAIT_POLL).min(deadline)).await;
+    }
+}
