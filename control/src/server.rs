@@ -51,13 +51,10 @@ impl Control {
         let auth = Authenticator::new(store.clone(), config.jwt_config().as_ref())
             .map_err(|e| anyhow::anyhow!("loading the JWT keys: {e}"))?
             .with_failure_limit(config.auth_failure_burst, config.auth_failure_refill);
-        let state = Arc::new(AppState::new(
-            store,
-            auth,
-            config.api_config(),
-            Metrics::new(),
-        ));
         let cancel = CancellationToken::new();
+        let mut state = AppState::new(store, auth, config.api_config(), Metrics::new());
+        state.shutdown = cancel.clone();
+        let state = Arc::new(state);
         let settings = SyncSettings {
             heartbeat: config.sync.heartbeat,
             poll_interval: config.sync.poll_interval,

@@ -1590,6 +1590,7 @@ const SERVED: &[(&str, &str)] = &[
     ("delete", "/api/v1/tokens/{id}"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/sidecars"),
+    ("get", "/api/v1/environments/{env}/events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

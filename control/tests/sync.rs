@@ -2079,3 +2079,263 @@ async fn writes_with_wait(app: App) {
         assert_eq!(p2.process.terminate(15), Some(0));
     }
 }
+
+// ------------------------------------------------------------ change stream ----
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How a stream client authenticates.
+enum WsAuth<'a> {
+    /// `Authorization: Bearer`.
+    Header(&'a str),
+    /// `Sec-WebSocket-Protocol` values.
+    Protocols(&'a [&'a str]),
+    None,
+}
+
+/// Opens `GET /api/v1/environments/{env}/events{query}` as a WebSocket.
+async fn open_stream(
+    app: &App,
+    env: &str,
+    query: &str,
+    auth: WsAuth<'_>,
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!(
+        "ws://{}/api/v1/environments/{env}/events{query}",
+        app.base.trim_start_matches("http://")
+    );
+    let mut req = url.into_client_request()?;
+    match auth {
+        WsAuth::Header(token) => {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        WsAuth::Protocols(list) => {
+            req.headers_mut()
+                .insert("sec-websocket-protocol", list.join(", ").parse().unwrap());
+        }
+        WsAuth::None => {}
+    }
+    tokio_tungstenite::connect_async(req).await
+}
+
+/// The next JSON message of the stream (pings answered, other frames skipped), within 20 s.
+async fn next_message(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).unwrap(),
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no message: {other:?}"),
+        }
+    }
+}
+
+/// The next message of `kind` (`type`), skipping others.
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let m = next_message(ws).await;
+        if m["type"] == kind {
+            return m;
+        }
+    }
+}
+
+both_backends!(
+    the_change_stream_carries_commits_and_resumes,
+    |app: App| async move {
+        app.create_env("prod").await;
+        let r1 = put_flag(&app, "prod", "a", true).await;
+        let (mut ws, response) = open_stream(&app, "prod", "", WsAuth::Header(&app.admin))
+            .await
+            .expect("the stream opens");
+        assert_eq!(response.status(), 101);
+        let ready = next_message(&mut ws).await;
+        assert_eq!(
+            ready,
+            json!({"type": "ready", "environment": "prod", "revision": r1,
+               "incarnation": app.store.get_environment("prod").await.unwrap().incarnation})
+        );
+        // A flag write arrives as one message, with its actor.
+        let r2 = put_flag(&app, "prod", "b", false).await;
+        let change = next_of(&mut ws, "change").await;
+        assert_eq!(change["revision"], r2, "{change}");
+        assert_eq!(change["environment"], "prod");
+        assert_eq!(change["kind"], "flag");
+        assert_eq!(change["action"], "flag.create");
+        assert_eq!(change["keys"], json!(["b"]));
+        assert_eq!(change["actor"], "admin");
+        assert!(change["time"].as_str().unwrap().ends_with('Z'), "{change}");
+        // A whole-set write names every flag it changed.
+        let r = app
+            .put_json(
+                "/api/v1/environments/prod/flagset",
+                &json!({"flags": {"a": flag(true), "c": flag(true)}}),
+                &app.admin,
+            )
+            .await;
+        r.expect(200);
+        let change = next_of(&mut ws, "change").await;
+        assert_eq!(change["kind"], "flagset", "{change}");
+        assert_eq!(change["action"], "flagset.replace");
+        assert_eq!(change["keys"], json!(["b", "c"]), "{change}");
+        let r3 = change["revision"].as_i64().unwrap();
+        drop(ws);
+
+        // Resume: the changes after r1 first, then ready, then live.
+        let (mut ws, _) = open_stream(
+            &app,
+            "prod",
+            &format!("?from_revision={r1}"),
+            WsAuth::Header(&app.admin),
+        )
+        .await
+        .unwrap();
+        let replayed: Vec<i64> = vec![
+            next_message(&mut ws).await["revision"].as_i64().unwrap(),
+            next_message(&mut ws).await["revision"].as_i64().unwrap(),
+        ];
+        assert_eq!(replayed, [r2, r3]);
+        assert_eq!(next_message(&mut ws).await["type"], "ready");
+        let r4 = put_flag(&app, "prod", "d", true).await;
+        assert_eq!(next_of(&mut ws, "change").await["revision"], r4);
+        drop(ws);
+
+        // Resume from before what retention kept: reset, with where to go on from.
+        app.store
+            .prune(
+                &vexil_control::store::Retention {
+                    changes_max_age: None,
+                    changes_max_count: Some(1),
+                    audit_max_age: None,
+                    audit_max_count: None,
+                    sessions_max_age: None,
+                },
+                vexil_control::model::now_millis(),
+            )
+            .await
+            .unwrap();
+        let (mut ws, _) = open_stream(&app, "prod", "?from_revision=1", WsAuth::Header(&app.admin))
+            .await
+            .unwrap();
+        let reset = next_message(&mut ws).await;
+        assert_eq!(reset["type"], "reset", "{reset}");
+        assert_eq!(reset["revision"], r4);
+        assert_eq!(next_message(&mut ws).await["type"], "ready");
+        drop(ws);
+    }
+);
+
+both_backends!(
+    the_change_stream_authenticates_like_the_api,
+    |app: App| async move {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        app.create_env("prod").await;
+        app.create_env("dev").await;
+        let (_, viewer) = app.token("viewer", "viewer", &["prod"]).await;
+        type Opened = (
+            Ws,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        );
+        let status = |r: Result<Opened, WsError>| match r {
+            Err(WsError::Http(response)) => response.status().as_u16(),
+            Err(e) => panic!("{e}"),
+            Ok((_, response)) => response.status().as_u16(),
+        };
+        // No token: 401; a token in the query string: 400; another environment: 403.
+        assert_eq!(
+            status(open_stream(&app, "prod", "", WsAuth::None).await),
+            401
+        );
+        assert_eq!(
+            status(open_stream(&app, "prod", &format!("?token={viewer}"), WsAuth::None).await),
+            400
+        );
+        assert_eq!(
+            status(open_stream(&app, "dev", "", WsAuth::Header(&viewer)).await),
+            403
+        );
+        assert_eq!(
+            status(open_stream(&app, "nope", "", WsAuth::Header(&app.admin)).await),
+            404
+        );
+        // A viewer through the subprotocol (what a browser can do); vexil.events.v1 is chosen when
+        // offered, else the token's protocol is echoed.
+        let token_protocol = format!("vexil.token.{viewer}");
+        let (mut ws, response) = open_stream(
+            &app,
+            "prod",
+            "",
+            WsAuth::Protocols(&["vexil.events.v1", &token_protocol]),
+        )
+        .await
+        .expect("a viewer may subscribe");
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            "vexil.events.v1"
+        );
+        assert_eq!(next_message(&mut ws).await["type"], "ready");
+        let rev = put_flag(&app, "prod", "a", true).await;
+        assert_eq!(next_of(&mut ws, "change").await["revision"], rev);
+        drop(ws);
+        let (_, response) = open_stream(&app, "prod", "", WsAuth::Protocols(&[&token_protocol]))
+            .await
+            .expect("a viewer may subscribe");
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            token_protocol.as_str()
+        );
+        let bad = "vexil.token.vxl_not-a-token";
+        assert_eq!(
+            status(open_stream(&app, "prod", "", WsAuth::Protocols(&[bad])).await),
+            401
+        );
+    }
+);
+
+both_backends!(the_change_stream_reports_the_fleet, |app: App| async move {
+    app.create_env("prod").await;
+    let rev = put_flag(&app, "prod", "a", true).await;
+    let (mut ws, _) = open_stream(&app, "prod", "", WsAuth::Header(&app.admin))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut ws).await["type"], "ready");
+    let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+    let mut c = config(&app, "prod", &token, None);
+    c.client_id = "pod-9".into();
+    let sidecar = spawn(c);
+    sidecar.wait_revision(rev).await;
+    let connected = next_of(&mut ws, "sidecar").await;
+    assert_eq!(connected["event"], "connected", "{connected}");
+    assert_eq!(connected["id"], "pod-9");
+    assert_eq!(connected["environment"], "prod");
+    // Its first acknowledgement may come with the connection or right after it.
+    if connected["revision"] != rev {
+        let acked = next_of(&mut ws, "sidecar").await;
+        assert_eq!(acked["event"], "acked", "{acked}");
+        assert_eq!(acked["revision"], rev);
+    }
+    let rev = put_flag(&app, "prod", "a", false).await;
+    sidecar.wait_revision(rev).await;
+    assert_eq!(next_of(&mut ws, "change").await["revision"], rev);
+    let acked = next_of(&mut ws, "sidecar").await;
+    assert_eq!(acked["event"], "acked", "{acked}");
+    assert_eq!(acked["revision"], rev);
+    sidecar.handle.shutdown().await;
+    let gone = next_of(&mut ws, "sidecar").await;
+    assert_eq!(gone["event"], "disconnected", "{gone}");
+    assert_eq!(gone["id"], "pod-9");
+    assert_eq!(gone["stale"], false);
+});

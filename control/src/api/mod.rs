@@ -6,6 +6,7 @@
 mod admin;
 mod environments;
 mod evaluators;
+pub mod events;
 pub mod extract;
 mod flags;
 mod flagsets;
@@ -119,6 +120,11 @@ pub struct AppState {
     compiled: Mutex<HashMap<String, CompiledSet>>,
     /// Writes waiting for the fleet (`?wait=`), at most [`wait::MAX_WAITERS`].
     waiters: tokio::sync::Semaphore,
+    /// Open change streams, at most [`events::MAX_STREAMS`].
+    streams: Arc<tokio::sync::Semaphore>,
+    /// Fires when the replica shuts down: change streams close (the HTTP server's drain does not
+    /// wait for connections upgraded to WebSocket).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -132,6 +138,8 @@ impl AppState {
             sidecars: Arc::new(Sidecars::new()),
             compiled: Mutex::new(HashMap::new()),
             waiters: tokio::sync::Semaphore::new(wait::MAX_WAITERS),
+            streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_STREAMS)),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -142,7 +150,7 @@ impl AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "environments"), (name = "flags"), (name = "evaluators"), (name = "flagsets"),
-        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "operations")
+        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "events"), (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -166,6 +174,7 @@ fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(flags::routes())
         .merge(evaluators::routes())
         .merge(flagsets::routes())
+        .merge(events::routes())
         .merge(admin::routes())
         .merge(health::routes())
 }

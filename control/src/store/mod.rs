@@ -12,6 +12,7 @@
 //! row; they do not move a revision.
 
 mod evaluators;
+mod events;
 mod flags;
 mod flagsets;
 mod retention;
@@ -31,6 +32,7 @@ use crate::model::{
     AuditEntry, Change, ChangeKind, Environment, Millis, Page, now_millis, rfc3339,
 };
 
+pub use events::ChangeEvent;
 pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
@@ -272,6 +274,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "sidecar sessions",
         include_str!("../../migrations/sqlite/0004_sidecar_sessions.sql"),
     ),
+    (
+        5,
+        "change audit",
+        include_str!("../../migrations/sqlite/0005_change_audit.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -288,6 +295,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "sidecar sessions",
         include_str!("../../migrations/postgres/0004_sidecar_sessions.sql"),
+    ),
+    (
+        5,
+        "change audit",
+        include_str!("../../migrations/postgres/0005_change_audit.sql"),
     ),
 ];
 
@@ -768,7 +780,7 @@ fn entry_size(e: &AuditEntry) -> usize {
         + text(&e.request_id)
 }
 
-/// Appends an audit entry.
+/// Appends an audit entry; returns its id.
 pub(crate) async fn audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     actor: &Actor,
@@ -777,11 +789,11 @@ pub(crate) async fn audit(
     target: Option<&str>,
     before: Value,
     after: Value,
-) -> StoreResult<()> {
+) -> StoreResult<i64> {
     let text = |v: Value| (!v.is_null()).then(|| v.to_string());
-    sqlx::query(
+    let row = sqlx::query(
         "INSERT INTO audit (at, actor, action, environment, target, before, after, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(now_millis())
     .bind(actor.name.clone())
@@ -791,9 +803,9 @@ pub(crate) async fn audit(
     .bind(text(before))
     .bind(text(after))
     .bind(actor.request_id.clone())
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(())
+    Ok(row.try_get("id")?)
 }
 
 /// The id of environment `key`, read on `conn` (a pool connection or a transaction).

@@ -536,8 +536,8 @@ impl Store {
             }
         };
         let key = key.as_deref();
-        record_change(&mut tx, env_id, revision, kind, key, new.as_ref()).await?;
-        audit(
+        let definition = new.as_ref().map(Value::to_string);
+        let audit_id = audit(
             &mut tx,
             actor,
             action,
@@ -547,6 +547,14 @@ impl Store {
             new.unwrap_or(Value::Null),
         )
         .await?;
+        let change = NewChange {
+            revision,
+            kind,
+            key,
+            definition,
+            audit_id,
+        };
+        record_change(&mut tx, env_id, &change).await?;
         let environment = find_environment(&mut tx, env).await?;
         tx.commit().await?;
         self.announce(env, revision);
@@ -574,31 +582,40 @@ async fn bump_revision(tx: &mut Tx, environment: &str) -> StoreResult<(i64, i64)
     Ok((row.try_get("id")?, row.try_get("revision")?))
 }
 
-/// Appends the change-log entry of `revision`: what sidecars follow.
+/// A change-log entry to append.
+struct NewChange<'a> {
+    revision: i64,
+    kind: ChangeKind,
+    key: Option<&'a str>,
+    /// The new definition as JSON text (`None`: deleted).
+    definition: Option<String>,
+    /// The write's audit entry (who, when, before and after; the change stream reads it).
+    audit_id: i64,
+}
+
+/// Appends the change-log entry of a revision: what sidecars follow.
 async fn record_change(
     tx: &mut Tx,
     environment_id: i64,
-    revision: i64,
-    kind: ChangeKind,
-    key: Option<&str>,
-    definition: Option<&Value>,
+    change: &NewChange<'_>,
 ) -> StoreResult<()> {
-    let op = if definition.is_some() {
+    let op = if change.definition.is_some() {
         "upsert"
     } else {
         "delete"
     };
     sqlx::query(
-        "INSERT INTO changes (environment_id, revision, kind, key, op, definition, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO changes (environment_id, revision, kind, key, op, definition, created_at, \
+         audit_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(environment_id)
-    .bind(revision)
-    .bind(kind.as_str())
-    .bind(key.map(str::to_string))
+    .bind(change.revision)
+    .bind(change.kind.as_str())
+    .bind(change.key.map(str::to_string))
     .bind(op)
-    .bind(definition.map(Value::to_string))
+    .bind(change.definition.clone())
     .bind(now_millis())
+    .bind(change.audit_id)
     .execute(&mut **tx)
     .await?;
     Ok(())
