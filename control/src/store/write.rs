@@ -552,9 +552,9 @@ impl Store {
             kind,
             key,
             definition,
-            audit_id,
+            audit_id: Some(audit_id),
         };
-        record_change(&mut tx, env_id, &change).await?;
+        record_change_audited(&mut tx, env_id, &change).await?;
         let environment = find_environment(&mut tx, env).await?;
         tx.commit().await?;
         self.announce(env, revision);
@@ -590,11 +590,32 @@ struct NewChange<'a> {
     /// The new definition as JSON text (`None`: deleted).
     definition: Option<String>,
     /// The write's audit entry (who, when, before and after; the change stream reads it).
-    audit_id: i64,
+    audit_id: Option<i64>,
 }
 
-/// Appends the change-log entry of a revision: what sidecars follow.
+/// Appends the change-log entry of `revision`: what sidecars follow. Without a link to its audit
+/// entry (the change stream then names no actor): writes go through [`record_change_audited`].
+#[allow(dead_code)]
 async fn record_change(
+    tx: &mut Tx,
+    environment_id: i64,
+    revision: i64,
+    kind: ChangeKind,
+    key: Option<&str>,
+    definition: Option<&Value>,
+) -> StoreResult<()> {
+    let change = NewChange {
+        revision,
+        kind,
+        key,
+        definition: definition.map(Value::to_string),
+        audit_id: None,
+    };
+    record_change_audited(tx, environment_id, &change).await
+}
+
+/// Appends the change-log entry of a revision, linked to the write's audit entry.
+async fn record_change_audited(
     tx: &mut Tx,
     environment_id: i64,
     change: &NewChange<'_>,
