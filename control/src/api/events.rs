@@ -332,48 +332,51 @@ type Seen = HashMap<String, (bool, i64)>;
 
 impl Producer {
     async fn run(mut self, head: i64, from: Option<i64>, stop: CancellationToken) {
-        let mut commits = Some(self.store.subscribe());
-        let result = async {
-            let mut cursor: i64 = match from {
-                None => head,
-                Some(from) => self.replay(from, head).await?,
-            };
-            self.ready(cursor).await?;
-            let mut seen = self.fleet_baseline().await;
-            let mut tick = tokio::time::interval(POLL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                // A commit of this environment on this replica wakes the stream at once; the
-                // poll finds the others' (and any missed).
-                let woken = async {
-                    match commits.as_mut() {
-                        Some(rx) => Some(rx.recv().await),
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    c = woken => match c {
-                        Some(Ok(c)) if c.environment != self.environment => continue,
-                        Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
-                            commits = None;
-                        }
-                        _ => {}
-                    },
-                }
-                cursor = self.changes(cursor).await?;
-                self.fleet(&mut seen).await?;
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), Ended>(())
+        let ended = tokio::select! {
+            _ = stop.cancelled() => return,
+            ended = self.stream(head, from) => ended,
         };
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            ended = result => {
-                if let Err(Ended::Closed(code, reason)) = ended {
-                    let _ = self.tx.try_send(Out::Close(code, reason));
+        if let Err(Ended::Closed(code, reason)) = ended {
+            let _ = self.tx.try_send(Out::Close(code, reason));
+        }
+    }
+
+    /// Replays (when asked), says `ready`, then streams until the connection or the store fails.
+    async fn stream(
+        &mut self,
+        head: i64,
+        from: Option<i64>,
+    ) -> Result<std::convert::Infallible, Ended> {
+        let mut commits = Some(self.store.subscribe());
+        let mut cursor = match from {
+            None => head,
+            Some(from) => self.replay(from, head).await?,
+        };
+        self.ready(cursor).await?;
+        let mut seen = self.fleet_baseline().await;
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // A commit of this environment on this replica wakes the stream at once; the poll
+            // finds the others' (and any missed).
+            let woken = async {
+                match commits.as_mut() {
+                    Some(rx) => Some(rx.recv().await),
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                _ = tick.tick() => {}
+                c = woken => match c {
+                    Some(Ok(c)) if c.environment != self.environment => continue,
+                    Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                        commits = None;
+                    }
+                    _ => {}
+                },
             }
+            cursor = self.changes(cursor).await?;
+            self.fleet(&mut seen).await?;
         }
     }
 
