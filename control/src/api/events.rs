@@ -352,8 +352,9 @@ impl Producer {
             None => head,
             Some(from) => self.replay(from, head).await?,
         };
-        self.ready(cursor).await?;
+        // The fleet as it is before `ready`: what changes after `ready` is an event.
         let mut seen = self.fleet_baseline().await;
+        self.ready(cursor).await?;
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -375,8 +376,11 @@ impl Producer {
                     _ => {}
                 },
             }
+            // The fleet is read before the changes and sent after them: an acknowledgement it
+            // shows is of a commit the changes' read sees, so a change comes before its acks.
+            let fleet = self.read_fleet().await;
             cursor = self.changes(cursor).await?;
-            self.fleet(&mut seen).await?;
+            self.fleet(&mut seen, fleet).await?;
         }
     }
 
@@ -484,44 +488,53 @@ impl Producer {
 
     /// The fleet as it is: no events for what was there before the stream.
     async fn fleet_baseline(&self) -> Seen {
+        let Some((sessions, now)) = self.read_fleet().await else {
+            return Seen::new();
+        };
+        sessions
+            .iter()
+            .map(|s| {
+                (
+                    s.row.id.clone(),
+                    (s.is_live(now, self.stale_after), s.row.acked_revision),
+                )
+            })
+            .collect()
+    }
+
+    /// The fleet's sessions now (`None`, logged, when the store cannot say), with when.
+    async fn read_fleet(&self) -> Option<(Vec<SessionState>, i64)> {
         let now = now_millis();
         match self.store.sessions(Some(&self.environment)).await {
-            Ok(sessions) => sessions
-                .iter()
-                .map(|s| {
-                    (
-                        s.row.id.clone(),
-                        (s.is_live(now, self.stale_after), s.row.acked_revision),
-                    )
-                })
-                .collect(),
+            Ok(sessions) => Some((sessions, now)),
             Err(e) => {
                 tracing::warn!(error = %e, "change stream: could not read the fleet");
-                Seen::new()
+                None
             }
         }
     }
 
     /// Sends what changed in the fleet since `seen`: sessions connected, acknowledgements,
-    /// sessions ended (or gone stale).
-    async fn fleet(&self, seen: &mut Seen) -> Result<(), Ended> {
-        let now = now_millis();
-        let sessions = match self.store.sessions(Some(&self.environment)).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "change stream: could not read the fleet");
-                return Ok(());
-            }
+    /// sessions ended (or gone stale). `seen` becomes the fleet as read (rows retention deleted
+    /// leave it).
+    async fn fleet(
+        &self,
+        seen: &mut Seen,
+        read: Option<(Vec<SessionState>, i64)>,
+    ) -> Result<(), Ended> {
+        let Some((sessions, now)) = read else {
+            return Ok(());
         };
+        let mut next = Seen::with_capacity(sessions.len());
         for s in &sessions {
             let live = s.is_live(now, self.stale_after);
             let acked = s.row.acked_revision;
-            let before = seen.insert(s.row.id.clone(), (live, acked));
-            let event = match before {
+            next.insert(s.row.id.clone(), (live, acked));
+            let event = match seen.get(&s.row.id) {
                 None if live => Some("connected"),
                 Some((false, _)) if live => Some("connected"),
                 Some((true, _)) if !live => Some("disconnected"),
-                Some((true, was)) if acked > was => Some("acked"),
+                Some((true, was)) if acked > *was => Some("acked"),
                 _ => None,
             };
             if let Some(event) = event {
@@ -529,6 +542,7 @@ impl Producer {
                     .await?;
             }
         }
+        *seen = next;
         Ok(())
     }
 }
