@@ -2339,3 +2339,80 @@ both_backends!(the_change_stream_reports_the_fleet, |app: App| async move {
     assert_eq!(gone["id"], "pod-9");
     assert_eq!(gone["stale"], false);
 });
+
+// A client that stops reading is closed once a message has waited 10 s, with a reason naming the
+// revision to resume from (after the messages it was sent before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_stream_client_that_stops_reading_is_closed_with_where_to_resume() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    app.create_env("prod").await;
+    // Whole-set writes that swap 2,000 flags with long keys: each change message lists 4,000 keys
+    // (about 250 KB), so a few dozen fill the socket buffers.
+    let set = |prefix: &str| {
+        let flags: serde_json::Map<String, Value> = (0..2000)
+            .map(|i| (format!("{prefix}-{i:04}-{}", "k".repeat(50)), flag(true)))
+            .collect();
+        json!({ "flags": flags })
+    };
+    let (a, b) = (set("a"), set("b"));
+    for i in 0..40 {
+        let doc = if i % 2 == 0 { &a } else { &b };
+        app.put_json("/api/v1/environments/prod/flagset", doc, &app.admin)
+            .await
+            .expect(200);
+    }
+    // A client with a small receive buffer that replays everything and reads nothing.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    let mut req = format!("ws://{addr}/api/v1/environments/prod/events?from_revision=0")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", app.admin).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    // Reading on: the changes it was sent, then the close with the reason.
+    let (mut last, mut changes) = (0, 0);
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let m: Value = serde_json::from_str(&text).unwrap();
+                if m["type"] == "change" {
+                    changes += 1;
+                    last = m["revision"].as_i64().unwrap();
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.expect("a close frame"),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no close frame after {changes} changes: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert!(close.reason.contains("too slow"), "{close:?}");
+    // The revision named is the last one sent whole; the one whose write timed out may still have
+    // arrived: resuming from the named one loses nothing (it may repeat one).
+    let named: i64 = close
+        .reason
+        .rsplit("from_revision=")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{close:?}"));
+    assert!(
+        named == last || named == last - 1,
+        "{close:?} after revision {last}"
+    );
+    assert!(changes < 40, "it was closed before all of them: {changes}");
+    server.stop().await;
+}

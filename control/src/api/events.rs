@@ -306,11 +306,9 @@ impl Stream {
                 code,
                 reason: reason.into(),
             };
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                sink.send(Message::Close(Some(frame))),
-            )
-            .await;
+            // As patient as with any message: a slow client that reads on gets the reason (and
+            // the revision to resume from) after what was queued before it.
+            let _ = tokio::time::timeout(SLOW_AFTER, sink.send(Message::Close(Some(frame)))).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
         let _ = producer.await;
