@@ -41,8 +41,10 @@ impl Store {
         revision: i64,
         limit: i64,
     ) -> StoreResult<Vec<ChangeEvent>> {
+        // The audit entries' documents are read one change at a time below, and only for
+        // whole-set changes: a batch of whole flag sets (before and after) could be gigabytes.
         let rows = sqlx::query(
-            "SELECT c.revision, c.kind, c.key, c.created_at, a.actor, a.action, a.before, a.after \
+            "SELECT c.revision, c.kind, c.key, c.created_at, c.audit_id, a.actor, a.action \
              FROM changes c JOIN environments e ON e.id = c.environment_id \
              LEFT JOIN audit a ON a.id = c.audit_id \
              WHERE e.key = $1 AND e.incarnation = $2 AND c.revision > $3 \
@@ -54,35 +56,42 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind")?;
-                let kind = ChangeKind::parse(&kind).ok_or_else(|| corrupt("changes.kind"))?;
-                let key: Option<String> = r.try_get("key")?;
-                let action: Option<String> = r.try_get("action")?;
-                let (mut keys, mut evaluators) = (Vec::new(), Vec::new());
-                match (kind, key) {
-                    (ChangeKind::Flag, Some(key)) => keys.push(key),
-                    (ChangeKind::Evaluator, Some(key)) => evaluators.push(key),
-                    _ if action.is_some() => {
-                        let before = json_opt(r.try_get("before")?)?.unwrap_or(Value::Null);
-                        let after = json_opt(r.try_get("after")?)?.unwrap_or(Value::Null);
+        let mut events = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let kind: String = r.try_get("kind")?;
+            let kind = ChangeKind::parse(&kind).ok_or_else(|| corrupt("changes.kind"))?;
+            let key: Option<String> = r.try_get("key")?;
+            let action: Option<String> = r.try_get("action")?;
+            let (mut keys, mut evaluators) = (Vec::new(), Vec::new());
+            match (kind, key) {
+                (ChangeKind::Flag, Some(key)) => keys.push(key),
+                (ChangeKind::Evaluator, Some(key)) => evaluators.push(key),
+                _ if action.is_some() => {
+                    let audit_id: Option<i64> = r.try_get("audit_id")?;
+                    let docs = sqlx::query("SELECT before, after FROM audit WHERE id = $1")
+                        .bind(audit_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    if let Some(docs) = docs {
+                        let before = json_opt(docs.try_get("before")?)?.unwrap_or(Value::Null);
+                        let after = json_opt(docs.try_get("after")?)?.unwrap_or(Value::Null);
                         keys = changed(&before, &after, "flags");
                         evaluators = changed(&before, &after, "$evaluators");
                     }
-                    _ => {}
                 }
-                Ok(ChangeEvent {
-                    revision: r.try_get("revision")?,
-                    kind,
-                    action,
-                    keys,
-                    evaluators,
-                    actor: r.try_get("actor")?,
-                    at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+                _ => {}
+            }
+            events.push(ChangeEvent {
+                revision: r.try_get("revision")?,
+                kind,
+                action,
+                keys,
+                evaluators,
+                actor: r.try_get("actor")?,
+                at: r.try_get("created_at")?,
+            });
+        }
+        Ok(events)
     }
 
     /// The revision of the oldest change of `environment` still in the change log, if any.
