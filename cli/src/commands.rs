@@ -88,6 +88,10 @@ pub enum FlagsetCmd {
         file: String,
         #[arg(long)]
         dry_run: bool,
+        /// The `ETag` of an earlier read (e.g. when the difference was reviewed), instead of the
+        /// one read now.
+        #[arg(long)]
+        if_match: Option<String>,
     },
 }
 
@@ -143,21 +147,28 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
         Command::Env(cmd) => env(c, cmd, out).await,
         Command::Flag(cmd) => flag(c, cmd, out).await,
         Command::Flagset(cmd) => flagset(c, cmd, out).await,
-        Command::Promote { from, to, dry_run } => {
+        Command::Promote {
+            from,
+            to,
+            dry_run,
+            if_match,
+        } => {
             let source = c.get(&format!("/environments/{from}/flagset")).await?.body;
-            let target = c.get(&format!("/environments/{to}/flagset")).await?.body;
-            print_diff(&diff(&target, &source), out);
+            let target = c.get(&format!("/environments/{to}/flagset")).await?;
+            print_diff(&diff(&target.body, &source), out);
             if dry_run {
                 return Ok(());
             }
+            // If-Match: the target's revision the difference was computed against.
             let a = c
                 .call(
                     Method::POST,
                     &format!("/environments/{from}/promote"),
                     Some(&json!({"to": to})),
-                    None,
+                    if_match.as_deref().or(target.etag.as_deref()),
                 )
-                .await?;
+                .await
+                .map_err(|f| changed_meanwhile(f, &to))?;
             output::done(out, &a.body, &format!("promoted {from} to {to}"));
             Ok(())
         }
@@ -184,7 +195,11 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
             Ok(())
         }
         Command::Sidecars { env } => {
-            let a = c.get("/sidecars").await?;
+            let path = match &env {
+                Some(env) => format!("/sidecars?environment={env}"),
+                None => "/sidecars".to_string(),
+            };
+            let a = c.get(&path).await?;
             let list: Vec<Value> = items(&a.body)
                 .into_iter()
                 .filter(|s| env.as_deref().is_none_or(|e| s["environment"] == e))
@@ -192,10 +207,12 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
             let columns = [
                 "id",
                 "environment",
+                "connected",
                 "acked_revision",
                 "lag",
                 "version",
                 "connected_since",
+                "disconnected_at",
             ];
             output::list(out, &json!({"items": list}), &list, &columns);
             Ok(())
@@ -329,7 +346,12 @@ async fn flagset(c: &Client, cmd: FlagsetCmd, out: Output) -> Result<(), Failure
             let a = c.get(&format!("/environments/{env}/flagset")).await?;
             write_output(&file, &pretty(&a.body))
         }
-        FlagsetCmd::Apply { env, file, dry_run } => {
+        FlagsetCmd::Apply {
+            env,
+            file,
+            dry_run,
+            if_match,
+        } => {
             let wanted = read_input(&file)?;
             let path = format!("/environments/{env}/flagset");
             let current = c.get(&path).await?;
@@ -338,20 +360,35 @@ async fn flagset(c: &Client, cmd: FlagsetCmd, out: Output) -> Result<(), Failure
             if dry_run || changes.is_empty() {
                 return Ok(());
             }
-            // The import takes no If-Match yet: check that nothing changed since the diff.
-            let now = c.get(&path).await?;
-            if now.etag != current.etag {
-                return Err(Failure::new(
-                    Exit::Conflict,
-                    format!("{env} changed since the difference was computed; run again"),
-                ));
-            }
+            // If-Match: the revision the difference was computed against, so a change made
+            // meanwhile is refused (412, exit 4) by control, inside the write, never overwritten.
             let a = c
-                .call(Method::PUT, &path, Some(&wanted), current.etag.as_deref())
-                .await?;
+                .call(
+                    Method::PUT,
+                    &path,
+                    Some(&wanted),
+                    if_match.as_deref().or(current.etag.as_deref()),
+                )
+                .await
+                .map_err(|f| changed_meanwhile(f, &env))?;
             output::done(out, &a.body, &format!("applied {file} to {env}"));
             Ok(())
         }
+    }
+}
+
+/// A `412` on a whole-set write: the environment changed after the difference was shown.
+fn changed_meanwhile(f: Failure, env: &str) -> Failure {
+    if f.exit == Exit::Conflict && f.message.contains("412") {
+        Failure::new(
+            Exit::Conflict,
+            format!(
+                "{env} changed since the difference was computed; nothing was written, run again\n  ({})",
+                f.message
+            ),
+        )
+    } else {
+        f
     }
 }
 
@@ -405,10 +442,12 @@ async fn wait(
     };
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     loop {
-        let a = c.get("/sidecars").await?;
+        let a = c.get(&format!("/sidecars?environment={env}")).await?;
+        // The fleet lists disconnected sessions too; a control without the field lists only
+        // connected ones.
         let sidecars: Vec<Value> = items(&a.body)
             .into_iter()
-            .filter(|s| s["environment"] == env)
+            .filter(|s| s["environment"] == env && s["connected"] != false)
             .collect();
         let lagging: Vec<&Value> = sidecars
             .iter()

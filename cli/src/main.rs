@@ -68,6 +68,10 @@ pub enum Command {
         to: String,
         #[arg(long)]
         dry_run: bool,
+        /// The target's `ETag` from an earlier read (e.g. when the difference was reviewed),
+        /// instead of the one read now.
+        #[arg(long)]
+        if_match: Option<String>,
     },
     /// Write an environment's sidecar bootstrap file (for `vexil-proxy --bootstrap-file`).
     Bootstrap {

@@ -43,6 +43,13 @@ fn write(dir: &Path, name: &str, v: &Value) -> String {
     path.display().to_string()
 }
 
+/// Environment `env`'s revision, as `env get` shows it.
+fn exported_revision(control: &ControlProcess, env: &str) -> i64 {
+    json_of(&ok(control, &["env", "get", env, "-o", "json"]))["revision"]
+        .as_i64()
+        .expect("a revision")
+}
+
 fn checkout(default: &str) -> Value {
     json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": default})
 }
@@ -109,6 +116,48 @@ async fn a_script_manages_flags_and_reads_exit_codes() {
         ok(c, &["flagset", "apply", "shop", &set_file]).trim(),
         "no changes"
     );
+
+    // A whole-set write sends If-Match from the read it diffed against: a change made after that
+    // read is refused (412, exit 4), nothing is overwritten.
+    let stale_etag = format!("\"{}\"", exported_revision(c, "shop") - 1);
+    let other = json!({"flags": {"checkout": checkout("off")}});
+    let other_file = write(dir.path(), "other.json", &other);
+    let (code, _, err) = ctl(
+        c,
+        Some(ADMIN),
+        &[
+            "flagset",
+            "apply",
+            "shop",
+            &other_file,
+            "--if-match",
+            &stale_etag,
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("changed since the difference") && err.contains("412"),
+        "{err}"
+    );
+    let exported = json_of(&ok(c, &["flagset", "export", "shop"]));
+    assert!(
+        exported["flags"]["banner"].is_object(),
+        "not overwritten: {exported}"
+    );
+    ok(c, &["env", "create", "stage"]);
+    ok(c, &["flagset", "apply", "stage", &other_file]);
+    let (code, _, err) = ctl(
+        c,
+        Some(ADMIN),
+        &["promote", "stage", "shop", "--if-match", &stale_etag],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("shop changed since the difference"), "{err}");
+    let shown = ok(c, &["promote", "stage", "shop"]);
+    assert!(shown.contains("- flag banner"), "{shown}");
+    let exported = json_of(&ok(c, &["flagset", "export", "shop"]));
+    assert_eq!(exported, other, "promoted");
+    ok(c, &["flagset", "apply", "shop", &set_file]);
 
     // The sidecar bootstrap file (`vexil-proxy --bootstrap-file`).
     let boot = dir.path().join("boot.json");

@@ -264,6 +264,9 @@ vexil_settings::settings! {
             audit_max_age_days: u64 = 400, key "audit_max_age_days";
             /// Audit entries kept, at most (the newest). 0: no count bound.
             audit_max_count: u64 = 1_000_000, key "audit_max_count";
+            /// Sidecar sessions (`GET /api/v1/sidecars`) disconnected, or stale (their replica
+            /// stopped vouching for them), longer than this are deleted (hours). 0: kept.
+            sessions_max_age_hours: u64 = 24, key "sessions_max_age_hours";
             /// How often both logs are pruned (seconds).
             interval: Duration as Seconds = secs(3600), key "interval_secs", check nonzero;
         }
@@ -318,6 +321,8 @@ impl RetentionConfig {
             changes_max_count: count(self.changes_max_count),
             audit_max_age: days(self.audit_max_age_days),
             audit_max_count: count(self.audit_max_count),
+            sessions_max_age: (self.sessions_max_age_hours > 0)
+                .then(|| Duration::from_secs(self.sessions_max_age_hours.saturating_mul(3600))),
         }
     }
 }
@@ -599,6 +604,7 @@ impl ControlConfig {
             },
             read_timeout: l.read_timeout,
             max_connections: l.max_connections,
+            fleet_stale_after: self.sync.heartbeat * crate::sync::fleet::STALE_HEARTBEATS,
         }
     }
 

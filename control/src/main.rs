@@ -106,6 +106,7 @@ async fn serve(config: ControlConfig) -> anyhow::Result<()> {
     if let Some(webhook) = webhook {
         webhook.await??;
     }
+    control.finish().await;
     control.state.store.close().await;
     tracing::info!("stopped");
     Ok(())

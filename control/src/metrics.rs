@@ -62,6 +62,7 @@ pub struct Metrics {
     sync_digest_mismatches: Counter,
     pruned: Family<LogLabels, Counter>,
     sync_write_timeouts: Counter,
+    fleet_write_failures: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,7 +140,7 @@ impl Metrics {
         let pruned = Family::<LogLabels, Counter>::default();
         registry.register(
             "log_rows_pruned",
-            "Rows pruned by retention, by log (changes, audit)",
+            "Rows pruned by retention, by log (changes, audit, sidecar_sessions)",
             pruned.clone(),
         );
         let sync_digest_mismatches = Counter::default();
@@ -155,7 +156,15 @@ impl Metrics {
             "Sync streams ended because a write to the sidecar did not complete in time",
             sync_write_timeouts.clone(),
         );
+        let fleet_write_failures = Counter::default();
+        registry.register(
+            "fleet_write_failures",
+            "Writes of this replica's sidecar sessions to the store that failed (tried again; \
+             the sessions go on)",
+            fleet_write_failures.clone(),
+        );
         Metrics {
+            fleet_write_failures,
             pruned,
             sync_write_timeouts,
             registry,
@@ -246,9 +255,18 @@ impl Metrics {
         self.sync_write_timeouts.inc();
     }
 
+    /// Counts a failed write of the fleet sessions.
+    pub fn fleet_write_failed(&self) {
+        self.fleet_write_failures.inc();
+    }
+
     /// Counts the rows a retention pass pruned.
     pub fn pruned(&self, pruned: crate::store::Pruned) {
-        for (log, n) in [("changes", pruned.changes), ("audit", pruned.audit)] {
+        for (log, n) in [
+            ("changes", pruned.changes),
+            ("audit", pruned.audit),
+            ("sidecar_sessions", pruned.sessions),
+        ] {
             self.pruned.get_or_create(&LogLabels { log }).inc_by(n);
         }
     }

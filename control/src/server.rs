@@ -26,6 +26,8 @@ pub struct Control {
     /// The sync hub.
     pub hub: Arc<Hub>,
     cancel: CancellationToken,
+    /// The fleet recorder's task, awaited by [`Control::finish`].
+    recorder: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Control {
@@ -49,13 +51,10 @@ impl Control {
         let auth = Authenticator::new(store.clone(), config.jwt_config().as_ref())
             .map_err(|e| anyhow::anyhow!("loading the JWT keys: {e}"))?
             .with_failure_limit(config.auth_failure_burst, config.auth_failure_refill);
-        let state = Arc::new(AppState::new(
-            store,
-            auth,
-            config.api_config(),
-            Metrics::new(),
-        ));
         let cancel = CancellationToken::new();
+        let mut state = AppState::new(store, auth, config.api_config(), Metrics::new());
+        state.shutdown = cancel.clone();
+        let state = Arc::new(state);
         let settings = SyncSettings {
             heartbeat: config.sync.heartbeat,
             poll_interval: config.sync.poll_interval,
@@ -87,13 +86,26 @@ impl Control {
                 cancel.clone(),
             ));
         }
+        let recorder = tokio::spawn(crate::sync::fleet::run_recorder(
+            state.store.clone(),
+            state.sidecars.clone(),
+            state.metrics.clone(),
+            settings.server_id.clone(),
+            settings.heartbeat,
+            cancel.clone(),
+        ));
         let hub = Hub::new(state.clone(), settings, cancel.clone());
         tokio::spawn(hub.clone().follow_local_commits());
         if let Some(url) = &config.redis_url {
             crate::sync::fanout::start(hub.clone(), url)?;
             tracing::info!(redis = %redact_url(url), "fan-out between replicas through redis");
         }
-        Ok(Control { state, hub, cancel })
+        Ok(Control {
+            state,
+            hub,
+            cancel,
+            recorder: Arc::new(std::sync::Mutex::new(Some(recorder))),
+        })
     }
 
     /// Binds the QUIC sync endpoint on `config.sync_addr` with the configured certificate (or the
@@ -110,6 +122,24 @@ impl Control {
     /// Stops the sync hub: feeds, sessions, the Redis fan-out and the QUIC endpoint.
     pub fn shutdown(&self) {
         self.cancel.cancel();
+    }
+
+    /// After [`Control::shutdown`]: waits (at most 15 s) until the fleet recorder has marked this
+    /// replica's sidecar sessions disconnected in the store. Call it before closing the store.
+    pub async fn finish(&self) {
+        self.cancel.cancel();
+        let task = self
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task
+            && tokio::time::timeout(std::time::Duration::from_secs(15), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the fleet recorder did not finish in time");
+        }
     }
 
     /// Serves the admin API on `listener` until `shutdown` completes, then drains in-flight requests.

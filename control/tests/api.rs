@@ -243,6 +243,77 @@ both_backends!(promote_copies_a_flag_set, |app: App| async move {
 
 // ------------------------------------------------------------------- flags ----
 
+both_backends!(
+    whole_set_writes_take_if_match_on_the_revision,
+    |app: App| async move {
+        let admin = app.admin.clone();
+        app.create_env("stage").await;
+        app.create_env("prod").await;
+        let path = "/api/v1/environments/prod/flagset";
+        let doc = json!({"flags": {"a": bool_flag()}});
+
+        // The environment and its flag set name the revision as their ETag.
+        let read = app.get(path, &admin).await;
+        read.expect(200);
+        assert_eq!(read.etag(), "\"0\"");
+        assert_eq!(
+            app.get("/api/v1/environments/prod", &admin).await.etag(),
+            "\"0\""
+        );
+
+        // The ETag of the read: 200, and the answer names the new revision.
+        let r = app.put_json_if(path, &doc, &admin, &read.etag()).await;
+        assert_eq!(r.expect(200)["revision"], 1);
+        assert_eq!(r.etag(), "\"1\"");
+
+        // Stale: 412 with the current ETag, nothing written.
+        let before = app.snapshot("prod").await;
+        let other = json!({"flags": {"b": bool_flag()}});
+        let r = app.put_json_if(path, &other, &admin, "\"0\"").await;
+        let p = assert_problem(&r, 412);
+        assert_eq!(p["current_etag"], "\"1\"", "{p}");
+        // Not an ETag of ours: 412 as well.
+        assert_problem(&app.put_json_if(path, &other, &admin, "\"x\"").await, 412);
+        app.assert_unchanged(&before, &app.snapshot("prod").await, "stale If-Match");
+
+        // `*` and no If-Match: as before, whatever the revision.
+        app.put_json_if(path, &other, &admin, "*").await.expect(200);
+        assert_eq!(
+            app.put_json(path, &doc, &admin).await.expect(200)["revision"],
+            3
+        );
+
+        // Promotion: If-Match names the target's revision.
+        app.put_json("/api/v1/environments/stage/flagset", &other, &admin)
+            .await
+            .expect(200);
+        let body = json!({"to": "prod"});
+        let promote = |etag: Option<&'static str>| {
+            let mut req = app
+                .req("POST", "/api/v1/environments/stage/promote")
+                .token(&admin)
+                .json(&body);
+            if let Some(etag) = etag {
+                req = req.header("if-match", etag);
+            }
+            req.send()
+        };
+        let before = app.snapshot("prod").await;
+        let r = promote(Some("\"2\"")).await;
+        let p = assert_problem(&r, 412);
+        assert_eq!(p["current_etag"], "\"3\"", "{p}");
+        // The source's revision is not the target's.
+        assert_problem(&promote(Some("\"1\"")).await, 412);
+        app.assert_unchanged(&before, &app.snapshot("prod").await, "stale promotion");
+        let r = promote(Some("\"3\"")).await;
+        assert_eq!(r.expect(200)["revision"], 4);
+        assert_eq!(r.etag(), "\"4\"");
+        promote(Some("*")).await.expect(200);
+        promote(None).await.expect(200);
+        assert_eq!(app.snapshot("prod").await.revision, 6);
+    }
+);
+
 both_backends!(flag_list_filters_and_pages, |app: App| async move {
     let admin = app.admin.clone();
     app.create_env("prod").await;
@@ -1521,6 +1592,7 @@ const SERVED: &[(&str, &str)] = &[
     ("delete", "/api/v1/tokens/{id}"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/sidecars"),
+    ("get", "/api/v1/environments/{env}/events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 use vexil_control::model::now_millis;
-use vexil_control::store::{AuditQuery, Pruned, Retention};
+use vexil_control::store::{AuditQuery, Pruned, Retention, SessionRow};
 use vexil_proto::sync::v1::server_frame::Kind;
 
 const KEEP_ALL: Retention = Retention {
@@ -16,6 +16,7 @@ const KEEP_ALL: Retention = Retention {
     changes_max_count: None,
     audit_max_age: None,
     audit_max_count: None,
+    sessions_max_age: None,
 };
 
 /// Writes flag `key` of `env` (created or replaced); returns the new revision.
@@ -74,7 +75,8 @@ both_backends!(
             pruned,
             Pruned {
                 changes: 7,
-                audit: 9
+                audit: 9,
+                ..Pruned::default()
             }
         );
         assert_eq!(logged(&app, "prod").await, [8, 9, 10]);
@@ -97,7 +99,8 @@ both_backends!(
             pruned,
             Pruned {
                 changes: 2,
-                audit: 5
+                audit: 5,
+                ..Pruned::default()
             }
         );
         assert_eq!(logged(&app, "prod").await, [10]);
@@ -304,5 +307,61 @@ both_backends!(
             .get("/api/v1/audit?request_id=never-sent", &app.admin)
             .await;
         assert_eq!(none.expect(200)["items"], json!([]));
+    }
+);
+
+both_backends!(
+    ended_and_stale_sidecar_sessions_are_pruned_after_their_bound,
+    |app: App| async move {
+        let now = now_millis();
+        let day = 86_400_000;
+        let session = |id: &str, last_seen: i64, disconnected_at: Option<i64>| SessionRow {
+            id: id.to_string(),
+            replica: "gone-replica".into(),
+            session: 1,
+            environment: "prod".into(),
+            client_id: id.to_string(),
+            version: "0.1.0".into(),
+            address: "127.0.0.1:1".into(),
+            sent_revision: 0,
+            acked_revision: 0,
+            digest: None,
+            digest_revision: None,
+            digest_matches: None,
+            connected_since: last_seen - 1000,
+            last_seen,
+            disconnected_at,
+        };
+        app.store
+            .record_sessions(&[
+                session("connected", now, None),
+                session("ended-recently", now - 1000, Some(now - 1000)),
+                session("ended-long-ago", now - 2 * day, Some(now - 2 * day)),
+                session("stale-long-ago", now - 2 * day, None),
+            ])
+            .await
+            .unwrap();
+        let keep = Retention {
+            sessions_max_age: Some(Duration::from_secs(86_400)),
+            ..KEEP_ALL
+        };
+        let pruned = app.store.prune(&keep, now).await.unwrap();
+        assert_eq!(pruned.sessions, 2, "{pruned:?}");
+        let left: Vec<String> = app
+            .store
+            .sessions(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.row.id)
+            .collect();
+        assert_eq!(left, ["connected", "ended-recently"]);
+        // A late update never brings an ended session back.
+        app.store
+            .record_sessions(&[session("ended-recently", now, None)])
+            .await
+            .unwrap();
+        let back = app.store.sessions(Some("prod")).await.unwrap();
+        assert_eq!(back[1].row.disconnected_at, Some(now - 1000), "{back:?}");
     }
 );

@@ -1562,7 +1562,14 @@ both_backends!(
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let list = app.get("/api/v1/sidecars", &app.admin).await;
-            let items = list.expect(200)["items"].as_array().unwrap().clone();
+            // The fleet lists the restarted sidecar's first session too, disconnected.
+            let items: Vec<Value> = list.expect(200)["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["connected"] == json!(true))
+                .cloned()
+                .collect();
             if items.len() == 2
                 && items
                     .iter()
@@ -1704,4 +1711,737 @@ async fn wait_persisted(dir: &std::path::Path, incarnation: &str) {
         assert!(Instant::now() < deadline, "persisted: {held:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// ------------------------------------------------------------------- fleet ----
+
+/// `GET /api/v1/sidecars` of `app` as admin (with `query`), its items.
+async fn fleet(app: &App, query: &str) -> Vec<Value> {
+    let r = app
+        .get(&format!("/api/v1/sidecars{query}"), &app.admin)
+        .await;
+    r.expect(200)["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fleet_is_listed_by_every_replica_from_the_store() {
+    let Some(db) = Db::create(Backend::Postgres).await else {
+        return;
+    };
+    seed_admin(&db.url).await;
+    let tls = TempDir::new("vexil-tls");
+    let options = Options {
+        sync_poll_ms: Some(200),
+        ..Options::default()
+    };
+    let a = start_replica(&db.url, Backend::Postgres, &tls, &options).await;
+    let b = start_replica(&db.url, Backend::Postgres, &tls, &options).await;
+    let (app_a, app_b) = (a.app.clone(), b.app.clone());
+    app_a.create_env("prod").await;
+    app_a.create_env("dev").await;
+    let rev = put_flag(&app_a, "prod", "a", true).await;
+    let (_, token) = app_a.token("sidecar", "sidecar", &["prod"]).await;
+    let mut c = config(&app_a, "prod", &token, None);
+    c.client_id = "pod-1".into();
+    let sidecar = spawn(c);
+    sidecar.wait_revision(rev).await;
+
+    // Connected to A, listed by B, with what A saw: the acknowledged revision and A as replica.
+    let replica_a = a.control.hub.settings().server_id.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let items = fleet(&app_b, "").await;
+        if let [one] = items.as_slice()
+            && one["acked_revision"] == rev
+        {
+            break one.clone();
+        }
+        assert!(Instant::now() < deadline, "B's list: {items:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed["id"], "pod-1", "{listed}");
+    assert_eq!(listed["environment"], "prod");
+    assert_eq!(listed["replica"], json!(replica_a), "{listed}");
+    assert_eq!(listed["connected"], true);
+    assert_eq!(listed["stale"], false);
+    assert_eq!(listed["disconnected_at"], Value::Null);
+    assert_eq!(listed["lag"], 0);
+    assert!(listed["session_id"].as_str().is_some_and(|s| s.len() == 32));
+    assert!(
+        listed["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+
+    // A write on B: the acknowledgement, through A, is seen by B.
+    let rev = put_flag(&app_b, "prod", "b", true).await;
+    sidecar.wait_revision(rev).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet(&app_b, "").await[0]["acked_revision"] != rev {
+        assert!(Instant::now() < deadline, "the ack never reached B's list");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Filters and scoping: ?environment=, a token limited to another environment sees nothing,
+    // a bad key is a 400 naming the parameter.
+    assert_eq!(fleet(&app_b, "?environment=prod").await.len(), 1);
+    assert!(fleet(&app_b, "?environment=dev").await.is_empty());
+    let (_, dev_viewer) = app_a.token("dev-viewer", "viewer", &["dev"]).await;
+    let r = app_b.get("/api/v1/sidecars", &dev_viewer).await;
+    assert_eq!(r.expect(200)["items"], json!([]));
+    let r = app_b
+        .get("/api/v1/sidecars?environment=prod", &dev_viewer)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = app_b
+        .get("/api/v1/sidecars?environment=Not%20A%20Key", &app_b.admin)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.json["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("environment: ")
+    );
+
+    // It leaves: B lists it as disconnected, with when.
+    sidecar.handle.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let gone = loop {
+        let items = fleet(&app_b, "").await;
+        if items.len() == 1 && items[0]["disconnected_at"].is_string() {
+            break items[0].clone();
+        }
+        assert!(Instant::now() < deadline, "B's list: {items:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(gone["connected"], false, "{gone}");
+    assert_eq!(gone["stale"], false, "{gone}");
+    assert_eq!(gone["id"], "pod-1");
+
+    // A replica that died leaves its rows "connected": one whose last_seen is older than three
+    // heartbeats is listed as stale and disconnected since then.
+    let long_ago = vexil_control::model::now_millis() - 60_000;
+    app_a
+        .store
+        .record_sessions(&[vexil_control::store::SessionRow {
+            id: "dead-replica-session".into(),
+            replica: "dead-replica".into(),
+            session: 1,
+            environment: "prod".into(),
+            client_id: "pod-2".into(),
+            version: "0.1.0".into(),
+            address: "127.0.0.1:2".into(),
+            sent_revision: 1,
+            acked_revision: 1,
+            digest: None,
+            digest_revision: None,
+            digest_matches: None,
+            connected_since: long_ago - 1000,
+            last_seen: long_ago,
+            disconnected_at: None,
+        }])
+        .await
+        .unwrap();
+    let items = fleet(&app_b, "?environment=prod").await;
+    let stale = items.iter().find(|i| i["id"] == "pod-2").expect("listed");
+    assert_eq!(stale["stale"], true, "{stale}");
+    assert_eq!(stale["connected"], false, "{stale}");
+    assert_eq!(stale["disconnected_at"], stale["last_seen"], "{stale}");
+
+    // A replica that stops marks its sessions disconnected.
+    let sidecar = spawn(config(&app_b, "prod", &token, None));
+    sidecar.wait_revision(rev).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fleet(&app_a, "")
+        .await
+        .iter()
+        .any(|i| i["connected"] == true)
+    {
+        assert!(Instant::now() < deadline, "the new session is not listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.stop().await;
+    let items = fleet(&app_a, "").await;
+    assert!(
+        items.iter().all(|i| i["connected"] == false),
+        "after B stopped: {items:?}"
+    );
+    sidecar.handle.shutdown().await;
+    a.stop().await;
+    db.destroy().await;
+}
+
+// -------------------------------------------------------------------- ?wait= ----
+
+/// A real `vexil-proxy` following `env` on `app`, named `client_id`.
+fn proxy_process(
+    app: &App,
+    env: &str,
+    token: &str,
+    client_id: &str,
+    state: &std::path::Path,
+) -> vexil_testkit::proxy::ProxyProcess {
+    vexil_testkit::proxy::ProxyCmd::new()
+        .name(client_id)
+        .args([
+            "--control",
+            &app.sync_url(),
+            "--environment",
+            env,
+            "--token",
+            token,
+            "--client-id",
+            client_id,
+        ])
+        .arg("--ca-file")
+        .arg(app.ca_file())
+        .arg("--state-dir")
+        .arg(state.join(client_id))
+        .start()
+}
+
+/// Waits until `n` sidecars of `env` are listed connected.
+async fn wait_connected(app: &App, env: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let items = fleet(app, &format!("?environment={env}")).await;
+        if items.iter().filter(|i| i["connected"] == true).count() == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} connected wanted: {items:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// Not `both_backends!`: the body waits on sidecar processes (testkit's readiness waits are not
+// `Send`), so it runs on the test's own task.
+mod writes_with_wait_answer_once_every_sidecar_acked {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+            return;
+        };
+        writes_with_wait(server.app.clone()).await;
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        let Some(server) = start(Backend::Postgres, Options::default()).await else {
+            return;
+        };
+        writes_with_wait(server.app.clone()).await;
+        server.stop().await;
+    }
+}
+
+async fn writes_with_wait(app: App) {
+    {
+        app.create_env("prod").await;
+        app.create_env("stage").await;
+        put_flag(&app, "prod", "seed", true).await;
+        let (_, token) = app.token("sidecars", "sidecar", &["prod"]).await;
+        let state = TempDir::new("vexil-wait");
+        let mut p1 = proxy_process(&app, "prod", &token, "p1", &state);
+        let mut p2 = proxy_process(&app, "prod", &token, "p2", &state);
+        p1.wait_ready().await;
+        p2.wait_ready().await;
+        wait_connected(&app, "prod", 2).await;
+        let all = json!({"connected": 2, "acked": 2, "lagging": [], "timed_out": false});
+
+        // Every write kind answers with `sync` once both acknowledged its revision.
+        let path = flag_path("prod", "a");
+        let r = app
+            .req("PUT", &format!("{path}?wait=10s"))
+            .token(&app.admin)
+            .json(&flag(true))
+            .send()
+            .await;
+        assert_eq!(r.expect(201)["sync"], all, "{}", r.text);
+        assert_eq!(r.json["key"], "a");
+        assert!(r.header("etag").is_some());
+        let r = app
+            .req("PATCH", &format!("{path}?wait=10s"))
+            .token(&app.admin)
+            .json(&json!({"state": "DISABLED"}))
+            .send()
+            .await;
+        assert_eq!(r.expect(200)["sync"], all, "{}", r.text);
+        let r = app
+            .req(
+                "PUT",
+                "/api/v1/environments/prod/evaluators/beta?wait=5000ms",
+            )
+            .token(&app.admin)
+            .json(&json!({"in": [{"var": "email"}, ["a@example.com"]]}))
+            .send()
+            .await;
+        assert_eq!(r.expect(201)["sync"], all, "{}", r.text);
+        let r = app
+            .req(
+                "DELETE",
+                "/api/v1/environments/prod/evaluators/beta?wait=1m",
+            )
+            .token(&app.admin)
+            .send()
+            .await;
+        assert_eq!(r.expect(200)["sync"], all, "{}", r.text);
+        let r = app
+            .req("DELETE", &format!("{path}?wait=10s"))
+            .token(&app.admin)
+            .send()
+            .await;
+        let body = r.expect(200);
+        assert_eq!(body["sync"], all, "{}", r.text);
+        let revision = body["revision"].as_i64().expect("the revision");
+        assert_eq!(
+            revision,
+            app.store.get_environment("prod").await.unwrap().revision
+        );
+        // Without ?wait=, a delete is still 204 and nothing else changed.
+        put_flag(&app, "prod", "b", true).await;
+        let r = app.delete(&flag_path("prod", "b"), &app.admin).await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        let r = app
+            .req("PUT", "/api/v1/environments/prod/flagset?wait=10s")
+            .token(&app.admin)
+            .json(&json!({"flags": {"c": flag(false)}}))
+            .send()
+            .await;
+        assert_eq!(r.expect(200)["sync"], all, "{}", r.text);
+        // Promotion waits for the target's sidecars.
+        let r = app
+            .req("POST", "/api/v1/environments/prod/promote?wait=10s")
+            .token(&app.admin)
+            .json(&json!({"to": "stage"}))
+            .send()
+            .await;
+        assert_eq!(
+            r.expect(200)["sync"],
+            json!({"connected": 0, "acked": 0, "lagging": [], "timed_out": false}),
+            "{}",
+            r.text
+        );
+        let r = app
+            .req("POST", "/api/v1/environments/stage/promote?wait=10s")
+            .token(&app.admin)
+            .json(&json!({"to": "prod"}))
+            .send()
+            .await;
+        assert_eq!(r.expect(200)["sync"], all, "{}", r.text);
+
+        // A bad duration is a 400 naming the parameter, and nothing is written.
+        let before = app.snapshot("prod").await;
+        for bad in ["5", "1.5s", "2h", "61s", "soon"] {
+            let r = app
+                .req("PUT", &format!("{}?wait={bad}", flag_path("prod", "d")))
+                .token(&app.admin)
+                .json(&flag(true))
+                .send()
+                .await;
+            let p = assert_problem(&r, 400);
+            assert!(p["detail"].as_str().unwrap().starts_with("wait: "), "{p}");
+        }
+        app.assert_unchanged(&before, &app.snapshot("prod").await, "bad ?wait=");
+
+        // A sidecar that cannot acknowledge (stopped): the wait ends at its deadline and names it.
+        p2.process.signal("STOP");
+        let started = Instant::now();
+        let r = app
+            .req("PUT", &format!("{}?wait=2s", flag_path("prod", "e")))
+            .token(&app.admin)
+            .json(&flag(true))
+            .send()
+            .await;
+        let waited = started.elapsed();
+        p2.process.signal("CONT");
+        assert_eq!(
+            r.expect(201)["sync"],
+            json!({"connected": 2, "acked": 1, "lagging": ["p2"], "timed_out": true}),
+            "{}",
+            r.text
+        );
+        assert!(waited >= Duration::from_secs(2), "{waited:?}");
+        assert!(waited < Duration::from_secs(8), "{waited:?}");
+        // Resumed, it catches up: the next wait is whole again.
+        let r = app
+            .req("PUT", &format!("{}?wait=20s", flag_path("prod", "f")))
+            .token(&app.admin)
+            .json(&flag(true))
+            .send()
+            .await;
+        assert_eq!(r.expect(201)["sync"], all, "{}", r.text);
+        assert_eq!(p1.process.terminate(15), Some(0));
+        assert_eq!(p2.process.terminate(15), Some(0));
+    }
+}
+
+// ------------------------------------------------------------ change stream ----
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How a stream client authenticates.
+enum WsAuth<'a> {
+    /// `Authorization: Bearer`.
+    Header(&'a str),
+    /// `Sec-WebSocket-Protocol` values.
+    Protocols(&'a [&'a str]),
+    None,
+}
+
+/// Opens `GET /api/v1/environments/{env}/events{query}` as a WebSocket.
+async fn open_stream(
+    app: &App,
+    env: &str,
+    query: &str,
+    auth: WsAuth<'_>,
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!(
+        "ws://{}/api/v1/environments/{env}/events{query}",
+        app.base.trim_start_matches("http://")
+    );
+    let mut req = url.into_client_request()?;
+    match auth {
+        WsAuth::Header(token) => {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        WsAuth::Protocols(list) => {
+            req.headers_mut()
+                .insert("sec-websocket-protocol", list.join(", ").parse().unwrap());
+        }
+        WsAuth::None => {}
+    }
+    tokio_tungstenite::connect_async(req).await
+}
+
+/// The next JSON message of the stream (pings answered, other frames skipped), within 20 s.
+async fn next_message(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).unwrap(),
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no message: {other:?}"),
+        }
+    }
+}
+
+/// The next message of `kind` (`type`), skipping others.
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let m = next_message(ws).await;
+        if m["type"] == kind {
+            return m;
+        }
+    }
+}
+
+both_backends!(
+    the_change_stream_carries_commits_and_resumes,
+    |app: App| async move {
+        app.create_env("prod").await;
+        let r1 = put_flag(&app, "prod", "a", true).await;
+        let (mut ws, response) = open_stream(&app, "prod", "", WsAuth::Header(&app.admin))
+            .await
+            .expect("the stream opens");
+        assert_eq!(response.status(), 101);
+        let ready = next_message(&mut ws).await;
+        assert_eq!(
+            ready,
+            json!({"type": "ready", "environment": "prod", "revision": r1,
+               "incarnation": app.store.get_environment("prod").await.unwrap().incarnation})
+        );
+        // A flag write arrives as one message, with its actor.
+        let r2 = put_flag(&app, "prod", "b", false).await;
+        let change = next_of(&mut ws, "change").await;
+        assert_eq!(change["revision"], r2, "{change}");
+        assert_eq!(change["environment"], "prod");
+        assert_eq!(change["kind"], "flag");
+        assert_eq!(change["action"], "flag.create");
+        assert_eq!(change["keys"], json!(["b"]));
+        assert_eq!(change["actor"], "admin");
+        assert!(change["time"].as_str().unwrap().ends_with('Z'), "{change}");
+        // A whole-set write names every flag it changed.
+        let r = app
+            .put_json(
+                "/api/v1/environments/prod/flagset",
+                &json!({"flags": {"a": flag(true), "c": flag(true)}}),
+                &app.admin,
+            )
+            .await;
+        r.expect(200);
+        let change = next_of(&mut ws, "change").await;
+        assert_eq!(change["kind"], "flagset", "{change}");
+        assert_eq!(change["action"], "flagset.replace");
+        assert_eq!(change["keys"], json!(["b", "c"]), "{change}");
+        let r3 = change["revision"].as_i64().unwrap();
+        drop(ws);
+
+        // Resume: the changes after r1 first, then ready, then live.
+        let (mut ws, _) = open_stream(
+            &app,
+            "prod",
+            &format!("?from_revision={r1}"),
+            WsAuth::Header(&app.admin),
+        )
+        .await
+        .unwrap();
+        let replayed: Vec<i64> = vec![
+            next_message(&mut ws).await["revision"].as_i64().unwrap(),
+            next_message(&mut ws).await["revision"].as_i64().unwrap(),
+        ];
+        assert_eq!(replayed, [r2, r3]);
+        assert_eq!(next_message(&mut ws).await["type"], "ready");
+        let r4 = put_flag(&app, "prod", "d", true).await;
+        assert_eq!(next_of(&mut ws, "change").await["revision"], r4);
+        drop(ws);
+
+        // Resume from before what retention kept: reset, with where to go on from.
+        app.store
+            .prune(
+                &vexil_control::store::Retention {
+                    changes_max_age: None,
+                    changes_max_count: Some(1),
+                    audit_max_age: None,
+                    audit_max_count: None,
+                    sessions_max_age: None,
+                },
+                vexil_control::model::now_millis(),
+            )
+            .await
+            .unwrap();
+        let (mut ws, _) = open_stream(&app, "prod", "?from_revision=1", WsAuth::Header(&app.admin))
+            .await
+            .unwrap();
+        let reset = next_message(&mut ws).await;
+        assert_eq!(reset["type"], "reset", "{reset}");
+        assert_eq!(reset["revision"], r4);
+        assert_eq!(next_message(&mut ws).await["type"], "ready");
+        drop(ws);
+    }
+);
+
+both_backends!(
+    the_change_stream_authenticates_like_the_api,
+    |app: App| async move {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        app.create_env("prod").await;
+        app.create_env("dev").await;
+        let (_, viewer) = app.token("viewer", "viewer", &["prod"]).await;
+        type Opened = (
+            Ws,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        );
+        let status = |r: Result<Opened, WsError>| match r {
+            Err(WsError::Http(response)) => response.status().as_u16(),
+            Err(e) => panic!("{e}"),
+            Ok((_, response)) => response.status().as_u16(),
+        };
+        // No token: 401; a token in the query string: 400; another environment: 403.
+        assert_eq!(
+            status(open_stream(&app, "prod", "", WsAuth::None).await),
+            401
+        );
+        assert_eq!(
+            status(open_stream(&app, "prod", &format!("?token={viewer}"), WsAuth::None).await),
+            400
+        );
+        assert_eq!(
+            status(open_stream(&app, "dev", "", WsAuth::Header(&viewer)).await),
+            403
+        );
+        assert_eq!(
+            status(open_stream(&app, "nope", "", WsAuth::Header(&app.admin)).await),
+            404
+        );
+        // A viewer through the subprotocol (what a browser can do); vexil.events.v1 is chosen when
+        // offered, else the token's protocol is echoed.
+        let token_protocol = format!("vexil.token.{viewer}");
+        let (mut ws, response) = open_stream(
+            &app,
+            "prod",
+            "",
+            WsAuth::Protocols(&["vexil.events.v1", &token_protocol]),
+        )
+        .await
+        .expect("a viewer may subscribe");
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            "vexil.events.v1"
+        );
+        assert_eq!(next_message(&mut ws).await["type"], "ready");
+        let rev = put_flag(&app, "prod", "a", true).await;
+        assert_eq!(next_of(&mut ws, "change").await["revision"], rev);
+        drop(ws);
+        let (_, response) = open_stream(&app, "prod", "", WsAuth::Protocols(&[&token_protocol]))
+            .await
+            .expect("a viewer may subscribe");
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            token_protocol.as_str()
+        );
+        let bad = "vexil.token.vxl_not-a-token";
+        assert_eq!(
+            status(open_stream(&app, "prod", "", WsAuth::Protocols(&[bad])).await),
+            401
+        );
+    }
+);
+
+both_backends!(the_change_stream_reports_the_fleet, |app: App| async move {
+    app.create_env("prod").await;
+    let rev = put_flag(&app, "prod", "a", true).await;
+    let (mut ws, _) = open_stream(&app, "prod", "", WsAuth::Header(&app.admin))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut ws).await["type"], "ready");
+    let (_, token) = app.token("sidecar", "sidecar", &["prod"]).await;
+    let mut c = config(&app, "prod", &token, None);
+    c.client_id = "pod-9".into();
+    let sidecar = spawn(c);
+    sidecar.wait_revision(rev).await;
+    let connected = next_of(&mut ws, "sidecar").await;
+    assert_eq!(connected["event"], "connected", "{connected}");
+    assert_eq!(connected["id"], "pod-9");
+    assert_eq!(connected["environment"], "prod");
+    // Its first acknowledgement may come with the connection or right after it.
+    if connected["revision"] != rev {
+        let acked = next_of(&mut ws, "sidecar").await;
+        assert_eq!(acked["event"], "acked", "{acked}");
+        assert_eq!(acked["revision"], rev);
+    }
+    let rev = put_flag(&app, "prod", "a", false).await;
+    sidecar.wait_revision(rev).await;
+    assert_eq!(next_of(&mut ws, "change").await["revision"], rev);
+    let acked = next_of(&mut ws, "sidecar").await;
+    assert_eq!(acked["event"], "acked", "{acked}");
+    assert_eq!(acked["revision"], rev);
+    sidecar.handle.shutdown().await;
+    let gone = next_of(&mut ws, "sidecar").await;
+    assert_eq!(gone["event"], "disconnected", "{gone}");
+    assert_eq!(gone["id"], "pod-9");
+    assert_eq!(gone["stale"], false);
+});
+
+// A client that stops reading is closed once a message has waited 10 s, with a reason naming the
+// revision to resume from (after the messages it was sent before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_stream_client_that_stops_reading_is_closed_with_where_to_resume() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    app.create_env("prod").await;
+    // Whole-set writes that swap 2,000 flags with long keys: each change message lists 4,000 keys
+    // (about 250 KB), so a few dozen fill the socket buffers.
+    let set = |prefix: &str| {
+        let flags: serde_json::Map<String, Value> = (0..2000)
+            .map(|i| (format!("{prefix}-{i:04}-{}", "k".repeat(50)), flag(true)))
+            .collect();
+        json!({ "flags": flags })
+    };
+    let (a, b) = (set("a"), set("b"));
+    for i in 0..40 {
+        let doc = if i % 2 == 0 { &a } else { &b };
+        app.put_json("/api/v1/environments/prod/flagset", doc, &app.admin)
+            .await
+            .expect(200);
+    }
+    // A client with a small receive buffer that replays everything and reads nothing.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    let mut req = format!("ws://{addr}/api/v1/environments/prod/events?from_revision=0")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", app.admin).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::client_async(req, tcp),
+    )
+    .await
+    .expect("the handshake within 30 s")
+    .unwrap();
+    // More changes while it reads nothing, so the server has more to send whatever the pace.
+    let writer = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                let doc = if i % 2 == 0 { &b } else { &a };
+                app.put_json("/api/v1/environments/prod/flagset", doc, &app.admin)
+                    .await
+                    .expect(200);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    writer.abort();
+    // Reading on: the changes it was sent, then the close with the reason.
+    let (mut last, mut changes) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let close = loop {
+        assert!(
+            Instant::now() < deadline,
+            "not closed within 60 s of reading on: {changes} changes, up to {last}"
+        );
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let m: Value = serde_json::from_str(&text).unwrap();
+                if m["type"] == "change" {
+                    changes += 1;
+                    last = m["revision"].as_i64().unwrap();
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.expect("a close frame"),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no close frame after {changes} changes: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert!(close.reason.contains("too slow"), "{close:?}");
+    // The revision named is the last one sent whole; the one whose write timed out may still have
+    // arrived: resuming from the named one loses nothing (it may repeat one).
+    let named: i64 = close
+        .reason
+        .rsplit("from_revision=")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{close:?}"));
+    assert!(
+        named == last || named == last - 1,
+        "{close:?} after revision {last}"
+    );
+    let head = app.store.get_environment("prod").await.unwrap().revision;
+    assert!(
+        last < head,
+        "it was closed before all of them: {last} of {head}"
+    );
+    server.stop().await;
 }

@@ -89,6 +89,7 @@ async fn run(dir: &Path) -> anyhow::Result<()> {
     let _ = api_task.await;
     let _ = sync_task.await;
     let _ = upstream.await;
+    control.finish().await;
     control.state.store.close().await;
     Ok(())
 }
@@ -138,7 +139,13 @@ async fn prepare(store: &Store) -> anyhow::Result<String> {
             .context("reading config/flags/demo.json (run vexil-dev from the repository root)")?;
         let doc = serde_json::from_str(&text)?;
         store
-            .replace_flagset(&actor, ENVIRONMENT, doc, Default::default())
+            .replace_flagset(
+                &actor,
+                ENVIRONMENT,
+                doc,
+                vexil_control::store::Precondition::None,
+                Default::default(),
+            )
             .await?;
     }
     for t in store.list_tokens().await? {

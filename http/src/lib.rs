@@ -87,7 +87,11 @@ pub async fn serve_http1_on<L: Listener>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(bounds.header_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Fires when shutdown starts: each connection then finishes its request in flight and closes
+    // (hyper's graceful shutdown of the connection). Connections upgraded to another protocol
+    // (WebSocket) are handed to their handler and leave this loop's count at the upgrade; their
+    // handlers end them on shutdown themselves.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     // Connections refused over the cap, warned about at most every 10 s.
     let (mut refused, mut last_warning) = (0u64, None::<std::time::Instant>);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -128,17 +132,30 @@ pub async fn serve_http1_on<L: Listener>(
                     .insert(axum::extract::ConnectInfo(peer.clone()));
                 req
             });
-        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
+        let conn = builder
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+            .with_upgrades();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stopping.send(true);
+    // Every connection has given its slot back: all of them have ended.
+    let all = u32::try_from(bounds.max_connections).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
 }
 
 #[cfg(test)]

@@ -492,8 +492,14 @@ async fn a_sidecar_restarted_after_its_environment_was_created_again_serves_the_
     assert_eq!(snap["flag_count"], 3, "{snap}");
     wait_for(30, "a matching digest in /sidecars", async || {
         let list = api(&control, "GET", "/sidecars", None).await;
-        match list["items"].as_array().map(Vec::as_slice) {
-            Some([one]) if one["digest_matches"] == true && one["digest_revision"] == 3 => Ok(()),
+        let connected: Vec<&Value> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["connected"] == true)
+            .collect();
+        match connected.as_slice() {
+            [one] if one["digest_matches"] == true && one["digest_revision"] == 3 => Ok(()),
             _ => Err(list.to_string()),
         }
     })

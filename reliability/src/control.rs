@@ -137,7 +137,8 @@ impl Control {
         r.json
     }
 
-    /// Client ids of the sidecars connected to this replica.
+    /// Client ids of the connected sidecars (of every replica: the fleet's sessions are in the
+    /// store).
     pub async fn sidecar_ids(&self) -> Result<Vec<String>, String> {
         let r = self.get("/api/v1/sidecars").await?;
         if r.status != 200 {
@@ -147,7 +148,28 @@ impl Control {
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|i| i["connected"] == true)
             .filter_map(|i| i["id"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// The connected sessions of the fleet: (client id, session id unique across replicas).
+    pub async fn sidecar_sessions(&self) -> Result<Vec<(String, String)>, String> {
+        let r = self.get("/api/v1/sidecars").await?;
+        if r.status != 200 {
+            return Err(r.text);
+        }
+        Ok(r.json["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["connected"] == true)
+            .filter_map(|i| {
+                Some((
+                    i["id"].as_str()?.to_string(),
+                    i["session_id"].as_str()?.to_string(),
+                ))
+            })
             .collect())
     }
 

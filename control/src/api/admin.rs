@@ -1,4 +1,4 @@
-//! Tokens, the audit log and the connected sidecars.
+//! Tokens, the audit log and the fleet of sidecars.
 
 use std::sync::Arc;
 
@@ -194,18 +194,41 @@ async fn query_audit(
     Ok(axum::Json(json!(page)))
 }
 
-/// Connected sidecars: id, environment, acked revision, lag, address, connected since.
+/// Filters of `GET /sidecars`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarParams {
+    /// Only the sidecars of this environment.
+    environment: Option<String>,
+}
+
+/// The fleet: every sidecar session on every replica, connected and recently disconnected (with
+/// `disconnected_at`): id, environment, acked revision, lag, address, connected since.
 #[utoipa::path(get, path = "/api/v1/sidecars", tag = "sidecars", security(("bearer" = [])),
+    params(SidecarParams),
     responses((status = 200, description = "`{items, next_cursor}`", body = Object),
-               (status = 401, body = Problem), (status = 403, body = Problem)))]
+               (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn list_sidecars(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    Query(p): Query<SidecarParams>,
 ) -> Result<axum::Json<Value>, Problem> {
-    caller.require(Permission::Read, None)?;
+    if let Some(env) = &p.environment
+        && !crate::model::is_valid_environment_key(env)
+    {
+        return Err(Problem::bad_request(format!(
+            "environment: {env:?} is not a valid environment key"
+        )));
+    }
+    caller.require(Permission::Read, p.environment.as_deref())?;
     // A token scoped to environments sees only their sidecars.
-    let items = state
-        .sidecars
-        .list(|env| caller.principal.allows_environment(env));
+    let items = crate::sync::fleet::list(
+        &state.store,
+        p.environment.as_deref(),
+        state.config.fleet_stale_after,
+        |env| caller.principal.allows_environment(env),
+    )
+    .await?;
     Ok(axum::Json(json!({"items": items, "next_cursor": null})))
 }

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Caller, Json};
-use super::{AppState, Problem};
+use super::extract::{Caller, IfMatch, Json};
+use super::wait::{Wait, answer};
+use super::{AppState, Problem, with_etag};
 use crate::auth::Permission;
 use crate::model::Environment;
 use crate::store::{Rotate, SigningKeyInfo};
@@ -133,18 +134,19 @@ async fn create_environment(
     ))
 }
 
-/// One environment.
+/// One environment (`ETag`: its revision, as for its flag set).
 #[utoipa::path(get, path = "/api/v1/environments/{env}", tag = "environments",
     security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
-    responses((status = 200, body = Environment), (status = 404, body = Problem),
+    responses((status = 200, body = Environment, headers(("ETag" = String))), (status = 404, body = Problem),
                (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn get_environment(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(env): Path<String>,
-) -> Result<axum::Json<Environment>, Problem> {
+) -> Result<Response, Problem> {
     caller.require(Permission::Read, Some(&env))?;
-    Ok(axum::Json(state.store.get_environment(&env).await?))
+    let environment = state.store.get_environment(&env).await?;
+    Ok(with_etag(environment.revision, StatusCode::OK, environment))
 }
 
 /// Rename an environment.
@@ -213,26 +215,47 @@ async fn rotate_incarnation(
 }
 
 /// Copy this environment's whole flag set onto another, atomically (one revision of the target).
+/// With `If-Match` (the target's `ETag`: its revision, from `GET /environments/{to}` or
+/// `GET /environments/{to}/flagset`), only if the target is still at that revision.
 #[utoipa::path(post, path = "/api/v1/environments/{env}/promote", tag = "environments",
-    security(("bearer" = [])), params(("env" = String, Path, description = "Source environment key")),
+    security(("bearer" = [])), params(("env" = String, Path, description = "Source environment key"),
+           ("If-Match" = Option<String>, Header, description = "Optional ETag (revision) of the target environment being replaced"),
+           ("wait" = Option<String>, Query, description = "Wait, at most this long (5s, 500ms, 1m; at most 60s), until every connected sidecar of the target environment acknowledged this write; the body then has `sync`")),
     request_body = Promotion,
-    responses((status = 200, description = "The target environment", body = Environment),
-               (status = 400, body = Problem), (status = 404, body = Problem),
+    responses((status = 200, description = "The target environment", body = Environment, headers(("ETag" = String))),
+               (status = 400, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem),
                (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn promote(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(env): Path<String>,
+    IfMatch(precondition): IfMatch,
+    wait: Wait,
     Json(body): Json<Promotion>,
-) -> Result<axum::Json<Environment>, Problem> {
+) -> Result<Response, Problem> {
     caller.require(Permission::Read, Some(&env))?;
     caller.require(Permission::WriteFlags, Some(&body.to))?;
-    Ok(axum::Json(
-        state
-            .store
-            .promote(&caller.actor(), &env, &body.to, state.config.write_limits())
-            .await?,
-    ))
+    let target = state
+        .store
+        .promote(
+            &caller.actor(),
+            &env,
+            &body.to,
+            precondition,
+            state.config.write_limits(),
+        )
+        .await?;
+    let revision = target.revision;
+    answer(
+        &state,
+        wait,
+        &body.to,
+        revision,
+        StatusCode::OK,
+        Some(revision),
+        target,
+    )
+    .await
 }
 
 /// An environment's keys for signing decisions: ids and ages, never the secrets.

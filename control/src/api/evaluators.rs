@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Caller, IfMatch, Json};
+use super::wait::{Wait, answer};
 use super::{AppState, Problem, with_etag};
 use crate::auth::Permission;
 use crate::model::EvaluatorRecord;
@@ -63,7 +64,8 @@ async fn get_evaluator(
 #[utoipa::path(put, path = "/api/v1/environments/{env}/evaluators/{key}", tag = "evaluators",
     security(("bearer" = [])),
     params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Evaluator name"),
-           ("If-Match" = Option<String>, Header, description = "ETag of the version being replaced")),
+           ("If-Match" = Option<String>, Header, description = "ETag of the version being replaced"),
+           ("wait" = Option<String>, Query, description = "Wait, at most this long (5s, 500ms, 1m; at most 60s), until every connected sidecar of the environment acknowledged this write; the body then has `sync`")),
     request_body(content = Object, description = "JsonLogic rule"),
     responses((status = 201, body = EvaluatorRecord), (status = 200, body = EvaluatorRecord),
                (status = 400, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem),
@@ -73,11 +75,12 @@ async fn put_evaluator(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
     IfMatch(precondition): IfMatch,
+    wait: Wait,
     Json(definition): Json<Value>,
 ) -> Result<Response, Problem> {
     caller.require(Permission::WriteFlags, Some(&env))?;
     check_evaluator_key(&key)?;
-    let (e, created) = state
+    let saved = state
         .store
         .put_evaluator(
             &caller.actor(),
@@ -88,20 +91,32 @@ async fn put_evaluator(
             state.config.write_limits(),
         )
         .await?;
-    let status = if created {
+    let status = if saved.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(with_etag(e.version, status, e))
+    let version = saved.record.version;
+    answer(
+        &state,
+        wait,
+        &env,
+        saved.revision,
+        status,
+        Some(version),
+        saved.record,
+    )
+    .await
 }
 
 /// Delete an evaluator; refused (409) while a flag uses it, with the list of users.
 #[utoipa::path(delete, path = "/api/v1/environments/{env}/evaluators/{key}", tag = "evaluators",
     security(("bearer" = [])),
     params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Evaluator name"),
-           ("If-Match" = Option<String>, Header, description = "Optional ETag")),
-    responses((status = 204), (status = 404, body = Problem),
+           ("If-Match" = Option<String>, Header, description = "Optional ETag"),
+           ("wait" = Option<String>, Query, description = "Wait, at most this long (5s, 500ms, 1m; at most 60s), until every connected sidecar of the environment acknowledged this write; the body then has `sync`")),
+    responses((status = 204), (status = 200, description = "With `?wait=`: `{revision, sync}`", body = Object),
+               (status = 404, body = Problem),
                (status = 409, description = "Still referenced: `detail` names the users, `errors` what would break", body = Problem),
                (status = 412, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn delete_evaluator(
@@ -109,9 +124,10 @@ async fn delete_evaluator(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
     IfMatch(precondition): IfMatch,
-) -> Result<StatusCode, Problem> {
+    wait: Wait,
+) -> Result<Response, Problem> {
     caller.require(Permission::WriteFlags, Some(&env))?;
-    state
+    let revision = state
         .store
         .delete_evaluator(
             &caller.actor(),
@@ -121,5 +137,15 @@ async fn delete_evaluator(
             state.config.write_limits(),
         )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let body = serde_json::json!({"revision": revision});
+    answer(
+        &state,
+        wait,
+        &env,
+        revision,
+        StatusCode::NO_CONTENT,
+        None,
+        body,
+    )
+    .await
 }

@@ -65,11 +65,24 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        Caller::authenticate(parts, state, header).await
+    }
+}
+
+impl Caller {
+    /// The caller of the request `parts` by the `Authorization` value `authorization` (its own
+    /// header, or a bearer token the request carried otherwise, e.g. in a WebSocket
+    /// subprotocol).
+    pub(crate) async fn authenticate(
+        parts: &Parts,
+        state: &AppState,
+        authorization: Option<&str>,
+    ) -> Result<Caller, Problem> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let principal = match state.auth.authenticate_from(peer, header).await {
+        let principal = match state.auth.authenticate_from(peer, authorization).await {
             Ok(p) => p,
             Err(e) => {
                 if matches!(e, AuthError::RateLimited { .. }) {

@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use vexil_engine::EvaluationContext;
 
 use super::extract::{Caller, IfMatch, Json};
+use super::wait::{Wait, answer};
 use super::{AppState, Problem, compiled_set, page_limit, with_etag};
 use crate::auth::Permission;
 use crate::model::FlagRecord;
@@ -131,7 +132,8 @@ async fn get_flag(
 #[utoipa::path(put, path = "/api/v1/environments/{env}/flags/{key}", tag = "flags",
     security(("bearer" = [])),
     params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Flag key"),
-           ("If-Match" = Option<String>, Header, description = "ETag of the version being replaced")),
+           ("If-Match" = Option<String>, Header, description = "ETag of the version being replaced"),
+           ("wait" = Option<String>, Query, description = "Wait, at most this long (5s, 500ms, 1m; at most 60s), until every connected sidecar of the environment acknowledged this write; the body then has `sync`")),
     request_body(content = Object, description = "flagd flag definition"),
     responses((status = 201, body = FlagRecord), (status = 200, body = FlagRecord),
                (status = 400, description = "Invalid definition, or a limit the environment would exceed: every problem with its JSON path", body = Problem),
@@ -142,11 +144,12 @@ async fn put_flag(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
     IfMatch(precondition): IfMatch,
+    wait: Wait,
     Json(definition): Json<Value>,
 ) -> Result<Response, Problem> {
     caller.require(Permission::WriteFlags, Some(&env))?;
     check_flag_key(&key)?;
-    let (flag, created) = state
+    let saved = state
         .store
         .put_flag(
             &caller.actor(),
@@ -157,19 +160,30 @@ async fn put_flag(
             state.config.write_limits(),
         )
         .await?;
-    let status = if created {
+    let status = if saved.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(with_etag(flag.version, status, flag))
+    let version = saved.record.version;
+    answer(
+        &state,
+        wait,
+        &env,
+        saved.revision,
+        status,
+        Some(version),
+        saved.record,
+    )
+    .await
 }
 
 /// The kill switch: set a flag's state in one call.
 #[utoipa::path(patch, path = "/api/v1/environments/{env}/flags/{key}", tag = "flags",
     security(("bearer" = [])),
     params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Flag key"),
-           ("If-Match" = Option<String>, Header, description = "Optional ETag")),
+           ("If-Match" = Option<String>, Header, description = "Optional ETag"),
+           ("wait" = Option<String>, Query, description = "Wait, at most this long (5s, 500ms, 1m; at most 60s), until every connected sidecar of the environment acknowledged this write; the body then has `sync`")),
     request_body = StatePatch,
     responses((status = 200, body = FlagRecord), (status = 400, body = Problem), (status = 404, body = Problem),
                (status = 412, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
@@ -178,10 +192,11 @@ async fn patch_flag(
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
     IfMatch(precondition): IfMatch,
+    wait: Wait,
     Json(body): Json<StatePatch>,
 ) -> Result<Response, Problem> {
     caller.require(Permission::WriteFlags, Some(&env))?;
-    let flag = state
+    let saved = state
         .store
         .set_flag_state(
             &caller.actor(),
@@ -192,24 +207,37 @@ async fn patch_flag(
             state.config.write_limits(),
         )
         .await?;
-    Ok(with_etag(flag.version, StatusCode::OK, flag))
+    let version = saved.record.version;
+    answer(
+        &state,
+        wait,
+        &env,
+        saved.revision,
+        StatusCode::OK,
+        Some(version),
+        saved.record,
+    )
+    .await
 }
 
-/// Delete a flag.
+/// Delete a flag (`204`; with `?wait=`, `200` and `{revision, sync}`).
 #[utoipa::path(delete, path = "/api/v1/environments/{env}/flags/{key}", tag = "flags",
     security(("bearer" = [])),
     params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Flag key"),
-           ("If-Match" = Option<String>, Header, description = "Optional ETag")),
-    responses((status = 204), (status = 404, body = Problem), (status = 412, body = Problem),
+           ("If-Match" = Option<String>, Header, description = "Optional ETag"),
+           ("wait" = Option<String>, Query, description = "Wait, at most this long (5s, 500ms, 1m; at most 60s), until every connected sidecar of the environment acknowledged this write; the body then has `sync`")),
+    responses((status = 204), (status = 200, description = "With `?wait=`: `{revision, sync}`", body = Object),
+               (status = 404, body = Problem), (status = 412, body = Problem),
                (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn delete_flag(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((env, key)): Path<(String, String)>,
     IfMatch(precondition): IfMatch,
-) -> Result<StatusCode, Problem> {
+    wait: Wait,
+) -> Result<Response, Problem> {
     caller.require(Permission::WriteFlags, Some(&env))?;
-    state
+    let revision = state
         .store
         .delete_flag(
             &caller.actor(),
@@ -219,7 +247,17 @@ async fn delete_flag(
             state.config.write_limits(),
         )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let body = json!({"revision": revision});
+    answer(
+        &state,
+        wait,
+        &env,
+        revision,
+        StatusCode::NO_CONTENT,
+        None,
+        body,
+    )
+    .await
 }
 
 /// Preview: evaluate one flag or all flags for a context, with the engine's full details.

@@ -13,7 +13,8 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Caller, LargeJson};
+use super::extract::{Caller, IfMatch, LargeJson};
+use super::wait::{Wait, answer};
 use super::{AppState, Problem, with_etag};
 use crate::auth::Permission;
 use crate::model::Environment;
@@ -82,24 +83,45 @@ async fn get_bootstrap(
     Ok(response)
 }
 
-/// Replace the environment's whole flag set atomically: all valid or nothing changes.
+/// Replace the environment's whole flag set atomically: all valid or nothing changes. With
+/// `If-Match` (the `ETag` of `GET .../flagset`: the revision), only if the environment is still at
+/// that revision.
 #[utoipa::path(put, path = "/api/v1/environments/{env}/flagset", tag = "flagsets",
-    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key")),
+    security(("bearer" = [])), params(("env" = String, Path, description = "Environment key"),
+           ("If-Match" = Option<String>, Header, description = "Optional ETag of the flag set (its revision) being replaced"),
+           ("wait" = Option<String>, Query, description = "Wait, at most this long (5s, 500ms, 1m; at most 60s), until every connected sidecar of the environment acknowledged this write; the body then has `sync`")),
     request_body(content = Object, description = "flagd flag-set document"),
-    responses((status = 200, description = "The environment at its new revision", body = Environment),
-               (status = 400, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
-               (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, description = "The environment at its new revision", body = Environment, headers(("ETag" = String))),
+               (status = 400, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem),
+               (status = 413, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 async fn put_flagset(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(env): Path<String>,
+    IfMatch(precondition): IfMatch,
+    wait: Wait,
     LargeJson(doc): LargeJson<Value>,
-) -> Result<axum::Json<Environment>, Problem> {
+) -> Result<Response, Problem> {
     caller.require(Permission::WriteFlags, Some(&env))?;
-    Ok(axum::Json(
-        state
-            .store
-            .replace_flagset(&caller.actor(), &env, doc, state.config.write_limits())
-            .await?,
-    ))
+    let environment = state
+        .store
+        .replace_flagset(
+            &caller.actor(),
+            &env,
+            doc,
+            precondition,
+            state.config.write_limits(),
+        )
+        .await?;
+    let revision = environment.revision;
+    answer(
+        &state,
+        wait,
+        &env,
+        revision,
+        StatusCode::OK,
+        Some(revision),
+        environment,
+    )
+    .await
 }

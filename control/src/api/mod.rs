@@ -6,6 +6,7 @@
 mod admin;
 mod environments;
 mod evaluators;
+pub mod events;
 pub mod extract;
 mod flags;
 mod flagsets;
@@ -14,6 +15,7 @@ mod flagsets;
 pub mod fuzzing;
 mod health;
 mod problem;
+pub mod wait;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -63,6 +65,9 @@ pub struct ApiConfig {
     /// Connections served at once (by the admin API, and by the webhook); one more is answered
     /// `503` and closed.
     pub max_connections: usize,
+    /// A sidecar session whose replica has not vouched for it this long is read as disconnected
+    /// (three sync heartbeats).
+    pub fleet_stale_after: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -75,6 +80,7 @@ impl Default for ApiConfig {
             limits: Limits::default(),
             read_timeout: std::time::Duration::from_secs(30),
             max_connections: vexil_http::DEFAULT_MAX_CONNECTIONS,
+            fleet_stale_after: std::time::Duration::from_secs(15),
         }
     }
 }
@@ -112,6 +118,13 @@ pub struct AppState {
     /// Compiled flag sets for `evaluate`, by environment, with the revision and document they were
     /// compiled from.
     compiled: Mutex<HashMap<String, CompiledSet>>,
+    /// Writes waiting for the fleet (`?wait=`), at most [`wait::MAX_WAITERS`].
+    waiters: tokio::sync::Semaphore,
+    /// Open change streams, at most [`events::MAX_STREAMS`].
+    streams: Arc<tokio::sync::Semaphore>,
+    /// Fires when the replica shuts down: change streams close (the HTTP server's drain does not
+    /// wait for connections upgraded to WebSocket).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -124,6 +137,9 @@ impl AppState {
             metrics: Arc::new(metrics),
             sidecars: Arc::new(Sidecars::new()),
             compiled: Mutex::new(HashMap::new()),
+            waiters: tokio::sync::Semaphore::new(wait::MAX_WAITERS),
+            streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_STREAMS)),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -134,7 +150,7 @@ impl AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "environments"), (name = "flags"), (name = "evaluators"), (name = "flagsets"),
-        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "operations")
+        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "events"), (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -158,6 +174,7 @@ fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(flags::routes())
         .merge(evaluators::routes())
         .merge(flagsets::routes())
+        .merge(events::routes())
         .merge(admin::routes())
         .merge(health::routes())
 }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::write::{EnvWrite, Precondition, Scope, SetRows, Tx, WriteLimits};
-use super::{Actor, Store, StoreError, StoreResult, corrupt, environment_id, json_opt};
+use super::{Actor, Saved, Store, StoreError, StoreResult, corrupt, environment_id, json_opt};
 use crate::model::{EvaluatorRecord, now_millis, rfc3339};
 
 impl Store {
@@ -43,7 +43,8 @@ impl Store {
     }
 
     /// Creates or replaces an evaluator; every flag of the environment must stay valid. Replacing
-    /// needs `If-Match`. Returns the record and whether it was created.
+    /// needs `If-Match`. Returns the record, whether it was created, and the environment's new
+    /// revision.
     pub async fn put_evaluator(
         &self,
         actor: &Actor,
@@ -52,7 +53,7 @@ impl Store {
         definition: Value,
         precondition: Precondition,
         limits: WriteLimits,
-    ) -> StoreResult<(EvaluatorRecord, bool)> {
+    ) -> StoreResult<Saved<EvaluatorRecord>> {
         let write = EnvWrite::new(env, Scope::Evaluator(key.into()), move |draft| {
             let current = draft.versions().evaluator(key);
             precondition.check(current, Some("evaluator"))?;
@@ -70,11 +71,15 @@ impl Store {
         let evaluator = written
             .evaluator
             .ok_or_else(|| corrupt("the written evaluator"))?;
-        Ok((evaluator, written.created))
+        Ok(Saved {
+            record: evaluator,
+            created: written.created,
+            revision: written.environment.revision,
+        })
     }
 
     /// Deletes an evaluator; refused (`InUse`, with the problems the environment would have)
-    /// while a flag or another evaluator references it.
+    /// while a flag or another evaluator references it. Returns the environment's new revision.
     pub async fn delete_evaluator(
         &self,
         actor: &Actor,
@@ -82,7 +87,7 @@ impl Store {
         key: &str,
         precondition: Precondition,
         limits: WriteLimits,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<i64> {
         let write = EnvWrite::new(env, Scope::Evaluator(key.into()), move |draft| {
             let current = draft.versions().evaluator(key);
             precondition.check(Some(current.ok_or_else(|| not_found(env, key))?), None)?;
@@ -104,8 +109,7 @@ impl Store {
                 }
             }
         });
-        self.write(actor, limits, write).await?;
-        Ok(())
+        Ok(self.write(actor, limits, write).await?.environment.revision)
     }
 }
 

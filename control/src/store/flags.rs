@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::write::{EnvWrite, Precondition, Scope, Tx, WriteLimits};
-use super::{Actor, Store, StoreError, StoreResult, corrupt, environment_id, json_opt};
+use super::{Actor, Saved, Store, StoreError, StoreResult, corrupt, environment_id, json_opt};
 use crate::model::{FlagRecord, Page, now_millis, rfc3339};
 
 /// Filters and page of a flag list.
@@ -116,8 +116,8 @@ impl Store {
         .ok_or_else(|| not_found(env, key))
     }
 
-    /// Creates or replaces a flag. Replacing needs `If-Match`. Returns the record and whether it
-    /// was created.
+    /// Creates or replaces a flag. Replacing needs `If-Match`. Returns the record, whether it was
+    /// created, and the environment's new revision.
     pub async fn put_flag(
         &self,
         actor: &Actor,
@@ -126,7 +126,7 @@ impl Store {
         definition: Value,
         precondition: Precondition,
         limits: WriteLimits,
-    ) -> StoreResult<(FlagRecord, bool)> {
+    ) -> StoreResult<Saved<FlagRecord>> {
         let write = EnvWrite::new(env, Scope::Flag(key.into()), move |draft| {
             let current = draft.versions().flag(key);
             precondition.check(current, Some("flag"))?;
@@ -138,10 +138,15 @@ impl Store {
             })
         });
         let written = self.write(actor, limits, write).await?;
-        Ok((written_flag(written.flag)?, written.created))
+        Ok(Saved {
+            revision: written.environment.revision,
+            created: written.created,
+            record: written_flag(written.flag)?,
+        })
     }
 
-    /// The kill switch: sets a flag's `state`.
+    /// The kill switch: sets a flag's `state`. Returns the record and the environment's new
+    /// revision.
     pub async fn set_flag_state(
         &self,
         actor: &Actor,
@@ -150,7 +155,7 @@ impl Store {
         state: &str,
         precondition: Precondition,
         limits: WriteLimits,
-    ) -> StoreResult<FlagRecord> {
+    ) -> StoreResult<Saved<FlagRecord>> {
         check_state(state)?;
         let write = EnvWrite::new(env, Scope::Flag(key.into()), move |draft| {
             let current = draft.versions().flag(key);
@@ -164,10 +169,15 @@ impl Store {
                 .insert("state".into(), Value::from(state));
             Ok("flag.state")
         });
-        written_flag(self.write(actor, limits, write).await?.flag)
+        let written = self.write(actor, limits, write).await?;
+        Ok(Saved {
+            revision: written.environment.revision,
+            created: false,
+            record: written_flag(written.flag)?,
+        })
     }
 
-    /// Deletes a flag.
+    /// Deletes a flag; returns the environment's new revision.
     pub async fn delete_flag(
         &self,
         actor: &Actor,
@@ -175,15 +185,14 @@ impl Store {
         key: &str,
         precondition: Precondition,
         limits: WriteLimits,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<i64> {
         let write = EnvWrite::new(env, Scope::Flag(key.into()), move |draft| {
             let current = draft.versions().flag(key);
             precondition.check(Some(current.ok_or_else(|| not_found(env, key))?), None)?;
             draft.set.flags.remove(key);
             Ok("flag.delete")
         });
-        self.write(actor, limits, write).await?;
-        Ok(())
+        Ok(self.write(actor, limits, write).await?.environment.revision)
     }
 }
 

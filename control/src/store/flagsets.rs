@@ -5,7 +5,9 @@
 use serde_json::Value;
 use sqlx::Row;
 
-use super::write::{EnvWrite, Scope, SetRows, Tx, Versions, WriteLimits, load, validate_document};
+use super::write::{
+    EnvWrite, Precondition, Scope, SetRows, Tx, Versions, WriteLimits, load, validate_document,
+};
 use super::{Actor, Store, StoreError, StoreResult, environment_from_row, not_found_env};
 use crate::model::{Environment, now_millis};
 
@@ -30,12 +32,15 @@ impl Store {
     }
 
     /// Replaces an environment's whole flag set (flags, evaluators, metadata) with `doc`: all valid
-    /// or nothing changes; one revision, one audit entry.
+    /// or nothing changes; one revision, one audit entry. `precondition` is checked against the
+    /// environment's revision (the flag set's ETag) inside the write; absent, it replaces whatever
+    /// is there.
     pub async fn replace_flagset(
         &self,
         actor: &Actor,
         env: &str,
         doc: Value,
+        precondition: Precondition,
         limits: WriteLimits,
     ) -> StoreResult<Environment> {
         let rows = match SetRows::from_document(doc) {
@@ -49,6 +54,7 @@ impl Store {
             }
         };
         let write = EnvWrite::new(env, Scope::FlagSet, move |draft| {
+            precondition.check(Some(draft.previous_revision()), None)?;
             draft.set = rows.clone();
             Ok("flagset.replace")
         });
@@ -56,11 +62,13 @@ impl Store {
     }
 
     /// Copies environment `from`'s flag set onto `to`, atomically, as one change of `to`.
+    /// `precondition` is checked against `to`'s revision (its flag set's ETag) inside the write.
     pub async fn promote(
         &self,
         actor: &Actor,
         from: &str,
         to: &str,
+        precondition: Precondition,
         limits: WriteLimits,
     ) -> StoreResult<Environment> {
         if from == to {
@@ -68,7 +76,8 @@ impl Store {
                 "cannot promote an environment onto itself".into(),
             ));
         }
-        let write = EnvWrite::new(to, Scope::FlagSet, |draft| {
+        let write = EnvWrite::new(to, Scope::FlagSet, move |draft| {
+            precondition.check(Some(draft.previous_revision()), None)?;
             draft.set = draft.take_source();
             Ok("environment.promote")
         })

@@ -12,9 +12,11 @@
 //! row; they do not move a revision.
 
 mod evaluators;
+mod events;
 mod flags;
 mod flagsets;
 mod retention;
+mod sessions;
 mod signing;
 mod tokens;
 mod write;
@@ -31,10 +33,12 @@ use crate::model::{
     AuditEntry, Change, ChangeKind, Environment, Millis, Page, now_millis, rfc3339,
 };
 
+pub use events::ChangeEvent;
 pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use retention::{Pruned, Retention};
+pub use sessions::{SessionRow, SessionState};
 pub use signing::{Rotate, SigningKey, SigningKeyInfo};
 
 #[cfg(feature = "fuzzing")]
@@ -193,6 +197,17 @@ impl StoreOptions {
     }
 }
 
+/// What a write of one item stored.
+#[derive(Clone, Debug)]
+pub struct Saved<T> {
+    /// The item as stored.
+    pub record: T,
+    /// It did not exist before.
+    pub created: bool,
+    /// The environment's revision the write made.
+    pub revision: i64,
+}
+
 /// Who is writing, for the audit log.
 #[derive(Clone, Debug)]
 pub struct Actor {
@@ -261,6 +276,16 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "signing_keys",
         include_str!("../../migrations/sqlite/0003_signing_keys.sql"),
     ),
+    (
+        4,
+        "sidecar sessions",
+        include_str!("../../migrations/sqlite/0004_sidecar_sessions.sql"),
+    ),
+    (
+        5,
+        "change audit",
+        include_str!("../../migrations/sqlite/0005_change_audit.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -277,6 +302,16 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "signing_keys",
         include_str!("../../migrations/postgres/0003_signing_keys.sql"),
+    ),
+    (
+        4,
+        "sidecar sessions",
+        include_str!("../../migrations/postgres/0004_sidecar_sessions.sql"),
+    ),
+    (
+        5,
+        "change audit",
+        include_str!("../../migrations/postgres/0005_change_audit.sql"),
     ),
 ];
 
@@ -759,7 +794,7 @@ fn entry_size(e: &AuditEntry) -> usize {
         + text(&e.request_id)
 }
 
-/// Appends an audit entry.
+/// Appends an audit entry; returns its id.
 pub(crate) async fn audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     actor: &Actor,
@@ -768,11 +803,11 @@ pub(crate) async fn audit(
     target: Option<&str>,
     before: Value,
     after: Value,
-) -> StoreResult<()> {
+) -> StoreResult<i64> {
     let text = |v: Value| (!v.is_null()).then(|| v.to_string());
-    sqlx::query(
+    let row = sqlx::query(
         "INSERT INTO audit (at, actor, action, environment, target, before, after, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(now_millis())
     .bind(actor.name.clone())
@@ -782,9 +817,9 @@ pub(crate) async fn audit(
     .bind(text(before))
     .bind(text(after))
     .bind(actor.request_id.clone())
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(())
+    Ok(row.try_get("id")?)
 }
 
 /// The id of environment `key`, read on `conn` (a pool connection or a transaction).

@@ -1,6 +1,7 @@
 //! Retention of the change log and the audit log: both grow with every write, so both are pruned
 //! by age and by count ([`Retention`]), in small batches, by a background task
-//! ([`Store::run_retention`]).
+//! ([`Store::run_retention`]). The same task deletes sidecar sessions that ended (or went stale)
+//! longer ago than their bound.
 //!
 //! The change log is only what catch-up reads: a sidecar whose revision is older than the oldest
 //! change kept gets one `Full` instead of the deltas (`sync/session.rs` checks that the first change
@@ -32,6 +33,8 @@ pub struct Retention {
     /// At most this many audit entries are kept (the newest). Counted by id: where ids have gaps
     /// (a PostgreSQL sequence keeps the ids of rolled-back writes), somewhat fewer are kept.
     pub audit_max_count: Option<i64>,
+    /// Sidecar sessions disconnected (or stale) for longer than this are deleted.
+    pub sessions_max_age: Option<Duration>,
 }
 
 /// What one pruning pass deleted.
@@ -41,6 +44,8 @@ pub struct Pruned {
     pub changes: u64,
     /// Audit rows.
     pub audit: u64,
+    /// Sidecar session rows.
+    pub sessions: u64,
 }
 
 impl Store {
@@ -110,6 +115,9 @@ impl Store {
                 )
                 .await?;
         }
+        if let Some(before) = cutoff(retention.sessions_max_age) {
+            pruned.sessions = self.prune_sessions(before).await?;
+        }
         Ok(pruned)
     }
 
@@ -166,7 +174,8 @@ impl Store {
                         tracing::info!(
                             changes = pruned.changes,
                             audit = pruned.audit,
-                            "pruned the change log and the audit log"
+                            sessions = pruned.sessions,
+                            "pruned the change log, the audit log and ended sidecar sessions"
                         );
                     }
                     on_pruned(pruned);

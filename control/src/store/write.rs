@@ -251,12 +251,19 @@ pub(crate) struct Draft {
     pub set: SetRows,
     versions: Versions,
     source: Option<SetRows>,
+    previous_revision: i64,
 }
 
 impl Draft {
     /// The stored versions, for preconditions.
     pub(crate) fn versions(&self) -> &Versions {
         &self.versions
+    }
+
+    /// The environment's revision before this write: the version (ETag) of its whole flag set,
+    /// for the preconditions of whole-set writes.
+    pub(crate) fn previous_revision(&self) -> i64 {
+        self.previous_revision
     }
 
     /// The set of the environment named by [`EnvWrite::copying`] (read in the same transaction).
@@ -429,6 +436,7 @@ impl Store {
             set,
             versions,
             source: source_rows,
+            previous_revision: revision - 1,
         };
         let action = edit(&mut draft)?;
         let Draft { set, versions, .. } = draft;
@@ -528,8 +536,8 @@ impl Store {
             }
         };
         let key = key.as_deref();
-        record_change(&mut tx, env_id, revision, kind, key, new.as_ref()).await?;
-        audit(
+        let definition = new.as_ref().map(Value::to_string);
+        let audit_id = audit(
             &mut tx,
             actor,
             action,
@@ -539,6 +547,14 @@ impl Store {
             new.unwrap_or(Value::Null),
         )
         .await?;
+        let change = NewChange {
+            revision,
+            kind,
+            key,
+            definition,
+            audit_id: Some(audit_id),
+        };
+        record_change_audited(&mut tx, env_id, &change).await?;
         let environment = find_environment(&mut tx, env).await?;
         tx.commit().await?;
         self.announce(env, revision);
@@ -566,7 +582,19 @@ pub(super) async fn bump_revision(tx: &mut Tx, environment: &str) -> StoreResult
     Ok((row.try_get("id")?, row.try_get("revision")?))
 }
 
-/// Appends the change-log entry of `revision`: what sidecars follow.
+/// A change-log entry to append.
+struct NewChange<'a> {
+    revision: i64,
+    kind: ChangeKind,
+    key: Option<&'a str>,
+    /// The new definition as JSON text (`None`: deleted).
+    definition: Option<String>,
+    /// The write's audit entry (who, when, before and after; the change stream reads it).
+    audit_id: Option<i64>,
+}
+
+/// Appends the change-log entry of `revision`: what sidecars follow. Without a link to its audit
+/// entry (the change stream then names no actor): writes go through [`record_change_audited`].
 pub(super) async fn record_change(
     tx: &mut Tx,
     environment_id: i64,
@@ -575,22 +603,39 @@ pub(super) async fn record_change(
     key: Option<&str>,
     definition: Option<&Value>,
 ) -> StoreResult<()> {
-    let op = if definition.is_some() {
+    let change = NewChange {
+        revision,
+        kind,
+        key,
+        definition: definition.map(Value::to_string),
+        audit_id: None,
+    };
+    record_change_audited(tx, environment_id, &change).await
+}
+
+/// Appends the change-log entry of a revision, linked to the write's audit entry.
+async fn record_change_audited(
+    tx: &mut Tx,
+    environment_id: i64,
+    change: &NewChange<'_>,
+) -> StoreResult<()> {
+    let op = if change.definition.is_some() {
         "upsert"
     } else {
         "delete"
     };
     sqlx::query(
-        "INSERT INTO changes (environment_id, revision, kind, key, op, definition, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO changes (environment_id, revision, kind, key, op, definition, created_at, \
+         audit_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(environment_id)
-    .bind(revision)
-    .bind(kind.as_str())
-    .bind(key.map(str::to_string))
+    .bind(change.revision)
+    .bind(change.kind.as_str())
+    .bind(change.key.map(str::to_string))
     .bind(op)
-    .bind(definition.map(Value::to_string))
+    .bind(change.definition.clone())
     .bind(now_millis())
+    .bind(change.audit_id)
     .execute(&mut **tx)
     .await?;
     Ok(())

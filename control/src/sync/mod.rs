@@ -7,16 +7,20 @@
 //!   once, broadcast to its sessions.
 //! - [`hub`]: the feeds, settings and authorization every session shares.
 //! - [`fanout`]: Redis pub/sub between control replicas (a hint; each feed also polls the store).
-//! - [`registry`]: the connected sidecars, for the admin API and metrics.
+//! - [`registry`]: the sidecars connected to this replica, for metrics and the fleet recorder.
+//! - [`fleet`]: the fleet recorder (every session of this replica written to the store) and the
+//!   fleet-wide view built from the store (`GET /api/v1/sidecars`, `?wait=`).
 
 pub mod endpoint;
 pub mod fanout;
 pub mod feed;
+pub mod fleet;
 pub mod frames;
 pub mod hub;
 pub mod registry;
 pub mod session;
 
 pub use endpoint::{QuicTimers, QuicTls, SyncServer};
+pub use fleet::SidecarInfo;
 pub use hub::{Hub, Refusal, SyncSettings};
-pub use registry::{SidecarInfo, Sidecars};
+pub use registry::Sidecars;

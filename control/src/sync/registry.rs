@@ -3,22 +3,33 @@
 //! Sessions register on Welcome and deregister when their connection ends. Counters a session
 //! updates on every frame (sent, acked) are atomics inside its entry, so the hot path never takes
 //! the registry's lock; the lock is held only to add, remove or list entries.
+//!
+//! This is this replica's live view, for its metrics (sidecars and lag per environment) and for
+//! the fleet recorder (`fleet.rs`), which writes every session to the store: the store's rows, not
+//! this registry, are what `GET /api/v1/sidecars` lists, from any replica. A change the recorder
+//! must write (a new session, an acknowledgement, an end) wakes it through [`Sidecars::changed`];
+//! ended sessions wait in a bounded list until it has written them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-use utoipa::ToSchema;
+use tokio::sync::Notify;
 
-use crate::model::{Millis, now_millis, rfc3339};
+use crate::model::{Millis, now_millis};
+
+/// Ended sessions kept for the recorder at most; beyond, the oldest are dropped (their rows then
+/// turn stale in the store instead of disconnected).
+const MAX_ENDED: usize = 100_000;
 
 /// One connected sidecar, as the session serving it keeps it up to date.
 #[derive(Debug)]
 pub struct SidecarEntry {
     /// Unique per connection on this replica.
     pub session: u64,
+    /// Unique across replicas and restarts (random): the session's row in the store.
+    pub id: String,
     /// The sidecar's own id (`Subscribe.client_id`).
     pub client_id: String,
     /// The software version it reported.
@@ -39,6 +50,8 @@ pub struct SidecarEntry {
     /// and whether it matched control's document at that revision (`None`: not checked, e.g. the
     /// environment moved on before it could be).
     pub digest: Mutex<Option<AckedDigest>>,
+    /// Wakes the fleet recorder.
+    changed: Arc<Notify>,
 }
 
 /// A digest a sidecar acknowledged.
@@ -53,53 +66,31 @@ pub struct AckedDigest {
 }
 
 impl SidecarEntry {
-    /// Records an acknowledgement; acks never move backwards.
+    /// Records an acknowledgement; acks never move backwards. A new one wakes the recorder.
     pub fn ack(&self, revision: i64) {
-        self.acked.fetch_max(revision, Ordering::Relaxed);
+        if self.acked.fetch_max(revision, Ordering::Relaxed) < revision {
+            self.changed.notify_one();
+        }
     }
 
     /// Records the digest of an acknowledged document.
     pub fn acked_digest(&self, digest: AckedDigest) {
         *self.digest.lock().unwrap_or_else(|e| e.into_inner()) = Some(digest);
+        self.changed.notify_one();
+    }
+
+    /// The digest last acknowledged.
+    pub fn digest(&self) -> Option<AckedDigest> {
+        self.digest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Revisions the sidecar is behind this replica's view of its environment.
     pub fn lag(&self) -> i64 {
         (self.head.load(Ordering::Relaxed) - self.acked.load(Ordering::Relaxed)).max(0)
     }
-}
-
-/// What `GET /api/v1/sidecars` shows of a connected sidecar.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct SidecarInfo {
-    /// The sidecar's id (`client_id` of its subscription).
-    pub id: String,
-    /// This replica's number for the connection (distinguishes two connections of one id).
-    pub session: u64,
-    /// Environment it follows.
-    pub environment: String,
-    /// Latest revision it acknowledged (applied and persisted).
-    pub acked_revision: i64,
-    /// Latest revision sent to it.
-    pub sent_revision: i64,
-    /// The environment's current revision as this replica knows it.
-    pub current_revision: i64,
-    /// `current_revision - acked_revision`.
-    pub lag: i64,
-    /// Remote address.
-    pub address: String,
-    /// When it connected (RFC 3339).
-    pub connected_since: String,
-    /// Its software version.
-    pub version: String,
-    /// Digest (`sha256:<hex>`) of the document it last acknowledged with one, if any.
-    pub digest: Option<String>,
-    /// The revision that digest is of.
-    pub digest_revision: Option<i64>,
-    /// Whether that digest equals control's document at that revision: `false` is a sidecar
-    /// holding the right revision number with the wrong content (it is sent a Full); absent when
-    /// not checked.
-    pub digest_matches: Option<bool>,
 }
 
 /// Per-environment aggregates for metrics.
@@ -116,6 +107,9 @@ pub struct EnvironmentStats {
 pub struct Sidecars {
     next: AtomicU64,
     entries: Mutex<HashMap<u64, Arc<SidecarEntry>>>,
+    /// Sessions that ended, and when, not yet taken by the recorder.
+    ended: Mutex<VecDeque<(Arc<SidecarEntry>, Millis)>>,
+    changed: Arc<Notify>,
 }
 
 impl Sidecars {
@@ -136,6 +130,7 @@ impl Sidecars {
         let session = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = Arc::new(SidecarEntry {
             session,
+            id: format!("{:032x}", rand::random::<u128>()),
             client_id: client_id.to_string(),
             version: version.to_string(),
             environment: environment.to_string(),
@@ -145,8 +140,10 @@ impl Sidecars {
             acked: AtomicI64::new(0),
             head,
             digest: Mutex::new(None),
+            changed: self.changed.clone(),
         });
         self.lock().insert(session, entry.clone());
+        self.changed.notify_one();
         Registration {
             registry: self.clone(),
             entry,
@@ -168,19 +165,23 @@ impl Sidecars {
         self.len() == 0
     }
 
-    /// The connected sidecars the `filter` lets through, sorted by environment then id.
-    pub fn list(&self, filter: impl Fn(&str) -> bool) -> Vec<SidecarInfo> {
-        let entries: Vec<Arc<SidecarEntry>> = self
+    /// Every connected sidecar.
+    pub fn entries(&self) -> Vec<Arc<SidecarEntry>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// The sessions that ended since the last call, with when.
+    pub fn take_ended(&self) -> Vec<(Arc<SidecarEntry>, Millis)> {
+        self.ended
             .lock()
-            .values()
-            .filter(|e| filter(&e.environment))
-            .cloned()
-            .collect();
-        let mut list: Vec<SidecarInfo> = entries.iter().map(|e| info(e)).collect();
-        list.sort_by(|a, b| {
-            (&a.environment, &a.id, a.session).cmp(&(&b.environment, &b.id, b.session))
-        });
-        list
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    /// Fires when a sidecar connects, acknowledges or leaves.
+    pub fn changed(&self) -> &Arc<Notify> {
+        &self.changed
     }
 
     /// Sidecars and largest lag per environment.
@@ -192,27 +193,6 @@ impl Sidecars {
             s.max_lag = s.max_lag.max(e.lag());
         }
         stats
-    }
-}
-
-fn info(e: &SidecarEntry) -> SidecarInfo {
-    let digest = e.digest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let acked = e.acked.load(Ordering::Relaxed);
-    let current = e.head.load(Ordering::Relaxed).max(acked);
-    SidecarInfo {
-        id: e.client_id.clone(),
-        session: e.session,
-        environment: e.environment.clone(),
-        acked_revision: acked,
-        sent_revision: e.sent.load(Ordering::Relaxed),
-        current_revision: current,
-        lag: current - acked,
-        address: e.address.to_string(),
-        connected_since: rfc3339(e.connected_since),
-        version: e.version.clone(),
-        digest_revision: digest.as_ref().map(|d| d.revision),
-        digest_matches: digest.as_ref().and_then(|d| d.matches),
-        digest: digest.map(|d| d.digest),
     }
 }
 
@@ -232,6 +212,17 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.entry.session);
+        let mut ended = self
+            .registry
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if ended.len() >= MAX_ENDED {
+            ended.pop_front();
+        }
+        ended.push_back((self.entry.clone(), now_millis()));
+        drop(ended);
+        self.registry.changed.notify_one();
     }
 }
 
@@ -249,14 +240,18 @@ mod tests {
         a.entry().ack(7);
         a.entry().ack(5); // never backwards
         b.entry().ack(3);
-        let list = reg.list(|_| true);
-        assert_eq!(list.len(), 2);
-        assert_eq!(list[1].id, "a");
-        assert_eq!((list[1].acked_revision, list[1].lag), (7, 3));
-        assert_eq!(reg.list(|e| e == "dev").len(), 1);
+        assert_eq!(reg.entries().len(), 2);
+        assert_eq!(a.entry().acked.load(Ordering::Relaxed), 7);
+        assert_eq!(a.entry().lag(), 3);
+        assert_ne!(a.entry().id, b.entry().id);
         assert_eq!(reg.stats()["prod"].max_lag, 3);
+        let id = a.entry().id.clone();
         drop(a);
         assert_eq!(reg.len(), 1);
+        let ended = reg.take_ended();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].0.id, id);
+        assert!(reg.take_ended().is_empty());
         drop(b);
         assert!(reg.is_empty());
     }

@@ -273,6 +273,7 @@ impl Replica {
             Err(_) => panic!("server did not stop within 10 s of shutdown"),
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.sync).await;
+        self.control.finish().await;
         self.control.state.store.close().await;
         self.app.store.close().await;
     }

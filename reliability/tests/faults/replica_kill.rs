@@ -52,11 +52,14 @@ async fn kill_9_of_a_replica_during_a_write_burst_loses_no_acknowledged_write() 
     let seeded = a.revision("prod").await;
     s1.wait_synced_at(seeded, 30).await;
     s2.wait_synced_at(seeded, 30).await;
-    wait_for(20, "s1 listed on A", async || {
-        let ids = a.sidecar_ids().await?;
-        ids.contains(&"s1".to_string())
-            .then_some(())
-            .ok_or(format!("{ids:?}"))
+    // The fleet (listed by any replica from the store) has s1's session, served by A.
+    let s1_on_a = wait_for(20, "s1 listed", async || {
+        let sessions = a.sidecar_sessions().await?;
+        sessions
+            .iter()
+            .find(|(id, _)| id == "s1")
+            .map(|(_, session)| session.clone())
+            .ok_or(format!("{sessions:?}"))
     })
     .await;
 
@@ -205,11 +208,14 @@ async fn kill_9_of_a_replica_during_a_write_burst_loses_no_acknowledged_write() 
     // Both sidecars converge on the store, s1 through B now.
     assert_converged(&s2, &b, "s2 (on B)").await;
     assert_converged(&s1, &b, "s1 (was on A)").await;
-    wait_for(20, "s1 listed on B", async || {
-        let ids = b.sidecar_ids().await?;
-        ids.contains(&"s1".to_string())
+    // s1 has a new session (on B): listed by B, beside A's, which ends or turns stale.
+    wait_for(20, "s1's new session listed by B", async || {
+        let sessions = b.sidecar_sessions().await?;
+        sessions
+            .iter()
+            .any(|(id, session)| id == "s1" && *session != s1_on_a)
             .then_some(())
-            .ok_or(format!("{ids:?}"))
+            .ok_or(format!("{sessions:?}"))
     })
     .await;
     eprintln!("kill -9 test took {:?}", started.elapsed());
