@@ -7,6 +7,28 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read once when it starts (the `malloc_conf` symbol of tikv-jemalloc-sys's
+/// prefixed build; `_RJEM_MALLOC_CONF` in the environment still overrides it).
+///
+/// `tcache_gc_incr_bytes`: a thread cache is garbage-collected after every 1 MiB allocated, not
+/// every 64 KiB. A proxied request allocates tens of KiB (pingora's buffers), so the default
+/// collected once or twice per request: callgrind counted 8.4 k instructions per request in
+/// `tcache_gc_event` of 131.5 k in all; with 1 MiB, 123.1 k (`bench/scripts/callgrind-hop.sh`,
+/// bench/results/README.md, session 9). What a thread cache may hold is bounded as before.
+// Exported under jemalloc's name (it reads the symbol; the library's weak default is replaced).
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+#[used]
+static _rjem_malloc_conf: MallocConf = MallocConf(c"tcache_gc_incr_bytes:1048576".as_ptr());
+
+/// A C string pointer that can live in a `static` (it points at a literal).
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a `'static` C string literal, never written.
+#[allow(unsafe_code)]
+unsafe impl Sync for MallocConf {}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
