@@ -73,6 +73,21 @@ both_backends!(signing_keys_api, |app: App| async move {
     let last = changes.last().unwrap();
     assert_eq!(last.revision, rotated["revision"].as_i64().unwrap());
     assert!(last.definition.is_none());
+    // The change stream names who rotated, and no flag.
+    let incarnation = app.store.get_environment("prod").await.unwrap().incarnation;
+    let events = app
+        .store
+        .change_events("prod", &incarnation, 0, 10)
+        .await
+        .unwrap();
+    let event = events.last().unwrap();
+    assert_eq!(event.revision, last.revision);
+    assert!(event.actor.is_some(), "{event:?}");
+    assert_eq!(
+        event.action.as_deref(),
+        Some("environment.signing_key.rotate")
+    );
+    assert!(event.keys.is_empty());
     // A second rotation drops the oldest key.
     let again = app
         .post_json(

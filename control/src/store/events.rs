@@ -66,6 +66,8 @@ impl Store {
             match (kind, key) {
                 (ChangeKind::Flag, Some(key)) => keys.push(key),
                 (ChangeKind::Evaluator, Some(key)) => evaluators.push(key),
+                // A key rotation changes no flag (its audit entry holds key ids).
+                (ChangeKind::SigningKeys, _) => {}
                 _ if action.is_some() => {
                     let audit_id: Option<i64> = r.try_get("audit_id")?;
                     let docs = sqlx::query("SELECT before, after FROM audit WHERE id = $1")

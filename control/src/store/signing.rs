@@ -151,9 +151,8 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let environment = environment_from_row(&row)?;
-        record_change(&mut tx, id, revision, ChangeKind::SigningKeys, None, None).await?;
         let (before, after) = (infos(&old), infos(&keys));
-        audit(
+        let audit_id = audit(
             &mut tx,
             actor,
             "environment.signing_key.rotate",
@@ -163,6 +162,7 @@ impl Store {
             json!({ "signing_keys": after }),
         )
         .await?;
+        record_change(&mut tx, id, revision, ChangeKind::SigningKeys, audit_id).await?;
         tx.commit().await?;
         self.announce(env, revision);
         Ok(Some((environment, after)))

@@ -593,22 +593,22 @@ struct NewChange<'a> {
     audit_id: Option<i64>,
 }
 
-/// Appends the change-log entry of `revision`: what sidecars follow. Without a link to its audit
-/// entry (the change stream then names no actor): writes go through [`record_change_audited`].
+/// Appends the change-log entry of `revision` (what sidecars follow) for a change made outside
+/// [`Store::write`] (a signing-key rotation), linked to its audit entry `audit_id` (the change
+/// stream names its actor).
 pub(super) async fn record_change(
     tx: &mut Tx,
     environment_id: i64,
     revision: i64,
     kind: ChangeKind,
-    key: Option<&str>,
-    definition: Option<&Value>,
+    audit_id: i64,
 ) -> StoreResult<()> {
     let change = NewChange {
         revision,
         kind,
-        key,
-        definition: definition.map(Value::to_string),
-        audit_id: None,
+        key: None,
+        definition: None,
+        audit_id: Some(audit_id),
     };
     record_change_audited(tx, environment_id, &change).await
 }
