@@ -29,6 +29,14 @@ pub enum EnvCmd {
         #[arg(long)]
         force: bool,
     },
+    /// The keys the environment's sidecars sign decisions with (ids and dates, never secrets).
+    SigningKeys {
+        key: String,
+    },
+    /// A new signing key: it signs from now on, the previous one is still accepted.
+    RotateSigningKey {
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -255,6 +263,25 @@ async fn env(c: &Client, cmd: EnvCmd, out: Output) -> Result<(), Failure> {
             );
             let a = c.call(Method::DELETE, &path, None, None).await?;
             output::done(out, &a.body, &format!("deleted environment {key}"));
+        }
+        EnvCmd::SigningKeys { key } => {
+            let a = c.get(&format!("/environments/{key}/signing-keys")).await?;
+            output::list(
+                out,
+                &a.body,
+                a.body["keys"].as_array().map_or(&[][..], Vec::as_slice),
+                &["id", "created_at", "current"],
+            );
+        }
+        EnvCmd::RotateSigningKey { key } => {
+            let path = format!("/environments/{key}/signing-keys/rotate");
+            let a = c.call(Method::POST, &path, None, None).await?;
+            let id = a.body["keys"][0]["id"].as_str().unwrap_or("?").to_string();
+            output::done(
+                out,
+                &a.body,
+                &format!("environment {key} signs with key {id} from now on"),
+            );
         }
     }
     Ok(())

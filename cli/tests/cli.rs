@@ -209,6 +209,16 @@ async fn a_script_manages_flags_and_reads_exit_codes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 
+    // Signing keys: listed without secrets, rotated by an admin.
+    let keys = json_of(&ok(c, &["env", "signing-keys", "shop", "-o", "json"]));
+    let first = keys["keys"][0]["id"].as_str().unwrap().to_string();
+    assert!(ok(c, &["env", "signing-keys", "shop"]).contains(&first));
+    let rotated = ok(c, &["env", "rotate-signing-key", "shop"]);
+    assert!(rotated.contains("signs with key"), "{rotated}");
+    let keys = json_of(&ok(c, &["env", "signing-keys", "shop", "-o", "json"]));
+    assert_eq!(keys["keys"][1]["id"], first.as_str(), "{keys}");
+    assert!(!keys.to_string().contains("secret"), "{keys}");
+
     // Completions for the shells.
     let out = ok(c, &["completions", "bash"]);
     assert!(out.contains("vexilctl"));
