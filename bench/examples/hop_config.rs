@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p vexil-bench --example hop_config -- DIR`
 
-use vexil_bench::scenarios::hop::{INJECTED, SET_SIZE, proxy_toml};
+use vexil_bench::scenarios::hop::{SET_SIZE, injected_flags, proxy_toml};
 
 fn main() -> anyhow::Result<()> {
     let dir = std::env::args()
@@ -13,12 +13,7 @@ fn main() -> anyhow::Result<()> {
     let dir = std::path::Path::new(&dir);
     std::fs::create_dir_all(dir)?;
     let set = vexil_bench::generate_flag_set(SET_SIZE, vexil_bench::SEED);
-    let injected: Vec<String> = set
-        .kinds
-        .iter()
-        .take(INJECTED)
-        .map(|(k, _)| k.clone())
-        .collect();
+    let injected = injected_flags(&set);
     std::fs::write(dir.join("flags.json"), set.document.to_string())?;
     std::fs::write(dir.join("proxy.toml"), proxy_toml(&injected))?;
     Ok(())

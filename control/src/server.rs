@@ -76,10 +76,8 @@ impl Control {
             async move { state.auth.run_use_flush(cancel).await }
         });
         if config.sync.signing_key_max_age_days > 0 {
-            let max_age = i64::try_from(config.sync.signing_key_max_age_days)
-                .unwrap_or(i64::MAX / 86_400_000)
-                .min(i64::MAX / 86_400_000)
-                * 86_400_000;
+            let days = config.sync.signing_key_max_age_days;
+            let max_age = i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
             tokio::spawn(state.store.clone().run_signing_key_rotation(
                 max_age,
                 std::time::Duration::from_secs(3600),

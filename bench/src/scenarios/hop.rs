@@ -70,12 +70,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let upstream = listener.local_addr()?;
     let (echo, _echo_task) = serve_echo(listener);
     let set = crate::generate_flag_set(SET_SIZE, crate::SEED);
-    let injected: Vec<String> = set
-        .kinds
-        .iter()
-        .take(INJECTED)
-        .map(|(k, _)| k.clone())
-        .collect();
+    let injected = injected_flags(&set);
     report.config = json!({
         "upstream": "in-process echo server on loopback (harness core), 200 `ok`",
         "request": format!("GET {PATH} with headers {HEADERS:?}; through a proxy in absolute form (GET http://UPSTREAM{PATH})"),
@@ -262,6 +257,15 @@ fn request(upstream: SocketAddr, via_proxy: bool) -> Vec<u8> {
         PATH.to_string()
     };
     get(&upstream.to_string(), &target, &HEADERS)
+}
+
+/// The flags hop's route injects: the first [`INJECTED`] of `set`, one of every rule kind.
+pub fn injected_flags(set: &crate::GeneratedSet) -> Vec<String> {
+    set.kinds
+        .iter()
+        .take(INJECTED)
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// The sidecar's data-plane configuration: context from headers, one route injecting `flags`.

@@ -862,6 +862,24 @@ pub(crate) fn environment_from_row(r: &AnyRow) -> StoreResult<Environment> {
 }
 
 /// A new incarnation id: 128 random bits, 32 lowercase hex digits.
+/// Runs `pass` every `every` (the first at once; a late tick is not made up for) until `cancel`:
+/// the store's background tasks (retention, signing-key rotation).
+pub(crate) async fn every<F: std::future::Future<Output = ()>>(
+    every: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+    mut pass: impl FnMut() -> F,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        pass().await;
+    }
+}
+
 pub(crate) fn new_incarnation() -> String {
     format!("{:032x}", rand::random::<u128>())
 }

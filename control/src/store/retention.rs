@@ -161,13 +161,7 @@ impl Store {
         on_pruned: impl Fn(Pruned) + Send + 'static,
         cancel: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        super::every(every, &cancel, async || {
             match self.prune(&retention, now_millis()).await {
                 Ok(pruned) => {
                     if pruned != Pruned::default() {
@@ -184,6 +178,7 @@ impl Store {
                     tracing::warn!(error = %e, "pruning the logs failed; trying again later");
                 }
             }
-        }
+        })
+        .await;
     }
 }

@@ -221,13 +221,7 @@ impl Store {
             name: "control".into(),
             request_id: None,
         };
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        super::every(every, &cancel, async || {
             match self.rotate_old_signing_keys(&actor, max_age).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(environments = n, "rotated signing keys"),
@@ -235,6 +229,7 @@ impl Store {
                     tracing::warn!(error = %e, "rotating signing keys failed; trying again later");
                 }
             }
-        }
+        })
+        .await;
     }
 }
