@@ -3,7 +3,8 @@
 #   - PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`)
 #   - Redis on 127.0.0.1:6379
 #   - protox (for the Rust OpenFeature test client) and the Python OpenFeature clients
-#   - Node.js with the JavaScript OpenFeature clients (the pod-in-a-box tests)
+#   - Node.js with the JavaScript OpenFeature clients (the pod-in-a-box tests) and playwright-core
+#   - Chromium (Debian's package), driven by playwright-core in the console tests
 # Either service is installed from the distribution's packages (apt-get, as root or with
 # passwordless sudo) when it is missing, and started when it is down. The build itself needs only
 # cargo and a C compiler (see shims/libz-ng-sys).
@@ -253,11 +254,25 @@ ensure_js_clients() {
     service_down "javascript clients: npm ci failed in $dir"
 }
 
+# Debian's Chromium, which playwright-core drives in the console's browser tests
+# (control/tests/console.rs); a test tool's own browser download is never used.
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1; then
+        log "chromium: $(command -v chromium)"
+        return 0
+    fi
+    log "chromium: not found, installing it"
+    apt_install chromium || true
+    command -v chromium >/dev/null 2>&1 \
+        || service_down "chromium: needed by the console's browser tests (apt-get install chromium)"
+}
+
 ensure_protox
 ensure_postgres
 ensure_redis
 ensure_openfeature_clients
 ensure_js_clients
+ensure_chromium
 
 if [ "$failures" -gt 0 ]; then
     err "$failures required item(s) missing; see above"

@@ -2331,3 +2331,84 @@ both_backends!(
         assert_problem(&r, 412);
     }
 );
+
+both_backends!(the_fleet_is_listed_in_pages, |app: App| async move {
+    app.create_env("prod").await;
+    app.create_env("dev").await;
+    let now = vexil_control::model::now_millis();
+    let row = |id: &str, env: &str, client: &str, since: i64| vexil_control::store::SessionRow {
+        id: id.into(),
+        replica: "r1".into(),
+        session: 1,
+        environment: env.into(),
+        client_id: client.into(),
+        version: "0.1.0".into(),
+        address: "127.0.0.1:1".into(),
+        sent_revision: 0,
+        acked_revision: 0,
+        digest: None,
+        digest_revision: None,
+        digest_matches: None,
+        connected_since: since,
+        last_seen: now,
+        disconnected_at: Some(now),
+    };
+    // Two sessions of one client (it reconnected) and others around it, in every environment.
+    app.store
+        .record_sessions(&[
+            row("s5", "prod", "pod-b", now - 10),
+            row("s1", "prod", "pod-a", now - 30),
+            row("s9", "prod", "pod-b", now - 20),
+            row("s2", "dev", "pod-z", now - 5),
+            row("s3", "prod", "pod-c", now - 1),
+        ])
+        .await
+        .unwrap();
+    let walk = |query: &'static str, token: String| {
+        let app = app.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = format!("/api/v1/sidecars?limit=2{query}");
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let page = app.get(&path, &token).await.expect(200).clone();
+                let items = page["items"].as_array().unwrap();
+                assert!(items.len() <= 2, "{page}");
+                seen.extend(
+                    items
+                        .iter()
+                        .map(|i| i["session_id"].as_str().unwrap().to_string()),
+                );
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            seen
+        }
+    };
+    // By environment, client, then connection time: every session once.
+    assert_eq!(
+        walk("", app.admin.clone()).await,
+        ["s2", "s1", "s9", "s5", "s3"]
+    );
+    assert_eq!(
+        walk("&environment=prod", app.admin.clone()).await,
+        ["s1", "s9", "s5", "s3"]
+    );
+    // A token limited to prod never sees dev's, whatever the pages.
+    let (_, prod_only) = app.token("p", "viewer", &["prod"]).await;
+    assert_eq!(walk("", prod_only).await, ["s1", "s9", "s5", "s3"]);
+    // A cursor the API did not give is refused; limits are clamped.
+    app.get("/api/v1/sidecars?cursor=bm9wZQ", &app.admin)
+        .await
+        .expect(400);
+    app.get("/api/v1/sidecars?cursor=%00", &app.admin)
+        .await
+        .expect(400);
+    let all = app.get("/api/v1/sidecars?limit=100000", &app.admin).await;
+    assert_eq!(all.expect(200)["items"].as_array().unwrap().len(), 5);
+});

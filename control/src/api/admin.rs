@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::extract::{Caller, Json};
 use super::{AppState, Problem, page_limit};
-use crate::auth::{Permission, generate_secret, hash_secret};
+use crate::auth::{Environments, Permission, generate_secret, hash_secret};
 use crate::model::{Role, TokenRecord};
 use crate::store::AuditQuery;
 
@@ -23,6 +23,37 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(revoke_token))
         .routes(routes!(query_audit))
         .routes(routes!(list_sidecars))
+        .routes(routes!(whoami))
+}
+
+/// Who the caller is: the name the audit log records, the role, the environments it may act on
+/// (`null`: every one) and what the role allows (`read`, `write_flags`, `admin`), so a client (the
+/// console) offers only what will not be refused. Any role but `sidecar`.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens", security(("bearer" = [])),
+    responses((status = 200, description = "`{name, role, environments, permissions}`", body = Object),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn whoami(caller: Caller) -> Result<axum::Json<Value>, Problem> {
+    caller.require(Permission::Read, None)?;
+    let p = &caller.principal;
+    let environments = match &p.environments {
+        Environments::All => Value::Null,
+        Environments::Only(list) => json!(list),
+    };
+    let permissions: Vec<&str> = [
+        (Permission::Read, "read"),
+        (Permission::WriteFlags, "write_flags"),
+        (Permission::Admin, "admin"),
+    ]
+    .into_iter()
+    .filter(|(perm, _)| p.role.grants(*perm))
+    .map(|(_, name)| name)
+    .collect();
+    Ok(axum::Json(json!({
+        "name": p.name,
+        "role": p.role.as_str(),
+        "environments": environments,
+        "permissions": permissions,
+    })))
 }
 
 /// Body of `POST /tokens`.
@@ -201,6 +232,10 @@ async fn query_audit(
 pub struct SidecarParams {
     /// Only the sidecars of this environment.
     environment: Option<String>,
+    /// From a previous page's `next_cursor`.
+    cursor: Option<String>,
+    /// Page size (1 to 1000, default 100).
+    limit: Option<i64>,
 }
 
 /// The fleet: every sidecar session on every replica, connected and recently disconnected (with
@@ -222,13 +257,22 @@ async fn list_sidecars(
         )));
     }
     caller.require(Permission::Read, p.environment.as_deref())?;
+    let after = match &p.cursor {
+        None => None,
+        Some(c) => Some(
+            crate::sync::fleet::Cursor::parse(c)
+                .ok_or_else(|| Problem::bad_request("cursor: not a cursor this API gave"))?,
+        ),
+    };
     // A token scoped to environments sees only their sidecars.
-    let items = crate::sync::fleet::list(
+    let page = crate::sync::fleet::list(
         &state.store,
         p.environment.as_deref(),
+        after.as_ref(),
+        page_limit(p.limit),
         state.config.fleet_stale_after,
         |env| caller.principal.allows_environment(env),
     )
     .await?;
-    Ok(axum::Json(json!({"items": items, "next_cursor": null})))
+    Ok(axum::Json(json!(page)))
 }

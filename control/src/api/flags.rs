@@ -24,6 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_flags))
         .routes(routes!(get_flag, put_flag, patch_flag, delete_flag))
         .routes(routes!(evaluate))
+        .routes(routes!(validate_flag))
 }
 
 /// Filters of `GET .../flags`.
@@ -258,6 +259,33 @@ async fn delete_flag(
         body,
     )
     .await
+}
+
+/// Check a flag definition without writing it: `200 {"valid": true}` when `PUT .../flags/{key}`
+/// with this body would be accepted now (`If-Match` aside), else the problem that write would get,
+/// every error with its JSON path. For editors that validate as the user types.
+#[utoipa::path(post, path = "/api/v1/environments/{env}/flags/{key}/validate", tag = "flags",
+    security(("bearer" = [])),
+    params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Flag key")),
+    request_body(content = Object, description = "flagd flag definition"),
+    responses((status = 200, description = "`{\"valid\": true}`", body = Object),
+               (status = 400, description = "Invalid definition: every problem with its JSON path", body = Problem),
+               (status = 422, description = "A limit the environment would exceed", body = Problem),
+               (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+               (status = 413, body = Problem)))]
+async fn validate_flag(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    Json(definition): Json<Value>,
+) -> Result<axum::Json<Value>, Problem> {
+    caller.require(Permission::Read, Some(&env))?;
+    check_flag_key(&key)?;
+    state
+        .store
+        .check_flag(&env, &key, definition, state.config.write_limits())
+        .await?;
+    Ok(axum::Json(json!({"valid": true})))
 }
 
 /// Preview: evaluate one flag or all flags for a context, with the engine's full details.

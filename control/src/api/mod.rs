@@ -15,6 +15,7 @@ mod flagsets;
 pub mod fuzzing;
 mod health;
 mod problem;
+mod ui;
 pub mod wait;
 
 use std::collections::HashMap;
@@ -183,6 +184,7 @@ fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
 pub fn router(state: Arc<AppState>) -> Router {
     let (router, _) = documented_routes().split_for_parts();
     router
+        .merge(ui::routes())
         .fallback(|| async { Problem::not_found("no such route") })
         .layer(axum::middleware::from_fn(problem_everywhere))
         .layer(axum::middleware::from_fn_with_state(

@@ -38,7 +38,7 @@ pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use retention::{Pruned, Retention};
-pub use sessions::{SessionRow, SessionState};
+pub use sessions::{SessionCursor, SessionRow, SessionState};
 pub use signing::{Rotate, SigningKey, SigningKeyInfo};
 
 #[cfg(feature = "fuzzing")]

@@ -48,6 +48,19 @@ pub struct SessionRow {
     pub disconnected_at: Option<Millis>,
 }
 
+/// Where a page of sessions ends: the sort key of its last row.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionCursor {
+    /// The row's environment.
+    pub environment: String,
+    /// Its client id.
+    pub client_id: String,
+    /// When it connected.
+    pub connected_since: Millis,
+    /// Its session id.
+    pub id: String,
+}
+
 /// A session as read back, with its environment's current revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionState {
@@ -145,8 +158,21 @@ impl Store {
     }
 
     /// Every session row (of `environment` when given), connected or not, with its environment's
-    /// current revision; sorted by environment, client id, connection time.
+    /// current revision; sorted by environment, client id, connection time and session id.
     pub async fn sessions(&self, environment: Option<&str>) -> StoreResult<Vec<SessionState>> {
+        self.sessions_page(environment, None, i64::MAX).await
+    }
+
+    /// At most `limit` session rows (of `environment` when given) after the one at `after` (the
+    /// environment, client id, connection time and session id of the last row of the previous
+    /// page), in the order
+    /// of [`Store::sessions`].
+    pub async fn sessions_page(
+        &self,
+        environment: Option<&str>,
+        after: Option<&SessionCursor>,
+        limit: i64,
+    ) -> StoreResult<Vec<SessionState>> {
         let rows = sqlx::query(
             "SELECT s.id, s.replica, s.session, s.environment, s.client_id, s.version, s.address, \
              s.sent_revision, s.acked_revision, s.acked_digest, s.digest_revision, \
@@ -154,9 +180,15 @@ impl Store {
              e.revision AS current_revision \
              FROM sidecar_sessions s LEFT JOIN environments e ON e.key = s.environment \
              WHERE ($1 IS NULL OR s.environment = $1) \
-             ORDER BY s.environment, s.client_id, s.connected_since, s.id",
+             AND ($2 IS NULL OR (s.environment, s.client_id, s.connected_since, s.id) > ($2, $3, $4, $5)) \
+             ORDER BY s.environment, s.client_id, s.connected_since, s.id LIMIT $6",
         )
         .bind(environment.map(str::to_string))
+        .bind(after.map(|c| c.environment.clone()))
+        .bind(after.map(|c| c.client_id.clone()))
+        .bind(after.map(|c| c.connected_since))
+        .bind(after.map(|c| c.id.clone()))
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -448,33 +448,12 @@ impl Store {
             Covered::FlagSet(stored) => stored.clone(),
         };
         if let Err(problems) = check(&doc, &stored_doc, limits) {
-            return Err(if problems.over_limit.is_empty() {
-                let rules = ValidationErrors(problems.rules);
-                match explain.take() {
-                    Some(explain) => {
-                        explain(&SetRows::from_document(doc).unwrap_or_default(), rules)
-                    }
-                    None => StoreError::Invalid(rules),
-                }
-            } else {
-                StoreError::OverLimit {
-                    detail: format!(
-                        "the environment would be over its limits: {}",
-                        problems
-                            .over_limit
-                            .iter()
-                            .map(|p| p.message.as_str())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ),
-                    errors: ValidationErrors(
-                        problems
-                            .over_limit
-                            .into_iter()
-                            .chain(problems.rules)
-                            .collect(),
-                    ),
-                }
+            return Err(match explain.take() {
+                Some(explain) if problems.over_limit.is_empty() => explain(
+                    &SetRows::from_document(doc).unwrap_or_default(),
+                    ValidationErrors(problems.rules),
+                ),
+                _ => problems.into_error(),
             });
         }
         let after = SetRows::from_document(doc).map_err(|_| corrupt("the flag set written"))?;
@@ -671,6 +650,49 @@ fn with_item(
 struct Problems {
     over_limit: Vec<ValidationError>,
     rules: Vec<ValidationError>,
+}
+
+impl Problems {
+    /// The refusal: `400` with the rule problems, or `422` when a limit is crossed.
+    fn into_error(self) -> StoreError {
+        if self.over_limit.is_empty() {
+            return StoreError::Invalid(ValidationErrors(self.rules));
+        }
+        StoreError::OverLimit {
+            detail: format!(
+                "the environment would be over its limits: {}",
+                self.over_limit
+                    .iter()
+                    .map(|p| p.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            errors: ValidationErrors(self.over_limit.into_iter().chain(self.rules).collect()),
+        }
+    }
+}
+
+impl Store {
+    /// What a write of `definition` as flag `key` of `env` would be refused for, without writing
+    /// (and without a write transaction: it reads the current flag set and checks the result as
+    /// [`Store::write`] does). Preconditions aside, `Ok` means the write would be accepted now.
+    pub async fn check_flag(
+        &self,
+        env: &str,
+        key: &str,
+        definition: Value,
+        limits: WriteLimits,
+    ) -> StoreResult<()> {
+        let (_, stored) = self.export(env).await?;
+        let mut after = stored.clone();
+        match after.get_mut("flags").and_then(Value::as_object_mut) {
+            Some(flags) => {
+                flags.insert(key.to_string(), definition);
+            }
+            None => return Err(corrupt("the flag set read")),
+        }
+        check(&after, &|| stored.clone(), limits).map_err(Problems::into_error)
+    }
 }
 
 /// Checks the document a write would leave (`after`) against `limits`: every problem it has that

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
@@ -21,7 +23,7 @@ use utoipa::ToSchema;
 use super::registry::{AckedDigest, SidecarEntry, Sidecars};
 use crate::metrics::Metrics;
 use crate::model::{Millis, now_millis, rfc3339};
-use crate::store::{SessionRow, SessionState, Store, StoreResult};
+use crate::store::{SessionCursor, SessionRow, SessionState, Store, StoreResult};
 
 /// How long the recorder waits after a wake-up before writing, so a burst of acknowledgements (a
 /// commit reaching many sidecars) is one transaction.
@@ -309,17 +311,66 @@ impl SidecarInfo {
 pub async fn list(
     store: &Store,
     environment: Option<&str>,
+    after: Option<&Cursor>,
+    limit: i64,
     stale_after: Duration,
     allowed: impl Fn(&str) -> bool,
-) -> StoreResult<Vec<SidecarInfo>> {
+) -> StoreResult<Page> {
     let now = now_millis();
-    Ok(store
-        .sessions(environment)
-        .await?
-        .iter()
-        .filter(|s| allowed(&s.row.environment))
-        .map(|s| SidecarInfo::of(s, now, stale_after))
-        .collect())
+    let rows = store
+        .sessions_page(environment, after.map(|c| &c.0), limit.saturating_add(1))
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit.max(0) as usize)];
+    let next_cursor = match page.last() {
+        Some(last) if more => Some(
+            Cursor(SessionCursor {
+                environment: last.row.environment.clone(),
+                client_id: last.row.client_id.clone(),
+                connected_since: last.row.connected_since,
+                id: last.row.id.clone(),
+            })
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(Page {
+        items: page
+            .iter()
+            .filter(|s| allowed(&s.row.environment))
+            .map(|s| SidecarInfo::of(s, now, stale_after))
+            .collect(),
+        next_cursor,
+    })
+}
+
+/// A page of the fleet. A token limited to some environments gets fewer items than asked for
+/// when the rows in between are other environments'; `next_cursor` is `None` on the last page.
+#[derive(Debug, Serialize)]
+pub struct Page {
+    /// The sidecars of this page.
+    pub items: Vec<SidecarInfo>,
+    /// Where the next page starts.
+    pub next_cursor: Option<String>,
+}
+
+/// The position after a page of the fleet: opaque to clients (base64url of JSON).
+#[derive(Debug, Clone)]
+pub struct Cursor(SessionCursor);
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&self.0).unwrap_or_default())
+    }
+
+    /// The cursor `text` encodes, or `None` when it is not one this API gave.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        if text.len() > 4096 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        serde_json::from_slice(&bytes).ok().map(Cursor)
+    }
 }
 
 /// Where the fleet of an environment stands on a revision, in the answer of a write made with

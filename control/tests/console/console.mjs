@@ -1,0 +1,219 @@
+// The console in a real browser: Debian's Chromium driven by playwright-core, against a real
+// control with a real sidecar following `prod` (started by control/tests/console.rs, which passes
+// everything in the environment). Each step prints a line; the first failure exits 1 with a
+// screenshot in $SHOTS.
+//
+// Steps: sign in; a bad rule shows the engine's error at its line; create a flag; flip it with the
+// kill switch and watch, on a second tab's fleet page, the sidecar acknowledge the new revision;
+// read the audit entry; the API reference answers "try it"; a viewer token is offered no write;
+// the layout fits a narrow screen and the kill switch works from the keyboard.
+
+import { createRequire } from "node:module";
+import path from "node:path";
+
+const { BASE, ADMIN_TOKEN, VIEWER_TOKEN, JS_MODULES, CHROMIUM, SHOTS, SIDECAR_ID } = process.env;
+const require = createRequire(path.join(JS_MODULES, "noop.js"));
+const { chromium } = require("playwright-core");
+
+const TIMEOUT = 15000;
+const step = (text) => console.log(`step: ${text}`);
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  // The machine has no network but localhost: keep Chromium from reaching out at all.
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const pages = [];
+let failed = false;
+
+async function newPage(viewport = { width: 1280, height: 900 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error") console.log(`console error: ${m.text()}`);
+  });
+  pages.push(page);
+  return page;
+}
+
+async function signIn(page, token) {
+  await page.goto(`${BASE}/ui/`);
+  await page.getByLabel("Token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Environments", level: 1 }).waitFor();
+}
+
+function expect(cond, what) {
+  if (!cond) throw new Error(`expected: ${what}`);
+}
+
+/** Waits until `fn()` (in node) resolves truthy. */
+async function until(fn, what) {
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    const v = await fn().catch(() => false);
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const GOOD = {
+  state: "ENABLED",
+  variants: { on: true, off: false },
+  defaultVariant: "off",
+  targeting: { if: [{ "==": [{ var: "plan" }, "pro"] }, "on", "off"] },
+};
+
+try {
+  // ---- sign in
+  const admin = await newPage();
+  step("a wrong token is refused");
+  await admin.goto(`${BASE}/ui/`);
+  await admin.getByLabel("Token").fill("vxl_not-a-token");
+  await admin.getByRole("button", { name: "Sign in" }).click();
+  await admin.getByText("That token was refused.").waitFor();
+
+  step("sign in as admin");
+  await signIn(admin, ADMIN_TOKEN);
+  await admin.getByRole("link", { name: "prod" }).click();
+  await admin.getByRole("heading", { name: "Flags", level: 1 }).waitFor();
+
+  // ---- a bad rule: the engine's error, placed on the line the user typed
+  step("a bad rule shows the engine's error at its place");
+  await admin.getByRole("link", { name: "New flag" }).click();
+  await admin.getByLabel("Flag key").fill("checkout");
+  const editor = admin.getByLabel("Definition (flagd JSON)");
+  const bad = { ...GOOD, targeting: { if: [{ frobnicate: [{ var: "plan" }, "pro"] }, "on", "off"] } };
+  await editor.fill(JSON.stringify(bad, null, 2));
+  const problem = admin.locator("ul.problems li").first();
+  await problem.waitFor();
+  const text = await problem.textContent();
+  expect(/targeting/.test(text) && /line \d+, column \d+/.test(text), `an error at a targeting path with its line: ${text}`);
+  expect((await editor.getAttribute("aria-invalid")) === "true", "the editor marked invalid");
+  // Choosing the error selects the text it is about.
+  await problem.getByRole("button").click();
+  const selected = await editor.evaluate((el) => el.value.slice(el.selectionStart, el.selectionEnd));
+  expect(selected.length > 0 && selected.includes("frobnicate"), `the bad part selected, got ${JSON.stringify(selected)}`);
+  expect(await admin.getByRole("button", { name: "Create flag" }).isVisible(), "create offered");
+
+  step("a JSON syntax error names its line");
+  await editor.fill('{"state": "ENABLED",\n  "variants": {"on": true,}\n}');
+  await admin.locator("ul.problems li", { hasText: "line 2" }).waitFor();
+
+  // ---- create
+  step("create the flag");
+  await editor.fill(JSON.stringify(GOOD, null, 2));
+  await admin.getByText("Valid", { exact: true }).waitFor();
+  await admin.getByRole("button", { name: "Create flag" }).click();
+  await admin.getByRole("heading", { name: "checkout", level: 1 }).waitFor();
+  await admin.locator("#status", { hasText: "Saved checkout" }).waitFor();
+
+  // ---- the fleet, live, in a second tab
+  step("the fleet page shows the sidecar");
+  const fleet = await newPage();
+  await signIn(fleet, ADMIN_TOKEN);
+  await fleet.goto(`${BASE}/ui/#/env/prod/fleet`);
+  await fleet.getByRole("heading", { name: "Fleet", level: 1 }).waitFor();
+  await fleet.getByText("live", { exact: true }).waitFor();
+  const row = fleet.locator(`tr[data-sidecar="${SIDECAR_ID}"]`).first();
+  await row.waitFor();
+  const revisionNow = async () => Number(await fleet.getByTestId("current-revision").textContent());
+  const acked = async () => Number(await row.getByTestId("acked").textContent());
+  await until(async () => (await acked()) === (await revisionNow()), "the sidecar to hold the current revision");
+  const before = await revisionNow();
+
+  // ---- flip it (the kill switch: one click, then a confirmation)
+  step("flip the flag with the kill switch");
+  await admin.getByRole("link", { name: "Flags" }).click();
+  await admin.getByRole("button", { name: "Disable checkout" }).click();
+  const dialog = admin.getByRole("dialog");
+  await dialog.getByText("applications fall back").waitFor();
+  await dialog.getByRole("button", { name: "Disable" }).click();
+  await admin.locator("#status", { hasText: "checkout disabled" }).waitFor();
+  const status = await admin.locator("#status").textContent();
+  expect(/1 of 1 sidecars hold it/.test(status), `the write waited for the sidecar: ${status}`);
+  await admin.getByRole("button", { name: "Enable checkout" }).waitFor();
+
+  step("the sidecar's acknowledged revision follows, live");
+  await until(async () => (await revisionNow()) === before + 1, `the revision to become ${before + 1}`);
+  await until(async () => (await acked()) === before + 1, `the sidecar to acknowledge ${before + 1}`);
+
+  // ---- the audit entry
+  step("the audit log has the change");
+  await admin.getByRole("link", { name: "Audit log" }).click();
+  await admin.getByLabel("Flag").fill("checkout");
+  await admin.getByRole("button", { name: "Filter" }).click();
+  const entry = admin.locator("tbody tr", { hasText: "flag.state" }).first();
+  await entry.waitFor();
+  expect(/admin/.test(await entry.textContent()), "the entry names the actor");
+  await entry.getByText("Before and after").click();
+  expect(/DISABLED/.test(await entry.textContent()), "the entry shows the new state");
+  expect((await admin.locator("tbody tr", { hasText: "flag.create" }).count()) === 1, "the creation is listed");
+
+  // ---- API reference, try it
+  step("the API reference sends a real request");
+  await admin.getByRole("link", { name: "API", exact: true }).click();
+  const op = admin.locator("details.op", { hasText: "/api/v1/whoami" });
+  await op.locator("summary").click();
+  await op.getByRole("button", { name: "Send" }).click();
+  await op.locator("pre.json", { hasText: '"role": "admin"' }).waitFor();
+
+  // ---- a viewer is offered nothing it may not do
+  step("a viewer token is offered no write");
+  const viewer = await newPage();
+  await signIn(viewer, VIEWER_TOKEN);
+  expect((await viewer.getByRole("link", { name: "Tokens" }).count()) === 0, "no Tokens page for a viewer");
+  expect((await viewer.getByRole("form", { name: "New environment" }).count()) === 0, "no environment creation");
+  await viewer.getByRole("link", { name: "prod" }).click();
+  await viewer.getByRole("link", { name: "checkout" }).waitFor();
+  expect((await viewer.getByRole("link", { name: "New flag" }).count()) === 0, "no New flag");
+  expect((await viewer.getByRole("button", { name: /Enable checkout|Disable checkout/ }).count()) === 0, "no kill switch");
+  await viewer.getByRole("link", { name: "checkout" }).click();
+  await viewer.getByText("Your token may read this flag, not change it.").waitFor();
+  expect((await viewer.getByLabel("Definition (flagd JSON)").getAttribute("readonly")) !== null, "the definition read-only");
+  expect((await viewer.getByRole("button", { name: "Save" }).count()) === 0, "no Save");
+  // What the page does not offer, the API refuses anyway.
+  const refused = await viewer.evaluate(async () => {
+    const token = sessionStorage.getItem("vexil.console.token");
+    const r = await fetch("/api/v1/environments/prod/flags/checkout", {
+      method: "PATCH",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ state: "ENABLED" }),
+    });
+    return r.status;
+  });
+  expect(refused === 403, `a viewer's write refused with 403, got ${refused}`);
+
+  // ---- narrow screen and keyboard
+  step("a narrow screen: nothing wider than the screen, the kill switch from the keyboard");
+  const phone = await newPage({ width: 375, height: 720 });
+  await signIn(phone, ADMIN_TOKEN);
+  await phone.goto(`${BASE}/ui/#/env/prod`);
+  await phone.getByRole("button", { name: "Enable checkout" }).waitFor();
+  const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  expect(overflow <= 0, `the page fits 375 px (overflow ${overflow}px)`);
+  await phone.getByRole("button", { name: "Enable checkout" }).focus();
+  await phone.keyboard.press("Enter");
+  await phone.getByRole("dialog").waitFor();
+  await phone.keyboard.press("Enter"); // the confirm button has the focus
+  await phone.locator("#status", { hasText: "checkout enabled" }).waitFor();
+
+  step("done");
+} catch (e) {
+  failed = true;
+  console.log(`FAILED: ${e.message}`);
+  let i = 0;
+  for (const page of pages) {
+    i += 1;
+    const file = path.join(SHOTS, `page-${i}.png`);
+    await page.screenshot({ path: file, fullPage: true }).catch(() => {});
+    console.log(`screenshot: ${file} (${page.url()})`);
+  }
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,751 @@
+// The console's pages. Each view is `async (ctx, ...params) => Node`; `ctx` has the caller (`me`),
+// `can(permission, env)`, `go(hash)` and `onLeave(fn)` for what must stop when the page changes.
+
+import { api, all, follow, ApiError } from "./api.js";
+import { h, fill, field, announce, confirmDialog, ago, table, jsonBlock } from "./dom.js";
+import { parseWithSpans, parsePath, pathKey, lineCol } from "./jsonpos.js";
+
+const enc = encodeURIComponent;
+const envPath = (env) => `/api/v1/environments/${enc(env)}`;
+
+/** How long a write waits for the environment's sidecars to acknowledge it. */
+const WAIT = "5s";
+
+/** A sentence about a write's `sync` answer: how many connected sidecars hold the change. */
+function syncText(sync) {
+  if (!sync) return "";
+  if (sync.connected === 0) return " No sidecar is connected.";
+  return ` ${sync.acked} of ${sync.connected} sidecars hold it${sync.lagging?.length ? ` (waiting for ${sync.lagging.join(", ")})` : ""}.`;
+}
+
+/** Shows an API error in the status bar, with every JSON path the problem lists. */
+export function report(e) {
+  if (e instanceof ApiError) {
+    const paths = (e.problem.errors || []).map((x) => `${x.path}: ${x.message}`);
+    announce([e.message, ...paths].join(" — "), "error");
+  } else {
+    announce(String(e), "error");
+  }
+}
+
+function heading(text, ...extra) {
+  return h("div", { class: "page-head" }, h("h1", { tabindex: "-1" }, text), ...extra);
+}
+
+function stateBadge(state) {
+  return h("span", { class: `badge ${state === "ENABLED" ? "on" : "off"}` }, state === "ENABLED" ? "enabled" : "disabled");
+}
+
+// ------------------------------------------------------------------ environments
+
+export async function environments(ctx) {
+  const items = await all("/api/v1/environments");
+  const rows = items.map((e) => [
+    h("a", { href: `#/env/${enc(e.key)}` }, e.key),
+    e.name,
+    String(e.revision),
+    ago(e.updated_at),
+  ]);
+  const page = h(
+    "section",
+    {},
+    heading("Environments"),
+    items.length ? table("Environments", ["Key", "Name", "Revision", "Changed"], rows) : h("p", {}, "No environment yet."),
+  );
+  if (ctx.can("admin", null)) {
+    const [keyField, key] = field("Key", h("input", { name: "key", required: true, pattern: "[a-z0-9][a-z0-9_-]{0,62}", autocomplete: "off" }), "Lowercase letters, digits, - and _");
+    const [nameField, name] = field("Name", h("input", { name: "name", autocomplete: "off" }));
+    page.append(
+      h(
+        "form",
+        {
+          class: "card",
+          "aria-label": "New environment",
+          onsubmit: async (ev) => {
+            ev.preventDefault();
+            try {
+              await api("POST", "/api/v1/environments", { body: { key: key.value, name: name.value || key.value } });
+              ctx.go(`#/env/${enc(key.value)}`, `Environment ${key.value} created.`);
+            } catch (e) {
+              report(e);
+            }
+          },
+        },
+        h("h2", {}, "New environment"),
+        keyField,
+        nameField,
+        h("button", { type: "submit", class: "primary" }, "Create environment"),
+      ),
+    );
+  }
+  return page;
+}
+
+// ------------------------------------------------------------------ flags
+
+export async function flags(ctx, env) {
+  const items = await all(`${envPath(env)}/flags`);
+  const canWrite = ctx.can("write_flags", env);
+  const body = h("tbody");
+  const [filterField, filter] = field("Filter by key", h("input", { type: "search", autocomplete: "off" }));
+  const render = () => {
+    const q = filter.value.trim();
+    fill(
+      body,
+      items
+        .filter((f) => !q || f.key.includes(q))
+        .map((f) => {
+          const d = f.definition || {};
+          return h(
+            "tr",
+            {},
+            h("td", {}, h("a", { href: `#/env/${enc(env)}/flags/${enc(f.key)}` }, f.key)),
+            h("td", {}, stateBadge(f.state)),
+            h("td", {}, d.defaultVariant ?? "—"),
+            h("td", {}, Object.keys(d.variants || {}).join(", ")),
+            h("td", {}, d.targeting && Object.keys(d.targeting).length ? "yes" : "no"),
+            h("td", {}, ago(f.updated_at)),
+            h("td", {}, canWrite ? killSwitch(env, f, async () => ctx.refresh()) : null),
+          );
+        }),
+    );
+  };
+  filter.addEventListener("input", render);
+  render();
+  return h(
+    "section",
+    {},
+    heading(`Flags`, canWrite ? h("a", { class: "button primary", href: `#/env/${enc(env)}/flags/new` }, "New flag") : null),
+    filterField,
+    h(
+      "div",
+      { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Flags" },
+      h(
+        "table",
+        {},
+        h("caption", { class: "visually-hidden" }, `Flags of ${env}`),
+        h("thead", {}, h("tr", {}, ["Key", "State", "Default", "Variants", "Targeting", "Changed", "Kill switch"].map((x) => h("th", { scope: "col" }, x)))),
+        body,
+      ),
+    ),
+    items.length ? null : h("p", {}, "No flag yet."),
+  );
+}
+
+/** The one-click kill switch (then a confirmation): disables an enabled flag, enables a disabled one. */
+function killSwitch(env, flag, done) {
+  const enabled = flag.state === "ENABLED";
+  return h(
+    "button",
+    {
+      class: enabled ? "danger" : "",
+      "aria-label": `${enabled ? "Disable" : "Enable"} ${flag.key}`,
+      onclick: async () => {
+        const ok = await confirmDialog(
+          `${enabled ? "Disable" : "Enable"} ${flag.key}?`,
+          enabled
+            ? `Every sidecar of ${env} stops serving ${flag.key}: applications fall back to the default in their code.`
+            : `Every sidecar of ${env} serves ${flag.key} again, with its rules.`,
+          enabled ? "Disable" : "Enable",
+          enabled,
+        );
+        if (!ok) return;
+        try {
+          const { data } = await api("PATCH", `${envPath(env)}/flags/${enc(flag.key)}`, {
+            body: { state: enabled ? "DISABLED" : "ENABLED" },
+            query: { wait: WAIT },
+          });
+          announce(`${flag.key} ${enabled ? "disabled" : "enabled"}.${syncText(data.sync)}`);
+          await done();
+        } catch (e) {
+          report(e);
+        }
+      },
+    },
+    enabled ? "Disable" : "Enable",
+  );
+}
+
+const NEW_FLAG = {
+  state: "ENABLED",
+  variants: { on: true, off: false },
+  defaultVariant: "off",
+  targeting: {},
+  metadata: {},
+};
+
+/** Maps an engine path (`flags.KEY.targeting.if[0]`) to the segments inside the flag's own JSON. */
+function flagSegments(path, key) {
+  const segs = parsePath(path);
+  if (segs[0] === "flags" && segs[1] === key) return segs.slice(2);
+  return null;
+}
+
+/** A JSON editor that validates as the user types: syntax locally, the rest by `validate(value)`
+ *  (which throws an ApiError with problem `errors`). Errors are listed with their line and column;
+ *  choosing one selects the text it is about. Returns `{el, text, value()}`. */
+function jsonEditor({ label, initial, validate, segmentsOf, readOnly }) {
+  const area = h("textarea", { class: "code", rows: "18", spellcheck: "false", autocapitalize: "off", readonly: readOnly || null }, initial);
+  const [wrap] = field(label, area);
+  const list = h("ul", { class: "problems", "aria-live": "polite" });
+  const verdict = h("p", { class: "verdict", role: "status" });
+  area.setAttribute("aria-describedby", "");
+  const errorsId = `${area.id}-problems`;
+  list.id = errorsId;
+  area.setAttribute("aria-describedby", errorsId);
+  let timer;
+  let seq = 0;
+  let parsed = null;
+  const select = (start, end) => {
+    area.focus();
+    area.setSelectionRange(start, end);
+  };
+  const show = (problems) => {
+    fill(
+      list,
+      problems.map((p) =>
+        h(
+          "li",
+          {},
+          p.at
+            ? h("button", { class: "link", type: "button", onclick: () => select(p.at[0], p.at[1]) }, `line ${p.line}, column ${p.col}`)
+            : null,
+          p.at ? " " : null,
+          h("code", {}, p.path || "(document)"),
+          `: ${p.message}`,
+        ),
+      ),
+    );
+    area.setAttribute("aria-invalid", problems.length ? "true" : "false");
+  };
+  const check = async () => {
+    const mine = ++seq;
+    const text = area.value;
+    try {
+      parsed = parseWithSpans(text);
+    } catch (e) {
+      parsed = null;
+      const { line, col } = lineCol(text, e.offset);
+      show([{ path: "JSON", message: e.message, at: [e.offset, Math.min(text.length, e.offset + 1)], line, col }]);
+      fill(verdict, "Not valid JSON");
+      verdict.className = "verdict bad";
+      return;
+    }
+    if (!validate) {
+      show([]);
+      return;
+    }
+    try {
+      await validate(parsed.value);
+      if (mine !== seq) return;
+      show([]);
+      fill(verdict, "Valid");
+      verdict.className = "verdict good";
+    } catch (e) {
+      if (mine !== seq) return;
+      const errors = e instanceof ApiError && e.problem.errors?.length ? e.problem.errors : [{ path: "", message: e.message }];
+      show(
+        errors.map((x) => {
+          const segs = segmentsOf(x.path);
+          let at = null;
+          if (segs) {
+            // The longest prefix of the path that names text the user typed.
+            for (let n = segs.length; n >= 0 && !at; n -= 1) at = parsed.spans.get(pathKey(segs.slice(0, n))) || null;
+          }
+          const pos = at ? lineCol(text, at[0]) : {};
+          return { path: x.path, message: x.message, at, ...pos };
+        }),
+      );
+      fill(verdict, `${errors.length} problem${errors.length > 1 ? "s" : ""}`);
+      verdict.className = "verdict bad";
+    }
+  };
+  area.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(check, 300);
+  });
+  check();
+  return {
+    el: h("div", { class: "editor" }, wrap, verdict, list),
+    text: () => area.value,
+    value: () => (parsed ? parsed.value : null),
+    recheck: check,
+  };
+}
+
+export async function flag(ctx, env, key) {
+  const isNew = key === undefined;
+  const canWrite = ctx.can("write_flags", env);
+  let record = null;
+  let etag = null;
+  if (!isNew) {
+    const r = await api("GET", `${envPath(env)}/flags/${enc(key)}`);
+    record = r.data;
+    etag = r.etag;
+  }
+  const [keyField, keyInput] = field("Flag key", h("input", { name: "key", required: true, autocomplete: "off", value: key || "" }), "Lowercase letters, digits, _, -, . (a header dictionary key)");
+  const currentKey = () => (isNew ? keyInput.value.trim() : key);
+  const editor = jsonEditor({
+    label: "Definition (flagd JSON)",
+    initial: JSON.stringify(record ? record.definition : NEW_FLAG, null, 2),
+    readOnly: !canWrite,
+    validate: async (value) => {
+      const k = currentKey();
+      if (!k) throw new ApiError(400, { detail: "the flag needs a key", errors: [{ path: "key", message: "the flag needs a key" }] });
+      await api("POST", `${envPath(env)}/flags/${enc(k)}/validate`, { body: value });
+    },
+    segmentsOf: (path) => flagSegments(path, currentKey()),
+  });
+  if (isNew) keyInput.addEventListener("input", () => editor.recheck());
+  const save = async (ev) => {
+    ev.preventDefault();
+    const value = editor.value();
+    if (!value) {
+      announce("The definition is not valid JSON.", "error");
+      return;
+    }
+    try {
+      const headers = etag ? { "If-Match": etag } : {};
+      const { data } = await api("PUT", `${envPath(env)}/flags/${enc(currentKey())}`, { body: value, headers, query: { wait: WAIT } });
+      const saved = `Saved ${currentKey()} (version ${data.version}).${syncText(data.sync)}`;
+      if (isNew) ctx.go(`#/env/${enc(env)}/flags/${enc(currentKey())}`, saved);
+      else ctx.go(location.hash, saved);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 412) {
+        announce("This flag was changed by someone else since you opened it: reload to see their change (your text is not saved).", "error");
+      } else report(e);
+    }
+  };
+  const actions = [];
+  if (!isNew && canWrite) {
+    actions.push(killSwitch(env, record, async () => ctx.refresh()));
+    actions.push(
+      h(
+        "button",
+        {
+          class: "danger",
+          type: "button",
+          onclick: async () => {
+            if (!(await confirmDialog(`Delete ${key}?`, `The flag leaves ${env}; sidecars stop serving it.`, "Delete", true))) return;
+            try {
+              await api("DELETE", `${envPath(env)}/flags/${enc(key)}`, { headers: etag ? { "If-Match": etag } : {} });
+              ctx.go(`#/env/${enc(env)}`, `Deleted ${key}.`);
+            } catch (e) {
+              report(e);
+            }
+          },
+        },
+        "Delete",
+      ),
+    );
+  }
+  return h(
+    "section",
+    {},
+    heading(isNew ? "New flag" : key, record ? stateBadge(record.state) : null),
+    record ? h("p", { class: "meta" }, `Version ${record.version}, changed `, ago(record.updated_at)) : null,
+    h(
+      "form",
+      { onsubmit: save, "aria-label": isNew ? "New flag" : `Flag ${key}` },
+      isNew ? keyField : null,
+      editor.el,
+      canWrite ? h("button", { type: "submit", class: "primary" }, isNew ? "Create flag" : "Save") : h("p", { class: "meta" }, "Your token may read this flag, not change it."),
+    ),
+    actions.length ? h("div", { class: "actions" }, actions) : null,
+  );
+}
+
+// ------------------------------------------------------------------ evaluators
+
+export async function evaluators(ctx, env) {
+  const items = await all(`${envPath(env)}/evaluators`);
+  const canWrite = ctx.can("write_flags", env);
+  const editorFor = (key, definition, etag) => {
+    const editor = jsonEditor({ label: `Evaluator ${key || "(new)"}`, initial: JSON.stringify(definition, null, 2), readOnly: !canWrite });
+    const [keyField, keyInput] = field("Evaluator key", h("input", { autocomplete: "off" }));
+    return h(
+      "form",
+      {
+        class: "card",
+        "aria-label": key ? `Evaluator ${key}` : "New evaluator",
+        onsubmit: async (ev) => {
+          ev.preventDefault();
+          const k = key || keyInput.value.trim();
+          try {
+            const { data } = await api("PUT", `${envPath(env)}/evaluators/${enc(k)}`, {
+              body: editor.value(),
+              headers: etag ? { "If-Match": etag } : {},
+              query: { wait: WAIT },
+            });
+            announce(`Saved evaluator ${k}.${syncText(data.sync)}`);
+            ctx.refresh();
+          } catch (e) {
+            report(e);
+          }
+        },
+      },
+      h("h2", {}, key || "New evaluator"),
+      key ? null : keyField,
+      editor.el,
+      canWrite ? h("button", { type: "submit", class: "primary" }, "Save evaluator") : null,
+    );
+  };
+  // A record's ETag is its version.
+  const forms = items.map((ev) => editorFor(ev.key, ev.definition, `"${ev.version}"`));
+  return h(
+    "section",
+    {},
+    heading("Evaluators"),
+    h("p", { class: "meta" }, "Shared targeting rules flags use with {\"$ref\": \"key\"}."),
+    forms.length ? forms : h("p", {}, "No evaluator yet."),
+    canWrite ? editorFor(null, { in: ["@example.com", { var: "email" }] }, null) : null,
+  );
+}
+
+// ------------------------------------------------------------------ preview
+
+export async function preview(ctx, env) {
+  const items = await all(`${envPath(env)}/flags`);
+  const [ctxField, ctxArea] = field("Evaluation context (JSON)", h("textarea", { class: "code", rows: "6", spellcheck: "false" }, JSON.stringify({ targetingKey: "user-1", email: "ada@example.com" }, null, 2)));
+  const [flagField, flagSelect] = field("Flag", h("select", {}, h("option", { value: "" }, "All flags"), items.map((f) => h("option", { value: f.key }, f.key))));
+  const out = h("div", { "aria-live": "polite" });
+  return h(
+    "section",
+    {},
+    heading("Evaluation preview"),
+    h(
+      "form",
+      {
+        class: "card",
+        "aria-label": "Evaluation preview",
+        onsubmit: async (ev) => {
+          ev.preventDefault();
+          let context;
+          try {
+            context = JSON.parse(ctxArea.value);
+          } catch (e) {
+            announce(`The context is not valid JSON: ${e.message}`, "error");
+            return;
+          }
+          try {
+            const { data } = await api("POST", `${envPath(env)}/evaluate`, { body: { context, flag: flagSelect.value || undefined } });
+            fill(
+              out,
+              h("p", { class: "meta" }, `Revision ${data.revision}`),
+              table(
+                "Results",
+                ["Flag", "Value", "Variant", "Reason", "Error"],
+                data.results.map((r) => [r.key, JSON.stringify(r.value), r.variant ?? "—", r.reason ?? "", r.errorCode ? `${r.errorCode}: ${r.errorMessage ?? ""}` : ""]),
+              ),
+            );
+          } catch (e) {
+            report(e);
+          }
+        },
+      },
+      ctxField,
+      flagField,
+      h("button", { type: "submit", class: "primary" }, "Evaluate"),
+    ),
+    out,
+  );
+}
+
+// ------------------------------------------------------------------ promote
+
+/** What replacing `to`'s flag set by `from`'s changes, per section. */
+function difference(from, to) {
+  const out = [];
+  for (const section of ["flags", "$evaluators"]) {
+    const a = from[section] || {};
+    const b = to[section] || {};
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      const what = section === "flags" ? "flag" : "evaluator";
+      if (!(k in b)) out.push({ change: "added", what, key: k, after: a[k] });
+      else if (!(k in a)) out.push({ change: "removed", what, key: k, before: b[k] });
+      else if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) out.push({ change: "changed", what, key: k, before: b[k], after: a[k] });
+    }
+  }
+  return out.sort((x, y) => x.key.localeCompare(y.key));
+}
+
+export async function promote(ctx, env) {
+  const targets = (await all("/api/v1/environments")).filter((e) => e.key !== env && ctx.can("write_flags", e.key));
+  const [toField, toSelect] = field("Promote to", h("select", {}, h("option", { value: "" }, "Choose an environment"), targets.map((e) => h("option", { value: e.key }, e.key))));
+  const out = h("div", { "aria-live": "polite" });
+  const show = async () => {
+    const to = toSelect.value;
+    fill(out);
+    if (!to) return;
+    const [source, target] = await Promise.all([api("GET", `${envPath(env)}/flagset`), api("GET", `${envPath(to)}/flagset`)]);
+    const diff = difference(source.data, target.data);
+    const apply = h(
+      "button",
+      {
+        class: "primary",
+        disabled: diff.length === 0,
+        onclick: async () => {
+          if (!(await confirmDialog(`Promote ${env} to ${to}?`, `${diff.length} change${diff.length === 1 ? "" : "s"} to ${to}, in one revision.`, "Promote"))) return;
+          try {
+            const { data } = await api("POST", `${envPath(env)}/promote`, { body: { to }, headers: { "If-Match": target.etag }, query: { wait: WAIT } });
+            announce(`Promoted ${env} to ${to} (revision ${data.revision ?? ""}).${syncText(data.sync)}`);
+            await show();
+          } catch (e) {
+            if (e instanceof ApiError && e.status === 412) announce(`${to} changed since the difference was shown; it is shown again.`, "error");
+            else report(e);
+            await show();
+          }
+        },
+      },
+      `Promote to ${to}`,
+    );
+    fill(
+      out,
+      diff.length
+        ? table(
+            `Changes to ${to}`,
+            ["Change", "Kind", "Key", "Detail"],
+            diff.map((d) => [
+              h("span", { class: `badge ${d.change}` }, d.change),
+              d.what,
+              d.key,
+              h("details", {}, h("summary", {}, "JSON"), d.before !== undefined ? [h("h3", {}, `In ${to} now`), jsonBlock(d.before)] : null, d.after !== undefined ? [h("h3", {}, `From ${env}`), jsonBlock(d.after)] : null),
+            ]),
+          )
+        : h("p", {}, `${to} already has exactly ${env}'s flags and evaluators.`),
+      apply,
+    );
+  };
+  toSelect.addEventListener("change", () => show().catch(report));
+  return h("section", {}, heading(`Promote ${env}`), targets.length ? toField : h("p", {}, "No other environment your token may change."), out);
+}
+
+// ------------------------------------------------------------------ fleet
+
+export async function fleet(ctx, env) {
+  let current = (await api("GET", envPath(env))).data.revision;
+  let sidecars = [];
+  const revisionEl = h("strong", { "data-testid": "current-revision" }, String(current));
+  const liveEl = h("span", { class: "badge off", role: "status" }, "connecting");
+  const body = h("tbody");
+  const render = () => {
+    fill(
+      body,
+      sidecars.map((s) => {
+        const lag = Math.max(0, current - s.acked_revision);
+        return h(
+          "tr",
+          { "data-sidecar": s.id },
+          h("td", {}, s.id),
+          h("td", {}, h("span", { class: `badge ${s.connected ? "on" : "off"}` }, s.connected ? "connected" : s.stale ? "stale" : "disconnected")),
+          h("td", { "data-testid": "acked" }, String(s.acked_revision)),
+          h("td", {}, h("span", { class: lag ? "badge off" : "badge on" }, String(lag))),
+          h("td", {}, ago(s.last_seen)),
+          h("td", {}, s.version || ""),
+          h("td", {}, s.replica || ""),
+        );
+      }),
+    );
+  };
+  const load = async () => {
+    sidecars = await all("/api/v1/sidecars", { environment: env });
+    render();
+  };
+  await load();
+  let pending;
+  const reload = () => {
+    clearTimeout(pending);
+    pending = setTimeout(() => load().catch(report), 150);
+  };
+  const stop = follow(
+    env,
+    (msg) => {
+      if (msg.type === "change" || msg.type === "ready" || msg.type === "reset") {
+        current = Math.max(current, msg.revision);
+        fill(revisionEl, String(current));
+        render();
+      }
+      if (msg.type === "sidecar") {
+        const s = sidecars.find((x) => x.session_id === msg.session_id);
+        if (s && msg.event === "acked") {
+          s.acked_revision = msg.revision;
+          s.last_seen = msg.time;
+          render();
+        } else reload();
+      }
+    },
+    (state) => {
+      fill(liveEl, state);
+      liveEl.className = `badge ${state === "live" ? "on" : "off"}`;
+    },
+  );
+  const tick = setInterval(render, 5000);
+  ctx.onLeave(() => {
+    stop();
+    clearInterval(tick);
+    clearTimeout(pending);
+  });
+  return h(
+    "section",
+    {},
+    heading("Fleet", liveEl),
+    h("p", {}, `${env} is at revision `, revisionEl, ". Every sidecar that follows it, as the store knows it, updated live."),
+    h(
+      "div",
+      { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Sidecars" },
+      h(
+        "table",
+        {},
+        h("caption", { class: "visually-hidden" }, `Sidecars of ${env}`),
+        h("thead", {}, h("tr", {}, ["Sidecar", "Connection", "Acked revision", "Lag", "Last seen", "Version", "Replica"].map((x) => h("th", { scope: "col" }, x)))),
+        body,
+      ),
+    ),
+  );
+}
+
+// ------------------------------------------------------------------ audit
+
+export async function audit(ctx) {
+  const fields = {};
+  const inputs = [
+    ["environment", "Environment"],
+    ["flag", "Flag"],
+    ["actor", "Actor"],
+    ["since", "Since (RFC 3339)"],
+    ["until", "Until (RFC 3339)"],
+  ].map(([name, label]) => {
+    const [wrap, input] = field(label, h("input", { name, autocomplete: "off" }));
+    fields[name] = input;
+    return wrap;
+  });
+  const body = h("tbody");
+  const more = h("button", { type: "button", hidden: true }, "Load more");
+  let cursor = null;
+  const load = async (append) => {
+    const query = { limit: 50, cursor: append ? cursor : undefined };
+    for (const [k, input] of Object.entries(fields)) query[k] = input.value.trim() || undefined;
+    const { data } = await api("GET", "/api/v1/audit", { query });
+    const rows = data.items.map((a) =>
+      h(
+        "tr",
+        {},
+        h("td", {}, ago(a.at)),
+        h("td", {}, a.actor),
+        h("td", {}, h("code", {}, a.action)),
+        h("td", {}, a.environment || "—"),
+        h("td", {}, a.target || "—"),
+        h("td", {}, h("details", {}, h("summary", {}, "Before and after"), h("h3", {}, "Before"), jsonBlock(a.before), h("h3", {}, "After"), jsonBlock(a.after))),
+      ),
+    );
+    if (append) body.append(...rows);
+    else fill(body, rows);
+    cursor = data.next_cursor;
+    more.hidden = !cursor;
+  };
+  more.addEventListener("click", () => load(true).catch(report));
+  await load(false);
+  return h(
+    "section",
+    {},
+    heading("Audit log"),
+    h(
+      "form",
+      {
+        class: "card filters",
+        "aria-label": "Audit filters",
+        onsubmit: (ev) => {
+          ev.preventDefault();
+          load(false).catch(report);
+        },
+      },
+      inputs,
+      h("button", { type: "submit", class: "primary" }, "Filter"),
+    ),
+    h(
+      "div",
+      { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Audit entries" },
+      h("table", {}, h("caption", { class: "visually-hidden" }, "Audit entries, newest first"), h("thead", {}, h("tr", {}, ["When", "Actor", "Action", "Environment", "Target", "Change"].map((x) => h("th", { scope: "col" }, x)))), body),
+    ),
+    more,
+  );
+}
+
+// ------------------------------------------------------------------ tokens
+
+export async function tokens(ctx) {
+  const items = await all("/api/v1/tokens");
+  const [nameField, name] = field("Name", h("input", { required: true, autocomplete: "off" }), "Who or what the token is for (shown in the audit log)");
+  const [roleField, role] = field("Role", h("select", {}, ["viewer", "editor", "admin", "sidecar"].map((r) => h("option", { value: r }, r))));
+  const [envField, envs] = field("Environments", h("input", { autocomplete: "off" }), "Comma-separated; empty for all (a sidecar token needs at least one)");
+  const secretBox = h("div", { "aria-live": "polite" });
+  const rows = items.map((t) => [
+    String(t.id),
+    t.name,
+    t.role,
+    t.environments.length ? t.environments.join(", ") : "all",
+    ago(t.created_at),
+    ago(t.last_used_at),
+    t.revoked_at
+      ? h("span", { class: "badge off" }, "revoked")
+      : h(
+          "button",
+          {
+            class: "danger",
+            "aria-label": `Revoke ${t.name}`,
+            onclick: async () => {
+              if (!(await confirmDialog(`Revoke ${t.name}?`, "Requests with this token are refused from now on.", "Revoke", true))) return;
+              try {
+                await api("DELETE", `/api/v1/tokens/${t.id}`);
+                announce(`Token ${t.name} revoked.`);
+                ctx.refresh();
+              } catch (e) {
+                report(e);
+              }
+            },
+          },
+          "Revoke",
+        ),
+  ]);
+  return h(
+    "section",
+    {},
+    heading("Tokens"),
+    table("Tokens", ["Id", "Name", "Role", "Environments", "Created", "Last used", "Revoke"], rows),
+    h(
+      "form",
+      {
+        class: "card",
+        "aria-label": "New token",
+        onsubmit: async (ev) => {
+          ev.preventDefault();
+          const environments = envs.value.split(",").map((s) => s.trim()).filter(Boolean);
+          try {
+            const { data } = await api("POST", "/api/v1/tokens", { body: { name: name.value, role: role.value, environments } });
+            const secret = h("input", { readonly: true, value: data.token, "aria-label": "New token secret", class: "code" });
+            fill(
+              secretBox,
+              h(
+                "div",
+                { class: "card secret" },
+                h("h2", {}, `Token ${data.name}`),
+                h("p", {}, "Copy it now: it is shown this once and never again."),
+                secret,
+                h("button", { type: "button", onclick: () => navigator.clipboard?.writeText(data.token).then(() => announce("Copied.")) }, "Copy"),
+              ),
+            );
+            secret.select();
+          } catch (e) {
+            report(e);
+          }
+        },
+      },
+      h("h2", {}, "New token"),
+      nameField,
+      roleField,
+      envField,
+      h("button", { type: "submit", class: "primary" }, "Create token"),
+    ),
+    secretBox,
+  );
+}
