@@ -679,7 +679,7 @@ export async function tokens(ctx) {
   const [roleField, role] = field("Role", h("select", {}, ["viewer", "editor", "admin", "sidecar"].map((r) => h("option", { value: r }, r))));
   const [envField, envs] = field("Environments", h("input", { autocomplete: "off" }), "Comma-separated; empty for all (a sidecar token needs at least one)");
   const secretBox = h("div", { "aria-live": "polite" });
-  const rows = items.map((t) => [
+  const rowOf = (t) => [
     String(t.id),
     t.name,
     t.role,
@@ -706,12 +706,13 @@ export async function tokens(ctx) {
           },
           "Revoke",
         ),
-  ]);
+  ];
+  const list = table("Tokens", ["Id", "Name", "Role", "Environments", "Created", "Last used", "Revoke"], items.map(rowOf));
   return h(
     "section",
     {},
     heading("Tokens"),
-    table("Tokens", ["Id", "Name", "Role", "Environments", "Created", "Last used", "Revoke"], rows),
+    list,
     h(
       "form",
       {
@@ -723,6 +724,7 @@ export async function tokens(ctx) {
           try {
             const { data } = await api("POST", "/api/v1/tokens", { body: { name: name.value, role: role.value, environments } });
             const secret = h("input", { readonly: true, value: data.token, "aria-label": "New token secret", class: "code" });
+            list.querySelector("tbody").append(h("tr", {}, rowOf(data).map((c) => h("td", {}, c))));
             fill(
               secretBox,
               h(

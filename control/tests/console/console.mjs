@@ -5,7 +5,8 @@
 //
 // Steps: sign in; a bad rule shows the engine's error at its line; create a flag; flip it with the
 // kill switch and watch, on a second tab's fleet page, the sidecar acknowledge the new revision;
-// read the audit entry; the API reference answers "try it"; a viewer token is offered no write;
+// read the audit entry; preview an evaluation; promote after seeing the difference; a new token's
+// secret shown once; the API reference answers "try it"; a viewer token is offered no write;
 // the layout fits a narrow screen and the kill switch works from the keyboard.
 
 import { createRequire } from "node:module";
@@ -154,6 +155,48 @@ try {
   expect(/DISABLED/.test(await entry.textContent()), "the entry shows the new state");
   expect((await admin.locator("tbody tr", { hasText: "flag.create" }).count()) === 1, "the creation is listed");
 
+  // ---- evaluation preview
+  step("the evaluation preview answers for a typed context");
+  await admin.goto(`${BASE}/ui/#/env/prod/flags/checkout`);
+  await admin.getByRole("button", { name: "Enable checkout" }).click();
+  await admin.getByRole("dialog").getByRole("button", { name: "Enable" }).click();
+  await admin.locator("#status", { hasText: "checkout enabled" }).waitFor();
+  await admin.getByRole("link", { name: "Preview" }).click();
+  await admin.getByLabel("Evaluation context (JSON)").fill('{"targetingKey": "u1", "plan": "pro"}');
+  await admin.getByLabel("Flag", { exact: true }).selectOption("checkout");
+  await admin.getByRole("button", { name: "Evaluate" }).click();
+  const result = admin.locator("tbody tr", { hasText: "checkout" });
+  await result.waitFor();
+  const cells = await result.locator("td").allTextContents();
+  expect(cells[1] === "true" && cells[2] === "on" && cells[3] === "TARGETING_MATCH", `checkout is on for a pro user: ${cells}`);
+
+  // ---- promotion: the difference first, then one action
+  step("promotion shows the difference, then applies it");
+  await admin.getByRole("link", { name: "Promote" }).click();
+  await admin.getByLabel("Promote to").selectOption("staging");
+  const added = admin.locator("tbody tr", { hasText: "checkout" });
+  await added.waitFor();
+  expect(/added/.test(await added.textContent()), "checkout listed as added to staging");
+  await admin.getByRole("button", { name: "Promote to staging" }).click();
+  await admin.getByRole("dialog").getByRole("button", { name: "Promote" }).click();
+  await admin.locator("#status", { hasText: "Promoted prod to staging" }).waitFor();
+  await admin.getByText("staging already has exactly prod's flags and evaluators.").waitFor();
+
+  // ---- a token: its secret shown once
+  step("a new token's secret is shown once");
+  await admin.getByRole("link", { name: "Tokens" }).click();
+  await admin.getByLabel("Name").fill("ci-reader");
+  await admin.getByLabel("Role").selectOption("viewer");
+  await admin.getByRole("button", { name: "Create token" }).click();
+  const secret = await admin.getByLabel("New token secret").inputValue();
+  expect(/^vxl_[A-Za-z0-9_-]{20,}$/.test(secret), `a token secret: ${secret}`);
+  await admin.locator("tbody tr", { hasText: "ci-reader" }).waitFor();
+  await admin.reload();
+  await admin.locator("tbody tr", { hasText: "ci-reader" }).waitFor();
+  expect(!(await admin.content()).includes(secret), "the secret is not shown again");
+  const whoami = await fetch(`${BASE}/api/v1/whoami`, { headers: { Authorization: `Bearer ${secret}` } }).then((r) => r.json());
+  expect(whoami.role === "viewer", `the new token works: ${JSON.stringify(whoami)}`);
+
   // ---- API reference, try it
   step("the API reference sends a real request");
   await admin.getByRole("link", { name: "API", exact: true }).click();
@@ -193,14 +236,14 @@ try {
   const phone = await newPage({ width: 375, height: 720 });
   await signIn(phone, ADMIN_TOKEN);
   await phone.goto(`${BASE}/ui/#/env/prod`);
-  await phone.getByRole("button", { name: "Enable checkout" }).waitFor();
+  await phone.getByRole("button", { name: "Disable checkout" }).waitFor();
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   expect(overflow <= 0, `the page fits 375 px (overflow ${overflow}px)`);
-  await phone.getByRole("button", { name: "Enable checkout" }).focus();
+  await phone.getByRole("button", { name: "Disable checkout" }).focus();
   await phone.keyboard.press("Enter");
   await phone.getByRole("dialog").waitFor();
   await phone.keyboard.press("Enter"); // the confirm button has the focus
-  await phone.locator("#status", { hasText: "checkout enabled" }).waitFor();
+  await phone.locator("#status", { hasText: "checkout disabled" }).waitFor();
 
   step("done");
 } catch (e) {
