@@ -245,11 +245,22 @@ impl Drop for Dev {
 
 /// Runs `script` with bash from the repository root; returns (success, stdout, stderr).
 fn run_bash(script: &str, dev_dir: &Path, limit: Duration) -> (bool, String, String) {
+    // The tour runs `vexilctl` from the PATH: the one of this build.
+    let vexilctl = vexil_testkit::process::binary("vexilctl");
+    let bin_dir = vexilctl.parent().expect("a target directory");
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir.to_path_buf())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .expect("a PATH");
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
         .arg(script)
         .current_dir(repo_root())
         .env("VEXIL_DEV_DIR", dev_dir)
+        .env("PATH", path)
+        .env_remove("VEXIL_URL")
+        .env_remove("VEXIL_TOKEN")
         // The tour talks to 127.0.0.1 directly (or names its proxy with -x).
         .env_remove("http_proxy")
         .env_remove("HTTP_PROXY")
