@@ -219,6 +219,14 @@ Admin token:  {admin}
 4. Who is connected
   curl -s -w '\n' {api}/api/v1/sidecars -H "authorization: Bearer $ADMIN_TOKEN"
 
+5. The kill switch with vexilctl (cargo build -p vexil-cli: target/debug/vexilctl), then a wait for every sidecar
+  export VEXIL_URL={api} VEXIL_TOKEN=$ADMIN_TOKEN
+  vexilctl flag disable {ENVIRONMENT} new-checkout
+  vexilctl wait {ENVIRONMENT} --min-sidecars 1 --timeout-secs 10
+
+6. The web console: open {api}/ui/ and sign in with the admin token
+  curl -s -o /dev/null -w '%{{http_code}} %{{content_type}}\n' {api}/ui/
+
 Ctrl-C stops everything (state stays in {dir}/; delete it to start over).
 "#,
         sync = config.sync_addr,
