@@ -2445,3 +2445,61 @@ async fn a_change_stream_client_that_stops_reading_is_closed_with_where_to_resum
     );
     server.stop().await;
 }
+
+// At most 256 change streams per replica: one more is `503` with `Retry-After`, while the open
+// ones go on carrying commits and the REST API answers; when one closes, a new one is accepted.
+// The streams share one poller per environment, so 256 of them cost the store no more than one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_streams_are_capped_per_replica() {
+    let Some(server) = start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    app.create_env("prod").await;
+    let max = vexil_control::api::events::MAX_STREAMS;
+    let mut open = Vec::with_capacity(max);
+    for i in 0..max {
+        let (mut ws, _) = open_stream(&app, "prod", "", WsAuth::Header(&app.admin))
+            .await
+            .unwrap_or_else(|e| panic!("stream {i} opens: {e}"));
+        assert_eq!(next_message(&mut ws).await["type"], "ready");
+        open.push(ws);
+    }
+    let refused = open_stream(&app, "prod", "", WsAuth::Header(&app.admin)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            assert_eq!(r.headers()["retry-after"], "1");
+        }
+        other => panic!(
+            "the stream over the cap: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+    // The REST API still answers, and the open streams (first and last) carry a commit.
+    let r = put_flag(&app, "prod", "a", true).await;
+    for i in [0, max - 1] {
+        assert_eq!(next_of(&mut open[i], "change").await["revision"], r);
+    }
+    // One closes: a new stream is accepted.
+    let first = open.remove(0);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open_stream(&app, "prod", "", WsAuth::Header(&app.admin)).await {
+            Ok((mut ws, _)) => {
+                assert_eq!(next_message(&mut ws).await["type"], "ready");
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no stream accepted after one closed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(open);
+    server.stop().await;
+}

@@ -248,10 +248,9 @@ fn run_bash(script: &str, dev_dir: &Path, limit: Duration) -> (bool, String, Str
     // The tour runs `vexilctl` from the PATH: the one of this build.
     let vexilctl = vexil_testkit::process::binary("vexilctl");
     let bin_dir = vexilctl.parent().expect("a target directory");
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir.to_path_buf())
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .expect("a PATH");
     let mut cmd = Command::new("bash");
     cmd.arg("-c")

@@ -3,8 +3,10 @@
 //!
 //! Everything it sends is read from the store (the change log with each change's audit entry,
 //! and the fleet's session rows), so a stream served by any replica carries every commit and
-//! every sidecar, whichever replica they went through. It polls the store twice a second, and at
-//! once on a commit made on its own replica.
+//! every sidecar, whichever replica they went through. One poller per environment (shared by all
+//! of the replica's streams of that environment) reads the environment and its fleet twice a
+//! second, and at once on a commit made on this replica; a stream reads the change log only when
+//! the environment moved.
 //!
 //! Authentication is the REST API's: `Authorization: Bearer`, or, since browsers cannot set
 //! headers on a WebSocket, the token as a subprotocol `vexil.token.<token>` (never in the query
@@ -25,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
@@ -146,8 +148,10 @@ async fn events(
     if let Some(chosen) = chosen {
         upgrade = upgrade.protocols([chosen]);
     }
+    let poller = state.pollers.get(&state.store, &env);
     let stream = Stream {
         state: state.clone(),
+        poller,
         environment: env,
         incarnation: environment.incarnation,
         head: environment.revision,
@@ -215,6 +219,7 @@ enum Out {
 /// One open stream.
 struct Stream {
     state: Arc<AppState>,
+    poller: Arc<Poller>,
     environment: String,
     incarnation: String,
     head: i64,
@@ -231,6 +236,7 @@ impl Stream {
         let producer = tokio::spawn(
             Producer {
                 store: self.state.store.clone(),
+                ticks: self.poller.subscribe(),
                 environment: self.environment.clone(),
                 incarnation: self.incarnation.clone(),
                 stale_after: self.state.config.fleet_stale_after,
@@ -318,6 +324,8 @@ impl Stream {
 /// Reads the store and queues the messages of one stream.
 struct Producer {
     store: Store,
+    /// The environment's shared poll.
+    ticks: watch::Receiver<Arc<Tick>>,
     environment: String,
     incarnation: String,
     stale_after: Duration,
@@ -345,7 +353,6 @@ impl Producer {
         head: i64,
         from: Option<i64>,
     ) -> Result<std::convert::Infallible, Ended> {
-        let mut commits = Some(self.store.subscribe());
         let mut cursor = match from {
             None => head,
             Some(from) => self.replay(from, head).await?,
@@ -353,32 +360,24 @@ impl Producer {
         // The fleet as it is before `ready`: what changes after `ready` is an event.
         let mut seen = self.fleet_baseline().await;
         self.ready(cursor).await?;
-        let mut tick = tokio::time::interval(POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // A commit of this environment on this replica wakes the stream at once; the poll
-            // finds the others' (and any missed).
-            let woken = async {
-                match commits.as_mut() {
-                    Some(rx) => Some(rx.recv().await),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tick.tick() => {}
-                c = woken => match c {
-                    Some(Ok(c)) if c.environment != self.environment => continue,
-                    Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
-                        commits = None;
-                    }
-                    _ => {}
-                },
+            if self.ticks.changed().await.is_err() {
+                // The poller ended: the replica is shutting down.
+                return Err(Ended::Gone);
             }
-            // The fleet is read before the changes and sent after them: an acknowledgement it
-            // shows is of a commit the changes' read sees, so a change comes before its acks.
-            let fleet = self.read_fleet().await;
-            cursor = self.changes(cursor).await?;
-            self.fleet(&mut seen, fleet).await?;
+            let tick = self.ticks.borrow_and_update().clone();
+            // The poll read the fleet before the environment, and the changes are read after
+            // both: an acknowledgement the fleet shows is of a commit the changes' read sees, so
+            // a change comes before its acks. The store is asked for changes only when the
+            // environment moved (or is gone, or failed): an idle stream costs it nothing.
+            let moved = match &tick.environment {
+                Ok(e) => e.revision > cursor || e.incarnation != self.incarnation,
+                Err(_) => true,
+            };
+            if moved {
+                cursor = self.changes(cursor).await?;
+            }
+            self.fleet(&mut seen, tick.fleet.clone()).await?;
         }
     }
 
@@ -500,31 +499,19 @@ impl Producer {
             .collect()
     }
 
-    /// The fleet's sessions now (`None`, logged, when the store cannot say), with when.
-    async fn read_fleet(&self) -> Option<(Vec<SessionState>, i64)> {
-        let now = now_millis();
-        match self.store.sessions(Some(&self.environment)).await {
-            Ok(sessions) => Some((sessions, now)),
-            Err(e) => {
-                tracing::warn!(error = %e, "change stream: could not read the fleet");
-                None
-            }
-        }
+    async fn read_fleet(&self) -> Option<Fleet> {
+        read_fleet(&self.store, &self.environment).await
     }
 
     /// Sends what changed in the fleet since `seen`: sessions connected, acknowledgements,
     /// sessions ended (or gone stale). `seen` becomes the fleet as read (rows retention deleted
     /// leave it).
-    async fn fleet(
-        &self,
-        seen: &mut Seen,
-        read: Option<(Vec<SessionState>, i64)>,
-    ) -> Result<(), Ended> {
+    async fn fleet(&self, seen: &mut Seen, read: Option<Fleet>) -> Result<(), Ended> {
         let Some((sessions, now)) = read else {
             return Ok(());
         };
         let mut next = Seen::with_capacity(sessions.len());
-        for s in &sessions {
+        for s in sessions.iter() {
             let live = s.is_live(now, self.stale_after);
             let acked = s.row.acked_revision;
             next.insert(s.row.id.clone(), (live, acked));
@@ -542,6 +529,112 @@ impl Producer {
         }
         *seen = next;
         Ok(())
+    }
+}
+
+/// An environment's fleet as read, with when.
+type Fleet = (Arc<Vec<SessionState>>, i64);
+
+/// The fleet's sessions of `environment` now (`None`, logged, when the store cannot say).
+async fn read_fleet(store: &Store, environment: &str) -> Option<Fleet> {
+    let now = now_millis();
+    match store.sessions(Some(environment)).await {
+        Ok(sessions) => Some((Arc::new(sessions), now)),
+        Err(e) => {
+            tracing::warn!(error = %e, "change stream: could not read the fleet");
+            None
+        }
+    }
+}
+
+/// One poll of an environment, shared by its streams.
+pub(crate) struct Tick {
+    /// The environment (`Err` when it is gone or the store failed: each stream then asks the
+    /// store itself, and says `gone` or closes).
+    environment: Result<crate::model::Environment, ()>,
+    /// Its fleet (`None` when the store could not say).
+    fleet: Option<Fleet>,
+}
+
+/// The environments' pollers of this replica: one per environment that has streams, however many
+/// streams follow it, so 256 streams of one environment read the store twice a second, not 512
+/// times.
+#[derive(Default)]
+pub struct Pollers {
+    live: std::sync::Mutex<HashMap<String, std::sync::Weak<Poller>>>,
+}
+
+impl Pollers {
+    /// The poller of `environment`, started when it has none.
+    fn get(&self, store: &Store, environment: &str) -> Arc<Poller> {
+        let mut live = self.live.lock().expect("pollers");
+        if let Some(p) = live.get(environment).and_then(std::sync::Weak::upgrade) {
+            return p;
+        }
+        live.retain(|_, p| p.strong_count() > 0);
+        let p = Poller::start(store.clone(), environment.to_string());
+        live.insert(environment.to_string(), Arc::downgrade(&p));
+        p
+    }
+}
+
+/// Polls one environment every [`POLL`] (and at once on a commit on this replica) and publishes
+/// each poll to its streams. Stops when the last stream drops it.
+pub(crate) struct Poller {
+    rx: watch::Receiver<Arc<Tick>>,
+    stop: CancellationToken,
+}
+
+impl Poller {
+    fn start(store: Store, environment: String) -> Arc<Poller> {
+        let (tx, rx) = watch::channel(Arc::new(Tick {
+            environment: Err(()),
+            fleet: None,
+        }));
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let mut commits = Some(store.subscribe());
+            let mut tick = tokio::time::interval(POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let woken = async {
+                    match commits.as_mut() {
+                        Some(rx) => Some(rx.recv().await),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tick.tick() => {}
+                    c = woken => match c {
+                        Some(Ok(c)) if c.environment != environment => continue,
+                        Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                            commits = None;
+                        }
+                        _ => {}
+                    },
+                }
+                // The fleet first: see `Producer::stream`.
+                let fleet = read_fleet(&store, &environment).await;
+                let environment = store.get_environment(&environment).await.map_err(|_| ());
+                let _ = tx.send(Arc::new(Tick { environment, fleet }));
+            }
+        });
+        Arc::new(Poller { rx, stop })
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Arc<Tick>> {
+        let mut rx = self.rx.clone();
+        // The value before this subscription is not news to it.
+        rx.mark_unchanged();
+        rx
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

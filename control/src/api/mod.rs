@@ -123,6 +123,8 @@ pub struct AppState {
     waiters: tokio::sync::Semaphore,
     /// Open change streams, at most [`events::MAX_STREAMS`].
     streams: Arc<tokio::sync::Semaphore>,
+    /// The change streams' pollers, one per environment followed.
+    pollers: events::Pollers,
     /// Fires when the replica shuts down: change streams close (the HTTP server's drain does not
     /// wait for connections upgraded to WebSocket).
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -140,6 +142,7 @@ impl AppState {
             compiled: Mutex::new(HashMap::new()),
             waiters: tokio::sync::Semaphore::new(wait::MAX_WAITERS),
             streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_STREAMS)),
+            pollers: events::Pollers::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
