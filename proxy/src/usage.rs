@@ -363,9 +363,9 @@ mod tests {
     fn counts_by_position_are_named_when_drained() {
         let flags = two_flags();
         let table = UsageTable::new(&flags);
-        // The set lists variants in document order: "on", "off"; "x", "y", "z".
-        table.count(0, Some(0));
-        table.count(0, Some(0));
+        // The set lists variants by name: "off", "on"; "x", "y", "z".
+        table.count(0, Some(1));
+        table.count(0, Some(1));
         table.count(0, None);
         table.count(1, Some(2));
         // Out of range: ignored, or "no value" for a variant past the flag's.
@@ -400,20 +400,21 @@ mod tests {
         let cell = SnapshotCell::new();
         let first = cell.publish(Snapshot::new("prod", 1, two_flags(), Source::File("f".into())));
         first.usage.count(1, Some(0)); // b=x
-        // Revision 2 adds a flag before "b": "b" moves from position 1 to 2.
+        // Revision 2 adds a flag before "b": "b" moves from position 1 to 2, and its variants
+        // are others.
         let second = cell.publish(Snapshot::new(
             "prod",
             2,
             set(json!({"flags": {
                 "a": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
                 "aa": {"state": "DISABLED", "variants": {"on": true}, "defaultVariant": "on"},
-                "b": {"state": "ENABLED", "variants": {"y": 2, "x": 1}, "defaultVariant": "x"}
+                "b": {"state": "ENABLED", "variants": {"x": 1, "y": 2}, "defaultVariant": "x"}
             }})),
             Source::File("f".into()),
         ));
         // A request that loaded the first snapshot before the swap counts after it.
         first.usage.count(1, Some(0));
-        second.usage.count(2, Some(0)); // b=y now
+        second.usage.count(2, Some(1)); // b=y
         second.usage.count(1, None); // aa: disabled
         let tally = cell.usage().take(cell.load().as_deref());
         assert_eq!(tally.get("b", Some("x")), 2);

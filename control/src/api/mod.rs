@@ -15,6 +15,7 @@ mod flagsets;
 pub mod fuzzing;
 mod health;
 mod problem;
+mod usage;
 pub mod wait;
 
 use std::collections::HashMap;
@@ -150,7 +151,8 @@ impl AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "environments"), (name = "flags"), (name = "evaluators"), (name = "flagsets"),
-        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "events"), (name = "operations")
+        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "events"), (name = "usage"),
+        (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -175,6 +177,7 @@ fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(evaluators::routes())
         .merge(flagsets::routes())
         .merge(events::routes())
+        .merge(usage::routes())
         .merge(admin::routes())
         .merge(health::routes())
 }
