@@ -275,11 +275,12 @@ impl Runner {
         let mut backoff = self.client.config.backoff.clone();
         let cancel = self.cancel.clone();
         loop {
-            let (result, welcomed) = tokio::select! {
-                r = self.session() => r,
-                // Also while connecting: shutdown never waits for a connect timeout.
-                _ = cancel.cancelled() => return,
-            };
+            // The session watches for shutdown itself: while connecting it gives up at once,
+            // once subscribed it sends its last usage report first.
+            let (result, welcomed) = self.session().await;
+            if cancel.is_cancelled() {
+                return;
+            }
             let error = match result {
                 Ok(()) => return, // shutdown
                 Err(e) => e,
@@ -310,7 +311,13 @@ impl Runner {
 
     /// One connection: `Ok` only on shutdown. The flag says whether control welcomed us.
     async fn session(&mut self) -> (Result<(), SessionError>, bool) {
-        let (conn, mut stream) = match self.connect().await {
+        let cancel = self.cancel.clone();
+        let connected = tokio::select! {
+            c = self.connect() => c,
+            // Shutdown never waits for a connect timeout.
+            _ = cancel.cancelled() => return (Ok(()), false),
+        };
+        let (conn, mut stream) = match connected {
             Ok(c) => c,
             Err(e) => return (Err(e), false),
         };
