@@ -40,6 +40,25 @@ pub enum EnvCmd {
 }
 
 #[derive(Subcommand)]
+pub enum UsageCmd {
+    /// Per flag, the evaluations of each variant and its share over the last days.
+    Show {
+        env: String,
+        /// The window, in days (1 to 400).
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
+    /// Flags to look at for removal: not evaluated in the window (`unused`), or targeted but
+    /// serving one variant all along (`constant`).
+    Stale {
+        env: String,
+        /// The window, in days (1 to 400).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum FlagCmd {
     List {
         env: String,
@@ -225,6 +244,7 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
             output::list(out, &json!({"items": list}), &list, &columns);
             Ok(())
         }
+        Command::Usage(cmd) => usage(c, cmd, out).await,
         Command::Wait {
             env,
             revision,
@@ -232,6 +252,80 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
             timeout_secs,
         } => wait(c, &env, revision, min_sidecars, timeout_secs, out).await,
         Command::Completions { .. } => Ok(()), // handled before a client exists
+    }
+}
+
+async fn usage(c: &Client, cmd: UsageCmd, out: Output) -> Result<(), Failure> {
+    match cmd {
+        UsageCmd::Show { env, days } => {
+            let a = c
+                .get(&format!("/environments/{env}/usage?days={days}"))
+                .await?;
+            // A row per flag and variant; a flag never evaluated is one row without a variant.
+            let mut rows = Vec::new();
+            for flag in items(&a.body["flags"]) {
+                let variants = items(&flag["variants"]);
+                let row = |variant: &Value, evaluations: &Value, share: Option<f64>| {
+                    json!({
+                        "flag": flag["flag"],
+                        "targeted": flag["targeted"],
+                        "variant": if variant.is_null() && share.is_some() {
+                            json!("(no value)")
+                        } else {
+                            variant.clone()
+                        },
+                        "evaluations": evaluations,
+                        "share": share.map(|s| format!("{:.1}%", s * 100.0)),
+                        "last_evaluated": flag["last_evaluated"],
+                    })
+                };
+                if variants.is_empty() {
+                    rows.push(row(&Value::Null, &json!(0), None));
+                }
+                for v in &variants {
+                    rows.push(row(&v["variant"], &v["evaluations"], v["share"].as_f64()));
+                }
+            }
+            let columns = [
+                "flag",
+                "targeted",
+                "variant",
+                "evaluations",
+                "share",
+                "last_evaluated",
+            ];
+            output::list(out, &a.body, &rows, &columns);
+            Ok(())
+        }
+        UsageCmd::Stale { env, days } => {
+            let a = c
+                .get(&format!("/environments/{env}/usage/stale?days={days}"))
+                .await?;
+            let mut rows = Vec::new();
+            for f in items(&a.body["unused"]) {
+                rows.push(json!({"kind": "unused", "flag": f["flag"],
+                    "created_at": f["created_at"], "last_evaluated": f["last_evaluated"]}));
+            }
+            for f in items(&a.body["constant"]) {
+                let variant = if f["variant"].is_null() {
+                    json!("(no value)")
+                } else {
+                    f["variant"].clone()
+                };
+                rows.push(json!({"kind": "constant", "flag": f["flag"], "variant": variant,
+                    "evaluations": f["evaluations"]}));
+            }
+            let columns = [
+                "kind",
+                "flag",
+                "variant",
+                "evaluations",
+                "last_evaluated",
+                "created_at",
+            ];
+            output::list(out, &a.body, &rows, &columns);
+            Ok(())
+        }
     }
 }
 

@@ -100,6 +100,9 @@ pub enum Command {
         #[arg(long)]
         env: Option<String>,
     },
+    /// How the sidecars evaluate an environment's flags (from their usage reports).
+    #[command(subcommand)]
+    Usage(commands::UsageCmd),
     /// Wait until every connected sidecar of an environment holds a revision (exit 7 when the
     /// timeout ends first).
     Wait {

@@ -204,6 +204,26 @@ vexil_settings::settings! {
             /// the key before it is still accepted until the next rotation). 0: only when an
             /// operator rotates it (`POST /api/v1/environments/{env}/signing-keys/rotate`).
             signing_key_max_age_days: u64 = 30, key "signing_key_max_age_days";
+            /// Entries (flag, variant, count) a sidecar's usage report may hold (sent to sidecars
+            /// in `Welcome.usage_max_entries`; a sidecar splits larger reports). 0: control takes no
+            /// usage reports and sidecars send none.
+            usage_max_entries: u32 = crate::sync::usage::UsageSettings::default().max_entries,
+                key "usage_max_entries", default_doc "`5000`";
+            /// The sidecars' usage reports are added up in memory and written to the store this
+            /// often (milliseconds), in one transaction.
+            usage_flush_interval: Duration as Millis =
+                crate::sync::usage::UsageSettings::default().flush_interval,
+                key "usage_flush_interval_ms", default_doc "`5000`", check nonzero;
+            /// Usage entries (environment, flag, variant, hour) a replica holds in memory at most
+            /// while they wait for the store; a report that would add more is refused
+            /// (`overloaded`).
+            usage_max_pending: usize = crate::sync::usage::UsageSettings::default().max_pending,
+                key "usage_max_pending", default_doc "`1000000`", check nonzero;
+            /// Usage entries one sidecar may send per minute; a report past it is refused
+            /// (`rate_limited`).
+            usage_max_entries_per_minute: u64 =
+                crate::sync::usage::UsageSettings::default().max_entries_per_minute,
+                key "usage_max_entries_per_minute", default_doc "`100000`";
         }
     }
 }
@@ -267,6 +287,10 @@ vexil_settings::settings! {
             /// Sidecar sessions (`GET /api/v1/sidecars`) disconnected, or stale (their replica
             /// stopped vouching for them), longer than this are deleted (hours). 0: kept.
             sessions_max_age_hours: u64 = 24, key "sessions_max_age_hours";
+            /// Flag usage (evaluation counts per flag, variant and hour, reported by sidecars) of
+            /// hours older than this is deleted (days). It bounds the windows of the usage reports
+            /// (`GET /api/v1/environments/{env}/usage`). 0: kept.
+            usage_max_age_days: u64 = 90, key "usage_max_age_days";
             /// How often both logs are pruned (seconds).
             interval: Duration as Seconds = secs(3600), key "interval_secs", check nonzero;
         }
@@ -323,6 +347,7 @@ impl RetentionConfig {
             audit_max_count: count(self.audit_max_count),
             sessions_max_age: (self.sessions_max_age_hours > 0)
                 .then(|| Duration::from_secs(self.sessions_max_age_hours.saturating_mul(3600))),
+            usage_max_age: days(self.usage_max_age_days),
         }
     }
 }

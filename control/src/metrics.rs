@@ -63,6 +63,17 @@ pub struct Metrics {
     pruned: Family<LogLabels, Counter>,
     sync_write_timeouts: Counter,
     fleet_write_failures: Counter,
+    usage_reports: Family<ResultLabels, Counter>,
+    usage_entries: Counter,
+    usage_rows: Counter,
+    usage_flush_failures: Counter,
+    usage_flush_seconds: Histogram,
+    usage_pending: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,7 +174,51 @@ impl Metrics {
              the sessions go on)",
             fleet_write_failures.clone(),
         );
+        let usage_reports = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "usage_reports",
+            "Usage reports from sidecars, by result: accepted, or why refused (too_many_entries, \
+             invalid, absurd_count, rate_limited, overloaded)",
+            usage_reports.clone(),
+        );
+        let usage_entries = Counter::default();
+        registry.register(
+            "usage_entries",
+            "Entries (flag, variant and count) of the accepted usage reports",
+            usage_entries.clone(),
+        );
+        let usage_rows = Counter::default();
+        registry.register(
+            "usage_rows_written",
+            "Flag usage rows (environment, flag, variant, hour) written to the store",
+            usage_rows.clone(),
+        );
+        let usage_flush_failures = Counter::default();
+        registry.register(
+            "usage_flush_failures",
+            "Writes of the flag usage to the store that failed (kept and tried again)",
+            usage_flush_failures.clone(),
+        );
+        let usage_flush_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "usage_flush_duration_seconds",
+            "Time one write of the flag usage to the store took",
+            usage_flush_seconds.clone(),
+        );
+        let usage_pending = Gauge::default();
+        registry.register(
+            "usage_pending_entries",
+            "Flag usage entries (environment, flag, variant, hour) added up in memory, not yet \
+             written",
+            usage_pending.clone(),
+        );
         Metrics {
+            usage_reports,
+            usage_entries,
+            usage_rows,
+            usage_flush_failures,
+            usage_flush_seconds,
+            usage_pending,
             fleet_write_failures,
             pruned,
             sync_write_timeouts,
@@ -260,12 +315,39 @@ impl Metrics {
         self.fleet_write_failures.inc();
     }
 
+    /// Counts a usage report: `accepted` with its entries, or refused with the reason.
+    pub fn usage_report(&self, result: &'static str, entries: u64) {
+        self.usage_reports
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        if result == "accepted" {
+            self.usage_entries.inc_by(entries);
+        }
+    }
+
+    /// Records one write of the flag usage: the rows written (`None`: it failed), its duration and
+    /// what is still pending.
+    pub fn usage_flushed(&self, rows: Option<u64>, seconds: f64, pending: usize) {
+        match rows {
+            Some(n) => {
+                self.usage_rows.inc_by(n);
+            }
+            None => {
+                self.usage_flush_failures.inc();
+            }
+        }
+        self.usage_flush_seconds.observe(seconds);
+        self.usage_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
     /// Counts the rows a retention pass pruned.
     pub fn pruned(&self, pruned: crate::store::Pruned) {
         for (log, n) in [
             ("changes", pruned.changes),
             ("audit", pruned.audit),
             ("sidecar_sessions", pruned.sessions),
+            ("flag_usage", pruned.usage),
         ] {
             self.pruned.get_or_create(&LogLabels { log }).inc_by(n);
         }

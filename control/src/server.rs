@@ -28,6 +28,8 @@ pub struct Control {
     cancel: CancellationToken,
     /// The fleet recorder's task, awaited by [`Control::finish`].
     recorder: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The usage flusher's task (its last write), awaited by [`Control::finish`].
+    usage_flusher: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Control {
@@ -60,6 +62,12 @@ impl Control {
             poll_interval: config.sync.poll_interval,
             reauth_interval: config.sync.reauth_interval,
             max_catch_up: config.sync.max_catch_up,
+            usage: crate::sync::usage::UsageSettings {
+                max_entries: config.sync.usage_max_entries,
+                flush_interval: config.sync.usage_flush_interval,
+                max_pending: config.sync.usage_max_pending,
+                max_entries_per_minute: config.sync.usage_max_entries_per_minute,
+            },
             ..SyncSettings::default()
         };
         tokio::spawn(state.store.clone().run_retention(
@@ -93,6 +101,11 @@ impl Control {
             cancel.clone(),
         ));
         let hub = Hub::new(state.clone(), settings, cancel.clone());
+        let usage_flusher = tokio::spawn(crate::sync::usage::run_flusher(
+            state.store.clone(),
+            hub.usage().clone(),
+            cancel.clone(),
+        ));
         tokio::spawn(hub.clone().follow_local_commits());
         if let Some(url) = &config.redis_url {
             crate::sync::fanout::start(hub.clone(), url)?;
@@ -103,6 +116,7 @@ impl Control {
             hub,
             cancel,
             recorder: Arc::new(std::sync::Mutex::new(Some(recorder))),
+            usage_flusher: Arc::new(std::sync::Mutex::new(Some(usage_flusher))),
         })
     }
 
@@ -137,6 +151,18 @@ impl Control {
                 .is_err()
         {
             tracing::warn!("the fleet recorder did not finish in time");
+        }
+        let task = self
+            .usage_flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task
+            && tokio::time::timeout(std::time::Duration::from_secs(15), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the last write of the flag usage did not finish in time");
         }
     }
 

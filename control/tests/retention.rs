@@ -17,6 +17,7 @@ const KEEP_ALL: Retention = Retention {
     audit_max_age: None,
     audit_max_count: None,
     sessions_max_age: None,
+    usage_max_age: None,
 };
 
 /// Writes flag `key` of `env` (created or replaced); returns the new revision.

@@ -2222,6 +2222,7 @@ both_backends!(
                     audit_max_age: None,
                     audit_max_count: None,
                     sessions_max_age: None,
+                    usage_max_age: None,
                 },
                 vexil_control::model::now_millis(),
             )

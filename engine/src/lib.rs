@@ -47,7 +47,7 @@ pub use flagset::{
 };
 pub use keys::header_key_problem;
 pub use ops::fractional::FractionalVersion;
-pub use resolve::{ErrorCode, Reason, Resolution, ResolutionError};
+pub use resolve::{ErrorCode, Position, Reason, Resolution, ResolutionError};
 
 #[cfg(test)]
 mod send_sync {

@@ -91,6 +91,20 @@ pub struct Resolution<'a, T> {
     pub error: Option<ResolutionError>,
     /// The flag's metadata overlaid on the flag set's (the set's alone for a missing flag).
     pub metadata: &'a Metadata,
+    /// Where the flag and the variant given are in the set (`None` for a missing flag), for
+    /// callers that count decisions by position (the sidecar's usage counters).
+    pub position: Option<Position>,
+}
+
+/// A resolved flag's place in its set: the flag's index in [`FlagSet::flags`] order and, when a
+/// value was given, the variant's index in [`crate::Flag::variants`] order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The flag's index.
+    pub flag: usize,
+    /// The variant whose value was given; `None` when the caller's default applies (disabled,
+    /// an error, a type mismatch, no default variant).
+    pub variant: Option<usize>,
 }
 
 impl<T> Resolution<'_, T> {
@@ -128,6 +142,9 @@ struct Outcome<'a> {
     error: Option<ResolutionError>,
     flag: Option<&'a Flag>,
 }
+
+/// An outcome with the flag's index in its set.
+type Placed<'a> = (Option<usize>, Outcome<'a>);
 
 impl FlagSet {
     /// Resolves `key` as a boolean.
@@ -190,10 +207,10 @@ impl FlagSet {
     where
         'a: 'c,
     {
-        self.flags.iter().map(move |flag| {
+        self.flags.iter().enumerate().map(move |(index, flag)| {
             let flag = &**flag;
             let outcome = self.outcome(flag, ctx);
-            (flag, self.finish(outcome, "any", Some))
+            (flag, self.finish((Some(index), outcome), "any", Some))
         })
     }
 
@@ -204,9 +221,9 @@ impl FlagSet {
         type_name: &'static str,
         convert: impl FnOnce(&'a Value) -> Option<T>,
     ) -> Resolution<'a, T> {
-        let outcome = match self.get(key) {
-            Some(flag) => self.outcome(flag, ctx),
-            None => Outcome {
+        let outcome = match self.index.get(key) {
+            Some(&index) => (Some(index), self.outcome(&self.flags[index], ctx)),
+            None => (None, Outcome {
                 variant: None,
                 reason: Reason::Error,
                 error: Some(ResolutionError {
@@ -214,7 +231,7 @@ impl FlagSet {
                     message: Cow::Owned(format!("flag {} not found", Value::from(key))),
                 }),
                 flag: None,
-            },
+            }),
         };
         self.finish(outcome, type_name, convert)
     }
@@ -222,11 +239,12 @@ impl FlagSet {
     /// Types the chosen variant's value.
     fn finish<'a, T>(
         &'a self,
-        outcome: Outcome<'a>,
+        (at, outcome): Placed<'a>,
         type_name: &'static str,
         convert: impl FnOnce(&'a Value) -> Option<T>,
     ) -> Resolution<'a, T> {
         let metadata = outcome.flag.map_or(&self.metadata, |f| &f.metadata);
+        let position = |variant| at.map(|flag| Position { flag, variant });
         let (Some(flag), Some(index)) = (outcome.flag, outcome.variant) else {
             return Resolution {
                 value: None,
@@ -234,6 +252,7 @@ impl FlagSet {
                 reason: outcome.reason,
                 error: outcome.error,
                 metadata,
+                position: position(None),
             };
         };
         let (name, value) = &flag.variants[index];
@@ -244,6 +263,7 @@ impl FlagSet {
                 reason: outcome.reason,
                 error: None,
                 metadata,
+                position: position(Some(index)),
             },
             None => Resolution {
                 value: None,
@@ -257,6 +277,7 @@ impl FlagSet {
                     )),
                 }),
                 metadata,
+                position: position(None),
             },
         }
     }

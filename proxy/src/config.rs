@@ -94,6 +94,12 @@ vexil_settings::settings! {
             /// `provider_stale`); it is served all the same.
             stale_grace: Duration as Seconds = secs(30), flag "stale-grace-secs",
                 env "VEXIL_STALE_GRACE_SECS", key "stale_grace_secs";
+            /// How often the sidecar reports to control how many times it decided each variant of
+            /// each flag (seconds; also once at a clean shutdown), when control takes the reports.
+            /// `0`: never.
+            usage_interval: Duration as Seconds = crate::sync::DEFAULT_USAGE_INTERVAL,
+                flag "usage-interval-secs", env "VEXIL_USAGE_INTERVAL_SECS",
+                key "usage_interval_secs", default_doc "`60`";
         }
         group "proxy-listeners" {
             /// Outbound HTTP proxy: the application's `HTTP_PROXY`.
@@ -274,6 +280,8 @@ pub struct ControlSource {
     pub keep_alive: Duration,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
+    /// Usage report interval (`None`: no reports).
+    pub usage_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for ControlSource {
@@ -320,6 +328,7 @@ impl ProxyConfig {
             client_id: self.client_id.clone(),
             keep_alive: self.control_keepalive,
             idle_timeout: self.control_idle_timeout,
+            usage_interval: (!self.usage_interval.is_zero()).then_some(self.usage_interval),
         }))
     }
 

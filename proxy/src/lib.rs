@@ -10,6 +10,7 @@
 //! - [`lifecycle`]: the start policy and the `READY` / `STALE` / `ERROR` state providers see.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`.
 //! - [`metrics`]: the Prometheus registry every part adds to.
+//! - [`usage`]: evaluation counters per flag and variant, reported to control.
 //! - [`config`], [`server`]: the sidecar's configuration and the wiring of its parts.
 
 #![warn(missing_docs)]
@@ -26,3 +27,4 @@ pub mod server;
 pub mod signing;
 pub mod snapshot;
 pub mod sync;
+pub mod usage;

@@ -63,6 +63,23 @@ fn start_source(
     match config.source()? {
         FlagSource::Control(c) => {
             let handle = SyncClient::new(sync_config(&c, config, metrics))?.spawn(cell.clone());
+            let usage = cell.usage().metrics();
+            metrics.register(
+                "usage_reports_sent",
+                "Usage reports (evaluation counts by flag and variant) sent to control",
+                usage.reports.clone(),
+            );
+            metrics.register(
+                "usage_entries_sent",
+                "Entries (flag, variant and count) of the usage reports sent to control",
+                usage.entries.clone(),
+            );
+            metrics.register(
+                "usage_entries_dropped",
+                "Evaluation counts left out of the usage reports: more distinct (flag, variant) \
+                 entries were pending than the sidecar keeps",
+                usage.dropped.clone(),
+            );
             let status = handle.status();
             metrics.set_sync_state(move || status.borrow().state.as_str().to_ascii_lowercase());
             export_last_contact(metrics, handle.status(), stop.clone());
@@ -129,6 +146,7 @@ fn sync_config(c: &ControlSource, config: &ProxyConfig, metrics: &Metrics) -> Sy
     s.bootstrap_file = config.bootstrap_file.clone();
     s.keep_alive = c.keep_alive;
     s.idle_timeout = c.idle_timeout;
+    s.usage_interval = c.usage_interval;
     let applied = Family::<FrameLabels, Counter>::default();
     metrics.register(
         "sync_frames_applied",

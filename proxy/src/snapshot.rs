@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::signing::SigningKeys;
+use crate::usage::{Usage, UsageTable};
 use arc_swap::ArcSwapOption;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -83,6 +84,8 @@ pub struct Snapshot {
     pub changed: Vec<String>,
     /// The environment's keys for signing decisions (none from a file or a bootstrap).
     pub signing: Arc<SigningKeys>,
+    /// Evaluation counters of this snapshot's flags and variants (reported to control).
+    pub usage: UsageTable,
 }
 
 impl Snapshot {
@@ -96,6 +99,7 @@ impl Snapshot {
         Snapshot {
             environment: environment.into(),
             revision,
+            usage: UsageTable::new(&flags),
             flags,
             source,
             loaded_at: SystemTime::now(),
@@ -187,6 +191,8 @@ fn mentions_ref(v: &Value) -> bool {
 pub struct SnapshotCell {
     current: ArcSwapOption<Snapshot>,
     published: broadcast::Sender<Arc<Snapshot>>,
+    /// The evaluation counts: a replaced snapshot is retired there, to be counted under its names.
+    usage: Arc<Usage>,
 }
 
 impl Default for SnapshotCell {
@@ -194,6 +200,7 @@ impl Default for SnapshotCell {
         SnapshotCell {
             current: ArcSwapOption::empty(),
             published: broadcast::channel(64).0,
+            usage: Arc::new(Usage::default()),
         }
     }
 }
@@ -202,6 +209,11 @@ impl SnapshotCell {
     /// An empty cell: not ready until the first snapshot is published.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The evaluation counts of the snapshots this cell served.
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.usage
     }
 
     /// The current snapshot, if any. Lock-free; the returned `Arc` keeps it alive while in use.
@@ -243,7 +255,9 @@ impl SnapshotCell {
         let before = self.load();
         next.changed = changed_keys(before.as_deref().map(|s| &s.flags), &next.flags);
         let next = Arc::new(next);
-        self.current.store(Some(next.clone()));
+        if let Some(replaced) = self.current.swap(Some(next.clone())) {
+            self.usage.retire(replaced);
+        }
         // Nobody listening is fine.
         let _ = self.published.send(next.clone());
         next

@@ -16,6 +16,7 @@ pub mod fuzzing;
 mod health;
 mod problem;
 mod ui;
+mod usage;
 pub mod wait;
 
 use std::collections::HashMap;
@@ -154,7 +155,8 @@ impl AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "environments"), (name = "flags"), (name = "evaluators"), (name = "flagsets"),
-        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "events"), (name = "operations")
+        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "events"), (name = "usage"),
+        (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -179,6 +181,7 @@ fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(evaluators::routes())
         .merge(flagsets::routes())
         .merge(events::routes())
+        .merge(usage::routes())
         .merge(admin::routes())
         .merge(health::routes())
 }

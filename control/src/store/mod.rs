@@ -19,6 +19,7 @@ mod retention;
 mod sessions;
 mod signing;
 mod tokens;
+mod usage;
 mod write;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub(crate) use flags::check_state;
 pub use retention::{Pruned, Retention};
 pub use sessions::{SessionCursor, SessionRow, SessionState};
 pub use signing::{Rotate, SigningKey, SigningKeyInfo};
+pub use usage::{FlagUsageRow, HOUR_MS, UsageRow, hour_of};
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use write::validate_document;
@@ -286,6 +288,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "change audit",
         include_str!("../../migrations/sqlite/0005_change_audit.sql"),
     ),
+    (
+        6,
+        "flag usage",
+        include_str!("../../migrations/sqlite/0006_flag_usage.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -312,6 +319,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "change audit",
         include_str!("../../migrations/postgres/0005_change_audit.sql"),
+    ),
+    (
+        6,
+        "flag usage",
+        include_str!("../../migrations/postgres/0006_flag_usage.sql"),
     ),
 ];
 

@@ -1,7 +1,7 @@
 //! Retention of the change log and the audit log: both grow with every write, so both are pruned
 //! by age and by count ([`Retention`]), in small batches, by a background task
 //! ([`Store::run_retention`]). The same task deletes sidecar sessions that ended (or went stale)
-//! longer ago than their bound.
+//! longer ago than their bound, and flag usage of hours older than its bound.
 //!
 //! The change log is only what catch-up reads: a sidecar whose revision is older than the oldest
 //! change kept gets one `Full` instead of the deltas (`sync/session.rs` checks that the first change
@@ -35,6 +35,8 @@ pub struct Retention {
     pub audit_max_count: Option<i64>,
     /// Sidecar sessions disconnected (or stale) for longer than this are deleted.
     pub sessions_max_age: Option<Duration>,
+    /// Flag usage of hours older than this is deleted.
+    pub usage_max_age: Option<Duration>,
 }
 
 /// What one pruning pass deleted.
@@ -46,6 +48,8 @@ pub struct Pruned {
     pub audit: u64,
     /// Sidecar session rows.
     pub sessions: u64,
+    /// Flag usage rows.
+    pub usage: u64,
 }
 
 impl Store {
@@ -118,6 +122,9 @@ impl Store {
         if let Some(before) = cutoff(retention.sessions_max_age) {
             pruned.sessions = self.prune_sessions(before).await?;
         }
+        if let Some(before) = cutoff(retention.usage_max_age) {
+            pruned.usage = self.prune_usage(before).await?;
+        }
         Ok(pruned)
     }
 
@@ -169,7 +176,9 @@ impl Store {
                             changes = pruned.changes,
                             audit = pruned.audit,
                             sessions = pruned.sessions,
-                            "pruned the change log, the audit log and ended sidecar sessions"
+                            usage = pruned.usage,
+                            "pruned the change log, the audit log, ended sidecar sessions and old \
+                             flag usage"
                         );
                     }
                     on_pruned(pruned);

@@ -35,6 +35,8 @@ pub struct SyncSettings {
     pub frames: FrameCodec,
     /// Largest frame a sidecar may send.
     pub max_client_frame: usize,
+    /// The intake of usage reports.
+    pub usage: super::usage::UsageSettings,
 }
 
 impl Default for SyncSettings {
@@ -48,6 +50,7 @@ impl Default for SyncSettings {
             handshake_timeout: Duration::from_secs(10),
             frames: FrameCodec::default(),
             max_client_frame: vexil_proto::frame::DEFAULT_MAX_CLIENT_FRAME,
+            usage: super::usage::UsageSettings::default(),
         }
     }
 }
@@ -70,6 +73,7 @@ pub struct Hub {
     settings: SyncSettings,
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
     cancel: CancellationToken,
+    usage: Arc<super::usage::UsageAggregator>,
 }
 
 impl Hub {
@@ -80,11 +84,16 @@ impl Hub {
         settings: SyncSettings,
         cancel: CancellationToken,
     ) -> Arc<Hub> {
+        let usage = Arc::new(super::usage::UsageAggregator::new(
+            settings.usage.clone(),
+            state.metrics.clone(),
+        ));
         Arc::new(Hub {
             state,
             settings,
             feeds: Mutex::new(HashMap::new()),
             cancel,
+            usage,
         })
     }
 
@@ -101,6 +110,11 @@ impl Hub {
     /// The metrics.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.state.metrics
+    }
+
+    /// The intake of usage reports (written to the store by `usage::run_flusher`).
+    pub fn usage(&self) -> &Arc<super::usage::UsageAggregator> {
+        &self.usage
     }
 
     /// The connected sidecars.

@@ -10,6 +10,8 @@
 //! - [`registry`]: the sidecars connected to this replica, for metrics and the fleet recorder.
 //! - [`fleet`]: the fleet recorder (every session of this replica written to the store) and the
 //!   fleet-wide view built from the store (`GET /api/v1/sidecars`, `?wait=`).
+//! - [`usage`]: the sidecars' usage reports, checked, added up in memory and written to the store
+//!   every few seconds.
 
 pub mod endpoint;
 pub mod fanout;
@@ -19,6 +21,7 @@ pub mod frames;
 pub mod hub;
 pub mod registry;
 pub mod session;
+pub mod usage;
 
 pub use endpoint::{QuicTimers, QuicTls, SyncServer};
 pub use fleet::SidecarInfo;

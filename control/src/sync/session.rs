@@ -64,6 +64,8 @@ pub async fn serve_connection(hub: Arc<Hub>, incoming: quinn::Incoming) {
         incarnation: Arc::from(""),
         repaired: false,
         last_write: Instant::now(),
+        environment: Arc::from(""),
+        usage_budget: super::usage::Budget::default(),
     };
     let mut frames = FramedRead::new(recv, MessageCodec::<ClientFrame>::new(codec));
     let outcome = session.converse(&mut frames, remote).await;
@@ -120,12 +122,17 @@ struct Session {
     /// A Full was sent to repair a digest mismatch (once per stream: never a loop).
     repaired: bool,
     last_write: Instant,
+    /// The environment followed (once subscribed), for usage reports.
+    environment: Arc<str>,
+    /// The sidecar's allowance of usage entries.
+    usage_budget: super::usage::Budget,
 }
 
 impl Session {
     async fn converse(&mut self, frames: &mut Frames, remote: SocketAddr) -> Result<(), Ended> {
         let subscribe = self.read_subscribe(frames).await?;
         let env = subscribe.environment.as_str();
+        self.environment = Arc::from(env);
         self.hub
             .authorize_from(Some(remote.ip()), &subscribe.token, env)
             .await?;
@@ -155,6 +162,7 @@ impl Session {
                 revision: current,
                 heartbeat_ms: self.hub.settings().heartbeat.as_millis() as u32,
                 incarnation: incarnation.clone(),
+                usage_max_entries: self.hub.settings().usage.max_entries,
             })),
         })
         .await?;
@@ -323,6 +331,18 @@ impl Session {
             Some(client_frame::Kind::Resync(r)) => {
                 tracing::info!(environment = %feed.environment, reason = %r.reason, "sidecar asked for a full snapshot");
                 self.send_full(feed, None).await
+            }
+            Some(client_frame::Kind::Usage(report)) => {
+                let usage = self.hub.usage();
+                let now = crate::model::now_millis();
+                if let Err(refusal) =
+                    usage.accept(&self.environment, &report, &mut self.usage_budget, now)
+                {
+                    // The counts are lost; the stream goes on.
+                    tracing::warn!(environment = %self.environment, client_id = %entry.client_id,
+                        reason = refusal.label(), detail = %refusal, "usage report refused");
+                }
+                Ok(())
             }
             Some(client_frame::Kind::Subscribe(_)) => {
                 Err(Refusal::Malformed("Subscribe sent twice".into()).into())

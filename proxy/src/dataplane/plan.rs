@@ -335,13 +335,15 @@ impl Plan {
             .map(|i| i as u32)
     }
 
-    /// Counts one evaluation of flag `index` that chose `variant` (`None`: no value).
+    /// Counts one evaluation of flag `index` that chose `variant` (`None`: no value): in the
+    /// snapshot's usage counters and the listener's metrics.
     pub(crate) fn count_evaluation(
         &self,
         listener: Listener,
         index: usize,
         variant: Option<usize>,
     ) {
+        self.snapshot.usage.count(index, variant);
         let flag = &self.flags[index];
         let v = variant.unwrap_or(flag.variants.len());
         let counter = self.counters[listener as usize][flag.slot + v].get_or_init(|| {

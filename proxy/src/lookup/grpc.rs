@@ -227,6 +227,7 @@ impl Inner {
         convert: impl FnOnce(U) -> Result<T, Status>,
     ) -> Result<Typed<T>, Status> {
         let r = resolve(&snapshot.flags);
+        snapshot.usage.count_position(r.position);
         if let Some(error) = &r.error {
             if error.code == ErrorCode::FlagNotFound {
                 self.metrics.flag_not_found(api);
@@ -296,6 +297,7 @@ impl Inner {
             let Some(value) = r.value.and_then(any_value) else {
                 continue;
             };
+            snapshot.usage.count_position(r.position);
             self.metrics
                 .evaluation(Api::GrpcV1, flag.key(), r.variant, r.reason.as_str());
             let any = v1::AnyFlag {

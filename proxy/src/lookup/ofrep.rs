@@ -207,6 +207,7 @@ async fn evaluate_one(
         Err(failure) => return failure.into_response(),
     };
     let resolution = snapshot.flags.resolve(&key, &context);
+    snapshot.usage.count_position(resolution.position);
     match resolution.error_code() {
         Some(ErrorCode::FlagNotFound) => state.metrics.flag_not_found(Api::Ofrep),
         _ => state.metrics.evaluation(
@@ -297,6 +298,7 @@ async fn evaluate_all(
     let flags = resolved
         .iter()
         .map(|(flag, r)| {
+            snapshot.usage.count_position(r.position);
             state
                 .metrics
                 .evaluation(Api::Ofrep, flag.key(), r.variant, r.reason.as_str());

@@ -266,6 +266,8 @@ struct Stream {
     heartbeat: Duration,
     /// A Resync was sent and no Full has arrived since.
     resync_pending: bool,
+    /// Entries per `UsageReport` control takes (`Welcome.usage_max_entries`; 0: send none).
+    usage_max_entries: usize,
 }
 
 impl Runner {
@@ -273,11 +275,12 @@ impl Runner {
         let mut backoff = self.client.config.backoff.clone();
         let cancel = self.cancel.clone();
         loop {
-            let (result, welcomed) = tokio::select! {
-                r = self.session() => r,
-                // Also while connecting: shutdown never waits for a connect timeout.
-                _ = cancel.cancelled() => return,
-            };
+            // The session watches for shutdown itself: while connecting it gives up at once,
+            // once subscribed it sends its last usage report first.
+            let (result, welcomed) = self.session().await;
+            if cancel.is_cancelled() {
+                return;
+            }
             let error = match result {
                 Ok(()) => return, // shutdown
                 Err(e) => e,
@@ -308,7 +311,13 @@ impl Runner {
 
     /// One connection: `Ok` only on shutdown. The flag says whether control welcomed us.
     async fn session(&mut self) -> (Result<(), SessionError>, bool) {
-        let (conn, mut stream) = match self.connect().await {
+        let cancel = self.cancel.clone();
+        let connected = tokio::select! {
+            c = self.connect() => c,
+            // Shutdown never waits for a connect timeout.
+            _ = cancel.cancelled() => return (Ok(()), false),
+        };
+        let (conn, mut stream) = match connected {
             Ok(c) => c,
             Err(e) => return (Err(e), false),
         };
@@ -369,6 +378,7 @@ impl Runner {
             incarnation: String::new(),
             heartbeat: Duration::from_secs(5),
             resync_pending: false,
+            usage_max_entries: 0,
         };
         let subscribe = Subscribe {
             token: config.token.clone(),
@@ -393,6 +403,7 @@ impl Runner {
                 stream.target = w.revision;
                 stream.incarnation = w.incarnation.clone();
                 stream.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms.max(100)));
+                stream.usage_max_entries = w.usage_max_entries as usize;
                 tracing::info!(control = %self.current, server = %w.server_id, revision = w.revision,
                     "subscribed to control");
                 self.contact(|s| s.server_id = Some(w.server_id.clone()));
@@ -430,11 +441,43 @@ impl Runner {
     async fn follow(&mut self, stream: &mut Stream) -> Result<(), SessionError> {
         // Control pings every heartbeat on an idle stream: several missed means it is gone.
         let silence = stream.heartbeat * 3;
+        let mut heard = tokio::time::Instant::now();
+        // Usage reports, when control takes them.
+        let mut reports = self
+            .client
+            .config
+            .usage_interval
+            .filter(|_| stream.usage_max_entries > 0)
+            .map(|every| {
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick
+            });
         loop {
             let frame = tokio::select! {
-                _ = self.cancel.cancelled() => return Ok(()),
-                f = timeout(silence, stream.frames.next()) => f,
+                _ = self.cancel.cancelled() => {
+                    if reports.is_some() {
+                        // The last counts, when control can take them in a moment.
+                        let last = async {
+                            self.report_usage(stream).await?;
+                            let _ = stream.send.finish();
+                            let _ = stream.send.stopped().await;
+                            Ok::<(), SessionError>(())
+                        };
+                        if let Ok(Err(e)) = timeout(super::FINAL_REPORT_TIMEOUT, last).await {
+                            tracing::debug!(error = %e, "the last usage report was not sent");
+                        }
+                    }
+                    return Ok(());
+                }
+                _ = async { reports.as_mut().expect("guarded").tick().await }, if reports.is_some() => {
+                    self.report_usage(stream).await?;
+                    continue;
+                }
+                f = tokio::time::timeout_at(heard + silence, stream.frames.next()) => f,
             };
+            heard = tokio::time::Instant::now();
             let frame = match frame {
                 Err(_) => {
                     return Err(SessionError::Transport(format!(
@@ -578,6 +621,36 @@ impl Runner {
                 self.resync(stream, &e.to_string()).await
             }
         }
+    }
+
+    /// Sends the evaluation counts not reported yet, in reports of at most the entries control
+    /// takes; what cannot be written is put back for the next report.
+    async fn report_usage(&mut self, stream: &mut Stream) -> Result<(), SessionError> {
+        let usage = self.cell.usage().clone();
+        let tally = usage.take(self.cell.load().as_deref());
+        if tally.is_empty() {
+            return Ok(());
+        }
+        let reports = tally.reports(stream.usage_max_entries);
+        for (i, report) in reports.iter().enumerate() {
+            let entries = report.flags.iter().map(|f| f.variants.len()).sum();
+            if let Err(e) = send_frame(stream, client_frame::Kind::Usage(report.clone())).await {
+                // This report and the ones after it come again with the next.
+                let mut unsent = crate::usage::Tally::default();
+                for r in &reports[i..] {
+                    for f in &r.flags {
+                        for v in &f.variants {
+                            unsent.add(&f.flag, v.variant.as_deref(), v.evaluations);
+                        }
+                    }
+                }
+                usage.restore(unsent);
+                return Err(e);
+            }
+            usage.sent(entries);
+        }
+        tracing::debug!(reports = reports.len(), entries = tally.len(), "usage reported");
+        Ok(())
     }
 
     async fn resync(&mut self, stream: &mut Stream, reason: &str) -> Result<(), SessionError> {

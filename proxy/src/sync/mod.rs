@@ -84,6 +84,12 @@ pub type OnApply = Arc<dyn Fn(i64) + Send + Sync>;
 /// (metrics).
 pub type OnFrame = Arc<dyn Fn(&'static str, i64) + Send + Sync>;
 
+/// How often a sidecar reports its evaluation counts by default.
+pub const DEFAULT_USAGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a clean shutdown waits for its last usage report to reach control.
+const FINAL_REPORT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Settings of the sync client.
 #[derive(Clone)]
 pub struct SyncConfig {
@@ -125,6 +131,9 @@ pub struct SyncConfig {
     pub on_apply: Option<OnApply>,
     /// Observer of applied frames by kind (metrics).
     pub on_frame: Option<OnFrame>,
+    /// How often the evaluation counts are reported to control (`UsageReport`), when control
+    /// takes them (`Welcome.usage_max_entries` > 0); also once at a clean shutdown. `None`: never.
+    pub usage_interval: Option<Duration>,
 }
 
 impl SyncConfig {
@@ -149,6 +158,7 @@ impl SyncConfig {
             max_frame: vexil_proto::frame::DEFAULT_MAX_FRAME,
             on_apply: None,
             on_frame: None,
+            usage_interval: Some(DEFAULT_USAGE_INTERVAL),
         }
     }
 

@@ -1,0 +1,481 @@
+//! Usage: how often this sidecar decided each variant of each flag, summed off the request path
+//! and reported to control over the sync stream (`UsageReport`, docs/usage.md, ADR 0034).
+//!
+//! - Counting ([`UsageTable::count`]) is on the hot path: every [`Snapshot`] has a table of
+//!   counters, one per (flag, variant) plus one per flag for "no value", laid out by the flag's
+//!   position in the set and the variant's position in the flag (what the data plane's plan and
+//!   [`vexil_engine::Position`] already know): no key is looked up, no lock taken, nothing
+//!   allocated per request. The counters are split in [`SHARDS`] shards, each thread counting in
+//!   its own (chosen once per thread), so worker threads do not write the same cache lines; a
+//!   shard is allocated by the first count of a thread in that snapshot.
+//! - Summing ([`Usage::take`]) is off the path: the sync client's report tick moves every shard's
+//!   counts (an atomic swap to 0 each) into a [`Tally`] keyed by flag key and variant name.
+//! - Snapshot changes: a new revision can renumber flags, so a replaced snapshot is
+//!   [retired](Usage::retire) with its flag set and drained under its own names; it is kept for
+//!   [`GRACE`] (requests that loaded it just before the swap still count into it), drained again,
+//!   then dropped.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use vexil_engine::{FlagSet, Position};
+use vexil_proto::sync::v1::{FlagUsage, UsageReport, VariantUsage};
+
+use crate::snapshot::Snapshot;
+
+/// Counter shards per table: threads beyond this many share shards (still correct: the counters
+/// are atomic).
+pub const SHARDS: usize = 16;
+
+/// How long a replaced snapshot's table is kept after the swap for late counts.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// The most (flag, variant) entries a [`Tally`] holds; counts of further entries are dropped and
+/// counted (`vexil_proxy_usage_entries_dropped_total`). Far above any real environment (control
+/// allows 100,000 flags), it bounds memory while control does not take reports.
+pub const MAX_TALLY_ENTRIES: usize = 1_000_000;
+
+/// The largest encoded `UsageReport` a sidecar sends: below control's 64 KiB client frame limit,
+/// with room for the frame's own header.
+pub const MAX_REPORT_BYTES: usize = 60 * 1024;
+
+/// Source of each thread's shard.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard (`usize::MAX`: not chosen yet).
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn shard() -> usize {
+    SHARD.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            s.set(i);
+        }
+        i
+    })
+}
+
+/// The evaluation counters of one snapshot.
+pub struct UsageTable {
+    /// The first counter of each flag (its variants, then "no value"), and the total at the end.
+    offsets: Box<[u32]>,
+    shards: Box<[OnceLock<Box<[AtomicU64]>>]>,
+}
+
+impl std::fmt::Debug for UsageTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageTable")
+            .field("counters", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UsageTable {
+    /// The (zero) counters of `flags`' flags and variants.
+    pub fn new(flags: &FlagSet) -> UsageTable {
+        let mut offsets = Vec::with_capacity(flags.len() + 1);
+        let mut next = 0u32;
+        for flag in flags.flags() {
+            offsets.push(next);
+            next = next.saturating_add(flag.variants().len() as u32 + 1);
+        }
+        offsets.push(next);
+        UsageTable {
+            offsets: offsets.into(),
+            shards: (0..SHARDS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The number of counters of a shard.
+    fn len(&self) -> usize {
+        self.offsets.last().map_or(0, |&n| n as usize)
+    }
+
+    /// Counts one decision of the flag at `flag` (its index in the set) that gave the variant at
+    /// `variant` (`None`: no value). Out-of-range positions are ignored.
+    #[inline]
+    pub fn count(&self, flag: usize, variant: Option<usize>) {
+        let (Some(&start), Some(&end)) = (self.offsets.get(flag), self.offsets.get(flag + 1)) else {
+            return;
+        };
+        let none = end as usize - 1;
+        let slot = match variant {
+            Some(v) if start as usize + v < none => start as usize + v,
+            _ => none,
+        };
+        let shard = self.shards[shard()]
+            .get_or_init(|| (0..self.len()).map(|_| AtomicU64::new(0)).collect());
+        shard[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a lookup's resolution ([`vexil_engine::Resolution::position`]); a missing flag
+    /// (`None`) is not counted.
+    #[inline]
+    pub fn count_position(&self, position: Option<Position>) {
+        if let Some(p) = position {
+            self.count(p.flag, p.variant);
+        }
+    }
+
+    /// Moves the counts (every shard's counters swapped to 0) into `tally`, named after `flags`,
+    /// the set the table was made for.
+    pub fn drain_into(&self, flags: &FlagSet, tally: &mut Tally) {
+        let shards: Vec<&[AtomicU64]> = self.shards.iter().filter_map(|s| s.get()).map(|s| &**s).collect();
+        if shards.is_empty() {
+            return;
+        }
+        for (i, flag) in flags.flags().enumerate() {
+            let (Some(&start), Some(&end)) = (self.offsets.get(i), self.offsets.get(i + 1)) else {
+                break;
+            };
+            for slot in start as usize..end as usize {
+                let n: u64 = shards
+                    .iter()
+                    .map(|s| s[slot].swap(0, Ordering::Relaxed))
+                    .fold(0, u64::saturating_add);
+                if n == 0 {
+                    continue;
+                }
+                let variant = flag.variants().nth(slot - start as usize).map(|(name, _)| name);
+                tally.add(flag.key(), variant, n);
+            }
+        }
+    }
+}
+
+/// Counts by flag key and variant name (`None`: no value), as reports carry them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    counts: BTreeMap<(String, Option<String>), u64>,
+    /// Counts left out because the tally was full ([`MAX_TALLY_ENTRIES`]).
+    pub dropped: u64,
+}
+
+impl Tally {
+    /// Adds `n` decisions of `variant` of `flag`.
+    pub fn add(&mut self, flag: &str, variant: Option<&str>, n: u64) {
+        let key = (flag.to_string(), variant.map(str::to_string));
+        if let Some(count) = self.counts.get_mut(&key) {
+            *count = count.saturating_add(n);
+        } else if self.counts.len() < MAX_TALLY_ENTRIES {
+            self.counts.insert(key, n);
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    /// Adds every count of `other`.
+    pub fn merge(&mut self, other: Tally) {
+        for ((flag, variant), n) in other.counts {
+            self.add(&flag, variant.as_deref(), n);
+        }
+        self.dropped = self.dropped.saturating_add(other.dropped);
+    }
+
+    /// True when nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// The number of (flag, variant) entries.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// The count of one entry (tests, diagnostics).
+    pub fn get(&self, flag: &str, variant: Option<&str>) -> u64 {
+        self.counts
+            .get(&(flag.to_string(), variant.map(str::to_string)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The counts as reports of at most `max_entries` entries and [`MAX_REPORT_BYTES`] each
+    /// (a flag with more variants than fit is split over reports). `max_entries` 0 is taken as 1.
+    pub fn reports(&self, max_entries: usize) -> Vec<UsageReport> {
+        let max_entries = max_entries.max(1);
+        let mut reports = Vec::new();
+        let mut report = UsageReport::default();
+        let mut entries = 0;
+        let mut bytes = 0;
+        for ((flag, variant), &n) in &self.counts {
+            let same_flag = |r: &UsageReport| r.flags.last().is_some_and(|f| f.flag == *flag);
+            let cost = entry_cost(flag, variant.as_deref(), same_flag(&report));
+            if entries > 0 && (entries + 1 > max_entries || bytes + cost > MAX_REPORT_BYTES) {
+                reports.push(std::mem::take(&mut report));
+                entries = 0;
+                bytes = 0;
+            }
+            let entry = VariantUsage {
+                variant: variant.clone(),
+                evaluations: n,
+            };
+            bytes += entry_cost(flag, variant.as_deref(), same_flag(&report));
+            match report.flags.last_mut() {
+                Some(f) if f.flag == *flag => f.variants.push(entry),
+                _ => report.flags.push(FlagUsage {
+                    flag: flag.clone(),
+                    variants: vec![entry],
+                }),
+            }
+            entries += 1;
+        }
+        if entries > 0 {
+            reports.push(report);
+        }
+        reports
+    }
+}
+
+/// A bound on the bytes an entry adds to an encoded report: the variant's name and count (tags,
+/// lengths, a 10-byte varint at most: 20), plus the flag's key and its `FlagUsage` framing (tags
+/// and lengths: 8) when the flag is new to the report.
+fn entry_cost(flag: &str, variant: Option<&str>, same_flag: bool) -> usize {
+    variant.map_or(0, str::len) + 20 + if same_flag { 0 } else { flag.len() + 8 }
+}
+
+/// The sidecar's usage: the replaced snapshots still to drain, and the counts not yet reported.
+/// Shared by the [`SnapshotCell`](crate::snapshot::SnapshotCell) (which retires snapshots) and
+/// the sync client (which reports).
+pub struct Usage {
+    retired: Mutex<Vec<(Instant, Arc<Snapshot>)>>,
+    pending: Mutex<Tally>,
+    metrics: UsageMetrics,
+}
+
+/// The sidecar's usage metrics (registered by the server).
+#[derive(Clone, Debug, Default)]
+pub struct UsageMetrics {
+    /// `UsageReport` frames sent to control.
+    pub reports: Counter,
+    /// Entries ((flag, variant) counts) sent.
+    pub entries: Counter,
+    /// Entries dropped because the tally was full.
+    pub dropped: Counter,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Usage {
+            retired: Mutex::new(Vec::new()),
+            pending: Mutex::new(Tally::default()),
+            metrics: UsageMetrics::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Usage").finish_non_exhaustive()
+    }
+}
+
+impl Usage {
+    /// The metrics, for registration.
+    pub fn metrics(&self) -> &UsageMetrics {
+        &self.metrics
+    }
+
+    /// Keeps `replaced` (the snapshot a publication replaced) for draining under its own names;
+    /// drains and drops those retired longer than [`GRACE`] ago.
+    pub fn retire(&self, replaced: Arc<Snapshot>) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.push((Instant::now(), replaced));
+        self.settle(&mut retired, false);
+    }
+
+    /// Drains retired snapshots into the pending counts: all of them with `all`, else only those
+    /// past their grace; those past their grace are dropped.
+    fn settle(&self, retired: &mut Vec<(Instant, Arc<Snapshot>)>, all: bool) {
+        if retired.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = pending.dropped;
+        retired.retain(|(at, snapshot)| {
+            let due = at.elapsed() >= GRACE;
+            if due || all {
+                snapshot.usage.drain_into(&snapshot.flags, &mut pending);
+            }
+            !due
+        });
+        self.metrics.dropped.inc_by(pending.dropped - dropped);
+    }
+
+    /// Every count not reported yet (the current snapshot's, the retired ones', and any put back
+    /// by [`Usage::restore`]), taken: the pending counts start again from zero.
+    pub fn take(&self, current: Option<&Snapshot>) -> Tally {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        self.settle(&mut retired, true);
+        drop(retired);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(snapshot) = current {
+            let dropped = pending.dropped;
+            snapshot.usage.drain_into(&snapshot.flags, &mut pending);
+            self.metrics.dropped.inc_by(pending.dropped - dropped);
+        }
+        let mut taken = std::mem::take(&mut *pending);
+        taken.dropped = 0;
+        taken
+    }
+
+    /// Puts back counts that could not be sent (the connection broke): the next report carries
+    /// them.
+    pub fn restore(&self, tally: Tally) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = pending.dropped;
+        pending.merge(tally);
+        self.metrics.dropped.inc_by(pending.dropped - dropped);
+    }
+
+    /// Counts a report of `entries` entries as sent.
+    pub fn sent(&self, entries: usize) {
+        self.metrics.reports.inc();
+        self.metrics.entries.inc_by(entries as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{SnapshotCell, Source};
+    use serde_json::json;
+
+    fn set(doc: serde_json::Value) -> FlagSet {
+        FlagSet::from_json(&doc).unwrap()
+    }
+
+    fn two_flags() -> FlagSet {
+        set(json!({"flags": {
+            "a": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+            "b": {"state": "ENABLED", "variants": {"x": 1, "y": 2, "z": 3}, "defaultVariant": "x"}
+        }}))
+    }
+
+    #[test]
+    fn counts_by_position_are_named_when_drained() {
+        let flags = two_flags();
+        let table = UsageTable::new(&flags);
+        // The set lists variants by name: "off", "on"; "x", "y", "z".
+        table.count(0, Some(1));
+        table.count(0, Some(1));
+        table.count(0, None);
+        table.count(1, Some(2));
+        // Out of range: ignored, or "no value" for a variant past the flag's.
+        table.count(7, Some(0));
+        table.count(1, Some(9));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        table.count(1, Some(1));
+                    }
+                });
+            }
+        });
+        let mut tally = Tally::default();
+        table.drain_into(&flags, &mut tally);
+        assert_eq!(tally.get("a", Some("on")), 2);
+        assert_eq!(tally.get("a", None), 1);
+        assert_eq!(tally.get("a", Some("off")), 0);
+        assert_eq!(tally.get("b", Some("z")), 1);
+        assert_eq!(tally.get("b", None), 1);
+        assert_eq!(tally.get("b", Some("y")), 4000);
+        assert_eq!(tally.len(), 5);
+        // Drained: nothing the second time.
+        let mut again = Tally::default();
+        table.drain_into(&flags, &mut again);
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_snapshot_is_drained_under_its_own_names() {
+        let cell = SnapshotCell::new();
+        let first = cell.publish(Snapshot::new("prod", 1, two_flags(), Source::File("f".into())));
+        first.usage.count(1, Some(0)); // b=x
+        // Revision 2 adds a flag before "b": "b" moves from position 1 to 2, and its variants
+        // are others.
+        let second = cell.publish(Snapshot::new(
+            "prod",
+            2,
+            set(json!({"flags": {
+                "a": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+                "aa": {"state": "DISABLED", "variants": {"on": true}, "defaultVariant": "on"},
+                "b": {"state": "ENABLED", "variants": {"x": 1, "y": 2}, "defaultVariant": "x"}
+            }})),
+            Source::File("f".into()),
+        ));
+        // A request that loaded the first snapshot before the swap counts after it.
+        first.usage.count(1, Some(0));
+        second.usage.count(2, Some(1)); // b=y
+        second.usage.count(1, None); // aa: disabled
+        let tally = cell.usage().take(cell.load().as_deref());
+        assert_eq!(tally.get("b", Some("x")), 2);
+        assert_eq!(tally.get("b", Some("y")), 1);
+        assert_eq!(tally.get("aa", None), 1);
+        assert_eq!(tally.len(), 3);
+        // Taken: the next take starts from zero, and a put-back count comes again.
+        assert!(cell.usage().take(cell.load().as_deref()).is_empty());
+        cell.usage().restore(tally.clone());
+        assert_eq!(cell.usage().take(None), tally);
+    }
+
+    #[test]
+    fn reports_are_bounded_by_entries_and_bytes() {
+        let mut tally = Tally::default();
+        for f in 0..10 {
+            for v in 0..3 {
+                tally.add(&format!("flag-{f}"), Some(&format!("v{v}")), 1 + v);
+            }
+        }
+        tally.add("flag-0", None, 5);
+        let reports = tally.reports(7);
+        let entries: Vec<usize> = reports
+            .iter()
+            .map(|r| r.flags.iter().map(|f| f.variants.len()).sum())
+            .collect();
+        assert!(entries.iter().all(|&n| n <= 7), "{entries:?}");
+        assert_eq!(entries.iter().sum::<usize>(), 31);
+        // Each flag at most once per report; every count carried once.
+        let mut total = 0;
+        for r in &reports {
+            let mut keys: Vec<&str> = r.flags.iter().map(|f| f.flag.as_str()).collect();
+            keys.dedup();
+            assert_eq!(keys.len(), r.flags.len());
+            total += r
+                .flags
+                .iter()
+                .flat_map(|f| &f.variants)
+                .map(|v| v.evaluations)
+                .sum::<u64>();
+        }
+        assert_eq!(total, 10 * (1 + 2 + 3) + 5);
+        // Long keys: split by bytes before the frame limit.
+        let mut big = Tally::default();
+        let long = "k".repeat(200);
+        for f in 0..1000 {
+            big.add(&format!("{long}-{f}"), Some(&"v".repeat(100)), 1);
+        }
+        let reports = big.reports(100_000);
+        assert!(reports.len() > 1);
+        for r in &reports {
+            use vexil_proto::prost::Message;
+            assert!(r.encoded_len() <= MAX_REPORT_BYTES, "{}", r.encoded_len());
+        }
+    }
+
+    #[test]
+    fn a_full_tally_drops_and_counts() {
+        let mut tally = Tally::default();
+        tally.add("a", Some("on"), u64::MAX);
+        tally.add("a", Some("on"), 5);
+        assert_eq!(tally.get("a", Some("on")), u64::MAX);
+    }
+}
