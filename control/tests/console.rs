@@ -260,7 +260,12 @@ async fn the_console_in_a_real_browser() {
     let dir = TempDir::new("vexil-console");
     let mut sidecar = ProxyCmd::new()
         .args(["--control", &app.sync_url(), "--environment", "prod"])
-        .args(["--client-id", "console-sidecar"])
+        .args([
+            "--client-id",
+            "console-sidecar",
+            "--usage-interval-secs",
+            "1",
+        ])
         .arg("--ca-file")
         .arg(app.ca_file())
         .arg("--state-dir")
@@ -281,6 +286,7 @@ async fn the_console_in_a_real_browser() {
         .env("CHROMIUM", chromium)
         .env("SHOTS", &shots)
         .env("SIDECAR_ID", "console-sidecar")
+        .env("OFREP", &sidecar.ofrep)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

@@ -49,6 +49,7 @@ const routes = [
   [/^#\/env\/([^/]+)\/preview$/, (env) => views.preview(ctx, env), "preview"],
   [/^#\/env\/([^/]+)\/promote$/, (env) => views.promote(ctx, env), "promote"],
   [/^#\/env\/([^/]+)\/fleet$/, (env) => views.fleet(ctx, env), "fleet"],
+  [/^#\/env\/([^/]+)\/usage$/, (env) => views.usage(ctx, env), "usage"],
   [/^#\/audit$/, () => views.audit(ctx)],
   [/^#\/tokens$/, () => views.tokens(ctx)],
   [/^#\/api$/, () => apiReference()],
@@ -104,6 +105,7 @@ function environmentNav(env, tab) {
     ["preview", `#/env/${e}/preview`, "Preview"],
     ["promote", `#/env/${e}/promote`, "Promote"],
     ["fleet", `#/env/${e}/fleet`, "Fleet"],
+    ["usage", `#/env/${e}/usage`, "Usage"],
   ];
   envNav.hidden = false;
   fill(

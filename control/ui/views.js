@@ -751,3 +751,75 @@ export async function tokens(ctx) {
     secretBox,
   );
 }
+
+// ------------------------------------------------------------------ usage
+
+/** "on 62 % · off 38 %" as bars a screen reader reads as text. */
+function shares(variants) {
+  if (!variants.length) return h("span", { class: "meta" }, "—");
+  return h(
+    "ul",
+    { class: "shares" },
+    variants.map((v) => {
+      const pct = Math.round(v.share * 1000) / 10;
+      return h(
+        "li",
+        {},
+        h("span", { class: "share-label" }, `${v.variant ?? "(no value)"} ${pct} %`),
+        h("progress", { max: "100", value: String(pct), "aria-hidden": "true" }),
+      );
+    }),
+  );
+}
+
+export async function usage(ctx, env) {
+  const [daysField, days] = field(
+    "Window",
+    h("select", {}, [1, 7, 30, 90].map((d) => h("option", { value: String(d), selected: d === 7 }, `${d} day${d > 1 ? "s" : ""}`))),
+  );
+  const out = h("div", { "aria-live": "polite" });
+  const load = async () => {
+    const n = days.value;
+    const [report, stale] = await Promise.all([
+      api("GET", `${envPath(env)}/usage`, { query: { days: n } }),
+      api("GET", `${envPath(env)}/usage/stale`, { query: { days: n } }),
+    ]);
+    const r = report.data;
+    const st = stale.data;
+    fill(
+      out,
+      h("p", { class: "meta" }, `Evaluations counted by the sidecars since `, ago(r.since), "."),
+      table(
+        "Usage by flag",
+        ["Flag", "Evaluations", "Variants", "Last evaluated (hour)", "Targeting"],
+        r.flags.map((f) => [
+          h("a", { href: `#/env/${enc(env)}/flags/${enc(f.flag)}` }, f.flag),
+          String(f.evaluations),
+          shares(f.variants),
+          ago(f.last_evaluated),
+          f.targeted ? "yes" : "no",
+        ]),
+      ),
+      h("h2", {}, `Not evaluated in ${st.days} day${st.days > 1 ? "s" : ""}`),
+      st.unused.length
+        ? table(
+            "Flags not evaluated",
+            ["Flag", "Created", "Last evaluated before"],
+            st.unused.map((f) => [h("a", { href: `#/env/${enc(env)}/flags/${enc(f.flag)}` }, f.flag), ago(f.created_at), ago(f.last_evaluated)]),
+          )
+        : h("p", {}, "Every flag was evaluated."),
+      h("h2", {}, "Constant but still called"),
+      h("p", { class: "meta" }, "Flags with targeting whose every evaluation in the window gave the same variant: the rule decides nothing, so they are candidates for removal."),
+      st.constant.length
+        ? table(
+            "Constant flags",
+            ["Flag", "Variant served", "Evaluations"],
+            st.constant.map((f) => [h("a", { href: `#/env/${enc(env)}/flags/${enc(f.flag)}` }, f.flag), f.variant ?? "(no value)", String(f.evaluations)]),
+          )
+        : h("p", {}, "None."),
+    );
+  };
+  days.addEventListener("change", () => load().catch(report));
+  await load();
+  return h("section", {}, heading("Usage"), daysField, out);
+}

@@ -12,7 +12,7 @@
 import { createRequire } from "node:module";
 import path from "node:path";
 
-const { BASE, ADMIN_TOKEN, VIEWER_TOKEN, JS_MODULES, CHROMIUM, SHOTS, SIDECAR_ID } = process.env;
+const { BASE, ADMIN_TOKEN, VIEWER_TOKEN, JS_MODULES, CHROMIUM, SHOTS, SIDECAR_ID, OFREP } = process.env;
 const require = createRequire(path.join(JS_MODULES, "noop.js"));
 const { chromium } = require("playwright-core");
 
@@ -196,6 +196,31 @@ try {
   expect(!(await admin.content()).includes(secret), "the secret is not shown again");
   const whoami = await fetch(`${BASE}/api/v1/whoami`, { headers: { Authorization: `Bearer ${secret}` } }).then((r) => r.json());
   expect(whoami.role === "viewer", `the new token works: ${JSON.stringify(whoami)}`);
+
+  // ---- usage: what the sidecar evaluated, by variant
+  step("the usage page shows the sidecar's evaluations by variant");
+  const lookup = async (context) => {
+    const r = await fetch(`${OFREP}/ofrep/v1/evaluate/flags/checkout`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ context }),
+    });
+    expect(r.ok, `an OFREP lookup through the sidecar: ${r.status}`);
+  };
+  for (let i = 0; i < 10; i += 1) await lookup({ targetingKey: `p${i}`, plan: "pro" });
+  for (let i = 0; i < 30; i += 1) await lookup({ targetingKey: `f${i}`, plan: "free" });
+  await admin.goto(`${BASE}/ui/#/env/prod/usage`);
+  await admin.getByRole("heading", { name: "Usage", level: 1 }).waitFor();
+  const usageRow = admin.locator("tbody tr", { has: admin.getByRole("link", { name: "checkout", exact: true }) }).first();
+  let window = "1";
+  await until(async () => {
+    // Choosing another window loads the report again.
+    window = window === "1" ? "7" : "1";
+    await admin.getByLabel("Window").selectOption(window);
+    await admin.waitForTimeout(300);
+    const cells = await usageRow.locator("td").allTextContents();
+    return cells[1] === "40" && /on 25 %/.test(cells[2]) && /off 75 %/.test(cells[2]);
+  }, "checkout's 40 evaluations, 25 % on and 75 % off, in the usage report");
 
   // ---- API reference, try it
   step("the API reference sends a real request");
