@@ -74,6 +74,7 @@ async fn console_files_are_served_with_a_strict_policy_and_etags() {
         "views.js",
         "apiref.js",
         "jsonpos.js",
+        "schemaform.js",
     ] {
         let r = http.get(format!("{base}/ui/{file}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{file}");

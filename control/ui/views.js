@@ -4,6 +4,7 @@
 import { api, all, follow, ApiError } from "./api.js";
 import { h, fill, field, announce, confirmDialog, ago, table, jsonBlock } from "./dom.js";
 import { parseWithSpans, parsePath, pathKey, lineCol } from "./jsonpos.js";
+import { formFor } from "./schemaform.js";
 
 const enc = encodeURIComponent;
 const envPath = (env) => `/api/v1/environments/${enc(env)}`;
@@ -269,6 +270,12 @@ function jsonEditor({ label, initial, validate, segmentsOf, readOnly }) {
     el: h("div", { class: "editor" }, wrap, verdict, list),
     text: () => area.value,
     value: () => (parsed ? parsed.value : null),
+    /** Replaces the text with `v` as JSON, then checks it. */
+    setValue: (v) => {
+      area.value = JSON.stringify(v, null, 2);
+      clearTimeout(timer);
+      timer = setTimeout(check, 300);
+    },
     recheck: check,
   };
 }
@@ -297,6 +304,7 @@ export async function flag(ctx, env, key) {
     segmentsOf: (path) => flagSegments(path, currentKey()),
   });
   if (isNew) keyInput.addEventListener("input", () => editor.recheck());
+  const schemaPart = isNew ? null : await schemaSection(ctx, env, key, editor, canWrite);
   const save = async (ev) => {
     ev.preventDefault();
     const value = editor.value();
@@ -348,11 +356,126 @@ export async function flag(ctx, env, key) {
       "form",
       { onsubmit: save, "aria-label": isNew ? "New flag" : `Flag ${key}` },
       isNew ? keyField : null,
+      schemaPart ? schemaPart.form : null,
       editor.el,
       canWrite ? h("button", { type: "submit", class: "primary" }, isNew ? "Create flag" : "Save") : h("p", { class: "meta" }, "Your token may read this flag, not change it."),
     ),
     actions.length ? h("div", { class: "actions" }, actions) : null,
+    schemaPart ? schemaPart.schema : null,
   );
+}
+
+/** For a flag used as configuration: its variants as forms generated from its JSON Schema (each
+ *  edit writes the variant into the definition's JSON, which stays what is saved), and the schema
+ *  itself, to read or (with write access) set and remove. */
+async function schemaSection(ctx, env, key, editor, canWrite) {
+  const path = `${envPath(env)}/flags/${enc(key)}/schema`;
+  let schema = null;
+  try {
+    schema = (await api("GET", path)).data;
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 404)) throw e;
+  }
+  let form = null;
+  if (schema) {
+    const forms = h("div");
+    const render = () => {
+      const def = editor.value();
+      const variants = def && typeof def.variants === "object" && def.variants ? def.variants : {};
+      fill(
+        forms,
+        Object.keys(variants).map((name) =>
+          h(
+            "div",
+            { class: "card variant-form" },
+            formFor(
+              schema,
+              variants[name],
+              (v) => {
+                const now = editor.value();
+                if (!now) {
+                  announce("The definition is not valid JSON: fix it before using the form.", "error");
+                  return;
+                }
+                now.variants[name] = v;
+                editor.setValue(now);
+              },
+              `Variant ${name}`,
+            ),
+          ),
+        ),
+      );
+    };
+    render();
+    form = h(
+      "section",
+      { "aria-label": "Variants from the schema" },
+      h("h2", {}, "Variants"),
+      h("p", { class: "meta" }, "Fields from the flag's JSON Schema; each edit is written into the definition below, which is what Save sends."),
+      forms,
+      h("button", { type: "button", onclick: render }, "Refresh the form from the JSON"),
+    );
+  }
+  const [schemaField, schemaArea] = field(
+    "JSON Schema of the variants",
+    h("textarea", { class: "code", rows: "8", spellcheck: "false", readonly: canWrite ? null : true }, schema ? JSON.stringify(schema, null, 2) : ""),
+    "Every variant must match it; writes that would break it are refused.",
+  );
+  const schemaBox = h(
+    "details",
+    { class: "card" },
+    h("summary", {}, schema ? "JSON Schema (set)" : "JSON Schema (none)"),
+    schemaField,
+    canWrite
+      ? h(
+          "div",
+          { class: "actions" },
+          h(
+            "button",
+            {
+              type: "button",
+              class: "primary",
+              onclick: async () => {
+                let value;
+                try {
+                  value = JSON.parse(schemaArea.value);
+                } catch (e) {
+                  announce(`The schema is not valid JSON: ${e.message}`, "error");
+                  return;
+                }
+                try {
+                  await api("PUT", path, { body: value });
+                  ctx.go(location.hash, `Schema of ${key} saved.`);
+                } catch (e) {
+                  report(e);
+                }
+              },
+            },
+            "Save schema",
+          ),
+          schema
+            ? h(
+                "button",
+                {
+                  type: "button",
+                  class: "danger",
+                  onclick: async () => {
+                    if (!(await confirmDialog(`Remove the schema of ${key}?`, "Its variants are no longer checked against it.", "Remove", true))) return;
+                    try {
+                      await api("DELETE", path);
+                      ctx.go(location.hash, `Schema of ${key} removed.`);
+                    } catch (e) {
+                      report(e);
+                    }
+                  },
+                },
+                "Remove schema",
+              )
+            : null,
+        )
+      : null,
+  );
+  return { form, schema: schemaBox };
 }
 
 // ------------------------------------------------------------------ evaluators

@@ -44,6 +44,7 @@ const ASSETS: &[Asset] = assets! {
     "views.js" => "text/javascript; charset=utf-8",
     "apiref.js" => "text/javascript; charset=utf-8",
     "jsonpos.js" => "text/javascript; charset=utf-8",
+    "schemaform.js" => "text/javascript; charset=utf-8",
 };
 
 /// What the pages may load and connect to: this origin only (the change stream's WebSocket is
