@@ -27,14 +27,16 @@ const browser = await chromium.launch({
 });
 const pages = [];
 let failed = false;
+const cspViolations = [];
 
-async function newPage(viewport = { width: 1280, height: 900 }) {
-  const context = await browser.newContext({ viewport });
+async function newPage(viewport = { width: 1280, height: 900 }, options = {}) {
+  const context = await browser.newContext({ viewport, ...options });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
   page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
   page.on("console", (m) => {
     if (m.type() === "error") console.log(`console error: ${m.text()}`);
+    if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
   });
   pages.push(page);
   return page;
@@ -269,6 +271,45 @@ try {
   await phone.getByRole("dialog").waitFor();
   await phone.keyboard.press("Enter"); // the confirm button has the focus
   await phone.locator("#status", { hasText: "checkout disabled" }).waitFor();
+
+  // ---- accessibility of every page, by axe-core (WCAG 2 A and AA rules)
+  step("every page passes axe-core's WCAG 2 A/AA checks");
+  // axe is injected as a script, which the console's CSP rightly forbids: this one tab bypasses it.
+  const a11y = await newPage({ width: 1280, height: 900 }, { bypassCSP: true });
+  const axeSource = path.join(JS_MODULES, "axe-core", "axe.min.js");
+  const audit = async (what) => {
+    await a11y.addScriptTag({ path: axeSource });
+    const result = await a11y.evaluate(async () => {
+      const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
+      return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(" ")) }));
+    });
+    for (const v of result) console.log(`axe ${what}: ${v.impact} ${v.id}: ${v.help} at ${v.nodes.join(", ")}`);
+    const serious = result.filter((v) => v.impact === "serious" || v.impact === "critical");
+    expect(serious.length === 0, `no serious accessibility problem on ${what}: ${serious.map((v) => v.id).join(", ")}`);
+  };
+  await a11y.goto(`${BASE}/ui/`);
+  await a11y.getByLabel("Token").waitFor();
+  await audit("sign-in");
+  await signIn(a11y, ADMIN_TOKEN);
+  for (const [hash, heading] of [
+    ["#/", "Environments"],
+    ["#/env/prod", "Flags"],
+    ["#/env/prod/flags/checkout", "checkout"],
+    ["#/env/prod/flags/new", "New flag"],
+    ["#/env/prod/evaluators", "Evaluators"],
+    ["#/env/prod/preview", "Evaluation preview"],
+    ["#/env/prod/promote", "Promote prod"],
+    ["#/env/prod/fleet", "Fleet"],
+    ["#/env/prod/usage", "Usage"],
+    ["#/audit", "Audit log"],
+    ["#/tokens", "Tokens"],
+    ["#/api", "API reference"],
+  ]) {
+    await a11y.goto(`${BASE}/ui/${hash}`);
+    await a11y.getByRole("heading", { name: heading, level: 1, exact: true }).waitFor();
+    await audit(hash);
+  }
+  expect(cspViolations.length === 0, `no Content-Security-Policy violation: ${cspViolations.join(" | ")}`);
 
   step("done");
 } catch (e) {
