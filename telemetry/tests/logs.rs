@@ -1,91 +1,11 @@
-//! Both real binaries with their telemetry settings: JSON logs.
+//! Both real binaries with JSON logs (`[telemetry] log_format`).
 
-use std::path::Path;
+mod common;
 
-use serde_json::{Value, json};
+use common::{control, shop, sidecar};
+use serde_json::Value;
 use vexil_testkit::TempDir;
-use vexil_testkit::control::{ControlCmd, ControlProcess};
-use vexil_testkit::proxy::{ProxyCmd, ProxyProcess};
-
-const ADMIN: &str = "vxl_telemetry_admin_token_0123456789abcdef";
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-/// An admin API call that must succeed; its JSON answer (`Null` when there is none).
-async fn api(control: &ControlProcess, method: &str, path: &str, body: Option<Value>) -> Value {
-    let url = format!("{}/api/v1{path}", control.base);
-    let mut req = http()
-        .request(method.parse().unwrap(), url)
-        .bearer_auth(ADMIN);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    assert!(status.is_success(), "{method} {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
-/// Control on SQLite in `dir` (development TLS in `dir/tls`), with `args`.
-async fn control(dir: &Path, args: &[&str]) -> ControlProcess {
-    ControlCmd::new(&format!("sqlite://{}", dir.join("vexil.db").display()))
-        .dev_tls(&dir.join("tls"))
-        .args(["--webhook-addr", "off"])
-        .args(args.iter().copied())
-        .env("VEXIL_ADMIN_TOKEN", ADMIN)
-        .start()
-        .await
-}
-
-/// The environment `shop` with one flag, and a sidecar token for it.
-async fn shop(control: &ControlProcess) -> String {
-    api(
-        control,
-        "POST",
-        "/environments",
-        Some(json!({"key": "shop", "name": "shop"})),
-    )
-    .await;
-    api(
-        control,
-        "PUT",
-        "/environments/shop/flags/checkout",
-        Some(
-            json!({"state": "ENABLED", "variants": {"on": true, "off": false},
-                    "defaultVariant": "on"}),
-        ),
-    )
-    .await;
-    let token = api(
-        control,
-        "POST",
-        "/tokens",
-        Some(json!({"name": "shop-sidecars", "role": "sidecar", "environments": ["shop"]})),
-    )
-    .await;
-    token["token"].as_str().unwrap().to_string()
-}
-
-/// A sidecar following `shop` on `control`, with `cmd`'s settings.
-fn sidecar(cmd: ProxyCmd, control: &ControlProcess, token: &str, dir: &Path) -> ProxyProcess {
-    cmd.args([
-        "--control",
-        &control.sync_url,
-        "--environment",
-        "shop",
-        "--token",
-        token,
-    ])
-    .arg("--ca-file")
-    .arg(control.tls_dir.as_ref().unwrap().join("ca.pem"))
-    .arg("--state-dir")
-    .arg(dir.join("state"))
-    .args(["--threads", "1"])
-    .start()
-}
+use vexil_testkit::proxy::ProxyCmd;
 
 /// Every line of `stdout` is a JSON object with a time, a level, a target and a message; returns
 /// them.
