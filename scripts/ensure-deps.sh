@@ -5,6 +5,7 @@
 #   - protox (for the Rust OpenFeature test client) and the Python OpenFeature clients
 #   - Node.js with the JavaScript OpenFeature clients (the pod-in-a-box tests) and playwright-core
 #   - Chromium (Debian's package), driven by playwright-core in the console tests
+#   - promtool (Debian's `prometheus` package), for scripts/validate-monitoring.sh
 # Either service is installed from the distribution's packages (apt-get, as root or with
 # passwordless sudo) when it is missing, and started when it is down. The build itself needs only
 # cargo and a C compiler (see shims/libz-ng-sys).
@@ -267,7 +268,23 @@ ensure_chromium() {
         || service_down "chromium: needed by the console's browser tests (apt-get install chromium)"
 }
 
+# promtool checks the alert rules and the dashboard's queries (scripts/validate-monitoring.sh). It
+# comes with the Prometheus server's package; the server itself is not started.
+ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        log "promtool: $(command -v promtool)"
+        return 0
+    fi
+    log "promtool: not found, installing prometheus (for promtool only)"
+    apt_install prometheus || true
+    if command -v promtool >/dev/null 2>&1; then
+        return 0
+    fi
+    service_down "promtool: apt-get install prometheus failed"
+}
+
 ensure_protox
+ensure_promtool
 ensure_postgres
 ensure_redis
 ensure_openfeature_clients

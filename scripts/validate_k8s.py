@@ -11,6 +11,8 @@ package carries the schemas of every Kubernetes version it knows: nothing is dow
     (components excepted) is rendered and the rendered documents are validated as well;
   * --also FILE validates more objects (the pods the injection webhook makes, kept as golden files
     by control/tests/webhook.rs);
+  * Prometheus files (`*.rules.yml`, `*.rules.test.yml`) are not manifests: skipped here, checked by
+    scripts/validate-monitoring.sh;
   * kinds without a bundled schema fail, except the cert-manager kinds of ALLOWED_WITHOUT_SCHEMA,
     which get a structural check only.
 
@@ -36,6 +38,10 @@ KUSTOMIZATION_KEYS = {
     "commonAnnotations", "resources", "components", "patches", "images", "replicas",
     "configMapGenerator", "secretGenerator", "generatorOptions",
 }
+
+# Files under k8s/ that are not Kubernetes manifests: Prometheus rules and their unit tests
+# (scripts/validate-monitoring.sh checks them).
+NOT_MANIFESTS = (".rules.yml", ".rules.test.yml")
 
 BROKEN_POD = {
     "apiVersion": "v1",
@@ -91,6 +97,8 @@ def check_kustomization(path, errors):
         fail(errors, f"{path}: unknown keys {sorted(unknown)}")
     named = list(k.get("resources", [])) + list(k.get("components", []))
     named += [p["path"] for p in k.get("patches", []) if isinstance(p, dict) and "path" in p]
+    for generator in k.get("configMapGenerator", []) + k.get("secretGenerator", []):
+        named += [f.split("=", 1)[-1] for f in generator.get("files", [])]
     for entry in named:
         if "://" in entry:
             fail(errors, f"{path}: remote resource {entry} (everything must be in the repository)")
@@ -154,7 +162,7 @@ def main():
         os.path.join(d, f)
         for d, _, names in os.walk(args.root)
         for f in names
-        if f.endswith((".yaml", ".yml"))
+        if f.endswith((".yaml", ".yml")) and not f.endswith(NOT_MANIFESTS)
     )
     if not files:
         fail(errors, f"{args.root}: no manifests found")

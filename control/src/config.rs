@@ -116,6 +116,8 @@ vexil_settings::settings! {
         section database in "database": DatabaseConfig;
         /// `[webhook]`: what the injection webhook gives every injected pod.
         section webhook in "webhook": WebhookSettings;
+        /// `[telemetry]`: logs and traces.
+        section telemetry in "telemetry": vexil_telemetry::TelemetryConfig;
     }
     validate check_control;
 }

@@ -43,12 +43,7 @@ fn main() -> ExitCode {
     };
     // rustls (webhook TLS) on ring, never one picked at random (docs/adr/0006-ring-only-tls.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VEXIL_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let _telemetry = vexil_telemetry::init(&config.telemetry, "info");
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {

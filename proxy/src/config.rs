@@ -135,6 +135,8 @@ vexil_settings::settings! {
         }
         /// The data plane's sections.
         section dataplane in "": DataPlaneConfig;
+        /// `[telemetry]`: logs and traces.
+        section telemetry in "telemetry": vexil_telemetry::TelemetryConfig;
     }
     validate check_proxy;
 }

@@ -97,12 +97,7 @@ fn serve(args: &vexil_settings::Cli<ProxyConfig>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VEXIL_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let _telemetry = vexil_telemetry::init(&config.telemetry, "info");
     if !vexil_proxy::memory::start_background_purge() {
         tracing::warn!("jemalloc refused to start its background purge thread");
     }
