@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     };
     // rustls (webhook TLS) on ring, never one picked at random (docs/adr/0006-ring-only-tls.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let _telemetry = vexil_telemetry::init(&config.telemetry, "info");
+    let _telemetry = vexil_telemetry::init(&config.telemetry, "info", "vexil-control");
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {

@@ -208,12 +208,11 @@ both_backends!(
             }
         );
         assert!(
-            app.store
+            !app.store
                 .last_usage("prod")
                 .await
                 .unwrap()
-                .get("old")
-                .is_none()
+                .contains_key("old")
         );
         // An environment's usage goes with it.
         app.delete("/api/v1/environments/dev?force=true", &app.admin)

@@ -97,7 +97,7 @@ fn serve(args: &vexil_settings::Cli<ProxyConfig>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let _telemetry = vexil_telemetry::init(&config.telemetry, "info");
+    let _telemetry = vexil_telemetry::init(&config.telemetry, "info", "vexil-proxy");
     if !vexil_proxy::memory::start_background_purge() {
         tracing::warn!("jemalloc refused to start its background purge thread");
     }

@@ -133,6 +133,28 @@ macro_rules! integer {
 
 integer!(u16, u32, u64, usize, i64);
 
+impl Value for f64 {
+    fn from_text(text: &str) -> Result<Self, Problems> {
+        let text = text.trim();
+        match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => Err(format!("expected a number, found {text:?}").into()),
+        }
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, Problems> {
+        match value {
+            toml::Value::Float(v) if v.is_finite() => Ok(*v),
+            toml::Value::Integer(i) => Ok(*i as f64),
+            other => Err(expected("a number", other)),
+        }
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(toml::Value::Float(*self))
+    }
+}
+
 impl Value for SocketAddr {
     fn from_text(text: &str) -> Result<Self, Problems> {
         text.trim().parse().map_err(|_| {

@@ -21,6 +21,7 @@ pub mod control;
 pub mod echo;
 pub mod fault_proxy;
 pub mod net;
+pub mod otlp;
 pub mod pg;
 pub mod process;
 pub mod proxy;

@@ -31,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tracing::Instrument as _;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -290,8 +291,13 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().to_string();
     let started = Instant::now();
-    let response = next.run(req).await;
+    // The request's span: the root of its trace (the write transaction is a child).
+    let span = tracing::info_span!("http.request", otel.name = %format!("{method} {route}"),
+        otel.kind = "server", http.request.method = %method, http.route = %route,
+        http.response.status_code = tracing::field::Empty);
+    let response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
     let elapsed = started.elapsed();
     state
         .metrics

@@ -36,6 +36,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 use sqlx::Row;
+use tracing::Instrument as _;
 use vexil_engine::{FlagSet, Limits, ValidationError, ValidationErrors, header_key_problem};
 
 use super::{
@@ -358,42 +359,62 @@ impl Store {
             mut edit,
             mut explain,
         } = write;
-        let mut attempt = 0;
-        loop {
-            let once = self.write_once(
-                actor,
-                limits,
-                env,
-                scope.clone(),
-                source,
-                &mut edit,
-                &mut explain,
-            );
-            let result = match self.options.write_deadline(self.backend) {
-                Some(deadline) => match tokio::time::timeout(deadline, once).await {
-                    Ok(result) => result,
-                    Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
-                        std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("the database did not finish the write within {deadline:?}"),
-                        ),
-                    ))),
-                },
-                None => once.await,
-            };
-            match result {
-                Err(e) if attempt < self.options.write_retries && super::is_retryable(&e) => {
-                    attempt += 1;
-                    tracing::info!(environment = env, attempt, error = %e,
-                        "write refused by the database for a conflict; trying again");
-                    // A short, growing, jittered pause, so the writers in conflict do not meet
-                    // again at once.
-                    let pause = 5 * u64::from(attempt) + rand::random::<u64>() % 10;
-                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        // The write's span (a trace of the request that made it, when traces are on).
+        let span = tracing::info_span!(
+            "store.write",
+            environment = env,
+            revision = tracing::field::Empty,
+            attempts = tracing::field::Empty
+        );
+        let result = async {
+            let mut attempt = 0;
+            loop {
+                let once = self.write_once(
+                    actor,
+                    limits,
+                    env,
+                    scope.clone(),
+                    source,
+                    &mut edit,
+                    &mut explain,
+                );
+                let result = match self.options.write_deadline(self.backend) {
+                    Some(deadline) => match tokio::time::timeout(deadline, once).await {
+                        Ok(result) => result,
+                        Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!(
+                                    "the database did not finish the write within {deadline:?}"
+                                ),
+                            ),
+                        ))),
+                    },
+                    None => once.await,
+                };
+                match result {
+                    Err(e) if attempt < self.options.write_retries && super::is_retryable(&e) => {
+                        attempt += 1;
+                        tracing::info!(environment = env, attempt, error = %e,
+                            "write refused by the database for a conflict; trying again");
+                        // A short, growing, jittered pause, so the writers in conflict do not meet
+                        // again at once.
+                        let pause = 5 * u64::from(attempt) + rand::random::<u64>() % 10;
+                        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    }
+                    result => {
+                        tracing::Span::current().record("attempts", attempt + 1);
+                        return result;
+                    }
                 }
-                result => return result,
             }
         }
+        .instrument(span.clone())
+        .await;
+        if let Ok(w) = &result {
+            span.record("revision", w.environment.revision);
+        }
+        result
     }
 
     /// One attempt of [`Store::write`].

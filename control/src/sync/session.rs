@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -434,6 +435,11 @@ impl Session {
     /// write would otherwise keep it, and a revoked token's stream, open for ever, since the token
     /// is re-checked only between writes.
     async fn write_bytes(&mut self, bytes: Bytes, kind: &'static str) -> Result<(), Ended> {
+        let span = tracing::info_span!("sync.send", frame = kind, bytes = bytes.len());
+        self.write_bytes_now(bytes, kind).instrument(span).await
+    }
+
+    async fn write_bytes_now(&mut self, bytes: Bytes, kind: &'static str) -> Result<(), Ended> {
         self.hub.metrics().sync_frames_sent(kind, 1);
         let limit = write_timeout(self.hub.settings().reauth_interval);
         match timeout(limit, self.send.write_chunk(bytes)).await {

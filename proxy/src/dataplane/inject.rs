@@ -224,6 +224,12 @@ impl Injector {
         // A header the previous hop nominated in `Connection` was for that hop only (pingora drops
         // it too); the sidecar's own headers must never be nominated on the way out.
         unnominate(req, |n| self.is_ours(n));
+        // The decisions' span, wanted only by traces (see vexil-telemetry): its events are the
+        // `feature_flag.evaluation`s.
+        let span = tracing::trace_span!(target: vexil_telemetry::OTEL_TARGET, "proxy.decide",
+            otel.kind = "client", http.request.method = %req.method, url.path = req.uri.path(),
+            server.address = target.host);
+        let _span = span.enter();
         let plan = self.plan();
         let plan = plan.as_deref();
         let route = self.router.route(target.host, req.uri.path());

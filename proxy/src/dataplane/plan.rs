@@ -345,6 +345,16 @@ impl Plan {
     ) {
         self.snapshot.usage.count(index, variant);
         let flag = &self.flags[index];
+        // A cached interest: one load when no trace layer wants the event.
+        if tracing::enabled!(target: vexil_telemetry::FEATURE_FLAG_TARGET, tracing::Level::TRACE) {
+            tracing::event!(target: vexil_telemetry::FEATURE_FLAG_TARGET, tracing::Level::TRACE,
+                "feature_flag.key" = %flag.key,
+                "feature_flag.result.variant" = variant.map_or("", |v| &*flag.variants[v].name),
+                "feature_flag.provider.name" = "vexil",
+                "feature_flag.set.id" = %self.snapshot.environment,
+                "feature_flag.version" = self.snapshot.revision,
+                "feature_flag.evaluation");
+        }
         let v = variant.unwrap_or(flag.variants.len());
         let counter = self.counters[listener as usize][flag.slot + v].get_or_init(|| {
             let name = variant.map_or("", |v| &flag.variants[v].name);

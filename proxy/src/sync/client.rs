@@ -678,6 +678,9 @@ impl Runner {
     ) -> Result<i64, ApplyError> {
         let config = &self.client.config;
         let revision = held.revision;
+        let _span = tracing::info_span!("sync.apply", frame = kind, revision,
+            environment = %config.environment)
+        .entered();
         let source = Source::Control(self.current.clone());
         let keys_changed = self.held.as_ref().is_none_or(|h| h.signing != held.signing)
             || self.cell.load().is_none_or(|s| s.signing != held.signing);
