@@ -16,6 +16,7 @@ mod events;
 mod flags;
 mod flagsets;
 mod retention;
+mod schemas;
 mod sessions;
 mod signing;
 mod tokens;
@@ -38,6 +39,7 @@ pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use retention::{Pruned, Retention};
+pub use schemas::{MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH};
 pub use sessions::{SessionRow, SessionState};
 pub use signing::{Rotate, SigningKey, SigningKeyInfo};
 
@@ -90,6 +92,16 @@ pub enum StoreError {
     #[error("{detail}")]
     OverLimit {
         /// Each limit crossed, with the figure it would reach and the one it has now.
+        detail: String,
+        /// The problems, with their JSON paths.
+        errors: vexil_engine::ValidationErrors,
+    },
+    /// Variants of flags that carry a JSON Schema do not validate against it, or a schema is
+    /// itself invalid: `detail` says which, `errors` lists every problem with its JSON path
+    /// (`flags.config.variants.dark.colors[0]`, or a path into the schema).
+    #[error("{detail}")]
+    SchemaViolation {
+        /// Which flag and variants (or schema).
         detail: String,
         /// The problems, with their JSON paths.
         errors: vexil_engine::ValidationErrors,
@@ -286,6 +298,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "change audit",
         include_str!("../../migrations/sqlite/0005_change_audit.sql"),
     ),
+    (
+        8,
+        "flag schemas",
+        include_str!("../../migrations/sqlite/0008_flag_schemas.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -312,6 +329,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "change audit",
         include_str!("../../migrations/postgres/0005_change_audit.sql"),
+    ),
+    (
+        8,
+        "flag schemas",
+        include_str!("../../migrations/postgres/0008_flag_schemas.sql"),
     ),
 ];
 
