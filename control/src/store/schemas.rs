@@ -222,7 +222,7 @@ pub(crate) async fn check_variants(
     key: Option<&str>,
     after: &SetRows,
 ) -> StoreResult<HashMap<String, Value>> {
-    let schemas = load(&mut **tx, env_id, key).await?;
+    let schemas = load(tx, env_id, key).await?;
     let mut problems = Vec::new();
     for (key, schema) in &schemas {
         let Some(definition) = after.flags.get(key) else {
