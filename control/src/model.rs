@@ -68,6 +68,11 @@ pub struct FlagRecord {
     /// The flagd definition (`state`, `variants`, `defaultVariant`, `targeting`, `metadata`).
     #[schema(value_type = Object)]
     pub definition: Value,
+    /// The JSON Schema every variant must match, when the flag has one (set with
+    /// `PUT .../flags/{key}/schema`; kept in control, never sent to sidecars).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
     /// Incremented on every write; the `ETag` is derived from it.
     pub version: i64,
     /// When it was created (RFC 3339).

@@ -23,6 +23,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list_flags))
         .routes(routes!(get_flag, put_flag, patch_flag, delete_flag))
+        .routes(routes!(get_schema, put_schema, delete_schema))
         .routes(routes!(evaluate))
         .routes(routes!(validate_flag))
 }
@@ -286,6 +287,73 @@ async fn validate_flag(
         .check_flag(&env, &key, definition, state.config.write_limits())
         .await?;
     Ok(axum::Json(json!({"valid": true})))
+}
+
+/// A flag's JSON Schema (docs/adr/0036-json-schemas-beside-flags.md).
+#[utoipa::path(get, path = "/api/v1/environments/{env}/flags/{key}/schema", tag = "flags",
+    security(("bearer" = [])),
+    params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Flag key")),
+    responses((status = 200, description = "The JSON Schema", body = Object),
+               (status = 404, description = "No such environment, or the flag has no schema", body = Problem),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn get_schema(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, Problem> {
+    caller.require(Permission::Read, Some(&env))?;
+    match state.store.flag_schema(&env, &key).await? {
+        Some(schema) => Ok(axum::Json(schema)),
+        None => Err(Problem::not_found(format!(
+            "a JSON Schema of flag {key:?} in environment {env:?} not found"
+        ))),
+    }
+}
+
+/// Give a flag a JSON Schema that every variant must match, or replace it: from then on every write
+/// that leaves the flag with a variant that does not match is refused (`422`). The schema is
+/// checked (its meta-schema, at most 64 KiB and 32 levels deep, no `$ref` outside itself), and so
+/// are the flag's current variants against it. The flag need not exist yet.
+#[utoipa::path(put, path = "/api/v1/environments/{env}/flags/{key}/schema", tag = "flags",
+    security(("bearer" = [])),
+    params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Flag key")),
+    request_body(content = Object, description = "A JSON Schema (draft 2020-12 unless `$schema` names another draft)"),
+    responses((status = 200, description = "The JSON Schema as stored", body = Object),
+               (status = 400, body = Problem), (status = 404, body = Problem),
+               (status = 422, description = "The schema is invalid, or a variant of the flag does not match it: every problem with its JSON path", body = Problem),
+               (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem)))]
+async fn put_schema(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+    Json(schema): Json<Value>,
+) -> Result<axum::Json<Value>, Problem> {
+    caller.require(Permission::WriteFlags, Some(&env))?;
+    check_flag_key(&key)?;
+    state
+        .store
+        .set_flag_schema(&caller.actor(), &env, &key, Some(schema.clone()))
+        .await?;
+    Ok(axum::Json(schema))
+}
+
+/// Remove a flag's JSON Schema (`204`).
+#[utoipa::path(delete, path = "/api/v1/environments/{env}/flags/{key}/schema", tag = "flags",
+    security(("bearer" = [])),
+    params(("env" = String, Path, description = "Environment key"), ("key" = String, Path, description = "Flag key")),
+    responses((status = 204), (status = 404, body = Problem),
+               (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn delete_schema(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((env, key)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    caller.require(Permission::WriteFlags, Some(&env))?;
+    state
+        .store
+        .set_flag_schema(&caller.actor(), &env, &key, None)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Preview: evaluate one flag or all flags for a context, with the engine's full details.

@@ -46,10 +46,12 @@ impl Store {
         let start = q.prefix.clone();
         'scan: loop {
             let rows = sqlx::query(
-                "SELECT key, state, definition, version, created_at, updated_at FROM flags \
-                 WHERE environment_id = $1 AND ($2 IS NULL OR state = $2) \
-                 AND ($3 IS NULL OR key >= $3) AND ($4 IS NULL OR key > $4) \
-                 ORDER BY key LIMIT $5",
+                "SELECT f.key, f.state, f.definition, f.version, f.created_at, f.updated_at, \
+                 s.schema FROM flags f LEFT JOIN flag_schemas s \
+                 ON s.environment_id = f.environment_id AND s.key = f.key \
+                 WHERE f.environment_id = $1 AND ($2 IS NULL OR f.state = $2) \
+                 AND ($3 IS NULL OR f.key >= $3) AND ($4 IS NULL OR f.key > $4) \
+                 ORDER BY f.key LIMIT $5",
             )
             .bind(id)
             .bind(q.state.clone())
@@ -60,7 +62,7 @@ impl Store {
             .await?;
             let exhausted = (rows.len() as i64) < batch;
             for r in &rows {
-                let flag = flag_from_row(r)?;
+                let flag = flag_with_schema(r)?;
                 after = Some(flag.key.clone());
                 if let Some(p) = &q.prefix
                     && !flag.key.starts_with(p.as_str())
@@ -103,15 +105,17 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let id = environment_id(&mut conn, env).await?;
         sqlx::query(
-            "SELECT key, state, definition, version, created_at, updated_at FROM flags \
-             WHERE environment_id = $1 AND key = $2",
+            "SELECT f.key, f.state, f.definition, f.version, f.created_at, f.updated_at, s.schema \
+             FROM flags f LEFT JOIN flag_schemas s \
+             ON s.environment_id = f.environment_id AND s.key = f.key \
+             WHERE f.environment_id = $1 AND f.key = $2",
         )
         .bind(id)
         .bind(key)
         .fetch_optional(&mut *conn)
         .await?
         .as_ref()
-        .map(flag_from_row)
+        .map(flag_with_schema)
         .transpose()?
         .ok_or_else(|| not_found(env, key))
     }
@@ -196,11 +200,20 @@ impl Store {
     }
 }
 
+/// A flag row read with its schema (`LEFT JOIN flag_schemas s`, column `schema`).
+fn flag_with_schema(r: &AnyRow) -> StoreResult<FlagRecord> {
+    Ok(FlagRecord {
+        schema: json_opt(r.try_get("schema")?)?,
+        ..flag_from_row(r)?
+    })
+}
+
 fn flag_from_row(r: &AnyRow) -> StoreResult<FlagRecord> {
     Ok(FlagRecord {
         key: r.try_get("key")?,
         state: r.try_get("state")?,
         definition: json_opt(Some(r.try_get("definition")?))?.unwrap_or(Value::Null),
+        schema: None,
         version: r.try_get("version")?,
         created_at: rfc3339(r.try_get("created_at")?),
         updated_at: rfc3339(r.try_get("updated_at")?),

@@ -16,6 +16,7 @@ mod events;
 mod flags;
 mod flagsets;
 mod retention;
+mod schemas;
 mod sessions;
 mod signing;
 mod tokens;
@@ -39,6 +40,7 @@ pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use retention::{Pruned, Retention};
+pub use schemas::{MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH};
 pub use sessions::{SessionCursor, SessionRow, SessionState};
 pub use signing::{Rotate, SigningKey, SigningKeyInfo};
 pub use usage::{FlagUsageRow, HOUR_MS, UsageRow, hour_of};
@@ -92,6 +94,16 @@ pub enum StoreError {
     #[error("{detail}")]
     OverLimit {
         /// Each limit crossed, with the figure it would reach and the one it has now.
+        detail: String,
+        /// The problems, with their JSON paths.
+        errors: vexil_engine::ValidationErrors,
+    },
+    /// Variants of flags that carry a JSON Schema do not validate against it, or a schema is
+    /// itself invalid: `detail` says which, `errors` lists every problem with its JSON path
+    /// (`flags.config.variants.dark.colors[0]`, or a path into the schema).
+    #[error("{detail}")]
+    SchemaViolation {
+        /// Which flag and variants (or schema).
         detail: String,
         /// The problems, with their JSON paths.
         errors: vexil_engine::ValidationErrors,
@@ -293,6 +305,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "flag usage",
         include_str!("../../migrations/sqlite/0006_flag_usage.sql"),
     ),
+    (
+        8,
+        "flag schemas",
+        include_str!("../../migrations/sqlite/0008_flag_schemas.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -324,6 +341,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "flag usage",
         include_str!("../../migrations/postgres/0006_flag_usage.sql"),
+    ),
+    (
+        8,
+        "flag schemas",
+        include_str!("../../migrations/postgres/0008_flag_schemas.sql"),
     ),
 ];
 

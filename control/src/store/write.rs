@@ -478,6 +478,16 @@ impl Store {
             });
         }
         let after = SetRows::from_document(doc).map_err(|_| corrupt("the flag set written"))?;
+        // The variants against their flags' JSON Schemas (an evaluator write changes none).
+        let schemas = match &covered {
+            Covered::Flag(key, _) => {
+                super::schemas::check_variants(&mut tx, env_id, Some(key), &after).await?
+            }
+            Covered::FlagSet(_) => {
+                super::schemas::check_variants(&mut tx, env_id, None, &after).await?
+            }
+            Covered::Evaluator(..) => Default::default(),
+        };
 
         let created = matches!(
             covered,
@@ -488,16 +498,18 @@ impl Store {
             Covered::Flag(key, old) => {
                 let new = after.flags.get(&key).cloned();
                 flag = match &new {
-                    Some(definition) => Some(
-                        super::flags::upsert_row(
+                    Some(definition) => {
+                        let mut record = super::flags::upsert_row(
                             &mut tx,
                             env_id,
                             &key,
                             definition,
                             versions.flag(&key),
                         )
-                        .await?,
-                    ),
+                        .await?;
+                        record.schema = schemas.get(&key).cloned();
+                        Some(record)
+                    }
                     None => {
                         super::flags::delete_row(&mut tx, env_id, &key).await?;
                         None
