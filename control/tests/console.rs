@@ -218,6 +218,36 @@ both_backends!(
         )
         .await
         .expect(404);
+        // A flag with a JSON Schema: its variants are checked against it too, as a write would be.
+        let schema = json!({"type": "object", "properties": {"page_size": {"type": "integer", "maximum": 100}}});
+        app.put_json(
+            "/api/v1/environments/prod/flags/page/schema",
+            &schema,
+            &app.admin,
+        )
+        .await
+        .expect(200);
+        let config = |size: i64| json!({"state": "ENABLED", "variants": {"small": {"page_size": size}}, "defaultVariant": "small"});
+        let page = "/api/v1/environments/prod/flags/page/validate";
+        app.post_json(page, &config(50), &viewer).await.expect(200);
+        let r = app.post_json(page, &config(500), &viewer).await;
+        let problem = r.expect(422);
+        assert!(
+            problem["errors"][0]["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("flags.page.variants.small.page_size"),
+            "{problem}"
+        );
+        let written = app
+            .put_json(
+                "/api/v1/environments/prod/flags/page",
+                &config(500),
+                &app.admin,
+            )
+            .await;
+        assert_eq!(written.expect(422)["errors"], problem["errors"]);
+
         app.create_env("dev").await;
         app.post_json(
             "/api/v1/environments/dev/flags/checkout/validate",
@@ -258,6 +288,29 @@ async fn the_console_in_a_real_browser() {
     app.create_env("staging").await;
     let (_, viewer) = app.token("viewer", "viewer", &["prod"]).await;
     let (_, sidecar_token) = app.token("sidecars", "sidecar", &["prod"]).await;
+    // A flag used as configuration, with a JSON Schema: the console edits it in a form.
+    let schema = json!({"type": "object", "required": ["page_size", "theme", "beta"],
+        "properties": {"page_size": {"type": "integer", "minimum": 1, "maximum": 100,
+                                     "description": "Items per page"},
+                       "theme": {"enum": ["light", "dark"]},
+                       "beta": {"type": "boolean"}}});
+    app.put_json(
+        "/api/v1/environments/prod/flags/page-config/schema",
+        &schema,
+        &app.admin,
+    )
+    .await
+    .expect(200);
+    let config = json!({"state": "ENABLED", "defaultVariant": "small", "variants": {
+        "small": {"page_size": 10, "theme": "light", "beta": false},
+        "large": {"page_size": 50, "theme": "dark", "beta": true}}});
+    app.put_json(
+        "/api/v1/environments/prod/flags/page-config",
+        &config,
+        &app.admin,
+    )
+    .await
+    .expect(201);
     let dir = TempDir::new("vexil-console");
     let mut sidecar = ProxyCmd::new()
         .args(["--control", &app.sync_url(), "--environment", "prod"])

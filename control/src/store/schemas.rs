@@ -213,6 +213,18 @@ async fn load(
     Ok(schemas)
 }
 
+/// Checks one flag definition's variants against `schema` (the check of [`check_variants`] for a
+/// definition not written yet: the editor's validation).
+pub(crate) fn check_definition(key: &str, definition: &Value, schema: &Value) -> StoreResult<()> {
+    let validator = compile(schema).map_err(|_| corrupt("flag schema"))?;
+    let mut problems = variant_problems(key, definition, &validator);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    Err(violation(problems))
+}
+
 /// Checks the variants `after` leaves against their schemas, inside the write's transaction: of
 /// flag `key` only, or of every flag when `None` (a whole-set write). Returns the schemas read
 /// (the written flag's record shows its own).

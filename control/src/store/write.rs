@@ -707,8 +707,9 @@ impl Problems {
 
 impl Store {
     /// What a write of `definition` as flag `key` of `env` would be refused for, without writing
-    /// (and without a write transaction: it reads the current flag set and checks the result as
-    /// [`Store::write`] does). Preconditions aside, `Ok` means the write would be accepted now.
+    /// (and without a write transaction: it reads the current flag set and the flag's JSON Schema
+    /// and checks the result as [`Store::write`] does). Preconditions aside, `Ok` means the write
+    /// would be accepted now.
     pub async fn check_flag(
         &self,
         env: &str,
@@ -724,7 +725,11 @@ impl Store {
             }
             None => return Err(corrupt("the flag set read")),
         }
-        check(&after, &|| stored.clone(), limits).map_err(Problems::into_error)
+        check(&after, &|| stored.clone(), limits).map_err(Problems::into_error)?;
+        match self.flag_schema(env, key).await? {
+            Some(schema) => super::schemas::check_definition(key, &after["flags"][key], &schema),
+            None => Ok(()),
+        }
     }
 }
 

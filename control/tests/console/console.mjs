@@ -199,6 +199,27 @@ try {
   const whoami = await fetch(`${BASE}/api/v1/whoami`, { headers: { Authorization: `Bearer ${secret}` } }).then((r) => r.json());
   expect(whoami.role === "viewer", `the new token works: ${JSON.stringify(whoami)}`);
 
+  // ---- a flag used as configuration: its variants in a form from its JSON Schema
+  step("a configuration flag is edited in a form generated from its schema");
+  await admin.goto(`${BASE}/ui/#/env/prod/flags/page-config`);
+  await admin.getByRole("heading", { name: "page-config", level: 1 }).waitFor();
+  const small = admin.getByRole("group", { name: "Variant small" });
+  const size = small.getByLabel("page_size (required)");
+  expect((await size.inputValue()) === "10", "the form shows the variant's value");
+  await size.fill("500");
+  const schemaProblem = admin.locator("ul.problems li", { hasText: "maximum" }).first();
+  await schemaProblem.waitFor();
+  expect(/variants\.small\.page_size/.test(await schemaProblem.textContent()), `the schema's error names the variant's field: ${await schemaProblem.textContent()}`);
+  await size.fill("25");
+  await small.getByLabel("theme").selectOption({ label: '"dark"' });
+  await small.getByLabel("beta").check();
+  await admin.getByText("Valid", { exact: true }).waitFor();
+  await admin.getByRole("button", { name: "Save", exact: true }).click();
+  await admin.locator("#status", { hasText: "Saved page-config" }).waitFor();
+  const saved = await fetch(`${BASE}/api/v1/environments/prod/flags/page-config`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } }).then((r) => r.json());
+  const v = saved.definition.variants.small;
+  expect(v.page_size === 25 && v.theme === "dark" && v.beta === true, `the form's values were saved: ${JSON.stringify(v)}`);
+
   // ---- usage: what the sidecar evaluated, by variant
   step("the usage page shows the sidecar's evaluations by variant");
   const lookup = async (context) => {
