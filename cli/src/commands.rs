@@ -312,8 +312,10 @@ async fn usage(c: &Client, cmd: UsageCmd, out: Output) -> Result<(), Failure> {
                 } else {
                     f["variant"].clone()
                 };
-                rows.push(json!({"kind": "constant", "flag": f["flag"], "variant": variant,
-                    "evaluations": f["evaluations"]}));
+                rows.push(
+                    json!({"kind": "constant", "flag": f["flag"], "variant": variant,
+                    "evaluations": f["evaluations"]}),
+                );
             }
             let columns = [
                 "kind",

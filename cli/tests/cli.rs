@@ -282,7 +282,10 @@ async fn wait_returns_once_every_sidecar_holds_the_revision() {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     for _ in 0..3 {
         let r = http
-            .post(format!("{}/ofrep/v1/evaluate/flags/checkout", sidecar.ofrep))
+            .post(format!(
+                "{}/ofrep/v1/evaluate/flags/checkout",
+                sidecar.ofrep
+            ))
             .json(&json!({"context": {}}))
             .send()
             .await
@@ -291,18 +294,28 @@ async fn wait_returns_once_every_sidecar_holds_the_revision() {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let shown = loop {
-        let report = json_of(&ok(c, &["usage", "show", "shop", "--days", "1", "-o", "json"]));
+        let report = json_of(&ok(
+            c,
+            &["usage", "show", "shop", "--days", "1", "-o", "json"],
+        ));
         if report["flags"][0]["evaluations"] == 3 {
             break report;
         }
         assert!(std::time::Instant::now() < deadline, "no usage: {report}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    assert_eq!(shown["flags"][0]["variants"][0]["variant"], "off", "{shown}");
+    assert_eq!(
+        shown["flags"][0]["variants"][0]["variant"], "off",
+        "{shown}"
+    );
     let table = ok(c, &["usage", "show", "shop"]);
     let line = table.lines().find(|l| l.starts_with("checkout")).unwrap();
     let cells: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cells[..5], ["checkout", "false", "off", "3", "100.0%"], "{table}");
+    assert_eq!(
+        cells[..5],
+        ["checkout", "false", "off", "3", "100.0%"],
+        "{table}"
+    );
     // `checkout` has no rule, so it is not "constant"; nothing is unused.
     let stale = ok(c, &["usage", "stale", "shop"]);
     assert!(!stale.contains("checkout"), "{stale}");

@@ -207,7 +207,13 @@ both_backends!(
                 ..Pruned::default()
             }
         );
-        assert!(app.store.last_usage("prod").await.unwrap().get("old").is_none());
+        assert!(
+            !app.store
+                .last_usage("prod")
+                .await
+                .unwrap()
+                .contains_key("old")
+        );
         // An environment's usage goes with it.
         app.delete("/api/v1/environments/dev?force=true", &app.admin)
             .await
@@ -301,7 +307,10 @@ both_backends!(
                 assert_eq!(usage[1].evaluations, 4);
                 break;
             }
-            assert!(Instant::now() < deadline, "the good report never landed: {usage:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the good report never landed: {usage:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(reports_counted(&app, "invalid"), 3);

@@ -223,15 +223,18 @@ impl FlagSet {
     ) -> Resolution<'a, T> {
         let outcome = match self.index.get(key) {
             Some(&index) => (Some(index), self.outcome(&self.flags[index], ctx)),
-            None => (None, Outcome {
-                variant: None,
-                reason: Reason::Error,
-                error: Some(ResolutionError {
-                    code: ErrorCode::FlagNotFound,
-                    message: Cow::Owned(format!("flag {} not found", Value::from(key))),
-                }),
-                flag: None,
-            }),
+            None => (
+                None,
+                Outcome {
+                    variant: None,
+                    reason: Reason::Error,
+                    error: Some(ResolutionError {
+                        code: ErrorCode::FlagNotFound,
+                        message: Cow::Owned(format!("flag {} not found", Value::from(key))),
+                    }),
+                    flag: None,
+                },
+            ),
         };
         self.finish(outcome, type_name, convert)
     }

@@ -102,7 +102,8 @@ impl UsageTable {
     /// `variant` (`None`: no value). Out-of-range positions are ignored.
     #[inline]
     pub fn count(&self, flag: usize, variant: Option<usize>) {
-        let (Some(&start), Some(&end)) = (self.offsets.get(flag), self.offsets.get(flag + 1)) else {
+        let (Some(&start), Some(&end)) = (self.offsets.get(flag), self.offsets.get(flag + 1))
+        else {
             return;
         };
         let none = end as usize - 1;
@@ -127,7 +128,12 @@ impl UsageTable {
     /// Moves the counts (every shard's counters swapped to 0) into `tally`, named after `flags`,
     /// the set the table was made for.
     pub fn drain_into(&self, flags: &FlagSet, tally: &mut Tally) {
-        let shards: Vec<&[AtomicU64]> = self.shards.iter().filter_map(|s| s.get()).map(|s| &**s).collect();
+        let shards: Vec<&[AtomicU64]> = self
+            .shards
+            .iter()
+            .filter_map(|s| s.get())
+            .map(|s| &**s)
+            .collect();
         if shards.is_empty() {
             return;
         }
@@ -143,7 +149,10 @@ impl UsageTable {
                 if n == 0 {
                     continue;
                 }
-                let variant = flag.variants().nth(slot - start as usize).map(|(name, _)| name);
+                let variant = flag
+                    .variants()
+                    .nth(slot - start as usize)
+                    .map(|(name, _)| name);
                 tally.add(flag.key(), variant, n);
             }
         }
@@ -398,7 +407,12 @@ mod tests {
     #[test]
     fn a_replaced_snapshot_is_drained_under_its_own_names() {
         let cell = SnapshotCell::new();
-        let first = cell.publish(Snapshot::new("prod", 1, two_flags(), Source::File("f".into())));
+        let first = cell.publish(Snapshot::new(
+            "prod",
+            1,
+            two_flags(),
+            Source::File("f".into()),
+        ));
         first.usage.count(1, Some(0)); // b=x
         // Revision 2 adds a flag before "b": "b" moves from position 1 to 2, and its variants
         // are others.

@@ -107,7 +107,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         for &n in &sidecars {
             match run_one(ctx, backend, n, interval, duration).await {
                 Ok(r) => runs.push(r),
-                Err(e) => failed.push(json!({"backend": backend, "sidecars": n, "error": format!("{e:#}")})),
+                Err(e) => failed
+                    .push(json!({"backend": backend, "sidecars": n, "error": format!("{e:#}")})),
             }
         }
     }
@@ -128,7 +129,10 @@ fn metric(text: &str, prefix: &str) -> f64 {
 fn histogram_max(text: &str, name: &str) -> f64 {
     let mut previous = 0.0;
     let mut max = 0.0;
-    for line in text.lines().filter(|l| l.starts_with(&format!("{name}_bucket"))) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket")))
+    {
         let Some((labels, count)) = line.rsplit_once(' ') else {
             continue;
         };
@@ -258,7 +262,10 @@ async fn measure(
     let after = scrape(control).await?;
     let usage = control
         .http
-        .get(format!("{}/api/v1/environments/{ENV}/usage?days=1", control.api))
+        .get(format!(
+            "{}/api/v1/environments/{ENV}/usage?days=1",
+            control.api
+        ))
         .bearer_auth(super::propagate::ADMIN)
         .send()
         .await?
@@ -274,7 +281,10 @@ async fn measure(
         })
         .unwrap_or(0);
     let delta = |text: &str, name: &str| metric(text, name) - metric(&before, name);
-    let accepted = delta(&during, "vexil_control_usage_reports_total{result=\"accepted\"}");
+    let accepted = delta(
+        &during,
+        "vexil_control_usage_reports_total{result=\"accepted\"}",
+    );
     let entries = delta(&during, "vexil_control_usage_entries_total");
     let refused: f64 = [
         "too_many_entries",
@@ -284,7 +294,12 @@ async fn measure(
         "overloaded",
     ]
     .iter()
-    .map(|r| metric(&after, &format!("vexil_control_usage_reports_total{{result=\"{r}\"}}")))
+    .map(|r| {
+        metric(
+            &after,
+            &format!("vexil_control_usage_reports_total{{result=\"{r}\"}}"),
+        )
+    })
     .sum();
     let writes = metric(&after, "vexil_control_usage_flush_duration_seconds_count");
     let write_seconds = metric(&after, "vexil_control_usage_flush_duration_seconds_sum");
@@ -374,7 +389,10 @@ fn summarise(report: &mut Report, runs: &[Run], failed: &[Value]) {
         table: Some(t),
     });
     if !failed.is_empty() {
-        report.note(format!("runs that failed: {}", Value::from(failed.to_vec())));
+        report.note(format!(
+            "runs that failed: {}",
+            Value::from(failed.to_vec())
+        ));
     }
     for r in runs {
         let kept_up = r.refused == 0

@@ -164,7 +164,10 @@ async fn usage_report(
         .flags()
         .map(|flag| {
             let rows = rows.remove(flag.key()).unwrap_or_default();
-            let evaluations: i64 = rows.iter().map(|r| r.evaluations).fold(0, i64::saturating_add);
+            let evaluations: i64 = rows
+                .iter()
+                .map(|r| r.evaluations)
+                .fold(0, i64::saturating_add);
             let last = rows.iter().map(|r| r.last_hour).max();
             let mut variants: Vec<VariantShare> = rows
                 .into_iter()

@@ -88,7 +88,14 @@ impl Store {
             let values = (0..chunk.len())
                 .map(|i| {
                     let b = i * 5;
-                    format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5)
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join(", ");

@@ -72,7 +72,9 @@ pub enum UsageRefusal {
     #[error("{0}")]
     Invalid(String),
     /// A count above [`MAX_EVALUATIONS`].
-    #[error("flags[{flag:?}].variants[{variant:?}]: {count} evaluations in one report is above {MAX_EVALUATIONS}")]
+    #[error(
+        "flags[{flag:?}].variants[{variant:?}]: {count} evaluations in one report is above {MAX_EVALUATIONS}"
+    )]
     AbsurdCount {
         /// The flag.
         flag: String,
@@ -301,10 +303,12 @@ impl UsageAggregator {
         let started = Instant::now();
         let written = match tokio::time::timeout(WRITE_DEADLINE, store.record_usage(&rows)).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the database did not answer within {WRITE_DEADLINE:?}"),
-            )))),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the database did not answer within {WRITE_DEADLINE:?}"),
+                ),
+            ))),
         };
         let seconds = started.elapsed().as_secs_f64();
         match written {
@@ -388,7 +392,10 @@ mod tests {
         assert_eq!(usage.accept(&prod, &r, &mut budget, 3_600_000), Ok(3));
         let pending = usage.pending.lock().unwrap();
         assert_eq!(pending.len(), 9);
-        assert_eq!(pending[&(prod.clone(), "a".to_string(), Some("on".to_string()), 0)], 6);
+        assert_eq!(
+            pending[&(prod.clone(), "a".to_string(), Some("on".to_string()), 0)],
+            6
+        );
         assert_eq!(pending[&(prod.clone(), "a".to_string(), None, 0)], 2);
     }
 
@@ -402,15 +409,31 @@ mod tests {
         });
         let env: Arc<str> = "prod".into();
         let mut budget = Budget::default();
-        let refused = |r: &UsageReport, budget: &mut Budget| {
-            usage.accept(&env, r, budget, 0).unwrap_err()
-        };
-        let too_many = report(&[("a", Some("1"), 1), ("a", Some("2"), 1), ("b", None, 1), ("c", None, 1)]);
+        let refused =
+            |r: &UsageReport, budget: &mut Budget| usage.accept(&env, r, budget, 0).unwrap_err();
+        let too_many = report(&[
+            ("a", Some("1"), 1),
+            ("a", Some("2"), 1),
+            ("b", None, 1),
+            ("c", None, 1),
+        ]);
         assert_eq!(refused(&too_many, &mut budget).label(), "too_many_entries");
-        assert_eq!(refused(&report(&[("A", None, 1)]), &mut budget).label(), "invalid");
-        assert_eq!(refused(&report(&[("", None, 1)]), &mut budget).label(), "invalid");
-        assert_eq!(refused(&report(&[("a", Some(""), 1)]), &mut budget).label(), "invalid");
-        assert_eq!(refused(&report(&[("a", Some("x"), 0)]), &mut budget).label(), "invalid");
+        assert_eq!(
+            refused(&report(&[("A", None, 1)]), &mut budget).label(),
+            "invalid"
+        );
+        assert_eq!(
+            refused(&report(&[("", None, 1)]), &mut budget).label(),
+            "invalid"
+        );
+        assert_eq!(
+            refused(&report(&[("a", Some(""), 1)]), &mut budget).label(),
+            "invalid"
+        );
+        assert_eq!(
+            refused(&report(&[("a", Some("x"), 0)]), &mut budget).label(),
+            "invalid"
+        );
         let twice = report(&[("a", Some("x"), 1), ("a", Some("x"), 2)]);
         assert!(refused(&twice, &mut budget).to_string().contains("twice"));
         let mut dup_flag = report(&[("a", Some("x"), 1)]);

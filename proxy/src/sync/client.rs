@@ -449,8 +449,7 @@ impl Runner {
             .usage_interval
             .filter(|_| stream.usage_max_entries > 0)
             .map(|every| {
-                let mut tick =
-                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick
             });
@@ -649,7 +648,11 @@ impl Runner {
             }
             usage.sent(entries);
         }
-        tracing::debug!(reports = reports.len(), entries = tally.len(), "usage reported");
+        tracing::debug!(
+            reports = reports.len(),
+            entries = tally.len(),
+            "usage reported"
+        );
         Ok(())
     }
 
