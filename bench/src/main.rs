@@ -18,7 +18,7 @@ use vexil_testkit::TempDir;
 #[derive(Parser, Debug)]
 #[command(name = "vexil-bench", about = "Vexil's benchmark scenarios")]
 struct Cli {
-    /// Scenarios to run: lookup, propagate, footprint, engine, hop, soak, or all.
+    /// Scenarios to run: lookup, propagate, footprint, engine, hop, soak, usage, or all.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Tiny loads, a few seconds in all: checks that every scenario still runs.
@@ -56,13 +56,13 @@ struct Cli {
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
     /// propagate: only these sidecar counts (default 100,1000,10000; the whole matrix takes
-    /// about two minutes on two cores).
+    /// about two minutes on two cores); usage: these sidecar counts (default 10000).
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     sidecars: Option<Vec<usize>>,
     /// propagate: only these flag counts per environment (default 1,1000).
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     flags: Option<Vec<usize>>,
-    /// propagate: only these backends (sqlite, postgres; default both).
+    /// propagate and usage: only these backends (sqlite, postgres; default both).
     #[arg(long, value_delimiter = ',', value_name = "NAME,...", value_parser = scenarios::propagate::BACKENDS)]
     backends: Option<Vec<String>>,
 }

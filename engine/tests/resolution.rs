@@ -265,3 +265,36 @@ fn fractional_version_is_selected_by_set_metadata() {
     });
     assert!(differ);
 }
+
+/// A resolution says where its flag and the variant given are in the set (what the sidecar's
+/// usage counters are indexed by): the same positions `flags()`, `variants()` and `variant_at`
+/// use; no variant when the caller's default applies; nothing for a missing flag.
+#[test]
+fn resolutions_carry_the_flag_and_variant_positions() {
+    let set = set();
+    let ctx = EvaluationContext::new();
+    let index = |key: &str| set.flags().position(|f| f.key() == key).unwrap();
+    let r = set.resolve_bool("static-bool", &ctx);
+    let p = r.position.unwrap();
+    assert_eq!(p.flag, index("static-bool"));
+    let flag = set.flags().nth(p.flag).unwrap();
+    assert_eq!(flag.variants().nth(p.variant.unwrap()).unwrap().0, "on");
+    assert_eq!(set.variant_at(p.flag, &ctx), p.variant);
+    // Disabled, a type mismatch, no default: the flag, no variant.
+    for (key, r) in [
+        ("disabled", set.resolve("disabled", &ctx)),
+        ("no-default", set.resolve("no-default", &ctx)),
+    ] {
+        let p = r.position.unwrap();
+        assert_eq!((p.flag, p.variant), (index(key), None), "{key}");
+    }
+    let mismatch = set.resolve_string("static-bool", &ctx);
+    assert_eq!(mismatch.position.unwrap().variant, None);
+    assert_eq!(set.resolve("missing", &ctx).position, None);
+    // resolve_all: each flag at its index.
+    for (i, (flag, r)) in set.resolve_all(&ctx).enumerate() {
+        let p = r.position.unwrap();
+        assert_eq!(p.flag, i, "{}", flag.key());
+        assert_eq!(p.variant, set.variant_at(i, &ctx), "{}", flag.key());
+    }
+}

@@ -288,7 +288,6 @@ impl UsageAggregator {
     pub async fn flush(&self, store: &Store) -> Result<u64, StoreError> {
         let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if taken.is_empty() {
-            self.metrics.usage_flushed(Some(0), 0.0, 0);
             return Ok(0);
         }
         let rows: Vec<UsageRow> = taken
