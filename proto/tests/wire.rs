@@ -231,6 +231,7 @@ fn type_name(t: Type) -> &'static str {
         Type::Double => "double",
         Type::Int64 => "int64",
         Type::Uint32 => "uint32",
+        Type::Uint64 => "uint64",
         Type::Bytes => "bytes",
         other => panic!("unexpected type {other:?}"),
     }
@@ -445,7 +446,17 @@ fn vexil_sync_descriptor_matches_contract() {
                 "1 subscribe Subscribe oneof=kind",
                 "2 ack Ack oneof=kind",
                 "3 resync Resync oneof=kind",
+                "4 usage UsageReport oneof=kind",
             ],
+        ),
+        ("UsageReport", &["1 flags repeated FlagUsage"]),
+        (
+            "FlagUsage",
+            &["1 flag string", "2 variants repeated VariantUsage"],
+        ),
+        (
+            "VariantUsage",
+            &["1 variant string optional", "2 evaluations uint64"],
         ),
         (
             "Subscribe",
@@ -477,6 +488,7 @@ fn vexil_sync_descriptor_matches_contract() {
                 "2 revision int64",
                 "3 heartbeat_ms uint32",
                 "4 incarnation string",
+                "5 usage_max_entries uint32",
             ],
         ),
         ("Error", &["1 code ErrorCode", "2 message string"]),

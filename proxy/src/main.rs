@@ -206,13 +206,16 @@ mod tests {
         // ~96 MiB in 96-byte pieces, the size of small JSON values.
         let pieces: Vec<Box<[u8; 96]>> = (0..1_000_000).map(|i| Box::new([i as u8; 96])).collect();
         std::hint::black_box(&pieces);
+        let alive = rss_anon_kib();
         drop(pieces);
-        let before = rss_anon_kib();
         assert!(vexil_proxy::memory::release_freed_memory());
         let after = rss_anon_kib();
+        // Measured from while the pieces were alive: jemalloc's background thread may already
+        // have returned some of them between the drop and the purge (the next test); after the
+        // purge, all of them are back.
         assert!(
-            before.saturating_sub(after) > 48 * 1024,
-            "RssAnon {before} KiB before the purge, {after} KiB after"
+            alive.saturating_sub(after) > 64 * 1024,
+            "RssAnon {alive} KiB with the pieces, {after} KiB after the purge"
         );
     }
 
