@@ -58,6 +58,16 @@ pub enum Api {
     Ofrep,
 }
 
+/// The span of one lookup (a flagd gRPC call, an OFREP request), wanted only by traces (at `TRACE`
+/// level under [`vexil_telemetry::OTEL_TARGET`]): its events are the `feature_flag.evaluation`s
+/// [`Metrics::evaluation`] records. With no trace layer it is disabled after one check of its
+/// callsite's cached interest.
+pub fn lookup_span(api: Api, snapshot: &crate::snapshot::Snapshot) -> tracing::Span {
+    tracing::trace_span!(target: vexil_telemetry::OTEL_TARGET, "lookup.evaluate",
+        otel.kind = "server", vexil.api = api.as_str(),
+        feature_flag.set.id = %snapshot.environment, feature_flag.version = snapshot.revision)
+}
+
 impl Api {
     /// The label value: `grpc_v1`, `grpc_v2` or `ofrep`.
     pub fn as_str(self) -> &'static str {
@@ -136,6 +146,18 @@ impl Metrics {
                 reason,
             })
             .inc();
+        // The `feature_flag.evaluation` event of the lookup's span (see `lookup_span`), wanted only
+        // by traces: with none, one check of the callsite's cached interest.
+        if tracing::enabled!(target: vexil_telemetry::FEATURE_FLAG_TARGET, tracing::Level::TRACE) {
+            // The convention's reasons are flagd's, in lower case.
+            let reason = reason.to_ascii_lowercase();
+            tracing::event!(target: vexil_telemetry::FEATURE_FLAG_TARGET, tracing::Level::TRACE,
+                "feature_flag.key" = flag,
+                "feature_flag.result.variant" = variant.unwrap_or(""),
+                "feature_flag.result.reason" = reason.as_str(),
+                "feature_flag.provider.name" = "vexil",
+                "feature_flag.evaluation");
+        }
     }
 
     /// Counts one lookup of a flag that does not exist (kept apart from [`Metrics::evaluation`] so

@@ -1,6 +1,7 @@
 //! OpenTelemetry traces from both real binaries to a real OTLP/gRPC receiver: control's API
 //! requests with their write transaction as a child span, its sync sends; the sidecar's sync
-//! applies and, for a proxied request, the `feature_flag.evaluation` events of its decisions.
+//! applies and, for a proxied request and a lookup, the `feature_flag.evaluation` events of its
+//! decisions.
 
 mod common;
 
@@ -86,6 +87,32 @@ async fn both_binaries_send_traces_over_otlp() {
     assert_eq!(event["feature_flag.result.variant"], "on");
     assert_eq!(event["feature_flag.provider.name"], "vexil");
     assert_eq!(event["feature_flag.set.id"], "shop");
+
+    // A lookup (OFREP here; the flagd gRPC calls share the code): its span and its event, with the
+    // reason in the convention's lower case.
+    let r = common::http()
+        .post(format!("{}/ofrep/v1/evaluate/flags/checkout", proxy.ofrep))
+        .json(&serde_json::json!({"context": {"targetingKey": "ada"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let lookup = collector
+        .wait_for("lookup.evaluate", WITHIN, |s| s.name == "lookup.evaluate")
+        .await;
+    assert_eq!(lookup.service, "vexil-proxy");
+    assert_eq!(lookup.attributes["vexil.api"], "ofrep");
+    assert_eq!(lookup.attributes["feature_flag.set.id"], "shop");
+    assert_eq!(lookup.attributes["feature_flag.version"], "1");
+    let (name, event) = lookup
+        .events
+        .first()
+        .unwrap_or_else(|| panic!("no evaluation event: {lookup:?}"));
+    assert_eq!(name, "feature_flag.evaluation");
+    assert_eq!(event["feature_flag.key"], "checkout");
+    assert_eq!(event["feature_flag.result.variant"], "on");
+    assert_eq!(event["feature_flag.result.reason"], "static");
+    assert_eq!(event["feature_flag.provider.name"], "vexil");
 
     proxy.process.signal("TERM");
     assert!(

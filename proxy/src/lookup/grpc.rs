@@ -226,6 +226,7 @@ impl Inner {
         resolve: impl FnOnce(&'s FlagSet) -> Resolution<'s, U>,
         convert: impl FnOnce(U) -> Result<T, Status>,
     ) -> Result<Typed<T>, Status> {
+        let _span = crate::metrics::lookup_span(api, snapshot).entered();
         let r = resolve(&snapshot.flags);
         snapshot.usage.count_position(r.position);
         if let Some(error) = &r.error {
@@ -292,6 +293,7 @@ impl Inner {
 
     fn resolve_all(&self, ctx: Option<Struct>) -> Result<v1::ResolveAllResponse, Status> {
         let (snapshot, ctx) = (self.snapshot()?, self.context(ctx)?);
+        let _span = crate::metrics::lookup_span(Api::GrpcV1, &snapshot).entered();
         let mut flags = HashMap::with_capacity(snapshot.flags.len());
         for (flag, r) in snapshot.flags.resolve_all(&ctx) {
             let Some(value) = r.value.and_then(any_value) else {

@@ -206,6 +206,8 @@ async fn evaluate_one(
         Ok(prepared) => prepared,
         Err(failure) => return failure.into_response(),
     };
+    let span = crate::metrics::lookup_span(Api::Ofrep, &snapshot);
+    let _span = span.enter();
     let resolution = snapshot.flags.resolve(&key, &context);
     snapshot.usage.count_position(resolution.position);
     match resolution.error_code() {
@@ -294,6 +296,8 @@ async fn evaluate_all(
     if if_none_match(&headers, &tag) {
         return (StatusCode::NOT_MODIFIED, [(ETAG, tag_header)]).into_response();
     }
+    let span = crate::metrics::lookup_span(Api::Ofrep, &snapshot);
+    let _span = span.enter();
     let resolved: Vec<_> = snapshot.flags.resolve_all(&context).collect();
     let flags = resolved
         .iter()
