@@ -28,7 +28,10 @@ def read_by_code(src):
         for f in files:
             if f.endswith(".rs"):
                 with open(os.path.join(d, f)) as fh:
-                    names |= set(re.findall(r'(?:var|from_env)\("(VEXIL_[A-Z0-9_]+)"\)', fh.read()))
+                    text = fh.read()
+                    names |= set(re.findall(r'(?:var|from_env)\("(VEXIL_[A-Z0-9_]+)"\)', text))
+                    # A variable named by a constant (`const LOG_FILTER_VAR: &str = "VEXIL_LOG"`).
+                    names |= set(re.findall(r'_VAR: &str = "(VEXIL_[A-Z0-9_]+)"', text))
     return names
 
 
@@ -71,10 +74,11 @@ def main():
     control_help, proxy_help, compose, *manifests = sys.argv[1:]
     with open(control_help) as f:
         flags, env = known(f.read())
-        control = (flags, env | read_by_code("control/src"))
+        # Both binaries install their logging from vexil-telemetry, which reads VEXIL_LOG.
+        control = (flags, env | read_by_code("control/src") | read_by_code("telemetry/src"))
     with open(proxy_help) as f:
         flags, env = known(f.read())
-        proxy = (flags, env | read_by_code("proxy/src"))
+        proxy = (flags, env | read_by_code("proxy/src") | read_by_code("telemetry/src"))
     proxy_serves = "--control" in proxy[0]
     problems = 0
     uses = list(compose_uses(compose))
