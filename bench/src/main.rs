@@ -52,7 +52,8 @@ struct Cli {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pg_url: String,
-    /// soak: seconds of traffic (default 600; 3 with --smoke).
+    /// soak: seconds of traffic (default 600; 3 with --smoke); usage: seconds of reporting
+    /// (default 120; 4 with --smoke).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
     /// propagate: only these sidecar counts (default 100,1000,10000; the whole matrix takes
