@@ -347,7 +347,9 @@ both_backends!(
             ..KEEP_ALL
         };
         let pruned = app.store.prune(&keep, now).await.unwrap();
-        assert_eq!(pruned.sessions, 2, "{pruned:?}");
+        // The test server's own retention pass (24 h, its first pass at start, asynchronous) may
+        // have pruned the two old sessions first under load: what is left is what counts.
+        assert!(pruned.sessions <= 2, "{pruned:?}");
         let left: Vec<String> = app
             .store
             .sessions(None)
