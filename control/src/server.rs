@@ -140,30 +140,8 @@ impl Control {
     /// replica's sidecar sessions disconnected in the store. Call it before closing the store.
     pub async fn finish(&self) {
         self.cancel.cancel();
-        let task = self
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task
-            && tokio::time::timeout(std::time::Duration::from_secs(15), task)
-                .await
-                .is_err()
-        {
-            tracing::warn!("the fleet recorder did not finish in time");
-        }
-        let task = self
-            .usage_flusher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task
-            && tokio::time::timeout(std::time::Duration::from_secs(15), task)
-                .await
-                .is_err()
-        {
-            tracing::warn!("the last write of the flag usage did not finish in time");
-        }
+        finish_task(&self.recorder, "the fleet recorder").await;
+        finish_task(&self.usage_flusher, "the last write of the flag usage").await;
     }
 
     /// Serves the admin API on `listener` until `shutdown` completes, then drains in-flight requests.
@@ -301,4 +279,17 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Waits (at most 15 s) for the task held in `slot`, if it is still there, to end; `what` names it
+/// in the warning when it does not.
+async fn finish_task(slot: &std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>, what: &str) {
+    let task = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(task) = task
+        && tokio::time::timeout(std::time::Duration::from_secs(15), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("{what} did not finish in time");
+    }
 }
