@@ -304,7 +304,7 @@ export async function flag(ctx, env, key) {
     segmentsOf: (path) => flagSegments(path, currentKey()),
   });
   if (isNew) keyInput.addEventListener("input", () => editor.recheck());
-  const schemaPart = isNew ? null : await schemaSection(ctx, env, key, editor, canWrite);
+  const schemaPart = isNew ? null : schemaSection(ctx, env, key, record, editor, canWrite);
   const save = async (ev) => {
     ev.preventDefault();
     const value = editor.value();
@@ -368,14 +368,10 @@ export async function flag(ctx, env, key) {
 /** For a flag used as configuration: its variants as forms generated from its JSON Schema (each
  *  edit writes the variant into the definition's JSON, which stays what is saved), and the schema
  *  itself, to read or (with write access) set and remove. */
-async function schemaSection(ctx, env, key, editor, canWrite) {
+function schemaSection(ctx, env, key, record, editor, canWrite) {
   const path = `${envPath(env)}/flags/${enc(key)}/schema`;
-  let schema = null;
-  try {
-    schema = (await api("GET", path)).data;
-  } catch (e) {
-    if (!(e instanceof ApiError && e.status === 404)) throw e;
-  }
+  // The flag's record carries its schema (absent when it has none).
+  const schema = record.schema ?? null;
   let form = null;
   if (schema) {
     const forms = h("div");
