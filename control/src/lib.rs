@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod auth_limit;
 pub mod config;
+pub mod guards;
 pub mod metrics;
 pub mod model;
 pub mod server;

@@ -64,6 +64,7 @@ pub struct Metrics {
     sync_write_timeouts: Counter,
     fleet_write_failures: Counter,
     usage_reports: Family<ResultLabels, Counter>,
+    guard_looks: Family<ResultLabels, Counter>,
     usage_entries: Counter,
     usage_rows: Counter,
     usage_flush_failures: Counter,
@@ -181,6 +182,13 @@ impl Metrics {
              invalid, absurd_count, rate_limited, overloaded)",
             usage_reports.clone(),
         );
+        let guard_looks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "guard_looks",
+            "Looks of guards' sequential tests made by this replica, by result: pass (the rollout \
+             is not worse beyond the threshold, or not yet shown to be) or trip",
+            guard_looks.clone(),
+        );
         let usage_entries = Counter::default();
         registry.register(
             "usage_entries",
@@ -214,6 +222,7 @@ impl Metrics {
         );
         Metrics {
             usage_reports,
+            guard_looks,
             usage_entries,
             usage_rows,
             usage_flush_failures,
@@ -323,6 +332,12 @@ impl Metrics {
         if result == "accepted" {
             self.usage_entries.inc_by(entries);
         }
+    }
+
+    /// Counts one look of a guard's test.
+    pub fn guard_look(&self, trips: bool) {
+        let result = if trips { "trip" } else { "pass" };
+        self.guard_looks.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// Records one write of the flag usage: the rows written (`None`: it failed), its duration and

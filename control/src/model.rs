@@ -195,6 +195,10 @@ pub struct AuditEntry {
     pub after: Value,
     /// The request that made the change (`x-request-id`).
     pub request_id: Option<String>,
+    /// Why, when the change says: a guard's trip holds the figures that tripped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub note: Option<Value>,
 }
 
 /// One committed change of an environment, as recorded in the change log.
@@ -225,6 +229,9 @@ pub enum ChangeKind {
     /// (the change-log row holds no secret).
     #[serde(rename = "signing_keys")]
     SigningKeys,
+    /// A guard was armed or removed: sidecars get a `Full` carrying the guarded flags.
+    #[serde(rename = "guards")]
+    Guards,
 }
 
 impl ChangeKind {
@@ -234,6 +241,7 @@ impl ChangeKind {
             ChangeKind::Evaluator => "evaluator",
             ChangeKind::FlagSet => "flagset",
             ChangeKind::SigningKeys => "signing_keys",
+            ChangeKind::Guards => "guards",
         }
     }
 
@@ -243,6 +251,7 @@ impl ChangeKind {
             "evaluator" => ChangeKind::Evaluator,
             "flagset" => ChangeKind::FlagSet,
             "signing_keys" => ChangeKind::SigningKeys,
+            "guards" => ChangeKind::Guards,
             _ => return None,
         })
     }

@@ -104,6 +104,7 @@ impl Control {
         let usage_flusher = tokio::spawn(crate::sync::usage::run_flusher(
             state.store.clone(),
             hub.usage().clone(),
+            state.config.write_limits(),
             cancel.clone(),
         ));
         tokio::spawn(hub.clone().follow_local_commits());

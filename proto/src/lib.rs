@@ -6,6 +6,7 @@
 //!   flagd gRPC services, wire-compatible with flagd, each with a tonic server (`service_server` /
 //!   `flag_sync_service_server`) and client (`service_client` / `flag_sync_service_client`).
 //! - [`convert`]: JSON ⇄ `google.protobuf.Struct` / `Value` ([`prost_types::Struct`]).
+//! - [`outcomes`]: the status classes and latency buckets of `Outcomes` (guarded rollouts).
 //! - [`snapshot_file`]: the persisted-snapshot format (`vexil-snapshot/1`) that sidecars write to
 //!   disk and read back (also as a bootstrap file), and that control exports per environment.
 //!
@@ -18,6 +19,7 @@
 pub mod convert;
 pub mod digest;
 pub mod frame;
+pub mod outcomes;
 pub mod snapshot_file;
 
 pub use prost;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::signing::SigningKeys;
-use crate::usage::{Usage, UsageTable};
+use crate::usage::{Guards, Usage, UsageTable};
 use arc_swap::ArcSwapOption;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -86,6 +86,9 @@ pub struct Snapshot {
     pub signing: Arc<SigningKeys>,
     /// Evaluation counters of this snapshot's flags and variants (reported to control).
     pub usage: UsageTable,
+    /// Outcome counters of its guarded flags (set when published, replaced when control changes
+    /// the guarded flags).
+    pub guards: Guards,
 }
 
 impl Snapshot {
@@ -105,6 +108,7 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
             changed: Vec::new(),
             signing: SigningKeys::none(),
+            guards: Guards::empty(),
         }
     }
 
@@ -254,6 +258,7 @@ impl SnapshotCell {
     pub fn publish(&self, mut next: Snapshot) -> Arc<Snapshot> {
         let before = self.load();
         next.changed = changed_keys(before.as_deref().map(|s| &s.flags), &next.flags);
+        next.guards = Guards::new(self.usage.outcome_table(&next.flags));
         let next = Arc::new(next);
         if let Some(replaced) = self.current.swap(Some(next.clone())) {
             self.usage.retire(replaced);

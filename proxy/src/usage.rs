@@ -21,9 +21,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use prometheus_client::metrics::counter::Counter;
 use vexil_engine::{FlagSet, Position};
-use vexil_proto::sync::v1::{FlagUsage, UsageReport, VariantUsage};
+use vexil_proto::outcomes::{COUNTERS, STATUS_CLASSES};
+use vexil_proto::sync::v1::{FlagUsage, Outcomes, UsageReport, VariantUsage};
 
 use crate::snapshot::Snapshot;
 
@@ -159,33 +161,214 @@ impl UsageTable {
     }
 }
 
+/// The outcome counters of the guarded flags of one snapshot (ADR 0035): for each variant of each
+/// guarded flag, what the upstream answered to the proxied requests that carried the decision
+/// ([`COUNTERS`]: status classes, then latency buckets). Sharded per thread like [`UsageTable`];
+/// flags without a guard have no counters, so they cost nothing.
+pub struct OutcomeTable {
+    /// The guarded flag keys it was made for.
+    keys: Arc<[String]>,
+    /// Per flag of the set: the first counter of its first variant, or `u32::MAX` (unguarded).
+    first: Box<[u32]>,
+    len: usize,
+    shards: Box<[OnceLock<Box<[AtomicU64]>>]>,
+}
+
+impl std::fmt::Debug for OutcomeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutcomeTable")
+            .field("guarded", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The decisions one proxied request carried that are counted when its answer comes: the counter
+/// slots of the guarded (flag, variant) pairs, at most [`Attributed::MAX`] (more are not counted).
+#[derive(Clone, Debug)]
+pub struct Attributed {
+    table: Arc<OutcomeTable>,
+    slots: [u32; Attributed::MAX],
+    len: u8,
+}
+
+impl Attributed {
+    /// Guarded decisions counted per request at most.
+    pub const MAX: usize = 8;
+
+    /// Nothing attributed yet, in `table`.
+    pub fn new(table: Arc<OutcomeTable>) -> Attributed {
+        Attributed {
+            table,
+            slots: [0; Attributed::MAX],
+            len: 0,
+        }
+    }
+
+    /// Adds the decision of flag `flag` (its index) that gave variant `variant`, when guarded.
+    #[inline]
+    pub fn push(&mut self, flag: usize, variant: usize) {
+        if let Some(slot) = self.table.slot(flag, variant)
+            && (self.len as usize) < Attributed::MAX
+        {
+            self.slots[self.len as usize] = slot;
+            self.len += 1;
+        }
+    }
+
+    /// True when no decision was guarded.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Counts the request's outcome for every decision: the class of the answer
+    /// ([`vexil_proto::outcomes::status_class`]) and, when answered, its latency bucket.
+    pub fn record(&self, class: usize, latency: Option<usize>) {
+        for &slot in &self.slots[..self.len as usize] {
+            self.table.record(slot, class, latency);
+        }
+    }
+}
+
+impl OutcomeTable {
+    /// The counters of the flags of `flags` named in `guarded`; `None` when none of them is in
+    /// the set.
+    pub fn new(flags: &FlagSet, guarded: &Arc<[String]>) -> Option<OutcomeTable> {
+        let mut first = Vec::with_capacity(flags.len());
+        let mut next = 0usize;
+        for flag in flags.flags() {
+            if guarded.iter().any(|k| k == flag.key()) {
+                first.push(u32::try_from(next).ok()?);
+                next += flag.variants().len() * COUNTERS;
+            } else {
+                first.push(u32::MAX);
+            }
+        }
+        (next > 0).then(|| OutcomeTable {
+            keys: guarded.clone(),
+            first: first.into(),
+            len: next,
+            shards: (0..SHARDS).map(|_| OnceLock::new()).collect(),
+        })
+    }
+
+    /// The guarded flag keys it was made for.
+    pub fn keys(&self) -> &Arc<[String]> {
+        &self.keys
+    }
+
+    /// The first counter of variant `variant` of flag `flag`, when the flag is guarded.
+    #[inline]
+    fn slot(&self, flag: usize, variant: usize) -> Option<u32> {
+        let first = *self.first.get(flag)?;
+        let slot = first.checked_add(u32::try_from(variant * COUNTERS).ok()?)?;
+        (first != u32::MAX && (slot as usize) + COUNTERS <= self.len).then_some(slot)
+    }
+
+    #[inline]
+    fn record(&self, slot: u32, class: usize, latency: Option<usize>) {
+        let shard = self.shards[shard()]
+            .get_or_init(|| (0..self.len).map(|_| AtomicU64::new(0)).collect());
+        let base = slot as usize;
+        shard[base + class.min(STATUS_CLASSES - 1)].fetch_add(1, Ordering::Relaxed);
+        if let Some(bucket) = latency {
+            let at = base + STATUS_CLASSES + bucket.min(COUNTERS - STATUS_CLASSES - 1);
+            shard[at].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the counts into `tally`, named after `flags`, the set the table was made for.
+    pub fn drain_into(&self, flags: &FlagSet, tally: &mut Tally) {
+        let shards: Vec<&[AtomicU64]> = self
+            .shards
+            .iter()
+            .filter_map(|s| s.get())
+            .map(|s| &**s)
+            .collect();
+        if shards.is_empty() {
+            return;
+        }
+        for (i, flag) in flags.flags().enumerate() {
+            let Some(&first) = self.first.get(i).filter(|&&f| f != u32::MAX) else {
+                continue;
+            };
+            for (v, (name, _)) in flag.variants().enumerate() {
+                let base = first as usize + v * COUNTERS;
+                let mut counts = [0u64; COUNTERS];
+                for (j, c) in counts.iter_mut().enumerate() {
+                    *c = shards
+                        .iter()
+                        .map(|s| s[base + j].swap(0, Ordering::Relaxed))
+                        .fold(0, u64::saturating_add);
+                }
+                if counts.iter().any(|&n| n > 0) {
+                    tally.add_outcomes(flag.key(), Some(name), &counts);
+                }
+            }
+        }
+    }
+}
+
+/// One entry of a [`Tally`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Counted {
+    evaluations: u64,
+    outcomes: Option<Box<[u64; COUNTERS]>>,
+}
+
 /// Counts by flag key and variant name (`None`: no value), as reports carry them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
-    counts: BTreeMap<(String, Option<String>), u64>,
+    counts: BTreeMap<(String, Option<String>), Counted>,
     /// Counts left out because the tally was full ([`MAX_TALLY_ENTRIES`]).
     pub dropped: u64,
 }
 
 impl Tally {
+    /// The entry of `variant` of `flag`; `None` when the tally is full.
+    fn entry(&mut self, flag: &str, variant: Option<&str>) -> Option<&mut Counted> {
+        let key = (flag.to_string(), variant.map(str::to_string));
+        if !self.counts.contains_key(&key) && self.counts.len() >= MAX_TALLY_ENTRIES {
+            self.dropped = self.dropped.saturating_add(1);
+            return None;
+        }
+        Some(self.counts.entry(key).or_default())
+    }
+
     /// Adds `n` decisions of `variant` of `flag`.
     pub fn add(&mut self, flag: &str, variant: Option<&str>, n: u64) {
-        let key = (flag.to_string(), variant.map(str::to_string));
-        if let Some(count) = self.counts.get_mut(&key) {
-            *count = count.saturating_add(n);
-        } else if self.counts.len() < MAX_TALLY_ENTRIES {
-            self.counts.insert(key, n);
-        } else {
-            self.dropped = self.dropped.saturating_add(1);
+        if let Some(e) = self.entry(flag, variant) {
+            e.evaluations = e.evaluations.saturating_add(n);
+        }
+    }
+
+    /// Adds the outcomes of requests that carried `variant` of `flag`.
+    pub fn add_outcomes(&mut self, flag: &str, variant: Option<&str>, counts: &[u64; COUNTERS]) {
+        if let Some(e) = self.entry(flag, variant) {
+            let sums = e.outcomes.get_or_insert_with(|| Box::new([0; COUNTERS]));
+            for (s, n) in sums.iter_mut().zip(counts) {
+                *s = s.saturating_add(*n);
+            }
         }
     }
 
     /// Adds every count of `other`.
     pub fn merge(&mut self, other: Tally) {
-        for ((flag, variant), n) in other.counts {
-            self.add(&flag, variant.as_deref(), n);
+        for ((flag, variant), c) in other.counts {
+            if c.evaluations > 0 {
+                self.add(&flag, variant.as_deref(), c.evaluations);
+            }
+            if let Some(o) = &c.outcomes {
+                self.add_outcomes(&flag, variant.as_deref(), o);
+            }
         }
         self.dropped = self.dropped.saturating_add(other.dropped);
+    }
+
+    /// The outcomes counted for an entry (tests, diagnostics).
+    pub fn outcomes(&self, flag: &str, variant: Option<&str>) -> Option<[u64; COUNTERS]> {
+        self.counts
+            .get(&(flag.to_string(), variant.map(str::to_string)))
+            .and_then(|c| c.outcomes.as_deref().copied())
     }
 
     /// True when nothing was counted.
@@ -202,8 +385,7 @@ impl Tally {
     pub fn get(&self, flag: &str, variant: Option<&str>) -> u64 {
         self.counts
             .get(&(flag.to_string(), variant.map(str::to_string)))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |c| c.evaluations)
     }
 
     /// The counts as reports of at most `max_entries` entries and [`MAX_REPORT_BYTES`] each
@@ -214,9 +396,10 @@ impl Tally {
         let mut report = UsageReport::default();
         let mut entries = 0;
         let mut bytes = 0;
-        for ((flag, variant), &n) in &self.counts {
+        for ((flag, variant), c) in &self.counts {
             let same_flag = |r: &UsageReport| r.flags.last().is_some_and(|f| f.flag == *flag);
-            let cost = entry_cost(flag, variant.as_deref(), same_flag(&report));
+            let outcomes = c.outcomes.is_some();
+            let cost = entry_cost(flag, variant.as_deref(), same_flag(&report), outcomes);
             if entries > 0 && (entries + 1 > max_entries || bytes + cost > MAX_REPORT_BYTES) {
                 reports.push(std::mem::take(&mut report));
                 entries = 0;
@@ -224,9 +407,13 @@ impl Tally {
             }
             let entry = VariantUsage {
                 variant: variant.clone(),
-                evaluations: n,
+                evaluations: c.evaluations,
+                outcomes: c.outcomes.as_ref().map(|o| Outcomes {
+                    status_classes: o[..STATUS_CLASSES].to_vec(),
+                    latency: o[STATUS_CLASSES..].to_vec(),
+                }),
             };
-            bytes += entry_cost(flag, variant.as_deref(), same_flag(&report));
+            bytes += entry_cost(flag, variant.as_deref(), same_flag(&report), outcomes);
             match report.flags.last_mut() {
                 Some(f) if f.flag == *flag => f.variants.push(entry),
                 _ => report.flags.push(FlagUsage {
@@ -245,9 +432,13 @@ impl Tally {
 
 /// A bound on the bytes an entry adds to an encoded report: the variant's name and count (tags,
 /// lengths, a 10-byte varint at most: 20), plus the flag's key and its `FlagUsage` framing (tags
-/// and lengths: 8) when the flag is new to the report.
-fn entry_cost(flag: &str, variant: Option<&str>, same_flag: bool) -> usize {
-    variant.map_or(0, str::len) + 20 + if same_flag { 0 } else { flag.len() + 8 }
+/// and lengths: 8) when the flag is new to the report, plus its outcomes (38 varints of 10 bytes
+/// at most and their framing) when it has them.
+fn entry_cost(flag: &str, variant: Option<&str>, same_flag: bool, outcomes: bool) -> usize {
+    variant.map_or(0, str::len)
+        + 20
+        + if same_flag { 0 } else { flag.len() + 8 }
+        + if outcomes { COUNTERS * 10 + 16 } else { 0 }
 }
 
 /// The sidecar's usage: the replaced snapshots still to drain, and the counts not yet reported.
@@ -256,6 +447,8 @@ fn entry_cost(flag: &str, variant: Option<&str>, same_flag: bool) -> usize {
 pub struct Usage {
     retired: Mutex<Vec<(Instant, Arc<Snapshot>)>>,
     pending: Mutex<Tally>,
+    /// The flags whose outcomes are counted, as control last said (`Welcome` / `Full.guarded`).
+    guarded: Mutex<Arc<[String]>>,
     metrics: UsageMetrics,
 }
 
@@ -275,6 +468,7 @@ impl Default for Usage {
         Usage {
             retired: Mutex::new(Vec::new()),
             pending: Mutex::new(Tally::default()),
+            guarded: Mutex::new(Arc::from(Vec::new())),
             metrics: UsageMetrics::default(),
         }
     }
@@ -311,7 +505,7 @@ impl Usage {
         retired.retain(|(at, snapshot)| {
             let due = at.elapsed() >= GRACE;
             if due || all {
-                snapshot.usage.drain_into(&snapshot.flags, &mut pending);
+                drain(snapshot, &mut pending);
             }
             !due
         });
@@ -327,7 +521,7 @@ impl Usage {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(snapshot) = current {
             let dropped = pending.dropped;
-            snapshot.usage.drain_into(&snapshot.flags, &mut pending);
+            drain(snapshot, &mut pending);
             self.metrics.dropped.inc_by(pending.dropped - dropped);
         }
         let mut taken = std::mem::take(&mut *pending);
@@ -344,12 +538,49 @@ impl Usage {
         self.metrics.dropped.inc_by(pending.dropped - dropped);
     }
 
+    /// The outcome counters for `flags` under the guarded flags held (`None`: none guarded).
+    pub fn outcome_table(&self, flags: &FlagSet) -> Option<Arc<OutcomeTable>> {
+        let guarded = self.guarded.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        OutcomeTable::new(flags, &guarded).map(Arc::new)
+    }
+
+    /// Takes control's list of guarded flags; when it differs from the one held, `current` (the
+    /// snapshot served) gets new outcome counters, its old ones drained into the pending counts.
+    pub fn set_guarded(&self, flags: Vec<String>, current: Option<&Snapshot>) {
+        let flags: Arc<[String]> = flags.into();
+        {
+            let mut held = self.guarded.lock().unwrap_or_else(|e| e.into_inner());
+            if **held == *flags {
+                return;
+            }
+            *held = flags.clone();
+        }
+        if let Some(snapshot) = current {
+            let table = OutcomeTable::new(&snapshot.flags, &flags).map(Arc::new);
+            if let Some(old) = snapshot.guards.swap(table) {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                old.drain_into(&snapshot.flags, &mut pending);
+            }
+        }
+    }
+
     /// Counts a report of `entries` entries as sent.
     pub fn sent(&self, entries: usize) {
         self.metrics.reports.inc();
         self.metrics.entries.inc_by(entries as u64);
     }
 }
+
+/// Moves a snapshot's evaluation and outcome counts into `tally`.
+fn drain(snapshot: &Snapshot, tally: &mut Tally) {
+    snapshot.usage.drain_into(&snapshot.flags, tally);
+    if let Some(t) = snapshot.guards.load().as_ref() {
+        t.drain_into(&snapshot.flags, tally);
+    }
+}
+
+/// A snapshot's outcome counters, replaced when control changes the guarded flags.
+pub type Guards = ArcSwapOption<OutcomeTable>;
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ pub mod events;
 pub mod extract;
 mod flags;
 mod flagsets;
+mod guards;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -156,7 +157,7 @@ impl AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "environments"), (name = "flags"), (name = "evaluators"), (name = "flagsets"),
-        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "events"), (name = "usage"),
+        (name = "tokens"), (name = "audit"), (name = "sidecars"), (name = "events"), (name = "usage"), (name = "guards"),
         (name = "operations")
     )
 )]
@@ -181,6 +182,7 @@ fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
         .merge(flags::routes())
         .merge(evaluators::routes())
         .merge(flagsets::routes())
+        .merge(guards::routes())
         .merge(events::routes())
         .merge(usage::routes())
         .merge(admin::routes())

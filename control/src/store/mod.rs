@@ -15,6 +15,7 @@ mod evaluators;
 mod events;
 mod flags;
 mod flagsets;
+mod guards;
 mod retention;
 mod schemas;
 mod sessions;
@@ -37,6 +38,7 @@ use crate::model::{
 
 pub use events::ChangeEvent;
 pub use flags::FlagQuery;
+pub use guards::{GuardRecord, OutcomeRow};
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use retention::{Pruned, Retention};
@@ -310,6 +312,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "flag schemas",
         include_str!("../../migrations/sqlite/0008_flag_schemas.sql"),
     ),
+    (
+        9,
+        "guards",
+        include_str!("../../migrations/sqlite/0009_guards.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -346,6 +353,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         8,
         "flag schemas",
         include_str!("../../migrations/postgres/0008_flag_schemas.sql"),
+    ),
+    (
+        9,
+        "guards",
+        include_str!("../../migrations/postgres/0009_guards.sql"),
     ),
 ];
 
@@ -759,7 +771,7 @@ impl Store {
         use futures_util::TryStreamExt;
         // Optional filters as `($n IS NULL OR column = $n)`, so the statement text stays fixed.
         let mut rows = sqlx::query(
-            "SELECT id, at, actor, action, environment, target, before, after, request_id \
+            "SELECT id, at, actor, action, environment, target, before, after, request_id, note \
              FROM audit WHERE ($1 IS NULL OR environment = $1) AND ($2 IS NULL OR target = $2) \
              AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR at >= $4) \
              AND ($5 IS NULL OR at <= $5) AND ($6 IS NULL OR id < $6) \
@@ -791,8 +803,10 @@ impl Store {
                 before: Value::Null,
                 after: Value::Null,
                 request_id: r.try_get("request_id")?,
+                note: json_opt(r.try_get("note")?)?,
             };
             let size = entry_size(&entry)
+                + entry.note.as_ref().map_or(0, |n| n.to_string().len())
                 + before.as_ref().map_or(0, String::len)
                 + after.as_ref().map_or(0, String::len);
             let full = items.len() as i64 >= q.limit

@@ -289,6 +289,18 @@ pub(crate) struct EnvWrite<'a> {
     source: Option<&'a str>,
     edit: Edit<'a>,
     explain: Option<Explain<'a>>,
+    claim: Option<Claim>,
+}
+
+/// A guard's trip claimed by the write that carries out its action (ADR 0035): in the write's
+/// transaction the guard goes from `armed` to `tripped`, or the write is refused (another replica
+/// tripped it first), and the audit entry gets the figures as its note.
+#[derive(Clone, Debug)]
+pub(crate) struct Claim {
+    /// The guard's row id.
+    pub guard: i64,
+    /// The figures that tripped it (the guard's `trip` and the audit entry's note).
+    pub figures: Value,
 }
 
 impl<'a> EnvWrite<'a> {
@@ -304,7 +316,14 @@ impl<'a> EnvWrite<'a> {
             source: None,
             edit: Box::new(edit),
             explain: None,
+            claim: None,
         }
+    }
+
+    /// Makes the write the action of a guard's trip ([`Claim`]).
+    pub(crate) fn claiming(mut self, claim: Claim) -> Self {
+        self.claim = Some(claim);
+        self
     }
 
     /// Hands the edit environment `source`'s set ([`Draft::take_source`]), read inside the
@@ -358,6 +377,7 @@ impl Store {
             source,
             mut edit,
             mut explain,
+            claim,
         } = write;
         // The write's span (a trace of the request that made it, when traces are on).
         let span = tracing::info_span!(
@@ -377,6 +397,7 @@ impl Store {
                     source,
                     &mut edit,
                     &mut explain,
+                    claim.as_ref(),
                 );
                 let result = match self.options.write_deadline(self.backend) {
                     Some(deadline) => match tokio::time::timeout(deadline, once).await {
@@ -428,9 +449,13 @@ impl Store {
         source: Option<&str>,
         edit: &mut Edit<'_>,
         explain: &mut Option<Explain<'_>>,
+        claim: Option<&Claim>,
     ) -> StoreResult<Written> {
         let mut tx = self.begin_write().await?;
         let (env_id, revision) = bump_revision(&mut tx, env).await?;
+        if let Some(claim) = claim {
+            super::guards::claim(&mut tx, claim).await?;
+        }
 
         let Stored { rows, versions } = load(&mut tx, env_id).await?;
         let source_rows = match source {
@@ -559,6 +584,13 @@ impl Store {
             new.unwrap_or(Value::Null),
         )
         .await?;
+        if let Some(claim) = claim {
+            sqlx::query("UPDATE audit SET note = $1 WHERE id = $2")
+                .bind(claim.figures.to_string())
+                .bind(audit_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let change = NewChange {
             revision,
             kind,

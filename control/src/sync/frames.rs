@@ -2,20 +2,31 @@
 
 use serde_json::Value;
 use vexil_proto::sync::v1::{
-    Delta, Entry, Full, ServerFrame, SigningKey, SigningKeys, server_frame::Kind,
+    Delta, Entry, Full, Guarded, ServerFrame, SigningKey, SigningKeys, server_frame::Kind,
 };
 
 use crate::model::{Change, ChangeKind};
 use crate::store::SigningKey as StoredKey;
 
+/// What a `Full` read from the store carries beside the flag set; a whole-set `Full` restated
+/// from the change log carries none of it (the sidecar keeps what it holds).
+#[derive(Clone, Copy, Debug)]
+pub struct Attached<'a> {
+    /// The environment's signing keys.
+    pub keys: &'a [StoredKey],
+    /// Its guarded flags.
+    pub guarded: &'a [String],
+}
+
 /// A `Full` frame: the whole flag set at `revision` of incarnation `incarnation`, with the
-/// environment's signing keys when `keys` is given (else the sidecar keeps those it holds).
+/// environment's signing keys and guarded flags when `attached` is given.
 pub fn full(
     revision: i64,
     incarnation: &str,
     document: &Value,
-    keys: Option<&[StoredKey]>,
+    attached: Option<Attached<'_>>,
 ) -> ServerFrame {
+    let keys = attached.map(|a| a.keys);
     ServerFrame {
         kind: Some(Kind::Full(Full {
             revision,
@@ -30,6 +41,9 @@ pub fn full(
                         created_at_ms: k.created_at,
                     })
                     .collect(),
+            }),
+            guarded: attached.map(|a| Guarded {
+                flags: a.guarded.to_vec(),
             }),
         })),
     }
@@ -60,7 +74,7 @@ pub fn for_change(from: i64, incarnation: &str, change: &Change) -> Option<Serve
                 None,
             ));
         }
-        ChangeKind::SigningKeys => return None,
+        ChangeKind::SigningKeys | ChangeKind::Guards => return None,
         ChangeKind::Flag => match upsert {
             Some(e) => delta.flag_upserts.push(e),
             None => delta.flag_removals.push(key),

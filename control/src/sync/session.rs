@@ -13,7 +13,7 @@ use tokio::time::{Instant, timeout};
 use tokio_util::codec::FramedRead;
 use vexil_proto::frame::{FrameCodec, FrameError, MessageCodec};
 use vexil_proto::sync::v1::{
-    ClientFrame, Error as ErrorFrame, Ping, ServerFrame, Subscribe, Welcome, client_frame,
+    ClientFrame, Error as ErrorFrame, Guarded, Ping, ServerFrame, Subscribe, Welcome, client_frame,
     server_frame::Kind,
 };
 
@@ -154,6 +154,13 @@ impl Session {
             feed.head.clone(),
         );
         let entry = registration.entry();
+        // Read after following the feed: a guard armed or removed later comes in its own Full.
+        let guarded = self
+            .hub
+            .store()
+            .guarded_flags(env)
+            .await
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         tracing::info!(%remote, client_id = %subscribe.client_id, environment = env,
             last_revision = subscribe.last_revision, held_incarnation = %subscribe.incarnation,
             revision = current, %incarnation, "sidecar subscribed");
@@ -164,6 +171,7 @@ impl Session {
                 heartbeat_ms: self.hub.settings().heartbeat.as_millis() as u32,
                 incarnation: incarnation.clone(),
                 usage_max_entries: self.hub.settings().usage.max_entries,
+                guarded: Some(Guarded { flags: guarded }),
             })),
         })
         .await?;
@@ -228,7 +236,8 @@ impl Session {
                 .map_err(super::feed::SyncError::from)?;
             if changes.first().is_some_and(|c| c.revision == self.sent + 1) {
                 for change in &changes {
-                    // A key rotation needs the store's Full (below), which covers the rest too.
+                    // A key rotation or a guard change needs the store's Full (below), which covers
+                    // the rest too.
                     let Some(frame) = frames::for_change(self.sent, &env.incarnation, change)
                     else {
                         return self.send_full(feed, Some(&env.incarnation)).await;

@@ -15,11 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use vexil_proto::sync::v1::UsageReport;
+use vexil_proto::outcomes::{LATENCY_BUCKETS, NO_ANSWER, STATUS_CLASSES};
+use vexil_proto::sync::v1::{Outcomes, UsageReport};
 
+use crate::guards::{BUCKETS, Counts, Look};
 use crate::metrics::Metrics;
 use crate::model::Millis;
-use crate::store::{Store, StoreError, UsageRow, hour_of};
+use crate::store::{OutcomeRow, Store, StoreError, UsageRow, WriteLimits, hour_of};
 
 /// The largest count one entry of one report may carry: a sidecar deciding a million times a
 /// second for twelve days between two reports. More is a broken or hostile sidecar.
@@ -120,8 +122,50 @@ impl Default for Budget {
     }
 }
 
-/// The entries of one report after checking: (flag, variant, count).
-type Entries<'r> = Vec<(&'r str, Option<&'r str>, u64)>;
+/// One entry of a report after checking.
+pub struct Entry<'r> {
+    /// The flag key.
+    pub flag: &'r str,
+    /// The variant (`None`: no value).
+    pub variant: Option<&'r str>,
+    /// Evaluations (0 when the entry carries outcomes only).
+    pub evaluations: u64,
+    /// The outcomes of the requests that carried the decision (guarded flags).
+    pub outcomes: Option<Counts>,
+}
+
+/// The entries of one report after checking.
+type Entries<'r> = Vec<Entry<'r>>;
+
+/// The outcomes of an entry as counts, checked: 6 status classes and 32 latency buckets, no count
+/// above [`MAX_EVALUATIONS`], no more answers timed than answered.
+fn outcome_counts(o: &Outcomes) -> Result<Counts, String> {
+    if o.status_classes.len() != STATUS_CLASSES || o.latency.len() != LATENCY_BUCKETS {
+        return Err(format!(
+            "{STATUS_CLASSES} status classes and {LATENCY_BUCKETS} latency buckets, got {} and {}",
+            o.status_classes.len(),
+            o.latency.len()
+        ));
+    }
+    let mut counts = [0u64; BUCKETS];
+    for (slot, &n) in counts
+        .iter_mut()
+        .zip(o.status_classes.iter().chain(&o.latency))
+    {
+        if n > MAX_EVALUATIONS {
+            return Err(format!("a count of {n} is above {MAX_EVALUATIONS}"));
+        }
+        *slot = n;
+    }
+    let answered: u64 = counts[..NO_ANSWER].iter().sum();
+    let timed: u64 = counts[STATUS_CLASSES..].iter().sum();
+    if timed > answered {
+        return Err(format!(
+            "{timed} answers timed but {answered} answered"
+        ));
+    }
+    Ok(counts)
+}
 
 /// Checks a report against `max_entries`; returns its entries.
 pub fn check(report: &UsageReport, max_entries: usize) -> Result<Entries<'_>, UsageRefusal> {
@@ -175,9 +219,15 @@ pub fn check(report: &UsageReport, max_entries: usize) -> Result<Entries<'_>, Us
                     at()
                 )));
             }
-            if v.evaluations == 0 {
+            let outcomes = v
+                .outcomes
+                .as_ref()
+                .map(outcome_counts)
+                .transpose()
+                .map_err(|e| UsageRefusal::Invalid(format!("{}.outcomes: {e}", at())))?;
+            if v.evaluations == 0 && outcomes.is_none() {
                 return Err(UsageRefusal::Invalid(format!(
-                    "{}.evaluations: must be above 0",
+                    "{}.evaluations: must be above 0 (or the entry carry outcomes)",
                     at()
                 )));
             }
@@ -188,7 +238,12 @@ pub fn check(report: &UsageReport, max_entries: usize) -> Result<Entries<'_>, Us
                     count: v.evaluations,
                 });
             }
-            entries.push((f.flag.as_str(), variant, v.evaluations));
+            entries.push(Entry {
+                flag: f.flag.as_str(),
+                variant,
+                evaluations: v.evaluations,
+                outcomes,
+            });
         }
     }
     Ok(entries)
@@ -197,10 +252,15 @@ pub fn check(report: &UsageReport, max_entries: usize) -> Result<Entries<'_>, Us
 /// (environment, flag, variant, hour).
 type Key = (Arc<str>, String, Option<String>, Millis);
 
+/// (environment, flag, variant).
+type OutcomeKey = (Arc<str>, String, Option<String>);
+
 /// This replica's intake of usage reports.
 pub struct UsageAggregator {
     settings: UsageSettings,
     pending: Mutex<HashMap<Key, u64>>,
+    /// Outcomes of guarded flags' decisions, summed until the next write.
+    outcomes: Mutex<HashMap<OutcomeKey, Counts>>,
     metrics: Arc<Metrics>,
 }
 
@@ -210,6 +270,7 @@ impl UsageAggregator {
         UsageAggregator {
             settings,
             pending: Mutex::new(HashMap::new()),
+            outcomes: Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -270,17 +331,93 @@ impl UsageAggregator {
         if pending.len() + entries.len() > self.settings.max_pending {
             return Err(UsageRefusal::Overloaded(pending.len()));
         }
-        for (flag, variant, count) in entries {
+        let mut outcomes = Vec::new();
+        for e in entries {
+            if let Some(counts) = e.outcomes {
+                outcomes.push((e.flag, e.variant, counts));
+            }
+            if e.evaluations == 0 {
+                continue;
+            }
             let key = (
                 environment.clone(),
-                flag.to_string(),
-                variant.map(str::to_string),
+                e.flag.to_string(),
+                e.variant.map(str::to_string),
                 hour,
             );
             let sum = pending.entry(key).or_default();
-            *sum = sum.saturating_add(count);
+            *sum = sum.saturating_add(e.evaluations);
+        }
+        drop(pending);
+        if !outcomes.is_empty() {
+            let mut pending = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+            for (flag, variant, counts) in outcomes {
+                let key = (
+                    environment.clone(),
+                    flag.to_string(),
+                    variant.map(str::to_string),
+                );
+                let sum = pending.entry(key).or_insert([0; BUCKETS]);
+                for (s, n) in sum.iter_mut().zip(counts) {
+                    *s = s.saturating_add(n);
+                }
+            }
         }
         Ok(n as usize)
+    }
+
+    /// Writes the pending outcomes to the guards they are arms of, then makes the looks of the
+    /// guards written to (a look that trips carries out the guard's action with `limits`); on a
+    /// failure to write, the outcomes are kept for the next write. Returns the looks made.
+    pub async fn flush_outcomes(
+        &self,
+        store: &Store,
+        limits: WriteLimits,
+    ) -> Result<Vec<Look>, StoreError> {
+        let taken = std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(|e| e.into_inner()));
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<OutcomeRow> = taken
+            .iter()
+            .map(|((env, flag, variant), counts)| OutcomeRow {
+                environment: env.to_string(),
+                flag: flag.clone(),
+                variant: variant.clone(),
+                counts: *counts,
+            })
+            .collect();
+        let written =
+            match tokio::time::timeout(WRITE_DEADLINE, store.record_outcomes(&rows)).await {
+                Ok(result) => result,
+                Err(_) => Err(timed_out()),
+            };
+        let guards = match written {
+            Ok(guards) => guards,
+            Err(e) => {
+                let mut pending = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, counts) in taken {
+                    let sum = pending.entry(key).or_insert([0; BUCKETS]);
+                    for (s, n) in sum.iter_mut().zip(counts) {
+                        *s = s.saturating_add(n);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let mut looks = Vec::new();
+        for id in guards {
+            match store.look_at_guard(id, limits).await {
+                Ok(Some(look)) => {
+                    self.metrics.guard_look(look.trips);
+                    looks.push(look);
+                }
+                Ok(None) => {}
+                // The counts are written; the look comes with the next counts.
+                Err(e) => tracing::warn!(guard = id, error = %e, "could not look at a guard"),
+            }
+        }
+        Ok(looks)
     }
 
     /// Writes every pending entry to the store in one transaction; on failure they are kept for
@@ -303,12 +440,7 @@ impl UsageAggregator {
         let started = Instant::now();
         let written = match tokio::time::timeout(WRITE_DEADLINE, store.record_usage(&rows)).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the database did not answer within {WRITE_DEADLINE:?}"),
-                ),
-            ))),
+            Err(_) => Err(timed_out()),
         };
         let seconds = started.elapsed().as_secs_f64();
         match written {
@@ -332,8 +464,21 @@ impl UsageAggregator {
     }
 }
 
-/// Writes the aggregator's sums to the store every `flush_interval` until `cancel`, then once more.
-pub async fn run_flusher(store: Store, usage: Arc<UsageAggregator>, cancel: CancellationToken) {
+fn timed_out() -> StoreError {
+    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("the database did not answer within {WRITE_DEADLINE:?}"),
+    )))
+}
+
+/// Writes the aggregator's sums to the store every `flush_interval` until `cancel`, then once more;
+/// guards are looked at after each write of their outcomes.
+pub async fn run_flusher(
+    store: Store,
+    usage: Arc<UsageAggregator>,
+    limits: WriteLimits,
+    cancel: CancellationToken,
+) {
     let every = usage.settings().flush_interval;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -345,6 +490,10 @@ pub async fn run_flusher(store: Store, usage: Arc<UsageAggregator>, cancel: Canc
         if let Err(e) = usage.flush(&store).await {
             tracing::warn!(error = %e, pending = usage.pending(),
                 "could not write the flag usage to the store; trying again");
+        }
+        if let Err(e) = usage.flush_outcomes(&store, limits).await {
+            tracing::warn!(error = %e,
+                "could not write the outcomes of guarded flags to the store; trying again");
         }
         if last {
             return;
@@ -363,6 +512,7 @@ mod tests {
             let v = VariantUsage {
                 variant: variant.map(str::to_string),
                 evaluations: *n,
+                outcomes: None,
             };
             match r.flags.last_mut() {
                 Some(f) if f.flag == *flag => f.variants.push(v),

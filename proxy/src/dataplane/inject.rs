@@ -36,6 +36,7 @@ use crate::dataplane::incoming::{self, Incoming};
 use crate::dataplane::metrics::{DataPlaneMetrics, DropReason, Listener};
 use crate::dataplane::plan::{Plan, PlannedFlag, PlannedVariant, Route, Router};
 use crate::signing::{Rejected, SIGNATURE_HEADER, now_secs};
+use crate::usage::Attributed;
 use crate::snapshot::SnapshotCell;
 
 /// Where a request goes, as routing and the `request:` sources see it (the path and query are
@@ -213,7 +214,9 @@ impl Injector {
         verdict.is_ok()
     }
 
-    /// Decides the request's flags and writes the headers.
+    /// Decides the request's flags and writes the headers (tests and the fuzz target; the proxy
+    /// uses [`Injector::inject_attributed`]).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn inject(
         &self,
         listener: Listener,
@@ -221,6 +224,18 @@ impl Injector {
         target: &Target<'_>,
         peer: Option<IpAddr>,
     ) -> Injected {
+        self.inject_attributed(listener, req, target, peer).0
+    }
+
+    /// [`Injector::inject`], with the guarded decisions the request carries (decided here or
+    /// kept), whose outcome is counted when the upstream answers (ADR 0035).
+    pub(crate) fn inject_attributed(
+        &self,
+        listener: Listener,
+        req: &mut RequestHeader,
+        target: &Target<'_>,
+        peer: Option<IpAddr>,
+    ) -> (Injected, Option<Attributed>) {
         // A header the previous hop nominated in `Connection` was for that hop only (pingora drops
         // it too); the sidecar's own headers must never be nominated on the way out.
         unnominate(req, |n| self.is_ours(n));
@@ -251,6 +266,10 @@ impl Injector {
             }
         };
         let overrides = self.router.overrides(route);
+        // Only when the snapshot has guarded flags: one load otherwise.
+        let mut attributed = plan
+            .and_then(|p| p.snapshot.guards.load_full())
+            .map(Attributed::new);
         // Decisions already on the request change the outcome: those requests are not cached.
         let cached = plan
             .filter(|_| self.cache_entries > 0 && !req.headers.contains_key(FLAGS_HEADER))
@@ -279,6 +298,9 @@ impl Injector {
                                 flag as usize,
                                 variant.map(|v| v as usize),
                             );
+                            if let (Some(a), Some(v)) = (&mut attributed, variant) {
+                                a.push(flag as usize, v as usize);
+                            }
                         }
                         Decisions::from_cached(&c)
                     }
@@ -294,6 +316,7 @@ impl Injector {
                             req,
                             &extract(),
                             Some(&mut record),
+                            attributed.as_mut(),
                         );
                         cache::store(p.id, self.cache_entries, d.to_cached(record), entries);
                         d
@@ -309,6 +332,7 @@ impl Injector {
                 req,
                 &extract(),
                 None,
+                attributed.as_mut(),
             ),
         };
         // The value that goes upstream, signed when asked and control gave keys; any other
@@ -338,7 +362,7 @@ impl Injector {
         let injected = out.apply(req, plan, revision, &self.headers);
         self.metrics
             .injected(listener, injected.bytes, injected.dropped);
-        injected
+        (injected, attributed.filter(|a| !a.is_empty()))
     }
 
     /// Keeps the incoming decisions that could be this sidecar's and evaluates the selected flags
@@ -354,6 +378,7 @@ impl Injector {
         req: &RequestHeader,
         ctx: &EvaluationContext,
         mut record: Option<&mut Vec<(u32, Option<u32>)>>,
+        mut attributed: Option<&mut Attributed>,
     ) -> Decisions {
         // A line that is not text cannot be read, so it cannot be kept: the header is malformed.
         let Lines {
@@ -367,6 +392,9 @@ impl Injector {
         if let Some(text) = incoming.as_deref() {
             let skip = |f: u32| overrides && plan.is_some_and(|p| p.selects(route, f));
             let valid = incoming::read(text, plan, skip, &mut read, |f, v| {
+                if let Some(a) = attributed.as_deref_mut() {
+                    a.push(f as usize, v as usize);
+                }
                 if let Some(plan) = plan {
                     let flag = &plan.flags[f as usize];
                     let variant = &flag.variants[v as usize];
@@ -404,6 +432,9 @@ impl Injector {
                 plan.count_evaluation(listener, index as usize, variant);
                 if let Some(record) = record.as_deref_mut() {
                     record.push((index, variant.map(|v| v as u32)));
+                }
+                if let (Some(a), Some(v)) = (attributed.as_deref_mut(), variant) {
+                    a.push(index as usize, v);
                 }
                 let Some(v) = variant.map(|v| &flag.variants[v]) else {
                     continue;

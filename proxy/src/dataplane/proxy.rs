@@ -38,6 +38,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::dataplane::inject::{Injector, Target};
+use crate::usage::Attributed;
+use vexil_proto::outcomes;
 use crate::dataplane::metrics::Listener;
 
 /// How long a new connection may stay silent before its first request.
@@ -188,6 +190,10 @@ pub(crate) struct Ctx {
     authority: Option<String>,
     /// When the request was sent upstream.
     sent_at: Option<Instant>,
+    /// The guarded decisions the request carried, counted with its outcome (ADR 0035).
+    attributed: Option<Attributed>,
+    /// The upstream's answer: its status and how long it took from the request.
+    answered: Option<(u16, Duration)>,
 }
 
 /// The target of an outbound request before resolution.
@@ -325,7 +331,10 @@ impl ProxyHttp for Sidecar {
             host: ctx.host.as_deref(),
             scheme: "http",
         };
-        self.injector.inject(self.listener, req, &target, peer);
+        let (_, attributed) = self
+            .injector
+            .inject_attributed(self.listener, req, &target, peer);
+        ctx.attributed = attributed;
         ctx.sent_at = Some(Instant::now());
         Ok(())
     }
@@ -337,9 +346,13 @@ impl ProxyHttp for Sidecar {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         if let Some(at) = ctx.sent_at.take() {
+            let elapsed = at.elapsed();
             self.injector
                 .metrics()
-                .upstream_latency(self.listener, at.elapsed());
+                .upstream_latency(self.listener, elapsed);
+            if ctx.attributed.is_some() {
+                ctx.answered = Some((resp.status.as_u16(), elapsed));
+            }
         }
         if resp.status != 101 {
             strip_response_hop_by_hop(resp);
@@ -368,9 +381,21 @@ impl ProxyHttp for Sidecar {
         gone
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, _ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.injector.metrics().request(self.listener, status);
+        // The outcome of the guarded decisions: the upstream's answer (not an answer of the
+        // sidecar's own, such as a 502 for an unreachable upstream: that is "no answer").
+        if let Some(attributed) = ctx.attributed.take() {
+            let (class, latency) = match ctx.answered {
+                Some((status, elapsed)) => (
+                    outcomes::status_class(Some(status)),
+                    Some(outcomes::latency_bucket(elapsed)),
+                ),
+                None => (outcomes::NO_ANSWER, None),
+            };
+            attributed.record(class, latency);
+        }
     }
 }
 

@@ -404,6 +404,11 @@ impl Runner {
                 stream.incarnation = w.incarnation.clone();
                 stream.heartbeat = Duration::from_millis(u64::from(w.heartbeat_ms.max(100)));
                 stream.usage_max_entries = w.usage_max_entries as usize;
+                // The flags whose outcomes to report (none from an older control).
+                let guarded = w.guarded.map(|g| g.flags).unwrap_or_default();
+                self.cell
+                    .usage()
+                    .set_guarded(guarded, self.cell.load().as_deref());
                 tracing::info!(control = %self.current, server = %w.server_id, revision = w.revision,
                     "subscribed to control");
                 self.contact(|s| s.server_id = Some(w.server_id.clone()));
@@ -491,7 +496,7 @@ impl Runner {
             };
             self.contact(|_| {});
             match frame.kind {
-                Some(Kind::Full(full)) => {
+                Some(Kind::Full(mut full)) => {
                     stream.resync_pending = false;
                     // The Full names its incarnation; one from an older control, the Welcome's.
                     let incarnation = if full.incarnation.is_empty() {
@@ -500,6 +505,12 @@ impl Runner {
                         full.incarnation.clone()
                     };
                     stream.incarnation = incarnation.clone();
+                    // Guarded flags when the Full carries them, else those held.
+                    if let Some(guarded) = full.guarded.take() {
+                        self.cell
+                            .usage()
+                            .set_guarded(guarded.flags, self.cell.load().as_deref());
+                    }
                     // Keys when the Full carries them, else those held.
                     let signing = match &full.signing_keys {
                         Some(keys) => SigningKeys::from_proto(keys)
