@@ -150,7 +150,10 @@ impl GuardSpec {
             ));
         }
         if !(self.alpha > 0.0 && self.alpha <= 0.2) {
-            return Err(format!("alpha: above 0 and at most 0.2, got {}", self.alpha));
+            return Err(format!(
+                "alpha: above 0 and at most 0.2, got {}",
+                self.alpha
+            ));
         }
         match (self.action, &self.safe_variant) {
             (Action::SetVariant, Some(safe)) => has("safe_variant", safe)?,
@@ -210,7 +213,11 @@ impl ArmFigures {
 }
 
 fn share(part: u64, of: u64) -> f64 {
-    if of == 0 { 0.0 } else { part as f64 / of as f64 }
+    if of == 0 {
+        0.0
+    } else {
+        part as f64 / of as f64
+    }
 }
 
 /// One look of the sequential test, with its figures (kept in the guard's state and, for the look
@@ -241,7 +248,12 @@ pub struct Look {
 
 /// The look due for `spec` after `looks_done` looks, given each arm's counts; `None` when no look
 /// is due (an arm below the next look's sample).
-pub fn look(spec: &GuardSpec, looks_done: u32, rollout: &Counts, baseline: &Counts) -> Option<Look> {
+pub fn look(
+    spec: &GuardSpec,
+    looks_done: u32,
+    rollout: &Counts,
+    baseline: &Counts,
+) -> Option<Look> {
     let (a, b) = (ArmFigures::of(rollout), ArmFigures::of(baseline));
     let (na, nb) = match spec.signal {
         Signal::ErrorRate => (a.requests, b.requests),
@@ -380,8 +392,17 @@ mod tests {
 
     #[test]
     fn upper_tail_matches_known_quantiles() {
-        for (z, p) in [(0.0, 0.5), (1.644_853_6, 0.05), (2.326_347_9, 0.01), (3.090_232, 0.001)] {
-            assert!((upper_tail(z) - p).abs() < 1e-7 * 10.0, "{z}: {}", upper_tail(z));
+        for (z, p) in [
+            (0.0, 0.5),
+            (1.644_853_6, 0.05),
+            (2.326_347_9, 0.01),
+            (3.090_232, 0.001),
+        ] {
+            assert!(
+                (upper_tail(z) - p).abs() < 1e-7 * 10.0,
+                "{z}: {}",
+                upper_tail(z)
+            );
             assert!((upper_tail(-z) - (1.0 - p)).abs() < 1e-6);
         }
         assert_eq!(upper_tail(f64::INFINITY), 0.0);
@@ -396,22 +417,29 @@ mod tests {
             f(&mut s);
             s.check("f", &flag).unwrap_err()
         };
-        assert!(bad(&|s| s.rollout = "x".into()).starts_with("rollout: flag \"f\" has no variant \"x\" (it has: "));
+        assert!(
+            bad(&|s| s.rollout = "x".into())
+                .starts_with("rollout: flag \"f\" has no variant \"x\" (it has: ")
+        );
         assert!(bad(&|s| s.baseline = "on".into()).starts_with("baseline:"));
         assert!(bad(&|s| s.threshold = 0.9).starts_with("threshold:"));
         assert!(bad(&|s| s.min_sample = 5).starts_with("min_sample:"));
         assert!(bad(&|s| s.alpha = 0.0).starts_with("alpha:"));
         assert!(bad(&|s| s.safe_variant = None).starts_with("safe_variant:"));
         assert!(bad(&|s| s.percentile = Some(99.0)).starts_with("percentile:"));
-        assert!(bad(&|s| {
-            s.signal = Signal::Latency;
-            s.threshold = 1.5;
-        })
-        .starts_with("percentile: required"));
-        assert!(bad(&|s| {
-            s.action = Action::Disable;
-        })
-        .starts_with("safe_variant: only"));
+        assert!(
+            bad(&|s| {
+                s.signal = Signal::Latency;
+                s.threshold = 1.5;
+            })
+            .starts_with("percentile: required")
+        );
+        assert!(
+            bad(&|s| {
+                s.action = Action::Disable;
+            })
+            .starts_with("safe_variant: only")
+        );
     }
 
     #[test]
@@ -474,7 +502,10 @@ mod tests {
         let l = look(&s, 0, &hist(&[(5, 900), (6, 100)]), &base).unwrap();
         assert!(!l.trips, "{l:?}");
         // Bucket 5's upper bound: 1 ms × 1.5^5 (to the microsecond).
-        assert!((l.baseline_percentile_ms.unwrap() - 1.5f64.powi(5)).abs() < 0.001, "{l:?}");
+        assert!(
+            (l.baseline_percentile_ms.unwrap() - 1.5f64.powi(5)).abs() < 0.001,
+            "{l:?}"
+        );
         // Rollout: 40 % far slower (bucket 9: above 1.5 × bucket 5's bound): trips.
         let l = look(&s, 0, &hist(&[(5, 600), (9, 400)]), &base).unwrap();
         assert!(l.trips, "{l:?}");
@@ -497,7 +528,11 @@ mod tests {
                 // 25 requests per arm at a time (a report).
                 for c in [&mut a, &mut b] {
                     for _ in 0..25 {
-                        let class = if rng.random::<f64>() < 0.05 { SERVER_ERROR } else { 1 };
+                        let class = if rng.random::<f64>() < 0.05 {
+                            SERVER_ERROR
+                        } else {
+                            1
+                        };
                         c[class] += 1;
                     }
                 }
@@ -513,7 +548,10 @@ mod tests {
         }
         let share = tripped as f64 / runs as f64;
         // alpha 0.05 over 400 runs: about 20 at most expected; the bound allows noise of 2 sd.
-        assert!(share <= 0.05 + 2.0 * (0.05f64 * 0.95 / runs as f64).sqrt(), "{tripped} of {runs}");
+        assert!(
+            share <= 0.05 + 2.0 * (0.05f64 * 0.95 / runs as f64).sqrt(),
+            "{tripped} of {runs}"
+        );
     }
 
     /// A rollout 10 points worse than its baseline (15 % against 5 %) with a 2-point threshold
@@ -528,8 +566,16 @@ mod tests {
             let mut looks = 0;
             let mut at = None;
             for n in 1..=100 * 16 {
-                a[if rng.random::<f64>() < 0.15 { SERVER_ERROR } else { 1 }] += 1;
-                b[if rng.random::<f64>() < 0.05 { SERVER_ERROR } else { 1 }] += 1;
+                a[if rng.random::<f64>() < 0.15 {
+                    SERVER_ERROR
+                } else {
+                    1
+                }] += 1;
+                b[if rng.random::<f64>() < 0.05 {
+                    SERVER_ERROR
+                } else {
+                    1
+                }] += 1;
                 if let Some(l) = look(&s, looks, &a, &b) {
                     looks = l.k + 1;
                     if l.trips {
@@ -541,6 +587,9 @@ mod tests {
             trips.push(at.expect("a regression of 10 points trips by 16 times the sample"));
         }
         let early = trips.iter().filter(|&&n| n <= 400).count();
-        assert!(early >= 40, "tripped by 400 answers per arm in {early} of 50: {trips:?}");
+        assert!(
+            early >= 40,
+            "tripped by 400 answers per arm in {early} of 50: {trips:?}"
+        );
     }
 }

@@ -337,7 +337,9 @@ impl Metrics {
     /// Counts one look of a guard's test.
     pub fn guard_look(&self, trips: bool) {
         let result = if trips { "trip" } else { "pass" };
-        self.guard_looks.get_or_create(&ResultLabels { result }).inc();
+        self.guard_looks
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Records one write of the flag usage: the rows written (`None`: it failed), its duration and

@@ -71,7 +71,10 @@ mod tests {
         assert_eq!(latency_bucket(Duration::from_millis(1)), 1);
         assert_eq!(latency_bucket(Duration::from_micros(1499)), 1);
         assert_eq!(latency_bucket(Duration::from_micros(1500)), 2);
-        assert_eq!(latency_bucket(Duration::from_secs(100_000)), LATENCY_BUCKETS - 1);
+        assert_eq!(
+            latency_bucket(Duration::from_secs(100_000)),
+            LATENCY_BUCKETS - 1
+        );
         for k in 0..LATENCY_BUCKETS {
             let lo = lower_bound(k);
             assert_eq!(latency_bucket(lo), k, "bucket {k} starts at {lo:?}");

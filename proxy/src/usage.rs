@@ -266,8 +266,8 @@ impl OutcomeTable {
 
     #[inline]
     fn record(&self, slot: u32, class: usize, latency: Option<usize>) {
-        let shard = self.shards[shard()]
-            .get_or_init(|| (0..self.len).map(|_| AtomicU64::new(0)).collect());
+        let shard =
+            self.shards[shard()].get_or_init(|| (0..self.len).map(|_| AtomicU64::new(0)).collect());
         let base = slot as usize;
         shard[base + class.min(STATUS_CLASSES - 1)].fetch_add(1, Ordering::Relaxed);
         if let Some(bucket) = latency {
@@ -540,7 +540,11 @@ impl Usage {
 
     /// The outcome counters for `flags` under the guarded flags held (`None`: none guarded).
     pub fn outcome_table(&self, flags: &FlagSet) -> Option<Arc<OutcomeTable>> {
-        let guarded = self.guarded.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let guarded = self
+            .guarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         OutcomeTable::new(flags, &guarded).map(Arc::new)
     }
 

@@ -10,10 +10,10 @@ pub mod events;
 pub mod extract;
 mod flags;
 mod flagsets;
-mod guards;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod guards;
 mod health;
 mod problem;
 mod ui;

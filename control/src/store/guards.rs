@@ -149,7 +149,11 @@ impl Stored {
 }
 
 /// Guard `flag` of environment `env`, read on `conn`.
-async fn find(conn: &mut sqlx::AnyConnection, env: &str, flag: &str) -> StoreResult<Option<Stored>> {
+async fn find(
+    conn: &mut sqlx::AnyConnection,
+    env: &str,
+    flag: &str,
+) -> StoreResult<Option<Stored>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM guards g JOIN environments e ON e.id = g.environment_id \
          WHERE e.key = $1 AND g.flag = $2"
@@ -210,7 +214,8 @@ impl Store {
                 .try_get("definition")?;
         let definition: Value =
             serde_json::from_str(&definition).map_err(|_| corrupt("flags.definition"))?;
-        spec.check(flag, &definition).map_err(StoreError::BadRequest)?;
+        spec.check(flag, &definition)
+            .map_err(StoreError::BadRequest)?;
         let old = find(&mut tx, env, flag).await?;
         sqlx::query("DELETE FROM guards WHERE environment_id = $1 AND flag = $2")
             .bind(env_id)

@@ -38,9 +38,9 @@ use crate::model::{
 
 pub use events::ChangeEvent;
 pub use flags::FlagQuery;
-pub use guards::{GuardRecord, OutcomeRow};
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
+pub use guards::{GuardRecord, OutcomeRow};
 pub use retention::{Pruned, Retention};
 pub use schemas::{MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH};
 pub use sessions::{SessionCursor, SessionRow, SessionState};

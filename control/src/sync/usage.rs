@@ -160,9 +160,7 @@ fn outcome_counts(o: &Outcomes) -> Result<Counts, String> {
     let answered: u64 = counts[..NO_ANSWER].iter().sum();
     let timed: u64 = counts[STATUS_CLASSES..].iter().sum();
     if timed > answered {
-        return Err(format!(
-            "{timed} answers timed but {answered} answered"
-        ));
+        return Err(format!("{timed} answers timed but {answered} answered"));
     }
     Ok(counts)
 }
@@ -387,11 +385,11 @@ impl UsageAggregator {
                 counts: *counts,
             })
             .collect();
-        let written =
-            match tokio::time::timeout(WRITE_DEADLINE, store.record_outcomes(&rows)).await {
-                Ok(result) => result,
-                Err(_) => Err(timed_out()),
-            };
+        let written = match tokio::time::timeout(WRITE_DEADLINE, store.record_outcomes(&rows)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(timed_out()),
+        };
         let guards = match written {
             Ok(guards) => guards,
             Err(e) => {

@@ -36,8 +36,8 @@ use crate::dataplane::incoming::{self, Incoming};
 use crate::dataplane::metrics::{DataPlaneMetrics, DropReason, Listener};
 use crate::dataplane::plan::{Plan, PlannedFlag, PlannedVariant, Route, Router};
 use crate::signing::{Rejected, SIGNATURE_HEADER, now_secs};
-use crate::usage::Attributed;
 use crate::snapshot::SnapshotCell;
+use crate::usage::Attributed;
 
 /// Where a request goes, as routing and the `request:` sources see it (the path and query are
 /// read from the request's URI, in origin-form by then).

@@ -38,9 +38,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::dataplane::inject::{Injector, Target};
+use crate::dataplane::metrics::Listener;
 use crate::usage::Attributed;
 use vexil_proto::outcomes;
-use crate::dataplane::metrics::Listener;
 
 /// How long a new connection may stay silent before its first request.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
