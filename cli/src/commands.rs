@@ -40,6 +40,51 @@ pub enum EnvCmd {
 }
 
 #[derive(Subcommand)]
+pub enum GuardCmd {
+    /// Every guard of an environment: flag, state, each arm's requests and failure share.
+    List { env: String },
+    /// One flag's guard with its latest look and, once tripped, the figures of the trip.
+    Show { env: String, flag: String },
+    /// Arm a guard on a flag (or replace its guard, counted again from zero).
+    Set {
+        env: String,
+        flag: String,
+        /// The variant under rollout.
+        #[arg(long)]
+        rollout: String,
+        /// The variant it is compared with.
+        #[arg(long)]
+        baseline: String,
+        /// `error_rate` (5xx and unanswered share) or `latency`.
+        #[arg(long, default_value = "error_rate")]
+        signal: String,
+        /// error_rate: the share the rollout may fail more (0.02 = 2 points); latency: how many
+        /// times the baseline's percentile it may take.
+        #[arg(long)]
+        threshold: f64,
+        /// latency only: the percentile compared (50 to 99.9).
+        #[arg(long)]
+        percentile: Option<f64>,
+        /// Answers each arm needs before the first look.
+        #[arg(long, default_value_t = 1000)]
+        min_sample: u64,
+        /// The chance of a false trip over the whole rollout.
+        #[arg(long, default_value_t = 0.01)]
+        alpha: f64,
+        /// On a trip, serve this variant to everyone ...
+        #[arg(long, conflicts_with = "disable", required_unless_present = "disable")]
+        safe_variant: Option<String>,
+        /// ... or disable the flag.
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Arm a tripped guard again, from zero (the flag stays as the trip left it).
+    Reset { env: String, flag: String },
+    /// Remove a flag's guard.
+    Delete { env: String, flag: String },
+}
+
+#[derive(Subcommand)]
 pub enum UsageCmd {
     /// Per flag, the evaluations of each variant and its share over the last days.
     Show {
@@ -245,6 +290,7 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
             Ok(())
         }
         Command::Usage(cmd) => usage(c, cmd, out).await,
+        Command::Guard(cmd) => guard(c, cmd, out).await,
         Command::Wait {
             env,
             revision,
@@ -252,6 +298,83 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
             timeout_secs,
         } => wait(c, &env, revision, min_sidecars, timeout_secs, out).await,
         Command::Completions { .. } => Ok(()), // handled before a client exists
+    }
+}
+
+async fn guard(c: &Client, cmd: GuardCmd, out: Output) -> Result<(), Failure> {
+    let path = |env: &str, flag: &str| format!("/environments/{env}/flags/{flag}/guard");
+    match cmd {
+        GuardCmd::List { env } => {
+            let a = c.get(&format!("/environments/{env}/guards")).await?;
+            let rows: Vec<Value> = items(&a.body)
+                .iter()
+                .map(|g| {
+                    let share = |arm: &Value| {
+                        format!(
+                            "{} ({:.1}%)",
+                            arm["requests"],
+                            arm["failure_share"].as_f64().unwrap_or(0.0) * 100.0
+                        )
+                    };
+                    json!({"flag": g["flag"], "state": g["state"],
+                        "rollout": format!("{} {}", g["guard"]["rollout"].as_str().unwrap_or(""), share(&g["rollout"])),
+                        "baseline": format!("{} {}", g["guard"]["baseline"].as_str().unwrap_or(""), share(&g["baseline"])),
+                        "looks": g["looks"], "signal": g["guard"]["signal"]})
+                })
+                .collect();
+            let columns = ["flag", "state", "signal", "rollout", "baseline", "looks"];
+            output::list(out, &a.body, &rows, &columns);
+            Ok(())
+        }
+        GuardCmd::Show { env, flag } => {
+            output::one(out, &c.get(&path(&env, &flag)).await?.body);
+            Ok(())
+        }
+        GuardCmd::Set {
+            env,
+            flag,
+            rollout,
+            baseline,
+            signal,
+            threshold,
+            percentile,
+            min_sample,
+            alpha,
+            safe_variant,
+            disable,
+        } => {
+            let mut body = json!({"rollout": rollout, "baseline": baseline, "signal": signal,
+                "threshold": threshold, "min_sample": min_sample, "alpha": alpha,
+                "action": if disable { "disable" } else { "set_variant" }});
+            if let Some(p) = percentile {
+                body["percentile"] = json!(p);
+            }
+            if let Some(v) = safe_variant {
+                body["safe_variant"] = json!(v);
+            }
+            let a = c
+                .call(Method::PUT, &path(&env, &flag), Some(&body), None)
+                .await?;
+            output::done(out, &a.body, &format!("guard of {flag} in {env}: armed"));
+            Ok(())
+        }
+        GuardCmd::Reset { env, flag } => {
+            let p = format!("{}/reset", path(&env, &flag));
+            let a = c.call(Method::POST, &p, None, None).await?;
+            output::done(
+                out,
+                &a.body,
+                &format!("guard of {flag} in {env}: armed again"),
+            );
+            Ok(())
+        }
+        GuardCmd::Delete { env, flag } => {
+            let a = c
+                .call(Method::DELETE, &path(&env, &flag), None, None)
+                .await?;
+            output::done(out, &a.body, &format!("guard of {flag} in {env}: removed"));
+            Ok(())
+        }
     }
 }
 

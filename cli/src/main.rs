@@ -103,6 +103,10 @@ pub enum Command {
     /// How the sidecars evaluate an environment's flags (from their usage reports).
     #[command(subcommand)]
     Usage(commands::UsageCmd),
+    /// Guarded rollouts: guards that switch a flag off when its rollout fails more than its
+    /// baseline.
+    #[command(subcommand)]
+    Guard(commands::GuardCmd),
     /// Wait until every connected sidecar of an environment holds a revision (exit 7 when the
     /// timeout ends first).
     Wait {

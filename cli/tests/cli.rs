@@ -219,6 +219,57 @@ async fn a_script_manages_flags_and_reads_exit_codes() {
     assert_eq!(keys["keys"][1]["id"], first.as_str(), "{keys}");
     assert!(!keys.to_string().contains("secret"), "{keys}");
 
+    // Guards: armed on a flag's variants, listed, shown, refused with the field, removed.
+    let armed = ok(
+        c,
+        &[
+            "guard",
+            "set",
+            "shop",
+            "checkout",
+            "--rollout",
+            "on",
+            "--baseline",
+            "off",
+            "--threshold",
+            "0.02",
+            "--min-sample",
+            "500",
+            "--safe-variant",
+            "off",
+        ],
+    );
+    assert!(armed.contains("armed"), "{armed}");
+    let list = ok(c, &["guard", "list", "shop"]);
+    assert!(
+        list.contains("checkout") && list.contains("armed"),
+        "{list}"
+    );
+    let shown = json_of(&ok(c, &["guard", "show", "shop", "checkout", "-o", "json"]));
+    assert_eq!(shown["guard"]["min_sample"], 500, "{shown}");
+    let (code, _, err) = ctl(
+        c,
+        Some(ADMIN),
+        &[
+            "guard",
+            "set",
+            "shop",
+            "checkout",
+            "--rollout",
+            "maybe",
+            "--baseline",
+            "off",
+            "--threshold",
+            "0.02",
+            "--disable",
+        ],
+    );
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("rollout"), "{err}");
+    ok(c, &["guard", "delete", "shop", "checkout"]);
+    let (code, _, _) = ctl(c, Some(ADMIN), &["guard", "show", "shop", "checkout"]);
+    assert_eq!(code, 3);
+
     // Completions for the shells.
     let out = ok(c, &["completions", "bash"]);
     assert!(out.contains("vexilctl"));
