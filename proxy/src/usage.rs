@@ -721,6 +721,59 @@ mod tests {
     }
 
     #[test]
+    fn outcomes_are_counted_for_guarded_flags_only_and_reported_with_the_usage() {
+        use vexil_proto::outcomes::{LATENCY_BUCKETS, SERVER_ERROR};
+        let cell = SnapshotCell::new();
+        // Guarded before the snapshot: it is published with counters for `b` only.
+        cell.usage().set_guarded(vec!["b".into()], None);
+        let snap = cell.publish(Snapshot::new(
+            "prod",
+            1,
+            two_flags(),
+            Source::File("f".into()),
+        ));
+        let table = snap.guards.load_full().expect("b is guarded");
+        let mut carried = Attributed::new(table.clone());
+        carried.push(0, 0); // a: not guarded, not counted
+        carried.push(1, 2); // b=z
+        assert!(!carried.is_empty());
+        carried.record(1, Some(3));
+        carried.record(SERVER_ERROR, Some(40)); // past the last bucket: the last
+        carried.record(vexil_proto::outcomes::NO_ANSWER, None);
+        snap.usage.count(1, Some(2));
+        let tally = cell.usage().take(cell.load().as_deref());
+        assert_eq!(tally.get("b", Some("z")), 1);
+        let o = tally.outcomes("b", Some("z")).unwrap();
+        assert_eq!(o[..STATUS_CLASSES], [0, 1, 0, 0, 1, 1]);
+        assert_eq!(o[STATUS_CLASSES + 3], 1);
+        assert_eq!(o[COUNTERS - 1], 1);
+        assert_eq!(tally.outcomes("a", Some("on")), None);
+        let reports = tally.reports(10);
+        let v = &reports[0].flags[0].variants[0];
+        let outcomes = v.outcomes.as_ref().unwrap();
+        assert_eq!(outcomes.status_classes.len(), STATUS_CLASSES);
+        assert_eq!(outcomes.latency.len(), LATENCY_BUCKETS);
+        // Unguarded: the current snapshot loses its counters (drained first); nothing else counts.
+        carried.record(1, Some(0));
+        cell.usage().set_guarded(Vec::new(), cell.load().as_deref());
+        assert!(snap.guards.load().is_none());
+        let tally = cell.usage().take(cell.load().as_deref());
+        assert_eq!(tally.outcomes("b", Some("z")).unwrap()[1], 1);
+        // More than MAX guarded decisions on one request: the rest are not counted.
+        let mut many = Attributed::new(table);
+        for _ in 0..Attributed::MAX + 3 {
+            many.push(1, 0);
+        }
+        many.record(1, None);
+        let mut t = Tally::default();
+        many.table.drain_into(&snap.flags, &mut t);
+        assert_eq!(
+            t.outcomes("b", Some("x")).unwrap()[1],
+            Attributed::MAX as u64
+        );
+    }
+
+    #[test]
     fn a_full_tally_drops_and_counts() {
         let mut tally = Tally::default();
         tally.add("a", Some("on"), u64::MAX);
