@@ -362,6 +362,96 @@ export async function flag(ctx, env, key) {
     ),
     actions.length ? h("div", { class: "actions" }, actions) : null,
     schemaPart ? schemaPart.schema : null,
+    isNew ? null : await guardSection(ctx, env, key, record, canWrite),
+  );
+}
+
+/** A flag's guard (docs/guards.md): its state and each arm's figures; editors arm one (a JSON
+ *  definition), reset a tripped one, or remove it. */
+async function guardSection(ctx, env, key, record, canWrite) {
+  const path = `${envPath(env)}/flags/${enc(key)}/guard`;
+  let guard = null;
+  try {
+    guard = (await api("GET", path)).data;
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 404)) throw e;
+  }
+  const variants = Object.keys((record && record.definition.variants) || {});
+  const template = guard
+    ? guard.guard
+    : { rollout: variants[0] || "", baseline: variants[1] || "", signal: "error_rate", threshold: 0.02, min_sample: 1000, alpha: 0.01, action: "set_variant", safe_variant: variants[1] || "" };
+  const arm = (a) => `${a.requests} requests, ${a.failures} failed (${Math.round(a.failure_share * 1000) / 10} %)`;
+  const [defField, defArea] = field(
+    "Guard definition (JSON)",
+    h("textarea", { class: "code", rows: "6", spellcheck: "false", readonly: canWrite ? null : true }, JSON.stringify(template, null, 2)),
+    "rollout and baseline variants, signal (error_rate or latency), threshold, min_sample, alpha, action (set_variant with safe_variant, or disable)",
+  );
+  const act = async (method, p, body, done) => {
+    try {
+      await api(method, p, body === undefined ? {} : { body });
+      ctx.go(location.hash, done);
+    } catch (e) {
+      report(e);
+    }
+  };
+  return h(
+    "details",
+    { class: "guard", open: guard ? true : null },
+    h("summary", {}, guard ? `Guard: ${guard.state}` : "Guard (none)"),
+    guard
+      ? h(
+          "dl",
+          { "aria-label": "Guard" },
+          h("dt", {}, "State"),
+          h("dd", {}, h("span", { class: `badge ${guard.state === "armed" ? "on" : "off"}` }, guard.state), " since ", ago(guard.tripped_at || guard.armed_at)),
+          h("dt", {}, `Rollout (${guard.guard.rollout})`),
+          h("dd", {}, arm(guard.rollout)),
+          h("dt", {}, `Baseline (${guard.guard.baseline})`),
+          h("dd", {}, arm(guard.baseline)),
+          h("dt", {}, "Looks"),
+          h("dd", {}, guard.last_look ? `${guard.looks}; the latest: z = ${guard.last_look.z.toFixed(2)}, p = ${guard.last_look.p_value.toExponential(2)} against ${guard.last_look.level}` : `${guard.looks} (the first comes at ${guard.guard.min_sample} answers per arm)`),
+        )
+      : h("p", { class: "meta" }, "A guard switches this flag off when its rollout variant fails more than its baseline (docs: guards)."),
+    guard && guard.trip ? jsonBlock(guard.trip) : null,
+    canWrite ? defField : null,
+    canWrite
+      ? h(
+          "div",
+          { class: "actions" },
+          h(
+            "button",
+            {
+              type: "button",
+              onclick: async () => {
+                let body;
+                try {
+                  body = JSON.parse(defArea.value);
+                } catch (e) {
+                  announce(`The guard is not valid JSON: ${e.message}`, "error");
+                  return;
+                }
+                await act("PUT", path, body, `Guard of ${key} armed.`);
+              },
+            },
+            guard ? "Arm again (from zero)" : "Arm guard",
+          ),
+          guard && guard.state === "tripped" ? h("button", { type: "button", onclick: () => act("POST", `${path}/reset`, undefined, `Guard of ${key} reset.`) }, "Reset") : null,
+          guard
+            ? h(
+                "button",
+                {
+                  type: "button",
+                  class: "danger",
+                  onclick: async () => {
+                    if (!(await confirmDialog(`Remove the guard of ${key}?`, "Its counts are dropped.", "Remove", true))) return;
+                    await act("DELETE", path, undefined, `Guard of ${key} removed.`);
+                  },
+                },
+                "Remove guard",
+              )
+            : null,
+        )
+      : null,
   );
 }
 
@@ -940,5 +1030,27 @@ export async function usage(ctx, env) {
   };
   days.addEventListener("change", () => load().catch(report));
   await load();
-  return h("section", {}, heading("Usage"), daysField, out);
+  const guards = (await api("GET", `${envPath(env)}/guards`)).data;
+  const failing = (a) => `${a.requests} (${Math.round(a.failure_share * 1000) / 10} % failed)`;
+  return h(
+    "section",
+    {},
+    heading("Usage"),
+    daysField,
+    out,
+    h("h2", {}, "Guards"),
+    guards.length
+      ? table(
+          "Guards",
+          ["Flag", "State", "Rollout", "Baseline", "Looks"],
+          guards.map((g) => [
+            h("a", { href: `#/env/${enc(env)}/flags/${enc(g.flag)}` }, g.flag),
+            g.state,
+            `${g.guard.rollout}: ${failing(g.rollout)}`,
+            `${g.guard.baseline}: ${failing(g.baseline)}`,
+            String(g.looks),
+          ]),
+        )
+      : h("p", {}, "No flag has a guard."),
+  );
 }

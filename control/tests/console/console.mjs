@@ -245,6 +245,16 @@ try {
     return cells[1] === "40" && /on 25 %/.test(cells[2]) && /off 75 %/.test(cells[2]);
   }, "checkout's 40 evaluations, 25 % on and 75 % off, in the usage report");
 
+  // ---- a guard on the flag: armed from its page, listed with the usage
+  step("a guard is armed from the flag's page and listed on the usage page");
+  await admin.goto(`${BASE}/ui/#/env/prod/flags/checkout`);
+  await admin.getByText("Guard (none)").click();
+  await admin.getByRole("button", { name: "Arm guard" }).click();
+  await admin.locator("#status", { hasText: "Guard of checkout armed" }).waitFor();
+  await admin.getByText("Guard: armed").waitFor();
+  await admin.getByRole("link", { name: "Usage" }).click();
+  await admin.getByRole("table", { name: "Guards" }).locator("tbody tr", { hasText: "armed" }).waitFor();
+
   // ---- API reference, try it
   step("the API reference sends a real request");
   await admin.getByRole("link", { name: "API", exact: true }).click();
