@@ -261,6 +261,7 @@ both_backends!(
                     .map(|(v, n)| VariantUsage {
                         variant: v.map(str::to_string),
                         evaluations: n,
+                        outcomes: None,
                     })
                     .collect(),
             }],
@@ -270,9 +271,17 @@ both_backends!(
             .map(|i| VariantUsage {
                 variant: Some(format!("v{i}")),
                 evaluations: 1,
+                outcomes: None,
             })
             .collect();
+        // Outcomes that are not 6 status classes and 32 latency buckets.
+        let mut short_outcomes = report("checkout", vec![(Some("on"), 1)]);
+        short_outcomes.flags[0].variants[0].outcomes = Some(vexil_proto::sync::v1::Outcomes {
+            status_classes: vec![1; 5],
+            latency: vec![0; 32],
+        });
         let bad = [
+            (short_outcomes, "invalid"),
             (report("Checkout", vec![(Some("on"), 1)]), "invalid"),
             (report("checkout", vec![(Some("on"), 0)]), "invalid"),
             (
@@ -313,7 +322,7 @@ both_backends!(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(reports_counted(&app, "invalid"), 3);
+        assert_eq!(reports_counted(&app, "invalid"), 4);
         assert_eq!(reports_counted(&app, "absurd_count"), 1);
         assert_eq!(reports_counted(&app, "too_many_entries"), 1);
         assert_eq!(reports_counted(&app, "accepted"), 1);
