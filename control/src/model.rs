@@ -225,6 +225,9 @@ pub enum ChangeKind {
     /// (the change-log row holds no secret).
     #[serde(rename = "signing_keys")]
     SigningKeys,
+    /// A flag's proposal was set, dropped or published (shadow evaluation): sidecars get a `Full`
+    /// carrying the environment's proposals (the change-log row holds no definition).
+    Proposals,
 }
 
 impl ChangeKind {
@@ -234,6 +237,7 @@ impl ChangeKind {
             ChangeKind::Evaluator => "evaluator",
             ChangeKind::FlagSet => "flagset",
             ChangeKind::SigningKeys => "signing_keys",
+            ChangeKind::Proposals => "proposals",
         }
     }
 
@@ -243,6 +247,7 @@ impl ChangeKind {
             "evaluator" => ChangeKind::Evaluator,
             "flagset" => ChangeKind::FlagSet,
             "signing_keys" => ChangeKind::SigningKeys,
+            "proposals" => ChangeKind::Proposals,
             _ => return None,
         })
     }

@@ -15,6 +15,7 @@ mod evaluators;
 mod events;
 mod flags;
 mod flagsets;
+mod proposals;
 mod retention;
 mod schemas;
 mod sessions;
@@ -39,6 +40,10 @@ pub use events::ChangeEvent;
 pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
+pub use proposals::{
+    DEFAULT_SAMPLE_RATIO, MAX_COMPARISON_MINUTES, MINUTE_MS, ProposalRecord, ShadowRow,
+    TransitionRow, check_sample_ratio, is_proposal_id, minute_of,
+};
 pub use retention::{Pruned, Retention};
 pub use schemas::{MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH};
 pub use sessions::{SessionCursor, SessionRow, SessionState};
@@ -104,6 +109,15 @@ pub enum StoreError {
     #[error("{detail}")]
     SchemaViolation {
         /// Which flag and variants (or schema).
+        detail: String,
+        /// The problems, with their JSON paths.
+        errors: vexil_engine::ValidationErrors,
+    },
+    /// The request is well formed but cannot be taken as it is (a proposal that does not fit its
+    /// live flag): `detail` says why, `errors` lists every problem with its JSON path.
+    #[error("{detail}")]
+    Unprocessable {
+        /// What cannot be taken.
         detail: String,
         /// The problems, with their JSON paths.
         errors: vexil_engine::ValidationErrors,
@@ -310,6 +324,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "flag schemas",
         include_str!("../../migrations/sqlite/0008_flag_schemas.sql"),
     ),
+    (
+        10,
+        "flag proposals",
+        include_str!("../../migrations/sqlite/0010_flag_proposals.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -346,6 +365,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         8,
         "flag schemas",
         include_str!("../../migrations/postgres/0008_flag_schemas.sql"),
+    ),
+    (
+        10,
+        "flag proposals",
+        include_str!("../../migrations/postgres/0010_flag_proposals.sql"),
     ),
 ];
 

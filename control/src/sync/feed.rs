@@ -155,11 +155,14 @@ impl Feed {
         // Read after the document: keys at least as new as its revision (a rotation in between
         // is followed by its own Full).
         let keys = store.signing_keys(&self.environment).await?;
+        // Likewise the proposals (a change of them is followed by its own Full).
+        let proposals = store.proposals(&self.environment).await?;
         let bytes = self.codec.encode_frame(&frames::full(
             env.revision,
             &env.incarnation,
             &doc,
             Some(&keys),
+            Some(&proposals),
         ))?;
         let inc: Arc<str> = Arc::from(env.incarnation.as_str());
         *cache = Some((env.revision, inc.clone(), bytes.clone()));

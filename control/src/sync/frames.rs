@@ -2,19 +2,22 @@
 
 use serde_json::Value;
 use vexil_proto::sync::v1::{
-    Delta, Entry, Full, ServerFrame, SigningKey, SigningKeys, server_frame::Kind,
+    Delta, Entry, Full, ServerFrame, ShadowProposal, Shadows, SigningKey, SigningKeys,
+    server_frame::Kind,
 };
 
 use crate::model::{Change, ChangeKind};
-use crate::store::SigningKey as StoredKey;
+use crate::store::{ProposalRecord, SigningKey as StoredKey};
 
 /// A `Full` frame: the whole flag set at `revision` of incarnation `incarnation`, with the
-/// environment's signing keys when `keys` is given (else the sidecar keeps those it holds).
+/// environment's signing keys when `keys` is given and its proposals when `proposals` is given
+/// (else the sidecar keeps those it holds).
 pub fn full(
     revision: i64,
     incarnation: &str,
     document: &Value,
     keys: Option<&[StoredKey]>,
+    proposals: Option<&[ProposalRecord]>,
 ) -> ServerFrame {
     ServerFrame {
         kind: Some(Kind::Full(Full {
@@ -31,6 +34,17 @@ pub fn full(
                     })
                     .collect(),
             }),
+            shadows: proposals.map(|proposals| Shadows {
+                proposals: proposals
+                    .iter()
+                    .map(|p| ShadowProposal {
+                        flag: p.flag.clone(),
+                        id: p.id.clone(),
+                        definition: p.definition.to_string(),
+                        sample_ratio: p.sample_ratio,
+                    })
+                    .collect(),
+            }),
         })),
     }
 }
@@ -38,7 +52,8 @@ pub fn full(
 /// The frame that takes a sidecar from `from` to `change.revision`: a `Delta` for a flag or
 /// evaluator change, a `Full` for a whole-set change (import, promotion, metadata). `None` for a
 /// change that needs the environment's current `Full` from the store (a signing-key rotation:
-/// the change log holds no secret).
+/// the change log holds no secret; a proposal set, dropped or published: the `Full` carries the
+/// proposals).
 pub fn for_change(from: i64, incarnation: &str, change: &Change) -> Option<ServerFrame> {
     let key = change.key.clone().unwrap_or_default();
     let upsert = change.definition.as_ref().map(|d| Entry {
@@ -58,9 +73,10 @@ pub fn for_change(from: i64, incarnation: &str, change: &Change) -> Option<Serve
                 incarnation,
                 change.definition.as_ref().unwrap_or(&empty),
                 None,
+                None,
             ));
         }
-        ChangeKind::SigningKeys => return None,
+        ChangeKind::SigningKeys | ChangeKind::Proposals => return None,
         ChangeKind::Flag => match upsert {
             Some(e) => delta.flag_upserts.push(e),
             None => delta.flag_removals.push(key),
@@ -127,12 +143,13 @@ mod tests {
             (8, r#"{"flags":{}}"#)
         );
         assert_eq!(full.incarnation, "i1");
-        // From the change log: no keys, the sidecar keeps those it holds.
-        assert!(full.signing_keys.is_none());
+        // From the change log: no keys, no proposals: the sidecar keeps those it holds.
+        assert!(full.signing_keys.is_none() && full.shadows.is_none());
     }
 
     #[test]
     fn a_key_rotation_needs_the_stores_full() {
         assert!(for_change(7, "i1", &change(ChangeKind::SigningKeys, None, None)).is_none());
+        assert!(for_change(7, "i1", &change(ChangeKind::Proposals, Some("a"), None)).is_none());
     }
 }
