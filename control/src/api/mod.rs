@@ -15,6 +15,7 @@ mod flagsets;
 pub mod fuzzing;
 mod health;
 mod problem;
+mod proposals;
 mod ui;
 mod usage;
 pub mod wait;
@@ -179,6 +180,7 @@ fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(environments::routes())
         .merge(flags::routes())
+        .merge(proposals::routes())
         .merge(evaluators::routes())
         .merge(flagsets::routes())
         .merge(events::routes())

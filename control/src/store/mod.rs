@@ -41,8 +41,8 @@ pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use proposals::{
-    DEFAULT_SAMPLE_RATIO, MAX_COMPARISON_MINUTES, MINUTE_MS, ProposalRecord, ShadowRow,
-    TransitionRow, check_sample_ratio, is_proposal_id, minute_of,
+    DEFAULT_SAMPLE_RATIO, MAX_COMPARISON_MINUTES, MINUTE_MS, ProposalRecord, ProposedChange,
+    ShadowRow, TransitionRow, check_sample_ratio, is_proposal_id, minute_of,
 };
 pub use retention::{Pruned, Retention};
 pub use schemas::{MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH};

@@ -79,6 +79,16 @@ pub struct ProposalRecord {
     pub proposed_at: String,
 }
 
+/// What a proposal proposes.
+#[derive(Clone, Debug)]
+pub enum ProposedChange {
+    /// A whole flag definition.
+    Definition(Value),
+    /// A new targeting rule for the live flag (`null` or `{}`: none), applied to the live
+    /// definition inside the write, so it is based on the version it records.
+    Targeting(Value),
+}
+
 /// A proposal read inside a write that publishes it.
 #[derive(Clone, Debug)]
 pub(crate) struct Pending {
@@ -317,7 +327,7 @@ impl Store {
         actor: &Actor,
         env: &str,
         key: &str,
-        definition: Value,
+        change: ProposedChange,
         sample_ratio: f64,
         precondition: Precondition,
         limits: WriteLimits,
@@ -334,6 +344,20 @@ impl Store {
             )));
         };
         let flag_version = stored.versions.flag(key).unwrap_or(0);
+        let definition = match change {
+            ProposedChange::Definition(definition) => definition,
+            ProposedChange::Targeting(targeting) => {
+                let mut definition = live.clone();
+                let Some(fields) = definition.as_object_mut() else {
+                    return Err(corrupt("flags.definition"));
+                };
+                match targeting {
+                    Value::Null => fields.remove("targeting"),
+                    rule => fields.insert("targeting".into(), rule),
+                };
+                definition
+            }
+        };
         if before.is_none() {
             let count: i64 =
                 sqlx::query("SELECT COUNT(*) AS n FROM flag_proposals WHERE environment_id = $1")
