@@ -11,12 +11,13 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::shadow::{Proposals, Shadows};
 use crate::signing::SigningKeys;
-use crate::usage::{Usage, UsageTable};
+use crate::usage::{Tally, Usage, UsageTable};
 use arc_swap::ArcSwapOption;
 use serde_json::Value;
 use tokio::sync::broadcast;
-use vexil_engine::{Flag, FlagSet};
+use vexil_engine::{EvaluationContext, Flag, FlagSet, Position};
 
 /// Where a snapshot came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +87,9 @@ pub struct Snapshot {
     pub signing: Arc<SigningKeys>,
     /// Evaluation counters of this snapshot's flags and variants (reported to control).
     pub usage: UsageTable,
+    /// The environment's proposals compiled for this flag set, with their counters (shadow
+    /// evaluation; none from a file or a bootstrap).
+    pub shadows: Shadows,
 }
 
 impl Snapshot {
@@ -105,6 +109,7 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
             changed: Vec::new(),
             signing: SigningKeys::none(),
+            shadows: Shadows::none(),
         }
     }
 
@@ -112,6 +117,27 @@ impl Snapshot {
     pub fn with_signing(mut self, signing: Arc<SigningKeys>) -> Self {
         self.signing = signing;
         self
+    }
+
+    /// The snapshot with the environment's proposals, compiled for its flags (those that cannot be
+    /// shadowed are skipped and counted).
+    pub fn with_shadows(mut self, proposals: &Proposals) -> Self {
+        self.shadows = Shadows::compile(&self.flags, proposals);
+        self
+    }
+
+    /// Counts a lookup's decision ([`vexil_engine::Resolution::position`]; a missing flag is not
+    /// counted) and, when it is sampled, evaluates the flag's proposal for `ctx` beside it.
+    #[inline]
+    pub fn decided(&self, position: Option<Position>, ctx: &EvaluationContext) {
+        self.usage.count_position(position);
+        self.shadows.observe(position, ctx);
+    }
+
+    /// Moves this snapshot's counts, usage and shadow evaluation, into `tally`.
+    pub fn drain_counts(&self, tally: &mut Tally) {
+        self.usage.drain_into(&self.flags, tally);
+        self.shadows.drain_into(&self.flags, tally);
     }
 
     /// The empty stand-in published when the init timeout passes with nothing loaded: no flags,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use vexil_engine::{FlagSet, Position};
-use vexil_proto::sync::v1::{FlagUsage, UsageReport, VariantUsage};
+use vexil_proto::sync::v1::{FlagUsage, ShadowUsage, UsageReport, VariantUsage};
 
 use crate::snapshot::Snapshot;
 
@@ -62,11 +62,72 @@ fn shard() -> usize {
     })
 }
 
+/// Counters split in [`SHARDS`] shards, each thread adding into its own (an uncontended atomic
+/// add; a shard is allocated by the first count of a thread), summed off the request path: the
+/// mechanism of the usage counters and of the shadow-evaluation counters ([`crate::shadow`]).
+pub struct Sharded {
+    len: usize,
+    shards: Box<[OnceLock<Box<[AtomicU64]>>]>,
+}
+
+impl Sharded {
+    /// `len` counters (none allocated until a thread counts).
+    pub fn new(len: usize) -> Sharded {
+        Sharded {
+            len,
+            shards: (0..SHARDS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The number of counters.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are no counters.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds 1 to counter `slot` in this thread's shard (`slot` below [`Sharded::len`]).
+    #[inline]
+    pub fn add(&self, slot: usize) {
+        let shard =
+            self.shards[shard()].get_or_init(|| (0..self.len).map(|_| AtomicU64::new(0)).collect());
+        if let Some(counter) = shard.get(slot) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves every count out (each shard's counters swapped to 0): `f(slot, count)` for each
+    /// counter above 0, in slot order.
+    pub fn drain(&self, mut f: impl FnMut(usize, u64)) {
+        let shards: Vec<&[AtomicU64]> = self
+            .shards
+            .iter()
+            .filter_map(|s| s.get())
+            .map(|s| &**s)
+            .collect();
+        if shards.is_empty() {
+            return;
+        }
+        for slot in 0..self.len {
+            let n: u64 = shards
+                .iter()
+                .map(|s| s[slot].swap(0, Ordering::Relaxed))
+                .fold(0, u64::saturating_add);
+            if n > 0 {
+                f(slot, n);
+            }
+        }
+    }
+}
+
 /// The evaluation counters of one snapshot.
 pub struct UsageTable {
     /// The first counter of each flag (its variants, then "no value"), and the total at the end.
     offsets: Box<[u32]>,
-    shards: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    counters: Sharded,
 }
 
 impl std::fmt::Debug for UsageTable {
@@ -88,14 +149,14 @@ impl UsageTable {
         }
         offsets.push(next);
         UsageTable {
+            counters: Sharded::new(next as usize),
             offsets: offsets.into(),
-            shards: (0..SHARDS).map(|_| OnceLock::new()).collect(),
         }
     }
 
     /// The number of counters of a shard.
     fn len(&self) -> usize {
-        self.offsets.last().map_or(0, |&n| n as usize)
+        self.counters.len()
     }
 
     /// Counts one decision of the flag at `flag` (its index in the set) that gave the variant at
@@ -111,9 +172,7 @@ impl UsageTable {
             Some(v) if start as usize + v < none => start as usize + v,
             _ => none,
         };
-        let shard = self.shards[shard()]
-            .get_or_init(|| (0..self.len()).map(|_| AtomicU64::new(0)).collect());
-        shard[slot].fetch_add(1, Ordering::Relaxed);
+        self.counters.add(slot);
     }
 
     /// Counts a lookup's resolution ([`vexil_engine::Resolution::position`]); a missing flag
@@ -128,56 +187,73 @@ impl UsageTable {
     /// Moves the counts (every shard's counters swapped to 0) into `tally`, named after `flags`,
     /// the set the table was made for.
     pub fn drain_into(&self, flags: &FlagSet, tally: &mut Tally) {
-        let shards: Vec<&[AtomicU64]> = self
-            .shards
-            .iter()
-            .filter_map(|s| s.get())
-            .map(|s| &**s)
-            .collect();
-        if shards.is_empty() {
-            return;
-        }
-        for (i, flag) in flags.flags().enumerate() {
-            let (Some(&start), Some(&end)) = (self.offsets.get(i), self.offsets.get(i + 1)) else {
-                break;
-            };
-            for slot in start as usize..end as usize {
-                let n: u64 = shards
-                    .iter()
-                    .map(|s| s[slot].swap(0, Ordering::Relaxed))
-                    .fold(0, u64::saturating_add);
-                if n == 0 {
-                    continue;
-                }
-                let variant = flag
-                    .variants()
-                    .nth(slot - start as usize)
-                    .map(|(name, _)| name);
-                tally.add(flag.key(), variant, n);
-            }
-        }
+        let all: Vec<&vexil_engine::Flag> = flags.flags().collect();
+        self.counters.drain(|slot, n| {
+            // The flag whose counters hold `slot`: the last whose first counter is at or before it.
+            let i = self
+                .offsets
+                .partition_point(|&start| start as usize <= slot)
+                - 1;
+            let Some(flag) = all.get(i) else { return };
+            let variant = flag
+                .variants()
+                .nth(slot - self.offsets[i] as usize)
+                .map(|(name, _)| name);
+            tally.add(flag.key(), variant, n);
+        });
     }
 }
 
-/// Counts by flag key and variant name (`None`: no value), as reports carry them.
+/// A shadow-evaluation count's key: flag, proposal id, live variant, proposed variant.
+type ShadowKey = (String, String, Option<String>, Option<String>);
+
+/// Counts by flag key and variant name (`None`: no value), and shadow-evaluation counts by flag,
+/// proposal and (live, proposed) variants, as reports carry them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     counts: BTreeMap<(String, Option<String>), u64>,
+    shadow: BTreeMap<ShadowKey, u64>,
     /// Counts left out because the tally was full ([`MAX_TALLY_ENTRIES`]).
     pub dropped: u64,
+}
+
+/// Adds `n` at `key` of `map`, unless the tally already holds `held` entries and `key` is new.
+fn add_at<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, n: u64, held: usize, dropped: &mut u64) {
+    if let Some(count) = map.get_mut(&key) {
+        *count = count.saturating_add(n);
+    } else if held < MAX_TALLY_ENTRIES {
+        map.insert(key, n);
+    } else {
+        *dropped = dropped.saturating_add(1);
+    }
 }
 
 impl Tally {
     /// Adds `n` decisions of `variant` of `flag`.
     pub fn add(&mut self, flag: &str, variant: Option<&str>, n: u64) {
+        let held = self.len();
         let key = (flag.to_string(), variant.map(str::to_string));
-        if let Some(count) = self.counts.get_mut(&key) {
-            *count = count.saturating_add(n);
-        } else if self.counts.len() < MAX_TALLY_ENTRIES {
-            self.counts.insert(key, n);
-        } else {
-            self.dropped = self.dropped.saturating_add(1);
-        }
+        add_at(&mut self.counts, key, n, held, &mut self.dropped);
+    }
+
+    /// Adds `n` sampled decisions of `flag` on which the live rule chose `from` and proposal
+    /// `proposal` chose `to`.
+    pub fn add_shadow(
+        &mut self,
+        flag: &str,
+        proposal: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        n: u64,
+    ) {
+        let held = self.len();
+        let key = (
+            flag.to_string(),
+            proposal.to_string(),
+            from.map(str::to_string),
+            to.map(str::to_string),
+        );
+        add_at(&mut self.shadow, key, n, held, &mut self.dropped);
     }
 
     /// Adds every count of `other`.
@@ -185,17 +261,55 @@ impl Tally {
         for ((flag, variant), n) in other.counts {
             self.add(&flag, variant.as_deref(), n);
         }
+        for ((flag, proposal, from, to), n) in other.shadow {
+            self.add_shadow(&flag, &proposal, from.as_deref(), to.as_deref(), n);
+        }
         self.dropped = self.dropped.saturating_add(other.dropped);
+    }
+
+    /// Adds every count of `report` (a report that could not be sent).
+    pub fn add_report(&mut self, report: &UsageReport) {
+        for f in &report.flags {
+            for v in &f.variants {
+                self.add(&f.flag, v.variant.as_deref(), v.evaluations);
+            }
+        }
+        for e in &report.shadow {
+            self.add_shadow(
+                &e.flag,
+                &e.proposal,
+                e.from.as_deref(),
+                e.to.as_deref(),
+                e.evaluations,
+            );
+        }
     }
 
     /// True when nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
+        self.counts.is_empty() && self.shadow.is_empty()
     }
 
-    /// The number of (flag, variant) entries.
+    /// The number of entries: (flag, variant) and shadow (flag, proposal, from, to).
     pub fn len(&self) -> usize {
-        self.counts.len()
+        self.counts.len() + self.shadow.len()
+    }
+
+    /// The shadow-evaluation count of one entry (tests, diagnostics).
+    pub fn get_shadow(
+        &self,
+        flag: &str,
+        proposal: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> u64 {
+        let key = (
+            flag.to_string(),
+            proposal.to_string(),
+            from.map(str::to_string),
+            to.map(str::to_string),
+        );
+        self.shadow.get(&key).copied().unwrap_or(0)
     }
 
     /// The count of one entry (tests, diagnostics).
@@ -236,11 +350,34 @@ impl Tally {
             }
             entries += 1;
         }
+        for ((flag, proposal, from, to), &n) in &self.shadow {
+            let cost = shadow_cost(flag, proposal, from.as_deref(), to.as_deref());
+            if entries > 0 && (entries + 1 > max_entries || bytes + cost > MAX_REPORT_BYTES) {
+                reports.push(std::mem::take(&mut report));
+                entries = 0;
+                bytes = 0;
+            }
+            report.shadow.push(ShadowUsage {
+                flag: flag.clone(),
+                proposal: proposal.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                evaluations: n,
+            });
+            bytes += cost;
+            entries += 1;
+        }
         if entries > 0 {
             reports.push(report);
         }
         reports
     }
+}
+
+/// A bound on the bytes a shadow entry adds to an encoded report: its strings and count, plus
+/// tags and lengths (6 fields, 3 bytes each at most for these sizes) and a 10-byte varint.
+fn shadow_cost(flag: &str, proposal: &str, from: Option<&str>, to: Option<&str>) -> usize {
+    flag.len() + proposal.len() + from.map_or(0, str::len) + to.map_or(0, str::len) + 28
 }
 
 /// A bound on the bytes an entry adds to an encoded report: the variant's name and count (tags,
@@ -268,6 +405,8 @@ pub struct UsageMetrics {
     pub entries: Counter,
     /// Entries dropped because the tally was full.
     pub dropped: Counter,
+    /// Proposals a snapshot could not shadow (see [`crate::shadow`]).
+    pub shadows_skipped: Counter,
 }
 
 impl Default for Usage {
@@ -311,7 +450,7 @@ impl Usage {
         retired.retain(|(at, snapshot)| {
             let due = at.elapsed() >= GRACE;
             if due || all {
-                snapshot.usage.drain_into(&snapshot.flags, &mut pending);
+                snapshot.drain_counts(&mut pending);
             }
             !due
         });
@@ -327,7 +466,7 @@ impl Usage {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(snapshot) = current {
             let dropped = pending.dropped;
-            snapshot.usage.drain_into(&snapshot.flags, &mut pending);
+            snapshot.drain_counts(&mut pending);
             self.metrics.dropped.inc_by(pending.dropped - dropped);
         }
         let mut taken = std::mem::take(&mut *pending);
