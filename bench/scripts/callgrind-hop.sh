@@ -9,6 +9,11 @@
 #   N1=500 N2=2500 OUT=/tmp/cg bench/scripts/callgrind-hop.sh
 #   USERS=10000 bench/scripts/callgrind-hop.sh   # a new x-user-id per request (decision cache misses)
 #   CACHE_ENTRIES=0 WHO=vexil bench/scripts/callgrind-hop.sh   # the decision cache off
+#   SHADOW_RATIO=0.01 WHO=vexil bench/scripts/callgrind-hop.sh   # a proposal per injected flag,
+#       sampled at 1 % (0: the same sidecar without proposals); the sidecar serves a persisted
+#       snapshot with control out of reach, and the instructions in `Injector::inject` (the
+#       decisions) are printed too, free of the reconnection attempts' noise
+#   PROFILE=debug NO_BUILD=1 ...                                  # the debug binaries
 #
 # Leaves the callgrind files in $OUT (callgrind_annotate --inclusive=yes $OUT/vexil-2500.out).
 set -euo pipefail
@@ -17,7 +22,8 @@ N1=${N1:-500}
 N2=${N2:-2500}
 USERS=${USERS:-1}
 OUT=${OUT:-$root/target/callgrind-hop}
-T=${CARGO_TARGET_DIR:-$root/target}/release
+PROFILE=${PROFILE:-release}
+T=${CARGO_TARGET_DIR:-$root/target}/$PROFILE
 here="$root/bench/scripts"
 mkdir -p "$OUT"
 if [ -z "${NO_BUILD:-}" ]; then
@@ -51,8 +57,21 @@ one() {
     grep -h "^summary:\|^totals:" "$OUT/$name-$n-$USERS.out" | tail -1 | awk '{print $2}'
 }
 
+# inject NAME N: the instructions counted in Injector::inject, callees included.
+inject() {
+    callgrind_annotate --inclusive=yes --threshold=100 "$OUT/$1-$2-$USERS.out" 2>/dev/null |
+        grep 'Injector::inject ' | head -1 | awk '{gsub(",", "", $1); print $1}'
+}
+
 for who in ${WHO:-vexil pingora}; do
-    if [ "$who" = vexil ]; then
+    if [ "$who" = vexil ] && [ -n "${SHADOW_RATIO:-}" ]; then
+        # The persisted snapshot (and proposals) hop_config wrote; control never answers.
+        cmd=("$T/vexil-proxy" --control quic://127.0.0.1:9 --environment hop --token bench
+            --ca-file "$OUT/tls/ca.pem" --state-dir "$OUT/state" --usage-interval-secs 0
+            --config "$OUT/proxy.toml" --threads 1
+            --outbound-addr 127.0.0.1:19101 --admin-addr 127.0.0.1:19102 --grpc-addr 127.0.0.1:19103
+            --sync-addr 127.0.0.1:19104 --ofrep-addr 127.0.0.1:19105 --shutdown-grace-secs 0)
+    elif [ "$who" = vexil ]; then
         cmd=("$T/vexil-proxy" --flags-file "$OUT/flags.json" --config "$OUT/proxy.toml" --threads 1
             --outbound-addr 127.0.0.1:19101 --admin-addr 127.0.0.1:19102 --grpc-addr 127.0.0.1:19103
             --sync-addr 127.0.0.1:19104 --ofrep-addr 127.0.0.1:19105 --shutdown-grace-secs 0)
@@ -62,4 +81,9 @@ for who in ${WHO:-vexil pingora}; do
     a=$(one "$who" "$N1" "${cmd[@]}")
     b=$(one "$who" "$N2" "${cmd[@]}")
     echo "$who: $(((b - a) / (N2 - N1))) instructions per request ($a at $N1, $b at $N2)"
+    if [ "$who" = vexil ] && [ -n "${SHADOW_RATIO:-}" ]; then
+        ia=$(inject "$who" "$N1")
+        ib=$(inject "$who" "$N2")
+        echo "$who: $(((ib - ia) / (N2 - N1))) instructions per request in Injector::inject ($ia at $N1, $ib at $N2)"
+    fi
 done

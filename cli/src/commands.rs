@@ -104,6 +104,55 @@ pub enum UsageCmd {
 }
 
 #[derive(Subcommand)]
+pub enum ProposalCmd {
+    /// Propose a new targeting rule for a live flag (`--targeting FILE`, a JsonLogic rule) or a
+    /// whole definition (`--definition FILE`, the live flag's variants), `-` for standard input.
+    /// Replaces the flag's proposal (sending the `ETag` just read, or `--if-match`); its
+    /// comparison starts again from zero.
+    Set {
+        env: String,
+        key: String,
+        #[arg(
+            long,
+            conflicts_with = "definition",
+            required_unless_present = "definition"
+        )]
+        targeting: Option<String>,
+        #[arg(long)]
+        definition: Option<String>,
+        /// The share of the flag's decisions the sidecars evaluate it on, in (0, 1].
+        #[arg(long, default_value_t = 0.01)]
+        sample_ratio: f64,
+        /// The `ETag` of an earlier read, instead of reading now.
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// The flag's proposal.
+    Show { env: String, key: String },
+    /// What the proposal would change: over the last minutes, the decisions sampled, the share
+    /// it would change, and each (live → proposed) pair.
+    Compare {
+        env: String,
+        key: String,
+        /// The window, in minutes (1 to 10080).
+        #[arg(long, default_value_t = 60)]
+        minutes: u32,
+    },
+    /// Publish the proposal: the flag takes its definition, in one write. Prints the comparison
+    /// of the proposal published; `--if-match` names the proposal reviewed (exit 4 when it was
+    /// replaced meanwhile).
+    Publish {
+        env: String,
+        key: String,
+        /// The proposal's `ETag` from an earlier read, instead of the one read now.
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Drop the proposal and its counts.
+    Drop { env: String, key: String },
+}
+
+#[derive(Subcommand)]
 pub enum FlagCmd {
     List {
         env: String,
@@ -291,6 +340,7 @@ pub async fn run(c: &Client, command: Command, out: Output) -> Result<(), Failur
         }
         Command::Usage(cmd) => usage(c, cmd, out).await,
         Command::Guard(cmd) => guard(c, cmd, out).await,
+        Command::Proposal(cmd) => proposal(c, cmd, out).await,
         Command::Wait {
             env,
             revision,
@@ -452,6 +502,121 @@ async fn usage(c: &Client, cmd: UsageCmd, out: Output) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Prints a comparison: its sentence, then a row per (live → proposed) pair.
+fn print_comparison(out: Output, comparison: &Value) {
+    if out == Output::Table {
+        println!("{}", comparison["summary"].as_str().unwrap_or_default());
+    }
+    let name = |v: &Value| {
+        if v.is_null() {
+            json!("(no value)")
+        } else {
+            v.clone()
+        }
+    };
+    let rows: Vec<Value> = items(&comparison["transitions"])
+        .iter()
+        .map(|t| {
+            json!({"from": name(&t["from"]), "to": name(&t["to"]), "changed": t["changed"],
+                "evaluations": t["evaluations"],
+                "share": t["share"].as_f64().map(|s| format!("{:.1}%", s * 100.0))})
+        })
+        .collect();
+    if out == Output::Json || !rows.is_empty() {
+        output::list(
+            out,
+            comparison,
+            &rows,
+            &["from", "to", "changed", "evaluations", "share"],
+        );
+    }
+}
+
+async fn proposal(c: &Client, cmd: ProposalCmd, out: Output) -> Result<(), Failure> {
+    let path = |env: &str, key: &str| format!("/environments/{env}/flags/{key}/proposal");
+    match cmd {
+        ProposalCmd::Set {
+            env,
+            key,
+            targeting,
+            definition,
+            sample_ratio,
+            if_match,
+        } => {
+            let mut body = json!({"sample_ratio": sample_ratio});
+            match (targeting, definition) {
+                (Some(file), _) => body["targeting"] = read_input(&file)?,
+                (None, Some(file)) => body["definition"] = read_input(&file)?,
+                (None, None) => unreachable!("clap requires one"),
+            }
+            let path = path(&env, &key);
+            let tag = match if_match {
+                Some(tag) => Some(tag),
+                None => match c.get(&path).await {
+                    Ok(a) => a.etag,
+                    Err(f) if f.exit == Exit::NotFound => None,
+                    Err(f) => return Err(f),
+                },
+            };
+            let a = c
+                .call(Method::PUT, &path, Some(&body), tag.as_deref())
+                .await?;
+            output::done(
+                out,
+                &a.body,
+                &format!(
+                    "proposal {} for flag {key} in {env}: evaluated on {}% of its decisions",
+                    a.body["id"].as_str().unwrap_or("?"),
+                    sample_ratio * 100.0
+                ),
+            );
+        }
+        ProposalCmd::Show { env, key } => output::one(out, &c.get(&path(&env, &key)).await?.body),
+        ProposalCmd::Compare { env, key, minutes } => {
+            let a = c
+                .get(&format!(
+                    "{}/comparison?minutes={minutes}",
+                    path(&env, &key)
+                ))
+                .await?;
+            print_comparison(out, &a.body);
+        }
+        ProposalCmd::Publish { env, key, if_match } => {
+            let path = path(&env, &key);
+            let tag = match if_match {
+                Some(tag) => tag,
+                None => c.get(&path).await?.etag.unwrap_or_default(),
+            };
+            let comparison = c.get(&format!("{path}/comparison")).await?;
+            if out == Output::Table {
+                println!(
+                    "{}",
+                    comparison.body["summary"].as_str().unwrap_or_default()
+                );
+            }
+            let a = c
+                .call(Method::POST, &format!("{path}/publish"), None, Some(&tag))
+                .await?;
+            output::done(
+                out,
+                &a.body,
+                &format!("published the proposal for flag {key} in {env}"),
+            );
+        }
+        ProposalCmd::Drop { env, key } => {
+            let a = c
+                .call(Method::DELETE, &path(&env, &key), None, None)
+                .await?;
+            output::done(
+                out,
+                &a.body,
+                &format!("dropped the proposal for flag {key} in {env}"),
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn env(c: &Client, cmd: EnvCmd, out: Output) -> Result<(), Failure> {

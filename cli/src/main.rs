@@ -107,6 +107,10 @@ pub enum Command {
     /// baseline.
     #[command(subcommand)]
     Guard(commands::GuardCmd),
+    /// A flag's proposal: a definition the sidecars evaluate beside the live one on a sample of
+    /// decisions, without changing any (shadow evaluation); compared, then published or dropped.
+    #[command(subcommand)]
+    Proposal(commands::ProposalCmd),
     /// Wait until every connected sidecar of an environment holds a revision (exit 7 when the
     /// timeout ends first).
     Wait {

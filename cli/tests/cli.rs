@@ -276,6 +276,97 @@ async fn a_script_manages_flags_and_reads_exit_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_are_set_compared_published_and_dropped() {
+    let dir = TempDir::new("vexilctl-proposal");
+    let control = ControlCmd::new(&format!("sqlite://{}", dir.path().join("v.db").display()))
+        .dev_tls(&dir.path().join("tls"))
+        .args(["--webhook-addr", "off"])
+        .env("VEXIL_ADMIN_TOKEN", ADMIN)
+        .start()
+        .await;
+    let c = &control;
+    ok(c, &["env", "create", "shop"]);
+    let file = write(dir.path(), "checkout.json", &checkout("off"));
+    ok(c, &["flag", "set", "shop", "checkout", &file]);
+    let rule = json!({"fractional": [{"var": "targetingKey"}, ["on", 30], ["off", 70]]});
+    let rule = write(dir.path(), "rule.json", &rule);
+    let set = ok(
+        c,
+        &["proposal", "set", "shop", "checkout", "--targeting", &rule],
+    );
+    assert!(set.contains("evaluated on 1% of its decisions"), "{set}");
+    // Again: replaces it (the ETag read first), at another ratio.
+    let args = ["proposal", "set", "shop", "checkout", "--targeting", &rule];
+    ok(c, &[&args[..], &["--sample-ratio", "0.5"]].concat());
+    let shown = json_of(&ok(
+        c,
+        &["proposal", "show", "shop", "checkout", "-o", "json"],
+    ));
+    assert_eq!(shown["sample_ratio"], 0.5, "{shown}");
+    let compared = ok(
+        c,
+        &["proposal", "compare", "shop", "checkout", "--minutes", "5"],
+    );
+    assert!(
+        compared.starts_with("no decision sampled in the last 5 minutes"),
+        "{compared}"
+    );
+    let json = json_of(&ok(
+        c,
+        &["proposal", "compare", "shop", "checkout", "-o", "json"],
+    ));
+    assert_eq!(json["samples"], 0, "{json}");
+    // Refusals and their exit codes.
+    let renamed =
+        json!({"state": "ENABLED", "variants": {"yes": true, "no": false}, "defaultVariant": "no"});
+    let renamed = write(dir.path(), "renamed.json", &renamed);
+    let (code, _, err) = ctl(
+        c,
+        Some(ADMIN),
+        &[
+            "proposal",
+            "set",
+            "shop",
+            "checkout",
+            "--definition",
+            &renamed,
+        ],
+    );
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("flags.checkout.variants"), "{err}");
+    let (code, _, _) = ctl(c, Some(ADMIN), &["proposal", "show", "shop", "nope"]);
+    assert_eq!(code, 3);
+    let (code, _, err) = ctl(
+        c,
+        Some(ADMIN),
+        &[
+            "proposal",
+            "publish",
+            "shop",
+            "checkout",
+            "--if-match",
+            "\"1\"",
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    // Published: the flag has the rule, the proposal is gone.
+    let published = ok(c, &["proposal", "publish", "shop", "checkout"]);
+    assert!(published.contains("published the proposal"), "{published}");
+    let flag = json_of(&ok(c, &["flag", "get", "shop", "checkout", "-o", "json"]));
+    assert!(
+        flag["definition"]["targeting"]["fractional"].is_array(),
+        "{flag}"
+    );
+    let (code, _, _) = ctl(c, Some(ADMIN), &["proposal", "show", "shop", "checkout"]);
+    assert_eq!(code, 3);
+    ok(
+        c,
+        &["proposal", "set", "shop", "checkout", "--targeting", &rule],
+    );
+    assert!(ok(c, &["proposal", "drop", "shop", "checkout"]).contains("dropped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_returns_once_every_sidecar_holds_the_revision() {
     let dir = TempDir::new("vexilctl-wait");
     let control = ControlCmd::new(&format!("sqlite://{}", dir.path().join("v.db").display()))

@@ -70,6 +70,7 @@ pub struct Metrics {
     usage_flush_failures: Counter,
     usage_flush_seconds: Histogram,
     usage_pending: Gauge,
+    shadow_entries: Family<ResultLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -220,7 +221,17 @@ impl Metrics {
              written",
             usage_pending.clone(),
         );
+        let shadow_entries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "shadow_entries",
+            "Shadow-evaluation entries (flag, proposal, live and proposed variant, count) of the \
+             usage reports, by result: accepted (taken into memory), written (rows added to the \
+             store), unknown_proposal (rows of a proposal that is not the flag's current one, left \
+             out when written)",
+            shadow_entries.clone(),
+        );
         Metrics {
+            shadow_entries,
             usage_reports,
             guard_looks,
             usage_entries,
@@ -356,6 +367,16 @@ impl Metrics {
         self.usage_flush_seconds.observe(seconds);
         self.usage_pending
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// Counts `n` shadow-evaluation entries with `result` (`accepted`, `written`,
+    /// `unknown_proposal`).
+    pub fn shadow_entries(&self, result: &'static str, n: u64) {
+        if n > 0 {
+            self.shadow_entries
+                .get_or_create(&ResultLabels { result })
+                .inc_by(n);
+        }
     }
 
     /// Counts the rows a retention pass pruned.

@@ -232,6 +232,9 @@ pub enum ChangeKind {
     /// A guard was armed or removed: sidecars get a `Full` carrying the guarded flags.
     #[serde(rename = "guards")]
     Guards,
+    /// A flag's proposal was set, dropped or published (shadow evaluation): sidecars get a `Full`
+    /// carrying the environment's proposals (the change-log row holds no definition).
+    Proposals,
 }
 
 impl ChangeKind {
@@ -242,6 +245,7 @@ impl ChangeKind {
             ChangeKind::FlagSet => "flagset",
             ChangeKind::SigningKeys => "signing_keys",
             ChangeKind::Guards => "guards",
+            ChangeKind::Proposals => "proposals",
         }
     }
 
@@ -252,6 +256,7 @@ impl ChangeKind {
             "flagset" => ChangeKind::FlagSet,
             "signing_keys" => ChangeKind::SigningKeys,
             "guards" => ChangeKind::Guards,
+            "proposals" => ChangeKind::Proposals,
             _ => return None,
         })
     }

@@ -1583,6 +1583,17 @@ const SERVED: &[(&str, &str)] = &[
     ("put", "/api/v1/environments/{env}/flags/{key}/schema"),
     ("delete", "/api/v1/environments/{env}/flags/{key}/schema"),
     ("post", "/api/v1/environments/{env}/flags/{key}/validate"),
+    ("get", "/api/v1/environments/{env}/flags/{key}/proposal"),
+    ("put", "/api/v1/environments/{env}/flags/{key}/proposal"),
+    ("delete", "/api/v1/environments/{env}/flags/{key}/proposal"),
+    (
+        "get",
+        "/api/v1/environments/{env}/flags/{key}/proposal/comparison",
+    ),
+    (
+        "post",
+        "/api/v1/environments/{env}/flags/{key}/proposal/publish",
+    ),
     ("get", "/api/v1/environments/{env}/usage"),
     ("get", "/api/v1/environments/{env}/usage/stale"),
     ("get", "/api/v1/environments/{env}/evaluators"),

@@ -265,6 +265,7 @@ both_backends!(
                     })
                     .collect(),
             }],
+            ..UsageReport::default()
         };
         let mut too_many = report("checkout", vec![]);
         too_many.flags[0].variants = (0..5001)

@@ -410,6 +410,11 @@ impl FlagSet {
         self.index.get(key).map(|&i| &*self.flags[i])
     }
 
+    /// The position of flag `key` in [`FlagSet::flags`] order (what [`FlagSet::variant_at`] takes).
+    pub fn index_of(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+
     /// Every flag, sorted by key.
     pub fn flags(&self) -> impl ExactSizeIterator<Item = &Flag> {
         self.flags.iter().map(|f| &**f)

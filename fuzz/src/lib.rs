@@ -208,6 +208,7 @@ pub fn sync_frame(data: &[u8]) {
                         incarnation: full.incarnation.clone(),
                         document,
                         signing: vexil_proxy::signing::SigningKeys::none(),
+                        proposals: vexil_proxy::shadow::Proposals::none(),
                     };
                     if install(&next) {
                         held = Some(next);

@@ -160,5 +160,9 @@ pub fn describe(snapshot: &Snapshot, sync_state: &str) -> Value {
         "flag_count": keys.len(),
         "flags": keys,
         "problems": snapshot.flags.problems(),
+        "shadows": {
+            "proposals": snapshot.shadows.len(),
+            "skipped": snapshot.shadows.skipped,
+        },
     })
 }

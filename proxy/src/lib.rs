@@ -11,6 +11,8 @@
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`.
 //! - [`metrics`]: the Prometheus registry every part adds to.
 //! - [`usage`]: evaluation counters per flag and variant, reported to control.
+//! - [`shadow`]: proposals evaluated beside the live rules on a sample of decisions (shadow
+//!   evaluation), counted per (live, proposed) variant and reported with the usage.
 //! - [`config`], [`server`]: the sidecar's configuration and the wiring of its parts.
 
 #![warn(missing_docs)]
@@ -24,6 +26,7 @@ pub mod lookup;
 pub mod memory;
 pub mod metrics;
 pub mod server;
+pub mod shadow;
 pub mod signing;
 pub mod snapshot;
 pub mod sync;

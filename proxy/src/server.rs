@@ -80,6 +80,13 @@ fn start_source(
                  entries were pending than the sidecar keeps",
                 usage.dropped.clone(),
             );
+            metrics.register(
+                "shadow_proposals_skipped",
+                "Proposals (shadow evaluation) a new snapshot could not evaluate: a rule that \
+                 does not compile here, a flag the snapshot does not have, variants other than \
+                 the live flag's, or over the counters' budget",
+                usage.shadows_skipped.clone(),
+            );
             let status = handle.status();
             metrics.set_sync_state(move || status.borrow().state.as_str().to_ascii_lowercase());
             export_last_contact(metrics, handle.status(), stop.clone());

@@ -11,12 +11,13 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::shadow::{Proposals, Shadows};
 use crate::signing::SigningKeys;
-use crate::usage::{Guards, Usage, UsageTable};
+use crate::usage::{Guards, Tally, Usage, UsageTable};
 use arc_swap::ArcSwapOption;
 use serde_json::Value;
 use tokio::sync::broadcast;
-use vexil_engine::{Flag, FlagSet};
+use vexil_engine::{EvaluationContext, Flag, FlagSet, Position};
 
 /// Where a snapshot came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +90,9 @@ pub struct Snapshot {
     /// Outcome counters of its guarded flags (set when published, replaced when control changes
     /// the guarded flags).
     pub guards: Guards,
+    /// The environment's proposals compiled for this flag set, with their counters (shadow
+    /// evaluation; none from a file or a bootstrap).
+    pub shadows: Shadows,
 }
 
 impl Snapshot {
@@ -109,6 +113,7 @@ impl Snapshot {
             changed: Vec::new(),
             signing: SigningKeys::none(),
             guards: Guards::empty(),
+            shadows: Shadows::none(),
         }
     }
 
@@ -116,6 +121,30 @@ impl Snapshot {
     pub fn with_signing(mut self, signing: Arc<SigningKeys>) -> Self {
         self.signing = signing;
         self
+    }
+
+    /// The snapshot with the environment's proposals, compiled for its flags (those that cannot be
+    /// shadowed are skipped and counted).
+    pub fn with_shadows(mut self, proposals: &Proposals) -> Self {
+        self.shadows = Shadows::compile(&self.flags, proposals);
+        self
+    }
+
+    /// Counts a lookup's decision ([`vexil_engine::Resolution::position`]; a missing flag is not
+    /// counted) and, when it is sampled, evaluates the flag's proposal for `ctx` beside it.
+    #[inline]
+    pub fn decided(&self, position: Option<Position>, ctx: &EvaluationContext) {
+        self.usage.count_position(position);
+        self.shadows.observe(position, ctx);
+    }
+
+    /// Moves this snapshot's counts, usage and shadow evaluation, into `tally`.
+    pub fn drain_counts(&self, tally: &mut Tally) {
+        self.usage.drain_into(&self.flags, tally);
+        self.shadows.drain_into(&self.flags, tally);
+        if let Some(t) = self.guards.load().as_ref() {
+            t.drain_into(&self.flags, tally);
+        }
     }
 
     /// The empty stand-in published when the init timeout passes with nothing loaded: no flags,

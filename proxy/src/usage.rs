@@ -16,7 +16,7 @@
 //!   then dropped.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use arc_swap::ArcSwapOption;
 use prometheus_client::metrics::counter::Counter;
 use vexil_engine::{FlagSet, Position};
 use vexil_proto::outcomes::{COUNTERS, STATUS_CLASSES};
-use vexil_proto::sync::v1::{FlagUsage, Outcomes, UsageReport, VariantUsage};
+use vexil_proto::sync::v1::{FlagUsage, Outcomes, ShadowUsage, UsageReport, VariantUsage};
 
 use crate::snapshot::Snapshot;
 
@@ -64,11 +64,72 @@ fn shard() -> usize {
     })
 }
 
+/// Counters split in [`SHARDS`] shards, each thread adding into its own (an uncontended atomic
+/// add; a shard is allocated by the first count of a thread), summed off the request path: the
+/// mechanism of the usage counters and of the shadow-evaluation counters ([`crate::shadow`]).
+pub struct Sharded {
+    len: usize,
+    shards: Box<[OnceLock<Box<[AtomicU64]>>]>,
+}
+
+impl Sharded {
+    /// `len` counters (none allocated until a thread counts).
+    pub fn new(len: usize) -> Sharded {
+        Sharded {
+            len,
+            shards: (0..SHARDS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The number of counters.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are no counters.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds 1 to counter `slot` in this thread's shard (`slot` below [`Sharded::len`]).
+    #[inline]
+    pub fn add(&self, slot: usize) {
+        let shard =
+            self.shards[shard()].get_or_init(|| (0..self.len).map(|_| AtomicU64::new(0)).collect());
+        if let Some(counter) = shard.get(slot) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves every count out (each shard's counters swapped to 0): `f(slot, count)` for each
+    /// counter above 0, in slot order.
+    pub fn drain(&self, mut f: impl FnMut(usize, u64)) {
+        let shards: Vec<&[AtomicU64]> = self
+            .shards
+            .iter()
+            .filter_map(|s| s.get())
+            .map(|s| &**s)
+            .collect();
+        if shards.is_empty() {
+            return;
+        }
+        for slot in 0..self.len {
+            let n: u64 = shards
+                .iter()
+                .map(|s| s[slot].swap(0, Ordering::Relaxed))
+                .fold(0, u64::saturating_add);
+            if n > 0 {
+                f(slot, n);
+            }
+        }
+    }
+}
+
 /// The evaluation counters of one snapshot.
 pub struct UsageTable {
     /// The first counter of each flag (its variants, then "no value"), and the total at the end.
     offsets: Box<[u32]>,
-    shards: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    counters: Sharded,
 }
 
 impl std::fmt::Debug for UsageTable {
@@ -90,14 +151,14 @@ impl UsageTable {
         }
         offsets.push(next);
         UsageTable {
+            counters: Sharded::new(next as usize),
             offsets: offsets.into(),
-            shards: (0..SHARDS).map(|_| OnceLock::new()).collect(),
         }
     }
 
     /// The number of counters of a shard.
     fn len(&self) -> usize {
-        self.offsets.last().map_or(0, |&n| n as usize)
+        self.counters.len()
     }
 
     /// Counts one decision of the flag at `flag` (its index in the set) that gave the variant at
@@ -113,9 +174,7 @@ impl UsageTable {
             Some(v) if start as usize + v < none => start as usize + v,
             _ => none,
         };
-        let shard = self.shards[shard()]
-            .get_or_init(|| (0..self.len()).map(|_| AtomicU64::new(0)).collect());
-        shard[slot].fetch_add(1, Ordering::Relaxed);
+        self.counters.add(slot);
     }
 
     /// Counts a lookup's resolution ([`vexil_engine::Resolution::position`]); a missing flag
@@ -130,48 +189,33 @@ impl UsageTable {
     /// Moves the counts (every shard's counters swapped to 0) into `tally`, named after `flags`,
     /// the set the table was made for.
     pub fn drain_into(&self, flags: &FlagSet, tally: &mut Tally) {
-        let shards: Vec<&[AtomicU64]> = self
-            .shards
-            .iter()
-            .filter_map(|s| s.get())
-            .map(|s| &**s)
-            .collect();
-        if shards.is_empty() {
-            return;
-        }
-        for (i, flag) in flags.flags().enumerate() {
-            let (Some(&start), Some(&end)) = (self.offsets.get(i), self.offsets.get(i + 1)) else {
-                break;
-            };
-            for slot in start as usize..end as usize {
-                let n: u64 = shards
-                    .iter()
-                    .map(|s| s[slot].swap(0, Ordering::Relaxed))
-                    .fold(0, u64::saturating_add);
-                if n == 0 {
-                    continue;
-                }
-                let variant = flag
-                    .variants()
-                    .nth(slot - start as usize)
-                    .map(|(name, _)| name);
-                tally.add(flag.key(), variant, n);
-            }
-        }
+        let all: Vec<&vexil_engine::Flag> = flags.flags().collect();
+        self.counters.drain(|slot, n| {
+            // The flag whose counters hold `slot`: the last whose first counter is at or before it.
+            let i = self
+                .offsets
+                .partition_point(|&start| start as usize <= slot)
+                - 1;
+            let Some(flag) = all.get(i) else { return };
+            let variant = flag
+                .variants()
+                .nth(slot - self.offsets[i] as usize)
+                .map(|(name, _)| name);
+            tally.add(flag.key(), variant, n);
+        });
     }
 }
 
 /// The outcome counters of the guarded flags of one snapshot (ADR 0035): for each variant of each
 /// guarded flag, what the upstream answered to the proxied requests that carried the decision
-/// ([`COUNTERS`]: status classes, then latency buckets). Sharded per thread like [`UsageTable`];
-/// flags without a guard have no counters, so they cost nothing.
+/// ([`COUNTERS`]: status classes, then latency buckets), in [`Sharded`] counters. Flags without a
+/// guard have no counters, so they cost nothing.
 pub struct OutcomeTable {
     /// The guarded flag keys it was made for.
     keys: Arc<[String]>,
     /// Per flag of the set: the first counter of its first variant, or `u32::MAX` (unguarded).
     first: Box<[u32]>,
-    len: usize,
-    shards: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    counters: Sharded,
 }
 
 impl std::fmt::Debug for OutcomeTable {
@@ -224,7 +268,15 @@ impl Attributed {
     /// ([`vexil_proto::outcomes::status_class`]) and, when answered, its latency bucket.
     pub fn record(&self, class: usize, latency: Option<usize>) {
         for &slot in &self.slots[..self.len as usize] {
-            self.table.record(slot, class, latency);
+            let base = slot as usize;
+            self.table
+                .counters
+                .add(base + class.min(STATUS_CLASSES - 1));
+            if let Some(bucket) = latency {
+                self.table
+                    .counters
+                    .add(base + STATUS_CLASSES + bucket.min(COUNTERS - STATUS_CLASSES - 1));
+            }
         }
     }
 }
@@ -246,8 +298,7 @@ impl OutcomeTable {
         (next > 0).then(|| OutcomeTable {
             keys: guarded.clone(),
             first: first.into(),
-            len: next,
-            shards: (0..SHARDS).map(|_| OnceLock::new()).collect(),
+            counters: Sharded::new(next),
         })
     }
 
@@ -261,30 +312,16 @@ impl OutcomeTable {
     fn slot(&self, flag: usize, variant: usize) -> Option<u32> {
         let first = *self.first.get(flag)?;
         let slot = first.checked_add(u32::try_from(variant * COUNTERS).ok()?)?;
-        (first != u32::MAX && (slot as usize) + COUNTERS <= self.len).then_some(slot)
-    }
-
-    #[inline]
-    fn record(&self, slot: u32, class: usize, latency: Option<usize>) {
-        let shard =
-            self.shards[shard()].get_or_init(|| (0..self.len).map(|_| AtomicU64::new(0)).collect());
-        let base = slot as usize;
-        shard[base + class.min(STATUS_CLASSES - 1)].fetch_add(1, Ordering::Relaxed);
-        if let Some(bucket) = latency {
-            let at = base + STATUS_CLASSES + bucket.min(COUNTERS - STATUS_CLASSES - 1);
-            shard[at].fetch_add(1, Ordering::Relaxed);
-        }
+        (first != u32::MAX && (slot as usize) + COUNTERS <= self.counters.len()).then_some(slot)
     }
 
     /// Moves the counts into `tally`, named after `flags`, the set the table was made for.
     pub fn drain_into(&self, flags: &FlagSet, tally: &mut Tally) {
-        let shards: Vec<&[AtomicU64]> = self
-            .shards
-            .iter()
-            .filter_map(|s| s.get())
-            .map(|s| &**s)
-            .collect();
-        if shards.is_empty() {
+        let mut sums: BTreeMap<usize, [u64; COUNTERS]> = BTreeMap::new();
+        self.counters.drain(|slot, n| {
+            sums.entry(slot - slot % COUNTERS).or_insert([0; COUNTERS])[slot % COUNTERS] += n;
+        });
+        if sums.is_empty() {
             return;
         }
         for (i, flag) in flags.flags().enumerate() {
@@ -292,100 +329,168 @@ impl OutcomeTable {
                 continue;
             };
             for (v, (name, _)) in flag.variants().enumerate() {
-                let base = first as usize + v * COUNTERS;
-                let mut counts = [0u64; COUNTERS];
-                for (j, c) in counts.iter_mut().enumerate() {
-                    *c = shards
-                        .iter()
-                        .map(|s| s[base + j].swap(0, Ordering::Relaxed))
-                        .fold(0, u64::saturating_add);
-                }
-                if counts.iter().any(|&n| n > 0) {
-                    tally.add_outcomes(flag.key(), Some(name), &counts);
+                if let Some(counts) = sums.get(&(first as usize + v * COUNTERS)) {
+                    tally.add_outcomes(flag.key(), Some(name), counts);
                 }
             }
         }
     }
 }
 
-/// One entry of a [`Tally`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Counted {
-    evaluations: u64,
-    outcomes: Option<Box<[u64; COUNTERS]>>,
-}
+/// A shadow-evaluation count's key: flag, proposal id, live variant, proposed variant.
+type ShadowKey = (String, String, Option<String>, Option<String>);
 
-/// Counts by flag key and variant name (`None`: no value), as reports carry them.
+/// Counts by flag key and variant name (`None`: no value), and shadow-evaluation counts by flag,
+/// proposal and (live, proposed) variants, as reports carry them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
-    counts: BTreeMap<(String, Option<String>), Counted>,
+    counts: BTreeMap<(String, Option<String>), u64>,
+    /// Outcomes of the requests that carried guarded flags' decisions, by flag and variant.
+    outcomes: BTreeMap<(String, Option<String>), Box<[u64; COUNTERS]>>,
+    shadow: BTreeMap<ShadowKey, u64>,
     /// Counts left out because the tally was full ([`MAX_TALLY_ENTRIES`]).
     pub dropped: u64,
 }
 
-impl Tally {
-    /// The entry of `variant` of `flag`; `None` when the tally is full.
-    fn entry(&mut self, flag: &str, variant: Option<&str>) -> Option<&mut Counted> {
-        let key = (flag.to_string(), variant.map(str::to_string));
-        if !self.counts.contains_key(&key) && self.counts.len() >= MAX_TALLY_ENTRIES {
-            self.dropped = self.dropped.saturating_add(1);
-            return None;
-        }
-        Some(self.counts.entry(key).or_default())
+/// Adds `n` at `key` of `map`, unless the tally already holds `held` entries and `key` is new.
+fn add_at<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, n: u64, held: usize, dropped: &mut u64) {
+    if let Some(count) = map.get_mut(&key) {
+        *count = count.saturating_add(n);
+    } else if held < MAX_TALLY_ENTRIES {
+        map.insert(key, n);
+    } else {
+        *dropped = dropped.saturating_add(1);
     }
+}
 
+impl Tally {
     /// Adds `n` decisions of `variant` of `flag`.
     pub fn add(&mut self, flag: &str, variant: Option<&str>, n: u64) {
-        if let Some(e) = self.entry(flag, variant) {
-            e.evaluations = e.evaluations.saturating_add(n);
-        }
+        let held = self.len();
+        let key = (flag.to_string(), variant.map(str::to_string));
+        add_at(&mut self.counts, key, n, held, &mut self.dropped);
     }
 
     /// Adds the outcomes of requests that carried `variant` of `flag`.
     pub fn add_outcomes(&mut self, flag: &str, variant: Option<&str>, counts: &[u64; COUNTERS]) {
-        if let Some(e) = self.entry(flag, variant) {
-            let sums = e.outcomes.get_or_insert_with(|| Box::new([0; COUNTERS]));
-            for (s, n) in sums.iter_mut().zip(counts) {
-                *s = s.saturating_add(*n);
-            }
+        let key = (flag.to_string(), variant.map(str::to_string));
+        if !self.outcomes.contains_key(&key) && self.len() >= MAX_TALLY_ENTRIES {
+            self.dropped = self.dropped.saturating_add(1);
+            return;
         }
-    }
-
-    /// Adds every count of `other`.
-    pub fn merge(&mut self, other: Tally) {
-        for ((flag, variant), c) in other.counts {
-            if c.evaluations > 0 {
-                self.add(&flag, variant.as_deref(), c.evaluations);
-            }
-            if let Some(o) = &c.outcomes {
-                self.add_outcomes(&flag, variant.as_deref(), o);
-            }
+        let sums = self
+            .outcomes
+            .entry(key)
+            .or_insert_with(|| Box::new([0; COUNTERS]));
+        for (s, n) in sums.iter_mut().zip(counts) {
+            *s = s.saturating_add(*n);
         }
-        self.dropped = self.dropped.saturating_add(other.dropped);
     }
 
     /// The outcomes counted for an entry (tests, diagnostics).
     pub fn outcomes(&self, flag: &str, variant: Option<&str>) -> Option<[u64; COUNTERS]> {
-        self.counts
+        self.outcomes
             .get(&(flag.to_string(), variant.map(str::to_string)))
-            .and_then(|c| c.outcomes.as_deref().copied())
+            .map(|c| **c)
+    }
+
+    /// Adds `n` sampled decisions of `flag` on which the live rule chose `from` and proposal
+    /// `proposal` chose `to`.
+    pub fn add_shadow(
+        &mut self,
+        flag: &str,
+        proposal: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        n: u64,
+    ) {
+        let held = self.len();
+        let key = (
+            flag.to_string(),
+            proposal.to_string(),
+            from.map(str::to_string),
+            to.map(str::to_string),
+        );
+        add_at(&mut self.shadow, key, n, held, &mut self.dropped);
+    }
+
+    /// Adds every count of `other`.
+    pub fn merge(&mut self, other: Tally) {
+        for ((flag, variant), n) in other.counts {
+            self.add(&flag, variant.as_deref(), n);
+        }
+        for ((flag, variant), o) in other.outcomes {
+            self.add_outcomes(&flag, variant.as_deref(), &o);
+        }
+        for ((flag, proposal, from, to), n) in other.shadow {
+            self.add_shadow(&flag, &proposal, from.as_deref(), to.as_deref(), n);
+        }
+        self.dropped = self.dropped.saturating_add(other.dropped);
+    }
+
+    /// Adds every count of `report` (a report that could not be sent).
+    pub fn add_report(&mut self, report: &UsageReport) {
+        for f in &report.flags {
+            for v in &f.variants {
+                if v.evaluations > 0 {
+                    self.add(&f.flag, v.variant.as_deref(), v.evaluations);
+                }
+                if let Some(o) = &v.outcomes {
+                    let mut counts = [0u64; COUNTERS];
+                    for (c, n) in counts
+                        .iter_mut()
+                        .zip(o.status_classes.iter().chain(&o.latency))
+                    {
+                        *c = *n;
+                    }
+                    self.add_outcomes(&f.flag, v.variant.as_deref(), &counts);
+                }
+            }
+        }
+        for e in &report.shadow {
+            self.add_shadow(
+                &e.flag,
+                &e.proposal,
+                e.from.as_deref(),
+                e.to.as_deref(),
+                e.evaluations,
+            );
+        }
     }
 
     /// True when nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
+        self.counts.is_empty() && self.outcomes.is_empty() && self.shadow.is_empty()
     }
 
-    /// The number of (flag, variant) entries.
+    /// The number of entries: (flag, variant) and shadow (flag, proposal, from, to).
     pub fn len(&self) -> usize {
-        self.counts.len()
+        self.counts.len() + self.outcomes.len() + self.shadow.len()
+    }
+
+    /// The shadow-evaluation count of one entry (tests, diagnostics).
+    pub fn get_shadow(
+        &self,
+        flag: &str,
+        proposal: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> u64 {
+        let key = (
+            flag.to_string(),
+            proposal.to_string(),
+            from.map(str::to_string),
+            to.map(str::to_string),
+        );
+        self.shadow.get(&key).copied().unwrap_or(0)
     }
 
     /// The count of one entry (tests, diagnostics).
     pub fn get(&self, flag: &str, variant: Option<&str>) -> u64 {
         self.counts
             .get(&(flag.to_string(), variant.map(str::to_string)))
-            .map_or(0, |c| c.evaluations)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The counts as reports of at most `max_entries` entries and [`MAX_REPORT_BYTES`] each
@@ -396,10 +501,19 @@ impl Tally {
         let mut report = UsageReport::default();
         let mut entries = 0;
         let mut bytes = 0;
-        for ((flag, variant), c) in &self.counts {
+        let keys: BTreeSet<&(String, Option<String>)> =
+            self.counts.keys().chain(self.outcomes.keys()).collect();
+        for key in keys {
+            let (flag, variant) = key;
+            let n = self.counts.get(key).copied().unwrap_or(0);
+            let outcomes = self.outcomes.get(key);
             let same_flag = |r: &UsageReport| r.flags.last().is_some_and(|f| f.flag == *flag);
-            let outcomes = c.outcomes.is_some();
-            let cost = entry_cost(flag, variant.as_deref(), same_flag(&report), outcomes);
+            let cost = entry_cost(
+                flag,
+                variant.as_deref(),
+                same_flag(&report),
+                outcomes.is_some(),
+            );
             if entries > 0 && (entries + 1 > max_entries || bytes + cost > MAX_REPORT_BYTES) {
                 reports.push(std::mem::take(&mut report));
                 entries = 0;
@@ -407,13 +521,18 @@ impl Tally {
             }
             let entry = VariantUsage {
                 variant: variant.clone(),
-                evaluations: c.evaluations,
-                outcomes: c.outcomes.as_ref().map(|o| Outcomes {
+                evaluations: n,
+                outcomes: outcomes.map(|o| Outcomes {
                     status_classes: o[..STATUS_CLASSES].to_vec(),
                     latency: o[STATUS_CLASSES..].to_vec(),
                 }),
             };
-            bytes += entry_cost(flag, variant.as_deref(), same_flag(&report), outcomes);
+            bytes += entry_cost(
+                flag,
+                variant.as_deref(),
+                same_flag(&report),
+                outcomes.is_some(),
+            );
             match report.flags.last_mut() {
                 Some(f) if f.flag == *flag => f.variants.push(entry),
                 _ => report.flags.push(FlagUsage {
@@ -423,11 +542,34 @@ impl Tally {
             }
             entries += 1;
         }
+        for ((flag, proposal, from, to), &n) in &self.shadow {
+            let cost = shadow_cost(flag, proposal, from.as_deref(), to.as_deref());
+            if entries > 0 && (entries + 1 > max_entries || bytes + cost > MAX_REPORT_BYTES) {
+                reports.push(std::mem::take(&mut report));
+                entries = 0;
+                bytes = 0;
+            }
+            report.shadow.push(ShadowUsage {
+                flag: flag.clone(),
+                proposal: proposal.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                evaluations: n,
+            });
+            bytes += cost;
+            entries += 1;
+        }
         if entries > 0 {
             reports.push(report);
         }
         reports
     }
+}
+
+/// A bound on the bytes a shadow entry adds to an encoded report: its strings and count, plus
+/// tags and lengths (6 fields, 3 bytes each at most for these sizes) and a 10-byte varint.
+fn shadow_cost(flag: &str, proposal: &str, from: Option<&str>, to: Option<&str>) -> usize {
+    flag.len() + proposal.len() + from.map_or(0, str::len) + to.map_or(0, str::len) + 28
 }
 
 /// A bound on the bytes an entry adds to an encoded report: the variant's name and count (tags,
@@ -461,6 +603,8 @@ pub struct UsageMetrics {
     pub entries: Counter,
     /// Entries dropped because the tally was full.
     pub dropped: Counter,
+    /// Proposals a snapshot could not shadow (see [`crate::shadow`]).
+    pub shadows_skipped: Counter,
 }
 
 impl Default for Usage {
@@ -505,7 +649,7 @@ impl Usage {
         retired.retain(|(at, snapshot)| {
             let due = at.elapsed() >= GRACE;
             if due || all {
-                drain(snapshot, &mut pending);
+                snapshot.drain_counts(&mut pending);
             }
             !due
         });
@@ -521,7 +665,7 @@ impl Usage {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(snapshot) = current {
             let dropped = pending.dropped;
-            drain(snapshot, &mut pending);
+            snapshot.drain_counts(&mut pending);
             self.metrics.dropped.inc_by(pending.dropped - dropped);
         }
         let mut taken = std::mem::take(&mut *pending);
@@ -572,14 +716,6 @@ impl Usage {
     pub fn sent(&self, entries: usize) {
         self.metrics.reports.inc();
         self.metrics.entries.inc_by(entries as u64);
-    }
-}
-
-/// Moves a snapshot's evaluation and outcome counts into `tally`.
-fn drain(snapshot: &Snapshot, tally: &mut Tally) {
-    snapshot.usage.drain_into(&snapshot.flags, tally);
-    if let Some(t) = snapshot.guards.load().as_ref() {
-        t.drain_into(&snapshot.flags, tally);
     }
 }
 

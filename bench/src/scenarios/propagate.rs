@@ -499,6 +499,7 @@ fn apply_us(flags: usize) -> anyhow::Result<f64> {
         incarnation: String::new(),
         document,
         signing: vexil_proxy::signing::SigningKeys::none(),
+        proposals: vexil_proxy::shadow::Proposals::none(),
     };
     let rounds: u32 = 200;
     let start = Instant::now();

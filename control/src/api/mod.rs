@@ -16,6 +16,7 @@ pub mod fuzzing;
 mod guards;
 mod health;
 mod problem;
+mod proposals;
 mod ui;
 mod usage;
 pub mod wait;
@@ -180,6 +181,7 @@ fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(environments::routes())
         .merge(flags::routes())
+        .merge(proposals::routes())
         .merge(evaluators::routes())
         .merge(flagsets::routes())
         .merge(guards::routes())

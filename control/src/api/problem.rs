@@ -120,6 +120,10 @@ impl From<StoreError> for Problem {
                 errors: Some(errors.0),
                 ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
             },
+            StoreError::Unprocessable { detail, errors } => Problem {
+                errors: Some(errors.0),
+                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+            },
             StoreError::BadRequest(detail) => Problem::bad_request(detail),
             StoreError::Unavailable(e) => {
                 tracing::error!(error = %e, "store unavailable");

@@ -66,6 +66,9 @@ impl Store {
             match (kind, key) {
                 (ChangeKind::Flag, Some(key)) => keys.push(key),
                 (ChangeKind::Evaluator, Some(key)) => evaluators.push(key),
+                // A proposal set or dropped: the flag's page changes (its live definition does
+                // not; a publish also changes it, and its audit entry says how).
+                (ChangeKind::Proposals, Some(key)) => keys.push(key),
                 // A key rotation changes no flag (its audit entry holds key ids).
                 (ChangeKind::SigningKeys, _) => {}
                 _ if action.is_some() => {

@@ -247,7 +247,15 @@ impl Store {
             new.audited(),
         )
         .await?;
-        record_change(&mut tx, env_id, revision, ChangeKind::Guards, audit_id).await?;
+        record_change(
+            &mut tx,
+            env_id,
+            revision,
+            ChangeKind::Guards,
+            Some(flag),
+            audit_id,
+        )
+        .await?;
         tx.commit().await?;
         self.announce(env, revision);
         Ok(new.record([[0; BUCKETS]; 2]))
@@ -274,7 +282,15 @@ impl Store {
             Value::Null,
         )
         .await?;
-        record_change(&mut tx, env_id, revision, ChangeKind::Guards, audit_id).await?;
+        record_change(
+            &mut tx,
+            env_id,
+            revision,
+            ChangeKind::Guards,
+            Some(flag),
+            audit_id,
+        )
+        .await?;
         tx.commit().await?;
         self.announce(env, revision);
         Ok(())

@@ -16,6 +16,7 @@ mod events;
 mod flags;
 mod flagsets;
 mod guards;
+mod proposals;
 mod retention;
 mod schemas;
 mod sessions;
@@ -41,6 +42,10 @@ pub use flags::FlagQuery;
 #[cfg(feature = "fuzzing")]
 pub(crate) use flags::check_state;
 pub use guards::{GuardRecord, OutcomeRow};
+pub use proposals::{
+    DEFAULT_SAMPLE_RATIO, MAX_COMPARISON_MINUTES, MINUTE_MS, ProposalRecord, ProposedChange,
+    ShadowRow, TransitionRow, check_sample_ratio, is_proposal_id, minute_of,
+};
 pub use retention::{Pruned, Retention};
 pub use schemas::{MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH};
 pub use sessions::{SessionCursor, SessionRow, SessionState};
@@ -106,6 +111,15 @@ pub enum StoreError {
     #[error("{detail}")]
     SchemaViolation {
         /// Which flag and variants (or schema).
+        detail: String,
+        /// The problems, with their JSON paths.
+        errors: vexil_engine::ValidationErrors,
+    },
+    /// The request is well formed but cannot be taken as it is (a proposal that does not fit its
+    /// live flag): `detail` says why, `errors` lists every problem with its JSON path.
+    #[error("{detail}")]
+    Unprocessable {
+        /// What cannot be taken.
         detail: String,
         /// The problems, with their JSON paths.
         errors: vexil_engine::ValidationErrors,
@@ -317,6 +331,11 @@ const MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
         "guards",
         include_str!("../../migrations/sqlite/0009_guards.sql"),
     ),
+    (
+        10,
+        "flag proposals",
+        include_str!("../../migrations/sqlite/0010_flag_proposals.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
     (
@@ -358,6 +377,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
         9,
         "guards",
         include_str!("../../migrations/postgres/0009_guards.sql"),
+    ),
+    (
+        10,
+        "flag proposals",
+        include_str!("../../migrations/postgres/0010_flag_proposals.sql"),
     ),
 ];
 

@@ -1,7 +1,8 @@
 //! Retention of the change log and the audit log: both grow with every write, so both are pruned
 //! by age and by count ([`Retention`]), in small batches, by a background task
 //! ([`Store::run_retention`]). The same task deletes sidecar sessions that ended (or went stale)
-//! longer ago than their bound, and flag usage of hours older than its bound.
+//! longer ago than their bound, flag usage of hours older than its bound, and shadow counts older
+//! than the longest comparison window.
 //!
 //! The change log is only what catch-up reads: a sidecar whose revision is older than the oldest
 //! change kept gets one `Full` instead of the deltas (`sync/session.rs` checks that the first change
@@ -48,7 +49,8 @@ pub struct Pruned {
     pub audit: u64,
     /// Sidecar session rows.
     pub sessions: u64,
-    /// Flag usage rows.
+    /// Flag usage rows, and shadow counts (docs/shadow.md) of minutes older than the longest
+    /// comparison window.
     pub usage: u64,
 }
 
@@ -125,6 +127,10 @@ impl Store {
         if let Some(before) = cutoff(retention.usage_max_age) {
             pruned.usage = self.prune_usage(before).await?;
         }
+        // Shadow counts older than the longest comparison window can never be read.
+        pruned.usage += self
+            .prune_shadow(now - super::MAX_COMPARISON_MINUTES * super::MINUTE_MS)
+            .await?;
         Ok(pruned)
     }
 

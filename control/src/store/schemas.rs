@@ -43,7 +43,7 @@ fn is_plain_key(key: &str) -> bool {
 }
 
 /// Appends object key `key` to `path`.
-fn push_key(path: &mut String, key: &str) {
+pub(super) fn push_key(path: &mut String, key: &str) {
     if is_plain_key(key) {
         if !path.is_empty() {
             path.push('.');

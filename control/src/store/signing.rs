@@ -162,7 +162,15 @@ impl Store {
             json!({ "signing_keys": after }),
         )
         .await?;
-        record_change(&mut tx, id, revision, ChangeKind::SigningKeys, audit_id).await?;
+        record_change(
+            &mut tx,
+            id,
+            revision,
+            ChangeKind::SigningKeys,
+            None,
+            audit_id,
+        )
+        .await?;
         tx.commit().await?;
         self.announce(env, revision);
         Ok(Some((environment, after)))

@@ -253,6 +253,7 @@ pub(crate) struct Draft {
     versions: Versions,
     source: Option<SetRows>,
     previous_revision: i64,
+    proposal: Option<super::proposals::Pending>,
 }
 
 impl Draft {
@@ -271,6 +272,12 @@ impl Draft {
     pub(crate) fn take_source(&mut self) -> SetRows {
         self.source.take().unwrap_or_default()
     }
+
+    /// The flag's proposal, read in the same transaction, of a write made
+    /// [`publishing`](EnvWrite::publishing) it (`None` otherwise).
+    pub(crate) fn proposal(&self) -> Option<&super::proposals::Pending> {
+        self.proposal.as_ref()
+    }
 }
 
 /// An operation's edit: checks its precondition against the draft, changes `draft.set`, and names
@@ -287,6 +294,7 @@ pub(crate) struct EnvWrite<'a> {
     environment: &'a str,
     scope: Scope,
     source: Option<&'a str>,
+    publishing: bool,
     edit: Edit<'a>,
     explain: Option<Explain<'a>>,
     claim: Option<Claim>,
@@ -314,6 +322,7 @@ impl<'a> EnvWrite<'a> {
             environment,
             scope,
             source: None,
+            publishing: false,
             edit: Box::new(edit),
             explain: None,
             claim: None,
@@ -330,6 +339,15 @@ impl<'a> EnvWrite<'a> {
     /// transaction; the audit entry names `source` as its target.
     pub(crate) fn copying(mut self, source: &'a str) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    /// Publishes the proposal of the write's flag ([`Scope::Flag`]): the edit finds it in
+    /// [`Draft::proposal`] (read inside the transaction; no proposal is `404`), and the write
+    /// deletes it with its shadow counts and logs a change of kind `proposals`, which sidecars
+    /// take as a `Full` (it carries the proposals left).
+    pub(crate) fn publishing(mut self) -> Self {
+        self.publishing = true;
         self
     }
 
@@ -375,6 +393,7 @@ impl Store {
             environment: env,
             scope,
             source,
+            publishing,
             mut edit,
             mut explain,
             claim,
@@ -395,6 +414,7 @@ impl Store {
                     env,
                     scope.clone(),
                     source,
+                    publishing,
                     &mut edit,
                     &mut explain,
                     claim.as_ref(),
@@ -447,6 +467,7 @@ impl Store {
         env: &str,
         scope: Scope,
         source: Option<&str>,
+        publishing: bool,
         edit: &mut Edit<'_>,
         explain: &mut Option<Explain<'_>>,
         claim: Option<&Claim>,
@@ -478,14 +499,26 @@ impl Store {
             }
             Scope::FlagSet => (SetRows::default(), Covered::FlagSet(rows.into_document())),
         };
+        let proposal = match (&covered, publishing) {
+            (Covered::Flag(key, _), true) => {
+                Some(super::proposals::pending(&mut tx, env, env_id, key).await?)
+            }
+            _ => None,
+        };
         let mut draft = Draft {
             set,
             versions,
             source: source_rows,
             previous_revision: revision - 1,
+            proposal,
         };
         let action = edit(&mut draft)?;
-        let Draft { set, versions, .. } = draft;
+        let Draft {
+            set,
+            versions,
+            proposal,
+            ..
+        } = draft;
 
         let doc = set.into_document();
         let stored_doc = || match &covered {
@@ -573,7 +606,15 @@ impl Store {
             }
         };
         let key = key.as_deref();
-        let definition = new.as_ref().map(Value::to_string);
+        let (kind, definition) = match (&proposal, key) {
+            // Published: the proposal goes too, and sidecars need the store's Full (the flag and
+            // the proposals left).
+            (Some(published), Some(key)) => {
+                super::proposals::delete_row(&mut tx, env_id, key, &published.id).await?;
+                (ChangeKind::Proposals, None)
+            }
+            _ => (kind, new.as_ref().map(Value::to_string)),
+        };
         let audit_id = audit(
             &mut tx,
             actor,
@@ -638,19 +679,20 @@ struct NewChange<'a> {
 }
 
 /// Appends the change-log entry of `revision` (what sidecars follow) for a change made outside
-/// [`Store::write`] (a signing-key rotation), linked to its audit entry `audit_id` (the change
-/// stream names its actor).
+/// [`Store::write`] (a signing-key rotation, a proposal), about `key` when it is about one flag,
+/// linked to its audit entry `audit_id` (the change stream names its actor).
 pub(super) async fn record_change(
     tx: &mut Tx,
     environment_id: i64,
     revision: i64,
     kind: ChangeKind,
+    key: Option<&str>,
     audit_id: i64,
 ) -> StoreResult<()> {
     let change = NewChange {
         revision,
         kind,
-        key: None,
+        key,
         definition: None,
         audit_id: Some(audit_id),
     };
@@ -737,6 +779,26 @@ impl Problems {
     }
 }
 
+/// What a write of `definition` as flag `key` into `stored` (an environment's document, as read)
+/// would be refused for, checked as [`Store::write`] checks a flag write: the engine's strict
+/// validation of the whole result and the environment's limits. For proposals, which are checked
+/// as the flag write publishing them would be.
+pub(super) fn check_flag_in(
+    stored: &Value,
+    key: &str,
+    definition: &Value,
+    limits: WriteLimits,
+) -> StoreResult<()> {
+    let mut after = stored.clone();
+    match after.get_mut("flags").and_then(Value::as_object_mut) {
+        Some(flags) => {
+            flags.insert(key.to_string(), definition.clone());
+        }
+        None => return Err(corrupt("the flag set read")),
+    }
+    check(&after, &|| stored.clone(), limits).map_err(Problems::into_error)
+}
+
 impl Store {
     /// What a write of `definition` as flag `key` of `env` would be refused for, without writing
     /// (and without a write transaction: it reads the current flag set and the flag's JSON Schema
@@ -750,16 +812,9 @@ impl Store {
         limits: WriteLimits,
     ) -> StoreResult<()> {
         let (_, stored) = self.export(env).await?;
-        let mut after = stored.clone();
-        match after.get_mut("flags").and_then(Value::as_object_mut) {
-            Some(flags) => {
-                flags.insert(key.to_string(), definition);
-            }
-            None => return Err(corrupt("the flag set read")),
-        }
-        check(&after, &|| stored.clone(), limits).map_err(Problems::into_error)?;
+        check_flag_in(&stored, key, &definition, limits)?;
         match self.flag_schema(env, key).await? {
-            Some(schema) => super::schemas::check_definition(key, &after["flags"][key], &schema),
+            Some(schema) => super::schemas::check_definition(key, &definition, &schema),
             None => Ok(()),
         }
     }

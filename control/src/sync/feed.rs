@@ -156,6 +156,8 @@ impl Feed {
         // is followed by its own Full).
         let keys = store.signing_keys(&self.environment).await?;
         let guarded = store.guarded_flags(&self.environment).await?;
+        // Likewise the proposals (a change of them is followed by its own Full).
+        let proposals = store.proposals(&self.environment).await?;
         let bytes = self.codec.encode_frame(&frames::full(
             env.revision,
             &env.incarnation,
@@ -163,6 +165,7 @@ impl Feed {
             Some(frames::Attached {
                 keys: &keys,
                 guarded: &guarded,
+                proposals: &proposals,
             }),
         ))?;
         let inc: Arc<str> = Arc::from(env.incarnation.as_str());

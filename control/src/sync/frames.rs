@@ -2,11 +2,12 @@
 
 use serde_json::Value;
 use vexil_proto::sync::v1::{
-    Delta, Entry, Full, Guarded, ServerFrame, SigningKey, SigningKeys, server_frame::Kind,
+    Delta, Entry, Full, Guarded, ServerFrame, ShadowProposal, Shadows, SigningKey, SigningKeys,
+    server_frame::Kind,
 };
 
 use crate::model::{Change, ChangeKind};
-use crate::store::SigningKey as StoredKey;
+use crate::store::{ProposalRecord, SigningKey as StoredKey};
 
 /// What a `Full` read from the store carries beside the flag set; a whole-set `Full` restated
 /// from the change log carries none of it (the sidecar keeps what it holds).
@@ -16,10 +17,13 @@ pub struct Attached<'a> {
     pub keys: &'a [StoredKey],
     /// Its guarded flags.
     pub guarded: &'a [String],
+    /// Its flags' proposals (shadow evaluation).
+    pub proposals: &'a [ProposalRecord],
 }
 
 /// A `Full` frame: the whole flag set at `revision` of incarnation `incarnation`, with the
-/// environment's signing keys and guarded flags when `attached` is given.
+/// environment's signing keys, guarded flags and proposals when `attached` is given (else the
+/// sidecar keeps those it holds).
 pub fn full(
     revision: i64,
     incarnation: &str,
@@ -45,6 +49,18 @@ pub fn full(
             guarded: attached.map(|a| Guarded {
                 flags: a.guarded.to_vec(),
             }),
+            shadows: attached.map(|a| Shadows {
+                proposals: a
+                    .proposals
+                    .iter()
+                    .map(|p| ShadowProposal {
+                        flag: p.flag.clone(),
+                        id: p.id.clone(),
+                        definition: p.definition.to_string(),
+                        sample_ratio: p.sample_ratio,
+                    })
+                    .collect(),
+            }),
         })),
     }
 }
@@ -52,7 +68,8 @@ pub fn full(
 /// The frame that takes a sidecar from `from` to `change.revision`: a `Delta` for a flag or
 /// evaluator change, a `Full` for a whole-set change (import, promotion, metadata). `None` for a
 /// change that needs the environment's current `Full` from the store (a signing-key rotation:
-/// the change log holds no secret).
+/// the change log holds no secret; a guard set or removed, a proposal set, dropped or published:
+/// the `Full` carries the guarded flags and the proposals).
 pub fn for_change(from: i64, incarnation: &str, change: &Change) -> Option<ServerFrame> {
     let key = change.key.clone().unwrap_or_default();
     let upsert = change.definition.as_ref().map(|d| Entry {
@@ -74,7 +91,7 @@ pub fn for_change(from: i64, incarnation: &str, change: &Change) -> Option<Serve
                 None,
             ));
         }
-        ChangeKind::SigningKeys | ChangeKind::Guards => return None,
+        ChangeKind::SigningKeys | ChangeKind::Guards | ChangeKind::Proposals => return None,
         ChangeKind::Flag => match upsert {
             Some(e) => delta.flag_upserts.push(e),
             None => delta.flag_removals.push(key),
@@ -141,12 +158,13 @@ mod tests {
             (8, r#"{"flags":{}}"#)
         );
         assert_eq!(full.incarnation, "i1");
-        // From the change log: no keys, the sidecar keeps those it holds.
-        assert!(full.signing_keys.is_none());
+        // From the change log: no keys, no proposals: the sidecar keeps those it holds.
+        assert!(full.signing_keys.is_none() && full.shadows.is_none());
     }
 
     #[test]
     fn a_key_rotation_needs_the_stores_full() {
         assert!(for_change(7, "i1", &change(ChangeKind::SigningKeys, None, None)).is_none());
+        assert!(for_change(7, "i1", &change(ChangeKind::Proposals, Some("a"), None)).is_none());
     }
 }

@@ -21,6 +21,7 @@ pub mod frames;
 pub mod hub;
 pub mod registry;
 pub mod session;
+pub mod shadow;
 pub mod usage;
 
 pub use endpoint::{QuicTimers, QuicTls, SyncServer};

@@ -259,6 +259,8 @@ pub struct UsageAggregator {
     pending: Mutex<HashMap<Key, u64>>,
     /// Outcomes of guarded flags' decisions, summed until the next write.
     outcomes: Mutex<HashMap<OutcomeKey, Counts>>,
+    /// The reports' shadow-evaluation counts (docs/shadow.md).
+    shadow: Mutex<super::shadow::ShadowSums>,
     metrics: Arc<Metrics>,
 }
 
@@ -269,6 +271,7 @@ impl UsageAggregator {
             settings,
             pending: Mutex::new(HashMap::new()),
             outcomes: Mutex::new(HashMap::new()),
+            shadow: Mutex::new(Default::default()),
             metrics,
         }
     }
@@ -278,9 +281,10 @@ impl UsageAggregator {
         &self.settings
     }
 
-    /// Entries waiting for the store.
+    /// Entries waiting for the store (usage and shadow counts).
     pub fn pending(&self) -> usize {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+            + self.shadow.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Takes a report of a sidecar of `environment` received at `now`, within the session's
@@ -309,15 +313,26 @@ impl UsageAggregator {
     ) -> Result<usize, UsageRefusal> {
         if self.settings.max_entries == 0 {
             return Err(UsageRefusal::TooManyEntries {
-                count: report.flags.iter().map(|f| f.variants.len()).sum(),
+                count: report.flags.iter().map(|f| f.variants.len()).sum::<usize>()
+                    + report.shadow.len(),
                 max: 0,
             });
         }
-        let entries = check(report, self.settings.max_entries as usize)?;
+        // Shadow entries share the report's entry allowance.
+        let max = self.settings.max_entries as usize;
+        let count = report.flags.iter().map(|f| f.variants.len()).sum::<usize>();
+        if count + report.shadow.len() > max {
+            return Err(UsageRefusal::TooManyEntries {
+                count: count + report.shadow.len(),
+                max,
+            });
+        }
+        let entries = check(report, max)?;
+        let shadow = super::shadow::check(&report.shadow)?;
         if budget.since.elapsed() >= Duration::from_secs(60) {
             *budget = Budget::default();
         }
-        let n = entries.len() as u64;
+        let n = (entries.len() + shadow.len()) as u64;
         if budget.used + n > self.settings.max_entries_per_minute {
             return Err(UsageRefusal::RateLimited(
                 self.settings.max_entries_per_minute,
@@ -326,9 +341,14 @@ impl UsageAggregator {
         budget.used += n;
         let hour = hour_of(now);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.len() + entries.len() > self.settings.max_pending {
-            return Err(UsageRefusal::Overloaded(pending.len()));
+        let mut shadow_sums = self.shadow.lock().unwrap_or_else(|e| e.into_inner());
+        let held = pending.len() + shadow_sums.len();
+        if held + entries.len() + shadow.len() > self.settings.max_pending {
+            return Err(UsageRefusal::Overloaded(held));
         }
+        self.metrics.shadow_entries("accepted", shadow.len() as u64);
+        shadow_sums.add(environment, shadow, crate::store::minute_of(now));
+        drop(shadow_sums);
         let mut outcomes = Vec::new();
         for e in entries {
             if let Some(counts) = e.outcomes {
@@ -421,6 +441,7 @@ impl UsageAggregator {
     /// Writes every pending entry to the store in one transaction; on failure they are kept for
     /// the next write. Returns the rows written.
     pub async fn flush(&self, store: &Store) -> Result<u64, StoreError> {
+        self.flush_shadow(store).await?;
         let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if taken.is_empty() {
             return Ok(0);
@@ -467,6 +488,48 @@ fn timed_out() -> StoreError {
         std::io::ErrorKind::TimedOut,
         format!("the database did not answer within {WRITE_DEADLINE:?}"),
     )))
+}
+
+impl UsageAggregator {
+    /// Writes the pending shadow counts (in their own transaction, before the usage); on failure
+    /// they are kept for the next write.
+    async fn flush_shadow(&self, store: &Store) -> Result<(), StoreError> {
+        let taken = std::mem::take(&mut *self.shadow.lock().unwrap_or_else(|e| e.into_inner()));
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let rows = taken.rows();
+        let written = match tokio::time::timeout(WRITE_DEADLINE, store.record_shadow(&rows)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the database did not answer within {WRITE_DEADLINE:?}"),
+                ),
+            ))),
+        };
+        match written {
+            Ok((written, unknown)) => {
+                self.metrics.shadow_entries("written", written);
+                self.metrics.shadow_entries("unknown_proposal", unknown);
+                if unknown > 0 {
+                    tracing::debug!(
+                        rows = unknown,
+                        "shadow counts of proposals that are not current were left out"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.shadow
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .restore(taken);
+                self.metrics.usage_flushed(None, 0.0, self.pending());
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Writes the aggregator's sums to the store every `flush_interval` until `cancel`, then once more;

@@ -35,6 +35,7 @@ use crate::dataplane::headers::{
 use crate::dataplane::incoming::{self, Incoming};
 use crate::dataplane::metrics::{DataPlaneMetrics, DropReason, Listener};
 use crate::dataplane::plan::{Plan, PlannedFlag, PlannedVariant, Route, Router};
+use crate::shadow::Sample;
 use crate::signing::{Rejected, SIGNATURE_HEADER, now_secs};
 use crate::snapshot::SnapshotCell;
 use crate::usage::Attributed;
@@ -258,8 +259,12 @@ impl Injector {
             scheme: target.scheme,
             peer,
         };
+        // Shadow evaluation: one draw per request, `None` unless it samples a proposal (and at
+        // once when the snapshot holds none). A sampled request evaluates the proposals with the
+        // request's context, which untargeted live flags do not need: extracted then too.
+        let sample = plan.and_then(|p| p.snapshot.shadows.sample());
         let extract = || {
-            if targeted && !self.mapping.is_empty() {
+            if (targeted || sample.is_some()) && !self.mapping.is_empty() {
                 self.mapping.extract(&view)
             } else {
                 EvaluationContext::new()
@@ -302,6 +307,24 @@ impl Injector {
                                 a.push(flag as usize, v as usize);
                             }
                         }
+                        // A cached decision is still a decision: a sampled request evaluates the
+                        // proposals of its flags (the context is extracted only for that).
+                        let shadows = &p.snapshot.shadows;
+                        if let Some(s) = sample
+                            && c.decisions
+                                .iter()
+                                .any(|&(flag, _)| shadows.samples(s, flag as usize))
+                        {
+                            let ctx = extract();
+                            for &(flag, variant) in c.decisions.iter() {
+                                shadows.evaluate(
+                                    s,
+                                    flag as usize,
+                                    variant.map(|v| v as usize),
+                                    &ctx,
+                                );
+                            }
+                        }
                         Decisions::from_cached(&c)
                     }
                     Lookup::Miss => {
@@ -315,6 +338,7 @@ impl Injector {
                             overrides,
                             req,
                             &extract(),
+                            sample,
                             Some(&mut record),
                             attributed.as_mut(),
                         );
@@ -331,6 +355,7 @@ impl Injector {
                 overrides,
                 req,
                 &extract(),
+                sample,
                 None,
                 attributed.as_mut(),
             ),
@@ -366,7 +391,8 @@ impl Injector {
     }
 
     /// Keeps the incoming decisions that could be this sidecar's and evaluates the selected flags
-    /// that are not decided; `record` gets the `(flag, variant)` of every decision made.
+    /// that are not decided (and, on a `sample`d request, their proposals beside them); `record`
+    /// gets the `(flag, variant)` of every decision made.
     #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
@@ -377,6 +403,7 @@ impl Injector {
         overrides: bool,
         req: &RequestHeader,
         ctx: &EvaluationContext,
+        sample: Option<Sample>,
         mut record: Option<&mut Vec<(u32, Option<u32>)>>,
         mut attributed: Option<&mut Attributed>,
     ) -> Decisions {
@@ -430,6 +457,11 @@ impl Injector {
                 let variant = plan.snapshot.flags.variant_at(index as usize, ctx);
                 evaluated += 1;
                 plan.count_evaluation(listener, index as usize, variant);
+                if let Some(s) = sample {
+                    plan.snapshot
+                        .shadows
+                        .evaluate(s, index as usize, variant, ctx);
+                }
                 if let Some(record) = record.as_deref_mut() {
                     record.push((index, variant.map(|v| v as u32)));
                 }

@@ -223,12 +223,13 @@ impl Inner {
         api: Api,
         snapshot: &'s Snapshot,
         key: &str,
+        ctx: &EvaluationContext,
         resolve: impl FnOnce(&'s FlagSet) -> Resolution<'s, U>,
         convert: impl FnOnce(U) -> Result<T, Status>,
     ) -> Result<Typed<T>, Status> {
         let _span = crate::metrics::lookup_span(api, snapshot).entered();
         let r = resolve(&snapshot.flags);
-        snapshot.usage.count_position(r.position);
+        snapshot.decided(r.position, ctx);
         if let Some(error) = &r.error {
             if error.code == ErrorCode::FlagNotFound {
                 self.metrics.flag_not_found(api);
@@ -254,23 +255,37 @@ impl Inner {
 
     fn boolean(&self, api: Api, key: &str, ctx: Option<Struct>) -> Result<Typed<bool>, Status> {
         let (snapshot, ctx) = (self.snapshot()?, self.context(ctx)?);
-        self.typed(api, &snapshot, key, |f| f.resolve_bool(key, &ctx), Ok)
+        self.typed(api, &snapshot, key, &ctx, |f| f.resolve_bool(key, &ctx), Ok)
     }
 
     fn string(&self, api: Api, key: &str, ctx: Option<Struct>) -> Result<Typed<String>, Status> {
         let (snapshot, ctx) = (self.snapshot()?, self.context(ctx)?);
         let owned = |s: &str| Ok(s.to_owned());
-        self.typed(api, &snapshot, key, |f| f.resolve_string(key, &ctx), owned)
+        self.typed(
+            api,
+            &snapshot,
+            key,
+            &ctx,
+            |f| f.resolve_string(key, &ctx),
+            owned,
+        )
     }
 
     fn int(&self, api: Api, key: &str, ctx: Option<Struct>) -> Result<Typed<i64>, Status> {
         let (snapshot, ctx) = (self.snapshot()?, self.context(ctx)?);
-        self.typed(api, &snapshot, key, |f| f.resolve_int(key, &ctx), Ok)
+        self.typed(api, &snapshot, key, &ctx, |f| f.resolve_int(key, &ctx), Ok)
     }
 
     fn float(&self, api: Api, key: &str, ctx: Option<Struct>) -> Result<Typed<f64>, Status> {
         let (snapshot, ctx) = (self.snapshot()?, self.context(ctx)?);
-        self.typed(api, &snapshot, key, |f| f.resolve_float(key, &ctx), Ok)
+        self.typed(
+            api,
+            &snapshot,
+            key,
+            &ctx,
+            |f| f.resolve_float(key, &ctx),
+            Ok,
+        )
     }
 
     fn object(&self, api: Api, key: &str, ctx: Option<Struct>) -> Result<Typed<Struct>, Status> {
@@ -286,6 +301,7 @@ impl Inner {
             api,
             &snapshot,
             key,
+            &ctx,
             |f| f.resolve_object(key, &ctx),
             to_struct,
         )
@@ -299,7 +315,7 @@ impl Inner {
             let Some(value) = r.value.and_then(any_value) else {
                 continue;
             };
-            snapshot.usage.count_position(r.position);
+            snapshot.decided(r.position, &ctx);
             self.metrics
                 .evaluation(Api::GrpcV1, flag.key(), r.variant, r.reason.as_str());
             let any = v1::AnyFlag {

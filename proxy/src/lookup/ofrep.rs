@@ -209,7 +209,7 @@ async fn evaluate_one(
     let span = crate::metrics::lookup_span(Api::Ofrep, &snapshot);
     let _span = span.enter();
     let resolution = snapshot.flags.resolve(&key, &context);
-    snapshot.usage.count_position(resolution.position);
+    snapshot.decided(resolution.position, &context);
     match resolution.error_code() {
         Some(ErrorCode::FlagNotFound) => state.metrics.flag_not_found(Api::Ofrep),
         _ => state.metrics.evaluation(
@@ -302,7 +302,7 @@ async fn evaluate_all(
     let flags = resolved
         .iter()
         .map(|(flag, r)| {
-            snapshot.usage.count_position(r.position);
+            snapshot.decided(r.position, &context);
             state
                 .metrics
                 .evaluation(Api::Ofrep, flag.key(), r.variant, r.reason.as_str());

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use vexil_engine::{CompileOptions, FlagSet, Mode};
 use vexil_proto::sync::v1::{Delta, Entry};
 
+use crate::shadow::Proposals;
 use crate::signing::SigningKeys;
 
 /// The document at one revision.
@@ -23,6 +24,8 @@ pub struct Held {
     pub document: Value,
     /// The environment's signing keys (the last `Full` that carried them).
     pub signing: Arc<SigningKeys>,
+    /// The environment's proposals, for shadow evaluation (the last `Full` that carried them).
+    pub proposals: Arc<Proposals>,
 }
 
 /// Why a frame could not be applied.
@@ -181,6 +184,7 @@ mod tests {
     fn held() -> Held {
         Held {
             signing: SigningKeys::none(),
+            proposals: Proposals::none(),
             revision: 3,
             incarnation: String::new(),
             document: parse_full(
@@ -258,6 +262,7 @@ mod tests {
         let flag = |v: &str| json!({"state":"ENABLED","variants":{"v":v},"defaultVariant":"v"});
         let mut h = Held {
             signing: SigningKeys::none(),
+            proposals: Proposals::none(),
             revision: 3,
             incarnation: String::new(),
             document: json!({"flags": {"a": flag("a"), "b": flag("b")}}),

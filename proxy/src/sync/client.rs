@@ -18,6 +18,7 @@ use vexil_proto::sync::v1::{
 
 use super::apply::{ApplyError, Held, apply_delta, compile, compile_after, parse_full};
 use super::{SyncConfig, SyncState, SyncStatus, persist};
+use crate::shadow::Proposals;
 use crate::signing::SigningKeys;
 use crate::snapshot::{Snapshot, SnapshotCell, Source};
 
@@ -168,10 +169,23 @@ impl SyncClient {
                         SigningKeys::none()
                     }
                 };
-                cell.publish(
+                // Likewise the proposals (unusable: none, shadowing waits for control).
+                let proposals = match persist::load_proposals(dir, env, &loaded.incarnation) {
+                    Ok(proposals) => Arc::new(proposals),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "persisted proposals unusable; shadow evaluation waits for control");
+                        Proposals::none()
+                    }
+                };
+                let snapshot = cell.publish(
                     Snapshot::new(env, loaded.revision, flags, Source::Persisted(path))
-                        .with_signing(signing.clone()),
+                        .with_signing(signing.clone())
+                        .with_shadows(&proposals),
                 );
+                cell.usage()
+                    .metrics()
+                    .shadows_skipped
+                    .inc_by(snapshot.shadows.skipped as u64);
                 tracing::info!(environment = %env, revision = loaded.revision,
                     "serving the persisted snapshot until control answers");
                 Some(Held {
@@ -179,6 +193,7 @@ impl SyncClient {
                     incarnation: loaded.incarnation,
                     document: loaded.document,
                     signing,
+                    proposals,
                 })
             }
             Err(e) => {
@@ -521,6 +536,14 @@ impl Runner {
                             .as_ref()
                             .map_or_else(SigningKeys::none, |h| h.signing.clone())),
                     };
+                    // Proposals likewise.
+                    let proposals = match &full.shadows {
+                        Some(shadows) => Arc::new(Proposals::from_proto(shadows)),
+                        None => self
+                            .held
+                            .as_ref()
+                            .map_or_else(Proposals::none, |h| h.proposals.clone()),
+                    };
                     let applied = signing.and_then(|signing| {
                         let doc = parse_full(&full.flag_set)?;
                         // The very snapshot already served (a resync answered after the
@@ -529,11 +552,13 @@ impl Runner {
                             && held.revision == full.revision
                             && held.document == doc
                             && held.signing == signing
+                            && held.proposals == proposals
                         {
                             if held.incarnation != incarnation {
                                 held.incarnation = incarnation;
                                 self.persist();
                                 self.persist_keys();
+                                self.persist_proposals();
                             }
                             return Ok(full.revision);
                         }
@@ -544,6 +569,7 @@ impl Runner {
                                 incarnation,
                                 document: doc,
                                 signing,
+                                proposals,
                             },
                             flags,
                             "full",
@@ -643,16 +669,13 @@ impl Runner {
         }
         let reports = tally.reports(stream.usage_max_entries);
         for (i, report) in reports.iter().enumerate() {
-            let entries = report.flags.iter().map(|f| f.variants.len()).sum();
+            let entries =
+                report.flags.iter().map(|f| f.variants.len()).sum::<usize>() + report.shadow.len();
             if let Err(e) = send_frame(stream, client_frame::Kind::Usage(report.clone())).await {
                 // This report and the ones after it come again with the next.
                 let mut unsent = crate::usage::Tally::default();
                 for r in &reports[i..] {
-                    for f in &r.flags {
-                        for v in &f.variants {
-                            unsent.add(&f.flag, v.variant.as_deref(), v.evaluations);
-                        }
-                    }
+                    unsent.add_report(r);
                 }
                 usage.restore(unsent);
                 return Err(e);
@@ -695,13 +718,22 @@ impl Runner {
         let source = Source::Control(self.current.clone());
         let keys_changed = self.held.as_ref().is_none_or(|h| h.signing != held.signing)
             || self.cell.load().is_none_or(|s| s.signing != held.signing);
-        self.cell.publish(
+        let proposals_changed = self
+            .held
+            .as_ref()
+            .is_none_or(|h| h.proposals != held.proposals);
+        let snapshot = self.cell.publish(
             Snapshot::new(&config.environment, revision, flags, source)
-                .with_signing(held.signing.clone()),
+                .with_signing(held.signing.clone())
+                .with_shadows(&held.proposals),
         );
+        self.shadows_skipped(snapshot.shadows.skipped);
         self.held = Some(held);
         if keys_changed {
             self.persist_keys();
+        }
+        if proposals_changed {
+            self.persist_proposals();
         }
         self.persist();
         self.status.send_modify(|s| s.revision = revision);
@@ -739,6 +771,32 @@ impl Runner {
                 persist::save_keys(dir, &config.environment, &held.incarnation, &held.signing)
         {
             tracing::error!(error = %e, dir = %dir.display(), "could not persist the signing keys");
+        }
+    }
+
+    /// Writes the held proposals beside the snapshot.
+    fn persist_proposals(&self) {
+        let config = &self.client.config;
+        if let (Some(dir), Some(held)) = (&config.state_dir, &self.held)
+            && let Err(e) = persist::save_proposals(
+                dir,
+                &config.environment,
+                &held.incarnation,
+                &held.proposals,
+            )
+        {
+            tracing::error!(error = %e, dir = %dir.display(), "could not persist the proposals");
+        }
+    }
+
+    /// Counts the proposals a new snapshot could not shadow.
+    fn shadows_skipped(&self, skipped: usize) {
+        if skipped > 0 {
+            self.cell
+                .usage()
+                .metrics()
+                .shadows_skipped
+                .inc_by(skipped as u64);
         }
     }
 

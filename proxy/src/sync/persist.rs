@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use vexil_proto::snapshot_file;
 
+use crate::shadow::{Proposal, Proposals};
 use crate::signing::SigningKeys;
 
 /// The format tag of the header (`vexil_proto::snapshot_file`).
@@ -200,6 +201,69 @@ pub fn load_keys(dir: &Path, environment: &str, incarnation: &str) -> Result<Sig
     SigningKeys::from_parts(parts).map_err(|e| format!("{}: {e}", target.display()))
 }
 
+/// The file of `environment`'s proposals in `dir` (shadow evaluation).
+pub fn proposals_path(dir: &Path, environment: &str) -> PathBuf {
+    let snapshot = path(dir, environment);
+    let name = snapshot
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("snapshot-"))
+        .unwrap_or("environment.json");
+    dir.join(format!("proposals-{name}"))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ProposalsFile {
+    environment: String,
+    incarnation: String,
+    proposals: Vec<Proposal>,
+}
+
+/// Writes `environment`'s proposals (of `incarnation`) to `dir`; none: the file is removed.
+pub fn save_proposals(
+    dir: &Path,
+    environment: &str,
+    incarnation: &str,
+    proposals: &Proposals,
+) -> std::io::Result<()> {
+    let target = proposals_path(dir, environment);
+    if proposals.is_empty() {
+        return match fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let file = ProposalsFile {
+        environment: environment.to_string(),
+        incarnation: incarnation.to_string(),
+        proposals: proposals.0.clone(),
+    };
+    let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+    write_atomic(dir, &target, &bytes, 0o644)
+}
+
+/// The proposals saved for `incarnation` of `environment` in `dir`: none when there is no file or
+/// it is of another incarnation; an error when it is damaged.
+pub fn load_proposals(
+    dir: &Path,
+    environment: &str,
+    incarnation: &str,
+) -> Result<Proposals, String> {
+    let target = proposals_path(dir, environment);
+    let bytes = match fs::read(&target) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Proposals::default()),
+        Err(e) => return Err(format!("reading {}: {e}", target.display())),
+    };
+    let file: ProposalsFile =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", target.display()))?;
+    if file.environment != environment || file.incarnation != incarnation || incarnation.is_empty()
+    {
+        return Ok(Proposals::default());
+    }
+    Ok(Proposals(file.proposals))
+}
+
 /// Reads `environment`'s snapshot from `dir`: `Ok(None)` when there is none.
 pub fn load(dir: &Path, environment: &str) -> Result<Option<Persisted>, LoadError> {
     let path = path(dir, environment);
@@ -291,6 +355,25 @@ mod tests {
                 .to_string()
                 .contains("not \"dev\"")
         );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn proposals_round_trip_for_their_incarnation_only() {
+        let d = dir();
+        let proposals = Proposals(vec![Proposal {
+            flag: "a".into(),
+            id: "0123456789abcdef".into(),
+            definition: "{}".into(),
+            sample_ratio: 0.5,
+        }]);
+        save_proposals(&d, "prod", "i1", &proposals).unwrap();
+        assert_eq!(load_proposals(&d, "prod", "i1").unwrap(), proposals);
+        assert!(load_proposals(&d, "prod", "i2").unwrap().is_empty());
+        save_proposals(&d, "prod", "i1", &Proposals::default()).unwrap();
+        assert!(!proposals_path(&d, "prod").exists());
+        fs::write(proposals_path(&d, "prod"), b"{").unwrap();
+        assert!(load_proposals(&d, "prod", "i1").is_err());
         fs::remove_dir_all(&d).unwrap();
     }
 
