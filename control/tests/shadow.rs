@@ -291,6 +291,37 @@ both_backends!(
         app.delete(&path, &editor).await.expect(204);
         app.delete(&path, &editor).await.expect(404);
 
+        // A proposal goes with its flag, or when the flag's variants change (it no longer fits).
+        app.put_json(&path, &json!({"targeting": {}}), &editor)
+            .await
+            .expect(201);
+        let flag = app.get(&flag_path("prod", "checkout"), &editor).await;
+        let mut three = flag.json["definition"].clone();
+        three["variants"]["maybe"] = json!(false);
+        app.put_json_if(
+            &flag_path("prod", "checkout"),
+            &three,
+            &editor,
+            &flag.etag(),
+        )
+        .await
+        .expect(200);
+        app.get(&path, &viewer).await.expect(404);
+        app.create_flag("prod", "banner", &bool_flag())
+            .await
+            .expect(201);
+        let banner = proposal_path("prod", "banner");
+        app.put_json(&banner, &json!({"targeting": {}}), &editor)
+            .await
+            .expect(201);
+        app.delete(&flag_path("prod", "banner"), &editor)
+            .await
+            .expect(204);
+        app.create_flag("prod", "banner", &bool_flag())
+            .await
+            .expect(201);
+        app.get(&banner, &viewer).await.expect(404);
+
         // Every proposal change is audited.
         let audit = app
             .get("/api/v1/audit?environment=prod&target=checkout", &app.admin)
@@ -318,6 +349,21 @@ both_backends!(
             .unwrap();
         assert_eq!(publish["before"]["metadata"], json!({"owner": "web"}));
         assert_eq!(publish["after"]["targeting"], thirty_percent());
+        let dropped: Vec<&Value> = audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "flag.proposal.drop" && e["after"]["dropped"].is_string())
+            .map(|e| &e["after"]["dropped"])
+            .collect();
+        assert_eq!(
+            dropped,
+            [
+                &json!("its flag was deleted"),
+                &json!("its flag's variants changed")
+            ],
+            "{audit}"
+        );
     }
 );
 
@@ -444,6 +490,30 @@ both_backends!(
         assert_eq!(counted(&app, "usage_reports_total", "too_many_entries"), 1);
         assert_eq!(counted(&app, "usage_reports_total", "accepted"), 1);
         assert_eq!(counted(&app, "shadow_entries_total", "written"), 1);
+        // A proposal whose flag is deleted goes with it: a Full without it.
+        app.create_flag("prod", "other-2", &bool_flag()).await;
+        assert!(matches!(
+            next_frame(&mut frames).await,
+            Some(Kind::Delta(_))
+        ));
+        app.put_json(
+            &proposal_path("prod", "other-2"),
+            &json!({"targeting": {}}),
+            &app.admin,
+        )
+        .await
+        .expect(201);
+        let Some(Kind::Full(full)) = next_frame(&mut frames).await else {
+            panic!("a Full for the proposal");
+        };
+        assert_eq!(full.shadows.unwrap().proposals.len(), 2);
+        app.delete(&flag_path("prod", "other-2"), &app.admin)
+            .await
+            .expect(204);
+        let Some(Kind::Full(full)) = next_frame(&mut frames).await else {
+            panic!("a Full for the flag deleted with its proposal");
+        };
+        assert_eq!(full.shadows.unwrap().proposals.len(), 1);
         // The stream goes on: dropping the proposal is a Full without it.
         app.delete(&path, &app.admin).await.expect(204);
         let Some(Kind::Full(full)) = next_frame(&mut frames).await else {

@@ -271,6 +271,54 @@ pub(super) async fn delete_row(tx: &mut Tx, env_id: i64, key: &str, id: &str) ->
     Ok(())
 }
 
+/// Drops the proposals that the set a write leaves (`after`) no longer fits: their flag is gone,
+/// or its variants changed (a proposal keeps the live variants). Each is audited
+/// (`flag.proposal.drop`, naming why). Flag `except`'s is left alone (it is being published).
+/// Returns how many were dropped.
+pub(super) async fn drop_unfit(
+    tx: &mut Tx,
+    actor: &Actor,
+    env: &str,
+    env_id: i64,
+    after: &super::write::SetRows,
+    except: Option<&str>,
+) -> StoreResult<usize> {
+    let rows = sqlx::query(
+        "SELECT key, id, definition, sample_ratio, flag_version, revision, proposed_by, \
+         proposed_at FROM flag_proposals WHERE environment_id = $1",
+    )
+    .bind(env_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut dropped = 0;
+    for r in &rows {
+        let proposal = proposal_from_row(r.try_get("key")?, r)?;
+        if except == Some(proposal.flag.as_str()) {
+            continue;
+        }
+        let why = match after.flags.get(&proposal.flag) {
+            None => "its flag was deleted",
+            Some(live) if live["variants"] != proposal.definition["variants"] => {
+                "its flag's variants changed"
+            }
+            Some(_) => continue,
+        };
+        delete_row(tx, env_id, &proposal.flag, &proposal.id).await?;
+        audit(
+            tx,
+            actor,
+            "flag.proposal.drop",
+            Some(env),
+            Some(&proposal.flag),
+            audited(&proposal),
+            json!({"dropped": why}),
+        )
+        .await?;
+        dropped += 1;
+    }
+    Ok(dropped)
+}
+
 /// Reads the proposal of flag `key` of environment `env_id` on `conn`.
 async fn find(
     conn: &mut sqlx::AnyConnection,

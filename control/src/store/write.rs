@@ -547,6 +547,15 @@ impl Store {
             Covered::Evaluator(..) => Default::default(),
         };
 
+        // Proposals the result no longer fits (flag gone, other variants) go with this write; the
+        // published one goes below.
+        let unfit = match &covered {
+            Covered::Evaluator(..) => 0,
+            Covered::Flag(key, _) if proposal.is_some() => {
+                super::proposals::drop_unfit(&mut tx, actor, env, env_id, &after, Some(key)).await?
+            }
+            _ => super::proposals::drop_unfit(&mut tx, actor, env, env_id, &after, None).await?,
+        };
         let created = matches!(
             covered,
             Covered::Flag(_, None) | Covered::Evaluator(_, None)
@@ -613,6 +622,8 @@ impl Store {
                 super::proposals::delete_row(&mut tx, env_id, key, &published.id).await?;
                 (ChangeKind::Proposals, None)
             }
+            // Proposals dropped: likewise.
+            _ if unfit > 0 => (ChangeKind::Proposals, None),
             _ => (kind, new.as_ref().map(Value::to_string)),
         };
         let audit_id = audit(
