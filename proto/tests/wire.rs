@@ -449,14 +449,41 @@ fn vexil_sync_descriptor_matches_contract() {
                 "4 usage UsageReport oneof=kind",
             ],
         ),
-        ("UsageReport", &["1 flags repeated FlagUsage"]),
+        (
+            "UsageReport",
+            &[
+                "1 flags repeated FlagUsage",
+                "2 shadow repeated ShadowUsage",
+            ],
+        ),
+        (
+            "ShadowUsage",
+            &[
+                "1 flag string",
+                "2 proposal string",
+                "3 from string optional",
+                "4 to string optional",
+                "5 evaluations uint64",
+            ],
+        ),
+        (
+            "Outcomes",
+            &[
+                "1 status_classes repeated uint64",
+                "2 latency repeated uint64",
+            ],
+        ),
         (
             "FlagUsage",
             &["1 flag string", "2 variants repeated VariantUsage"],
         ),
         (
             "VariantUsage",
-            &["1 variant string optional", "2 evaluations uint64"],
+            &[
+                "1 variant string optional",
+                "2 evaluations uint64",
+                "3 outcomes Outcomes optional",
+            ],
         ),
         (
             "Subscribe",
@@ -489,6 +516,7 @@ fn vexil_sync_descriptor_matches_contract() {
                 "3 heartbeat_ms uint32",
                 "4 incarnation string",
                 "5 usage_max_entries uint32",
+                "6 guarded Guarded optional",
             ],
         ),
         ("Error", &["1 code ErrorCode", "2 message string"]),
@@ -499,6 +527,19 @@ fn vexil_sync_descriptor_matches_contract() {
                 "2 flag_set string",
                 "3 incarnation string",
                 "4 signing_keys SigningKeys optional",
+                "5 guarded Guarded optional",
+                "6 shadows Shadows optional",
+            ],
+        ),
+        ("Guarded", &["1 flags repeated string"]),
+        ("Shadows", &["1 proposals repeated ShadowProposal"]),
+        (
+            "ShadowProposal",
+            &[
+                "1 flag string",
+                "2 id string",
+                "3 definition string",
+                "4 sample_ratio double",
             ],
         ),
         ("SigningKeys", &["1 keys repeated SigningKey"]),
