@@ -449,7 +449,13 @@ fn vexil_sync_descriptor_matches_contract() {
                 "4 usage UsageReport oneof=kind",
             ],
         ),
-        ("UsageReport", &["1 flags repeated FlagUsage"]),
+        (
+            "UsageReport",
+            &[
+                "1 flags repeated FlagUsage",
+                "2 shadow repeated ShadowUsage",
+            ],
+        ),
         (
             "FlagUsage",
             &["1 flag string", "2 variants repeated VariantUsage"],
@@ -457,6 +463,16 @@ fn vexil_sync_descriptor_matches_contract() {
         (
             "VariantUsage",
             &["1 variant string optional", "2 evaluations uint64"],
+        ),
+        (
+            "ShadowUsage",
+            &[
+                "1 flag string",
+                "2 proposal string",
+                "3 from string optional",
+                "4 to string optional",
+                "5 evaluations uint64",
+            ],
         ),
         (
             "Subscribe",
@@ -499,9 +515,20 @@ fn vexil_sync_descriptor_matches_contract() {
                 "2 flag_set string",
                 "3 incarnation string",
                 "4 signing_keys SigningKeys optional",
+                "6 shadows Shadows optional",
             ],
         ),
         ("SigningKeys", &["1 keys repeated SigningKey"]),
+        ("Shadows", &["1 proposals repeated ShadowProposal"]),
+        (
+            "ShadowProposal",
+            &[
+                "1 flag string",
+                "2 id string",
+                "3 definition string",
+                "4 sample_ratio double",
+            ],
+        ),
         (
             "SigningKey",
             &["1 id string", "2 secret bytes", "3 created_at_ms int64"],
