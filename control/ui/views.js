@@ -305,6 +305,7 @@ export async function flag(ctx, env, key) {
   });
   if (isNew) keyInput.addEventListener("input", () => editor.recheck());
   const schemaPart = isNew ? null : schemaSection(ctx, env, key, record, editor, canWrite);
+  const proposalPart = isNew ? null : await proposalSection(ctx, env, key, record, canWrite);
   const save = async (ev) => {
     ev.preventDefault();
     const value = editor.value();
@@ -361,6 +362,7 @@ export async function flag(ctx, env, key) {
       canWrite ? h("button", { type: "submit", class: "primary" }, isNew ? "Create flag" : "Save") : h("p", { class: "meta" }, "Your token may read this flag, not change it."),
     ),
     actions.length ? h("div", { class: "actions" }, actions) : null,
+    proposalPart,
     schemaPart ? schemaPart.schema : null,
     isNew ? null : await guardSection(ctx, env, key, record, canWrite),
   );
@@ -453,6 +455,153 @@ async function guardSection(ctx, env, key, record, canWrite) {
         )
       : null,
   );
+}
+
+/** Shadow evaluation: the flag's proposal (a new targeting rule, evaluated by the sidecars on a
+ *  sample of real decisions without changing any), what it would change, and publishing it. */
+async function proposalSection(ctx, env, key, record, canWrite) {
+  const path = `${envPath(env)}/flags/${enc(key)}/proposal`;
+  let proposal = null;
+  let tag = null;
+  try {
+    const r = await api("GET", path);
+    proposal = r.data;
+    tag = r.etag;
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 404)) throw e;
+  }
+  const live = record.definition;
+  const editor = jsonEditor({
+    label: "Proposed targeting (JsonLogic)",
+    initial: JSON.stringify((proposal ? proposal.definition.targeting : live.targeting) ?? {}, null, 2),
+    readOnly: !canWrite,
+    // Checked as the flag with this rule would be.
+    validate: async (value) => {
+      await api("POST", `${envPath(env)}/flags/${enc(key)}/validate`, { body: { ...live, targeting: value } });
+    },
+    segmentsOf: (p) => {
+      const segs = flagSegments(p, key);
+      return segs && segs[0] === "targeting" ? segs.slice(1) : null;
+    },
+  });
+  const [ratioField, ratioInput] = field(
+    "Sample ratio",
+    h("input", { name: "sample_ratio", type: "number", min: "0.0001", max: "1", step: "any", value: String(proposal ? proposal.sample_ratio : 0.01) }),
+    "The share of the flag's decisions the sidecars evaluate the proposal on (0.01: 1 %).",
+  );
+  const save = async (ev) => {
+    ev.preventDefault();
+    const targeting = editor.value();
+    if (targeting === null) {
+      announce("The proposed targeting is not valid JSON.", "error");
+      return;
+    }
+    try {
+      const headers = tag ? { "If-Match": tag } : {};
+      const body = { targeting, sample_ratio: Number(ratioInput.value) };
+      const { data } = await api("PUT", path, { body, headers, query: { wait: WAIT } });
+      ctx.go(location.hash, `Proposal ${data.id} saved: the sidecars evaluate it on ${data.sample_ratio * 100} % of the decisions.${syncText(data.sync)}`);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 412) {
+        announce("The proposal was replaced by someone else since you opened it: reload to see theirs.", "error");
+      } else report(e);
+    }
+  };
+  const parts = [h("h2", {}, "Proposal")];
+  if (!proposal) {
+    parts.push(h("p", { class: "meta" }, "No proposal. A proposed rule is evaluated by the sidecars beside the live one on a sample of real decisions, without changing any; you see what it would change before publishing it."));
+  } else {
+    parts.push(
+      h("p", { class: "meta" }, `Proposal ${proposal.id} by ${proposal.proposed_by}, `, ago(proposal.proposed_at), `; evaluated on ${proposal.sample_ratio * 100} % of the decisions.`),
+    );
+    const summary = h("p", { class: "comparison", role: "status" });
+    const pairs = h("div");
+    const [windowField, windowSelect] = field(
+      "Window",
+      h("select", { name: "minutes" }, [15, 60, 360, 1440, 10080].map((m) => h("option", { value: String(m), selected: m === 60 || null }, m < 1440 ? `last ${m} minutes` : `last ${m / 1440} day${m > 1440 ? "s" : ""}`))),
+    );
+    const name = (v) => (v === null ? "(no value)" : v);
+    const compare = async () => {
+      try {
+        const { data } = await api("GET", `${path}/comparison`, { query: { minutes: windowSelect.value } });
+        fill(summary, data.summary);
+        fill(
+          pairs,
+          data.transitions.length
+            ? table(
+                "Live → proposed",
+                ["From (live)", "To (proposed)", "Changed", "Decisions", "Share"],
+                data.transitions.map((t) => [name(t.from), name(t.to), t.changed ? "yes" : "no", String(t.evaluations), `${(t.share * 100).toFixed(1)} %`]),
+              )
+            : null,
+        );
+        return data;
+      } catch (e) {
+        report(e);
+        return null;
+      }
+    };
+    windowSelect.addEventListener("change", compare);
+    await compare();
+    parts.push(windowField, summary, pairs, h("button", { type: "button", onclick: compare }, "Refresh the comparison"));
+    if (canWrite) {
+      parts.push(
+        h(
+          "div",
+          { class: "actions" },
+          h(
+            "button",
+            {
+              type: "button",
+              class: "primary",
+              onclick: async () => {
+                const data = await compare();
+                const said = data ? data.summary : "The comparison could not be read.";
+                if (!(await confirmDialog(`Publish the proposal for ${key}?`, `${said}. The flag takes the proposed definition for every decision.`, "Publish"))) return;
+                try {
+                  const { data: flagNow } = await api("POST", `${path}/publish`, { headers: { "If-Match": tag }, query: { wait: WAIT } });
+                  ctx.go(location.hash, `Published: ${key} is at version ${flagNow.version}.${syncText(flagNow.sync)}`);
+                } catch (e) {
+                  if (e instanceof ApiError && e.status === 409) announce(`${e.message}`, "error");
+                  else report(e);
+                }
+              },
+            },
+            "Publish",
+          ),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "danger",
+              onclick: async () => {
+                if (!(await confirmDialog(`Drop the proposal for ${key}?`, "Its comparison is deleted with it.", "Drop", true))) return;
+                try {
+                  await api("DELETE", path);
+                  ctx.go(location.hash, `Proposal for ${key} dropped.`);
+                } catch (e) {
+                  report(e);
+                }
+              },
+            },
+            "Drop",
+          ),
+        ),
+      );
+    }
+  }
+  if (canWrite || proposal) {
+    parts.push(
+      h(
+        "form",
+        { onsubmit: save, "aria-label": `Proposal for ${key}` },
+        editor.el,
+        ratioField,
+        canWrite ? h("button", { type: "submit" }, proposal ? "Save as a new proposal" : "Propose") : null,
+      ),
+    );
+  }
+  return h("section", { class: "card proposal", "aria-label": "Proposal" }, parts);
 }
 
 /** For a flag used as configuration: its variants as forms generated from its JSON Schema (each

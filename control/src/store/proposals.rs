@@ -422,6 +422,18 @@ impl Store {
         }
         let doc = stored.rows.into_document();
         super::write::check_flag_in(&doc, key, &definition, limits)?;
+        // The flag's JSON Schema, read in the transaction (the pool may have no other connection).
+        let schema =
+            sqlx::query("SELECT schema FROM flag_schemas WHERE environment_id = $1 AND key = $2")
+                .bind(env_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(row) = schema
+            && let Some(schema) = json_opt(row.try_get("schema")?)?
+        {
+            super::schemas::check_definition(key, &definition, &schema)?;
+        }
         let mismatch = variant_problems(key, &live, &definition);
         if !mismatch.is_empty() {
             return Err(StoreError::Unprocessable {

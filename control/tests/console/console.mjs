@@ -7,7 +7,8 @@
 // kill switch and watch, on a second tab's fleet page, the sidecar acknowledge the new revision;
 // read the audit entry; preview an evaluation; promote after seeing the difference; a new token's
 // secret shown once; the API reference answers "try it"; a viewer token is offered no write;
-// the layout fits a narrow screen and the kill switch works from the keyboard.
+// the layout fits a narrow screen and the kill switch works from the keyboard; a proposal compared
+// on the sidecar's decisions, then published.
 
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -244,6 +245,36 @@ try {
     const cells = await usageRow.locator("td").allTextContents();
     return cells[1] === "40" && /on 25 %/.test(cells[2]) && /off 75 %/.test(cells[2]);
   }, "checkout's 40 evaluations, 25 % on and 75 % off, in the usage report");
+
+  // ---- shadow evaluation: a proposal compared on the sidecar's real decisions, then published
+  step("a proposal is compared on the sidecar's decisions, then published");
+  await admin.goto(`${BASE}/ui/#/env/prod/flags/checkout`);
+  await admin.getByRole("heading", { name: "checkout", level: 1 }).waitFor();
+  const proposalBox = admin.getByRole("region", { name: "Proposal" });
+  const proposed = proposalBox.getByLabel("Proposed targeting (JsonLogic)");
+  await proposed.fill(JSON.stringify({ frobnicate: [{ var: "plan" }] }));
+  await proposalBox.locator("ul.problems li").first().waitFor();
+  await proposed.fill(JSON.stringify({ if: [{ "==": [{ var: "plan" }, "free"] }, "on", "off"] }));
+  await proposalBox.getByText("Valid", { exact: true }).waitFor();
+  await proposalBox.getByLabel("Sample ratio").fill("1");
+  await proposalBox.getByRole("button", { name: "Propose" }).click();
+  await admin.locator("#status", { hasText: "saved: the sidecars evaluate it on 100 %" }).waitFor();
+  // Live: pro on, others off; proposed: free on, others off. 10 pro and 30 free: all change.
+  for (let i = 0; i < 10; i += 1) await lookup({ targetingKey: `sp${i}`, plan: "pro" });
+  for (let i = 0; i < 30; i += 1) await lookup({ targetingKey: `sf${i}`, plan: "free" });
+  const verdict = admin.getByRole("region", { name: "Proposal" }).locator("p.comparison");
+  await until(async () => {
+    await admin.getByRole("button", { name: "Refresh the comparison" }).click();
+    await admin.waitForTimeout(300);
+    return /would change 100\.0 % of decisions .* \(40 sampled\): off → on 75\.0 %, on → off 25\.0 %/.test(await verdict.textContent());
+  }, "the comparison: 40 sampled, off → on 75 %, on → off 25 %");
+  await admin.getByRole("region", { name: "Proposal" }).getByRole("button", { name: "Publish" }).click();
+  const publishDialog = admin.getByRole("dialog");
+  await publishDialog.getByText("would change 100.0 %").waitFor();
+  await publishDialog.getByRole("button", { name: "Publish" }).click();
+  await admin.locator("#status", { hasText: "Published: checkout" }).waitFor();
+  const flagNow = await fetch(`${BASE}/api/v1/environments/prod/flags/checkout`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } }).then((r) => r.json());
+  expect(JSON.stringify(flagNow.definition.targeting).includes("free"), `the proposal was published: ${JSON.stringify(flagNow.definition)}`);
 
   // ---- a guard on the flag: armed from its page, listed with the usage
   step("a guard is armed from the flag's page and listed on the usage page");

@@ -718,10 +718,11 @@ impl Runner {
         let source = Source::Control(self.current.clone());
         let keys_changed = self.held.as_ref().is_none_or(|h| h.signing != held.signing)
             || self.cell.load().is_none_or(|s| s.signing != held.signing);
+        // The file names its incarnation: written again when either changes.
         let proposals_changed = self
             .held
             .as_ref()
-            .is_none_or(|h| h.proposals != held.proposals);
+            .is_none_or(|h| h.proposals != held.proposals || h.incarnation != held.incarnation);
         let snapshot = self.cell.publish(
             Snapshot::new(&config.environment, revision, flags, source)
                 .with_signing(held.signing.clone())
