@@ -574,7 +574,8 @@ fn proposed_for(user: &str) -> bool {
 /// Live everyone `off`, a proposal of 30 % `on` sampled at 1.0; 300 users twice through a real
 /// sidecar's data plane (the second time from its decision cache) and 100 by OFREP: every live
 /// decision stays `off`, and the comparison reports exactly the pairs the engine decides for those
-/// users (30 % ± 5 points off → on). Then publishing: the sidecar's decisions follow.
+/// users (30 % ± 5 points off → on). A restarted sidecar shadows from its state directory. Then
+/// publishing: the sidecar's decisions follow.
 async fn through_a_real_sidecar(backend: Backend) {
     let options = Options {
         configure: Some(fast_flush),
@@ -695,6 +696,55 @@ async fn through_a_real_sidecar(backend: Backend) {
     // The proposals are kept beside the snapshot, for a restarted sidecar.
     let saved = std::fs::read_to_string(dir.sub("a-state").join("proposals-prod.json")).unwrap();
     assert!(saved.contains(proposal["id"].as_str().unwrap()), "{saved}");
+
+    // A restarted sidecar shadows from that file: it holds the current revision, so control sends
+    // it no Full (nothing but the Welcome).
+    a.process.signal("TERM");
+    a.process.wait(20);
+    let mut a = sidecar(&app, &token, &dir, "a").start();
+    a.wait_ready().await;
+    let debug: Value = reqwest::get(format!("{}/debug/snapshot", a.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(debug["shadows"]["proposals"], 1, "{debug}");
+    let again: Vec<String> = (0..20).map(|i| format!("again-{i}")).collect();
+    for user in &again {
+        assert_eq!(ofrep(&a, user).await["variant"], "off");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = app
+            .get(&format!("{path}/comparison?minutes=10"), &app.admin)
+            .await
+            .expect(200)
+            .clone();
+        if c["samples"].as_u64() == Some((samples + again.len()) as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted sidecar's samples never showed: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let via_a = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", a.ports.outbound)).unwrap())
+        .build()
+        .unwrap();
+    let decision = async |user: &str| -> String {
+        let r = via_a
+            .get(format!("http://{}/x", upstream.addr()))
+            .header("x-user-id", user)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let seen: Value = r.json().await.unwrap();
+        seen["headers"]["vexil-flags"].as_str().unwrap().to_string()
+    };
 
     // Publishing: the sidecar's decisions follow the proposal.
     app.req("POST", &format!("{path}/publish?wait=10s"))
