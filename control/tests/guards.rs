@@ -41,6 +41,26 @@ fn fast() -> Options {
     }
 }
 
+/// An upstream that answers 200 after `delay` to requests carrying `checkout="new"`, at once to
+/// the others.
+async fn slow_upstream(delay: Duration) -> SocketAddr {
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| async move {
+        let flags = headers
+            .get("vexil-flags")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        if flags.contains("checkout=\"new\"") {
+            tokio::time::sleep(delay).await;
+        }
+        (StatusCode::OK, flags)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// An upstream that answers 500 to every fifth request carrying `checkout="new"` (and, with
 /// `both`, to every fifth carrying `checkout="old"` too), 200 otherwise; it counts its 500s.
 async fn failing_upstream(both: bool) -> (SocketAddr, Arc<AtomicU64>) {
@@ -288,6 +308,63 @@ async fn wait_for_revision(admin: String, revision: i64) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The latency signal: the new variant's answers take 40 ms, the old one's a few; a guard on the
+/// 90th percentile with a ratio of 2 trips at its first look (every rollout answer is slower than
+/// twice the baseline's p90: a share of 1 against 0.1) and switches the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_rollout_is_switched_off() {
+    let Some(server) = start(Backend::Sqlite, fast()).await else {
+        return;
+    };
+    let app = server.app.clone();
+    {
+        app.create_env("prod").await;
+        app.create_flag("prod", "checkout", &checkout()).await;
+        let mut latency = guard();
+        latency["signal"] = json!("latency");
+        latency["percentile"] = json!(90.0);
+        latency["threshold"] = json!(2.0);
+        latency["min_sample"] = json!(30);
+        app.put_json(
+            "/api/v1/environments/prod/flags/checkout/guard",
+            &latency,
+            &app.admin,
+        )
+        .await
+        .expect(200);
+        let (_, token) = app.token("sidecars", "sidecar", &["prod"]).await;
+        let upstream = slow_upstream(Duration::from_millis(40)).await;
+        let dir = TempDir::new("vexil-guards");
+        let mut proxy = sidecar(&app, &token, &dir).start();
+        proxy.wait_ready().await;
+        let mut sent = 0;
+        let tripped = loop {
+            requests(proxy.ports.outbound, upstream, sent, 20).await;
+            sent += 20;
+            let g = guard_until(app.clone(), Want::CountedOrTripped(sent)).await;
+            if g["state"] == "tripped" {
+                break g;
+            }
+            assert!(sent < 300, "no trip after {sent} requests: {g}");
+        };
+        let look = &tripped["trip"]["look"];
+        assert_eq!(look["k"], 0, "{tripped}");
+        assert_eq!(look["rollout_slow_share"], 1.0, "{look}");
+        assert!(
+            look["baseline_percentile_ms"].as_f64().unwrap() < 20.0,
+            "{look}"
+        );
+        let flag = app
+            .get(&flag_path("prod", "checkout"), &app.admin)
+            .await
+            .expect(200)
+            .clone();
+        assert_eq!(flag["definition"]["defaultVariant"], "old");
+        proxy.process.assert_running();
+    }
+    server.stop().await;
 }
 
 /// Both arms fail alike (20 %): over 800 requests (about 400 answers per arm: looks at 100, 200
