@@ -1,8 +1,9 @@
 //! The peer baseline of `lookup`: Unleash Edge in offline mode, serving toggles equivalent to a
 //! generated Vexil flag set through its frontend API.
 //!
-//! The binary is never downloaded: its path comes from `VEXIL_UNLEASH_EDGE` (e.g. after
-//! `cargo install unleash-edge --locked`). Equivalence is by kind and cost: a static flag is a
+//! The binary is never downloaded at run time: its path comes from `VEXIL_UNLEASH_EDGE`
+//! (`bench/scripts/build-unleash-edge.sh` builds Edge 20.1 once, from crates.io, into a cache
+//! directory and prints the path). Edge 20 takes `offline --bootstrap-file F --client-tokens T --frontend-tokens T`. Equivalence is by kind and cost: a static flag is a
 //! toggle with the `default` strategy; a targeted flag carries three constraints (`IN`, `IN`,
 //! `NUM_GTE`); `fractional` is a `flexibleRollout` at 100 % with weighted variants; `sem_ver` one
 //! `SEMVER_GT` constraint; starts_with/ends_with one `STR_STARTS_WITH`/`STR_ENDS_WITH`; a `$ref`
@@ -47,9 +48,14 @@ impl Edge {
         let mut cmd = ctx.pinning.server_command(bin);
         cmd.args(["--interface", "127.0.0.1", "--port"])
             .arg(addr.port().to_string())
-            .args(["--workers", "1", "offline", "--bootstrap-file"])
+            .args(["offline", "--bootstrap-file"])
             .arg(&file)
-            .args(["--tokens", TOKEN])
+            // Edge 20 refuses to start offline without client tokens, though only the frontend
+            // API is measured.
+            .args(["--client-tokens", TOKEN, "--frontend-tokens", TOKEN])
+            // Edge 20 runs one tokio runtime (`--workers` has no effect since 20.0): one worker
+            // thread, as the sidecar's `--threads 1`, on the core it is pinned to.
+            .env("TOKIO_WORKER_THREADS", "1")
             .env("RUST_LOG", "warn");
         let mut process = Spawned::start(cmd, &format!("unleash-edge-{n}"), &ctx.work)?;
         let started = Instant::now();
