@@ -277,8 +277,8 @@ const STRICTER: &[(&str, &str)] = &[
 /// Cases where the fast path serves what pingora's path does not, and why that is right.
 const BETTER: &[(&str, &str)] = &[(
     "pipelined",
-    "through the front, pingora answers only the first of pipelined requests (the rest stays \
-     in its session's buffer, which the front's next read never sees); the fast path answers each",
+    "pingora serves pipelined requests only in a session that opts in (`set_pipelining_enabled`), \
+     which the sidecar's does not: it answers the first and no more; the fast path answers each",
 )];
 
 /// A raw upstream: records every request as received, answers each it can frame.
