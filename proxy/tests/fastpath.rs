@@ -281,9 +281,13 @@ const BETTER: &[(&str, &str)] = &[(
      which the sidecar's does not: it answers the first and no more; the fast path answers each",
 )];
 
-/// A raw upstream: records every request as received, answers each it can frame.
+/// A raw upstream: records every request as received, answers each it can frame, counts the
+/// connections it accepted.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
+struct Recorder(
+    Arc<Mutex<Vec<Vec<u8>>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
 
 impl Recorder {
     async fn start(self) -> SocketAddr {
@@ -291,6 +295,7 @@ impl Recorder {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::spawn(self.clone().serve(s));
             }
         });
@@ -594,4 +599,91 @@ async fn the_fast_path_frames_like_pingora_or_stricter() {
     }
     println!("{report}");
     assert!(wrong.is_empty(), "{}\n\n{report}", wrong.join("\n\n"));
+}
+
+/// The fast path keeps upstream connections: requests from several client connections, one
+/// after the other, reach the upstream on one connection, with their decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_reuses_upstream_connections() {
+    let side = Side::start(true).await;
+    for user in ["a", "vip", "b"] {
+        let request = format!("GET /r HTTP/1.1\r\nHost: {{up}}\r\nX-User-Id: {user}\r\n\r\n");
+        let (status, seen) = side.run(&[&request]).await;
+        assert_eq!(status, [200]);
+        let expected = if user == "vip" {
+            "checkout=?1"
+        } else {
+            "checkout=?0"
+        };
+        assert!(seen[0].contains(expected), "{seen:?}");
+    }
+    assert_eq!(
+        side.recorder.1.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+/// An upstream that answers each connection's first request with `answer`, then closes it.
+async fn one_shot_upstream(answer: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while find(&buf, b"\r\n\r\n").is_none() {
+                    match s.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Responses framed by chunks or by the upstream's close reach the client whole (chunks
+/// re-framed, a close-delimited body closing the client's connection too); a pooled connection
+/// the upstream closed is not used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_relays_chunked_and_close_delimited_responses() {
+    let side = Side::start(true).await;
+    let chunked = one_shot_upstream(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+    )
+    .await;
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(side.proxy).await.unwrap();
+        let req = format!("GET http://{chunked}/ HTTP/1.1\r\nHost: {chunked}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = String::from_utf8_lossy(&got[..n]);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.contains("X-A: 1\r\n") && got.contains("transfer-encoding: chunked\r\n"));
+        assert!(got.ends_with("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), "{got}");
+        // The upstream closed its connection meanwhile: the next request opens another.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closing = one_shot_upstream("HTTP/1.1 200 OK\r\nX-B: 2\r\n\r\nuntil close").await;
+    let mut s = TcpStream::connect(side.proxy).await.unwrap();
+    let req = format!("GET http://{closing}/ HTTP/1.1\r\nHost: {closing}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the connection closes with the body")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(
+        got.contains("connection: close\r\n") && got.ends_with("\r\n\r\nuntil close"),
+        "{got}"
+    );
 }
