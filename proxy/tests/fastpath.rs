@@ -623,8 +623,13 @@ async fn the_fast_path_reuses_upstream_connections() {
     );
 }
 
-/// An upstream that answers each connection's first request with `answer`, then closes it.
+/// An upstream that answers each connection's first request with `answer` as soon as its head
+/// arrived, then closes it (after `hold`).
 async fn one_shot_upstream(answer: &'static str) -> SocketAddr {
+    one_shot_upstream_holding(answer, Duration::ZERO).await
+}
+
+async fn one_shot_upstream_holding(answer: &'static str, hold: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -639,6 +644,7 @@ async fn one_shot_upstream(answer: &'static str) -> SocketAddr {
                     }
                 }
                 let _ = s.write_all(answer.as_bytes()).await;
+                tokio::time::sleep(hold).await;
             });
         }
     });
@@ -686,4 +692,31 @@ async fn the_fast_path_relays_chunked_and_close_delimited_responses() {
         got.contains("connection: close\r\n") && got.ends_with("\r\n\r\nuntil close"),
         "{got}"
     );
+}
+
+/// An upstream that answers before the request body's end (a `413` for an upload it will not
+/// read) is answered at once: the rest of the body is not sent, and the client's connection
+/// closes (its body was not read to the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_ends_the_body_relay() {
+    let side = Side::start(true).await;
+    let up = one_shot_upstream_holding(
+        "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut s = TcpStream::connect(side.proxy).await.unwrap();
+    let head = format!(
+        "POST http://{up}/upload HTTP/1.1\r\nHost: {up}\r\nContent-Length: 50000000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b'x'; 256 << 10]).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got))
+        .await
+        .expect("answered and closed well before the read timeout")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 413 "), "{got}");
+    assert!(got.contains("connection: close\r\n"), "{got}");
 }

@@ -258,7 +258,9 @@ impl Front {
         };
         let head_request = req.method == http::Method::HEAD;
         let mut retried = false;
-        let (mut up, resp) = loop {
+        // `whole`: the request went whole (else the upstream answered before the body's end,
+        // and neither connection can carry another request).
+        let (mut up, resp, whole) = loop {
             let (mut up, reused) = match checkout(addr, sc.timeouts.idle) {
                 Some(s) => (s, true),
                 None => match connect(addr, sc.timeouts.connect).await {
@@ -267,7 +269,9 @@ impl Front {
                 },
             };
             let sent = async {
-                write_up(&mut up, &io.up, sc.timeouts.read).await?;
+                if !write_up(&mut up, &io.up, sc.timeouts.read).await? {
+                    return Ok(false);
+                }
                 self.relay_body(
                     client,
                     &mut up,
@@ -280,14 +284,14 @@ impl Front {
                 .await
             };
             let result = match sent.await {
-                Ok(()) => {
-                    self.response_head(&mut up, io, head_request, framing.close)
-                        .await
-                }
+                Ok(whole) => self
+                    .response_head(&mut up, io, head_request, framing.close || !whole)
+                    .await
+                    .map(|resp| (resp, whole)),
                 Err(e) => Err(e),
             };
             match result {
-                Ok(resp) => break (up, resp),
+                Ok((resp, whole)) => break (up, resp, whole),
                 // A pooled connection the upstream closed meanwhile: once more on a new one,
                 // when nothing of the request is lost (no body read from the client).
                 Err(Failed::Upstream(_, true))
@@ -312,10 +316,10 @@ impl Front {
         sc.finish(resp.status, &mut ctx);
         match relayed {
             Ok(clean) => {
-                if clean && !resp.upstream_close {
+                if clean && whole && !resp.upstream_close {
                     checkin(addr, up, self.pool_size);
                 }
-                !resp.client_close && !framing.close
+                whole && !resp.client_close && !framing.close
             }
             Err(_) => false,
         }
@@ -329,7 +333,8 @@ impl Front {
     }
 
     /// Sends the rest of the request body: `left` bytes of a `Content-Length` body, or chunks
-    /// until the last one.
+    /// until the last one. `Ok(false)`: the upstream answered before the body's end (a `413`,
+    /// say); the rest is not sent.
     #[allow(clippy::too_many_arguments)]
     async fn relay_body(
         &self,
@@ -340,7 +345,7 @@ impl Front {
         body: Body,
         chunked: &mut Chunked,
         left: &mut u64,
-    ) -> Result<(), Failed> {
+    ) -> Result<bool, Failed> {
         let read_timeout = self.sidecar.timeouts.read;
         loop {
             let more = match body {
@@ -349,10 +354,16 @@ impl Front {
                 Body::Chunked => !chunked.done(),
             };
             if !more {
-                return Ok(());
+                return Ok(true);
             }
             buf.reserve(READ_SIZE);
-            match tokio::time::timeout(self.limits.first_byte, client.read_buf(buf)).await {
+            let mut probe = [0u8; 1];
+            let read = tokio::select! {
+                biased;
+                r = tokio::time::timeout(self.limits.first_byte, client.read_buf(buf)) => r,
+                p = up.peek(&mut probe) => return answering(p),
+            };
+            match read {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Err(Failed::Client(None)),
             }
@@ -368,7 +379,9 @@ impl Front {
                 buf.drain(..take);
                 *left -= take as u64;
             }
-            write_up(up, &io.up, read_timeout).await?;
+            if !write_up(up, &io.up, read_timeout).await? {
+                return Ok(false);
+            }
         }
     }
 
@@ -490,12 +503,28 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error
     }
 }
 
-/// Writes `bytes` to the upstream within `timeout`.
-async fn write_up(up: &mut TcpStream, bytes: &[u8], timeout: Duration) -> Result<(), Failed> {
-    match tokio::time::timeout(timeout, up.write_all(bytes)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Failed::Upstream(ErrorType::WriteError, true)),
-        Err(_) => Err(Failed::Upstream(ErrorType::WriteTimedout, false)),
+/// Writes `bytes` to the upstream within `timeout`; `Ok(false)` when the upstream starts
+/// answering first (the rest is not written).
+async fn write_up(up: &mut TcpStream, bytes: &[u8], timeout: Duration) -> Result<bool, Failed> {
+    let (mut reader, mut writer) = up.split();
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        biased;
+        w = tokio::time::timeout(timeout, writer.write_all(bytes)) => match w {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(_)) => Err(Failed::Upstream(ErrorType::WriteError, true)),
+            Err(_) => Err(Failed::Upstream(ErrorType::WriteTimedout, false)),
+        },
+        p = reader.peek(&mut probe) => answering(p),
+    }
+}
+
+/// What a peek at the upstream while sending means: it answers (`Ok(false)`), or it closed or
+/// failed before answering.
+fn answering(peeked: std::io::Result<usize>) -> Result<bool, Failed> {
+    match peeked {
+        Ok(n) if n > 0 => Ok(false),
+        _ => Err(Failed::Upstream(ErrorType::ConnectionClosed, true)),
     }
 }
 
