@@ -9,8 +9,8 @@
 //! connections are kept per worker thread ([`POOL`]): no lock, and no task watching each one (a
 //! connection is checked for a close or stray bytes when it is taken).
 //!
-//! The request's head still becomes a pingora [`RequestHeader`] (the injection works on one), and
-//! goes upstream written by pingora's own serializer.
+//! The request's head still becomes a pingora [`RequestHeader`] (the injection works on one),
+//! whose fields pingora writes into the connection's buffer.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use pingora::apps::ServerApp;
 use pingora::http::RequestHeader;
-use pingora::protocols::http::v1::client::http_req_header_to_wire;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::server::ShutdownWatch;
@@ -223,19 +222,31 @@ impl Front {
         if framing.body == Body::Chunked {
             let _ = req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
         }
-        let Some(head) = http_req_header_to_wire(&req) else {
+        // A target from httparse or a rewritten URI has none of these; checked all the same.
+        if req
+            .raw_path()
+            .iter()
+            .any(|&b| matches!(b, 0 | b'\r' | b'\n' | b' '))
+        {
             self.refuse(client, &mut ctx, 400, "malformed request target")
                 .await;
             return false;
-        };
+        }
         let Some(addr) = ctx.dest else {
             self.refuse(client, &mut ctx, 502, "proxy error").await;
             return false;
         };
         // The body's start, re-framed, goes with the head; a bad chunk in it is refused before
         // anything is sent.
+        // The head as pingora writes it (field names in their case), into the connection's
+        // buffer.
         io.up.clear();
-        io.up.extend_from_slice(&head);
+        io.up.extend_from_slice(req.method.as_str().as_bytes());
+        io.up.push(b' ');
+        io.up.extend_from_slice(req.raw_path());
+        io.up.extend_from_slice(b" HTTP/1.1\r\n");
+        req.header_to_h1_wire(&mut io.up);
+        io.up.extend_from_slice(b"\r\n");
         let mut chunked = Chunked::default();
         let mut left = match framing.body {
             Body::Empty => 0,
