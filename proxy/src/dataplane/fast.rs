@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora::apps::ServerApp;
+use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, Stream};
@@ -102,11 +103,17 @@ fn parse(buf: &[u8]) -> Parsed {
     let Ok(mut header) = built else {
         return Parsed::Fallback;
     };
+    // One copy of the head; names and values are slices of it.
+    let head = Bytes::copy_from_slice(&buf[..framing.head_len]);
+    let slice = |part: &[u8]| {
+        let at = part.as_ptr() as usize - buf.as_ptr() as usize;
+        head.slice(at..at + part.len())
+    };
     for h in req.headers.iter() {
-        let Ok(value) = http::HeaderValue::from_bytes(h.value) else {
+        let Ok(value) = http::HeaderValue::from_maybe_shared(slice(h.value)) else {
             return Parsed::Refuse("invalid field value");
         };
-        if header.append_header(h.name.to_owned(), value).is_err() {
+        if header.append_header(slice(h.name.as_bytes()), value).is_err() {
             return Parsed::Refuse("invalid field name");
         }
     }
