@@ -115,6 +115,10 @@ const CASES: &[(&str, &[&str])] = &[
         "head-over-64k",
         &["GET / HTTP/1.1\r\nHost: {up}\r\nX-Big: {70k}\r\n\r\n"],
     ),
+    (
+        "head-over-1mib",
+        &["GET / HTTP/1.1\r\nHost: {up}\r\nX-Big: {1100k}\r\n\r\n"],
+    ),
     // Smuggling and malformed framing.
     (
         "cl-and-te",
@@ -524,7 +528,8 @@ impl Side {
         for w in writes {
             let w = w
                 .replace("{up}", &self.up.to_string())
-                .replace("{70k}", &"b".repeat(70 << 10));
+                .replace("{70k}", &"b".repeat(70 << 10))
+                .replace("{1100k}", &"b".repeat(1100 << 10));
             let _ = s.write_all(w.as_bytes()).await;
             // Whatever comes back until the connection is quiet for a while.
             let mut chunk = [0u8; 8192];

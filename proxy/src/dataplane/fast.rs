@@ -18,8 +18,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora::apps::ServerApp;
 use bytes::Bytes;
+use pingora::apps::ServerApp;
 use pingora::http::RequestHeader;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, Stream};
@@ -113,7 +113,10 @@ fn parse(buf: &[u8]) -> Parsed {
         let Ok(value) = http::HeaderValue::from_maybe_shared(slice(h.value)) else {
             return Parsed::Refuse("invalid field value");
         };
-        if header.append_header(slice(h.name.as_bytes()), value).is_err() {
+        if header
+            .append_header(slice(h.name.as_bytes()), value)
+            .is_err()
+        {
             return Parsed::Refuse("invalid field name");
         }
     }

@@ -7,11 +7,13 @@
 //! other than `chunked`, a line ending that is not CRLF, an obs-fold) is refused with `400`
 //! rather than forwarded; what the fast path does not handle (HTTP/1.0, `Upgrade`, `Expect`, a
 //! target that is neither `/…` nor `http://…`, no or several `Host`s, more than [`MAX_HEADERS`]
-//! fields, a target httparse refuses) goes to pingora unchanged. Bodies go upstream re-framed:
+//! fields, a head over [`MAX_HEAD_READ`], a target httparse refuses) goes to pingora unchanged. Bodies go upstream re-framed:
 //! exactly `Content-Length` bytes, or chunks rewritten as `{size:x}\r\n…\r\n` with extensions and
 //! trailers dropped, so no byte reaches the upstream that this module did not frame.
 
 use std::fmt::Write as _;
+
+use crate::dataplane::proxy::MAX_HEAD_READ;
 
 /// Most header fields of a request the fast path serves (more go to pingora, which allows 256).
 pub(crate) const MAX_HEADERS: usize = 64;
@@ -67,6 +69,9 @@ pub(crate) fn request<'b>(buf: &'b [u8], req: &mut httparse::Request<'_, 'b>) ->
         }
         Err(_) => return Verdict::Refuse("malformed request head"),
     };
+    if head_len > MAX_HEAD_READ {
+        return Verdict::Fallback;
+    }
     // httparse takes a bare LF as a line ending; pingora does too. A proxy and the server behind
     // it must never disagree on where a line ends.
     if let Err(reason) = crlf_only(&buf[..head_len]) {
@@ -541,6 +546,11 @@ mod tests {
         ] {
             assert_eq!(verdict(head), Verdict::Fallback, "{head:?}");
         }
+        let long = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "y".repeat(MAX_HEAD_READ)
+        );
+        assert_eq!(verdict(&long), Verdict::Fallback);
         let many: String = (0..MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
         assert_eq!(
             verdict(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),

@@ -700,8 +700,9 @@ const METHODS: [&[u8]; 8] = [
 /// How long a tunnel's client may stay silent after the upstream spoke before the tunnel is
 /// taken as opaque.
 const SNIFF_GRACE: Duration = Duration::from_millis(300);
-/// A head longer than this is handed to pingora as it is (which answers it as too large).
-const MAX_HEAD_READ: usize = 65_536;
+/// A head longer than this is handed to pingora as it is (which answers it as too large, over
+/// 1 MiB); the fast path serves no longer head.
+pub(crate) const MAX_HEAD_READ: usize = 65_536;
 
 /// What a connection's first bytes are, once they tell (`None`: not yet).
 fn connection_start(b: &[u8]) -> Option<Start> {
