@@ -213,6 +213,9 @@ pub(crate) fn response(
     };
     crlf_only(&buf[..head_len])?;
     let status = resp.code.unwrap_or(0);
+    if status < 100 {
+        return Err("bad status code");
+    }
     let mut length = None;
     let mut chunked = false;
     let mut upstream_close = resp.version != Some(1);
@@ -664,6 +667,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
             "HTTP/1.1 200 OK\nContent-Length: 1\r\n\r\n",
             "HTTP/1.1 101 Switching\r\n\r\n",
+            "HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
         ] {
             assert!(
                 response(bad.as_bytes(), false, false, &mut out).is_err(),
