@@ -454,7 +454,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// A byte of an HTTP token (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

@@ -522,6 +522,13 @@ pub(crate) fn strip_request_hop_by_hop(req: &mut RequestHeader) -> Result<(), &'
         .filter(|t| !t.is_empty());
     for (i, token) in tokens.enumerate() {
         let slot = nominated.get_mut(i).ok_or("too many Connection options")?;
+        // A token, checked here: `HeaderName` takes some bytes a token does not (`"`).
+        if !token
+            .iter()
+            .all(|&b| crate::dataplane::framing::is_tchar(b))
+        {
+            return Err("invalid Connection option");
+        }
         let name = http::HeaderName::from_bytes(token).map_err(|_| "invalid Connection option")?;
         if matches!(
             name.as_str(),
@@ -1143,6 +1150,35 @@ mod tests {
         );
         assert!(connect_authority("CONNECT example.com HTTP/1.1\r\n").is_err());
         assert!(connect_authority("CONNECT a:1 SPDY\r\n").is_err());
+    }
+
+    #[test]
+    fn request_hop_by_hop_fields_are_stripped() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in [
+            ("Connection", "X-Drop, keep-alive"),
+            ("X-Drop", "1"),
+            ("Keep-Alive", "5"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "x"),
+            ("X-Keep", "2"),
+        ] {
+            req.append_header(k.to_owned(), v).unwrap();
+        }
+        strip_request_hop_by_hop(&mut req).unwrap();
+        let names: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+        for bad in [
+            "host",
+            "X-Forwarded-For",
+            "a, b, c, d, e, f, g, h, i, j",
+            "a b",
+            "\"x-a\"",
+        ] {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.append_header("connection", bad).unwrap();
+            assert!(strip_request_hop_by_hop(&mut req).is_err(), "{bad}");
+        }
     }
 
     #[test]
