@@ -12,6 +12,7 @@
 //! | [`flags_header`] | incoming `vexil-flags` parsing and the data plane's header injection |
 //! | [`context`] | evaluation-context extraction from a request: headers, cookies, query, baggage, JWT |
 //! | [`admin_bodies`] | the control admin API's request bodies, decoded and checked as the handlers do |
+//! | [`http1_framing`] | the data plane's HTTP/1.1 fast path: request heads, chunked bodies, response heads |
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::OnceLock;
@@ -39,7 +40,59 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("flags_header", flags_header),
     ("context", context),
     ("admin_bodies", admin_bodies),
+    ("http1_framing", http1_framing),
 ];
+
+// ---------------------------------------------------------------------------------------------
+// http1_framing
+
+/// Drives the fast path's framing over `data` taken as a request head, as a chunked body and as
+/// a response head. Asserts: a served head ends with CRLF CRLF within `data` and has no bare CR
+/// or LF; the chunked decoder gives the same result however its input is split, consumes all of
+/// an incomplete body, and its output is canonical (decoding it again gives it back whole); a
+/// rewritten response head parses, and rewriting it again changes nothing.
+pub fn http1_framing(data: &[u8]) {
+    use vexil_proxy::dataplane::fuzzing::{
+        fast_path_chunked, fast_path_request, fast_path_response,
+    };
+    if let Ok(Some(n)) = fast_path_request(data) {
+        assert!(n <= data.len() && data[..n].ends_with(b"\r\n\r\n"));
+        for (i, &b) in data[..n].iter().enumerate() {
+            assert!(b != b'\n' || data[i - 1] == b'\r', "bare LF served");
+            assert!(
+                b != b'\r' || data.get(i + 1) == Some(&b'\n'),
+                "bare CR served"
+            );
+        }
+    }
+    let whole = fast_path_chunked(data, usize::MAX);
+    for step in [1, 2, 7] {
+        let split = fast_path_chunked(data, step);
+        assert_eq!(whole.is_ok(), split.is_ok(), "split by {step}");
+        if let (Ok(w), Ok(s)) = (&whole, &split) {
+            assert_eq!(w, s, "split by {step}");
+        }
+    }
+    if let Ok((used, out, done)) = whole {
+        if done {
+            assert_eq!(
+                fast_path_chunked(&out, usize::MAX),
+                Ok((out.len(), out.clone(), true)),
+                "re-framed output is canonical"
+            );
+        } else {
+            assert_eq!(used, data.len(), "an unfinished body is consumed whole");
+        }
+    }
+    for head_request in [false, true] {
+        if let Ok(Some(out)) = fast_path_response(data, head_request) {
+            let again = fast_path_response(&out, head_request)
+                .expect("a rewritten head parses")
+                .expect("a rewritten head is complete");
+            assert_eq!(again, out, "rewriting is idempotent");
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // flagset

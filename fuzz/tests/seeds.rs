@@ -238,6 +238,32 @@ fn write_seeds() {
         write("context", name, head.as_bytes());
     }
 
+    // http1_framing: request heads, chunked bodies and response heads (smuggling shapes too).
+    for (name, data) in [
+        ("get", "GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n"),
+        (
+            "post",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+        ),
+        (
+            "cl-te",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ),
+        ("bare-lf", "GET / HTTP/1.1\nHost: a\n\n"),
+        ("chunked", "5;x=1\r\nhello\r\n0\r\nT: 1\r\n\r\n"),
+        ("chunked-bad", "5\nhello\r\nffffffffffffffffff\r\n"),
+        (
+            "response",
+            "HTTP/1.1 200 OK\r\nConnection: x\r\nX: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ),
+        (
+            "response-1xx",
+            "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+        ),
+    ] {
+        write("http1_framing", name, data.as_bytes());
+    }
+
     // admin_bodies: selector byte (AdminBody::ALL index), key line, body.
     let flag_def = json!({"state": "ENABLED", "variants": {"on": true, "off": false},
         "defaultVariant": "off", "targeting": {"if": [{"$ref": "nope"}, "on"]}});

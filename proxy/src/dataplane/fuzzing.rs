@@ -104,3 +104,41 @@ impl HeaderInjector {
             .strip(crate::dataplane::metrics::Listener::Inbound, req)
     }
 }
+
+/// The fast path's verdict on the request head at the start of `data`: `Ok(Some(head length))`
+/// served, `Ok(None)` left to pingora, `Err(reason)` refused.
+pub fn fast_path_request(data: &[u8]) -> Result<Option<usize>, &'static str> {
+    use crate::dataplane::framing::{MAX_HEADERS, Verdict, request};
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match request(data, &mut httparse::Request::new(&mut fields)) {
+        Verdict::Serve(f) => Ok(Some(f.head_len)),
+        Verdict::Fallback => Ok(None),
+        Verdict::Refuse(reason) => Err(reason),
+    }
+}
+
+/// The fast path's chunked decoder fed `data` in pieces of `step` bytes (at least 1): the bytes
+/// it consumed, what it wrote upstream, and whether the body ended; or why it refused it.
+pub fn fast_path_chunked(data: &[u8], step: usize) -> Result<(usize, Vec<u8>, bool), &'static str> {
+    let mut decoder = crate::dataplane::framing::Chunked::default();
+    let mut out = Vec::new();
+    let mut used = 0;
+    for piece in data.chunks(step.max(1)) {
+        let n = decoder.feed(piece, &mut out)?;
+        used += n;
+        if n < piece.len() || decoder.done() {
+            break;
+        }
+    }
+    Ok((used, out, decoder.done()))
+}
+
+/// The fast path's rewrite of the upstream response head at the start of `data` for the client
+/// (`Ok(None)`: incomplete).
+pub fn fast_path_response(
+    data: &[u8],
+    head_request: bool,
+) -> Result<Option<Vec<u8>>, &'static str> {
+    let mut out = Vec::new();
+    Ok(crate::dataplane::framing::response(data, head_request, false, &mut out)?.map(|_| out))
+}

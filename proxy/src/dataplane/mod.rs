@@ -26,6 +26,8 @@
 mod cache;
 pub mod config;
 mod context;
+mod fast;
+mod framing;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -191,6 +193,8 @@ pub fn start(
             idle: config.upstream.idle_timeout,
             downstream_idle_secs: config.downstream.idle_timeout_secs(),
         },
+        fast: config.downstream.fast_path,
+        pool_size: config.upstream.pool_size,
     };
     server.add_service(shared.service(Listener::Outbound, listeners.outbound, Mode::Outbound));
     if let Some(inbound) = listeners.inbound {
@@ -235,6 +239,10 @@ struct Shared {
     resolver: Arc<Resolver>,
     connections: Arc<Connections>,
     timeouts: Timeouts,
+    /// `[downstream] fast_path`.
+    fast: bool,
+    /// `[upstream] pool_size`: idle upstream connections the fast path keeps per worker thread.
+    pool_size: usize,
 }
 
 impl Shared {
@@ -248,7 +256,7 @@ impl Shared {
             timeouts: self.timeouts,
         };
         let http = pingora::proxy::http_proxy(&self.conf, sidecar.clone());
-        let mut h2c = pingora::proxy::http_proxy(&self.conf, sidecar);
+        let mut h2c = pingora::proxy::http_proxy(&self.conf, sidecar.clone());
         let mut options = HttpServerOptions::default();
         options.h2c = true;
         options.h2_idle_timeout = Some(self.timeouts.downstream_idle());
@@ -268,6 +276,9 @@ impl Shared {
             listener,
             own_addr: addr,
             connect_timeout: self.timeouts.connect,
+            fast: self.fast,
+            sidecar,
+            pool_size: self.pool_size,
         };
         let mut service = Service::new(format!("vexil {}", listener.as_str()), front);
         service.add_tcp(&addr.to_string());

@@ -183,7 +183,7 @@ pub(crate) struct Sidecar {
 #[derive(Debug, Default)]
 pub(crate) struct Ctx {
     /// The upstream's address.
-    dest: Option<SocketAddr>,
+    pub(crate) dest: Option<SocketAddr>,
     /// Lowercase host without port (routing, `request:host`).
     host: Option<String>,
     /// The authority of an absolute-form target (becomes `Host`).
@@ -208,7 +208,18 @@ struct Destination {
 impl Sidecar {
     /// Decides where the request goes and resolves it.
     async fn destination(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Refusal> {
-        let req = session.req_header();
+        let original = || original_destination(session, self.own_addr);
+        self.route(session.req_header(), original, ctx).await
+    }
+
+    /// Where `req` goes (`original`: the connection's pre-NAT destination, transparent mode),
+    /// resolved; or the answer that refuses it.
+    pub(crate) async fn route(
+        &self,
+        req: &RequestHeader,
+        original: impl FnOnce() -> Option<SocketAddr>,
+        ctx: &mut Ctx,
+    ) -> Result<(), Refusal> {
         match self.mode {
             Mode::Inbound { upstream } => {
                 ctx.host = host_header(req).map(|(h, _)| h);
@@ -219,7 +230,7 @@ impl Sidecar {
                 let dest = match absolute_target(req.raw_path())? {
                     Some(d) => d,
                     None => {
-                        if let Some(addr) = original_destination(session, self.own_addr) {
+                        if let Some(addr) = original() {
                             ctx.host = host_header(req).map(|(h, _)| h);
                             ctx.dest = Some(addr);
                             return Ok(());
@@ -252,6 +263,74 @@ impl Sidecar {
         }
     }
 
+    /// Inbound, from an untrusted peer: strips its `vexil-*` headers (counted).
+    pub(crate) fn strip_untrusted(&self, req: &mut RequestHeader, peer: Option<IpAddr>) {
+        if matches!(self.mode, Mode::Inbound { .. })
+            && !self.injector.trusts(peer)
+            && self.injector.strip(self.listener, req)
+        {
+            self.injector.metrics().stripped(self.listener);
+        }
+    }
+
+    /// The request as it goes upstream: an absolute-form target in origin-form with `Host` set
+    /// to its authority, then the decisions.
+    pub(crate) fn prepare(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+        peer: Option<IpAddr>,
+    ) -> pingora::Result<()> {
+        if let Some(authority) = &ctx.authority {
+            let origin = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            let uri = http::Uri::try_from(origin)
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "target path", e))?;
+            req.set_uri(uri);
+            req.insert_header(header::HOST, authority.as_str())?;
+        }
+        let target = Target {
+            host: ctx.host.as_deref(),
+            scheme: "http",
+        };
+        let (_, attributed) = self
+            .injector
+            .inject_attributed(self.listener, req, &target, peer);
+        ctx.attributed = attributed;
+        ctx.sent_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The upstream answered `status`: its latency, and the outcome of guarded decisions.
+    pub(crate) fn answered(&self, status: u16, ctx: &mut Ctx) {
+        if let Some(at) = ctx.sent_at.take() {
+            let elapsed = at.elapsed();
+            self.injector
+                .metrics()
+                .upstream_latency(self.listener, elapsed);
+            if ctx.attributed.is_some() {
+                ctx.answered = Some((status, elapsed));
+            }
+        }
+    }
+
+    /// The request is over, the client answered `status` (0: nothing): counted, and the
+    /// guarded decisions' outcome recorded.
+    pub(crate) fn finish(&self, status: u16, ctx: &mut Ctx) {
+        self.injector.metrics().request(self.listener, status);
+        // The outcome of the guarded decisions: the upstream's answer (not an answer of the
+        // sidecar's own, such as a 502 for an unreachable upstream: that is "no answer").
+        if let Some(attributed) = ctx.attributed.take() {
+            let (class, latency) = match ctx.answered {
+                Some((status, elapsed)) => (
+                    outcomes::status_class(Some(status)),
+                    Some(outcomes::latency_bucket(elapsed)),
+                ),
+                None => (outcomes::NO_ANSWER, None),
+            };
+            attributed.record(class, latency);
+        }
+    }
+
     fn peer_ip(session: &Session) -> Option<IpAddr> {
         session
             .client_addr()
@@ -277,12 +356,8 @@ impl ProxyHttp for Sidecar {
         }
         // Untrusted inbound peers lose their `vexil-*` headers here, before pingora removes the
         // hop-by-hop ones (a `Connection: vexil-flags` nomination is stripped and counted too).
-        if matches!(self.mode, Mode::Inbound { .. })
-            && !self.injector.trusts(Self::peer_ip(session))
-            && self.injector.strip(self.listener, session.req_header_mut())
-        {
-            self.injector.metrics().stripped(self.listener);
-        }
+        let peer = Self::peer_ip(session);
+        self.strip_untrusted(session.req_header_mut(), peer);
         match self.destination(session, ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => {
@@ -319,24 +394,7 @@ impl ProxyHttp for Sidecar {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        if let Some(authority) = &ctx.authority {
-            let origin = req.uri.path_and_query().map_or("/", |p| p.as_str());
-            let uri = http::Uri::try_from(origin)
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "target path", e))?;
-            req.set_uri(uri);
-            req.insert_header(header::HOST, authority.as_str())?;
-        }
-        let peer = Self::peer_ip(session);
-        let target = Target {
-            host: ctx.host.as_deref(),
-            scheme: "http",
-        };
-        let (_, attributed) = self
-            .injector
-            .inject_attributed(self.listener, req, &target, peer);
-        ctx.attributed = attributed;
-        ctx.sent_at = Some(Instant::now());
-        Ok(())
+        self.prepare(req, ctx, Self::peer_ip(session))
     }
 
     async fn upstream_response_filter(
@@ -345,15 +403,7 @@ impl ProxyHttp for Sidecar {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        if let Some(at) = ctx.sent_at.take() {
-            let elapsed = at.elapsed();
-            self.injector
-                .metrics()
-                .upstream_latency(self.listener, elapsed);
-            if ctx.attributed.is_some() {
-                ctx.answered = Some((resp.status.as_u16(), elapsed));
-            }
-        }
+        self.answered(resp.status.as_u16(), ctx);
         if resp.status != 101 {
             strip_response_hop_by_hop(resp);
         }
@@ -383,19 +433,7 @@ impl ProxyHttp for Sidecar {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        self.injector.metrics().request(self.listener, status);
-        // The outcome of the guarded decisions: the upstream's answer (not an answer of the
-        // sidecar's own, such as a 502 for an unreachable upstream: that is "no answer").
-        if let Some(attributed) = ctx.attributed.take() {
-            let (class, latency) = match ctx.answered {
-                Some((status, elapsed)) => (
-                    outcomes::status_class(Some(status)),
-                    Some(outcomes::latency_bucket(elapsed)),
-                ),
-                None => (outcomes::NO_ANSWER, None),
-            };
-            attributed.record(class, latency);
-        }
+        self.finish(status, ctx);
     }
 }
 
@@ -413,7 +451,7 @@ fn client_went_away(e: &Error) -> bool {
 }
 
 /// Status and reason for a proxying error (0: the client is gone, answer nothing).
-fn failure(e: &Error) -> (u16, &'static str) {
+pub(crate) fn failure(e: &Error) -> (u16, &'static str) {
     match e.etype() {
         ErrorType::HTTPStatus(code) => (*code, "error"),
         ErrorType::ConnectTimedout => (504, "upstream connect timed out"),
@@ -449,6 +487,75 @@ async fn answer(session: &mut Session, status: u16, reason: &str) {
     {
         tracing::debug!("could not answer {status}: {e}");
     }
+}
+
+/// The front's own answer `status` with a one-line plain-text reason, closing the connection.
+pub(crate) fn refusal_response(status: u16, reason: &str) -> Vec<u8> {
+    let body = format!("vexil-proxy: {reason}\n");
+    format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
+        http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Most options one `Connection` field may nominate.
+const MAX_NOMINATIONS: usize = 9;
+
+/// Removes a request's hop-by-hop fields before it goes upstream, as pingora does for the
+/// requests it serves (RFC 9110 §7.6.1): those its `Connection` nominates (a few tokens; `Host`
+/// and `X-Forwarded-*` cannot be), then `Connection`, `Keep-Alive`, `Proxy-Connection`,
+/// `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`
+/// and `HTTP2-Settings`. Used by the fast path; an error is a `400`.
+pub(crate) fn strip_request_hop_by_hop(req: &mut RequestHeader) -> Result<(), &'static str> {
+    let mut nominated: [Option<http::HeaderName>; MAX_NOMINATIONS] = Default::default();
+    let tokens = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty());
+    for (i, token) in tokens.enumerate() {
+        let slot = nominated.get_mut(i).ok_or("too many Connection options")?;
+        // A token, checked here: `HeaderName` takes some bytes a token does not (`"`).
+        if !token
+            .iter()
+            .all(|&b| crate::dataplane::framing::is_tchar(b))
+        {
+            return Err("invalid Connection option");
+        }
+        let name = http::HeaderName::from_bytes(token).map_err(|_| "invalid Connection option")?;
+        if matches!(
+            name.as_str(),
+            "host" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
+        ) {
+            return Err("a protected field nominated by Connection");
+        }
+        *slot = Some(name);
+    }
+    for name in nominated.into_iter().flatten() {
+        req.remove_header(&name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::HeaderName::from_static("keep-alive"),
+        header::HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::HeaderName::from_static("http2-settings"),
+    ] {
+        req.remove_header(&name);
+    }
+    Ok(())
 }
 
 /// Removes the fields a response's `Connection` lists, `Keep-Alive` and `Proxy-Connection`
@@ -512,9 +619,16 @@ fn host_header(req: &RequestHeader) -> Option<(String, Option<u16>)> {
 
 /// The connection's pre-NAT destination when iptables redirected it here.
 fn original_destination(session: &Session, own: SocketAddr) -> Option<SocketAddr> {
-    let digest = session.digest()?.socket_digest.as_ref()?;
+    original_destination_of(session.digest()?.socket_digest.as_ref()?, own)
+}
+
+/// [`original_destination`] from a connection's socket digest.
+pub(crate) fn original_destination_of(
+    digest: &SocketDigest,
+    own: SocketAddr,
+) -> Option<SocketAddr> {
     let dst = *digest.original_dst()?.as_inet()?;
-    let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+    let local = digest.local_addr().and_then(|a| a.as_inet()).copied();
     (Some(dst) != local && !is_self(dst, own)).then_some(dst)
 }
 
@@ -552,6 +666,12 @@ pub(crate) struct Front {
     pub listener: Listener,
     pub own_addr: SocketAddr,
     pub connect_timeout: Duration,
+    /// `[downstream] fast_path`: plain HTTP/1.1 requests are served by [`Front::serve_fast`].
+    pub fast: bool,
+    /// The proxy's request work, for the fast path.
+    pub sidecar: Sidecar,
+    /// Idle upstream connections the fast path keeps per worker thread.
+    pub pool_size: usize,
 }
 
 /// The `[downstream]` limits the front enforces.
@@ -568,7 +688,7 @@ pub(crate) struct FrontLimits {
 
 /// What a connection (or a tunnel) starts with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Start {
+pub(crate) enum Start {
     /// A whole HTTP/1 request head (not `CONNECT`), or inside a tunnel a request line's method.
     Http1,
     /// A whole `CONNECT` request head.
@@ -587,8 +707,9 @@ const METHODS: [&[u8]; 8] = [
 /// How long a tunnel's client may stay silent after the upstream spoke before the tunnel is
 /// taken as opaque.
 const SNIFF_GRACE: Duration = Duration::from_millis(300);
-/// A head longer than this is handed to pingora as it is (which answers it as too large).
-const MAX_HEAD_READ: usize = 65_536;
+/// A head longer than this is handed to pingora as it is (which answers it as too large, over
+/// 1 MiB); the fast path serves no longer head.
+pub(crate) const MAX_HEAD_READ: usize = 65_536;
 
 /// What a connection's first bytes are, once they tell (`None`: not yet).
 fn connection_start(b: &[u8]) -> Option<Start> {
@@ -645,12 +766,17 @@ impl ServerApp for Front {
             return self.http.process_new(stream, shutdown).await;
         }
         let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
-        let start = self.read_start(&mut l4, shutdown).await?;
-        match start {
-            Start::Connect if self.connect => self.tunnel(l4, shutdown).await,
-            Start::H2 => self.h2c.process_new(l4, shutdown).await,
-            _ => self.http.process_new(l4, shutdown).await,
+        if self.fast {
+            let mut buf = Vec::with_capacity(4096);
+            let start = self.read_head(&mut l4, &mut buf, shutdown).await?;
+            if start == Start::Http1 {
+                return self.serve_fast(l4, buf, shutdown).await;
+            }
+            l4.rewind(&buf);
+            return self.dispatch(start, l4, shutdown).await;
         }
+        let start = self.read_start(&mut l4, shutdown).await?;
+        self.dispatch(start, l4, shutdown).await
     }
 
     async fn cleanup(&self) {
@@ -660,33 +786,61 @@ impl ServerApp for Front {
 }
 
 impl Front {
+    /// Hands a connection whose start was read (and put back) to what serves it.
+    pub(crate) async fn dispatch(
+        self: &Arc<Self>,
+        start: Start,
+        l4: Box<L4Stream>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        match start {
+            Start::Connect if self.connect => self.tunnel(l4, shutdown).await,
+            Start::H2 => self.h2c.process_new(l4, shutdown).await,
+            _ => self.http.process_new(l4, shutdown).await,
+        }
+    }
+
     /// Reads the start of the connection's next request and puts it back: its first byte within
     /// [`FrontLimits::first_byte`], then the whole head (or the HTTP/2 preface) within
     /// [`FrontLimits::head`] (else `408` and the connection closed). `None`: nothing to serve.
     async fn read_start(&self, l4: &mut L4Stream, shutdown: &ShutdownWatch) -> Option<Start> {
         let mut buf = Vec::new();
-        let mut chunk = [0u8; 2048];
-        let mut stop = shutdown.clone();
-        let first = tokio::select! {
-            r = tokio::time::timeout(self.limits.first_byte, l4.read(&mut chunk)) => r,
-            _ = stop.wait_for(|s| *s) => return None,
-        };
-        match first {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return None,
+        let start = self.read_head(l4, &mut buf, shutdown).await?;
+        l4.rewind(&buf);
+        Some(start)
+    }
+
+    /// [`Front::read_start`] into `buf` (which may already hold the start of the request), not
+    /// put back.
+    pub(crate) async fn read_head(
+        &self,
+        l4: &mut L4Stream,
+        buf: &mut Vec<u8>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Start> {
+        if buf.is_empty() {
+            let mut stop = shutdown.clone();
+            buf.reserve(2048);
+            let first = tokio::select! {
+                r = tokio::time::timeout(self.limits.first_byte, l4.read_buf(buf)) => r,
+                _ = stop.wait_for(|s| *s) => return None,
+            };
+            match first {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
         }
         let deadline = tokio::time::Instant::now() + self.limits.head;
         loop {
-            if let Some(start) = connection_start(&buf) {
-                l4.rewind(&buf);
+            if let Some(start) = connection_start(buf) {
                 return Some(start);
             }
             if buf.len() > MAX_HEAD_READ {
-                l4.rewind(&buf);
                 return Some(Start::Http1);
             }
-            match tokio::time::timeout_at(deadline, l4.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            buf.reserve(2048);
+            match tokio::time::timeout_at(deadline, l4.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return None,
                 Err(_) => {
                     self.injector
@@ -718,18 +872,9 @@ impl Front {
             Err(refusal) if refusal.status == 0 => return None, // the client is gone
             Err(refusal) => refusal,
         };
-        let body = format!("vexil-proxy: {}\n", refusal.reason);
-        let head = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            refusal.status,
-            http::StatusCode::from_u16(refusal.status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or(""),
-            body.len()
-        );
-        let _ = client.write_all(head.as_bytes()).await;
-        let _ = client.write_all(body.as_bytes()).await;
+        let _ = client
+            .write_all(&refusal_response(refusal.status, &refusal.reason))
+            .await;
         let _ = client.flush().await;
         self.injector
             .metrics()
@@ -1005,6 +1150,35 @@ mod tests {
         );
         assert!(connect_authority("CONNECT example.com HTTP/1.1\r\n").is_err());
         assert!(connect_authority("CONNECT a:1 SPDY\r\n").is_err());
+    }
+
+    #[test]
+    fn request_hop_by_hop_fields_are_stripped() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in [
+            ("Connection", "X-Drop, keep-alive"),
+            ("X-Drop", "1"),
+            ("Keep-Alive", "5"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "x"),
+            ("X-Keep", "2"),
+        ] {
+            req.append_header(k.to_owned(), v).unwrap();
+        }
+        strip_request_hop_by_hop(&mut req).unwrap();
+        let names: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+        for bad in [
+            "host",
+            "X-Forwarded-For",
+            "a, b, c, d, e, f, g, h, i, j",
+            "a b",
+            "\"x-a\"",
+        ] {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.append_header("connection", bad).unwrap();
+            assert!(strip_request_hop_by_hop(&mut req).is_err(), "{bad}");
+        }
     }
 
     #[test]
