@@ -142,6 +142,32 @@ struct Buffers {
     down: Vec<u8>,
 }
 
+/// How long a closing connection's unread request bytes are read and dropped, at most.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The most unread request bytes dropped before a close.
+const LINGER_BYTES: usize = 16 << 20;
+
+/// Closes a connection that may still have request bytes on the way (an answer before the body's
+/// end, a refusal): our side is shut down first, then what the client still sends is read and
+/// dropped for a while, so that closing does not reset the connection (a reset can discard the
+/// answer before the client reads it; nginx's lingering close).
+async fn linger(client: &mut L4Stream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = client.shutdown().await;
+    let mut sink = [0u8; 16 << 10];
+    let mut dropped = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while dropped < LINGER_BYTES {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dropped += n,
+            }
+        }
+    })
+    .await;
+}
+
 impl Front {
     /// Serves the connection's requests on the fast path for as long as they qualify; `buf`
     /// holds the start of the first, whose head is complete. The first request the fast path
@@ -163,6 +189,7 @@ impl Front {
                 Parsed::Refuse(reason) => {
                     self.refuse(&mut client, &mut Ctx::default(), 400, reason)
                         .await;
+                    linger(&mut client).await;
                     return None;
                 }
             };
@@ -170,7 +197,11 @@ impl Front {
             let again = self
                 .exchange(&mut client, &mut buf, &mut io, req, framing)
                 .await;
-            if !again || *shutdown.borrow() {
+            if !again {
+                linger(&mut client).await;
+                return None;
+            }
+            if *shutdown.borrow() {
                 return None;
             }
             match self.read_head(&mut client, &mut buf, shutdown).await? {
