@@ -696,23 +696,7 @@ impl Store {
 
     /// Deletes the shadow counts of minutes before `before`, a minute per statement.
     pub async fn prune_shadow(&self, before: Millis) -> StoreResult<u64> {
-        let mut deleted = 0;
-        loop {
-            let lo: Option<Millis> =
-                sqlx::query("SELECT MIN(minute) AS lo FROM shadow_counts WHERE minute < $1")
-                    .bind(before)
-                    .fetch_one(&self.pool)
-                    .await?
-                    .try_get("lo")?;
-            let Some(lo) = lo else {
-                return Ok(deleted);
-            };
-            deleted += sqlx::query("DELETE FROM shadow_counts WHERE minute = $1")
-                .bind(lo)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-        }
+        self.prune_by_time("shadow_counts", "minute", before).await
     }
 }
 

@@ -190,18 +190,30 @@ impl Store {
 
     /// Deletes the usage of hours before `before`, an hour per statement.
     pub async fn prune_usage(&self, before: Millis) -> StoreResult<u64> {
+        self.prune_by_time("flag_usage", "hour", before).await
+    }
+
+    /// Deletes the rows of `table` whose time column `column` is before `before`, one value of
+    /// the column per statement (short statements beside the writers of the same table).
+    pub(super) async fn prune_by_time(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        before: Millis,
+    ) -> StoreResult<u64> {
+        let lowest = format!("SELECT MIN({column}) AS lo FROM {table} WHERE {column} < $1");
+        let delete = format!("DELETE FROM {table} WHERE {column} = $1");
         let mut deleted = 0;
         loop {
-            let lo: Option<Millis> =
-                sqlx::query("SELECT MIN(hour) AS lo FROM flag_usage WHERE hour < $1")
-                    .bind(before)
-                    .fetch_one(&self.pool)
-                    .await?
-                    .try_get("lo")?;
+            let lo: Option<Millis> = sqlx::query(sqlx::AssertSqlSafe(lowest.clone()))
+                .bind(before)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("lo")?;
             let Some(lo) = lo else {
                 return Ok(deleted);
             };
-            deleted += sqlx::query("DELETE FROM flag_usage WHERE hour = $1")
+            deleted += sqlx::query(sqlx::AssertSqlSafe(delete.clone()))
                 .bind(lo)
                 .execute(&self.pool)
                 .await?

@@ -501,12 +501,7 @@ impl UsageAggregator {
         let rows = taken.rows();
         let written = match tokio::time::timeout(WRITE_DEADLINE, store.record_shadow(&rows)).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the database did not answer within {WRITE_DEADLINE:?}"),
-                ),
-            ))),
+            Err(_) => Err(timed_out()),
         };
         match written {
             Ok((written, unknown)) => {

@@ -142,6 +142,14 @@ struct KeyEntry {
     created_at_ms: i64,
 }
 
+/// Removes `target`; a file that is not there is fine.
+fn remove_if_present(target: &Path) -> std::io::Result<()> {
+    match fs::remove_file(target) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `environment`'s signing keys (of `incarnation`) to `dir`, readable by the sidecar's
 /// user only; no keys: the file is removed.
 pub fn save_keys(
@@ -153,10 +161,7 @@ pub fn save_keys(
     use base64::Engine as _;
     let target = keys_path(dir, environment);
     if keys.is_empty() {
-        return match fs::remove_file(&target) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
+        return remove_if_present(&target);
     }
     let file = KeysFile {
         environment: environment.to_string(),
@@ -228,10 +233,7 @@ pub fn save_proposals(
 ) -> std::io::Result<()> {
     let target = proposals_path(dir, environment);
     if proposals.is_empty() {
-        return match fs::remove_file(&target) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
+        return remove_if_present(&target);
     }
     let file = ProposalsFile {
         environment: environment.to_string(),
