@@ -426,7 +426,12 @@ async fn a_bootstrap_file_is_served_until_control_delivers() {
     })
     .await;
     assert_eq!(ofrep(&proxy, "checkout").await.1["value"], false);
-    assert!(vexil_proxy::sync::persist::path(&state, "prod").exists());
+    // The snapshot is installed first, then written to the state directory.
+    let persisted = vexil_proxy::sync::persist::path(&state, "prod");
+    wait_for(10, "control's snapshot persisted", async || {
+        persisted.exists().then_some(()).ok_or("absent".to_string())
+    })
+    .await;
     assert_eq!(proxy.process.terminate(15), Some(0));
     assert_eq!(control.process.terminate(20), Some(0));
 }

@@ -6,21 +6,48 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A free TCP port on loopback (bound, read and released: another process may take it, rarely).
+/// A free TCP port on loopback (bound, read and released), drawn below the kernel's ephemeral
+/// range: a port from that range can be taken meanwhile as the source port of any outgoing
+/// connection (even a client's connection to this very port, which then connects to itself), so a
+/// server restarted on it, such as a killed Redis, could not bind again.
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port on loopback")
-        .port()
+    free_port(|port| std::net::TcpListener::bind(("127.0.0.1", port)).map(drop))
 }
 
 /// A free UDP port on loopback (for a QUIC endpoint, e.g. one that must come back on the same
-/// port after a restart).
+/// port after a restart), drawn like [`free_tcp_port`].
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port on loopback")
-        .port()
+    free_port(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).map(drop))
+}
+
+/// The lowest port of the range below the ephemeral one that [`free_port`] draws from.
+const LOWEST: u16 = 15_000;
+
+/// A port in `LOWEST..` the first ephemeral port that `bind` accepts; the kernel's choice (an
+/// ephemeral port) when the ephemeral range starts too low to leave room.
+fn free_port(bind: impl Fn(u16) -> std::io::Result<()>) -> u16 {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral > LOWEST + 1_000 {
+        for _ in 0..1_000 {
+            let port = rand::random_range(LOWEST..ephemeral);
+            if bind(port).is_ok() {
+                return port;
+            }
+        }
+    }
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port on loopback")
+            .port();
+        if bind(port).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on loopback")
 }
 
 /// `127.0.0.1:port`.

@@ -76,7 +76,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         "request": format!("GET {PATH} with headers {HEADERS:?}; through a proxy in absolute form (GET http://UPSTREAM{PATH})"),
         "vexil": format!(
             "vexil-proxy --flags-file FILE ({SET_SIZE} flags, generate_flag_set) --config proxy.toml --threads 1: \
-             [context] from the request headers, one [[routes]] injecting {INJECTED} flags (all rule kinds)"
+             [context] from the request headers, one [[routes]] injecting {INJECTED} flags (all rule kinds); \
+             run twice: [downstream] fast_path = true (`vexil` rows) and false (`vexil via pingora`)"
         ),
         "pingora": "bench/src/bin/bare-pingora.rs: pingora's HttpProxy on one worker thread, every request to the upstream in origin form with one added header (vexil-flags: checkout=?1), pingora's defaults otherwise",
         "haproxy": "haproxy (Debian package), nbthread 1, mode http, http-reuse always, http-request set-header vexil-flags \"checkout=?1\"",
@@ -89,40 +90,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     });
     let direct_call = HttpCall::new(Pool::new(upstream), request(upstream, false), 200);
     let mut points = measure(ctx, "direct", &direct_call, None, &rates).await?;
-    match start_vexil(ctx, &set.document, &injected).await {
-        Ok(mut sidecar) => {
-            let check = Verify::new(sidecar.outbound, upstream).members().await;
-            match check {
-                Ok(members) => {
-                    if members != INJECTED as u64 {
-                        report.note(format!(
-                            "the upstream saw {members} members in vexil-flags, {INJECTED} expected"
-                        ));
-                    }
-                    let call =
-                        HttpCall::new(Pool::new(sidecar.outbound), request(upstream, true), 200);
-                    let pid = sidecar.pid();
-                    points.extend(measure(ctx, "vexil", &call, Some(pid), &rates).await?);
-                    // The decision cache mostly missing: a user of 10,000 per request.
-                    let users = HttpCall::rotating(
-                        Pool::new(sidecar.outbound),
-                        (0..USERS).map(|u| user_request(upstream, u)).collect(),
-                        200,
-                    );
-                    points
-                        .extend(measure(ctx, "vexil 10k users", &users, Some(pid), &rates).await?);
-                    match grpc_rows(ctx, &set, sidecar.outbound, pid, &rates).await {
-                        Ok(grpc) => points.extend(grpc),
-                        Err(e) => report.note(format!("gRPC (h2c) rows: {e:#}")),
-                    }
+    // The sidecar twice: with its HTTP/1.1 fast path (`vexil` rows) and with every request on
+    // pingora's proxy (`vexil via pingora`).
+    for (fast, label) in [(true, "vexil"), (false, "vexil via pingora")] {
+        let rows = vexil_rows(ctx, &set, &injected, upstream, fast, label, &rates).await;
+        match rows {
+            Ok((rows, notes)) => {
+                points.extend(rows);
+                for n in notes {
+                    report.note(n);
                 }
-                Err(e) => report.note(format!("vexil: data plane not available: {e:#}")),
             }
-            if let Some(exit) = sidecar.process.exited() {
-                report.note(format!("vexil-proxy exited during the run: {exit}"));
-            }
+            Err(e) => report.note(format!("{label}: data plane not available: {e:#}")),
         }
-        Err(e) => report.note(format!("vexil: data plane not available: {e:#}")),
     }
     let bare = ctx.proxy_bin.with_file_name("bare-pingora");
     let args = [loopback(free_tcp_port()).to_string(), upstream.to_string()];
@@ -171,6 +151,54 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     summarise(&mut report, &points);
     report.data = json!({ "points": points });
     Ok(report)
+}
+
+/// One sidecar's rows: one user (`label`) and 10,000 users (`label 10k users`), and with the fast
+/// path also the gRPC rows (h2c never takes it). Notes for the report beside them.
+async fn vexil_rows(
+    ctx: &Ctx,
+    set: &crate::GeneratedSet,
+    injected: &[String],
+    upstream: SocketAddr,
+    fast: bool,
+    label: &'static str,
+    rates: &[f64],
+) -> anyhow::Result<(Vec<Point>, Vec<String>)> {
+    let mut sidecar = start_vexil(ctx, &set.document, injected, fast).await?;
+    let mut notes = Vec::new();
+    let members = Verify::new(sidecar.outbound, upstream).members().await?;
+    if members != INJECTED as u64 {
+        notes.push(format!(
+            "{label}: the upstream saw {members} members in vexil-flags, {INJECTED} expected"
+        ));
+    }
+    let call = HttpCall::new(Pool::new(sidecar.outbound), request(upstream, true), 200);
+    let pid = sidecar.pid();
+    let mut points = measure(ctx, label, &call, Some(pid), rates).await?;
+    // The decision cache mostly missing: a user of 10,000 per request.
+    let users = HttpCall::rotating(
+        Pool::new(sidecar.outbound),
+        (0..USERS).map(|u| user_request(upstream, u)).collect(),
+        200,
+    );
+    let users_label: &'static str = if fast {
+        "vexil 10k users"
+    } else {
+        "vexil via pingora 10k users"
+    };
+    points.extend(measure(ctx, users_label, &users, Some(pid), rates).await?);
+    if fast {
+        match grpc_rows(ctx, set, sidecar.outbound, pid, rates).await {
+            Ok(grpc) => points.extend(grpc),
+            Err(e) => notes.push(format!("gRPC (h2c) rows: {e:#}")),
+        }
+    }
+    if let Some(exit) = sidecar.process.exited() {
+        notes.push(format!(
+            "{label}: vexil-proxy exited during the run: {exit}"
+        ));
+    }
+    Ok((points, notes))
 }
 
 /// HTTP/2 streams per connection of the gRPC load (its channels).
@@ -286,14 +314,20 @@ pub fn proxy_toml(flags: &[String]) -> String {
     toml
 }
 
+/// The sidecar of the `vexil` rows (`fast`: its HTTP/1.1 fast path on).
 async fn start_vexil(
     ctx: &Ctx,
     doc: &serde_json::Value,
     injected: &[String],
+    fast: bool,
 ) -> anyhow::Result<Sidecar> {
     let file = write_json(&ctx.work, "hop-flags.json", doc)?;
     let config = ctx.work.join("hop-proxy.toml");
-    std::fs::write(&config, proxy_toml(injected))?;
+    let toml = format!(
+        "{}\n[downstream]\nfast_path = {fast}\n",
+        proxy_toml(injected)
+    );
+    std::fs::write(&config, toml)?;
     let args = vec![
         "--flags-file".to_string(),
         file.display().to_string(),
@@ -520,6 +554,7 @@ fn summarise(report: &mut Report, points: &[Point]) {
         "percentile",
         "direct",
         "vexil added",
+        "via pingora added",
         "pingora added",
         "haproxy added",
         "nginx added",
@@ -529,6 +564,7 @@ fn summarise(report: &mut Report, points: &[Point]) {
     for l in &loads {
         let direct = l.latency.percentiles();
         let v = added(points, "vexil", l);
+        let vp = added(points, "vexil via pingora", l);
         let p = added(points, "pingora", l);
         let h = added(points, "haproxy", l);
         let n = added(points, "nginx", l);
@@ -538,6 +574,7 @@ fn summarise(report: &mut Report, points: &[Point]) {
                 (*name).into(),
                 fmt_us(direct[i]),
                 shown(v, i),
+                shown(vp, i),
                 shown(p, i),
                 shown(h, i),
                 shown(n, i),
@@ -681,7 +718,9 @@ fn cpu_per_request(report: &mut Report, points: &[Point]) {
              bare-pingora.rs`: routing and one added header, one worker thread); `vexil − pingora`: \
              what vexil-proxy adds above pingora's own request path at the same load. `vexil`: one \
              user, every request's decisions from the decision cache after the first; `vexil 10k \
-             users`: a user of 10,000 in turn per request, more than the cache holds (it misses)."
+             users`: a user of 10,000 in turn per request, more than the cache holds (it misses). \
+             `vexil` rows: the sidecar's HTTP/1.1 fast path (`[downstream] fast_path = true`); \
+             `vexil via pingora`: the same sidecar with every request on pingora's proxy."
                 .into(),
         ],
         table: Some(t),
