@@ -725,3 +725,29 @@ async fn an_early_answer_ends_the_body_relay() {
     assert!(got.starts_with("HTTP/1.1 413 "), "{got}");
     assert!(got.contains("connection: close\r\n"), "{got}");
 }
+
+/// An upstream answer whose framing is ambiguous is a `502` on the fast path, and none of its
+/// bytes reach the client: a bare LF, two `Content-Length`s (even equal), `Content-Length` with
+/// `Transfer-Encoding`, a coding other than one `chunked`, obs-fold, a bad chunk size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_upstream_answer_is_a_502() {
+    let side = Side::start(true).await;
+    for answer in [
+        "HTTP/1.1 200 OK\nContent-Length: 5\n\nsmugg",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nsmugg",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nsmugg\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nsmugg\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 5\r\n\r\nsmugg",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nsmugg\r\n0\r\n\r\n",
+    ] {
+        let up = one_shot_upstream(answer).await;
+        let mut s = TcpStream::connect(side.proxy).await.unwrap();
+        let req = format!("GET http://{up}/ HTTP/1.1\r\nHost: {up}\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 502 "), "{answer:?} -> {got}");
+        assert!(!got.contains("smugg"), "{answer:?} -> {got}");
+    }
+}

@@ -254,8 +254,9 @@ vexil_settings::settings! {
             /// `Content-Length` or chunked body or none, no `Upgrade` or `Expect`) on the
             /// sidecar's own HTTP/1.1 path instead of pingora's proxy: the same routing and
             /// decisions at a lower cost per request, stricter framing (ambiguous framing is
-            /// refused with `400`). Anything else still goes through pingora.
-            fast_path: bool = false, key "fast_path";
+            /// refused with `400`). Anything else still goes through pingora. `false` sends
+            /// every request through pingora's proxy.
+            fast_path: bool = true, key "fast_path";
         }
     }
 }

@@ -364,6 +364,10 @@ impl Front {
         };
         sc.answered(resp.status, &mut ctx);
         let relayed = self.relay_response(client, &mut up, io, resp.body).await;
+        if let Err(Failed::Upstream(e, true)) = relayed {
+            // Nothing of the answer reached the client (a bad first chunk, say): a `502` instead.
+            return self.failed(client, &mut ctx, e).await;
+        }
         let _ = client.flush().await;
         sc.finish(resp.status, &mut ctx);
         match relayed {
@@ -475,7 +479,8 @@ impl Front {
     }
 
     /// Relays the response body to the client after the head in `io.down`. `Ok(true)`: the
-    /// upstream connection ended cleanly at the body's end and may be reused.
+    /// upstream connection ended cleanly at the body's end and may be reused. An upstream failure
+    /// says whether the client has had nothing yet (the head goes out with the body's start).
     async fn relay_response(
         &self,
         client: &mut L4Stream,
@@ -489,6 +494,7 @@ impl Front {
             ResponseBody::Length(n) => n,
             _ => 0,
         };
+        let mut wrote = false;
         loop {
             // What was read goes out: all of it, or up to the body's end.
             let used = match body {
@@ -503,7 +509,7 @@ impl Front {
                 }
                 ResponseBody::Chunked => chunked
                     .feed(&io.from_up, &mut io.down)
-                    .map_err(|_| Failed::Upstream(ErrorType::InvalidHTTPHeader, false))?,
+                    .map_err(|_| Failed::Upstream(ErrorType::InvalidHTTPHeader, !wrote))?,
                 ResponseBody::UntilClose => {
                     io.down.extend_from_slice(&io.from_up);
                     io.from_up.len()
@@ -511,6 +517,7 @@ impl Front {
             };
             io.from_up.drain(..used);
             if !io.down.is_empty() {
+                wrote = true;
                 client
                     .write_all(&io.down)
                     .await
@@ -531,7 +538,7 @@ impl Front {
                 Err(ErrorType::ConnectionClosed) if body == ResponseBody::UntilClose => {
                     return Ok(false);
                 }
-                Err(e) => return Err(Failed::Upstream(e, false)),
+                Err(e) => return Err(Failed::Upstream(e, !wrote)),
             }
         }
     }
