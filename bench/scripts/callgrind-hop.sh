@@ -9,7 +9,7 @@
 #   N1=500 N2=2500 OUT=/tmp/cg bench/scripts/callgrind-hop.sh
 #   USERS=10000 bench/scripts/callgrind-hop.sh   # a new x-user-id per request (decision cache misses)
 #   CACHE_ENTRIES=0 WHO=vexil bench/scripts/callgrind-hop.sh   # the decision cache off
-#   FAST_PATH=1 WHO=vexil bench/scripts/callgrind-hop.sh   # [downstream] fast_path = true
+#   FAST_PATH=0 WHO=vexil bench/scripts/callgrind-hop.sh   # [downstream] fast_path = false
 #   SHADOW_RATIO=0.01 WHO=vexil bench/scripts/callgrind-hop.sh   # a proposal per injected flag,
 #       sampled at 1 % (0: the same sidecar without proposals); the sidecar serves a persisted
 #       snapshot with control out of reach, and the instructions in `Injector::inject` (the
@@ -36,9 +36,9 @@ fi
 if [ -n "${CACHE_ENTRIES:-}" ]; then
     printf '\n[cache]\nmax_entries = %s\n' "$CACHE_ENTRIES" >>"$OUT/proxy.toml"
 fi
-# FAST_PATH=1: the HTTP/1.1 fast path on.
-if [ -n "${FAST_PATH:-}" ]; then
-    printf '\n[downstream]\nfast_path = true\n' >>"$OUT/proxy.toml"
+# FAST_PATH=0: the HTTP/1.1 fast path off (every request through pingora's proxy); on by default.
+if [ "${FAST_PATH:-1}" = 0 ]; then
+    printf '\n[downstream]\nfast_path = false\n' >>"$OUT/proxy.toml"
 fi
 python3 "$here/callgrind-upstream.py" 19100 &
 up=$!
