@@ -114,15 +114,21 @@ async fn counts(conn: &mut sqlx::AnyConnection, id: i64) -> StoreResult<[Counts;
         .fetch_all(conn)
         .await?;
     let mut arms = [[0u64; BUCKETS]; 2];
-    for r in rows {
-        let arm = r.try_get::<i16, _>("arm")? as usize;
-        let bucket = r.try_get::<i16, _>("bucket")? as usize;
-        let n: i64 = r.try_get("count")?;
-        if let Some(slot) = arms.get_mut(arm).and_then(|a| a.get_mut(bucket)) {
-            *slot = u64::try_from(n).unwrap_or(0);
-        }
+    for r in &rows {
+        add_count(&mut arms, r)?;
     }
     Ok(arms)
+}
+
+/// Puts a `guard_counts` row (`arm`, `bucket`, `count`) into its guard's arms.
+fn add_count(arms: &mut [Counts; 2], r: &AnyRow) -> StoreResult<()> {
+    let arm = r.try_get::<i16, _>("arm")? as usize;
+    let bucket = r.try_get::<i16, _>("bucket")? as usize;
+    let n: i64 = r.try_get("count")?;
+    if let Some(slot) = arms.get_mut(arm).and_then(|a| a.get_mut(bucket)) {
+        *slot = u64::try_from(n).unwrap_or(0);
+    }
+    Ok(())
 }
 
 impl Stored {
@@ -362,13 +368,27 @@ impl Store {
             .bind(env)
             .fetch_all(&mut *conn)
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let g = stored(r)?;
-            let counts = counts(&mut conn, g.id).await?;
-            out.push(g.record(counts));
+        // Every guard's counts in one query, not one per guard.
+        let counted = sqlx::query(
+            "SELECT c.guard_id, c.arm, c.bucket, c.count FROM guard_counts c \
+             JOIN guards g ON g.id = c.guard_id JOIN environments e ON e.id = g.environment_id \
+             WHERE e.key = $1",
+        )
+        .bind(env)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut by_guard: HashMap<i64, [Counts; 2]> = HashMap::new();
+        for r in &counted {
+            let id: i64 = r.try_get("guard_id")?;
+            add_count(by_guard.entry(id).or_insert([[0; BUCKETS]; 2]), r)?;
         }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                let g = stored(r)?;
+                let counts = by_guard.remove(&g.id).unwrap_or([[0; BUCKETS]; 2]);
+                Ok(g.record(counts))
+            })
+            .collect()
     }
 
     /// The flags of `env` with a guard (armed or tripped): the sidecars report their outcomes.

@@ -135,6 +135,28 @@ pub enum StoreError {
     Internal(sqlx::Error),
 }
 
+impl StoreError {
+    /// The database did not finish `what` within `deadline`: unavailable, like a database that
+    /// cannot be reached (`503`).
+    pub fn timed_out(what: &str, deadline: Duration) -> StoreError {
+        StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the database did not finish {what} within {deadline:?}"),
+        )))
+    }
+}
+
+/// `call`, or [`StoreError::timed_out`] once `deadline` has passed.
+pub async fn within<T>(
+    deadline: Duration,
+    what: &str,
+    call: impl Future<Output = StoreResult<T>>,
+) -> StoreResult<T> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::timed_out(what, deadline)))
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {

@@ -420,17 +420,7 @@ impl Store {
                     claim.as_ref(),
                 );
                 let result = match self.options.write_deadline(self.backend) {
-                    Some(deadline) => match tokio::time::timeout(deadline, once).await {
-                        Ok(result) => result,
-                        Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
-                            std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                format!(
-                                    "the database did not finish the write within {deadline:?}"
-                                ),
-                            ),
-                        ))),
-                    },
+                    Some(deadline) => super::within(deadline, "the write", once).await,
                     None => once.await,
                 };
                 match result {

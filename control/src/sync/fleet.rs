@@ -151,15 +151,7 @@ impl Recorder {
 
 /// A store call with the recorder's deadline.
 async fn bounded<T>(call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-    match tokio::time::timeout(WRITE_DEADLINE, call).await {
-        Ok(result) => result,
-        Err(_) => Err(crate::store::StoreError::Unavailable(sqlx::Error::Io(
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the database did not answer within {WRITE_DEADLINE:?}"),
-            ),
-        ))),
-    }
+    crate::store::within(WRITE_DEADLINE, "the write", call).await
 }
 
 /// Records this replica's sessions (`replica`: its server id) in the store until `cancel`; then

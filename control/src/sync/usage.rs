@@ -21,7 +21,7 @@ use vexil_proto::sync::v1::{Outcomes, UsageReport};
 use crate::guards::{BUCKETS, Counts, Look};
 use crate::metrics::Metrics;
 use crate::model::Millis;
-use crate::store::{OutcomeRow, Store, StoreError, UsageRow, WriteLimits, hour_of};
+use crate::store::{OutcomeRow, Store, StoreError, UsageRow, WriteLimits, hour_of, within};
 
 /// The largest count one entry of one report may carry: a sidecar deciding a million times a
 /// second for twelve days between two reports. More is a broken or hostile sidecar.
@@ -405,11 +405,7 @@ impl UsageAggregator {
                 counts: *counts,
             })
             .collect();
-        let written = match tokio::time::timeout(WRITE_DEADLINE, store.record_outcomes(&rows)).await
-        {
-            Ok(result) => result,
-            Err(_) => Err(timed_out()),
-        };
+        let written = within(WRITE_DEADLINE, "the write", store.record_outcomes(&rows)).await;
         let guards = match written {
             Ok(guards) => guards,
             Err(e) => {
@@ -457,10 +453,7 @@ impl UsageAggregator {
             })
             .collect();
         let started = Instant::now();
-        let written = match tokio::time::timeout(WRITE_DEADLINE, store.record_usage(&rows)).await {
-            Ok(result) => result,
-            Err(_) => Err(timed_out()),
-        };
+        let written = within(WRITE_DEADLINE, "the write", store.record_usage(&rows)).await;
         let seconds = started.elapsed().as_secs_f64();
         match written {
             Ok(n) => {
@@ -483,13 +476,6 @@ impl UsageAggregator {
     }
 }
 
-fn timed_out() -> StoreError {
-    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("the database did not answer within {WRITE_DEADLINE:?}"),
-    )))
-}
-
 impl UsageAggregator {
     /// Writes the pending shadow counts (in their own transaction, before the usage); on failure
     /// they are kept for the next write.
@@ -499,10 +485,7 @@ impl UsageAggregator {
             return Ok(());
         }
         let rows = taken.rows();
-        let written = match tokio::time::timeout(WRITE_DEADLINE, store.record_shadow(&rows)).await {
-            Ok(result) => result,
-            Err(_) => Err(timed_out()),
-        };
+        let written = within(WRITE_DEADLINE, "the write", store.record_shadow(&rows)).await;
         match written {
             Ok((written, unknown)) => {
                 self.metrics.shadow_entries("written", written);
