@@ -17,6 +17,10 @@ use crate::dataplane::proxy::MAX_HEAD_READ;
 
 /// Most header fields of a request the fast path serves (more go to pingora, which allows 256).
 pub(crate) const MAX_HEADERS: usize = 64;
+/// Most header fields of an upstream's response, as written for the client (pingora's limit):
+/// more is a `502`. Counted after the rewrite, which can add two, so that what the fast path
+/// writes is always a head it would itself accept.
+pub(crate) const MAX_RESPONSE_FIELDS: usize = 256;
 /// Longest chunk-size line (size and extensions).
 const MAX_CHUNK_LINE: usize = 4096;
 /// Most bytes of trailer fields after the last chunk (they are dropped, not forwarded).
@@ -204,7 +208,7 @@ pub(crate) fn response(
     client_close: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseHead>, &'static str> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
     let mut resp = httparse::Response::new(&mut fields);
     let head_len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -262,11 +266,13 @@ pub(crate) fn response(
     };
     let upstream_close = upstream_close || body == ResponseBody::UntilClose;
     let client_close = client_close || body == ResponseBody::UntilClose;
+    let start = out.len();
     out.extend_from_slice(b"HTTP/1.1 ");
     let _ = write!(Ascii(out), "{status} ");
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let listed = &listed[..n_listed];
+    let mut written = 0;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let hop = [
@@ -283,13 +289,20 @@ pub(crate) fn response(
             out.extend_from_slice(b": ");
             out.extend_from_slice(h.value);
             out.extend_from_slice(b"\r\n");
+            written += 1;
         }
     }
     if body == ResponseBody::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        written += 1;
     }
     if client_close && !(100..200).contains(&status) {
         out.extend_from_slice(b"connection: close\r\n");
+        written += 1;
+    }
+    if written > MAX_RESPONSE_FIELDS {
+        out.truncate(start);
+        return Err("too many response header fields");
     }
     out.extend_from_slice(b"\r\n");
     Ok(Some(ResponseHead {
@@ -618,6 +631,37 @@ mod tests {
             .unwrap()
             .unwrap();
         (h, String::from_utf8(out).unwrap())
+    }
+
+    /// Found by the fuzz target: an answer at the field limit grew past it when the rewrite
+    /// added `connection: close`, so the fast path wrote a head it would itself refuse. The limit
+    /// counts the fields written; up to it, pingora's 256, an answer is relayed.
+    #[test]
+    fn response_fields_are_counted_as_written() {
+        let head = |fields: usize, framing: &str| {
+            let mut h = String::from("HTTP/1.1 200 OK\r\n");
+            for i in 0..fields {
+                h.push_str(&format!("X-{i}: v\r\n"));
+            }
+            h.push_str(framing);
+            h.push_str("\r\n");
+            h
+        };
+        // 255 fields plus the added `connection: close`: 256, relayed; once more, the same.
+        let (_, out) = resp(&head(255, ""), false);
+        assert_eq!(resp(&out, false).1, out);
+        // 256 plus `connection: close` is one too many.
+        let mut out = Vec::new();
+        assert_eq!(
+            response(head(256, "").as_bytes(), false, false, &mut out),
+            Err("too many response header fields")
+        );
+        assert!(out.is_empty());
+        // A framed answer of 256 fields is relayed as it is (Content-Length is kept).
+        let (_, out) = resp(&head(255, "Content-Length: 0\r\n"), false);
+        assert_eq!(resp(&out, false).1, out);
+        // More than 256 fields do not parse.
+        assert!(response(head(257, "").as_bytes(), false, false, &mut Vec::new()).is_err());
     }
 
     #[test]
