@@ -6,16 +6,26 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A free TCP port on loopback (bound, read and released), drawn below the kernel's ephemeral
-/// range: a port from that range can be taken meanwhile as the source port of any outgoing
-/// connection (even a client's connection to this very port, which then connects to itself), so a
-/// server restarted on it, such as a killed Redis, could not bind again.
+/// A free TCP port on loopback (bound, read and released: another process may take it, rarely).
 pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free TCP port on loopback")
+        .port()
+}
+
+/// A free TCP port on loopback for a server that is killed and started again on it (Redis),
+/// drawn below the kernel's ephemeral range: a port from that range can be taken meanwhile as the
+/// source port of any outgoing connection (even a client's connection to this very port, which
+/// then connects to itself), and the server could not bind again. Drawn at random, so only for
+/// the few ports that need it: [`free_tcp_port`] otherwise.
+pub fn restartable_tcp_port() -> u16 {
     free_port(|port| std::net::TcpListener::bind(("127.0.0.1", port)).map(drop))
 }
 
-/// A free UDP port on loopback (for a QUIC endpoint, e.g. one that must come back on the same
-/// port after a restart), drawn like [`free_tcp_port`].
+/// A free UDP port on loopback for a QUIC endpoint that must come back on the same port after a
+/// restart, drawn like [`restartable_tcp_port`] (a client's endpoint bound to port 0 could take
+/// it meanwhile).
 pub fn free_udp_port() -> u16 {
     free_port(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).map(drop))
 }

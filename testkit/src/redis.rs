@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::net::free_tcp_port;
+use crate::net::restartable_tcp_port;
 use crate::process::Process;
 
 /// A private `redis-server` on a free port (no persistence), so a test can kill it and start it
@@ -18,7 +18,7 @@ impl Redis {
     /// CI (see [`crate::skip`]).
     pub fn start() -> Option<Redis> {
         let mut redis = Redis {
-            port: free_tcp_port(),
+            port: restartable_tcp_port(),
             process: None,
         };
         if !redis.restart() {
