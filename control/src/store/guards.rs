@@ -19,7 +19,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
-use super::write::{Claim, EnvWrite, Scope, Tx, WriteLimits, bump_revision, record_change};
+use super::write::{Claim, EnvWrite, Scope, SideChange, Tx, WriteLimits, bump_revision};
 use super::{Actor, Store, StoreError, StoreResult, audit, corrupt, json_opt};
 use crate::guards::{self, ArmFigures, BUCKETS, Counts, GuardSpec, Look};
 use crate::model::{ChangeKind, Millis, now_millis, rfc3339};
@@ -243,27 +243,15 @@ impl Store {
         let new = find(&mut tx, env, flag)
             .await?
             .ok_or_else(|| corrupt("guards"))?;
-        let audit_id = audit(
-            &mut tx,
-            actor,
-            "flag.guard.put",
-            Some(env),
-            Some(flag),
-            old.as_ref().map_or(Value::Null, Stored::audited),
-            new.audited(),
-        )
-        .await?;
-        record_change(
-            &mut tx,
-            env_id,
-            revision,
-            ChangeKind::Guards,
-            Some(flag),
-            audit_id,
-        )
-        .await?;
-        tx.commit().await?;
-        self.announce(env, revision);
+        let change = SideChange {
+            kind: ChangeKind::Guards,
+            action: "flag.guard.put",
+            key: Some(flag),
+            before: old.as_ref().map_or(Value::Null, Stored::audited),
+            after: new.audited(),
+        };
+        self.commit_side_change(tx, actor, (env, env_id, revision), change)
+            .await?;
         Ok(new.record([[0; BUCKETS]; 2]))
     }
 
@@ -278,27 +266,15 @@ impl Store {
             .bind(old.id)
             .execute(&mut *tx)
             .await?;
-        let audit_id = audit(
-            &mut tx,
-            actor,
-            "flag.guard.delete",
-            Some(env),
-            Some(flag),
-            old.audited(),
-            Value::Null,
-        )
-        .await?;
-        record_change(
-            &mut tx,
-            env_id,
-            revision,
-            ChangeKind::Guards,
-            Some(flag),
-            audit_id,
-        )
-        .await?;
-        tx.commit().await?;
-        self.announce(env, revision);
+        let change = SideChange {
+            kind: ChangeKind::Guards,
+            action: "flag.guard.delete",
+            key: Some(flag),
+            before: old.audited(),
+            after: Value::Null,
+        };
+        self.commit_side_change(tx, actor, (env, env_id, revision), change)
+            .await?;
         Ok(())
     }
 

@@ -24,7 +24,7 @@ use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 use vexil_engine::{ValidationError, ValidationErrors};
 
-use super::write::{EnvWrite, Precondition, Scope, Tx, WriteLimits, bump_revision, record_change};
+use super::write::{EnvWrite, Precondition, Scope, SideChange, Tx, WriteLimits, bump_revision};
 use super::{
     Actor, Saved, Store, StoreError, StoreResult, audit, corrupt, environment_id, json_opt,
 };
@@ -471,27 +471,15 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let audit_id = audit(
-            &mut tx,
-            actor,
-            "flag.proposal.set",
-            Some(env),
-            Some(key),
-            before.as_ref().map_or(Value::Null, audited),
-            audited(&record),
-        )
-        .await?;
-        record_change(
-            &mut tx,
-            env_id,
-            revision,
-            ChangeKind::Proposals,
-            Some(key),
-            audit_id,
-        )
-        .await?;
-        tx.commit().await?;
-        self.announce(env, revision);
+        let change = SideChange {
+            kind: ChangeKind::Proposals,
+            action: "flag.proposal.set",
+            key: Some(key),
+            before: before.as_ref().map_or(Value::Null, audited),
+            after: audited(&record),
+        };
+        self.commit_side_change(tx, actor, (env, env_id, revision), change)
+            .await?;
         Ok(Saved {
             created: before.is_none(),
             revision,
@@ -515,27 +503,15 @@ impl Store {
             .ok_or_else(|| not_found(env, key))?;
         precondition.check(Some(before.revision), None)?;
         delete_row(&mut tx, env_id, key, &before.id).await?;
-        let audit_id = audit(
-            &mut tx,
-            actor,
-            "flag.proposal.drop",
-            Some(env),
-            Some(key),
-            audited(&before),
-            Value::Null,
-        )
-        .await?;
-        record_change(
-            &mut tx,
-            env_id,
-            revision,
-            ChangeKind::Proposals,
-            Some(key),
-            audit_id,
-        )
-        .await?;
-        tx.commit().await?;
-        self.announce(env, revision);
+        let change = SideChange {
+            kind: ChangeKind::Proposals,
+            action: "flag.proposal.drop",
+            key: Some(key),
+            before: audited(&before),
+            after: Value::Null,
+        };
+        self.commit_side_change(tx, actor, (env, env_id, revision), change)
+            .await?;
         Ok(revision)
     }
 

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
 
-use super::write::{bump_revision, record_change};
-use super::{Actor, Store, StoreResult, audit, corrupt, environment_from_row, not_found_env};
+use super::write::{SideChange, bump_revision};
+use super::{Actor, Store, StoreResult, corrupt, environment_from_row, not_found_env};
 use crate::model::{ChangeKind, Environment, now_millis};
 
 /// Keys kept per environment: the current one and the one before it.
@@ -152,27 +152,15 @@ impl Store {
         .await?;
         let environment = environment_from_row(&row)?;
         let (before, after) = (infos(&old), infos(&keys));
-        let audit_id = audit(
-            &mut tx,
-            actor,
-            "environment.signing_key.rotate",
-            Some(env),
-            None,
-            json!({ "signing_keys": before }),
-            json!({ "signing_keys": after }),
-        )
-        .await?;
-        record_change(
-            &mut tx,
-            id,
-            revision,
-            ChangeKind::SigningKeys,
-            None,
-            audit_id,
-        )
-        .await?;
-        tx.commit().await?;
-        self.announce(env, revision);
+        let change = SideChange {
+            kind: ChangeKind::SigningKeys,
+            action: "environment.signing_key.rotate",
+            key: None,
+            before: json!({ "signing_keys": before }),
+            after: json!({ "signing_keys": after }),
+        };
+        self.commit_side_change(tx, actor, (env, id, revision), change)
+            .await?;
         Ok(Some((environment, after)))
     }
 

@@ -679,25 +679,53 @@ struct NewChange<'a> {
     audit_id: Option<i64>,
 }
 
-/// Appends the change-log entry of `revision` (what sidecars follow) for a change made outside
-/// [`Store::write`] (a signing-key rotation, a proposal), about `key` when it is about one flag,
-/// linked to its audit entry `audit_id` (the change stream names its actor).
-pub(super) async fn record_change(
-    tx: &mut Tx,
-    environment_id: i64,
-    revision: i64,
-    kind: ChangeKind,
-    key: Option<&str>,
-    audit_id: i64,
-) -> StoreResult<()> {
-    let change = NewChange {
-        revision,
-        kind,
-        key,
-        definition: None,
-        audit_id: Some(audit_id),
-    };
-    record_change_audited(tx, environment_id, &change).await
+/// A revision made outside [`Store::write`], of something beside the flags (a guard, a proposal,
+/// the signing keys): what the audit log and the change log keep of it.
+pub(super) struct SideChange<'a> {
+    /// The change log's kind (what sidecars are sent for it).
+    pub kind: ChangeKind,
+    /// The audit action (`flag.guard.put`, ...).
+    pub action: &'static str,
+    /// The flag it is about, when it is about one.
+    pub key: Option<&'a str>,
+    /// What the audit entry keeps from before and after.
+    pub before: Value,
+    pub after: Value,
+}
+
+impl Store {
+    /// Ends the write `tx` that made `revision` of `env` (id `env_id`) by `change`: audited,
+    /// appended to the change log (what sidecars follow) linked to its audit entry (the change
+    /// stream names its actor), committed, and announced to the replica's subscribers.
+    pub(super) async fn commit_side_change(
+        &self,
+        mut tx: Tx,
+        actor: &Actor,
+        (env, env_id, revision): (&str, i64, i64),
+        change: SideChange<'_>,
+    ) -> StoreResult<()> {
+        let audit_id = audit(
+            &mut tx,
+            actor,
+            change.action,
+            Some(env),
+            change.key,
+            change.before,
+            change.after,
+        )
+        .await?;
+        let entry = NewChange {
+            revision,
+            kind: change.kind,
+            key: change.key,
+            definition: None,
+            audit_id: Some(audit_id),
+        };
+        record_change_audited(&mut tx, env_id, &entry).await?;
+        tx.commit().await?;
+        self.announce(env, revision);
+        Ok(())
+    }
 }
 
 /// Appends the change-log entry of a revision, linked to the write's audit entry.
