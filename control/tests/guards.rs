@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use common::*;
 use serde_json::{Value, json};
 use vexil_control::store::OutcomeRow;
-use vexil_testkit::proxy::ProxyCmd;
+use vexil_testkit::proxy::{ProxyCmd, ProxyProcess};
 
 /// `checkout`: a 50 % rollout of `new` against `old`, by user.
 fn checkout() -> Value {
@@ -119,11 +119,13 @@ fn sidecar(app: &App, token: &str, dir: &TempDir) -> ProxyCmd {
 
 /// Sends `n` requests of new users (numbered from `first`) through the sidecar at `outbound`;
 /// returns how many were answered 500, and the `vexil-flags` values the upstream saw.
-async fn requests(outbound: u16, upstream: SocketAddr, first: u64, n: u64) -> (u64, Vec<String>) {
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{outbound}")).unwrap())
-        .build()
-        .unwrap();
+async fn requests(
+    proxy: &ProxyProcess,
+    upstream: SocketAddr,
+    first: u64,
+    n: u64,
+) -> (u64, Vec<String>) {
+    let client = proxy.client();
     let (mut failed, mut flags) = (0, Vec::new());
     for i in first..first + n {
         let r = client
@@ -153,6 +155,27 @@ enum Want {
 
 /// The guard's record, polled until `want` holds (at most 30 s). (Owned arguments: a future
 /// holding references does not satisfy the test runner's `Send` bound.)
+/// Sends requests through `proxy` in steps of `step`, each waited for in the guard's counts,
+/// until the guard trips (fails after `most` requests); the tripped guard.
+async fn until_tripped(
+    app: &App,
+    proxy: &ProxyProcess,
+    upstream: SocketAddr,
+    step: u64,
+    most: u64,
+) -> Value {
+    let mut sent = 0;
+    loop {
+        requests(proxy, upstream, sent, step).await;
+        sent += step;
+        let g = guard_until(app.clone(), Want::CountedOrTripped(sent)).await;
+        if g["state"] == "tripped" {
+            return g;
+        }
+        assert!(sent < most, "no trip after {sent} requests: {g}");
+    }
+}
+
 async fn guard_until(app: App, want: Want) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -211,16 +234,7 @@ async fn a_failing_rollout_is_switched_off(backend: Backend) {
 
         // Steps of 40 requests, each waited for in the guard's counts, until it trips: the look
         // that trips is the first (both arms between 100 and 200 answers).
-        let mut sent = 0;
-        let tripped = loop {
-            requests(proxy.ports.outbound, upstream, sent, 40).await;
-            sent += 40;
-            let g = guard_until(app.clone(), Want::CountedOrTripped(sent)).await;
-            if g["state"] == "tripped" {
-                break g;
-            }
-            assert!(sent < 600, "no trip after {sent} requests: {g}");
-        };
+        let tripped = until_tripped(&app, &proxy, upstream, 40, 600).await;
         let look = &tripped["trip"]["look"];
         assert_eq!(look["k"], 0, "{tripped}");
         assert!(look["trips"].as_bool().unwrap());
@@ -255,7 +269,7 @@ async fn a_failing_rollout_is_switched_off(backend: Backend) {
         let revision = flag_revision(app.clone()).await;
         wait_for_revision(proxy.admin.clone(), revision).await;
         let before = failures.load(Ordering::SeqCst);
-        let (failed, seen) = requests(proxy.ports.outbound, upstream, 10_000, 100).await;
+        let (failed, seen) = requests(&proxy, upstream, 10_000, 100).await;
         assert_eq!(failed, 0);
         assert_eq!(failures.load(Ordering::SeqCst), before);
         assert!(
@@ -339,16 +353,7 @@ async fn a_slow_rollout_is_switched_off() {
         let dir = TempDir::new("vexil-guards");
         let mut proxy = sidecar(&app, &token, &dir).start();
         proxy.wait_ready().await;
-        let mut sent = 0;
-        let tripped = loop {
-            requests(proxy.ports.outbound, upstream, sent, 20).await;
-            sent += 20;
-            let g = guard_until(app.clone(), Want::CountedOrTripped(sent)).await;
-            if g["state"] == "tripped" {
-                break g;
-            }
-            assert!(sent < 300, "no trip after {sent} requests: {g}");
-        };
+        let tripped = until_tripped(&app, &proxy, upstream, 20, 300).await;
         let look = &tripped["trip"]["look"];
         assert_eq!(look["k"], 0, "{tripped}");
         assert_eq!(look["rollout_slow_share"], 1.0, "{look}");
@@ -390,7 +395,7 @@ async fn arms_that_fail_alike_never_trip() {
         let dir = TempDir::new("vexil-guards");
         let mut proxy = sidecar(&app, &token, &dir).start();
         proxy.wait_ready().await;
-        let (failed, _) = requests(proxy.ports.outbound, upstream, 0, 800).await;
+        let (failed, _) = requests(&proxy, upstream, 0, 800).await;
         assert!(failed >= 150, "{failed}");
         assert_eq!(failures.load(Ordering::SeqCst), failed);
         let g = guard_until(app.clone(), Want::Counted(800)).await;

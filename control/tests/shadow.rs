@@ -619,21 +619,8 @@ async fn through_a_real_sidecar(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let via_a = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", a.ports.outbound)).unwrap())
-        .build()
-        .unwrap();
-    let decision = async |user: &str| -> String {
-        let r = via_a
-            .get(format!("http://{}/x", upstream.addr()))
-            .header("x-user-id", user)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let seen: Value = r.json().await.unwrap();
-        seen["headers"]["vexil-flags"].as_str().unwrap().to_string()
-    };
+    let via_a = a.client();
+    let decision = async |user: &str| flags_seen(&via_a, upstream.addr(), user).await;
     let users: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
     for _ in 0..2 {
         for user in &users {
@@ -730,21 +717,8 @@ async fn through_a_real_sidecar(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let via_a = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", a.ports.outbound)).unwrap())
-        .build()
-        .unwrap();
-    let decision = async |user: &str| -> String {
-        let r = via_a
-            .get(format!("http://{}/x", upstream.addr()))
-            .header("x-user-id", user)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let seen: Value = r.json().await.unwrap();
-        seen["headers"]["vexil-flags"].as_str().unwrap().to_string()
-    };
+    let via_a = a.client();
+    let decision = async |user: &str| flags_seen(&via_a, upstream.addr(), user).await;
 
     // Publishing: the sidecar's decisions follow the proposal.
     app.req("POST", &format!("{path}/publish?wait=10s"))
@@ -774,4 +748,18 @@ async fn a_proposal_is_compared_on_real_decisions_then_published_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_proposal_is_compared_on_real_decisions_then_published_postgres() {
     through_a_real_sidecar(Backend::Postgres).await;
+}
+
+/// The `vexil-flags` the echo upstream at `upstream` saw on a request of `user` sent `via` a
+/// sidecar.
+async fn flags_seen(via: &reqwest::Client, upstream: std::net::SocketAddr, user: &str) -> String {
+    let r = via
+        .get(format!("http://{upstream}/x"))
+        .header("x-user-id", user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.unwrap();
+    seen["headers"]["vexil-flags"].as_str().unwrap().to_string()
 }

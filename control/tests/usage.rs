@@ -426,10 +426,7 @@ async fn through_real_sidecars(backend: Backend) {
 
         // Through A's data plane: three requests of `vip`, two of `alice` (the second of each is
         // served from the decision cache: still decisions); each decides the route's three flags.
-        let via_a = reqwest::Client::builder()
-            .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", a.ports.outbound)).unwrap())
-            .build()
-            .unwrap();
+        let via_a = a.client();
         for user in ["vip", "vip", "vip", "alice", "alice"] {
             let r = via_a
                 .get(format!("http://{}/x", upstream.addr()))

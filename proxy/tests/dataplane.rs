@@ -812,10 +812,7 @@ async fn forged_decisions_never_reach_the_upstream() {
         echo,
     )
     .await;
-    let via = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", proxy.ports.outbound)).unwrap())
-        .build()
-        .unwrap();
+    let via = proxy.client();
     let seen = async |headers: &[(&str, &str)]| -> Value {
         let mut req = via.get(format!("http://{echo}/trust"));
         for (k, v) in headers {

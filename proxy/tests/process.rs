@@ -44,10 +44,7 @@ async fn offline_mode_serves_a_flags_file_and_exits_cleanly_on_sigterm() {
     // Through the data plane: the upstream sees the decision as a header.
     let upstream = Echo::new().header_as_body("vexil-flags").start().await;
     let upstream_addr = upstream.addr();
-    let via = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", proxy.ports.outbound)).unwrap())
-        .build()
-        .unwrap();
+    let via = proxy.client();
     let seen = via
         .get(format!("http://{upstream_addr}/"))
         .send()

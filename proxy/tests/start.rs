@@ -126,10 +126,7 @@ async fn ofrep(proxy: &ProxyProcess, key: &str) -> (u16, Value) {
 
 /// The headers the upstream saw for one request through the sidecar's outbound proxy.
 async fn proxied_headers(proxy: &ProxyProcess, upstream: std::net::SocketAddr) -> Value {
-    let via = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", proxy.ports.outbound)).unwrap())
-        .build()
-        .unwrap();
+    let via = proxy.client();
     let echoed: Value = via
         .get(format!("http://{upstream}/hello"))
         .send()

@@ -87,6 +87,16 @@ pub struct ProxyProcess {
 }
 
 impl ProxyProcess {
+    /// An HTTP client that sends its requests through the sidecar's outbound listener, as an
+    /// application with `http_proxy` set does.
+    pub fn client(&self) -> reqwest::Client {
+        let outbound = format!("http://127.0.0.1:{}", self.ports.outbound);
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(outbound).expect("a proxy URL"))
+            .build()
+            .expect("an HTTP client")
+    }
+
     /// `vexil-proxy ARGS` with the defaults of [`ProxyCmd`], not waited for.
     pub fn start(args: &[&str]) -> ProxyProcess {
         ProxyCmd::new().args(args).start()
