@@ -6,6 +6,16 @@ import { h, fill, field, announce, confirmDialog, ago, table, jsonBlock } from "
 import { parseWithSpans, parsePath, pathKey, lineCol } from "./jsonpos.js";
 import { formFor } from "./schemaform.js";
 
+/** The JSON in text area `area`, or `undefined` after announcing that `what` is not valid JSON. */
+function jsonIn(area, what) {
+  try {
+    return JSON.parse(area.value);
+  } catch (e) {
+    announce(`${what} is not valid JSON: ${e.message}`, "error");
+    return undefined;
+  }
+}
+
 const enc = encodeURIComponent;
 const envPath = (env) => `/api/v1/environments/${enc(env)}`;
 
@@ -425,13 +435,8 @@ async function guardSection(ctx, env, key, record, canWrite) {
             {
               type: "button",
               onclick: async () => {
-                let body;
-                try {
-                  body = JSON.parse(defArea.value);
-                } catch (e) {
-                  announce(`The guard is not valid JSON: ${e.message}`, "error");
-                  return;
-                }
+                const body = jsonIn(defArea, "The guard");
+                if (body === undefined) return;
                 await act("PUT", path, body, `Guard of ${key} armed.`);
               },
             },
@@ -671,13 +676,8 @@ function schemaSection(ctx, env, key, record, editor, canWrite) {
               type: "button",
               class: "primary",
               onclick: async () => {
-                let value;
-                try {
-                  value = JSON.parse(schemaArea.value);
-                } catch (e) {
-                  announce(`The schema is not valid JSON: ${e.message}`, "error");
-                  return;
-                }
+                const value = jsonIn(schemaArea, "The schema");
+                if (value === undefined) return;
                 try {
                   await api("PUT", path, { body: value });
                   ctx.go(location.hash, `Schema of ${key} saved.`);
@@ -778,13 +778,8 @@ export async function preview(ctx, env) {
         "aria-label": "Evaluation preview",
         onsubmit: async (ev) => {
           ev.preventDefault();
-          let context;
-          try {
-            context = JSON.parse(ctxArea.value);
-          } catch (e) {
-            announce(`The context is not valid JSON: ${e.message}`, "error");
-            return;
-          }
+          const context = jsonIn(ctxArea, "The context");
+          if (context === undefined) return;
           try {
             const { data } = await api("POST", `${envPath(env)}/evaluate`, { body: { context, flag: flagSelect.value || undefined } });
             fill(
