@@ -628,6 +628,20 @@ async fn the_fast_path_reuses_upstream_connections() {
     );
 }
 
+/// What the client gets for `GET http://up/` sent through `proxy`, read until the connection
+/// closes (within 5 s).
+async fn get_to_close(proxy: SocketAddr, up: SocketAddr) -> String {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let req = format!("GET http://{up}/ HTTP/1.1\r\nHost: {up}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the connection closes after the answer")
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// An upstream that answers each connection's first request with `answer` as soon as its head
 /// arrived, then closes it (after `hold`).
 async fn one_shot_upstream(answer: &'static str) -> SocketAddr {
@@ -683,15 +697,7 @@ async fn the_fast_path_relays_chunked_and_close_delimited_responses() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let closing = one_shot_upstream("HTTP/1.1 200 OK\r\nX-B: 2\r\n\r\nuntil close").await;
-    let mut s = TcpStream::connect(side.proxy).await.unwrap();
-    let req = format!("GET http://{closing}/ HTTP/1.1\r\nHost: {closing}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-        .await
-        .expect("the connection closes with the body")
-        .unwrap();
-    let got = String::from_utf8_lossy(&got);
+    let got = get_to_close(side.proxy, closing).await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(
         got.contains("connection: close\r\n") && got.ends_with("\r\n\r\nuntil close"),
@@ -740,13 +746,7 @@ async fn an_ambiguous_upstream_answer_is_a_502() {
         "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 5\r\n\r\nsmugg",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nsmugg\r\n0\r\n\r\n",
     ] {
-        let up = one_shot_upstream(answer).await;
-        let mut s = TcpStream::connect(side.proxy).await.unwrap();
-        let req = format!("GET http://{up}/ HTTP/1.1\r\nHost: {up}\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut got = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
-        let got = String::from_utf8_lossy(&got);
+        let got = get_to_close(side.proxy, one_shot_upstream(answer).await).await;
         assert!(got.starts_with("HTTP/1.1 502 "), "{answer:?} -> {got}");
         assert!(!got.contains("smugg"), "{answer:?} -> {got}");
     }
