@@ -136,12 +136,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The database did not finish `what` within `deadline`: unavailable, like a database that
+    /// The database did not finish a write within `deadline`: unavailable, like a database that
     /// cannot be reached (`503`).
-    pub fn timed_out(what: &str, deadline: Duration) -> StoreError {
+    pub fn timed_out(deadline: Duration) -> StoreError {
         StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("the database did not finish {what} within {deadline:?}"),
+            format!("the database did not finish the write within {deadline:?}"),
         )))
     }
 }
@@ -149,12 +149,11 @@ impl StoreError {
 /// `call`, or [`StoreError::timed_out`] once `deadline` has passed.
 pub async fn within<T>(
     deadline: Duration,
-    what: &str,
     call: impl Future<Output = StoreResult<T>>,
 ) -> StoreResult<T> {
     tokio::time::timeout(deadline, call)
         .await
-        .unwrap_or_else(|_| Err(StoreError::timed_out(what, deadline)))
+        .unwrap_or_else(|_| Err(StoreError::timed_out(deadline)))
 }
 
 impl From<sqlx::Error> for StoreError {

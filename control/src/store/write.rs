@@ -420,7 +420,7 @@ impl Store {
                     claim.as_ref(),
                 );
                 let result = match self.options.write_deadline(self.backend) {
-                    Some(deadline) => super::within(deadline, "the write", once).await,
+                    Some(deadline) => super::within(deadline, once).await,
                     None => once.await,
                 };
                 match result {

@@ -151,7 +151,7 @@ impl Recorder {
 
 /// A store call with the recorder's deadline.
 async fn bounded<T>(call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-    crate::store::within(WRITE_DEADLINE, "the write", call).await
+    crate::store::within(WRITE_DEADLINE, call).await
 }
 
 /// Records this replica's sessions (`replica`: its server id) in the store until `cancel`; then

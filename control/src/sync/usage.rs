@@ -405,7 +405,7 @@ impl UsageAggregator {
                 counts: *counts,
             })
             .collect();
-        let written = within(WRITE_DEADLINE, "the write", store.record_outcomes(&rows)).await;
+        let written = within(WRITE_DEADLINE, store.record_outcomes(&rows)).await;
         let guards = match written {
             Ok(guards) => guards,
             Err(e) => {
@@ -453,7 +453,7 @@ impl UsageAggregator {
             })
             .collect();
         let started = Instant::now();
-        let written = within(WRITE_DEADLINE, "the write", store.record_usage(&rows)).await;
+        let written = within(WRITE_DEADLINE, store.record_usage(&rows)).await;
         let seconds = started.elapsed().as_secs_f64();
         match written {
             Ok(n) => {
@@ -485,7 +485,7 @@ impl UsageAggregator {
             return Ok(());
         }
         let rows = taken.rows();
-        let written = within(WRITE_DEADLINE, "the write", store.record_shadow(&rows)).await;
+        let written = within(WRITE_DEADLINE, store.record_shadow(&rows)).await;
         match written {
             Ok((written, unknown)) => {
                 self.metrics.shadow_entries("written", written);
