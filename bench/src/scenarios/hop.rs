@@ -92,8 +92,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let mut points = measure(ctx, "direct", &direct_call, None, &rates).await?;
     // The sidecar twice: with its HTTP/1.1 fast path (`vexil` rows) and with every request on
     // pingora's proxy (`vexil via pingora`).
-    for (fast, label) in [(true, "vexil"), (false, "vexil via pingora")] {
-        let rows = vexil_rows(ctx, &set, &injected, upstream, fast, label, &rates).await;
+    for (fast, labels) in [
+        (true, ("vexil", "vexil 10k users")),
+        (false, ("vexil via pingora", "vexil via pingora 10k users")),
+    ] {
+        let rows = vexil_rows(ctx, &set, &injected, upstream, fast, labels, &rates).await;
         match rows {
             Ok((rows, notes)) => {
                 points.extend(rows);
@@ -101,7 +104,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                     report.note(n);
                 }
             }
-            Err(e) => report.note(format!("{label}: data plane not available: {e:#}")),
+            Err(e) => report.note(format!("{}: data plane not available: {e:#}", labels.0)),
         }
     }
     let bare = ctx.proxy_bin.with_file_name("bare-pingora");
@@ -153,15 +156,15 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// One sidecar's rows: one user (`label`) and 10,000 users (`label 10k users`), and with the fast
-/// path also the gRPC rows (h2c never takes it). Notes for the report beside them.
+/// One sidecar's rows, named by `labels`: one user, and 10,000 users; with the fast path also the
+/// gRPC rows (h2c never takes it, so once is enough). Notes for the report beside them.
 async fn vexil_rows(
     ctx: &Ctx,
     set: &crate::GeneratedSet,
     injected: &[String],
     upstream: SocketAddr,
     fast: bool,
-    label: &'static str,
+    (label, users_label): (&'static str, &'static str),
     rates: &[f64],
 ) -> anyhow::Result<(Vec<Point>, Vec<String>)> {
     let mut sidecar = start_vexil(ctx, &set.document, injected, fast).await?;
@@ -181,11 +184,6 @@ async fn vexil_rows(
         (0..USERS).map(|u| user_request(upstream, u)).collect(),
         200,
     );
-    let users_label: &'static str = if fast {
-        "vexil 10k users"
-    } else {
-        "vexil via pingora 10k users"
-    };
     points.extend(measure(ctx, users_label, &users, Some(pid), rates).await?);
     if fast {
         match grpc_rows(ctx, set, sidecar.outbound, pid, rates).await {
